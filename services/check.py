@@ -1,0 +1,74 @@
+"""`protolab check`: speak each protocol once and say which answered.
+
+Each protocol's probe(target) talks to its server with a blocking client (a greeting, a
+query, a handshake, never a bare TCP connect) and returns a one-line detail, or raises.
+Probes run at once in threads, so a dead service costs one timeout, not one per service.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import registry
+from .config import LabConfig
+from .listeners import Listener
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    host: str
+    config: LabConfig
+    offset: int
+    timeout: float
+
+    def listeners(self, service: str) -> list[Listener]:
+        return [l.shifted(self.offset) for l in registry.module(service).listeners(self.config)]
+
+    def listener(self, service: str, name: str) -> Listener:
+        return next(l for l in self.listeners(service) if l.name == name)
+
+    def port(self, service: str, name: str) -> int:
+        return self.listener(service, name).port
+
+
+@dataclass(frozen=True)
+class Result:
+    service: str
+    ok: bool
+    detail: str
+    seconds: float
+    skipped: bool = False
+
+
+def probe(service: str, target: ProbeTarget) -> Result:
+    if not any(l.active for l in target.listeners(service)):
+        notes = "; ".join(l.note for l in target.listeners(service) if l.note)
+        return Result(service, True, f"off ({notes or 'not active in this config'})", 0.0, True)
+    start = time.monotonic()
+    try:
+        detail = registry.module(service).probe(target)
+        ok = True
+    except Exception as error:  # any failure of any client library is a failed probe
+        detail = f"{type(error).__name__}: {error}".strip().splitlines()[0] if str(error) else type(error).__name__
+        ok = False
+    return Result(service, ok, detail, time.monotonic() - start)
+
+
+def run(target: ProbeTarget, names: list[str]) -> list[Result]:
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return list(pool.map(lambda name: probe(name, target), names))
+
+
+def table(target: ProbeTarget, results: list[Result]) -> str:
+    lines = []
+    for result in results:
+        ports = ",".join(f"{l.port}/{l.transport}" for l in target.listeners(result.service)
+                         if l.active)
+        state = "off" if result.skipped else "ok" if result.ok else "FAIL"
+        lines.append(f"{result.service:<6} {target.host}:{ports or '-':<18} {state:<4} "
+                     f"{result.seconds * 1000:6.0f} ms  {result.detail}")
+    return "\n".join(lines)

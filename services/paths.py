@@ -1,0 +1,64 @@
+"""The one path-safety rule of every file-serving protocol (FTP, SMB, HTTP).
+
+A client names a file by a path relative to a root it may use (a home, public_html, the
+public area). `resolve(root, path)` returns the real file system path, or raises PathError
+when the path would leave the root in any way:
+
+- ".." that climbs above the root (inside it, "a/../b" is just "b");
+- "\\" is a separator too (SMB's, and Windows clients' over FTP and HTTP);
+- absolute paths and drive letters are taken relative to the root, never to "/";
+- ":" (NTFS alternate data streams, drive letters), NUL and control characters are refused;
+- a symbolic link anywhere on the way that points outside the root is refused.
+
+Percent-decoding is the HTTP layer's job and happens exactly once before this: a literal
+"%2e%2e" that arrives here is a file name, not a way up. Case does not matter for escaping
+on Linux: a root is one directory, and names in it are whatever case they are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class PathError(ValueError):
+    """A path that would leave its root or that no protocol may use."""
+
+
+def parts(path: str) -> list[str]:
+    """The path's names after folding ".", "" and "..", or PathError if ".." leaves the top."""
+    out: list[str] = []
+    for name in path.replace("\\", "/").split("/"):
+        if any(ord(c) < 32 or c == "\x7f" for c in name):
+            raise PathError(f"control character in path {path!r}")
+        if ":" in name:
+            raise PathError(f"':' is not allowed in a name ({path!r})")
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not out:
+                raise PathError(f"path leaves its root: {path!r}")
+            out.pop()
+            continue
+        # Windows ignores trailing dots and spaces; "..." or ".. " would mean ".." there.
+        if name.rstrip(". ") == "":
+            raise PathError(f"name made of dots and spaces: {path!r}")
+        out.append(name)
+    return out
+
+
+def resolve(root: Path, path: str) -> Path:
+    """The file system path of `path` under `root` (which need not exist yet)."""
+    names = parts(path)
+    real_root = Path(os.path.realpath(root))
+    target = real_root.joinpath(*names)
+    real = Path(os.path.realpath(target))
+    if real != real_root and real_root not in real.parents:
+        raise PathError(f"path leaves its root through a link: {path!r}")
+    return target
+
+
+def relative(root: Path, path: Path) -> str:
+    """The client's view of `path`: "/" + its names below `root`."""
+    rel = Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    return "/" + rel.as_posix() if str(rel) != "." else "/"

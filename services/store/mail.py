@@ -1,0 +1,378 @@
+"""Mailboxes and messages: what SMTP delivers into and POP3 and IMAP read.
+
+IMAP's rules are the model: a mailbox has a UIDVALIDITY that changes only when the mailbox
+is made anew, UIDs ascend and are never reused, every change takes the next mod-sequence
+(CONDSTORE), and expunged UIDs leave a tombstone with their mod-sequence (QRESYNC).
+Mailbox names are Unicode with "/" as the hierarchy delimiter; "INBOX" is matched in any
+case. Message bytes live in the database, so a message is either wholly there or not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .db import Database, StoreError, Tx
+
+MIGRATIONS = [
+    """
+    CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL DEFAULT 1,
+        modseq INTEGER NOT NULL DEFAULT 1,
+        special_use TEXT NOT NULL DEFAULT '',
+        UNIQUE (user, name)
+    );
+    CREATE TABLE subscriptions (
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        mailbox INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        flags TEXT NOT NULL DEFAULT '',
+        internaldate REAL NOT NULL,
+        modseq INTEGER NOT NULL,
+        UNIQUE (mailbox, uid)
+    );
+    CREATE INDEX messages_modseq ON messages (mailbox, modseq);
+    CREATE TABLE bodies (
+        message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE expunged (
+        mailbox INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, uid)
+    );
+    """,
+]
+
+DELIMITER = "/"
+INBOX = "INBOX"
+# Every user gets these (RFC 6154 SPECIAL-USE); clients find them by the attribute.
+SPECIAL = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk",
+           "Archive": "\\Archive"}
+SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
+                                       "\\Draft")}
+
+
+class MailError(StoreError):
+    pass
+
+
+class NoMailbox(MailError):
+    pass
+
+
+class MailboxExists(MailError):
+    pass
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: int
+    user: str
+    name: str
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+    special_use: str
+
+
+@dataclass(frozen=True)
+class Message:
+    uid: int
+    size: int
+    flags: frozenset[str]
+    internaldate: float
+    modseq: int
+
+
+@dataclass(frozen=True)
+class Status:
+    messages: int
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    modseq: int
+    size: int
+
+
+def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their RFC 3501 spelling; keywords as given (one spelling per flag)."""
+    out: dict[str, str] = {}
+    for flag in flags:
+        out.setdefault(flag.lower(), SYSTEM_FLAGS.get(flag.lower(), flag))
+    out.pop("\\recent", None)  # a session property, never stored
+    return frozenset(out.values())
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+def _flags(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _name(name: str) -> str:
+    return INBOX if name.upper() == INBOX else name
+
+
+_MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use"
+_MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq"
+
+
+def _message(row: tuple) -> Message:
+    return Message(row[0], row[1], _flags(row[2]), row[3], row[4])
+
+
+class Mail:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- mailboxes ---------------------------------------------------------------------
+
+    def create_defaults(self, tx: Tx, user: str) -> None:
+        """The mailboxes every user has: INBOX and the special-use ones."""
+        for name, use in [(INBOX, ""), *SPECIAL.items()]:
+            self._create(tx, user, name, use)
+            tx.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)", (user, name))
+
+    def _create(self, tx: Tx, user: str, name: str, special_use: str = "") -> int:
+        # UIDVALIDITY: seconds since the epoch, kept strictly ascending across the store.
+        row = tx.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        uidvalidity = max(int(time.time()), int(row[0]) + 1 if row else 0)
+        tx.execute("INSERT OR REPLACE INTO meta VALUES ('uidvalidity', ?)", (str(uidvalidity),))
+        cursor = tx.execute(
+            "INSERT INTO mailboxes (user, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+            (user, name, uidvalidity, special_use),
+        )
+        tx.changed(f"mailboxes:{user}")
+        return cursor.lastrowid  # type: ignore[return-value]
+
+    def mailboxes(self, user: str) -> list[Mailbox]:
+        rows = self.db.query(
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user = ? ORDER BY name", (user,)
+        )
+        return [Mailbox(*row) for row in rows]
+
+    def mailbox(self, user: str, name: str) -> Mailbox | None:
+        row = self.db.one(
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user = ? AND name = ?",
+            (user, _name(name)),
+        )
+        return Mailbox(*row) if row else None
+
+    def mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
+        row = self.db.one(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?", (mailbox_id,))
+        return Mailbox(*row) if row else None
+
+    def create_mailbox(self, user: str, name: str, special_use: str = "") -> Mailbox:
+        name = _name(name)
+        with self.db.write() as tx:
+            if tx.execute("SELECT 1 FROM mailboxes WHERE user = ? AND name = ?",
+                          (user, name)).fetchone():
+                raise MailboxExists(f"mailbox {name!r} exists")
+            mailbox_id = self._create(tx, user, name, special_use)
+        return self.mailbox_by_id(mailbox_id)  # type: ignore[return-value]
+
+    def delete_mailbox(self, user: str, name: str) -> None:
+        """Delete one mailbox and its messages (children are the caller's decision)."""
+        name = _name(name)
+        if name == INBOX:
+            raise MailError("INBOX cannot be deleted")
+        with self.db.write() as tx:
+            row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
+                             (user, name)).fetchone()
+            if not row:
+                raise NoMailbox(f"no mailbox {name!r}")
+            tx.execute("DELETE FROM mailboxes WHERE id = ?", (row[0],))
+            tx.changed(f"mailboxes:{user}", f"mailbox:{row[0]}")
+
+    def rename_mailbox(self, user: str, old: str, new: str) -> None:
+        """Rename a mailbox and everything below it, keeping their UIDVALIDITY and messages."""
+        old, new = _name(old), _name(new)
+        if INBOX in (old, new):
+            raise MailError("INBOX cannot be renamed here (IMAP moves its messages instead)")
+        prefix = old + DELIMITER
+        with self.db.write() as tx:
+            rows = tx.execute(
+                "SELECT id, name FROM mailboxes WHERE user = ? AND (name = ? OR substr(name, 1, ?) = ?)",
+                (user, old, len(prefix), prefix),
+            ).fetchall()
+            if not any(name == old for _, name in rows):
+                raise NoMailbox(f"no mailbox {old!r}")
+            if tx.execute("SELECT 1 FROM mailboxes WHERE user = ? AND name = ?",
+                          (user, new)).fetchone():
+                raise MailboxExists(f"mailbox {new!r} exists")
+            for mailbox_id, name in rows:
+                tx.execute("UPDATE mailboxes SET name = ? WHERE id = ?",
+                           (new + name[len(old):], mailbox_id))
+                tx.changed(f"mailbox:{mailbox_id}")
+            tx.changed(f"mailboxes:{user}")
+
+    def subscriptions(self, user: str) -> list[str]:
+        return [r[0] for r in self.db.query(
+            "SELECT name FROM subscriptions WHERE user = ? ORDER BY name", (user,))]
+
+    def subscribe(self, user: str, name: str, on: bool = True) -> None:
+        with self.db.write() as tx:
+            if on:
+                tx.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)", (user, _name(name)))
+            else:
+                tx.execute("DELETE FROM subscriptions WHERE user = ? AND name = ?",
+                           (user, _name(name)))
+            tx.changed(f"mailboxes:{user}")
+
+    def status(self, mailbox_id: int) -> Status:
+        row = self.db.one(
+            "SELECT count(m.id), count(m.id) - coalesce(sum(instr(' ' || m.flags || ' ', "
+            "' \\Seen ') > 0), 0), b.uidnext, b.uidvalidity, b.modseq, coalesce(sum(m.size), 0) "
+            "FROM mailboxes b LEFT JOIN messages m ON m.mailbox = b.id WHERE b.id = ?",
+            (mailbox_id,),
+        )
+        if row is None or row[2] is None:
+            raise NoMailbox(f"no mailbox #{mailbox_id}")
+        return Status(*row)
+
+    # --- messages ----------------------------------------------------------------------
+
+    def _bump(self, tx: Tx, mailbox_id: int) -> int:
+        """The next mod-sequence of the mailbox (the transaction holds the write lock)."""
+        row = tx.execute("UPDATE mailboxes SET modseq = modseq + 1 WHERE id = ? RETURNING modseq",
+                         (mailbox_id,)).fetchone()
+        if row is None:
+            raise NoMailbox(f"no mailbox #{mailbox_id}")
+        tx.changed(f"mailbox:{mailbox_id}")
+        return row[0]
+
+    def append(self, user: str, mailbox: str, data: bytes, flags: Iterable[str] = (),
+               internaldate: float | None = None) -> tuple[int, int]:
+        """Store a message; returns (mailbox id, uid). On disk when this returns."""
+        with self.db.write() as tx:
+            row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
+                             (user, _name(mailbox))).fetchone()
+            if row is None:
+                raise NoMailbox(f"no mailbox {mailbox!r} for {user!r}")
+            return row[0], self._insert(tx, row[0], data, flags, internaldate)
+
+    def _insert(self, tx: Tx, mailbox_id: int, data: bytes, flags: Iterable[str],
+                internaldate: float | None) -> int:
+        modseq = self._bump(tx, mailbox_id)
+        uid = tx.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
+            (mailbox_id,),
+        ).fetchone()[0]
+        cursor = tx.execute(
+            "INSERT INTO messages (mailbox, uid, size, flags, internaldate, modseq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (mailbox_id, uid, len(data), _flags_text(canonical_flags(flags)),
+             time.time() if internaldate is None else internaldate, modseq),
+        )
+        tx.execute("INSERT INTO bodies VALUES (?, ?)", (cursor.lastrowid, data))
+        return uid
+
+    def messages(self, mailbox_id: int, changed_since: int = 0) -> list[Message]:
+        """The mailbox's messages in UID order (only those changed after a mod-sequence)."""
+        rows = self.db.query(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE mailbox = ? AND modseq > ? "
+            "ORDER BY uid",
+            (mailbox_id, changed_since),
+        )
+        return [_message(row) for row in rows]
+
+    def data(self, mailbox_id: int, uid: int) -> bytes | None:
+        row = self.db.one(
+            "SELECT b.data FROM messages m JOIN bodies b ON b.message = m.id "
+            "WHERE m.mailbox = ? AND m.uid = ?",
+            (mailbox_id, uid),
+        )
+        return row[0] if row else None
+
+    def set_flags(self, mailbox_id: int, uids: Iterable[int], flags: Iterable[str],
+                  mode: str = "set", unchanged_since: int | None = None
+                  ) -> tuple[list[Message], list[int]]:
+        """Replace ("set"), add or remove flags. Returns the messages whose flags changed
+        and the UIDs left alone because they changed after `unchanged_since` (CONDSTORE)."""
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(mode)
+        wanted = canonical_flags(flags)
+        changed, failed = [], []
+        with self.db.write() as tx:
+            modseq = None
+            for uid in sorted(set(uids)):
+                row = tx.execute(
+                    "SELECT flags, modseq FROM messages WHERE mailbox = ? AND uid = ?",
+                    (mailbox_id, uid),
+                ).fetchone()
+                if row is None:
+                    continue
+                if unchanged_since is not None and row[1] > unchanged_since:
+                    failed.append(uid)
+                    continue
+                old = _flags(row[0])
+                new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
+                if new == old:
+                    continue
+                modseq = modseq or self._bump(tx, mailbox_id)
+                tx.execute(
+                    "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox = ? AND uid = ?",
+                    (_flags_text(new), modseq, mailbox_id, uid),
+                )
+                changed.append(uid)
+        by_uid = {m.uid: m for m in self.messages(mailbox_id)} if changed else {}
+        return [by_uid[uid] for uid in changed if uid in by_uid], failed
+
+    def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
+        """Remove messages for good; returns the UIDs that were there."""
+        gone = []
+        with self.db.write() as tx:
+            modseq = None
+            for uid in sorted(set(uids)):
+                if tx.execute("DELETE FROM messages WHERE mailbox = ? AND uid = ?",
+                              (mailbox_id, uid)).rowcount:
+                    modseq = modseq or self._bump(tx, mailbox_id)
+                    tx.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)",
+                               (mailbox_id, uid, modseq))
+                    gone.append(uid)
+        return gone
+
+    def copy(self, source_id: int, uids: Iterable[int], target_id: int, move: bool = False
+             ) -> list[tuple[int, int]]:
+        """Copy (or move) messages with their flags and dates; returns (old uid, new uid)
+        pairs in ascending order, as UIDPLUS's COPYUID reports them."""
+        pairs = []
+        with self.db.write() as tx:
+            for uid in sorted(set(uids)):
+                row = tx.execute(
+                    "SELECT m.flags, m.internaldate, b.data FROM messages m "
+                    "JOIN bodies b ON b.message = m.id WHERE m.mailbox = ? AND m.uid = ?",
+                    (source_id, uid),
+                ).fetchone()
+                if row is None:
+                    continue
+                pairs.append((uid, self._insert(tx, target_id, row[2], _flags(row[0]), row[1])))
+            if move and pairs:
+                modseq = self._bump(tx, source_id)
+                for uid, _ in pairs:
+                    tx.execute("DELETE FROM messages WHERE mailbox = ? AND uid = ?",
+                               (source_id, uid))
+                    tx.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)",
+                               (source_id, uid, modseq))
+        return pairs
+
+    def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
+        """UIDs expunged after a mod-sequence (QRESYNC's VANISHED)."""
+        return [r[0] for r in self.db.query(
+            "SELECT uid FROM expunged WHERE mailbox = ? AND modseq > ? ORDER BY uid",
+            (mailbox_id, since_modseq))]

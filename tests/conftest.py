@@ -1,0 +1,182 @@
+"""Shared fixtures: a real `protolab serve` in a subprocess, and tool/root requirements.
+
+    def test_x(lab):                       # one lab per test, on a free port offset
+        server = lab.start(only="smtp,imap", config='[smtp]\\nsize_limit = 1000')
+        port = server.port("smtp", "submission")
+        ...
+
+Servers are started with --bind 127.0.0.1 and a port offset chosen at random and retried
+on a clash, and waited for on their own ready line (no sleeps). Every server is stopped
+with SIGTERM at teardown, and must exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need(*tools: str) -> None:
+    """Skip the test when a client is missing here; in CI the test command installs them
+    all, so a missing one there is a failure, never a silent skip."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (tests/run installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, privileged ports); CI runs as root")
+
+
+def cli(*args: str, data: Path | None = None, input: str | None = None,
+        env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `protolab ARGS` as a user would (python -m services, from this checkout)."""
+    command = [sys.executable, "-m", "services", *args]
+    if data is not None:
+        command += ["--data", str(data)]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, input=input,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    data: Path
+    offset: int
+    only: list[str]
+    config_path: Path | None
+    errors: Path  # the server's stderr, in a file: a pipe nobody reads could block it
+    output: list[str] = field(default_factory=list)
+
+    def port(self, service: str, listener: str) -> int:
+        """The real port of a service's listener (e.g. ("smtp", "submission"))."""
+        from services import config as config_module
+        from services import registry
+
+        config = config_module.load(self.config_path)
+        for item in registry.module(service).listeners(config):
+            if item.name == listener:
+                return item.port + self.offset
+        raise KeyError(f"{service} has no listener {listener!r}")
+
+    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """`protolab ARGS --data DATA [--config FILE]` against this server's lab."""
+        extra = ["--config", str(self.config_path)] if self.config_path else []
+        return cli(*args, *extra, data=self.data, **kwargs)
+
+    def check(self, only: str | None = None) -> subprocess.CompletedProcess:
+        extra = ["--config", str(self.config_path)] if self.config_path else []
+        return cli("check", "--only", only or ",".join(self.only), "--port-offset",
+                   str(self.offset), *extra)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError("protolab serve did not stop within "
+                                     f"{timeout} s of SIGTERM") from None
+        return self.process.returncode
+
+    def stderr(self) -> str:
+        return self.errors.read_text(errors="replace")
+
+
+class LabFactory:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.servers: list[Server] = []
+
+    def start(self, only: str = "", config: str | None = None, data: Path | None = None,
+              extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+              timeout: float = 30, offset: int | None = None) -> Server:
+        """Start `protolab serve --only ONLY` with `config` (TOML text) on a free offset."""
+        data = data or self.tmp_path / "data"
+        config_path = None
+        if config is not None:
+            config_path = self.tmp_path / f"lab{len(self.servers)}.toml"
+            config_path.write_text(config)
+        last_error = ""
+        for _ in range(8):
+            chosen = offset if offset is not None else random.randrange(10000, 29000)
+            server = self._spawn(only, data, config_path, chosen, extra, env)
+            ready, last_error = self._wait_ready(server, timeout)
+            if ready:
+                self.servers.append(server)
+                return server
+            if offset is not None or "cannot listen" not in last_error:
+                break
+        raise AssertionError(f"protolab serve did not get ready: {last_error}")
+
+    def _spawn(self, only: str, data: Path, config_path: Path | None, offset: int,
+               extra: tuple[str, ...], env: dict[str, str] | None) -> Server:
+        command = [sys.executable, "-m", "services", "serve", "--data", str(data),
+                   "--bind", "127.0.0.1", "--port-offset", str(offset), *extra]
+        if only:
+            command += ["--only", only]
+        if config_path:
+            command += ["--config", str(config_path)]
+        errors = self.tmp_path / f"serve{len(self.servers)}-{offset}.stderr"
+        with open(errors, "w") as stderr:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        names = [n for n in only.split(",") if n]
+        return Server(process, data, offset, names, config_path, errors)
+
+    @staticmethod
+    def _wait_ready(server: Server, timeout: float) -> tuple[bool, str]:
+        selector = selectors.DefaultSelector()
+        selector.register(server.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not selector.select(deadline - time.monotonic()):
+                break
+            line = server.process.stdout.readline()
+            if not line:  # exited before getting ready
+                server.process.wait()
+                return False, server.stderr().strip() or f"exit {server.process.returncode}"
+            server.output.append(line.rstrip("\n"))
+            if line.startswith("protolab ready"):
+                return True, ""
+        server.process.kill()
+        server.process.wait()
+        return False, f"no ready line within {timeout} s; output: {server.output}"
+
+    def cleanup(self) -> list[str]:
+        problems = []
+        for server in self.servers:
+            code = server.stop()
+            if code != 0:
+                problems.append(f"serve exited {code}: {server.stderr()[-2000:]}")
+        return problems
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LabFactory]:
+    factory = LabFactory(tmp_path)
+    yield factory
+    problems = factory.cleanup()
+    assert not problems, problems
