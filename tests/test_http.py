@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LabFactory, need
+from .conftest import LabFactory, need
 
 CONFIG = """
 [http]
