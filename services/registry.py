@@ -18,6 +18,7 @@ from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
     "http",
+    "smtp",
 )
 
 
