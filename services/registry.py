@@ -17,7 +17,10 @@ import importlib
 from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
+    "http",
+    "smtp",
     "imap",
+    "ftp",
 )
 
 
