@@ -17,6 +17,9 @@ import importlib
 from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
+    "http",
+    "smtp",
+    "ftp",
 )
 
 
