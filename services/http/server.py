@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 
-from . import exercises, portal
+from . import exercises, portal, userweb
 from .responses import Body
 from .site import LabSite, Router
 
@@ -27,6 +27,7 @@ def build_router(lab: Lab) -> Router:
 
     router.page(portal.CA, ca)
     exercises.register(router, lab)
+    userweb.register(router, lab)
     return router
 
 
