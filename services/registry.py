@@ -20,6 +20,7 @@ PROTOCOLS: tuple[str, ...] = (
     "http",
     "smtp",
     "pop3",
+    "imap",
     "ftp",
 )
 
