@@ -17,6 +17,7 @@ import importlib
 from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
+    "dns",
 )
 
 
