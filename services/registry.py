@@ -17,7 +17,12 @@ import importlib
 from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
+    "http",
+    "smtp",
+    "pop3",
+    "imap",
     "dns",
+    "ftp",
 )
 
 

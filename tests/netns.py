@@ -1,4 +1,4 @@
-"""Test networks of real hosts (network namespaces on a private bridge) and packet captures.
+"""Test networks of real hosts: network namespaces on a private bridge.
 
     with Network() as net:                     # root only: call need_root() first
         server = net.host("srv")               # a namespace with a veth on the bridge
@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import selectors
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,53 +108,3 @@ class Network:
             run("ip", "netns", "del", host.name, check=False)
             shutil.rmtree(Path("/etc/netns") / host.name, ignore_errors=True)
         run("ip", "netns", "del", self.hub, check=False)
-
-
-class Capture:
-    """tshark writing a capture file, started and waited for: its 'Capture started' line
-    comes once dumpcap has the interface open ('Capturing on' comes before, too early)."""
-
-    def __init__(self, path: Path, interface: str, capture_filter: str,
-                 netns: str | None = None, poke: Callable[[], object] | None = None) -> None:
-        self.path = path
-        prefix = ["ip", "netns", "exec", netns] if netns else []
-        self.process = subprocess.Popen(
-            [*prefix, "tshark", "-i", interface, "-f", capture_filter, "-w", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        selector = selectors.DefaultSelector()
-        selector.register(self.process.stderr, selectors.EVENT_READ)
-        deadline = time.monotonic() + 20
-        seen = ""
-        while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
-            line = self.process.stderr.readline()
-            seen += line
-            if not line or "Capture started" in line:
-                break
-        if "Capture started" not in seen:
-            self.process.kill()
-            raise AssertionError(f"tshark did not start: {seen}")
-        # dumpcap announces the capture before the filter is live: `poke` sends traffic the
-        # filter matches until the file holds a packet (that is the ready signal).
-        while poke is not None and time.monotonic() < deadline and not self.packets():
-            poke()
-            time.sleep(0.05)  # dumpcap flushes its file every 100 ms
-
-    def packets(self) -> int:
-        result = run("capinfos", "-M", "-c", str(self.path), check=False)
-        numbers = [int(w) for w in result.stdout.split() if w.isdigit()]
-        return numbers[-1] if result.returncode == 0 and numbers else 0
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # SIGTERM loses what dumpcap buffered
-            self.process.wait(10)
-
-    def count(self, display_filter: str) -> int:
-        self.stop()
-        result = run("tshark", "-r", str(self.path), "-Y", display_filter, "-T", "fields",
-                     "-e", "frame.number")
-        return len(result.stdout.split())
-
-    def problems(self) -> int:
-        """Frames tshark finds malformed or with an error-level expert item."""
-        return self.count("_ws.malformed || _ws.expert.severity == error")

@@ -3,6 +3,8 @@ and fuzzing of the whole path (dnspython is the oracle for what we send)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import dns.flags
 import dns.message
 import dns.rcode
@@ -20,10 +22,10 @@ from services.dns.zone import DynamicRecord, build, fake_root
 
 def lab_config(**hosts: str) -> config_module.LabConfig:
     config = config_module.default()
-    # stand-ins for the mail services, so the zone has MX and RFC 6186 SRV records
-    config.services["smtp"] = ServiceSettings(host="mail", aliases=["smtp"])
-    config.services["imap"] = ServiceSettings(host="mail")
-    config.services["pop3"] = ServiceSettings(host="mail")
+    # the mail services on one host "mail" (stand-ins where the tree has no such service)
+    for package, aliases in (("smtp", ["smtp"]), ("imap", []), ("pop3", [])):
+        existing = config.services.get(package, ServiceSettings())
+        config.services[package] = dataclasses.replace(existing, host="mail", aliases=aliases)
     config.hosts.update(hosts)
     return config
 

@@ -15,10 +15,22 @@ from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A, DNSLab
 
 Name = tuple[bytes, ...]
 
-# RFC 6186 (and RFC 8314 for submissions): service -> (protocol package, standard port)
-MAIL_SRV = (("_imap._tcp", "imap", 143), ("_imaps._tcp", "imap", 993),
-            ("_pop3._tcp", "pop3", 110), ("_pop3s._tcp", "pop3", 995),
-            ("_submission._tcp", "smtp", 587), ("_submissions._tcp", "smtp", 465))
+# RFC 6186 (and RFC 8314 for submissions): SRV label -> (package, its listener, standard port)
+MAIL_SRV = (("_imap._tcp", "imap", "imap", 143), ("_imaps._tcp", "imap", "imaps", 993),
+            ("_pop3._tcp", "pop3", "pop3", 110), ("_pop3s._tcp", "pop3", "pop3s", 995),
+            ("_submission._tcp", "smtp", "submission", 587),
+            ("_submissions._tcp", "smtp", "smtps", 465))
+
+
+def listener_port(package: str, listener: str, standard: int, config: Any) -> int:
+    """Where a service's listener is configured (before the offset), if it is registered."""
+    from .. import registry
+
+    if package in registry.names():
+        for item in registry.module(package).listeners(config):
+            if item.name == listener:
+                return item.port
+    return standard
 
 TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SRV", "TXT")
 
@@ -175,11 +187,11 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
     mail = config.fqdn(s.mx) if s.mx else service_host("smtp")
     if mail:
         zone.add(RR(domain + ".", QTYPE.MX, ttl=ttl, rdata=MX(mail + ".", 10)))
-    for label, package, port in MAIL_SRV:
+    for label, package, listener, standard in MAIL_SRV:
         target = service_host(package)
         if target:
-            zone.add(RR(f"{label}.{domain}.", QTYPE.SRV, ttl=ttl,
-                        rdata=SRV(0, 1, port + offset, target + ".")))
+            port = listener_port(package, listener, standard, config) + offset
+            zone.add(RR(f"{label}.{domain}.", QTYPE.SRV, ttl=ttl, rdata=SRV(0, 1, port, target + ".")))
 
     for record in dynamic:
         owner = name(record.name)
