@@ -108,3 +108,113 @@ def test_check_probe(imap):
     result = imap.check()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "imap" in result.stdout
+
+
+def test_imapclient_two_sessions_see_each_other(imap):
+    from imapclient import IMAPClient
+
+    port = imap.port("imap", "imap")
+    a = IMAPClient("127.0.0.1", port=port, ssl=False)
+    b = IMAPClient("127.0.0.1", port=port, ssl=False)
+    a.login("alice", "alice")
+    b.login("alice", "alice")
+    for i in range(3):
+        a.append("INBOX", MESSAGE.replace(b"hello", b"hello %d" % i))
+    a.select_folder("INBOX")
+    b.select_folder("INBOX")
+    uids = a.search("ALL")
+    assert len(uids) == 3
+    # A flag set by one session reaches the other as an untagged FETCH at its next NOOP.
+    a.add_flags([uids[0]], [b"\\Flagged"])
+    seen = b.noop()[1]
+    assert any(r[1] == b"FETCH" and b"\\Flagged" in r[2][r[2].index(b"FLAGS") + 1]
+               for r in seen), seen
+    # An expunge: the other session gets EXPUNGE with its own sequence number.
+    a.delete_messages([uids[1]])
+    a.expunge()
+    assert (2, b"EXPUNGE") in b.noop()[1]
+    # A move to Archive: gone from INBOX for both, there in Archive.
+    a.move([uids[2]], "Archive")
+    assert (2, b"EXPUNGE") in b.noop()[1]
+    assert b.folder_status("Archive", ["MESSAGES"])[b"MESSAGES"] == 1
+    assert sorted(b.search("ALL")) == [uids[0]]
+    a.logout()
+    b.logout()
+
+
+def test_idle_woken_by_delivery_from_another_process(imap):
+    from imapclient import IMAPClient
+
+    client = IMAPClient("127.0.0.1", port=imap.port("imap", "imap"), ssl=False)
+    client.login("alice", "alice")
+    client.select_folder("INBOX")
+    client.idle()
+    deliver = textwrap.dedent(f"""
+        from pathlib import Path
+        from services.store import Store
+        store = Store(Path({str(imap.data)!r}))
+        print(store.mail.append("alice", "INBOX", {MESSAGE!r}))
+    """)
+    done = subprocess.run([sys.executable, "-c", deliver], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    responses = client.idle_check(timeout=5)  # the store promises < 1 s
+    client.idle_done()
+    assert (1, b"EXISTS") in responses, responses
+    assert (1, b"RECENT") in responses, responses
+    client.logout()
+
+
+def test_idle_woken_by_smtp_delivery(lab):
+    import smtplib
+
+    from imapclient import IMAPClient
+
+    server = lab.start(only="smtp,imap")
+    client = IMAPClient("127.0.0.1", port=server.port("imap", "imap"), ssl=False)
+    client.login("bob", "bob")
+    client.select_folder("INBOX")
+    client.idle()
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp")) as smtp:
+        smtp.sendmail("alice@lab.test", ["bob@lab.test"], MESSAGE)
+    responses = client.idle_check(timeout=5)
+    client.idle_done()
+    assert (1, b"EXISTS") in responses, responses
+    fetched = client.fetch([1], ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+    assert b"hello" in next(iter(fetched.values()))[b"BODY[HEADER.FIELDS (SUBJECT)]"]
+    client.logout()
+
+
+def test_uidplus_condstore_and_folders(imap):
+    from imapclient import IMAPClient
+
+    client = IMAPClient("127.0.0.1", port=imap.port("imap", "imap"), ssl=False)
+    client.login("alice", "alice")
+    caps = client.capabilities()
+    for cap in (b"IDLE", b"UIDPLUS", b"MOVE", b"NAMESPACE", b"SPECIAL-USE", b"LITERAL+",
+                b"UNSELECT", b"ENABLE", b"ID", b"CHILDREN", b"CONDSTORE"):
+        assert cap in caps, cap
+    server_id = client.id_({"name": "pytest"})[0]
+    assert dict(zip(server_id[::2], server_id[1::2]))[b"name"] == b"protolab"
+    client.create_folder("Projects/2026/Grüße")
+    names = [name for _, _, name in client.list_folders()]
+    assert "Projects/2026/Grüße" in names and "Projects/2026" in names
+    flags = {name: f for f, _, name in client.list_folders()}
+    assert b"\\HasChildren" in flags["Projects"] and b"\\Sent" in flags["Sent"]
+    client.rename_folder("Projects", "Work")
+    assert "Work/2026/Grüße" in [n for _, _, n in client.list_folders()]
+    client.select_folder("Work/2026/Grüße")
+    client.append("Work/2026/Grüße", MESSAGE)
+    info = client.select_folder("Work/2026/Grüße", readonly=False)
+    assert info[b"EXISTS"] == 1 and info[b"UIDNEXT"] == 2
+    modseq = info[b"HIGHESTMODSEQ"]
+    client.add_flags([1], ["$Label1"])
+    changed = client.fetch([1], ["FLAGS"], modifiers=[f"CHANGEDSINCE {modseq}"])
+    assert changed[1][b"MODSEQ"][0] > modseq and b"$Label1" in changed[1][b"FLAGS"]
+    assert client.fetch([1], ["FLAGS"], modifiers=[f"CHANGEDSINCE {changed[1][b'MODSEQ'][0]}"]) == {}
+    client.unselect_folder()
+    with pytest.raises(Exception, match="HASCHILDREN"):
+        client.delete_folder("Work")
+    with pytest.raises(Exception, match="TRYCREATE"):
+        client.append("Nowhere", MESSAGE)
+    client.logout()

@@ -53,9 +53,9 @@ def test_wire_form():
     assert to_wire(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
     assert to_wire(b".x\nno crlf") == b"..x\r\nno crlf\r\n.\r\n"
     assert to_wire(b"") == b".\r\n"
-    assert top(b"H: 1\r\n\r\nb1\r\nb2\r\n", 1) == b"H: 1\n\nb1\n"
-    assert top(b"H: 1\r\n\r\nb1\r\n", 0) == b"H: 1\n\n"
-    assert top(b"H: 1\r\n", 5) == b"H: 1\n"
+    assert top(b"H: 1\r\n\r\nb1\r\nb2\r\n", 1) == b"H: 1\r\n\r\nb1\r\n"
+    assert top(b"H: 1\n\nb1\n", 0) == b"H: 1\r\n\r\n"
+    assert top(b"H: 1\r\n", 5) == b"H: 1\r\n"
 
 
 def test_capa_names(store, tmp_path):
@@ -79,7 +79,7 @@ def test_transaction(store, tmp_path):
     assert client.send("UIDL 2") == [f"+OK 2 {box.uidvalidity}.2"]
     assert client.send("RETR 1") == [f"+OK {sizes[0]} octets", "Subject: one", "", "first",
                                      "..dot", "."]
-    assert client.send("TOP 2 1") == ["+OK Top of message follows", "Subject: two", "X: y", "",
+    assert client.send("TOP 2 1") == ["+OK 26 octets", "Subject: two", "X: y", "",
                                       "l1", "."]
     assert client.send("RETR 3")[0].startswith("-ERR No such message")
     assert client.send("DELE 1") == ["+OK Message 1 deleted"]

@@ -136,9 +136,9 @@ class Reader:
             if size > limit:
                 tag = self._tag(first)
                 self.parts = []
-                self.discard = True
-                if plus:
+                if plus:  # the client sends it anyway, and the rest of the command
                     self.skip = size
+                    self.discard = True
                 text = ("NO [TOOBIG] Message too large" if limit == self.append_limit
                         else "BAD Literal too large")
                 return Reject(tag, text)

@@ -53,10 +53,10 @@ def top(data: bytes, lines: int) -> bytes:
     """The header, the blank line and the first `lines` lines of the body (RFC 1939 TOP)."""
     data = data.replace(b"\r\n", b"\n")
     head, blank, body = data.partition(b"\n\n")
-    if not blank:
-        return data
-    kept = body.split(b"\n")[:lines] if lines else []
-    return head + b"\n\n" + b"\n".join(kept) + (b"\n" if kept else b"")
+    if blank:
+        kept = body.split(b"\n")[:lines] if lines else []
+        data = head + b"\n\n" + b"\n".join(kept) + (b"\n" if kept else b"")
+    return data.replace(b"\n", b"\r\n")
 
 
 @dataclass
@@ -356,8 +356,10 @@ class POP3Conversation(Conversation):
         found = self._entry(number)
         data = self._data(*found) if found else None
         if data is not None:
-            self.ok("Top of message follows")
-            self.send_raw(to_wire(top(data, int(lines))))
+            part = top(data, int(lines))
+            # Wireshark reads the number after +OK as the length, as for RETR.
+            self.ok(f"{len(part)} octets")
+            self.send_raw(to_wire(part))
 
     def trans_DELE(self, arg: str) -> None:  # noqa: N802
         found = self._entry(arg)
