@@ -91,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for name in names:
         lab.store.lock(name)
     lab.store.seed_users(config.users)
+    lab.tls.context()  # the CA exists from the first start on, and TLS errors show now
     _print_table(lab, names)
 
     from twisted.internet import reactor

@@ -17,6 +17,8 @@ import importlib
 from types import ModuleType
 
 PROTOCOLS: tuple[str, ...] = (
+    "http",
+    "smtp",
 )
 
 

@@ -91,10 +91,12 @@ class Database:
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.DatabaseError as error:
+                raise StoreError(f"{self.path}: not a protolab database ({error})") from None
             except sqlite3.Error as error:
                 raise StoreError(f"{self.path}: cannot open the database: {error}") from None
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

@@ -1,0 +1,62 @@
+"""HTTP Basic authentication against the lab's users, and the API administrator."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from .responses import error_page
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+REALM = "protolab"
+
+
+def credentials(request: Any) -> tuple[str, str] | None:
+    """The (user, password) of an Authorization: Basic header, or None."""
+    header = request.getHeader(b"Authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def is_admin(lab: Lab, user: str, password: str) -> bool:
+    api = lab.config.api
+    return (hmac.compare_digest(user.encode(), api.admin_user.encode())
+            and hmac.compare_digest(password.encode(), api.admin_password.encode()))
+
+
+def login(lab: Lab, request: Any, admin_ok: bool = False) -> str | None:
+    """Who the request authenticates as (a lab user, or the administrator's name when
+    `admin_ok`), journaled with the password masked; None without valid credentials."""
+    given = credentials(request)
+    if given is None:
+        return None
+    user, password = given
+    session = request.channel.session
+    if admin_ok and user == lab.config.api.admin_user:
+        ok = is_admin(lab, user, password)
+    else:
+        ok = lab.store.users.check(user, password)
+    session.auth(user, ok, "Basic", secret=password)
+    if ok:
+        request.lab_user = user
+        return user
+    return None
+
+
+def challenge(request: Any, realm: str = REALM, message: str = "") -> bytes:
+    """401 asking the browser for a lab user's name and password."""
+    return error_page(request, 401, message or "This area needs a lab user's name and password.",
+                      {b"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'.encode()})

@@ -1,0 +1,181 @@
+"""twisted.web's connection and request, with the limits and behaviour the lab promises.
+
+HTTPChannel as shipped answers every bad request with a bare "400 Bad Request" (even for
+oversize headers), has no request-body limit, never keeps an HTTP/1.0 connection alive,
+and spools every body to a temporary file before the resource sees it. Here:
+
+- malformed request lines and headers: 400 with a body, then the connection is closed;
+- request line + headers over [http] header_limit, or more than max_headers lines: 431;
+  a request line longer than that: 414;
+- a body (Content-Length or chunked) over [http] upload_limit: 413, before it is read;
+- HTTP/1.0 with "Connection: keep-alive" stays open when the response has a length;
+- a resource can take the body as it arrives (BodySink), so uploads are streamed;
+- every connection is a journal session; every request is a command and a reply line.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.web import http, server
+
+if TYPE_CHECKING:
+    from ..journal import Session
+
+STATUS_TEXT = {400: b"Bad Request", 413: b"Content Too Large", 414: b"URI Too Long",
+               431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
+SPOOL_IN_MEMORY = 64 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+
+
+class BodySink(Protocol):
+    """Takes a request body as it arrives (see LabRequest.sink_for)."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class LabChannel(http.HTTPChannel):
+    session: Session
+    settings: Any  # services.http.Settings
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
+        super().connectionMade()
+        self.refused = False
+        peer = self.transport.getPeer()
+        kind = "https" if self.isSecure() else "http"
+        self.session = self.site.lab.journal.open("http", f"{peer.host}:{peer.port}", kind)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.session.close()
+
+    # --- refusing bad requests ---------------------------------------------------------
+
+    def refuse(self, status: int, why: str) -> None:
+        """Answer `status` with a one-line body, close, and ignore whatever else arrives."""
+        if self.refused:
+            return
+        self.refused = True
+        self.session.command(f"{getattr(self, '_command', b'?').decode('latin-1')} "
+                             f"{getattr(self, '_path', b'?').decode('latin-1')[:200]}")
+        self.session.reply(f"{status} {why}")
+        body = f"{status} {STATUS_TEXT[status].decode()}: {why}\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, STATUS_TEXT[status], len(body), body))
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - every 400 path
+        self.refuse(400, "malformed request line or header")
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if not self.refused:
+            super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        if hasattr(self, "_command"):
+            self.refuse(431, f"a header line is longer than {self.MAX_LENGTH} bytes")
+        else:
+            self.refuse(414, f"the request line is longer than {self.MAX_LENGTH} bytes")
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        if self.refused:
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            if hasattr(self, "_command"):
+                self.refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
+            else:
+                self.refuse(414, f"the request line exceeds {self.totalHeadersSize} bytes")
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802
+        if self.refused:
+            return False
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.refuse(431, f"more than {self.maxHeaders} header lines")
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802
+        limit = self.settings.upload_limit
+        if self.length is not None and self.length > limit:
+            self.refuse(413, f"the body ({self.length} bytes) is over the limit of {limit}")
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:  # noqa: N802
+        if not self.refused:
+            super().allContentReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
+        if not self.refused:
+            super().rawDataReceived(data)
+
+    # --- persistence -------------------------------------------------------------------
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:  # noqa: N802
+        """HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive" (Twisted: never)."""
+        tokens = {t.strip().lower() for value in request.requestHeaders.getRawHeaders(
+            b"Connection", []) for t in value.split(b",")}
+        if version == b"HTTP/1.1":
+            if b"close" in tokens:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                return False
+            return True
+        if version == b"HTTP/1.0" and b"keep-alive" in tokens:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"keep-alive"])
+            request.keep_alive_10 = True
+            return True
+        return False
+
+
+class LabRequest(server.Request):
+    """A request whose body goes to a sink its resource chooses, and is journaled."""
+
+    channel: LabChannel
+    keep_alive_10 = False
+    lab_user = ""  # who authenticated on this request (for the journal)
+    body_size = 0
+    sink: Any = None
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802
+        channel = self.channel
+        self.sink = channel.site.sink_for(channel._command, channel._path, self)
+        if self.sink is None:
+            self.sink = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+        if self.channel.refused:
+            return
+        self.body_size += len(data)
+        limit = self.channel.settings.upload_limit
+        if self.body_size > limit:  # chunked bodies have no length to check up front
+            self.channel.refuse(413, f"the body is over the limit of {limit} bytes")
+            return
+        self.sink.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        # Twisted measures and rewinds self.content; a streaming sink is not a file.
+        self.content = self.sink if hasattr(self.sink, "seek") else io.BytesIO()
+        super().requestReceived(command, path, version)
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.keep_alive_10 and \
+                not self.responseHeaders.hasHeader(b"Content-Length") and \
+                self.code not in http.NO_BODY_CODES and self.method != b"HEAD":
+            # HTTP/1.0 has no chunking: a body of unknown length ends with the connection.
+            self.channel.persistent = False
+            self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        super().write(data)
+
+    def processingFailed(self, reason: Any) -> Any:  # noqa: N802
+        """A bug of ours: logged with its traceback (stderr), answered 500 with no details."""
+        self.channel.session.event("error", reason.getErrorMessage()[:200])
+        if self.startedWriting:
+            self._log.failure("", failure=reason)
+            self.channel.loseConnection()
+            return None
+        return super().processingFailed(reason)

@@ -1,0 +1,133 @@
+"""The portal at /: what this lab is, every service with its host, address, ports and TLS,
+how to reach each with common clients, the lab CA and the mail autoconfig."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from ..listeners import Listener
+from .labinfo import ServiceInfo, services
+from .responses import HTML, send
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+TLS_TEXT = {"": "cleartext", "starttls": "STARTTLS", "implicit": "TLS"}
+CA = "/ca.crt"
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} table{border-collapse:collapse;width:100%;margin:1em 0}
+th,td{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}
+th{background:#eef} code{background:#f4f4f4;padding:0 .2em} .off{color:#999}
+.up{color:#070;font-weight:bold} .down{color:#a00} pre{background:#f4f4f4;padding:.6em}
+"""
+
+
+def _clients(info: ServiceInfo, listener: Listener, user: str, domain: str) -> list[str]:
+    """Command lines that reach one listener with the usual clients."""
+    host, port, tls = info.host or "localhost", listener.port, listener.tls
+    mail = f"{user}@{domain}"
+    s = "s" if tls == "implicit" else ""
+    ssl_reqd = " --ssl-reqd" if tls == "starttls" else ""
+    cacert = " --cacert ca.crt"
+    name = info.name
+    if name == "http":
+        return [f"curl -v{cacert if s else ''} http{s}://{host}:{port}/"]
+    if name == "smtp":
+        tls_opt = {"implicit": " --tlsc", "starttls": " --tls"}.get(tls, "")
+        return [f"swaks --server {host}:{port}{tls_opt} --to {mail} --from {mail}"
+                + (f" --auth-user {user} --auth-password {user}" if port % 1000 != 25 else "")]
+    if name in ("pop3", "imap", "ftp"):
+        scheme = f"{name}{s}"
+        return [f"curl -v{cacert if tls else ''}{ssl_reqd} -u {user}:{user} "
+                f"{scheme}://{host}:{port}/"]
+    if name == "dns":
+        flag = " +tcp" if listener.transport == "tcp" else ""
+        return [f"dig @{info.address} -p {port}{flag} www.{domain}"]
+    if name == "dhcp":
+        return ["udhcpc -i IFACE -f -q   # on a network the [dhcp] section names"]
+    if name == "smb":
+        return [f"smbclient //{host}/{user} -p {port} -U {user}%{user}"]
+    if tls == "implicit":
+        return [f"openssl s_client -connect {host}:{port} -CAfile ca.crt"]
+    return [f"nc {host} {port}"]
+
+
+def render(lab: Lab, request: Any) -> bytes:
+    config = lab.config
+    domain = config.lab.domain
+    user = config.users[0].name if config.users else "alice"
+    rows = []
+    for info in services(lab):
+        state = ('<span class="up">running</span>' if info.running else
+                 '<span class="down">not running</span>' if info.enabled else
+                 '<span class="off">disabled</span>')
+        names = html.escape(", ".join([info.host, *info.aliases]) or "-")
+        for listener in info.listeners:
+            cls = "" if listener.active else ' class="off"'
+            note = html.escape(listener.note)
+            clients = "<br>".join(f"<code>{html.escape(c)}</code>"
+                                  for c in _clients(info, listener, user, domain))
+            rows.append(
+                f"<tr{cls}><td>{info.name}</td><td>{names}</td><td>{info.address}</td>"
+                f"<td>{listener.name}</td><td>{listener.port}/{listener.transport}</td>"
+                f"<td>{TLS_TEXT.get(listener.tls, listener.tls)}</td><td>{state}"
+                f"{'<br>' + note if note else ''}</td><td>{clients}</td></tr>")
+    offset = (f"<p>Ports are the standard ones plus {lab.offset} ({html.escape(lab.offset_reason)})."
+              "</p>" if lab.offset else "")
+    users = ", ".join(f"<code>{html.escape(u.name)}</code>" for u in config.users)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>protolab: {domain}</title>
+<meta name="viewport" content="width=device-width"><style>{STYLE}</style></head><body>
+<h1>protolab &mdash; {domain}</h1>
+<p>A network lab: small but real servers for HTTP, mail, DNS, DHCP, FTP and SMB that share
+one store of users, mail and files. Point real clients at them, capture the traffic with
+Wireshark, and compare the cleartext and TLS variants of each protocol.</p>
+{offset}
+<h2>Services</h2>
+<table id="services"><tr><th>service</th><th>host names</th><th>address</th><th>listener</th>
+<th>port</th><th>TLS</th><th>state</th><th>try it</th></tr>
+{''.join(rows)}
+</table>
+<p>Users of this lab: {users or 'none yet'} (the default lab's passwords equal the names).
+Names resolve through the lab's DNS service; without it, add them to your hosts file
+pointing at the addresses above.</p>
+<h2>TLS: the lab certificate authority</h2>
+<p>Every TLS port uses a certificate signed by this lab's own CA:
+<a href="{CA}" download="protolab-ca.crt">download ca.crt</a>.</p>
+<ul>
+<li>curl and most command-line tools: <code>--cacert ca.crt</code> (or
+<code>SSL_CERT_FILE=ca.crt</code>).</li>
+<li>Debian/Ubuntu: <code>sudo cp ca.crt /usr/local/share/ca-certificates/protolab.crt &amp;&amp;
+sudo update-ca-certificates</code>.</li>
+<li>Firefox and Thunderbird: Settings &gt; Privacy &amp; Security &gt; Certificates &gt;
+View Certificates &gt; Authorities &gt; Import, tick "identify websites" (and email).</li>
+<li>Windows: double-click ca.crt &gt; Install Certificate &gt; Local Machine &gt;
+"Trusted Root Certification Authorities". macOS: add it to the System keychain in
+Keychain Access and set it to "Always Trust".</li>
+</ul>
+<h2>Mail clients</h2>
+<p>Thunderbird's account wizard finds the settings for <code>{user}@{domain}</code> by itself
+from <a href="/.well-known/autoconfig/mail/config-v1.1.xml">the autoconfig file</a>
+(served as <code>autoconfig.{domain}/mail/config-v1.1.xml</code> too).</p>
+<h2>Exercises</h2>
+<ul>
+<li><a href="/lab/http/basic.html">basic.html</a>: a small page with Last-Modified and ETag;
+reload it to see a conditional GET answered 304.</li>
+<li><a href="/lab/http/long.html">long.html</a>: a page larger than one TCP segment.</li>
+<li><a href="/lab/http/embedded.html">embedded.html</a>: images from two host names.</li>
+<li><a href="/lab/http/protected/">protected/</a>: HTTP Basic authentication (lab users).</li>
+<li><a href="/lab/http/form">form</a>: a login form sent in cleartext.</li>
+<li><a href="/lab/http/upload">upload</a>: upload a file; the answer is its size and SHA-256.</li>
+<li><a href="/~{user}/">/~{user}/</a>: a user's web space (the same files FTP and SMB see);
+<code>curl -u {user}:{user} -T file http://www.{domain}/~{user}/file</code> puts one.</li>
+</ul>
+<h2>For CI and teachers</h2>
+<p>The JSON API is under <a href="/api/v1/">/api/v1/</a>
+(<a href="/api/v1/openapi.json">OpenAPI document</a>); the live
+<a href="/lab/dashboard">dashboard</a> needs the administrator's login.</p>
+</body></html>
+"""
+    return send(request, page.encode())

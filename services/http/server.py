@@ -1,0 +1,40 @@
+"""The HTTP service: one site on port 80 and, with implicit TLS, on 443."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import MultiService
+
+from . import exercises, portal
+from .responses import Body
+from .site import LabSite, Router
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+
+def build_router(lab: Lab) -> Router:
+    router = Router()
+    router.page("/", lambda request: portal.render(lab, request))
+    router.page("/index.html", lambda request: portal.render(lab, request))
+
+    def ca(request: Any) -> bytes:
+        path = lab.tls.ca_cert
+        body = Body(path.read_bytes(), b"application/x-x509-ca-cert", path.stat().st_mtime,
+                    headers={b"Content-Disposition": b'attachment; filename="protolab-ca.crt"'})
+        return body.serve(request)
+
+    router.page(portal.CA, ca)
+    exercises.register(router, lab)
+    return router
+
+
+def make_service(lab: Lab) -> MultiService:
+    lab.tls.ensure()  # the portal offers ca.crt even when only port 80 is open
+    site = LabSite(lab, build_router(lab))
+    parent = MultiService()
+    for listener in lab.listeners("http"):
+        if listener.active:
+            lab.tcp(listener, site).setServiceParent(parent)
+    return parent

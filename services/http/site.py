@@ -1,0 +1,102 @@
+"""The site: one leaf resource that routes on the raw path, and the Site that journals.
+
+Routing on request.path ourselves (rather than twisted.web's child-by-child traversal)
+keeps the hot path short and lets each part see the path exactly as it was sent, so it is
+percent-decoded exactly once, by the part that serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.web import resource, server
+
+from .channel import LabChannel, LabRequest
+from .responses import error_page
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+Handler = Callable[[Any], Any]  # request -> bytes or NOT_DONE_YET
+SinkFactory = Callable[[bytes, bytes, Any], Any]  # (method, path, request) -> sink or None
+
+
+class Router:
+    def __init__(self) -> None:
+        self.exact: dict[bytes, Handler] = {}
+        self.prefixes: list[tuple[bytes, Handler]] = []
+        self.sinks: list[tuple[bytes, SinkFactory]] = []
+
+    def page(self, path: str, handler: Handler) -> None:
+        self.exact[path.encode()] = handler
+
+    def tree(self, prefix: str, handler: Handler) -> None:
+        """Every path starting with `prefix` (longest prefix wins)."""
+        self.prefixes.append((prefix.encode(), handler))
+        self.prefixes.sort(key=lambda item: -len(item[0]))
+
+    def body_sink(self, prefix: str, factory: SinkFactory) -> None:
+        """Requests under `prefix` stream their bodies into what `factory` returns."""
+        self.sinks.append((prefix.encode(), factory))
+
+    def find(self, path: bytes) -> Handler | None:
+        handler = self.exact.get(path)
+        if handler is not None:
+            return handler
+        for prefix, handler in self.prefixes:
+            if path.startswith(prefix):
+                return handler
+        return None
+
+
+class Root(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, router: Router) -> None:
+        super().__init__()
+        self.router = router
+
+    def render(self, request: Any) -> Any:
+        handler = self.router.find(request.path)
+        if handler is None:
+            return error_page(request, 404, "There is no page here. The portal is at /.")
+        return handler(request)
+
+
+class LabSite(server.Site):
+    # The channel itself, without Twisted's HTTP/2 switch in front (a proxy object that
+    # costs a call per event; no ALPN is offered, so it would only ever pass through).
+    protocol = LabChannel
+    requestFactory = LabRequest
+
+    def __init__(self, lab: Lab, router: Router) -> None:
+        super().__init__(Root(router), timeout=lab.settings("http").idle_timeout)
+        self._parsePOSTFormSubmission = False  # bodies are streamed to sinks, never parsed whole
+        self.lab = lab
+        self.settings = lab.settings("http")
+        self.router = router
+        self.displayTracebacks = False
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+        channel = super().buildProtocol(addr)
+        channel.settings = self.settings
+        channel.maxHeaders = self.settings.max_headers
+        channel.totalHeadersSize = self.settings.header_limit
+        channel.MAX_LENGTH = self.settings.header_limit
+        return channel
+
+    def sink_for(self, method: bytes, path: bytes, request: Any) -> Any:
+        for prefix, factory in self.router.sinks:
+            if path.startswith(prefix):
+                return factory(method, path, request)
+        return None
+
+    def log(self, request: Any) -> None:
+        """Journal each request: the request line, then status, bytes and user."""
+        session = request.channel.session
+        path = request.uri.decode("latin-1")
+        session.command(f"{request.method.decode('latin-1')} {path} "
+                        f"{request.clientproto.decode('latin-1')}")
+        user = f" user={request.lab_user}" if request.lab_user else ""
+        session.reply(f"{request.code} {request.sentLength} bytes{user}")

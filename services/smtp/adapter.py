@@ -1,0 +1,107 @@
+"""The Twisted side of a line Conversation (lines.py): bytes, TLS, timeouts, the journal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from ..journal import Session
+from .lines import Conversation
+
+# Makes the conversation of one connection: (journal session, secure already, peer address).
+Maker = Callable[[Session, bool, str], Conversation]
+
+
+class LineFactory(Factory):
+    def __init__(self, service: str, journal: Any, tls: Any, make: Maker, listener: str,
+                 implicit_tls: bool) -> None:
+        self.service, self.journal, self.tls, self.make = service, journal, tls, make
+        self.listener, self.implicit_tls = listener, implicit_tls
+
+    def buildProtocol(self, addr: Any) -> LineProtocol:  # noqa: N802 - Twisted's name
+        protocol = LineProtocol()
+        protocol.factory = self
+        return protocol
+
+
+class LineProtocol(Protocol, TimeoutMixin):
+    log = Logger()
+    factory: LineFactory
+
+    def connectionMade(self) -> None:  # noqa: N802
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", "?")
+        self.session = self.factory.journal.open(
+            self.factory.service, f"{host}:{getattr(peer, 'port', 0)}", self.factory.listener)
+        self.buffer = b""
+        self.discarding = False  # inside an over-long line, dropping bytes up to its end
+        self.core = self.factory.make(self.session, self.factory.implicit_tls, host)
+        self.setTimeout(self.core.idle_timeout)
+        self.core.greet()
+        self._flush()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.resetTimeout()
+        core = self.core
+        buffer = self.buffer + data if self.buffer else data
+        pos = 0
+        while not core.closing:
+            end = buffer.find(b"\n", pos)
+            if end < 0:
+                if len(buffer) - pos > core.line_limit:
+                    self.discarding = True  # keep memory bounded: drop what we cannot use
+                    pos = len(buffer)
+                break
+            line = buffer[pos:end]
+            pos = end + 1
+            if self.discarding:
+                self.discarding = False
+                self._call(core.too_long)
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) + 2 > core.line_limit:
+                self._call(core.too_long)
+            else:
+                self._call(core.receive, line)
+            if core.want_tls:
+                # Whatever the client sent after STARTTLS/STLS in clear is dropped, never
+                # read as if it came over TLS (the command injection of CVE-2011-0411).
+                pos = len(buffer)
+                self._flush()
+                self.transport.startTLS(self.factory.tls)
+                core.tls_started()
+                break
+        self.buffer = buffer[pos:]
+        self._flush()
+
+    def _call(self, method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:
+            self.log.failure("{service} session {session} failed", service=self.factory.service,
+                             session=self.session.id)
+            self.core.out.clear()
+            self.core.crashed()
+
+    def _flush(self) -> None:
+        data = self.core.take()
+        if data:
+            self.transport.write(data)
+        if self.core.closing:
+            self.setTimeout(None)
+            self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.core.timed_out()
+        self._flush()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self.setTimeout(None)
+        if hasattr(self, "session"):
+            self.session.close(getattr(reason, "getErrorMessage", lambda: "")())

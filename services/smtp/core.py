@@ -1,0 +1,375 @@
+"""The SMTP server state machine (RFC 5321 with ESMTP extensions), sans-IO.
+
+Lines in, reply lines out (see lines.Conversation); delivery and password checks are
+synchronous calls into the store, so one command is wholly handled before the next is
+read and pipelined replies come out in order.
+
+Extensions: PIPELINING, SIZE (MAIL FROM's SIZE= parameter honoured), 8BITMIME,
+ENHANCEDSTATUSCODES, STARTTLS, AUTH PLAIN LOGIN (and CRAM-MD5 when the store keeps
+passwords in clear). NOOP, RSET, VRFY (252), HELP, QUIT.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .delivery import MailDrop, valid_address
+from .lines import Conversation
+from .sasl import Credentials, Exchange, mechanisms
+
+if TYPE_CHECKING:
+    from ..journal import Session
+
+# Postfix's line_length_limit: RFC 5321 says 1000 for text lines and 512 for commands;
+# clients exceed both, so tolerate up to this, then answer 500 5.5.2 and carry on.
+COMMAND_LIMIT = 2048
+TEXT_LIMIT = 65536  # a text line in DATA; longer ones get the message refused at its end
+AUTH_LIMIT = 12288  # RFC 4954 section 4: SASL response lines
+MAX_RECIPIENTS = 100
+
+PATH_RE = re.compile(r"^(FROM|TO):\s*(<[^<>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Options:
+    hostname: str  # mail.lab.test: in the greeting and the Received header
+    size_limit: int
+    plaintext_auth: bool  # AUTH offered before TLS
+    auth_required: bool  # submission: MAIL only after AUTH
+    cram: bool  # CRAM-MD5 offered (the store keeps passwords in clear)
+    starttls: bool  # STARTTLS offered on this port (not on implicit-TLS ports)
+    idle_timeout: float = 300
+    max_errors: int = 10
+
+
+class SMTPConversation(Conversation):
+    def __init__(self, journal: Session, options: Options, drop: MailDrop,
+                 credentials: Credentials, secure: bool, peer: str) -> None:
+        super().__init__(journal)
+        self.options = options
+        self.drop = drop
+        self.credentials = credentials
+        self.secure = secure
+        self.peer = peer
+        self.idle_timeout = options.idle_timeout
+        self.max_errors = options.max_errors
+        self.line_limit = COMMAND_LIMIT
+        self.helo: str | None = None
+        self.esmtp = False
+        self.user: str | None = None
+        self.auth: Exchange | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sender: str | None = None
+        self.recipients: list[tuple[str, str]] = []  # (address, user)
+        self.body: list[bytes] | None = None  # collecting DATA when not None
+        self.size = 0
+        self.oversize = False
+        self.long_line = False
+
+    # --- replies -------------------------------------------------------------------------
+
+    def reply(self, code: int, text: str) -> None:
+        self.send(f"{code} {text}")
+        if self.counted(code < 400):
+            self.send("421 4.7.0 Too many errors, closing the connection")
+            self.close("too many errors")
+
+    def reply_lines(self, code: int, lines: list[str]) -> None:
+        for line in lines[:-1]:
+            self.send(f"{code}-{line}")
+        self.reply(code, lines[-1])
+
+    def greet(self) -> None:
+        self.send(f"220 {self.options.hostname} ESMTP protolab")
+
+    def timed_out(self) -> None:
+        self.send("421 4.4.2 Idle timeout, closing the connection")
+        self.close("idle timeout")
+
+    def crashed(self) -> None:
+        self.send("421 4.3.0 Internal server error, closing the connection")
+        self.close("internal error")
+
+    def tls_started(self) -> None:
+        super().tls_started()
+        # RFC 3207 section 4.2: forget everything learnt in clear, including EHLO.
+        self.secure = True
+        self.helo = None
+        self.esmtp = False
+        self._reset()
+
+    def too_long(self) -> None:
+        if self.body is not None:
+            self.long_line = True
+        elif self.auth is not None:
+            self.auth = None
+            self.line_limit = COMMAND_LIMIT
+            self.reply(500, "5.5.6 Authentication exchange line is too long")
+        else:
+            self.reply(500, f"5.5.2 Line too long (limit {COMMAND_LIMIT} bytes)")
+
+    # --- lines -------------------------------------------------------------------------
+
+    def receive(self, line: bytes) -> None:
+        if self.body is not None:
+            self._data_line(line)
+        elif self.auth is not None:
+            self._auth_line(line)
+        else:
+            self._command(line)
+
+    def _command(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace")
+        verb, _, arg = text.strip().partition(" ")
+        verb = verb.upper()
+        words = arg.split()
+        if verb == "AUTH" and len(words) > 1:  # the initial response holds the password
+            text = f"AUTH {words[0]} {self.journal.secret(words[1])}"
+        self.journal.command(text)
+        handler = getattr(self, f"smtp_{verb}", None) if verb.isalpha() else None
+        if handler is None:
+            self.reply(500, "5.5.2 Error: command not recognized")
+        else:
+            handler(arg.strip())
+
+    # --- commands ----------------------------------------------------------------------
+
+    def smtp_HELO(self, arg: str) -> None:  # noqa: N802 - the command's name
+        self._hello(arg, esmtp=False)
+
+    def smtp_EHLO(self, arg: str) -> None:  # noqa: N802
+        self._hello(arg, esmtp=True)
+
+    def _hello(self, arg: str, esmtp: bool) -> None:
+        if not arg or " " in arg:
+            self.reply(501, "5.5.4 Syntax: EHLO hostname" if esmtp else
+                       "5.5.4 Syntax: HELO hostname")
+            return
+        self._reset()
+        self.helo, self.esmtp = arg, esmtp
+        greeting = f"{self.options.hostname} Hello {arg} [{self.peer}]"
+        if not esmtp:
+            self.reply(250, greeting)
+            return
+        lines = [greeting, "PIPELINING", f"SIZE {self.options.size_limit}", "8BITMIME",
+                 "ENHANCEDSTATUSCODES"]
+        if self.options.starttls and not self.secure:
+            lines.append("STARTTLS")
+        if self._auth_offered():
+            lines.append("AUTH " + " ".join(mechanisms(self.credentials, self.options.cram)))
+        lines.append("HELP")
+        self.reply_lines(250, lines)
+
+    def _auth_offered(self) -> bool:
+        return self.user is None and (self.secure or self.options.plaintext_auth)
+
+    def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
+        if not self.options.starttls or self.secure:
+            self.reply(503, "5.5.1 TLS already active" if self.secure else
+                       "5.5.1 STARTTLS not offered here")
+        elif arg:
+            self.reply(501, "5.5.4 Syntax: STARTTLS")
+        else:
+            self.reply(220, "2.0.0 Ready to start TLS")
+            self.want_tls = True
+
+    def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+        parts = arg.split()
+        if not self.esmtp:
+            self.reply(503, "5.5.1 Send EHLO first")
+        elif self.user is not None:
+            self.reply(503, "5.5.1 Already authenticated")
+        elif self.sender is not None:
+            self.reply(503, "5.5.1 AUTH not allowed during a mail transaction")
+        elif not self._auth_offered():
+            self.reply(538, "5.7.11 Encryption required for requested authentication "
+                            "mechanism (STARTTLS first)")
+        elif not parts or len(parts) > 2:
+            self.reply(501, "5.5.4 Syntax: AUTH mechanism [initial-response]")
+        elif parts[0].upper() not in mechanisms(self.credentials, self.options.cram):
+            self.reply(504, "5.5.4 Unrecognized authentication type")
+        else:
+            self.auth = Exchange(parts[0].upper(), self.credentials, self.options.hostname)
+            self._auth_step(*self.auth.start(parts[1] if len(parts) > 1 else None))
+
+    def _auth_line(self, line: bytes) -> None:
+        self.journal.command(self.journal.secret(line.decode("ascii", "replace")))
+        assert self.auth is not None
+        self._auth_step(*self.auth.respond(line.decode("ascii", "replace")))
+
+    def _auth_step(self, challenge: str | None, outcome: object) -> None:
+        if challenge is not None:
+            self.line_limit = AUTH_LIMIT
+            self.send(f"334 {challenge}")
+            return
+        mechanism = self.auth.mechanism if self.auth else ""
+        self.auth = None
+        self.line_limit = COMMAND_LIMIT
+        assert outcome is not None
+        if outcome.error == "cancelled":  # type: ignore[attr-defined]
+            self.reply(501, "5.7.0 Authentication cancelled")
+        elif outcome.error:  # type: ignore[attr-defined]
+            self.reply(501, "5.5.2 Cannot decode the response")
+        elif outcome.user is None:  # type: ignore[attr-defined]
+            self.journal.auth(outcome.login, False, mechanism, outcome.secret)  # type: ignore
+            self.reply(535, "5.7.8 Error: authentication failed")
+        else:
+            self.journal.auth(outcome.user, True, mechanism, outcome.secret)  # type: ignore
+            self.user = outcome.user  # type: ignore[attr-defined]
+            self.reply(235, "2.7.0 Authentication successful")
+
+    def smtp_MAIL(self, arg: str) -> None:  # noqa: N802
+        if self.helo is None:
+            self.reply(503, "5.5.1 Error: send HELO/EHLO first")
+            return
+        if self.sender is not None:
+            self.reply(503, "5.5.1 Error: nested MAIL command")
+            return
+        if self.options.auth_required and self.user is None:
+            self.reply(530, "5.7.0 Authentication required")
+            return
+        parsed = self._path(arg, "FROM")
+        if parsed is None:
+            self.reply(501, "5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        address, params = parsed
+        if address and not valid_address(address):
+            self.reply(501, f"5.1.7 <{address}>: Bad sender address syntax")
+            return
+        for key, value in params:
+            if key == "SIZE" and self.esmtp:
+                if not value.isdigit():
+                    self.reply(501, "5.5.4 Bad SIZE parameter")
+                    return
+                if int(value) > self.options.size_limit:
+                    self.reply(552, "5.3.4 Message size exceeds fixed limit")
+                    return
+            elif key == "BODY" and self.esmtp and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            elif key == "AUTH" and self.esmtp:
+                pass  # RFC 4954 section 5: the original submitter; nothing to relay it to
+            else:
+                self.reply(555, f"5.5.4 Unsupported parameter {key}")
+                return
+        self.sender = address
+        self.reply(250, "2.1.0 Ok")
+
+    def smtp_RCPT(self, arg: str) -> None:  # noqa: N802
+        if self.sender is None:
+            self.reply(503, "5.5.1 Error: need MAIL command")
+            return
+        parsed = self._path(arg, "TO")
+        if parsed is None or not parsed[0]:
+            self.reply(501, "5.5.4 Syntax: RCPT TO:<address>")
+            return
+        address, params = parsed
+        if params:
+            self.reply(555, f"5.5.4 Unsupported parameter {params[0][0]}")
+        elif not valid_address(address):
+            self.reply(501, f"5.1.3 <{address}>: Bad recipient address syntax")
+        elif len(self.recipients) >= MAX_RECIPIENTS:
+            self.reply(452, "4.5.3 Error: too many recipients")
+        else:
+            verdict = self.drop.resolve(address)
+            if verdict.user is not None:
+                self.recipients.append((address, verdict.user))
+            self.reply(verdict.code, verdict.text)
+
+    @staticmethod
+    def _path(arg: str, keyword: str) -> tuple[str, list[tuple[str, str]]] | None:
+        """(address, [(PARAM, value)]) of `FROM:<a> K=V ...`; None when malformed."""
+        match = PATH_RE.match(arg)
+        if match is None or match.group(1).upper() != keyword:
+            return None
+        address = match.group(2).strip("<>")
+        if address.startswith("@") and ":" in address:  # an obsolete source route
+            address = address.split(":", 1)[1]
+        params = []
+        for item in match.group(3).split():
+            key, _, value = item.partition("=")
+            params.append((key.upper(), value))
+        return address, params
+
+    def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        if arg:
+            self.reply(501, "5.5.4 Syntax: DATA")
+        elif self.sender is None:
+            self.reply(503, "5.5.1 Error: need MAIL command")
+        elif not self.recipients:
+            self.reply(554, "5.5.1 Error: no valid recipients")
+        else:
+            self.body = []
+            self.line_limit = TEXT_LIMIT
+            self.send("354 End data with <CR><LF>.<CR><LF>")
+
+    def _data_line(self, line: bytes) -> None:
+        assert self.body is not None
+        if line == b".":
+            self._end_data()
+            return
+        if line.startswith(b"."):
+            line = line[1:]  # dot-stuffing (RFC 5321 section 4.5.2)
+        self.size += len(line) + 2
+        if self.size > self.options.size_limit:
+            self.oversize = True
+            self.body.clear()  # nothing of it will be kept: do not hold it in memory
+        elif not self.oversize:
+            self.body.append(line)
+
+    def _end_data(self) -> None:
+        assert self.body is not None
+        self.line_limit = COMMAND_LIMIT
+        self.journal.command(".")
+        body = b"\r\n".join(self.body) + b"\r\n" if self.body else b""
+        size, sender, recipients = self.size, self.sender or "", self.recipients
+        oversize, long_line = self.oversize, self.long_line
+        self._reset()
+        if oversize:
+            self.reply(552, "5.3.4 Message size exceeds fixed limit")
+            return
+        if long_line:
+            self.reply(500, f"5.5.2 Message has a line longer than {TEXT_LIMIT} bytes; "
+                            "not delivered")
+            return
+        protocol = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.secure else "") + \
+            ("A" if self.user and self.esmtp else "")
+        try:
+            queue_id, delivered = self.drop.deliver(
+                sender, recipients, body, helo=self.helo or "", peer=self.peer,
+                protocol=protocol)
+        except Exception as error:  # the store could not take it: the client retries
+            self.journal.event("error", f"delivery failed: {error}")
+            self.reply(451, "4.3.0 Error: could not store the message, try again later")
+            return
+        self.journal.event("delivered", f"{size} bytes from <{sender}> to " + ", ".join(
+            f"{user} uid {uid}" for user, uid in delivered))
+        self.reply(250, f"2.0.0 Ok: queued as {queue_id}")
+
+    def smtp_RSET(self, arg: str) -> None:  # noqa: N802
+        self._reset()
+        self.reply(250, "2.0.0 Ok")
+
+    def smtp_NOOP(self, arg: str) -> None:  # noqa: N802
+        self.reply(250, "2.0.0 Ok")
+
+    def smtp_VRFY(self, arg: str) -> None:  # noqa: N802
+        if not arg:
+            self.reply(501, "5.5.4 Syntax: VRFY address")
+        else:
+            self.reply(252, "2.5.2 Cannot VRFY user, but will accept message and attempt "
+                            "delivery")
+
+    def smtp_EXPN(self, arg: str) -> None:  # noqa: N802
+        self.reply(502, "5.5.1 EXPN not available")
+
+    def smtp_HELP(self, arg: str) -> None:  # noqa: N802
+        self.reply_lines(214, ["2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP "
+                               "QUIT STARTTLS AUTH", "2.0.0 End of HELP info"])
+
+    def smtp_QUIT(self, arg: str) -> None:  # noqa: N802
+        self.send(f"221 2.0.0 {self.options.hostname} closing connection")
+        self.close("quit")

@@ -1,0 +1,94 @@
+"""Where mail goes: recipient addresses to lab users, and delivery into their INBOX.
+
+Local domains are the lab's domain, the mail hosts' names in it, and [smtp] domains.
+A local address is a user (NAME, NAME+detail), or an [smtp] address_aliases entry; an
+unknown one is 550 5.1.1; any other domain is 554 relay denied, unless [smtp] catch_all
+names a user who then gets everything (CI mode, like Mailpit).
+
+Delivery is synchronous: store.mail.append returns once the message is on disk, and only
+then does the session answer 250.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+# RFC 5321 dot-atom or quoted-string local part, then a domain or an address literal.
+ADDRESS_RE = re.compile(
+    r'^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~.-]+|"(?:[^"\\\r\n]|\\.)*")'
+    r"(?:@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]))?$")
+
+
+def valid_address(address: str) -> bool:
+    return len(address) <= 254 and bool(ADDRESS_RE.match(address))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What RCPT TO answers: the reply, and the user it delivers to when accepted."""
+
+    code: int
+    text: str
+    user: str | None = None
+
+
+class MailDrop:
+    def __init__(self, store: Store, hostname: str, local_domains: set[str],
+                 aliases: dict[str, str], catch_all: str) -> None:
+        self.store = store
+        self.hostname = hostname
+        self.local_domains = {d.lower() for d in local_domains}
+        self.aliases = {k.lower(): v for k, v in aliases.items()}
+        self.catch_all = catch_all
+
+    def resolve(self, address: str) -> Verdict:
+        local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
+        domain = domain.lower()
+        if at and domain not in self.local_domains:
+            if self.catch_all:
+                return self._user(self.catch_all, address)
+            return Verdict(554, f"5.7.1 <{address}>: Relay access denied")
+        local = local.lower()
+        for key in (f"{local}@{domain}" if domain else None, local):
+            if key and key in self.aliases:
+                return self._user(self.aliases[key], address)
+        name = local.split("+", 1)[0]
+        if self.store.users.get(name) is not None:
+            return Verdict(250, f"2.1.5 <{address}>: OK", name)
+        if self.catch_all:
+            return self._user(self.catch_all, address)
+        return Verdict(550, f"5.1.1 <{address}>: Recipient address rejected: User unknown")
+
+    def _user(self, name: str, address: str) -> Verdict:
+        if self.store.users.get(name) is None:  # an alias or catch-all naming nobody
+            return Verdict(550, f"5.1.1 <{address}>: Recipient address rejected: User unknown")
+        return Verdict(250, f"2.1.5 <{address}>: OK", name)
+
+    def deliver(self, sender: str, recipients: list[tuple[str, str]], body: bytes, *,
+                helo: str, peer: str, protocol: str) -> tuple[str, list[tuple[str, int]]]:
+        """Store `body` in each recipient user's INBOX, with Return-Path and Received
+        prepended; `recipients` are (address, user). Returns (queue id, [(user, uid)])."""
+        queue_id = secrets.token_hex(6).upper()
+        date = email.utils.formatdate(localtime=True)
+        by_user: dict[str, list[str]] = {}
+        for address, user in recipients:
+            by_user.setdefault(user, []).append(address)
+        delivered = []
+        for user, addresses in by_user.items():
+            # "for" only when there is one recipient: it would disclose Bcc recipients.
+            towards = f"\r\n\tfor <{addresses[0]}>" if len(addresses) == 1 else ""
+            trace = (f"Return-Path: <{sender}>\r\n"
+                     f"Received: from {helo} ([{peer}])\r\n"
+                     f"\tby {self.hostname} (protolab) with {protocol} id {queue_id}"
+                     f"{towards}; {date}\r\n").encode("utf-8", "replace")
+            _, uid = self.store.mail.append(user, "INBOX", trace + body)
+            delivered.append((user, uid))
+        return queue_id, delivered

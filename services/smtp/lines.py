@@ -1,0 +1,83 @@
+"""Line-oriented conversations: a sans-IO base for SMTP and POP3, and its Twisted adapter.
+
+A Conversation takes whole lines (without their ending) and collects what to send, plus
+two requests for the transport: start TLS, close. The adapter owns everything about
+bytes: splitting on LF with or without CR before it (netcat-style clients send bare LF),
+the line length limit the conversation asks for (an over-long line is discarded up to its
+end and reported once, so the session carries on), the idle timeout, and writing replies.
+
+Replies go out once per received chunk, in order, after every pipelined command in it has
+been handled: commands are handled synchronously, one after the other, so a reply can
+never overtake an earlier one (what Twisted's SMTP gets wrong, #8126).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..journal import Session
+
+
+class Conversation:
+    """Sans-IO base: `receive(line)` in; `take()` bytes, `want_tls` and `closing` out."""
+
+    line_limit = 1000  # bytes per line including CRLF; the adapter enforces it
+    idle_timeout: float = 300
+    max_errors = 10  # errors in a row before the session is closed
+
+    def __init__(self, journal: Session) -> None:
+        self.journal = journal
+        self.out: list[bytes] = []
+        self.want_tls = False
+        self.closing = False
+        self.errors = 0
+
+    # --- what subclasses implement ---------------------------------------------------
+
+    def greet(self) -> None:
+        raise NotImplementedError
+
+    def receive(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def too_long(self) -> None:
+        """A line over line_limit arrived (and was discarded)."""
+        raise NotImplementedError
+
+    def timed_out(self) -> None:
+        raise NotImplementedError
+
+    def crashed(self) -> None:
+        """Our own bug while handling a line: say so and close."""
+        raise NotImplementedError
+
+    def tls_started(self) -> None:
+        """The transport now speaks TLS (after want_tls)."""
+        self.want_tls = False
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def send(self, text: str, journal: bool = True) -> None:
+        self.out.append(text.encode("utf-8", "replace") + b"\r\n")
+        if journal:
+            self.journal.reply(text)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes that are not a reply line (message text); not journaled."""
+        self.out.append(data)
+
+    def counted(self, ok: bool) -> bool:
+        """Count an error in a row (or reset the count); True when it is one too many."""
+        self.errors = 0 if ok else self.errors + 1
+        return self.errors >= self.max_errors
+
+    def close(self, reason: str) -> None:
+        self.closing = True
+        self.journal.event("close", reason)
+
+    def take(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+

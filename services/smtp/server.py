@@ -1,0 +1,51 @@
+"""SMTP's Twisted service: the MX, submission and SMTPS listeners over one MailDrop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.application.service import MultiService
+
+from .adapter import LineFactory
+from .core import Options, SMTPConversation
+from .delivery import MailDrop
+from .sasl import Credentials
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+
+def local_domains(lab: Lab) -> set[str]:
+    """The domains whose mail the lab keeps: its own, its mail hosts' names, [smtp] domains."""
+    settings = lab.settings("smtp")
+    config = lab.config
+    names = {config.lab.domain, *settings.domains}
+    names.update(config.fqdn(host) for host in [settings.host, *settings.aliases] if host)
+    return {name.lower() for name in names}
+
+
+def make_service(lab: Lab) -> MultiService:
+    settings = lab.settings("smtp")
+    hostname = lab.config.fqdn(settings.host)
+    domains = local_domains(lab)
+    drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all)
+    credentials = Credentials(lab.store.users, domains)
+    root = MultiService()
+    for listener in lab.listeners("smtp"):
+        if not listener.active:
+            continue
+        options = Options(
+            hostname=hostname, size_limit=settings.size_limit,
+            plaintext_auth=settings.plaintext_auth,
+            auth_required=listener.name != "smtp",
+            cram=lab.config.auth.keep_plaintext,
+            starttls=listener.tls == "starttls",
+            idle_timeout=settings.idle_timeout, max_errors=settings.max_errors)
+
+        def make(journal, secure, peer, options=options):  # type: ignore[no-untyped-def]
+            return SMTPConversation(journal, options, drop, credentials, secure, peer)
+
+        factory = LineFactory("smtp", lab.journal, lab.tls.twisted(), make, listener.name,
+                              listener.tls == "implicit")
+        lab.tcp(listener, factory).setServiceParent(root)
+    return root

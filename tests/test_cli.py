@@ -1,0 +1,131 @@
+"""The protolab command as users run it: init, user, serve, check, and its one-line errors."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import pytest
+
+from services import registry
+from services.config import load
+
+from .conftest import cli
+
+ALL = ",".join(registry.names())
+needs_services = pytest.mark.skipif(not registry.names(), reason="no protocol registered yet")
+
+
+def assert_one_line_error(result, code, text):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("protolab: "), result.stderr
+    assert text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_init_writes_a_config_that_loads(tmp_path):
+    result = cli("init", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "lab.toml").lab.domain == "lab.test"
+    assert_one_line_error(cli("init", str(tmp_path)), 1, "exists (use --force")
+    assert cli("init", str(tmp_path), "--force").returncode == 0
+
+
+def test_users_from_the_command_line(tmp_path):
+    data = tmp_path / "data"
+    assert_one_line_error(cli("user", "list", data=data), 1, "no lab here yet")
+    assert cli("user", "add", "carol", "--password", "c1", data=data).returncode == 0
+    assert cli("user", "add", "dave", data=data, input="d1\n").returncode == 0  # stdin
+    listed = cli("user", "list", data=data)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [
+        "alice", "bob", "carol", "dave"]  # the default lab's users are seeded too
+    assert_one_line_error(cli("user", "add", "carol", "--password", "x", data=data), 1,
+                          "already exists")
+    assert_one_line_error(cli("user", "add", "Carol!", "--password", "x", data=data), 1,
+                          "not a valid user name")
+    assert cli("user", "passwd", "carol", "--password", "c2", data=data).returncode == 0
+    from services.store import Store
+
+    store = Store(data)
+    assert store.users.check("carol", "c2") and not store.users.check("carol", "c1")
+    assert store.users.check("dave", "d1")
+    (data / "homes" / "carol" / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (data / "homes" / "carol" / "notes.txt").write_text("x")
+    assert cli("user", "del", "carol", data=data).returncode == 0
+    assert store.users.get("carol") is None and not (data / "homes" / "carol").exists()
+    assert_one_line_error(cli("user", "del", "carol", data=data), 1, "no user 'carol'")
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[lab]\nport_offset = 'x'\n", "port_offset: expected an integer"),
+    ("[nosuch]\n", "unknown section"),
+])
+def test_serve_refuses_a_bad_config(tmp_path, config, message):
+    path = tmp_path / "lab.toml"
+    path.write_text(config)
+    result = cli("serve", "--config", str(path), data=tmp_path / "data")
+    assert_one_line_error(result, 2, message)
+    assert not (tmp_path / "data").exists()  # nothing made for a lab that cannot start
+
+
+def test_serve_refuses_a_foreign_data_directory(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert_one_line_error(cli("serve", data=tmp_path), 1, "not a protolab data directory")
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_serve_refuses_an_unknown_service(tmp_path):
+    assert_one_line_error(cli("serve", "--only", "gopher", data=tmp_path / "d"), 2,
+                          "unknown service gopher")
+
+
+@needs_services
+def test_serve_all_then_check_then_stop(lab):
+    server = lab.start(only=ALL)
+    table = "\n".join(server.output)
+    for name in registry.names():
+        assert f"\n{name} " in table
+    assert f"port offset {server.offset} (as asked)" in table
+    assert server.output[-1].startswith("protolab ready in ")
+    checked = server.check()
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert len(checked.stdout.splitlines()) == len(registry.names())
+    assert server.stop() == 0
+
+
+@needs_services
+def test_check_fails_when_nothing_answers():
+    offset = random.randrange(10000, 29000)
+    result = cli("check", "--only", ALL, "--port-offset", str(offset), "--timeout", "1")
+    active = [l for l in result.stdout.splitlines() if " off " not in l]
+    assert result.returncode == 1 or not active, result.stdout
+    assert all(" FAIL " in line for line in active), result.stdout
+
+
+@needs_services
+def test_a_port_in_use_is_one_line_naming_service_and_address(lab, tmp_path):
+    from services.config import default
+
+    name = registry.names()[0]
+    listener = next(l for l in registry.module(name).listeners(default()) if l.active)
+    offset = random.randrange(10000, 29000)
+    kind = socket.SOCK_STREAM if listener.transport == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as squatter:
+        squatter.bind(("127.0.0.1", listener.port + offset))
+        if kind == socket.SOCK_STREAM:
+            squatter.listen()
+        result = cli("serve", "--only", name, "--bind", "127.0.0.1", "--port-offset",
+                     str(offset), data=tmp_path / "data")
+    assert_one_line_error(
+        result, 1, f"{name}: cannot listen on {listener.transport} 127.0.0.1:"
+                   f"{listener.port + offset} ({listener.name})")
+
+
+@needs_services
+def test_a_second_server_of_one_service_on_one_data_directory_is_refused(lab):
+    name = registry.names()[0]
+    server = lab.start(only=name)
+    result = cli("serve", "--only", name, "--bind", "127.0.0.1", "--port-offset",
+                 str(server.offset + 7), data=server.data)
+    assert_one_line_error(result, 1, f"{name} is already served from")

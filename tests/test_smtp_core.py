@@ -1,0 +1,243 @@
+"""The SMTP state machine without sockets: a real store, lines in, replies out."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.journal import Journal
+from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
+from services.smtp.delivery import MailDrop, valid_address
+from services.smtp.sasl import Credentials
+from services.store import Store
+
+DOMAINS = {"lab.test", "mail.lab.test"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("data"), keep_plaintext=True)
+    store.users.add("alice", "alice")
+    store.users.add("bob", "bob")
+    return store
+
+
+class Client:
+    def __init__(self, store: Store, tmp: Path, secure: bool = False, **overrides) -> None:
+        values = dict(hostname="mail.lab.test", size_limit=10_000, plaintext_auth=True,
+                      auth_required=False, cram=True, starttls=True, max_errors=5)
+        values.update(overrides)
+        catch_all = values.pop("catch_all", "")
+        options = Options(**values)
+        self.journal = Journal(tmp / "journal")
+        session = self.journal.open("smtp", "127.0.0.1:1")
+        drop = MailDrop(store, "mail.lab.test", DOMAINS, {"info": "bob", "x@lab.test": "alice"},
+                        catch_all)
+        self.core = SMTPConversation(session, options, drop, Credentials(store.users, DOMAINS),
+                                     secure, "127.0.0.1")
+        self.core.greet()
+        self.greeting = self.take()
+        self.store = store
+
+    def take(self) -> list[str]:
+        return self.core.take().decode().split("\r\n")[:-1]
+
+    def send(self, *lines: str | bytes) -> list[str]:
+        for line in lines:
+            self.core.receive(line.encode() if isinstance(line, str) else line)
+        return self.take()
+
+    def code(self, line: str | bytes) -> int:
+        return int(self.send(line)[-1][:3])
+
+
+def inbox(store: Store, user: str) -> list[bytes]:
+    box = store.mail.mailbox(user, "INBOX")
+    return [store.mail.data(box.id, m.uid) for m in store.mail.messages(box.id)]
+
+
+def test_ehlo_lists_the_extensions(store, tmp_path):
+    client = Client(store, tmp_path)
+    assert client.greeting == ["220 mail.lab.test ESMTP protolab"]
+    lines = client.send("EHLO pc1")
+    assert [line[4:] for line in lines[1:]] == [
+        "PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES", "STARTTLS",
+        "AUTH PLAIN LOGIN CRAM-MD5", "HELP"]
+    assert all(line.startswith("250-") for line in lines[:-1]) and lines[-1].startswith("250 ")
+
+
+def test_delivery_with_trace_headers_and_dot_stuffing(store, tmp_path):
+    client = Client(store, tmp_path)
+    before = len(inbox(store, "bob"))
+    replies = client.send("EHLO pc1", "MAIL FROM:<x@ext.org> SIZE=100 BODY=8BITMIME",
+                          "RCPT TO:<Bob@LAB.test>", "RCPT TO:<info@mail.lab.test>", "DATA",
+                          "Subject: t", "", "..leading dot", "end", ".")
+    assert replies[-5:-1] == ["250 2.1.0 Ok", "250 2.1.5 <Bob@LAB.test>: OK",
+                              "250 2.1.5 <info@mail.lab.test>: OK",
+                              "354 End data with <CR><LF>.<CR><LF>"]
+    assert replies[-1].startswith("250 2.0.0 Ok: queued as ")
+    messages = inbox(store, "bob")
+    assert len(messages) == before + 1  # two addresses of one user: one copy
+    data = messages[-1]
+    assert data.startswith(b"Return-Path: <x@ext.org>\r\nReceived: from pc1 ([127.0.0.1])\r\n")
+    assert b"with ESMTP id" in data and b"for <" not in data  # two recipients: no "for"
+    assert data.endswith(b"\r\nSubject: t\r\n\r\n.leading dot\r\nend\r\n")
+
+
+def test_recipients(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.send("HELO pc1", "MAIL FROM:<>")
+    assert client.send("RCPT TO:<nobody@lab.test>") == [
+        "550 5.1.1 <nobody@lab.test>: Recipient address rejected: User unknown"]
+    assert client.send("RCPT TO:<a@elsewhere.org>") == [
+        "554 5.7.1 <a@elsewhere.org>: Relay access denied"]
+    assert client.code("RCPT TO:<alice+tag@lab.test>") == 250
+    assert client.code("RCPT TO:<x@lab.test>") == 250  # alias by full address
+    assert client.code("RCPT TO:<a b@lab.test>") == 501
+    assert client.code("RCPT TO:<alice@lab.test> NOTIFY=NEVER") == 555
+
+
+def test_catch_all_takes_everything(store, tmp_path):
+    client = Client(store, tmp_path, catch_all="alice")
+    before = len(inbox(store, "alice"))
+    client.send("EHLO pc", "MAIL FROM:<ci@build>", "RCPT TO:<who@example.com>",
+                "RCPT TO:<nobody@lab.test>", "DATA", "x", ".")
+    assert len(inbox(store, "alice")) == before + 1
+
+
+def test_size_parameter_and_oversize_data(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.send("EHLO pc")
+    assert client.send("MAIL FROM:<a@b.c> SIZE=10001") == [
+        "552 5.3.4 Message size exceeds fixed limit"]  # Twisted ignores SIZE= (#8128)
+    assert client.code("MAIL FROM:<a@b.c> SIZE=x") == 501
+    assert client.code("MAIL FROM:<a@b.c> FOO=1") == 555
+    before = len(inbox(store, "bob"))
+    client.send("MAIL FROM:<a@b.c>", "RCPT TO:<bob@lab.test>", "DATA")
+    lines = ["y" * 99] * 120
+    assert client.send(*lines, ".") == ["552 5.3.4 Message size exceeds fixed limit"]
+    assert len(inbox(store, "bob")) == before
+    assert client.code("MAIL FROM:<a@b.c>") == 250  # the session carries on
+
+
+def test_sequence_errors(store, tmp_path):
+    client = Client(store, tmp_path)
+    assert client.code("MAIL FROM:<a@b.c>") == 503  # no HELO yet
+    client.send("EHLO pc")
+    assert client.code("RCPT TO:<bob@lab.test>") == 503
+    assert client.code("DATA") == 503
+    client.send("MAIL FROM:<a@b.c>")
+    assert client.code("MAIL FROM:<a@b.c>") == 503
+    assert client.send("DATA") == ["554 5.5.1 Error: no valid recipients"]
+    assert client.code("RSET") == 250
+    assert client.code("RCPT TO:<bob@lab.test>") == 503
+
+
+def test_noop_vrfy_help_quit(store, tmp_path):
+    client = Client(store, tmp_path)
+    assert client.code("NOOP") == 250
+    assert client.code("VRFY alice") == 252
+    assert client.code("HELP") == 214
+    assert client.code("EXPN list") == 502
+    assert client.send("QUIT") == ["221 2.0.0 mail.lab.test closing connection"]
+    assert client.core.closing
+
+
+def test_too_many_errors_close_the_session(store, tmp_path):
+    client = Client(store, tmp_path, max_errors=3)
+    assert client.code("BOGUS") == 500
+    assert client.code("NOOP") == 250  # a success resets the count
+    client.send("BOGUS", "BOGUS")
+    assert not client.core.closing
+    assert client.send("BOGUS")[-1].startswith("421 4.7.0")
+    assert client.core.closing
+
+
+def test_overlong_lines(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.core.too_long()
+    assert client.take() == [f"500 5.5.2 Line too long (limit {COMMAND_LIMIT} bytes)"]
+    before = len(inbox(store, "bob"))
+    client.send("EHLO pc", "MAIL FROM:<a@b.c>", "RCPT TO:<bob@lab.test>", "DATA", "x")
+    client.core.too_long()
+    assert client.send(".")[0].startswith("500 5.5.2 Message has a line longer")
+    assert len(inbox(store, "bob")) == before
+
+
+def auth_plain(user: str, password: str) -> str:
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def test_auth_mechanisms(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.send("EHLO pc")
+    assert client.send("AUTH PLAIN " + auth_plain("alice", "wrong")) == [
+        "535 5.7.8 Error: authentication failed"]
+    assert client.send("AUTH LOGIN") == ["334 VXNlcm5hbWU6"]
+    assert client.send(base64.b64encode(b"bob").decode()) == ["334 UGFzc3dvcmQ6"]
+    assert client.code(base64.b64encode(b"bob").decode()) == 235
+    assert client.core.user == "bob"
+    assert client.code("AUTH PLAIN " + auth_plain("bob", "bob")) == 503
+
+    client = Client(store, tmp_path)
+    client.send("EHLO pc")
+    challenge = base64.b64decode(client.send("AUTH CRAM-MD5")[0][4:])
+    digest = hmac.new(b"alice", challenge, "md5").hexdigest()
+    assert client.code(base64.b64encode(f"alice@lab.test {digest}".encode())) == 235
+    assert client.core.user == "alice"
+
+    client = Client(store, tmp_path)
+    client.send("EHLO pc", "AUTH PLAIN")
+    assert client.send("*") == ["501 5.7.0 Authentication cancelled"]
+    assert client.code("AUTH PLAIN !!!") == 501
+    assert client.code("AUTH GSSAPI") == 504
+
+
+def test_secrets_are_masked_in_the_journal(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.send("EHLO pc", "AUTH PLAIN " + auth_plain("alice", "alice"), "AUTH LOGIN")
+    events = client.journal._buffer
+    texts = [e["text"] for e in events]
+    assert "AUTH PLAIN ••••" in texts
+    assert not any(auth_plain("alice", "alice") in t for t in texts)
+    assert any(e["kind"] == "auth" and e["text"] == "PLAIN alice ok secret=••••" for e in events)
+
+
+def test_plaintext_auth_off_hides_auth_until_tls(store, tmp_path):
+    client = Client(store, tmp_path, plaintext_auth=False, auth_required=True)
+    assert not any("AUTH" in line for line in client.send("EHLO pc"))
+    assert client.code("AUTH PLAIN " + auth_plain("alice", "alice")) == 538
+    assert client.code("MAIL FROM:<alice@lab.test>") == 530
+    assert client.send("STARTTLS") == ["220 2.0.0 Ready to start TLS"]
+    assert client.core.want_tls
+    client.core.tls_started()
+    assert client.code("MAIL FROM:<a@b.c>") == 503  # RFC 3207: EHLO again after TLS
+    lines = client.send("EHLO pc")
+    assert "250-AUTH PLAIN LOGIN CRAM-MD5" in lines and "250-STARTTLS" not in lines
+    assert client.code("AUTH PLAIN " + auth_plain("alice", "alice")) == 235
+    assert client.code("MAIL FROM:<alice@lab.test>") == 250
+    assert client.code("STARTTLS") == 503
+
+
+@pytest.mark.parametrize("address,ok", [
+    ("alice@lab.test", True), ("a.b+c@x-y.org", True), ('"a b"@lab.test', True),
+    ("postmaster", True), ("user@[127.0.0.1]", True), ("a b@lab.test", False),
+    ("a@-x.org", False), ("a@", False), ("@x.org", False), ("a" * 255, False)])
+def test_address_syntax(address, ok):
+    assert valid_address(address) is ok
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=80), max_size=12))
+def test_any_lines_get_replies_never_exceptions(store, tmp_path, lines):
+    client = Client(store, tmp_path)
+    for line in lines:
+        if client.core.closing:
+            break
+        client.core.receive(line.replace(b"\n", b""))
+        client.take()

@@ -1,0 +1,244 @@
+"""The shared store: users, mail, change log, locks, and several processes at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from services.store import Store, StoreError, UserError
+from services.store.mail import MailboxExists, MailError, NoMailbox
+from services.store.users import verify_hash
+
+from .conftest import ROOT
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "data")
+    s.users.add("alice", "wonder")
+    yield s
+    s.close()
+
+
+def inbox(store, user="alice"):
+    return store.mail.mailbox(user, "INBOX")
+
+
+# --- users ------------------------------------------------------------------------------
+
+def test_password_check_and_change(store):
+    assert store.users.check("alice", "wonder")
+    assert store.users.check("alice", "wonder")  # the cached path says the same
+    assert not store.users.check("alice", "Wonder")
+    assert not store.users.check("nobody", "wonder")
+    store.users.set_password("alice", "land")
+    assert not store.users.check("alice", "wonder")  # the cache does not outlive a change
+    assert store.users.check("alice", "land")
+
+
+def test_secrets_kept(store, tmp_path):
+    from impacket.ntlm import compute_nthash
+
+    user = store.users.get("alice")
+    assert user.nt_hash == compute_nthash("wonder")
+    assert user.plaintext is None
+    row = store.db.one("SELECT pw_hash FROM users WHERE name = 'alice'")[0]
+    assert "wonder" not in row and verify_hash("wonder", row)
+    keeping = Store(tmp_path / "data", keep_plaintext=True)
+    keeping.users.add("bob", "builder")
+    assert keeping.users.get("bob").plaintext == "builder"
+
+
+def test_user_errors(store):
+    with pytest.raises(UserError, match="already exists"):
+        store.users.add("alice", "x")
+    with pytest.raises(UserError, match="not a valid user name"):
+        store.users.add("../etc", "x")
+    with pytest.raises(UserError, match="not a valid user name"):
+        store.users.add("public", "x")
+    with pytest.raises(UserError, match="must not be empty"):
+        store.users.add("carol", "")
+    with pytest.raises(UserError, match="no user"):
+        store.users.delete("carol")
+
+
+def test_new_user_has_special_use_mailboxes(store):
+    boxes = {b.name: b.special_use for b in store.mail.mailboxes("alice")}
+    assert boxes == {"INBOX": "", "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+                     "Junk": "\\Junk", "Archive": "\\Archive"}
+    assert set(store.mail.subscriptions("alice")) == set(boxes)
+
+
+def test_deleting_a_user_deletes_its_mail(store):
+    store.mail.append("alice", "INBOX", b"Subject: x\r\n\r\nhi\r\n")
+    store.users.delete("alice")
+    assert store.mail.mailboxes("alice") == []
+    assert store.db.one("SELECT count(*) FROM bodies")[0] == 0
+
+
+# --- mail -------------------------------------------------------------------------------
+
+def test_uids_ascend_and_are_never_reused(store):
+    box = inbox(store)
+    uids = [store.mail.append("alice", "inbox", b"m%d" % i)[1] for i in range(3)]
+    assert uids == [1, 2, 3]
+    assert store.mail.expunge(box.id, [3]) == [3]
+    assert store.mail.append("alice", "INBOX", b"m")[1] == 4
+    assert [m.uid for m in store.mail.messages(box.id)] == [1, 2, 4]
+    assert store.mail.data(box.id, 2) == b"m1"
+    assert store.mail.data(box.id, 3) is None
+
+
+def test_uidvalidity_changes_when_a_mailbox_is_made_anew(store):
+    first = store.mail.create_mailbox("alice", "Lists").uidvalidity
+    store.mail.delete_mailbox("alice", "Lists")
+    assert store.mail.create_mailbox("alice", "Lists").uidvalidity > first
+    with pytest.raises(MailboxExists):
+        store.mail.create_mailbox("alice", "Lists")
+
+
+def test_flags_modes_and_modseq(store):
+    box = inbox(store)
+    store.mail.append("alice", "INBOX", b"a", flags=["\\seen", "$Label1"])
+    store.mail.append("alice", "INBOX", b"b")
+    (first, second) = store.mail.messages(box.id)
+    assert first.flags == {"\\Seen", "$Label1"}  # system flags in canonical spelling
+    changed, failed = store.mail.set_flags(box.id, [1, 2], ["\\Flagged"], "add")
+    assert [m.uid for m in changed] == [1, 2] and not failed
+    assert changed[0].modseq == changed[1].modseq > second.modseq
+    changed, _ = store.mail.set_flags(box.id, [1], ["\\Seen"], "remove")
+    assert changed[0].flags == {"$Label1", "\\Flagged"}
+    changed, _ = store.mail.set_flags(box.id, [2], ["\\Deleted"], "set")
+    assert changed[0].flags == {"\\Deleted"}
+    assert store.mail.set_flags(box.id, [2], ["\\Deleted"], "add") == ([], [])  # no change
+    stale = first.modseq
+    changed, failed = store.mail.set_flags(box.id, [1, 2], ["x"], "add", unchanged_since=stale)
+    assert changed == [] and failed == [1, 2]
+    assert [m.uid for m in store.mail.messages(box.id, changed_since=changed_since(store))] == []
+
+
+def changed_since(store):
+    return store.mail.mailbox("alice", "INBOX").modseq
+
+
+def test_copy_move_and_vanished(store):
+    box = inbox(store)
+    archive = store.mail.mailbox("alice", "Archive")
+    for i in range(3):
+        store.mail.append("alice", "INBOX", b"m%d" % i, flags=["\\Seen"])
+    before = store.mail.mailbox_by_id(box.id).modseq
+    assert store.mail.copy(box.id, [1, 3], archive.id) == [(1, 1), (3, 2)]
+    assert store.mail.copy(box.id, [2], archive.id, move=True) == [(2, 3)]
+    assert [m.uid for m in store.mail.messages(box.id)] == [1, 3]
+    assert store.mail.vanished(box.id, before) == [2]
+    moved = store.mail.messages(archive.id)
+    assert [m.flags for m in moved] == [{"\\Seen"}] * 3
+    assert store.mail.data(archive.id, 3) == b"m1"
+
+
+def test_rename_takes_children_and_keeps_uidvalidity(store):
+    parent = store.mail.create_mailbox("alice", "Work")
+    store.mail.create_mailbox("alice", "Work/2026")
+    store.mail.create_mailbox("alice", "Workshop")
+    store.mail.rename_mailbox("alice", "Work", "Jobs")
+    names = {b.name for b in store.mail.mailboxes("alice")}
+    assert {"Jobs", "Jobs/2026", "Workshop"} <= names and "Work" not in names
+    assert store.mail.mailbox("alice", "Jobs").uidvalidity == parent.uidvalidity
+    with pytest.raises(NoMailbox):
+        store.mail.rename_mailbox("alice", "Work", "X")
+    with pytest.raises(MailError):
+        store.mail.delete_mailbox("alice", "INBOX")
+
+
+def test_status_counts(store):
+    box = inbox(store)
+    store.mail.append("alice", "INBOX", b"12345", flags=["\\Seen"])
+    store.mail.append("alice", "INBOX", b"123")
+    status = store.mail.status(box.id)
+    assert (status.messages, status.unseen, status.uidnext, status.size) == (2, 1, 3, 8)
+
+
+# --- change log, locks, data directory --------------------------------------------------
+
+def test_another_store_sees_changes_through_poll(store, tmp_path):
+    other = Store(tmp_path / "data")
+    seen = []
+    other.subscribe("mailbox:", seen.append)
+    assert other.poll() == set()
+    box_id, _ = store.mail.append("alice", "INBOX", b"x")
+    assert f"mailbox:{box_id}" in other.poll()
+    assert seen == [{f"mailbox:{box_id}"}]
+    store.users.add("carol", "c")
+    assert "users" in other.poll()
+    assert len(seen) == 1  # not a mailbox topic
+
+
+def test_two_processes_append_at_once_and_lose_nothing(store, tmp_path):
+    writer = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from services.store import Store
+        s = Store(__import__("pathlib").Path({str(tmp_path / "data")!r}))
+        print("go", flush=True)
+        sys.stdin.readline()
+        for i in range(200):
+            s.mail.append("alice", "INBOX", f"{{sys.argv[1]}} {{i}}".encode())
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", writer, tag], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for tag in "ab"]
+    for proc in procs:
+        assert proc.stdout.readline() == "go\n"
+    for proc in procs:  # release both together
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    for proc in procs:
+        assert proc.wait(60) == 0
+    box = inbox(store)
+    messages = store.mail.messages(box.id)
+    assert [m.uid for m in messages] == list(range(1, 401))
+    bodies = {store.mail.data(box.id, m.uid) for m in messages}
+    assert bodies == {f"{tag} {i}".encode() for tag in "ab" for i in range(200)}
+
+
+def test_one_server_per_service_per_data_directory(store, tmp_path):
+    store.lock("smtp")
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
+              f"from services.store import Store; s = Store(Path({str(tmp_path / 'data')!r})); "
+              "s.lock('imap'); s.lock('smtp')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "smtp is already served from" in result.stderr
+    assert "pid" in result.stderr
+
+
+def test_foreign_data_directories(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a protolab data directory"):
+        Store(foreign)
+    assert (foreign / "thesis.txt").read_text() == "mine"
+    other_db = tmp_path / "otherdb"
+    other_db.mkdir()
+    sqlite3.connect(other_db / "lab.db").execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="not a protolab database"):
+        Store(other_db)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "lab.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a protolab database"):
+        Store(garbage)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        Store(a_file)
+
+
+def test_a_newer_schema_is_refused(store, tmp_path):
+    with store.db.write() as tx:
+        tx.execute("UPDATE meta SET value = '99' WHERE key = 'schema:mail'")
+    with pytest.raises(StoreError, match="newer protolab"):
+        Store(tmp_path / "data")
