@@ -10,14 +10,20 @@ when the path would leave the root in any way:
 - ":" (NTFS alternate data streams, drive letters), NUL and control characters are refused;
 - a symbolic link anywhere on the way that points outside the root is refused.
 
+- a name that Unicode compatibility folding (NFKC) would turn into a separator, a ":" or
+  dots (fullwidth "／", "．．", "："): a client or a later layer that folds must not find
+  a way up in what passed here as one harmless name.
+
 Percent-decoding is the HTTP layer's job and happens exactly once before this: a literal
 "%2e%2e" that arrives here is a file name, not a way up. Case does not matter for escaping
-on Linux: a root is one directory, and names in it are whatever case they are.
+on Linux: a root is one directory, and names in it are whatever case they are; what must
+not depend on case (SMB share names, user names) is compared folded by its protocol.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 
@@ -31,8 +37,11 @@ def parts(path: str) -> list[str]:
     for name in path.replace("\\", "/").split("/"):
         if any(ord(c) < 32 or c == "\x7f" for c in name):
             raise PathError(f"control character in path {path!r}")
-        if ":" in name:
+        folded = unicodedata.normalize("NFKC", name)
+        if ":" in folded:
             raise PathError(f"':' is not allowed in a name ({path!r})")
+        if "/" in folded or "\\" in folded:
+            raise PathError(f"a name may not hold a separator in any form ({path!r})")
         if name in ("", "."):
             continue
         if name == "..":
@@ -41,7 +50,7 @@ def parts(path: str) -> list[str]:
             out.pop()
             continue
         # Windows ignores trailing dots and spaces; "..." or ".. " would mean ".." there.
-        if name.rstrip(". ") == "":
+        if folded.rstrip(". ") == "":
             raise PathError(f"name made of dots and spaces: {path!r}")
         out.append(name)
     return out

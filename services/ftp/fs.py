@@ -1,0 +1,88 @@
+"""The file tree an FTP session sees, mapped onto the store's directories.
+
+A user sees their home as "/" and the shared public area as "/public" (the home's own
+entry of that name, if any, is hidden: "public" is a reserved name in the lab). An
+anonymous session sees the public area as "/". Every client path goes through
+services.paths.resolve under one of these roots, and nothing else: no path names a file
+outside them, whatever "..", links, separators or odd characters it holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from pyftpdlib.filesystems import AbstractedFS
+
+from .. import paths
+
+PUBLIC = "public"
+
+
+def _inside(root: str, real: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class LabFS(AbstractedFS):
+    """pyftpdlib's view of the files; `root` is the session's home from the authorizer."""
+
+    def __init__(self, root: str, cmd_channel: Any) -> None:
+        super().__init__(root, cmd_channel)
+        self.home = Path(os.path.realpath(root))
+        public = Path(os.path.realpath(cmd_channel.public_root))
+        self.public = public if public != self.home else None  # None: anonymous session
+        self._alias = str(self.home / PUBLIC)  # what a listing of "/" joins for the mount
+
+    # --- client path <-> file system path
+
+    def ftp2fs(self, ftppath: str) -> str:
+        names = paths.parts(self.ftpnorm(ftppath))  # PathError: the handler answers 550
+        if self.public is not None and names[:1] == [PUBLIC]:
+            return str(paths.resolve(self.public, "/".join(names[1:])))
+        return str(paths.resolve(self.home, "/".join(names)))
+
+    def fs2ftp(self, fspath: str) -> str:
+        real = os.path.realpath(self._real(fspath))
+        if self.public is not None and _inside(str(self.public), real):
+            return "/" + PUBLIC + paths.relative(self.public, Path(real)).rstrip("/")
+        if _inside(str(self.home), real):
+            return paths.relative(self.home, Path(real))
+        return "/"
+
+    def validpath(self, path: str) -> bool:
+        real = os.path.realpath(self._real(path))
+        return _inside(str(self.home), real) or (
+            self.public is not None and _inside(str(self.public), real))
+
+    def _real(self, path: str) -> str:
+        """The mount point "/public" joined under the home's path is the public area."""
+        if self.public is not None and os.path.normpath(path) == self._alias:
+            return str(self.public)
+        return path
+
+    # --- operations that must not touch the process (cwd) or miss the mount
+
+    def chdir(self, path: str) -> None:
+        # pyftpdlib's chdir() changes the process's working directory: never in a server
+        # that runs every protocol in one process.
+        if not os.path.isdir(path):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(path, os.X_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        self.cwd = self.fs2ftp(path)
+
+    def listdir(self, path: str) -> list[str]:
+        names = os.listdir(path)
+        if self.public is not None and os.path.realpath(path) == str(self.home):
+            names = [name for name in names if name != PUBLIC] + [PUBLIC]
+        return names
+
+    listdirinfo = listdir
+
+    def stat(self, path: str) -> os.stat_result:
+        return os.stat(self._real(path))
+
+    def lstat(self, path: str) -> os.stat_result:
+        return os.lstat(self._real(path))

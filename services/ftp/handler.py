@@ -1,0 +1,151 @@
+"""pyftpdlib's control and data channels with what the lab adds: the journal, durable
+uploads, implicit TLS, active mode from port 20, and path errors as clean 550 replies."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP
+
+from ..paths import PathError
+
+CHUNK = 1 << 20  # bytes per send()/sendfile()/recv() on a data channel (pyftpdlib: 64 KiB)
+
+
+def _fsync_file(file: Any) -> None:
+    """Make an upload durable before its 226: the data, then the directory entry."""
+    file.flush()
+    os.fsync(file.fileno())
+    directory = os.open(os.path.dirname(file.name) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class LabDTPHandler(TLS_DTPHandler):
+    ac_in_buffer_size = CHUNK
+    ac_out_buffer_size = CHUNK
+
+    def close(self) -> None:
+        if (not self._closed and self.receive and self.file_obj is not None
+                and not self.file_obj.closed):
+            try:
+                _fsync_file(self.file_obj)
+            except OSError as error:  # a disk that fails now: the client must not see 226
+                self.transfer_finished = False
+                self._resp = (f"451 Upload not saved: {error.strerror}.", self._resp[1]
+                              if self._resp else None)
+        super().close()
+
+
+class LabActiveDTP(ActiveDTP):
+    """PORT/EPRT data connections leave from the lab's port 20 (+offset) when it can bind it,
+    as the classic labs (and their firewall rules) expect, else from any port."""
+
+    data_port = 0  # set per lab by make_handler
+
+    def bind(self, address: tuple[str, int]) -> None:
+        if self.data_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.socket.bind((address[0], self.data_port))
+                return
+            except OSError:
+                pass
+        self.socket.bind(address)
+
+
+class LabFTPHandler(TLS_FTPHandler):
+    """The control channel; make_handler() sets the lab's class attributes."""
+
+    dtp_handler = LabDTPHandler
+    active_dtp = LabActiveDTP
+    journal: Any = None
+    public_root = ""
+    implicit = False  # TLS from the first byte (the 990 listener)
+    session: Any = None
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        super().__init__(conn, server, ioloop)
+        if self.connected:
+            self.session = self.journal.open(
+                "ftp", f"{self.remote_ip}:{self.remote_port}", "implicit TLS" if self.implicit else "")
+
+    def handle(self) -> None:
+        if self.implicit:
+            # pyftpdlib has no implicit mode (upstream #160): start the handshake before the
+            # banner, which waits in the send queue until TLS is up. Data is private by
+            # default there, as clients of implicit FTPS expect.
+            self.secure_connection(self.ssl_context)
+            self._pbsz = self._prot = True
+        super().handle()
+
+    def flush_account(self) -> None:
+        super().flush_account()
+        if self.implicit:
+            self._pbsz = self._prot = True
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        if self.session is not None:
+            self.session.command(f"PASS {self.session.secret(arg)}" if cmd == "PASS" else line)
+        try:
+            super().pre_process_command(line, cmd, arg)
+        except PathError as error:
+            self.respond(f"550 {error}.")
+
+    def respond(self, resp: str, logfun: Any = None) -> None:
+        if self.session is not None:
+            self.session.reply(resp)
+        if logfun is None:
+            super().respond(resp)
+        else:
+            super().respond(resp, logfun)
+
+    def handle_ssl_established(self) -> None:
+        if self.session is not None:
+            self.session.event("tls", f"{self.socket.get_protocol_version_name()} "
+                                      f"{self.socket.get_cipher_name()}")
+
+    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
+                     elapsed: float, bytes: int) -> None:  # noqa: A002 - pyftpdlib's name
+        if self.session is None:
+            return
+        where = self.fs.fs2ftp(filename) if self.fs is not None else filename
+        tls = " tls" if self._prot else ""  # PROT P: the data channel was TLS
+        self.session.event("transfer", (
+            f"{cmd} {where} {bytes} bytes {'upload' if receive else 'download'} "
+            f"{'binary' if self._current_type == 'i' else 'ascii'}{tls} "
+            f"{'complete' if completed else 'aborted'} {elapsed:.3f}s"))
+
+    def close(self) -> None:
+        super().close()
+        if self.session is not None:
+            self.session.close()
+
+
+def make_handler(lab: Any, settings: Any, authorizer: Any, implicit: bool) -> type:
+    """A handler class carrying one lab's settings (pyftpdlib configures by class)."""
+    from .fs import LabFS
+
+    passive = range(lab.port(settings.passive_low_port), lab.port(settings.passive_high_port) + 1)
+    active = type("ActiveDTP", (LabActiveDTP,), {"data_port": lab.port(20)})
+    return type("FTPHandler", (LabFTPHandler,), {
+        "authorizer": authorizer,
+        "abstracted_fs": LabFS,
+        "journal": lab.journal,
+        "public_root": str(lab.store.files.public),
+        "implicit": implicit,
+        "active_dtp": active,
+        "ssl_context": lab.tls.context(),
+        "tls_control_required": settings.tls_required,
+        "tls_data_required": settings.tls_required,
+        "passive_ports": list(passive),
+        "masquerade_address": settings.masquerade_address or None,
+        "timeout": settings.idle_timeout,
+        "banner": f"{lab.config.fqdn(settings.host)} protolab FTP ready.",
+        "auth_failed_timeout": 1,
+    })

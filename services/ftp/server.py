@@ -1,0 +1,108 @@
+"""pyftpdlib driven by the lab's one Twisted reactor.
+
+pyftpdlib has its own poller (an IOLoop over epoll). Its epoll descriptor is itself
+readable whenever one of its sockets is ready, so the reactor watches that one descriptor
+and, when it fires, lets the IOLoop handle what is ready without blocking. The IOLoop's
+scheduler (idle timeouts, delayed 530s) runs after every poll and on a reactor timer set
+for its next deadline. No thread: FTP commands run in the reactor like every other service.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
+from twisted.application.service import Service
+from twisted.internet import reactor
+from zope.interface import implementer
+from twisted.internet.interfaces import IReadDescriptor
+
+from ..serving import StartError
+from .auth import StoreAuthorizer
+from .handler import make_handler
+
+IDLE_TICK = 1.0  # seconds between scheduler runs when pyftpdlib asks for none sooner
+
+
+@implementer(IReadDescriptor)
+class _Poller:
+    """The IOLoop's epoll descriptor, as the reactor sees it."""
+
+    def __init__(self, ioloop: Any) -> None:
+        self.ioloop = ioloop
+        self._timer: Any = None
+
+    def fileno(self) -> int:
+        return self.ioloop.fileno()
+
+    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+        return "ftp"
+
+    def doRead(self) -> None:  # noqa: N802
+        self.ioloop.poll(0)
+        self.tick()
+
+    def tick(self) -> None:
+        """Run due scheduled calls and set the timer for the next one."""
+        next_due = self.ioloop.sched.poll()
+        delay = IDLE_TICK if next_due is None else min(next_due, IDLE_TICK)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(delay)
+        else:
+            self._timer = reactor.callLater(delay, self.tick)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        self.stop()
+
+
+class FTPService(Service):
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.ioloop: Any = None
+        self.poller: _Poller | None = None
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        lab, settings = self.lab, self.lab.settings("ftp")
+        # pyftpdlib logs every connection at INFO: the journal has them; keep its warnings.
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+        high = lab.port(settings.passive_high_port)
+        if high > 65535:
+            raise StartError(f"ftp: passive range {settings.passive_low_port}-"
+                             f"{settings.passive_high_port} + port offset {lab.offset} "
+                             f"ends above 65535")
+        authorizer = StoreAuthorizer(lab.store, settings.anonymous)
+        self.ioloop = IOLoop.factory()
+        try:
+            for listener in lab.listeners("ftp"):
+                if not listener.active:
+                    continue
+                handler = make_handler(lab, settings, authorizer, listener.tls == "implicit")
+                try:
+                    FTPServer((lab.bind, listener.port), handler, ioloop=self.ioloop)
+                except OSError as error:
+                    raise StartError(
+                        f"ftp: cannot listen on tcp {lab.bind}:{listener.port} "
+                        f"({listener.name}): {error.strerror or error}") from None
+        except BaseException:
+            self.ioloop.close()
+            raise
+        self.poller = _Poller(self.ioloop)
+        reactor.addReader(self.poller)
+        self.poller.tick()
+        super().startService()
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.poller is not None:
+            reactor.removeReader(self.poller)
+            self.poller.stop()
+            self.poller = None
+        if self.ioloop is not None:
+            self.ioloop.close()  # every session, data channel and listening socket
+            self.ioloop = None

@@ -1,0 +1,229 @@
+"""FTP and FTPS with real clients: ftplib, curl, lftp; journal, durability, captures."""
+
+from __future__ import annotations
+
+import ftplib
+import socket
+import subprocess
+
+import pytest
+
+from tests.conftest import need
+from tests.ftputil import Capture, ftp_login, get, journal, put
+
+
+def test_ftplib_passive_session(lab):
+    server = lab.start(only="ftp")
+    ftp = ftp_login(server)
+    assert "UTF8" in ftp.sendcmd("FEAT") and "MLST" in ftp.sendcmd("FEAT")
+    assert put(ftp, "notes.txt", b"line one\n").startswith("226")
+    # After 226 the upload is on disk, whole (it was fsync'd before the reply).
+    assert (server.data / "homes/alice/notes.txt").read_bytes() == b"line one\n"
+    ftp.storbinary("APPE notes.txt", __import__("io").BytesIO(b"line two\n"))
+    assert get(ftp, "notes.txt") == b"line one\nline two\n"
+    assert ftp.size("notes.txt") == 18
+    assert ftp.sendcmd("MDTM notes.txt").startswith("213 20")
+    ftp.sendcmd("REST 9")
+    assert get(ftp, "notes.txt") == b"line two\n"
+    facts = dict(ftp.mlsd())
+    assert facts["notes.txt"]["type"] == "file" and facts["notes.txt"]["size"] == "18"
+    assert facts["public"]["type"] == "dir" and facts["public_html"]["type"] == "dir"
+    assert "size=18;" in ftp.sendcmd("MLST notes.txt")
+    ftp.mkd("dir")
+    ftp.rename("notes.txt", "dir/renamed.txt")
+    assert ftp.nlst("dir") == ["dir/renamed.txt"] or ftp.nlst("dir") == ["renamed.txt"]
+    ftp.delete("dir/renamed.txt")
+    ftp.rmd("dir")
+    put(ftp, "café ☕.txt", b"utf8")  # RFC 2640 names, UTF-8 on the wire and on disk
+    assert "café ☕.txt" in ftp.nlst()
+    assert (server.data / "homes/alice/café ☕.txt").read_bytes() == b"utf8"
+    ftp.cwd("/public")
+    assert ftp.pwd() == "/public"
+    put(ftp, "shared.txt", b"for all")
+    assert (server.data / "public/shared.txt").read_bytes() == b"for all"
+    ftp.quit()
+    bob = ftp_login(server, "bob")
+    assert get(bob, "/public/shared.txt") == b"for all"
+    assert "notes.txt" not in bob.nlst("/") and bob.nlst("/public") == ["shared.txt"] or \
+        bob.nlst("/public") == ["/public/shared.txt"]
+    bob.quit()
+    assert server.check().returncode == 0
+
+
+def test_roots_cannot_be_removed_or_renamed(lab):
+    server = lab.start(only="ftp")
+    ftp = ftp_login(server)
+    for command in ("RMD /public", "DELE public", "RNFR /public", "RMD /", "RNFR /"):
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            ftp.sendcmd(command)
+    assert (server.data / "public").is_dir()
+    ftp.quit()
+
+
+def _data_listener() -> socket.socket:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(15)
+    return listener
+
+
+def test_active_mode_comes_from_port_20(lab):
+    server = lab.start(only="ftp")
+    ftp = ftp_login(server)
+    put(ftp, "a.txt", b"active")
+    listener = _data_listener()
+    port = listener.getsockname()[1]
+    ftp.sendcmd(f"PORT 127,0,0,1,{port >> 8},{port & 255}")
+    ftp.sendcmd("RETR a.txt")
+    connection, peer = listener.accept()
+    assert peer[1] == server.offset + 20  # the classic data port, shifted by the offset
+    assert connection.makefile("rb").read() == b"active"
+    connection.close()
+    assert ftp.voidresp().startswith("226")
+    # ftplib's own active mode (PORT and EPRT) works end to end too.
+    ftp.set_pasv(False)
+    assert get(ftp, "a.txt") == b"active"
+    listener = _data_listener()
+    port = listener.getsockname()[1]
+    ftp.sendcmd(f"EPRT |1|127.0.0.1|{port}|")
+    ftp.sendcmd("RETR a.txt")
+    connection, peer = listener.accept()
+    assert peer[1] == server.offset + 20
+    assert connection.makefile("rb").read() == b"active"
+    connection.close()
+    assert ftp.voidresp().startswith("226")
+    ftp.quit()
+
+
+def test_port_and_eprt_to_foreign_addresses_are_refused(lab):
+    server = lab.start(only="ftp")
+    ftp = ftp_login(server)
+    for command in ("PORT 127,0,0,2,100,1", "EPRT |1|10.1.2.3|25600|", "PORT 127,0,0,1,0,25"):
+        with pytest.raises(ftplib.error_perm, match="^501"):
+            ftp.sendcmd(command)
+    ftp.quit()
+
+
+def test_explicit_tls_with_key_log(lab, tmp_path):
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="ftp", config=f'[tls]\nkeylog = "{keylog}"\n')
+    ftp = ftp_login(server, "bob", tls=True)
+    put(ftp, "secret.txt", b"x" * 100_000)
+    assert get(ftp, "secret.txt") == b"x" * 100_000
+    ftp.quit()
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in keylog.read_text() or \
+        "CLIENT_RANDOM" in keylog.read_text()
+    server.stop()
+    events = journal(server.data, "ftp")
+    assert any(e["kind"] == "event" and e["text"].startswith("tls TLSv1.") for e in events)
+    transfers = [e["text"] for e in events if e["text"].startswith("transfer ")]
+    assert any(t.startswith("transfer STOR /secret.txt 100000 bytes upload binary tls complete")
+               for t in transfers), transfers
+    assert any(t.startswith("transfer RETR /secret.txt 100000 bytes download") for t in transfers)
+    commands = [e["text"] for e in events if e["kind"] == "command"]
+    assert "PASS ••••" in commands and "PASS bob" not in commands
+
+
+def test_tls_required_refuses_clear_logins(lab):
+    server = lab.start(only="ftp", config="[ftp]\ntls_required = true\n")
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", server.port("ftp", "ftp"), timeout=15)
+    with pytest.raises(ftplib.error_perm, match="^550"):
+        ftp.login("alice", "alice")
+    ftp.close()
+    ftp_login(server, tls=True).quit()
+
+
+def test_logins_follow_the_store_at_run_time(lab):
+    server = lab.start(only="ftp")
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        ftp_login(server, "alice", "wrong")
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        ftp_login(server, "carol", "carol")
+    assert server.cli("user", "add", "carol", "--password", "carol").returncode == 0
+    ftp_login(server, "carol").quit()
+    assert server.cli("user", "passwd", "carol", "--password", "new").returncode == 0
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        ftp_login(server, "carol", "carol")
+    ftp_login(server, "carol", "new").quit()
+
+
+def test_anonymous_is_off_by_default_and_read_only_when_on(lab, tmp_path):
+    server = lab.start(only="ftp")
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        ftp_login(server, "anonymous", "guest@")
+    server.stop()
+    (server.data / "public/readme.txt").write_text("welcome")
+    server = lab.start(only="ftp", config="[ftp]\nanonymous = true\n", data=server.data)
+    ftp = ftp_login(server, "anonymous", "guest@")
+    assert ftp.pwd() == "/" and ftp.nlst() == ["readme.txt"]
+    assert get(ftp, "readme.txt") == b"welcome"
+    for action in (lambda: put(ftp, "x.txt", b"no"), lambda: ftp.mkd("d"),
+                   lambda: ftp.delete("readme.txt"), lambda: ftp.cwd("/../homes")):
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            action()
+    assert ftp.pwd() == "/"
+    ftp.quit()
+
+
+def _curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "30", *args], capture_output=True,
+                          timeout=60)
+
+
+def test_curl_passive_active_and_tls(lab, tmp_path):
+    need("curl")
+    server = lab.start(only="ftp")
+    port, implicit = server.port("ftp", "ftp"), server.port("ftp", "ftps")
+    ca = str(server.data / "tls/ca.crt")
+    source = tmp_path / "up.bin"
+    source.write_bytes(bytes(range(256)) * 4096)
+    base = f"ftp://alice:alice@127.0.0.1:{port}"
+    assert _curl("-T", str(source), f"{base}/up.bin").returncode == 0
+    assert _curl(f"{base}/up.bin").stdout == source.read_bytes()
+    assert _curl("-P", "-", f"{base}/up.bin").stdout == source.read_bytes()  # active (PORT/EPRT)
+    tls = _curl("--ssl-reqd", "--cacert", ca, f"{base}/up.bin")
+    assert tls.stdout == source.read_bytes(), tls.stderr
+    listing = _curl("--cacert", ca, f"ftps://alice:alice@localhost:{implicit}/")
+    assert b"up.bin" in listing.stdout, listing.stderr
+    assert _curl("-u", "alice:bad", f"ftp://127.0.0.1:{port}/").returncode != 0
+
+
+def test_lftp_mirror_of_a_tree(lab, tmp_path):
+    need("lftp")
+    server = lab.start(only="ftp")
+    local = tmp_path / "tree"
+    (local / "sub").mkdir(parents=True)
+    (local / "a.txt").write_text("a")
+    (local / "sub/b.txt").write_text("b" * 5000)
+    ca = server.data / "tls/ca.crt"
+    script = (f"set ssl:ca-file {ca}; set ftp:ssl-force true; set ftp:ssl-protect-data true; "
+              f"open -u bob,bob ftp://localhost:{server.port('ftp', 'ftp')}; "
+              f"mirror -R {local} /up; cls -1 /up/sub; "
+              f"mirror /up {tmp_path / 'back'}; bye")
+    result = subprocess.run(["lftp", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "b.txt" in result.stdout
+    assert (server.data / "homes/bob/up/sub/b.txt").read_text() == "b" * 5000
+    assert (tmp_path / "back/sub/b.txt").read_text() == "b" * 5000
+
+
+def test_capture_dissects_cleanly(lab, tmp_path):
+    need("tshark")
+    server = lab.start(only="ftp")
+    port = server.port("ftp", "ftp")
+    capture = Capture(tmp_path, f"tcp port {port} or tcp portrange "
+                                f"{server.offset + 30000}-{server.offset + 30099} "
+                                f"or tcp port {server.offset + 20}",
+                      decode_as=(f"tcp.port=={port},ftp",))
+    ftp = ftp_login(server)
+    put(ftp, "c.txt", b"capture me\n" * 100)
+    ftp.nlst()
+    ftp.set_pasv(False)
+    assert get(ftp, "c.txt") == b"capture me\n" * 100
+    ftp.quit()
+    capture.stop()
+    assert capture.count("ftp.request.command == \"STOR\"") == 1
+    assert capture.count("ftp-data") > 0
+    assert capture.bad("ftp || ftp-data") == []

@@ -1,0 +1,136 @@
+"""The one path-safety rule (services.paths), and every protocol that serves files by it.
+
+The unit tests pin the rule; the protocol tests plant the same traps (a link to /etc, a
+link to another user's home, "..", backslashes, ':' streams, fullwidth dots, case) in a
+real lab and try them with real clients. HTTP's /~user/ space is tried once the http
+service serves it on this tree.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services import paths, registry
+from services.paths import PathError
+from tests.ftputil import ftp_login, get
+
+ESCAPES = [
+    "..", "../x", "a/../../x", "/..", "\\..\\x", "a\\..\\..\\x", "C:\\Windows", "c:x",
+    "file.txt:secret", "file.txt::$DATA", "x\x00y", "x\ny", "...", ".. ", " . .",
+    "\uff0e\uff0e/x",  # fullwidth dots fold (NFKC) to ".."
+    "a\uff0fb", "a\uff3cb", "a\uff1ab",  # fullwidth '/', '\' and ':'
+]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_escapes_are_refused(tmp_path, path):
+    with pytest.raises(PathError):
+        paths.resolve(tmp_path, path)
+
+
+@pytest.mark.parametrize("path, names", [
+    ("", []), ("/", []), ("a/b", ["a", "b"]), ("/a//b/", ["a", "b"]), ("a/./b", ["a", "b"]),
+    ("a/../b", ["b"]), ("a\\b", ["a", "b"]), ("%2e%2e", ["%2e%2e"]), ("café", ["café"]),
+    ("..a", ["..a"]), ("a..", ["a.."]), ("UPPER/Case", ["UPPER", "Case"]),
+])
+def test_harmless_paths_keep_their_names(path, names):
+    assert paths.parts(path) == names
+
+
+def test_absolute_paths_are_taken_below_the_root(tmp_path):
+    assert paths.resolve(tmp_path, "/etc/passwd") == Path(os.path.realpath(tmp_path)) / "etc/passwd"
+
+
+def test_links_out_of_the_root_are_refused_links_inside_allowed(tmp_path):
+    root = tmp_path / "home"
+    (root / "dir").mkdir(parents=True)
+    (root / "out").symlink_to("/etc")
+    (root / "dangling").symlink_to("/nonexistent/x")
+    (root / "in").symlink_to(root / "dir")
+    for path in ("out", "out/passwd", "dangling", "dir/../out/x"):
+        with pytest.raises(PathError):
+            paths.resolve(root, path)
+    assert paths.resolve(root, "in/new.txt").name == "new.txt"
+    # A root that is itself reached through a link is fine: it is compared resolved.
+    (tmp_path / "alias").symlink_to(root)
+    assert paths.resolve(tmp_path / "alias", "dir") == Path(os.path.realpath(root)) / "dir"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(list("./\\:a\x00 \uff0e\uff0f") + ["..", "%2e", "/../"]),
+                max_size=16).map("".join))
+def test_no_path_resolves_outside_its_root(tmp_path_factory, path):
+    root = Path(os.path.realpath(tmp_path_factory.getbasetemp())) / "fuzzroot"
+    try:
+        target = paths.resolve(root, path)
+    except PathError:
+        return
+    assert target == root or root in target.parents
+
+
+def test_relative_is_the_clients_view(tmp_path):
+    assert paths.relative(tmp_path, tmp_path) == "/"
+    assert paths.relative(tmp_path, tmp_path / "a" / "b") == "/a/b"
+
+
+def plant_traps(data: Path) -> None:
+    """Links in alice's home to /etc and to bob's home; a file bob owns."""
+    alice, bob = data / "homes/alice", data / "homes/bob"
+    (bob / "public_html").mkdir(parents=True, exist_ok=True)
+    (alice / "public_html").mkdir(parents=True, exist_ok=True)
+    (bob / "private.txt").write_text("bob's")
+    (alice / "etc").symlink_to("/etc")
+    (alice / "bob").symlink_to(bob)
+    (alice / "public_html/up").symlink_to("..")  # inside the home: allowed, not outside
+
+
+def test_ftp_paths(lab):
+    server = lab.start(only="ftp")
+    plant_traps(server.data)
+    ftp = ftp_login(server)
+    refused = ["RETR ../bob/private.txt", "RETR ..\\bob\\private.txt", "RETR etc/passwd",
+               "RETR bob/private.txt", "CWD etc", "CWD bob", "RETR /public/../../lab.db",
+               "RETR x.txt:stream", "RETR \uff0e\uff0e/\uff0e\uff0e/lab.db", "MKD a\uff0fb",
+               "SIZE /public/..\\..\\lab.db", "RETR ../../lab.db"]
+    for command in refused:
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            ftp.sendcmd(command)
+        assert ftp.pwd() == "/"
+    # ".." above "/" stays at "/" (a chroot); PUBLIC is not the public mount, just a name.
+    ftp.cwd("../../..")
+    assert ftp.pwd() == "/"
+    with pytest.raises(ftplib.error_perm, match="^550"):
+        ftp.cwd("/PUBLIC")
+    assert ftp.nlst("/public_html/up") != []  # a link that stays inside works
+    ftp.quit()
+    assert not (server.data / "homes/alice/a\uff0fb").exists()
+
+
+@pytest.mark.skipif("http" not in registry.names(), reason="the http service is not on this "
+                    "tree yet: its /~user/ space is tried here once it is")
+def test_http_paths(lab):
+    import urllib.error
+    import urllib.request
+
+    server = lab.start(only="http")
+    plant_traps(server.data)
+    (server.data / "homes/alice/public_html/ok.txt").write_text("ok")
+    base = f"http://127.0.0.1:{server.port('http', 'http')}/~alice/"
+    try:
+        assert urllib.request.urlopen(base + "ok.txt", timeout=10).read() == b"ok"
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            pytest.skip("the http service does not serve /~user/ on this tree yet")
+        raise
+    for path in ("../private.txt", "..%2fprivate.txt", "%2e%2e/%2e%2e/bob/private.txt",
+                 "up/../../bob/private.txt", "..%5c..%5cbob%5cprivate.txt", "ok.txt:x",
+                 "%ef%bc%8e%ef%bc%8e/private.txt"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert refused.value.code in (400, 403, 404), path
