@@ -21,6 +21,7 @@ PROTOCOLS: tuple[str, ...] = (
     "smtp",
     "pop3",
     "imap",
+    "dns",
     "ftp",
 )
 

@@ -59,8 +59,8 @@ def test_parse_fetch_sections():
     assert command.args["set"].resolve(9) == [(1, 9), (4, 4)]
     flags, section, whole = command.args["atts"]
     assert flags == "FLAGS"
-    assert section == Section((1, 2), "HEADER.FIELDS", ("FROM", "TO"), (0, 100), True)
-    assert section.name() == "BODY[1.2.HEADER.FIELDS (FROM TO)]<0>"
+    assert section == Section((1, 2), "HEADER.FIELDS", ("From", "To"), (0, 100), True)
+    assert section.name() == "BODY[1.2.HEADER.FIELDS (From To)]<0>"
     assert whole.name() == "BODY[]" and not whole.peek
     assert parse_command(b"1 FETCH 1 ALL").args["atts"][-1] == "ENVELOPE"
     for bad in (b"1 FETCH 1 (BODY[1.])", b"1 FETCH 0 FLAGS", b"1 FETCH 1 (FLAGS", b"1 FETCH 1 BODY[MIME]"):

@@ -13,9 +13,11 @@ import datetime
 import email.header
 import email.utils
 import quopri
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from .mime import Entity
 
@@ -38,8 +40,27 @@ def needs_content(keys: list) -> bool:
     return False
 
 
+class _LRU(OrderedDict):
+    """Decoded headers of messages searched lately, shared by every session of the
+    process (messages never change, and the key includes the UIDVALIDITY): what
+    Dovecot's index cache does for repeated header searches."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+HEADERS = _LRU(50_000)
+
+
 @dataclass
 class Candidate:
+    key: Hashable  # (mailbox id, UIDVALIDITY, UID)
     seq: int
     uid: int
     flags: frozenset[str]
@@ -55,10 +76,13 @@ class Candidate:
 
     @cached_property
     def header_text(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        if self.entity is not None:
-            for name, _, value in self.entity.fields:
-                out.setdefault(name, []).append(decode_header(value).casefold())
+        out: dict[str, list[str]] | None = HEADERS.get(self.key)
+        if out is None:
+            out = {}
+            if self.entity is not None:
+                for name, _, value in self.entity.fields:
+                    out.setdefault(name, []).append(decode_header(value).casefold())
+                HEADERS.put(self.key, out)
         return out
 
     @cached_property

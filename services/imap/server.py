@@ -30,6 +30,9 @@ class IMAPProtocol(Protocol):
         self.timer: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        # Replies go out whole in one write; Nagle would hold the next one back for the
+        # client's delayed ACK (40 ms on Linux) when a client pipelines.
+        self.transport.setTcpNoDelay(True)
         peer = self.transport.getPeer()
         self.journal = self.lab.journal.open(
             "imap", f"{peer.host}:{peer.port}", "imaps" if self.implicit_tls else "imap")
@@ -40,6 +43,7 @@ class IMAPProtocol(Protocol):
             starttls=True, subscribe=self.lab.store.subscribe)
         self.timer = reactor.callLater(self.settings.autologout, self._autologout)
         self.session.greeting()
+        self.session.flush()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.timer is not None and self.timer.active():
@@ -65,10 +69,11 @@ class IMAPProtocol(Protocol):
             elif isinstance(event, Line):
                 session.line(event.raw)
             elif isinstance(event, Continue):
-                self.transport.write(b"+ Ready for literal data\r\n")
+                session.send("+ Ready for literal data")
             elif isinstance(event, Reject):
                 self.journal.command(f"{event.tag} (command rejected: {event.text})")
                 session.send(f"{event.tag} {event.text}")
+            session.flush()
             self.reader.raw_line = session.wants_line
             if session.wants_tls:
                 session.wants_tls = False
@@ -81,6 +86,7 @@ class IMAPProtocol(Protocol):
     def _autologout(self) -> None:
         if self.session is not None:
             self.session.send("* BYE Autologout; idle for too long")
+            self.session.flush()
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802

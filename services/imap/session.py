@@ -72,16 +72,24 @@ class Session:
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
         self._cache: OrderedDict[tuple[int, int], Entity] = OrderedDict()
+        self._out: list[bytes] = []
 
     # --- output -----------------------------------------------------------------------
 
     def send(self, line: str | bytes) -> None:
+        """Queue one response line; flush() hands the queue to the socket in one write."""
         data = line.encode("utf-8") if isinstance(line, str) else line
-        self._send(data + b"\r\n")
+        self._out.append(data)
+        self._out.append(b"\r\n")
         if data.startswith(b"* ") and b" FETCH (" in data[:40]:
             self._fetches += 1
         else:
             self.journal.reply(_summary(data))
+
+    def flush(self) -> None:
+        if self._out:
+            data, self._out = b"".join(self._out), []
+            self._send(data)
 
     def greeting(self) -> None:
         self.send(f"* OK [CAPABILITY {' '.join(self.capabilities())}] protolab IMAP4rev1 ready")
@@ -168,8 +176,10 @@ class Session:
 
     def changed(self, topics: set[str]) -> None:
         """The store says our mailbox changed (any process): an IDLE client hears now."""
-        if self.idling is not None and self.view is not None:
+        if self.idling is not None and self.view is not None \
+                and f"mailbox:{self.view.id}" in topics:
             self.report(allow_expunge=True)
+            self.flush()
 
     def close(self) -> None:
         if self._unsubscribe is not None:
@@ -189,6 +199,8 @@ class Session:
             return
         if changes.expunged:
             self._expunged(changes.expunged)
+        if view.new_keywords(changes.flags + changes.new_uids):
+            self._send_flags()
         for uid in changes.flags:
             seq = view.seq(uid)
             if seq:
@@ -299,7 +311,7 @@ class Session:
         return None
 
     def _challenge(self, text: bytes) -> None:
-        self._send(b"+ " + base64.b64encode(text) + b"\r\n")
+        self._out.append(b"+ " + base64.b64encode(text) + b"\r\n")
         self.wants_line = True
 
     def _auth_step(self, raw: bytes) -> None:
@@ -358,7 +370,7 @@ class Session:
         return "ENABLE completed"
 
     def do_IDLE(self, command: Command) -> None:
-        self._send(b"+ idling\r\n")
+        self._out.append(b"+ idling\r\n")
         self.journal.reply("+ idling")
         self.idling = command
         self.wants_line = True
@@ -390,10 +402,8 @@ class Session:
             raise Bad("QRESYNC is not enabled")
         mailbox = self._mailbox(command.args["mailbox"])
         view = View(self.mail, mailbox, readonly)
-        flags = " ".join([*SYSTEM_FLAGS, *sorted(view.keywords())])
-        self.send(f"* FLAGS ({flags})")
-        self.send(f"* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted" if not readonly
-                  else "* OK [PERMANENTFLAGS ()] Read-only mailbox")
+        self.view = view
+        self._send_flags()
         self.send(f"* {len(view)} EXISTS")
         self.send(f"* {len(view.recent)} RECENT")
         unseen = view.unseen_first()
@@ -404,11 +414,18 @@ class Session:
         self.send(f"* OK [HIGHESTMODSEQ {mailbox.modseq}] Highest")
         if mailbox.special_use:
             self.send(f"* LIST ({mailbox.special_use}) \"/\" {self._wire_name(mailbox.name)}")
-        self.view = view
         self._unsubscribe = self._subscribe(f"mailbox:{mailbox.id}", self.changed)
         if qresync and qresync[0] == mailbox.uidvalidity:
             self._qresync(qresync[1], qresync[2])
         return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {command.name} completed"
+
+    def _send_flags(self) -> None:
+        view = self.view
+        assert view is not None
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(view.defined)])
+        self.send(f"* FLAGS ({flags})")
+        self.send(f"* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted" if not view.readonly
+                  else "* OK [PERMANENTFLAGS ()] Read-only mailbox")
 
     def _qresync(self, modseq: int, known: Any) -> None:
         view = self.view
@@ -624,7 +641,7 @@ class Session:
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
         self._expunged(gone)
-        return "EXPUNGE completed"
+        return f"{command.name} completed"
 
     def do_UID_EXPUNGE(self, command: Command) -> str:
         view = self.view
@@ -661,7 +678,7 @@ class Session:
         for seq, uid in enumerate(view.uids, 1):
             message = view.index[uid]
             candidate = search.Candidate(
-                seq, uid, message.flags, uid in view.recent, message.internaldate,
+                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags, uid in view.recent, message.internaldate,
                 message.size, message.modseq,
                 (lambda u=uid: self._entity(u)) if content else (lambda: None))
             if all(search.matches(key, candidate, ctx) for key in keys):
@@ -828,6 +845,8 @@ class Session:
         for message in changed:
             view.update(message)
         changed_uids = {m.uid for m in changed}
+        if view.new_keywords(sorted(changed_uids)):
+            self._send_flags()
         failed_set = set(failed)
         for uid in uids:
             if uid in failed_set or uid in view.ghosts:

@@ -18,6 +18,7 @@ from ..store.mail import Mail, Mailbox, Message
 @dataclass
 class Changes:
     new: int = 0  # messages appended to the view (report EXISTS)
+    new_uids: list[int] = field(default_factory=list)
     flags: list[int] = field(default_factory=list)  # UIDs whose flags changed
     expunged: list[int] = field(default_factory=list)  # UIDs removed from the view, ascending
     gone: bool = False  # the mailbox was deleted or renamed away
@@ -36,6 +37,7 @@ class View:
         self.ghosts: set[int] = set()  # expunged in the store, not yet reported
         self.recent: set[int] = set()
         self.uidnext = mailbox.uidnext
+        self.defined = self.keywords()  # keywords the client was told of in FLAGS
         self._claim(self.uids)
 
     def _claim(self, uids: list[int]) -> None:
@@ -74,6 +76,14 @@ class View:
 
     def keywords(self) -> set[str]:
         return {f for m in self.index.values() for f in m.flags if not f.startswith("\\")}
+
+    def new_keywords(self, uids: list[int]) -> bool:
+        """Whether these messages carry keywords the client has not been told of (RFC
+        3501 7.2.6: FLAGS must list every flag in use); if so they count as told now."""
+        fresh = {f for uid in uids if uid in self.index for f in self.index[uid].flags
+                 if not f.startswith("\\")} - self.defined
+        self.defined |= fresh
+        return bool(fresh)
 
     # --- changes ----------------------------------------------------------------------
 
@@ -125,6 +135,7 @@ class View:
                 self.uids.append(message.uid)
                 self.index[message.uid] = message
             changes.new = len(fresh)
+            changes.new_uids = [m.uid for m in fresh]
             self._claim([m.uid for m in fresh])
         if allow_expunge and self.ghosts:
             changes.expunged = sorted(self.ghosts)
