@@ -641,7 +641,7 @@ class Session:
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
         self._expunged(gone)
-        return "EXPUNGE completed"
+        return f"{command.name} completed"
 
     def do_UID_EXPUNGE(self, command: Command) -> str:
         view = self.view
