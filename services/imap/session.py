@@ -26,8 +26,9 @@ from .wire import literal, quote
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "LIST-EXTENDED",
-             "LIST-STATUS", "STATUS=SIZE"]
+             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
+# LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
+# LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
 ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
@@ -641,7 +642,7 @@ class Session:
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
         self._expunged(gone)
-        return "EXPUNGE completed"
+        return f"{command.name} completed"
 
     def do_UID_EXPUNGE(self, command: Command) -> str:
         view = self.view
