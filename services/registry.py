@@ -20,6 +20,7 @@ PROTOCOLS: tuple[str, ...] = (
     "http",
     "smtp",
     "ftp",
+    "smb",
 )
 
 
