@@ -15,9 +15,11 @@ import copy
 import dataclasses
 import ipaddress
 import json
+import os
 import re
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,8 +200,63 @@ def default() -> LabConfig:
     return config
 
 
-def load(path: Path | None) -> LabConfig:
-    """The default lab overridden key by key by the TOML file at `path` (if any)."""
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> LabConfig:
+    """The default lab overridden key by key by the TOML file at `path` (if any), then by
+    the environment variables of `environment()` (default: this process's)."""
+    config = _load_file(path)
+    environ = os.environ if environ is None else environ
+    overrides = environment(environ)
+    if overrides:
+        names = ", ".join(name for name in sorted(environ) if _is_override(name))
+        apply(config, overrides, f"the environment ({names})")
+        config.source += f" + the environment ({names})"
+    return config
+
+
+ENV_PREFIX = "PROTOLAB_"
+
+
+def _is_override(name: str) -> bool:
+    return name in (f"{ENV_PREFIX}DOMAIN", f"{ENV_PREFIX}USERS") or name.startswith(
+        f"{ENV_PREFIX}_")
+
+
+def environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config overrides from environment variables, as parsed TOML data for apply(), for
+    containers whose config file a CI system cannot write:
+
+        PROTOLAB_DOMAIN=example.test            [lab] domain
+        PROTOLAB_USERS=alice:pw1,bob:pw2        [[users]] (replaces the list; no ',' in a
+                                                password, which may hold ':')
+        PROTOLAB__SECTION__KEY=VALUE            [SECTION] KEY = VALUE, VALUE read as a TOML
+                                                value (true, 30000, ["a"], "007"), a bare
+                                                word that is no TOML value as a string
+    """
+    data: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name == f"{ENV_PREFIX}DOMAIN":
+            data.setdefault("lab", {})["domain"] = value
+        elif name == f"{ENV_PREFIX}USERS":
+            users = []
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                user, sep, password = item.partition(":")
+                if not sep:
+                    raise ConfigError(f"{name}: {user!r} has no password (NAME:PASSWORD,...)")
+                users.append({"name": user, "password": password})
+            data["users"] = users
+        elif name.startswith(f"{ENV_PREFIX}_"):
+            section, sep, key = name[len(ENV_PREFIX) + 1:].partition("__")
+            if not (section and sep and key):
+                raise ConfigError(f"{name}: expected {ENV_PREFIX}_SECTION__KEY")
+            try:
+                parsed = tomllib.loads(f"value = {value}")["value"]
+            except tomllib.TOMLDecodeError:
+                parsed = value
+            data.setdefault(section.lower(), {})[key.lower()] = parsed
+    return data
+
+
+def _load_file(path: Path | None) -> LabConfig:
     config = default()
     if path is None:
         return config

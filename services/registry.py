@@ -19,6 +19,9 @@ from types import ModuleType
 PROTOCOLS: tuple[str, ...] = (
     "http",
     "smtp",
+    "pop3",
+    "imap",
+    "dns",
     "ftp",
     "smb",
 )

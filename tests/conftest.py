@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,3 +180,73 @@ def lab(tmp_path: Path) -> Iterator[LabFactory]:
     yield factory
     problems = factory.cleanup()
     assert not problems, problems
+
+
+class Capture:
+    """A capture on loopback (or an interface), running before the test's traffic starts.
+
+    tcpdump captures and tshark dissects: dumpcap (tshark's capturer) ignores SIGTERM when
+    its standard input is /dev/null, as it is in CI, so it never stops there. Immediate
+    mode hands every packet to tcpdump as it comes, so none is lost in the kernel's
+    buffer when the capture stops; -Z root keeps it writing into pytest's private dirs.
+    """
+
+    def __init__(self, path: Path, filter: str, interface: str = "lo",
+                 netns: str | None = None) -> None:
+        need("tcpdump", "tshark")
+        self.path = path
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.process = subprocess.Popen(
+            [*prefix, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-Z", "root",
+             "-w", str(path), filter],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        # "listening on IFACE" comes once the capture runs: the ready signal.
+        for line in self.process.stderr:
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError(f"tcpdump did not start (exit {self.process.wait()})")
+
+    def stop(self) -> Path:
+        if self.process.poll() is None:
+            # SIGTERM, not SIGINT: a job started in the background inherits SIGINT ignored.
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+        return self.path
+
+    def read(self, display_filter: str = "", *fields: str, keylog: Path | None = None,
+             decode_as: tuple[str, ...] = ()) -> list[str]:
+        """Frames matching `display_filter`, one line each (the fields given, or summaries)."""
+        self.stop()
+        command = ["tshark", "-r", str(self.path)]
+        if keylog:
+            command += ["-o", f"tls.keylog_file:{keylog}"]
+        for rule in decode_as:
+            command += ["-d", rule]
+        if display_filter:
+            command += ["-Y", display_filter]
+        if fields:
+            command += ["-T", "fields", *(x for f in fields for x in ("-e", f))]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stdout.splitlines() if line.strip()]
+
+    def problems(self, **kwargs) -> list[str]:
+        """Malformed frames and error-level expert items (tshark exits 0 even with them)."""
+        return self.read("_ws.malformed || _ws.expert.severity == error", **kwargs)
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Iterator[Callable[..., Capture]]:
+    """capture("tcp port 25") -> a running Capture (tcpdump filter); stopped at teardown."""
+    started: list[Capture] = []
+
+    def start(filter: str, **kwargs) -> Capture:
+        item = Capture(tmp_path / f"capture{len(started)}.pcap", filter, **kwargs)
+        started.append(item)
+        return item
+
+    yield start
+    for item in started:
+        item.stop()

@@ -129,3 +129,24 @@ def test_a_second_server_of_one_service_on_one_data_directory_is_refused(lab):
     result = cli("serve", "--only", name, "--bind", "127.0.0.1", "--port-offset",
                  str(server.offset + 7), data=server.data)
     assert_one_line_error(result, 1, f"{name} is already served from")
+
+
+@pytest.mark.skipif("imap" not in registry.names(), reason="needs the IMAP service")
+def test_users_change_while_the_server_runs_and_sessions_are_journaled(lab):
+    import imaplib
+
+    server = lab.start(only="imap")
+    port = server.port("imap", "imap")
+    with pytest.raises(imaplib.IMAP4.error):
+        imaplib.IMAP4("127.0.0.1", port).login("erin", "e1")
+    assert server.cli("user", "add", "erin", "--password", "e1").returncode == 0
+    client = imaplib.IMAP4("127.0.0.1", port)
+    assert client.login("erin", "e1")[0] == "OK"  # no restart needed
+    client.logout()
+    assert server.cli("user", "passwd", "erin", "--password", "e2").returncode == 0
+    with pytest.raises(imaplib.IMAP4.error):
+        imaplib.IMAP4("127.0.0.1", port).login("erin", "e1")
+    assert server.stop() == 0  # the journal is flushed at stop
+    shown = server.cli("journal", "--service", "imap").stdout
+    logins = [line for line in shown.splitlines() if "LOGIN erin" in line]
+    assert logins and all(" e1" not in line and " e2" not in line for line in logins), shown

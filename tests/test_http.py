@@ -47,7 +47,8 @@ def curl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def status_of(output: bytes) -> list[int]:
-    return [int(m) for m in re.findall(rb"^HTTP/1\.[01] (\d{3})", output, re.M)]
+    """The final statuses in curl -i output (interim 100 Continue left out)."""
+    return [int(m) for m in re.findall(rb"^HTTP/1\.[01] (\d{3})", output, re.M) if m != b"100"]
 
 
 def raw(server, data: bytes, read_until_close: bool = True) -> bytes:

@@ -242,3 +242,7 @@ def test_a_newer_schema_is_refused(store, tmp_path):
         tx.execute("UPDATE meta SET value = '99' WHERE key = 'schema:mail'")
     with pytest.raises(StoreError, match="newer protolab"):
         Store(tmp_path / "data")
+
+
+def test_a_new_user_has_a_home_with_web_space(store):
+    assert store.files.homes.joinpath("alice", "public_html").is_dir()

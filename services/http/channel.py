@@ -162,6 +162,12 @@ class LabRequest(server.Request):
         self.content = self.sink if hasattr(self.sink, "seek") else io.BytesIO()
         super().requestReceived(command, path, version)
 
+    def process(self) -> None:
+        self.channel.session.command(
+            f"{self.method.decode('latin-1')} {self.uri.decode('latin-1')} "
+            f"{self.clientproto.decode('latin-1')}")
+        super().process()
+
     def write(self, data: bytes) -> None:
         if not self.startedWriting and self.keep_alive_10 and \
                 not self.responseHeaders.hasHeader(b"Content-Length") and \

@@ -38,7 +38,8 @@ def _clients(info: ServiceInfo, listener: Listener, user: str, domain: str) -> l
     if name == "smtp":
         tls_opt = {"implicit": " --tlsc", "starttls": " --tls"}.get(tls, "")
         return [f"swaks --server {host}:{port}{tls_opt} --to {mail} --from {mail}"
-                + (f" --auth-user {user} --auth-password {user}" if port % 1000 != 25 else "")]
+                + (f" --auth-user {user} --auth-password {user}"
+                   if info.base_ports.get(listener.name) != 25 else "")]
     if name in ("pop3", "imap", "ftp"):
         scheme = f"{name}{s}"
         return [f"curl -v{cacert if tls else ''}{ssl_reqd} -u {user}:{user} "

@@ -54,10 +54,10 @@ def not_modified(request: Any, etag: bytes, mtime: float) -> bool:
     return False
 
 
-def send_not_modified(request: Any) -> Any:
-    """304 with no body and no Content-Length (render() would add "Content-Length: 0",
-    which would claim the page is empty)."""
-    request.setResponseCode(http.NOT_MODIFIED)
+def send_no_body(request: Any, status: int = http.NOT_MODIFIED) -> Any:
+    """204 or 304: no body and no Content-Length (render() would add "Content-Length: 0",
+    which RFC 9110 forbids on 204 and which would claim a 304's page is empty)."""
+    request.setResponseCode(status)
     request.write(b"")
     request.finish()
     return NOT_DONE_YET
@@ -84,6 +84,6 @@ class Body:
         for name, value in self.headers.items():
             request.setHeader(name, value)
         if not_modified(request, self.etag, self.mtime):
-            return send_not_modified(request)
+            return send_no_body(request)
         request.setHeader(b"Content-Type", self.ctype)
         return self.data

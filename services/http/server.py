@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 
-from . import exercises, portal
+from . import api, autoconfig, dashboard, exercises, portal, userweb
 from .responses import Body
 from .site import LabSite, Router
 
@@ -27,6 +27,10 @@ def build_router(lab: Lab) -> Router:
 
     router.page(portal.CA, ca)
     exercises.register(router, lab)
+    userweb.register(router, lab)
+    autoconfig.register(router, lab)
+    api.register(router, lab)
+    dashboard.register(router, lab)
     return router
 
 

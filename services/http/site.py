@@ -93,10 +93,7 @@ class LabSite(server.Site):
         return None
 
     def log(self, request: Any) -> None:
-        """Journal each request: the request line, then status, bytes and user."""
-        session = request.channel.session
-        path = request.uri.decode("latin-1")
-        session.command(f"{request.method.decode('latin-1')} {path} "
-                        f"{request.clientproto.decode('latin-1')}")
+        """Journal each finished request (its request line was journaled at its start):
+        status, bytes sent and the authenticated user."""
         user = f" user={request.lab_user}" if request.lab_user else ""
-        session.reply(f"{request.code} {request.sentLength} bytes{user}")
+        request.channel.session.reply(f"{request.code} {request.sentLength} bytes{user}")

@@ -47,6 +47,7 @@ class Store:
         self.files = Files(data)
         self.files.ensure()
         self.users.on_add.append(self.mail.create_defaults)
+        self.users.on_add.append(lambda tx, name: self.files.home(name))
         self._seq = self.db.one("SELECT coalesce(max(seq), 0) FROM changes")[0]
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._locks: list[int] = []

@@ -54,6 +54,11 @@ MIGRATIONS = [
         PRIMARY KEY (mailbox, uid)
     );
     """,
+    # IMAP \Recent across sessions and processes: the first session to see a message
+    # claims it by raising this high-water mark (see Mail.claim_recent).
+    """
+    ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 DELIMITER = "/"
@@ -330,7 +335,7 @@ class Mail:
                     (_flags_text(new), modseq, mailbox_id, uid),
                 )
                 changed.append(uid)
-        by_uid = {m.uid: m for m in self.messages(mailbox_id)} if changed else {}
+        by_uid = {m.uid: m for m in self.messages(mailbox_id, modseq - 1)} if changed else {}
         return [by_uid[uid] for uid in changed if uid in by_uid], failed
 
     def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
@@ -370,6 +375,26 @@ class Mail:
                     tx.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)",
                                (source_id, uid, modseq))
         return pairs
+
+    def recent_mark(self, mailbox_id: int) -> int:
+        """The highest UID some IMAP session has already seen as \\Recent."""
+        row = self.db.one("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,))
+        return row[0] if row else 0
+
+    def claim_recent(self, mailbox_id: int, up_to_uid: int) -> int:
+        """Claim \\Recent for UIDs up to `up_to_uid` for the calling session (RFC 3501: a
+        message is recent in one session only). Returns the previous mark: UIDs above it
+        (and up to `up_to_uid`) are recent for the caller, none for anyone else."""
+        mark = self.recent_mark(mailbox_id)
+        if mark >= up_to_uid:
+            return mark
+        with self.db.write() as tx:
+            row = tx.execute("SELECT recent_uid FROM mailboxes WHERE id = ?",
+                             (mailbox_id,)).fetchone()
+            if row is None or row[0] >= up_to_uid:
+                return up_to_uid if row is None else row[0]
+            tx.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (up_to_uid, mailbox_id))
+            return row[0]
 
     def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
         """UIDs expunged after a mod-sequence (QRESYNC's VANISHED)."""

@@ -1,0 +1,106 @@
+"""DNS: the lab's authoritative name server (forward and reverse zones, SRV for mail, AXFR)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config import Invalid, ServiceSettings, setting
+from ..listeners import Listener
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+    from ..check import ProbeTarget
+    from ..config import LabConfig
+    from ..lab import Lab
+
+
+@dataclass
+class Settings(ServiceSettings):
+    host: str = setting("ns", "the name server's host name in the lab zone (the NS record)")
+    ttl: int = setting(60, "TTL of every record of the lab's zones, and of negative answers")
+    mx: str = setting("", "host of the domain's MX record; empty = the smtp service's host")
+    txt: list[str] = setting(["protolab teaching lab"], "TXT strings of the domain itself")
+    axfr: bool = setting(True, "answer zone transfers (AXFR over TCP)")
+    axfr_clients: list[str] = setting(
+        [], "when not empty, only these addresses or networks (CIDR) may transfer zones")
+    forwarders: list[str] = setting(
+        [], "upstream servers (ADDR or ADDR#PORT) for names outside the lab; empty = REFUSED")
+    fake_root: bool = setting(
+        False, "also serve a fake root and TLD zone on root_address and tld_address, so "
+        "`dig +trace @ROOT_ADDRESS host.DOMAIN` walks the delegations offline")
+    root_address: str = setting("127.0.0.2", "where the fake root zone answers (fake_root)")
+    tld_address: str = setting("127.0.0.3", "where the fake TLD zone answers (fake_root)")
+    log_queries: int = setting(
+        100, "journal at most this many queries per second (then a count of those skipped)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.ttl <= 2**31 - 1:
+            raise Invalid("ttl", "must be 0..2147483647")
+        for network in self.axfr_clients:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise Invalid("axfr_clients", f"{network!r} is not an address or network") from None
+        for server in self.forwarders:
+            try:
+                parse_server(server)
+            except ValueError as error:
+                raise Invalid("forwarders", str(error)) from None
+        for key in ("root_address", "tld_address"):
+            try:
+                ipaddress.IPv4Address(getattr(self, key))
+            except ValueError:
+                raise Invalid(key, f"{getattr(self, key)!r} is not an IPv4 address") from None
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """'ADDR' or 'ADDR#PORT' (dnsmasq's spelling) -> (address, port)."""
+    address, _, port = text.partition("#")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"{text!r}: {address!r} is not an IP address") from None
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{text!r}: {port!r} is not a port number")
+    return address, int(port or 53)
+
+
+def listeners(config: LabConfig) -> list[Listener]:
+    s = config.service("dns")
+    note = f"zone {config.lab.domain}"
+    if s.forwarders:
+        note += ", forwarding to " + " ".join(s.forwarders)
+    out = [Listener("dns", "dns", 53, "udp", note=note), Listener("dns", "dns-tcp", 53, "tcp")]
+    if s.fake_root:
+        out += [Listener("dns", "root", 53, "udp", note=f"fake root on {s.root_address}"),
+                Listener("dns", "tld", 53, "udp", note=f"fake TLD on {s.tld_address}")]
+    return out
+
+
+def service(lab: Lab) -> IService:
+    from .server import make_service
+
+    return make_service(lab)
+
+
+def probe(target: ProbeTarget) -> str:
+    """Ask the server for the SOA of the lab's domain over UDP."""
+    from .client import query
+
+    domain = target.config.lab.domain
+    reply = query(target.host, target.port("dns", "dns"), domain, "SOA", target.timeout)
+    if reply.header.rcode != 0 or not reply.rr:
+        from dnslib import RCODE
+
+        raise RuntimeError(f"SOA {domain}: {RCODE.get(reply.header.rcode)}, no answer")
+    return f"SOA {domain} serial {reply.rr[0].rdata.times[0]}"
+
+
+def add_commands(subparsers: Any, common: Any) -> None:
+    from .commands import add_commands as add
+
+    add(subparsers, common)

@@ -1,0 +1,408 @@
+"""The lab's JSON API under /api/v1 (for CI: peers are Mailpit's and GreenMail's APIs).
+
+One table of routes gives both the dispatch and the OpenAPI document at
+/api/v1/openapi.json, so the document cannot drift from what is served. Errors are
+{"status": N, "message": "..."} with that status. Access: "public", "admin" (the [api]
+administrator), or "owner" (the {user} of the path, or the administrator).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import json
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..journal import recent
+from ..store import UserError
+from .auth import login
+from .labinfo import services
+from .responses import send, send_json, send_no_body
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+    from .site import Router
+
+PREFIX = "/api/v1"
+SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+MAX_LIST = 1000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Call:
+    lab: Lab
+    request: Any
+    params: dict[str, str]
+    who: str = ""
+
+    def query(self, name: str, default: str = "") -> str:
+        values = self.request.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else default
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.request.content.read(1024 * 1024) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"the body is not JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return value
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: str  # segments, "{name}" for a parameter
+    access: str  # "public", "admin" or "owner"
+    summary: str
+    handler: Callable[[Call], Any]
+    status: int = 200
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+    produces: str = "application/json"
+
+    @property
+    def segments(self) -> list[str]:
+        return [s for s in self.pattern.split("/") if s]
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        mine = self.segments
+        if len(mine) != len(segments):
+            return None
+        params = {}
+        for pattern, value in zip(mine, segments):
+            if pattern.startswith("{"):
+                params[pattern[1:-1]] = value
+            elif pattern != value:
+                return None
+        return params
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+def _services(call: Call) -> Any:
+    return [{
+        "name": s.name, "summary": s.summary, "enabled": s.enabled, "running": s.running,
+        "host": s.host, "aliases": s.aliases, "address": s.address,
+        "listeners": [{"name": l.name, "port": l.port, "transport": l.transport,
+                       "tls": l.tls or "none", "active": l.active, "note": l.note}
+                      for l in s.listeners],
+    } for s in services(call.lab)]
+
+
+def _user_summary(lab: Lab, name: str, created: float) -> dict[str, Any]:
+    boxes = lab.store.mail.mailboxes(name)
+    return {"name": name, "created": created, "mailboxes": len(boxes),
+            "messages": sum(lab.store.mail.status(b.id).messages for b in boxes)}
+
+
+def _users(call: Call) -> Any:
+    return [_user_summary(call.lab, u.name, u.created) for u in call.lab.store.users.list()]
+
+
+def _create_user(call: Call) -> Any:
+    body = call.json_body()
+    name, password = body.get("name"), body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise ApiError(400, 'give "name" and "password" as strings')
+    if call.lab.store.users.get(name) is not None:
+        raise ApiError(409, f"user {name!r} exists")
+    try:
+        user = call.lab.store.users.add(name, password)
+    except UserError as error:
+        raise ApiError(400, str(error)) from None
+    call.request.setHeader(b"Location", f"{PREFIX}/users/{urllib.parse.quote(name)}".encode())
+    return _user_summary(call.lab, user.name, user.created)
+
+
+def _user(call: Call) -> Any:
+    user = _existing_user(call)
+    return _user_summary(call.lab, user.name, user.created)
+
+
+def _delete_user(call: Call) -> Any:
+    user = _existing_user(call)
+    call.lab.store.users.delete(user.name)
+    if call.query("keep_files") not in ("1", "true", "yes"):
+        call.lab.store.files.remove_home(user.name)
+    return None
+
+
+def _existing_user(call: Call) -> Any:
+    user = call.lab.store.users.get(call.params["user"])
+    if user is None:
+        raise ApiError(404, f"no user {call.params['user']!r}")
+    return user
+
+
+def _mailboxes(call: Call) -> Any:
+    user = _existing_user(call)
+    out = []
+    for box in call.lab.store.mail.mailboxes(user.name):
+        status = call.lab.store.mail.status(box.id)
+        out.append({"name": box.name, "special_use": box.special_use,
+                    "messages": status.messages, "unseen": status.unseen, "size": status.size,
+                    "uidvalidity": status.uidvalidity, "uidnext": status.uidnext})
+    return out
+
+
+def _mailbox(call: Call) -> Any:
+    user = _existing_user(call)
+    box = call.lab.store.mail.mailbox(user.name, call.params["mailbox"])
+    if box is None:
+        raise ApiError(404, f"no mailbox {call.params['mailbox']!r} for {user.name!r}")
+    return box
+
+
+def _headers(data: bytes) -> dict[str, str]:
+    message = BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
+    out = {}
+    for name in SUMMARY_HEADERS:
+        value = message.get(name)
+        if value is not None:
+            try:
+                out[name] = str(value)
+            except (ValueError, IndexError):  # a header too broken to decode: give it raw
+                out[name] = message.get_all(name, [""])[0].__str__()
+    return out
+
+
+def _message_json(call: Call, box: Any, message: Any, data: bytes) -> dict[str, Any]:
+    return {"uid": message.uid, "size": message.size, "flags": sorted(message.flags),
+            "internaldate": message.internaldate, "headers": _headers(data),
+            "raw": f"{PREFIX}/users/{urllib.parse.quote(box.user)}/mailboxes/"
+                   f"{urllib.parse.quote(box.name, safe='')}/messages/{message.uid}/raw"}
+
+
+def _messages(call: Call) -> Any:
+    box = _mailbox(call)
+    store = call.lab.store.mail
+    listed = store.messages(box.id)[-MAX_LIST:]
+    return [_message_json(call, box, m, store.data(box.id, m.uid) or b"") for m in listed]
+
+
+def _find_message(call: Call) -> tuple[Any, Any, bytes]:
+    box = _mailbox(call)
+    try:
+        uid = int(call.params["uid"])
+    except ValueError:
+        raise ApiError(400, "uid must be a number") from None
+    message = next((m for m in call.lab.store.mail.messages(box.id) if m.uid == uid), None)
+    data = call.lab.store.mail.data(box.id, uid) if message else None
+    if message is None or data is None:
+        raise ApiError(404, f"no message {uid} in {box.name!r}")
+    return box, message, data
+
+
+def _message(call: Call) -> Any:
+    box, message, data = _find_message(call)
+    return _message_json(call, box, message, data)
+
+
+def _raw(call: Call) -> Any:
+    _, _, data = _find_message(call)
+    return data
+
+
+def _delete_message(call: Call) -> Any:
+    box, message, _ = _find_message(call)
+    call.lab.store.mail.expunge(box.id, [message.uid])
+    return None
+
+
+def _leases(call: Call) -> Any:
+    return [{"mac": l.mac, "ip": l.ip, "hostname": l.hostname, "client_id": l.client_id,
+             "expires": l.expires, "state": l.state}
+            for l in call.lab.store.net.leases(include_expired=call.query("all") == "1")]
+
+
+def _records(call: Call) -> Any:
+    return [{"name": r.name, "type": r.type, "value": r.value, "ttl": r.ttl, "owner": r.owner}
+            for r in call.lab.store.net.records()]
+
+
+def _journal(call: Call) -> Any:
+    try:
+        since = float(call.query("since", "0"))
+        limit = min(int(call.query("limit", "500")), 5000)
+    except ValueError:
+        raise ApiError(400, "since must be a number (Unix time) and limit an integer") from None
+    call.lab.journal.flush()  # this process's latest events too
+    return recent(call.lab.store, call.query("service") or None, since, max(1, limit))
+
+
+def _index(call: Call) -> Any:
+    return {"version": __version__, "openapi": f"{PREFIX}/openapi.json",
+            "routes": [f"{r.method} {PREFIX}{r.pattern}" for r in ROUTES]}
+
+
+def _openapi(call: Call) -> Any:
+    return openapi()
+
+
+USER_BODY = {"type": "object", "required": ["name", "password"],
+             "properties": {"name": {"type": "string", "example": "carol"},
+                            "password": {"type": "string", "example": "carol"}}}
+MAILBOX = "/users/{user}/mailboxes/{mailbox}"
+
+ROUTES = [
+    Route("GET", "/", "public", "This index of the API's routes", _index),
+    Route("GET", "/openapi.json", "public", "This API as an OpenAPI 3.0 document", _openapi),
+    Route("GET", "/services", "public",
+          "The lab's services: host names, address, listeners (ports with the offset, TLS) "
+          "and whether a process serves each now", _services),
+    Route("GET", "/users", "admin", "Every user with mailbox and message counts", _users),
+    Route("POST", "/users", "admin", "Create a user (with its mailboxes)", _create_user,
+          status=201, body=USER_BODY),
+    Route("GET", "/users/{user}", "owner", "One user", _user),
+    Route("DELETE", "/users/{user}", "admin", "Delete a user, its mail and (unless "
+          "keep_files=1) its files", _delete_user, status=204,
+          query={"keep_files": "1 keeps the user's home directory"}),
+    Route("GET", "/users/{user}/mailboxes", "owner", "The user's mailboxes with counts",
+          _mailboxes),
+    Route("GET", MAILBOX + "/messages", "owner",
+          f"The mailbox's messages (the last {MAX_LIST}) with their main headers", _messages),
+    Route("GET", MAILBOX + "/messages/{uid}", "owner", "One message's flags and headers",
+          _message),
+    Route("GET", MAILBOX + "/messages/{uid}/raw", "owner", "One message as sent (RFC 5322)",
+          _raw, produces="message/rfc822"),
+    Route("DELETE", MAILBOX + "/messages/{uid}", "owner", "Delete (expunge) one message",
+          _delete_message, status=204),
+    Route("GET", "/leases", "public", "DHCP leases (current; all=1 adds expired ones)",
+          _leases, query={"all": "1 includes expired leases"}),
+    Route("GET", "/dns/records", "public", "Dynamic DNS records (DHCP clients' and "
+          "added ones)", _records),
+    Route("GET", "/journal", "admin", "Recent journal events, oldest first", _journal,
+          query={"service": "only this service's events", "since": "Unix time: only "
+                 "events after it", "limit": "at most this many (default 500)"}),
+]
+
+PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1"}
+
+
+def openapi() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"{route.method.lower()}_{route.pattern.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'index'}".replace(".", "_"),
+            "parameters": [
+                {"name": name[1:-1], "in": "path", "required": True,
+                 "schema": {"type": "integer" if name == "{uid}" else "string"},
+                 "example": PARAM_EXAMPLES.get(name[1:-1], "x")}
+                for name in route.segments if name.startswith("{")
+            ] + [{"name": name, "in": "query", "required": False, "description": text,
+                  "schema": {"type": "string"}} for name, text in route.query.items()],
+            "responses": {
+                str(route.status): {"description": "success"} if route.status == 204 else {
+                    "description": "success",
+                    "content": {route.produces: {"schema": {}}}},
+                "default": {"description": "an error",
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/Error"}}}},
+            },
+            "x-access": route.access,
+        }
+        if route.access != "public":
+            operation["security"] = [{"basic": []}]
+        if route.body is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": route.body}}}
+        paths.setdefault(route.pattern, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "protolab API", "version": __version__,
+                 "description": "Users, mail, leases, DNS records and the journal of a "
+                                "protolab lab. x-access: public, admin, or owner (the "
+                                "{user} of the path, or the administrator)."},
+        "servers": [{"url": PREFIX}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {"Error": {"type": "object", "required": ["status", "message"],
+                                  "properties": {"status": {"type": "integer"},
+                                                 "message": {"type": "string"}}}},
+        },
+    }
+
+
+# --- dispatch -----------------------------------------------------------------------------
+
+def error(request: Any, status: int, message: str,
+          headers: dict[bytes, bytes] | None = None) -> bytes:
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    return send_json(request, {"status": status, "message": message}, status)
+
+
+class Api:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def __call__(self, request: Any) -> Any:
+        raw = request.path[len(PREFIX):]
+        try:
+            segments = [urllib.parse.unquote_to_bytes(s).decode("utf-8")
+                        for s in raw.split(b"/") if s]
+        except UnicodeDecodeError:
+            return error(request, 400, "the path is not UTF-8")
+        matches = [(route, params) for route in ROUTES
+                   if (params := route.match(segments)) is not None]
+        if not matches:
+            return error(request, 404, f"no such API route: {request.path.decode('latin-1')}")
+        method = request.method.decode("latin-1")
+        if method == "HEAD":
+            method = "GET"
+        chosen = next(((r, p) for r, p in matches if r.method == method), None)
+        if chosen is None:
+            allowed = ", ".join(sorted({r.method for r, _ in matches}))
+            return error(request, 405, f"{method} is not allowed here (allowed: {allowed})",
+                         {b"Allow": allowed.encode()})
+        route, params = chosen
+        call = Call(self.lab, request, params)
+        denied = self.authorize(call, route)
+        if denied is not None:
+            return denied
+        try:
+            result = route.handler(call)
+        except ApiError as failure:
+            return error(request, failure.status, failure.message)
+        if route.status == 204:
+            return send_no_body(request, 204)
+        if isinstance(result, bytes):
+            return send(request, result, route.produces.encode(), route.status)
+        return send_json(request, result, route.status)
+
+    def authorize(self, call: Call, route: Route) -> bytes | None:
+        if route.access == "public":
+            return None
+        who = login(self.lab, call.request, admin_ok=True)
+        if who is None:
+            return error(call.request, 401, "give a user's or the administrator's name and "
+                         "password (HTTP Basic)",
+                         {b"WWW-Authenticate": b'Basic realm="protolab API", charset="UTF-8"'})
+        admin = who == self.lab.config.api.admin_user
+        call.who = who
+        if admin or (route.access == "owner" and call.params.get("user") == who):
+            return None
+        return error(call.request, 403, f"{who} may not do this")
+
+
+def register(router: Router, lab: Lab) -> None:
+    api = Api(lab)
+    router.page(PREFIX, api)
+    router.tree(PREFIX + "/", api)
+
+
+

@@ -1,0 +1,372 @@
+"""A message's MIME structure on its exact bytes: what FETCH needs (RFC 3501 6.4.5, 7.4.2).
+
+Python's email package re-serialises what it parses, so BODY[1.2]<0.100> would not be the
+bytes the client stored; this module only finds offsets and reads headers, and every
+section is a slice of the original message (after line ends are made CRLF, as on the wire).
+ENVELOPE and BODYSTRUCTURE strings are raw header text, as RFC 3501 asks (encoded words
+are the client's to decode).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .wire import nstring, quote_list
+
+_BARE_LF = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+def crlf(data: bytes) -> bytes:
+    """Line ends as IMAP sends them: every bare LF (or CR) becomes CRLF."""
+    if b"\n" in data and _BARE_LF.search(data):
+        return _BARE_LF.sub(b"\r\n", data)
+    return data
+
+
+def split_header(data: bytes) -> tuple[bytes, bytes]:
+    """(header including the blank line, body)."""
+    if data.startswith(b"\r\n"):
+        return b"\r\n", data[2:]
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return data, b""
+    return data[:end + 4], data[end + 4:]
+
+
+def header_fields(header: bytes) -> list[tuple[str, bytes, str]]:
+    """[(lower-case name, the field's raw bytes with folding and CRLF, unfolded value)]."""
+    out: list[tuple[str, bytes, str]] = []
+    lines = header.split(b"\r\n")
+    current: list[bytes] = []
+
+    def flush() -> None:
+        if current:
+            raw = b"\r\n".join(current) + b"\r\n"
+            match = _FIELD_NAME.match(current[0])
+            if match:
+                value = b" ".join(line.strip() for line in
+                                  [current[0][match.end():], *current[1:]]).strip()
+                out.append((match.group(1).decode("ascii").lower(), raw,
+                            value.decode("utf-8", "replace")))
+        current.clear()
+
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+        else:
+            flush()
+            if line:
+                current.append(line)
+    flush()
+    return out
+
+
+def select_fields(header: bytes, names: tuple[str, ...], negate: bool) -> bytes:
+    """HEADER.FIELDS (names) or HEADER.FIELDS.NOT: the chosen fields and a blank line."""
+    wanted = {n.lower() for n in names}
+    chosen = [raw for name, raw, _ in header_fields(header) if (name in wanted) != negate]
+    return b"".join(chosen) + b"\r\n"
+
+
+def params(text: str) -> tuple[str, dict[str, str]]:
+    """'text/plain; charset="utf-8"' -> ("text/plain", {"charset": "utf-8"}), keys lower."""
+    items = _split_semicolons(text)
+    out: dict[str, str] = {}
+    for item in items[1:]:
+        name, sep, value = item.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out.setdefault(name.strip().lower(), value)
+    return items[0].strip() if items else "", out
+
+
+def _split_semicolons(text: str) -> list[str]:
+    out, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            out.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    out.append("".join(current))
+    return out
+
+
+@dataclass
+class Entity:
+    """A message or body part: its MIME header, its body, and what is inside."""
+
+    header: bytes
+    body: bytes
+    default_type: str = "text/plain"
+    children: list[Entity] = field(default_factory=list)
+    message: Entity | None = None  # the message inside a message/rfc822 part
+
+    @classmethod
+    def parse(cls, data: bytes, default_type: str = "text/plain", depth: int = 0) -> Entity:
+        header, body = split_header(data)
+        entity = cls(header, body, default_type)
+        if depth > 20:  # a bomb of nested messages: stop looking inside
+            return entity
+        if entity.maintype == "multipart":
+            child_default = "message/rfc822" if entity.subtype == "digest" else "text/plain"
+            entity.children = [cls.parse(part, child_default, depth + 1)
+                               for part in _split_multipart(body, entity.params.get("boundary", ""))]
+        elif (entity.maintype, entity.subtype) in (("message", "rfc822"), ("message", "global")):
+            entity.message = cls.parse(body, "text/plain", depth + 1)
+        return entity
+
+    @cached_property
+    def fields(self) -> list[tuple[str, bytes, str]]:
+        return header_fields(self.header)
+
+    def get(self, name: str) -> str | None:
+        for key, _, value in self.fields:
+            if key == name:
+                return value
+        return None
+
+    @cached_property
+    def _type(self) -> tuple[str, str, dict[str, str]]:
+        value = self.get("content-type")
+        kind, found = params(value) if value else ("", {})
+        main, _, sub = kind.lower().partition("/")
+        if not main or not sub or not re.fullmatch(r"[!#-'*+.0-9A-Z^-~-]+", main + sub, re.I):
+            main, sub = self.default_type.split("/")
+            if not value:
+                found = {"charset": "us-ascii"} if main == "text" else {}
+        if main == "multipart" and not found.get("boundary"):
+            main, sub, found = "text", "plain", {"charset": "us-ascii"}
+        return main, sub, found
+
+    @property
+    def maintype(self) -> str:
+        return self._type[0]
+
+    @property
+    def subtype(self) -> str:
+        return self._type[1]
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self._type[2]
+
+    def lines(self) -> int:
+        return self.body.count(b"\n") + (1 if self.body and not self.body.endswith(b"\n") else 0)
+
+    # --- FETCH responses ------------------------------------------------------------------
+
+    def bodystructure(self, extended: bool) -> str:
+        if self.children:
+            inner = "".join(child.bodystructure(extended) for child in self.children)
+            out = f"({inner} {nstring(self.subtype.upper())}"
+            if extended:
+                out += f" {_param_list(self.params)} {self._disposition()} {self._language()} " \
+                       f"{nstring(self.get('content-location'))}"
+            return out + ")"
+        main, sub = self.maintype.upper(), self.subtype.upper()
+        encoding = (self.get("content-transfer-encoding") or "7BIT").strip().upper()
+        parts = [nstring(main), nstring(sub), _param_list(self.params),
+                 nstring(self.get("content-id")), nstring(self.get("content-description")),
+                 nstring(encoding), str(len(self.body))]
+        if self.message is not None:
+            parts += [self.message.envelope(), self.message.bodystructure(extended),
+                      str(self.lines())]
+        elif main == "TEXT":
+            parts.append(str(self.lines()))
+        if extended:
+            parts += [nstring(self.get("content-md5")), self._disposition(), self._language(),
+                      nstring(self.get("content-location"))]
+        return "(" + " ".join(parts) + ")"
+
+    def _disposition(self) -> str:
+        value = self.get("content-disposition")
+        if not value:
+            return "NIL"
+        kind, found = params(value)
+        return f"({nstring(kind.upper())} {_param_list(found)})"
+
+    def _language(self) -> str:
+        value = self.get("content-language")
+        if not value:
+            return "NIL"
+        return quote_list([v.strip() for v in value.split(",") if v.strip()])
+
+    def envelope(self) -> str:
+        def addresses(name: str, fallback: str | None = None) -> str:
+            value = self.get(name)
+            if value is None and fallback:
+                value = self.get(fallback)
+            return address_list(value) if value else "NIL"
+
+        return "(" + " ".join([
+            nstring(self.get("date")), nstring(self.get("subject")),
+            addresses("from"), addresses("sender", "from"), addresses("reply-to", "from"),
+            addresses("to"), addresses("cc"), addresses("bcc"),
+            nstring(self.get("in-reply-to")), nstring(self.get("message-id")),
+        ]) + ")"
+
+    # --- sections -------------------------------------------------------------------------
+
+    def find(self, path: tuple[int, ...]) -> Entity | None:
+        """The entity a section's part numbers name (RFC 3501 6.4.5), or None."""
+        message, part = self, None
+        for number in path:
+            if part is not None:
+                if part.message is not None:
+                    message, part = part.message, None
+                elif part.children:
+                    if number > len(part.children):
+                        return None
+                    part = part.children[number - 1]
+                    continue
+                else:
+                    return None
+            if message.children:
+                if number > len(message.children):
+                    return None
+                part = message.children[number - 1]
+            elif number == 1:
+                part = message
+            else:
+                return None
+        return part if part is not None else message
+
+    def section(self, path: tuple[int, ...], text: str, fields: tuple[str, ...]) -> bytes | None:
+        """The bytes of BODY[path.text (fields)], or None when there is no such part."""
+        entity = self.find(path)
+        if entity is None:
+            return None
+        if text == "MIME":
+            return entity.header
+        if path and text:  # HEADER/TEXT of a part: the message inside a message/rfc822 part
+            if entity.message is None:
+                return b""
+            entity = entity.message
+        if text == "":
+            return entity.body if path else entity.header + entity.body
+        if text == "HEADER":
+            return entity.header
+        if text == "TEXT":
+            return entity.body
+        return select_fields(entity.header, fields, text.endswith(".NOT"))
+
+
+def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
+    delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary.encode("utf-8", "replace"))
+                           + rb"(--)?[ \t]*(?:\r\n|$)")
+    parts, start = [], None
+    for match in delimiter.finditer(body):
+        if start is not None:
+            parts.append(body[start:match.start()])
+        if match.group(1):
+            return parts
+        start = match.end()
+    if start is not None:
+        parts.append(body[start:])
+    return parts
+
+
+def _param_list(found: dict[str, str]) -> str:
+    if not found:
+        return "NIL"
+    return "(" + " ".join(f"{nstring(k.upper())} {nstring(v)}" for k, v in found.items()) + ")"
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+
+def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None, str | None]]:
+    """RFC 5322 address list -> ENVELOPE address tuples (name, adl, mailbox, host); a
+    group is (None, None, name, None) ... (None, None, None, None), as RFC 3501 writes it."""
+    out: list[tuple[str | None, str | None, str | None, str | None]] = []
+    phrase: list[str] = []
+    comment: str | None = None
+    angle: str | None = None
+    i = 0
+    in_group = False
+
+    def finish() -> None:
+        nonlocal phrase, comment, angle
+        if angle is not None:
+            name = " ".join(phrase) or None
+            route, _, spec = angle.rpartition(":")
+            out.append((name, route or None, *_spec(spec)))
+        elif phrase:
+            spec = "".join(phrase)
+            out.append((comment, None, *_spec(spec)))
+        phrase, comment, angle = [], None, None
+
+    while i < len(value):
+        char = value[i]
+        if char == '"':
+            j, text = i + 1, []
+            while j < len(value) and value[j] != '"':
+                if value[j] == "\\" and j + 1 < len(value):
+                    j += 1
+                text.append(value[j])
+                j += 1
+            phrase.append("".join(text))
+            i = j + 1
+        elif char == "(":
+            depth, j = 1, i + 1
+            while j < len(value) and depth:
+                depth += {"(": 1, ")": -1}.get(value[j], 0)
+                j += 1
+            comment = value[i + 1:j - 1].strip() or None
+            i = j
+        elif char == "<":
+            j = value.find(">", i)
+            j = len(value) if j < 0 else j
+            angle = value[i + 1:j].strip()
+            i = j + 1
+        elif char == ",":
+            finish()
+            i += 1
+        elif char == ":" and angle is None and not in_group:
+            out.append((None, None, " ".join(phrase), None))
+            phrase, comment, in_group = [], None, True
+            i += 1
+        elif char == ";" and in_group:
+            finish()
+            out.append((None, None, None, None))
+            in_group = False
+            i += 1
+        elif char in " \t":
+            i += 1
+        else:
+            j = i
+            while j < len(value) and value[j] not in ' \t"(<,;' and not (value[j] == ":" and not in_group):
+                j += 1
+            phrase.append(value[i:j])
+            i = j
+    finish()
+    if in_group:
+        out.append((None, None, None, None))
+    return out
+
+
+def _spec(spec: str) -> tuple[str | None, str | None]:
+    local, at, domain = spec.strip().rpartition("@")
+    if not at:
+        return spec.strip() or None, None
+    return local, domain
+
+
+def address_list(value: str) -> str:
+    found = parse_addresses(value)
+    if not found:
+        return "NIL"
+    return "(" + "".join("(" + " ".join(nstring(x) for x in item) + ")" for item in found) + ")"

@@ -1,0 +1,887 @@
+"""IMAP command framing and parsing, sans-IO (RFC 3501 section 9, LITERAL+ RFC 7888).
+
+`Reader` cuts the byte stream into whole commands: a command is one line, or several
+lines joined by literals ({n} synchronising, {n+} not). It decides on a literal's size from
+the line that announces it, before any byte of it is buffered, and skips the bytes of an
+oversized non-synchronising literal without keeping them.
+
+`Parser` reads the arguments of one command from its wire bytes (literals inline, as
+sent), and `parse_command` turns a command into a `Command` with typed arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+LINE_LIMIT = 64 * 1024  # one line of a command, literals excluded
+COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n?$")
+
+
+class ParseError(ValueError):
+    """A malformed command: answered BAD (tagged if the tag could be read)."""
+
+    tag: str | None = None
+
+
+class BadCharset(Exception):
+    """SEARCH CHARSET we do not know: answered NO [BADCHARSET]."""
+
+
+# --- framing -----------------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    """A whole command as sent (final CRLF removed)."""
+
+    raw: bytes
+
+
+@dataclass
+class Continue:
+    """A synchronising literal was announced and is acceptable: send "+ ..."."""
+
+
+@dataclass
+class Reject:
+    """The command is dropped before completion: answer `tag` with `text` (BAD or NO)."""
+
+    tag: str
+    text: str
+
+
+@dataclass
+class Line:
+    """A raw line, read when the session asked for one (AUTHENTICATE data, IDLE's DONE)."""
+
+    raw: bytes
+
+
+class Reader:
+    def __init__(self, append_limit: int) -> None:
+        self.append_limit = append_limit
+        self.buffer = bytearray()
+        self.parts: list[bytes] = []  # the command so far
+        self.literal = 0  # bytes of a literal still to read into parts
+        self.skip = 0  # bytes of a rejected literal still to throw away
+        self.discard = False  # rest of a rejected command: drop lines until one ends it
+        self.raw_line = False  # the session wants the next line as is
+        self.overlong = False  # inside a line longer than LINE_LIMIT
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next(self) -> Frame | Continue | Reject | Line | None:
+        """The next event, or None until more bytes arrive."""
+        while True:
+            if self.skip:
+                taken = min(self.skip, len(self.buffer))
+                del self.buffer[:taken]
+                self.skip -= taken
+                if self.skip:
+                    return None
+                continue
+            if self.literal:
+                if len(self.buffer) < self.literal:
+                    return None
+                self.parts.append(bytes(self.buffer[:self.literal]))
+                del self.buffer[:self.literal]
+                self.literal = 0
+                continue
+            end = self.buffer.find(b"\n")
+            if end < 0:
+                if len(self.buffer) > LINE_LIMIT:
+                    # Too long: drop what we have and the rest of the line when it comes.
+                    first = not self.overlong and not self.discard
+                    tag = self._tag(bytes(self.parts[0] if self.parts else self.buffer[:200]))
+                    self.buffer.clear()
+                    self.parts = []
+                    self.overlong = True
+                    if first:
+                        self.discard = True
+                        return Reject(tag, "BAD Line too long")
+                return None
+            line = bytes(self.buffer[:end + 1])
+            del self.buffer[:end + 1]
+            if self.overlong:
+                self.overlong = False
+                self.discard = False
+                self.parts = []
+                continue
+            if self.raw_line:
+                self.raw_line = False
+                return Line(line.rstrip(b"\r\n"))
+            match = _LITERAL_AT_END.search(line)
+            if self.discard:
+                if match:  # a rejected command goes on with another literal: skip it too
+                    if match.group(2):
+                        self.skip = int(match.group(1))
+                    continue
+                self.discard = False
+                continue
+            if not match:
+                self.parts.append(line[:-2] if line.endswith(b"\r\n") else line[:-1])
+                raw = b"".join(self.parts)
+                self.parts = []
+                if not raw.strip():
+                    continue  # an empty line is not a command; ignore it as servers do
+                return Frame(raw)
+            size, plus = int(match.group(1)), bool(match.group(2))
+            self.parts.append(line[:match.start()] + b"{%d}\r\n" % size)
+            first = b"".join(self.parts)
+            limit = self.append_limit if _is_append(first) else COMMAND_LITERAL_LIMIT
+            if size > limit:
+                tag = self._tag(first)
+                self.parts = []
+                if plus:  # the client sends it anyway, and the rest of the command
+                    self.skip = size
+                    self.discard = True
+                text = ("NO [TOOBIG] Message too large" if limit == self.append_limit
+                        else "BAD Literal too large")
+                return Reject(tag, text)
+            self.literal = size
+            if not plus:
+                return Continue()
+
+    @staticmethod
+    def _tag(first: bytes) -> str:
+        tag = first.split(b" ", 1)[0]
+        return tag.decode("ascii", "replace") if _TAG.fullmatch(tag) else "*"
+
+
+def _is_append(first: bytes) -> bool:
+    words = first.split(b" ", 3)
+    return len(words) > 2 and words[1].upper() == b"APPEND"
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+_ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0x20)) | {0x7F}
+_TAG = re.compile(rb"[\x21-\x7e]+")
+_TAG_BAD = set(b'(){ %*"\\+') | set(range(0x21)) | {0x7F}
+_NUMBER = re.compile(rb"\d+")
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+class Parser:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    # primitives
+
+    def peek(self, n: int = 1) -> bytes:
+        return self.data[self.pos:self.pos + n]
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def end(self) -> None:
+        if not self.at_end():
+            raise ParseError(f"unexpected characters at the end: {self.data[self.pos:self.pos + 20]!r}")
+
+    def expect(self, token: bytes) -> None:
+        if self.data[self.pos:self.pos + len(token)].upper() != token.upper():
+            raise ParseError(f"expected {token.decode()!r}")
+        self.pos += len(token)
+
+    def sp(self) -> None:
+        self.expect(b" ")
+
+    def maybe(self, token: bytes) -> bool:
+        if self.data[self.pos:self.pos + len(token)].upper() == token.upper():
+            self.pos += len(token)
+            return True
+        return False
+
+    def _chars(self, allowed: Any) -> bytes:
+        start = self.pos
+        data = self.data
+        while self.pos < len(data) and allowed(data[self.pos]):
+            self.pos += 1
+        return data[start:self.pos]
+
+    def tag(self) -> str:
+        tag = self._chars(lambda c: c not in _TAG_BAD and c < 0x80)
+        if not tag:
+            raise ParseError("missing tag")
+        return tag.decode()
+
+    def atom(self) -> str:
+        value = self._chars(lambda c: c not in _ATOM_SPECIALS and c < 0x80)
+        if not value:
+            raise ParseError("expected an atom")
+        return value.decode()
+
+    def number(self) -> int:
+        match = _NUMBER.match(self.data, self.pos)
+        if not match:
+            raise ParseError("expected a number")
+        self.pos = match.end()
+        return int(match.group())
+
+    def nz_number(self) -> int:
+        value = self.number()
+        if value == 0:
+            raise ParseError("zero is not allowed here")
+        return value
+
+    def quoted(self) -> bytes:
+        self.expect(b'"')
+        out = bytearray()
+        data = self.data
+        while True:
+            if self.pos >= len(data):
+                raise ParseError("unterminated quoted string")
+            c = data[self.pos]
+            self.pos += 1
+            if c == 0x22:
+                return bytes(out)
+            if c == 0x5C:
+                if self.pos >= len(data) or data[self.pos] not in b'"\\':
+                    raise ParseError("bad escape in a quoted string")
+                out.append(data[self.pos])
+                self.pos += 1
+            elif c in (0x0D, 0x0A, 0x00):
+                raise ParseError("CR, LF or NUL in a quoted string")
+            else:
+                out.append(c)
+
+    def literal(self) -> bytes:
+        self.expect(b"{")
+        size = self.number()
+        self.maybe(b"+")
+        self.expect(b"}\r\n")
+        value = self.data[self.pos:self.pos + size]
+        if len(value) != size:
+            raise ParseError("short literal")
+        self.pos += size
+        return value
+
+    def string(self) -> bytes:
+        c = self.peek()
+        if c == b'"':
+            return self.quoted()
+        if c == b"{":
+            return self.literal()
+        raise ParseError("expected a string")
+
+    def astring(self) -> bytes:
+        c = self.peek()
+        if c in (b'"', b"{"):
+            return self.string()
+        value = self._chars(lambda c: (c not in _ATOM_SPECIALS or c == 0x5D) and c < 0x80)
+        if not value:
+            raise ParseError("expected a string or atom")
+        return value
+
+    def astr(self) -> str:
+        return _text(self.astring())
+
+    def nstring(self) -> bytes | None:
+        if self.maybe(b"NIL"):
+            return None
+        return self.string()
+
+    def list_mailbox(self) -> str:
+        """A LIST pattern: list-char (atom chars plus % * ]) or a string."""
+        if self.peek() in (b'"', b"{"):
+            return _text(self.string())
+        value = self._chars(lambda c: (c not in _ATOM_SPECIALS or c in b"%*]") and c < 0x80)
+        if not value:
+            raise ParseError("expected a mailbox pattern")
+        return value.decode()
+
+    def paren_list(self, item: Any) -> list:
+        """ "(" [item *(SP item)] ")" """
+        self.expect(b"(")
+        items = []
+        if self.maybe(b")"):
+            return items
+        while True:
+            items.append(item())
+            if self.maybe(b")"):
+                return items
+            self.sp()
+
+    def flag(self) -> str:
+        if self.maybe(b"\\"):
+            if self.maybe(b"*"):
+                return "\\*"
+            return "\\" + self.atom()
+        return self.atom()
+
+    def flag_list(self) -> list[str]:
+        return self.paren_list(self.flag)
+
+    def seq_set(self) -> SeqSet:
+        ranges = []
+        while True:
+            lo = self._seq_number()
+            hi = lo
+            if self.maybe(b":"):
+                hi = self._seq_number()
+            ranges.append((lo, hi))
+            if not self.maybe(b","):
+                return SeqSet(ranges)
+
+    def _seq_number(self) -> int | None:
+        if self.maybe(b"*"):
+            return None
+        return self.nz_number()
+
+    def date(self) -> tuple[int, int, int]:
+        """date = date-text / DQUOTE date-text DQUOTE; returns (year, month, day)."""
+        quoted = self.maybe(b'"')
+        day = self.number()
+        self.expect(b"-")
+        month = self._month()
+        self.expect(b"-")
+        year = self.number()
+        if quoted:
+            self.expect(b'"')
+        if not 1 <= day <= 31 or year < 1:
+            raise ParseError("bad date")
+        return year, month, day
+
+    def _month(self) -> int:
+        name = self.data[self.pos:self.pos + 3].decode("ascii", "replace").capitalize()
+        if name not in MONTHS:
+            raise ParseError("bad month")
+        self.pos += 3
+        return MONTHS.index(name) + 1
+
+    def date_time(self) -> float:
+        """RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" -> seconds since the epoch."""
+        import calendar
+
+        self.expect(b'"')
+        self.maybe(b" ")  # date-day-fixed: (SP DIGIT) / 2DIGIT
+        day = self._digits(2) if self.peek(2).isdigit() else self._digits(1)
+        self.expect(b"-")
+        month = self._month()
+        self.expect(b"-")
+        year = self._digits(4)
+        self.sp()
+        hour = self._digits(2)
+        self.expect(b":")
+        minute = self._digits(2)
+        self.expect(b":")
+        second = self._digits(2)
+        self.sp()
+        sign = self.peek()
+        if sign not in (b"+", b"-"):
+            raise ParseError("bad zone")
+        self.pos += 1
+        zone = self._digits(4)
+        self.expect(b'"')
+        if not (1 <= day <= 31 and hour < 24 and minute < 60 and second < 61
+                and zone % 100 < 60):
+            raise ParseError("bad date-time")
+        offset = (zone // 100 * 3600 + zone % 100 * 60) * (1 if sign == b"+" else -1)
+        try:
+            stamp = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        except (OverflowError, ValueError):
+            raise ParseError("bad date-time") from None
+        return float(stamp - offset)
+
+    def _digits(self, n: int) -> int:
+        chunk = self.data[self.pos:self.pos + n]
+        if len(chunk) != n or not chunk.isdigit():
+            raise ParseError("expected digits")
+        self.pos += n
+        return int(chunk)
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("string is not UTF-8") from None
+
+
+# --- sequence sets ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeqSet:
+    """Ranges of sequence numbers or UIDs; None stands for "*" (the largest in use)."""
+
+    ranges: list[tuple[int | None, int | None]]
+
+    def resolve(self, largest: int) -> list[tuple[int, int]]:
+        out = []
+        for lo, hi in self.ranges:
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            out.append((min(a, b), max(a, b)))
+        return out
+
+    def contains(self, number: int, largest: int) -> bool:
+        return any(lo <= number <= hi for lo, hi in self.resolve(largest))
+
+    def has_star(self) -> bool:
+        return any(lo is None or hi is None for lo, hi in self.ranges)
+
+
+def format_set(numbers: list[int]) -> str:
+    """Ascending numbers as a compact sequence set ("1:3,7")."""
+    out: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if prev is not None and n == prev + 1:
+            prev = n
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = n
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    tag: str
+    name: str  # upper case; "UID FETCH" etc. for the UID forms
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uid(self) -> bool:
+        return self.name.startswith("UID ")
+
+
+@dataclass(frozen=True)
+class Section:
+    """BODY[section]<partial> of FETCH."""
+
+    part: tuple[int, ...]
+    text: str  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+    partial: tuple[int, int] | None = None  # (origin, count)
+    peek: bool = False
+
+    def name(self) -> str:
+        """As the response names it: BODY[spec]<origin>."""
+        spec = ".".join(map(str, self.part))
+        if self.text:
+            spec = f"{spec}.{self.text}" if spec else self.text
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        origin = f"<{self.partial[0]}>" if self.partial else ""
+        return f"BODY[{spec}]{origin}"
+
+
+MACROS = {"ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+          "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+          "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"]}
+SIMPLE_ATTS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
+               "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+
+
+def _fetch_att(p: Parser) -> str | Section:
+    name = p._chars(lambda c: c not in b" ()[<]" and c > 0x20 and c < 0x80).decode().upper()
+    if name in ("BODY", "BODY.PEEK") and p.peek() == b"[":
+        return _section(p, peek=name == "BODY.PEEK")
+    if name in SIMPLE_ATTS:
+        return name
+    raise ParseError(f"unknown fetch attribute {name!r}")
+
+
+def _section(p: Parser, peek: bool) -> Section:
+    p.expect(b"[")
+    part: list[int] = []
+    text = ""
+    fields: tuple[str, ...] = ()
+    while p.peek().isdigit():
+        part.append(p.nz_number())
+        if not p.maybe(b"."):
+            break
+    if p.peek() != b"]":
+        word = p._chars(lambda c: c not in b" ]" and c < 0x80).decode().upper()
+        allowed = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT") + (("MIME",) if part else ())
+        if word not in allowed:
+            raise ParseError(f"bad section text {word!r}")
+        text = word
+        if word.startswith("HEADER.FIELDS"):
+            p.sp()
+            fields = tuple(p.paren_list(p.astr))  # echoed as the client wrote them
+            if not fields:
+                raise ParseError("empty header list")
+    elif part and p.data[p.pos - 1:p.pos] == b".":
+        raise ParseError("bad section")
+    p.expect(b"]")
+    partial = None
+    if p.maybe(b"<"):
+        origin = p.number()
+        p.expect(b".")
+        count = p.nz_number()
+        p.expect(b">")
+        partial = (origin, count)
+    return Section(tuple(part), text, fields, partial, peek)
+
+
+def _fetch_atts(p: Parser) -> list[str | Section]:
+    if p.peek() == b"(":
+        atts = p.paren_list(lambda: _fetch_att(p))
+        if not atts:
+            raise ParseError("empty fetch list")
+        return atts
+    start = p.pos
+    word = p._chars(lambda c: c not in b" ()[" and c > 0x20).decode().upper()
+    if word in MACROS:
+        return list(MACROS[word])
+    p.pos = start
+    return [_fetch_att(p)]
+
+
+def _search_keys(p: Parser, depth: int = 0) -> list:
+    keys = [_search_key(p, depth)]
+    while p.maybe(b" "):
+        keys.append(_search_key(p, depth))
+    return keys
+
+
+_NO_ARG = {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN",
+           "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN"}
+_STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
+_DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+
+
+def _search_key(p: Parser, depth: int) -> tuple:
+    if depth > 50:
+        raise ParseError("search too deeply nested")
+    c = p.peek()
+    if c == b"(":
+        p.pos += 1
+        keys = _search_keys(p, depth + 1)
+        p.expect(b")")
+        return ("AND", keys)
+    if c == b"*" or c.isdigit():
+        return ("SEQ", p.seq_set())
+    word = p._chars(lambda c: c not in b" ()" and c > 0x20 and c < 0x80).decode().upper()
+    if word in _NO_ARG:
+        return (word,)
+    p.sp()
+    if word in _STRING_ARG:
+        return (word, p.astring())
+    if word in _DATE_ARG:
+        return (word, p.date())
+    if word in ("KEYWORD", "UNKEYWORD"):
+        return (word, p.flag())
+    if word in ("LARGER", "SMALLER"):
+        return (word, p.number())
+    if word == "UID":
+        return ("UID", p.seq_set())
+    if word == "HEADER":
+        name = p.astr()
+        p.sp()
+        return ("HEADER", name, p.astring())
+    if word == "NOT":
+        return ("NOT", _search_key(p, depth + 1))
+    if word == "OR":
+        a = _search_key(p, depth + 1)
+        p.sp()
+        return ("OR", a, _search_key(p, depth + 1))
+    if word == "MODSEQ":  # CONDSTORE: MODSEQ [entry-name entry-type] mod-sequence
+        if p.peek() == b'"':
+            p.quoted()
+            p.sp()
+            p.atom()
+            p.sp()
+        return ("MODSEQ", p.number())
+    raise ParseError(f"unknown search key {word!r}")
+
+
+def _mailbox(p: Parser) -> str:
+    """A mailbox name from the wire (modified UTF-7) as Unicode; INBOX in any case."""
+    from . import utf7
+
+    raw = p.astring()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        text = _text(raw)  # UTF-8 names from clients that never learnt modified UTF-7
+        return "INBOX" if text.upper() == "INBOX" else text
+    try:
+        name = utf7.decode(text)
+    except utf7.UTF7Error:
+        name = text  # keep what the client sent rather than refuse its folder
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _store_args(p: Parser, args: dict) -> None:
+    args["set"] = p.seq_set()
+    p.sp()
+    if p.maybe(b"(UNCHANGEDSINCE "):
+        args["unchangedsince"] = p.number()
+        p.expect(b")")
+        p.sp()
+    word = p._chars(lambda c: c not in b" ()" and c > 0x20).decode().upper()
+    mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove",
+            "FLAGS.SILENT": "set", "+FLAGS.SILENT": "add", "-FLAGS.SILENT": "remove"}.get(word)
+    if mode is None:
+        raise ParseError("expected FLAGS, +FLAGS or -FLAGS")
+    args["mode"], args["silent"] = mode, word.endswith(".SILENT")
+    p.sp()
+    if p.peek() == b"(":
+        args["flags"] = p.flag_list()
+    else:
+        flags = [p.flag()]
+        while p.maybe(b" "):
+            flags.append(p.flag())
+        args["flags"] = flags
+
+
+def _fetch_args(p: Parser, args: dict) -> None:
+    args["set"] = p.seq_set()
+    p.sp()
+    args["atts"] = _fetch_atts(p)
+    if p.maybe(b" "):
+        def modifier() -> tuple[str, int | None]:
+            name = p.atom().upper()
+            if name == "CHANGEDSINCE":
+                p.sp()
+                return name, p.number()
+            if name == "VANISHED":
+                return name, None
+            raise ParseError(f"unknown fetch modifier {name}")
+        for name, value in p.paren_list(modifier):
+            args[name.lower()] = True if value is None else value
+
+
+def _search_args(p: Parser, args: dict) -> None:
+    if p.maybe(b"RETURN "):  # ESEARCH form (RFC 4731)
+        args["return"] = [w.upper() for w in p.paren_list(p.atom)]
+        p.sp()
+    if p.maybe(b"CHARSET "):
+        charset = p.astr().upper()
+        if charset not in ("UTF-8", "US-ASCII"):
+            raise BadCharset(charset)
+        p.sp()
+    args["keys"] = _search_keys(p)
+
+
+def _select_params(p: Parser, args: dict) -> None:
+    if not p.maybe(b" "):
+        return
+
+    def param() -> str:
+        name = p.atom().upper()
+        if name == "QRESYNC":
+            p.sp()
+            p.expect(b"(")
+            uidvalidity = p.nz_number()
+            p.sp()
+            modseq = p.number()
+            known = None
+            if p.maybe(b" ") and p.peek() != b"(":
+                known = p.seq_set()
+            if p.maybe(b" ") or p.peek() == b"(":
+                p.expect(b"(")
+                p.seq_set()
+                p.sp()
+                p.seq_set()
+                p.expect(b")")
+            p.expect(b")")
+            args["qresync"] = (uidvalidity, modseq, known)
+        elif name != "CONDSTORE":
+            raise ParseError(f"unknown select parameter {name}")
+        return name
+
+    args["params"] = [x.upper() for x in p.paren_list(param)]
+
+
+def _list_args(p: Parser, args: dict) -> None:
+    args["select_opts"] = []
+    if p.peek() == b"(":
+        args["select_opts"] = [a.upper() for a in p.paren_list(p.atom)]
+        p.sp()
+    args["reference"] = _mailbox(p)
+    p.sp()
+    if p.peek() == b"(":
+        args["patterns"] = p.paren_list(p.list_mailbox)
+    else:
+        args["patterns"] = [p.list_mailbox()]
+    args["return"] = []
+    args["status"] = []
+    if p.maybe(b" RETURN "):
+        def option() -> str:
+            name = p.atom().upper()
+            if name == "STATUS":
+                p.sp()
+                args["status"] = [a.upper() for a in p.paren_list(p.atom)]
+            return name
+        args["return"] = p.paren_list(option)
+
+
+def parse_command(raw: bytes) -> Command:
+    """One whole command (CRLF removed). Raises ParseError; its `tag` attribute says the
+    tag when the tag could be read."""
+    p = Parser(raw)
+    tag = None
+    try:
+        tag = p.tag()
+        p.sp()
+        name = p.atom().upper()
+        if name == "UID":
+            p.sp()
+            name = "UID " + p.atom().upper()
+        command = Command(tag, name)
+        args = command.args
+        _ARGS.get(name, _unknown)(p, args)
+        p.end()
+        return command
+    except ParseError as error:
+        error.tag = tag  # type: ignore[attr-defined]
+        raise
+    except BadCharset as error:
+        return Command(tag or "*", "BADCHARSET", {"charset": str(error)})
+
+
+def _unknown(p: Parser, args: dict) -> None:
+    raise ParseError("unknown command")
+
+
+def _none(p: Parser, args: dict) -> None:
+    pass
+
+
+def _one_mailbox(p: Parser, args: dict) -> None:
+    p.sp()
+    args["mailbox"] = _mailbox(p)
+
+
+def _login(p: Parser, args: dict) -> None:
+    p.sp()
+    args["user"] = p.astr()
+    p.sp()
+    args["password"] = p.astr()
+
+
+def _authenticate(p: Parser, args: dict) -> None:
+    p.sp()
+    args["mechanism"] = p.atom().upper()
+    args["initial"] = None
+    if p.maybe(b" "):
+        args["initial"] = p._chars(lambda c: c > 0x20 and c < 0x7F).decode()
+
+
+def _select(p: Parser, args: dict) -> None:
+    _one_mailbox(p, args)
+    _select_params(p, args)
+
+
+def _create(p: Parser, args: dict) -> None:
+    _one_mailbox(p, args)
+    args["use"] = []
+    if p.maybe(b" "):
+        p.expect(b"(USE ")
+        args["use"] = p.flag_list()
+        p.expect(b")")
+
+
+def _rename(p: Parser, args: dict) -> None:
+    _one_mailbox(p, args)
+    p.sp()
+    args["new"] = _mailbox(p)
+
+
+def _list(p: Parser, args: dict) -> None:
+    p.sp()
+    _list_args(p, args)
+
+
+def _lsub(p: Parser, args: dict) -> None:
+    p.sp()
+    args["reference"] = _mailbox(p)
+    p.sp()
+    args["patterns"] = [p.list_mailbox()]
+
+
+def _status(p: Parser, args: dict) -> None:
+    _one_mailbox(p, args)
+    p.sp()
+    args["items"] = [a.upper() for a in p.paren_list(p.atom)]
+
+
+def _append(p: Parser, args: dict) -> None:
+    _one_mailbox(p, args)
+    p.sp()
+    args["flags"] = []
+    args["date"] = None
+    if p.peek() == b"(":
+        args["flags"] = p.flag_list()
+        p.sp()
+    if p.peek() == b'"':
+        args["date"] = p.date_time()
+        p.sp()
+    if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
+        p.pos += 1
+    args["message"] = p.literal()
+
+
+def _fetch(p: Parser, args: dict) -> None:
+    p.sp()
+    _fetch_args(p, args)
+
+
+def _store(p: Parser, args: dict) -> None:
+    p.sp()
+    _store_args(p, args)
+
+
+def _search(p: Parser, args: dict) -> None:
+    p.sp()
+    _search_args(p, args)
+
+
+def _copy(p: Parser, args: dict) -> None:
+    p.sp()
+    args["set"] = p.seq_set()
+    p.sp()
+    args["mailbox"] = _mailbox(p)
+
+
+def _uid_expunge(p: Parser, args: dict) -> None:
+    p.sp()
+    args["set"] = p.seq_set()
+
+
+def _enable(p: Parser, args: dict) -> None:
+    args["caps"] = []
+    while p.maybe(b" "):
+        args["caps"].append(p.atom().upper())
+    if not args["caps"]:
+        raise ParseError("ENABLE needs a capability")
+
+
+def _id(p: Parser, args: dict) -> None:
+    p.sp()
+    if p.maybe(b"NIL"):
+        args["params"] = None
+        return
+    items = p.paren_list(lambda: p.nstring())
+    if len(items) % 2:
+        raise ParseError("ID needs name/value pairs")
+    args["params"] = {(k or b"").decode("utf-8", "replace"): (v or b"").decode("utf-8", "replace")
+                      for k, v in zip(items[::2], items[1::2])}
+
+
+_ARGS = {
+    "CAPABILITY": _none, "NOOP": _none, "LOGOUT": _none, "STARTTLS": _none, "CHECK": _none,
+    "CLOSE": _none, "EXPUNGE": _none, "UNSELECT": _none, "IDLE": _none, "NAMESPACE": _none,
+    "LOGIN": _login, "AUTHENTICATE": _authenticate, "SELECT": _select, "EXAMINE": _select,
+    "CREATE": _create, "DELETE": _one_mailbox, "RENAME": _rename, "SUBSCRIBE": _one_mailbox,
+    "UNSUBSCRIBE": _one_mailbox, "LIST": _list, "LSUB": _lsub, "STATUS": _status,
+    "APPEND": _append, "FETCH": _fetch, "STORE": _store, "SEARCH": _search, "COPY": _copy,
+    "MOVE": _copy, "UID FETCH": _fetch, "UID STORE": _store, "UID SEARCH": _search,
+    "UID COPY": _copy, "UID MOVE": _copy, "UID EXPUNGE": _uid_expunge, "ENABLE": _enable,
+    "ID": _id,
+}

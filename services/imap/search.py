@@ -1,0 +1,213 @@
+"""SEARCH (RFC 3501 6.4.4) over one mailbox view: keys from parser.py, evaluated per message.
+
+String keys match case-insensitively as substrings of the decoded text: headers with
+their encoded words decoded, bodies with their transfer encoding and charset undone, so
+a UTF-8 search finds "Grüße" however the sender encoded it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import email.header
+import email.utils
+import quopri
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from .mime import Entity
+
+# Keys that need the message's bytes; the rest are answered from the index alone.
+_CONTENT_KEYS = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
+                 "SENTBEFORE", "SENTON", "SENTSINCE"}
+
+
+def needs_content(keys: list) -> bool:
+    for key in keys:
+        name = key[0]
+        if name in _CONTENT_KEYS:
+            return True
+        if name == "AND" and needs_content(key[1]):
+            return True
+        if name == "NOT" and needs_content([key[1]]):
+            return True
+        if name == "OR" and needs_content([key[1], key[2]]):
+            return True
+    return False
+
+
+class _LRU(OrderedDict):
+    """Decoded headers of messages searched lately, shared by every session of the
+    process (messages never change, and the key includes the UIDVALIDITY): what
+    Dovecot's index cache does for repeated header searches."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+HEADERS = _LRU(50_000)
+
+
+@dataclass
+class Candidate:
+    key: Hashable  # (mailbox id, UIDVALIDITY, UID)
+    seq: int
+    uid: int
+    flags: frozenset[str]
+    recent: bool
+    internaldate: float
+    size: int
+    modseq: int
+    load: Callable[[], Entity | None]
+
+    @cached_property
+    def entity(self) -> Entity | None:
+        return self.load()
+
+    @cached_property
+    def header_text(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] | None = HEADERS.get(self.key)
+        if out is None:
+            out = {}
+            if self.entity is not None:
+                for name, _, value in self.entity.fields:
+                    out.setdefault(name, []).append(decode_header(value).casefold())
+                HEADERS.put(self.key, out)
+        return out
+
+    @cached_property
+    def body_text(self) -> str:
+        return "\n".join(_texts(self.entity)).casefold() if self.entity else ""
+
+
+def decode_header(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, binascii.Error, AssertionError):
+        return value
+
+
+def _texts(entity: Entity) -> list[str]:
+    if entity.children:
+        return [t for child in entity.children for t in _texts(child)]
+    if entity.message is not None:
+        return [entity.message.header.decode("utf-8", "replace"), *_texts(entity.message)]
+    body = entity.body
+    encoding = (entity.get("content-transfer-encoding") or "").strip().lower()
+    try:
+        if encoding == "base64":
+            body = base64.b64decode(body, validate=False)
+        elif encoding == "quoted-printable":
+            body = quopri.decodestring(body)
+    except (binascii.Error, ValueError):
+        pass
+    if entity.maintype not in ("text", "message") and encoding == "base64":
+        return []
+    charset = entity.params.get("charset", "utf-8")
+    try:
+        return [body.decode(charset, "replace")]
+    except LookupError:
+        return [body.decode("utf-8", "replace")]
+
+
+def _day(stamp: float) -> datetime.date:
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).date()
+
+
+def _sent_day(candidate: Candidate) -> datetime.date | None:
+    value = candidate.entity.get("date") if candidate.entity else None
+    parsed = email.utils.parsedate_tz(value) if value else None
+    if not parsed:
+        return None
+    try:
+        return datetime.date(parsed[0], parsed[1], parsed[2])
+    except ValueError:
+        return None
+
+
+def _contains(haystacks: list[str], needle: bytes) -> bool:
+    text = needle.decode("utf-8", "replace").casefold()
+    return any(text in h for h in haystacks)
+
+
+@dataclass
+class Context:
+    largest_seq: int
+    largest_uid: int
+
+
+def matches(key: tuple, c: Candidate, ctx: Context) -> bool:
+    name = key[0]
+    if name == "AND":
+        return all(matches(k, c, ctx) for k in key[1])
+    if name == "ALL":
+        return True
+    if name == "SEQ":
+        return key[1].contains(c.seq, ctx.largest_seq)
+    if name == "UID":
+        return key[1].contains(c.uid, ctx.largest_uid)
+    if name == "NOT":
+        return not matches(key[1], c, ctx)
+    if name == "OR":
+        return matches(key[1], c, ctx) or matches(key[2], c, ctx)
+    flag = _FLAG_KEYS.get(name)
+    if flag is not None:
+        return (flag[0] in c.flags) == flag[1]
+    if name == "RECENT":
+        return c.recent
+    if name == "NEW":
+        return c.recent and "\\Seen" not in c.flags
+    if name == "OLD":
+        return not c.recent
+    if name in ("KEYWORD", "UNKEYWORD"):
+        has = key[1].lower() in {f.lower() for f in c.flags}
+        return has == (name == "KEYWORD")
+    if name == "LARGER":
+        return c.size > key[1]
+    if name == "SMALLER":
+        return c.size < key[1]
+    if name == "MODSEQ":
+        return c.modseq >= key[1]
+    if name in ("BEFORE", "ON", "SINCE"):
+        return _compare(name, _day(c.internaldate), datetime.date(*key[1]))
+    if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+        sent = _sent_day(c)
+        return sent is not None and _compare(name[4:], sent, datetime.date(*key[1]))
+    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+        return _contains(c.header_text.get(name.lower(), []), key[1])
+    if name == "HEADER":
+        values = c.header_text.get(key[1].lower())
+        return values is not None and _contains(values, key[2])
+    if name == "BODY":
+        return _contains([c.body_text], key[1])
+    if name == "TEXT":
+        headers = [v for values in c.header_text.values() for v in values]
+        return _contains([*headers, c.body_text], key[1])
+    raise ValueError(f"unknown search key {name}")
+
+
+def _compare(how: str, day: datetime.date, wanted: datetime.date) -> bool:
+    if how == "BEFORE":
+        return day < wanted
+    if how == "ON":
+        return day == wanted
+    return day >= wanted
+
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True), "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}

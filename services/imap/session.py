@@ -1,0 +1,987 @@
+"""The IMAP session state machine (RFC 3501 section 3 and 6), without any I/O.
+
+A Session takes parsed commands (and the raw lines AUTHENTICATE and IDLE ask for) and
+writes responses through `send`; the Twisted adapter (server.py) owns the socket, TLS and
+timers and asks the session what it wants through a few flags. Store calls are
+synchronous (SQLite, durable on return), so a command is answered before the next one is
+read: pipelined commands are answered in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ..store.mail import INBOX, SPECIAL, Mail, MailboxExists, NoMailbox
+from . import search, utf7
+from .mime import Entity, crlf
+from .parser import Command, ParseError, Section, format_set, parse_command
+from .view import View
+from .wire import literal, quote
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
+             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "LIST-EXTENDED",
+             "LIST-STATUS", "STATUS=SIZE"]
+ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
+NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
+AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+                 "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
+SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+            "UNSELECT", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
+            "UID EXPUNGE"}
+# While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
+NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+
+
+class No(Exception):
+    """Answer the command NO with this text (which may start with a [CODE])."""
+
+
+class Bad(Exception):
+    """Answer the command BAD with this text."""
+
+
+class Session:
+    def __init__(self, mail: Any, users: Any, send: Callable[[bytes], None], *, journal: Any,
+                 domain: str, plaintext_auth: bool, tls: bool, starttls: bool,
+                 subscribe: Callable[[str, Callable[[set[str]], None]], Callable[[], None]]
+                 ) -> None:
+        self.mail: Mail = mail
+        self.users = users
+        self._send = send
+        self.journal = journal
+        self.domain = domain
+        self.plaintext_auth = plaintext_auth
+        self.tls = tls
+        self.starttls_offered = starttls and not tls
+        self._subscribe = subscribe
+        self._unsubscribe: Callable[[], None] | None = None
+        self.user: str | None = None
+        self.view: View | None = None
+        self.enabled: set[str] = set()
+        self.idling: Command | None = None
+        self.authenticating: dict[str, Any] | None = None
+        self.wants_line = False  # the adapter must hand the next line to line()
+        self.wants_tls = False  # the adapter must start TLS now
+        self.closing = False  # the adapter must close after what was sent
+        self._fetches = 0  # untagged FETCH responses of the current command (journal)
+        self._cache: OrderedDict[tuple[int, int], Entity] = OrderedDict()
+        self._out: list[bytes] = []
+
+    # --- output -----------------------------------------------------------------------
+
+    def send(self, line: str | bytes) -> None:
+        """Queue one response line; flush() hands the queue to the socket in one write."""
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        self._out.append(data)
+        self._out.append(b"\r\n")
+        if data.startswith(b"* ") and b" FETCH (" in data[:40]:
+            self._fetches += 1
+        else:
+            self.journal.reply(_summary(data))
+
+    def flush(self) -> None:
+        if self._out:
+            data, self._out = b"".join(self._out), []
+            self._send(data)
+
+    def greeting(self) -> None:
+        self.send(f"* OK [CAPABILITY {' '.join(self.capabilities())}] protolab IMAP4rev1 ready")
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPS)
+        if self.user is None:
+            if self.starttls_offered:
+                caps.append("STARTTLS")
+            if self.plaintext_auth or self.tls:
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")
+        else:
+            caps += AUTH_CAPS
+        return caps
+
+    # --- input ------------------------------------------------------------------------
+
+    def command(self, raw: bytes) -> None:
+        """One whole command, as framed by parser.Reader."""
+        try:
+            command = parse_command(raw)
+        except ParseError as error:
+            self.journal.command(_summary(raw))
+            self.send(f"{error.tag or '*'} BAD {error}")
+            return
+        self.journal.command(self._journal_text(command, raw))
+        self.run(command)
+
+    def _journal_text(self, command: Command, raw: bytes) -> str:
+        if command.name == "LOGIN":
+            return f"{command.tag} LOGIN {command.args['user']} {self.journal.secret('')}"
+        if command.name == "AUTHENTICATE" and command.args.get("initial"):
+            return f"{command.tag} AUTHENTICATE {command.args['mechanism']} {self.journal.secret('')}"
+        return _summary(raw)
+
+    def run(self, command: Command) -> None:
+        tag, name = command.tag, command.name
+        self._fetches = 0
+        handler = getattr(self, "do_" + name.replace(" ", "_"), None)
+        try:
+            if name == "BADCHARSET":
+                raise No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            if handler is None:
+                raise Bad("Unknown command")
+            if name in NOT_AUTH and self.user is not None:
+                raise Bad("Already authenticated")
+            if name in AUTHENTICATED and self.user is None:
+                raise Bad("Log in first")
+            if name in SELECTED and self.view is None:
+                raise Bad("No mailbox selected")
+            text = handler(command)
+        except No as error:
+            self._end(command, "NO", str(error))
+            return
+        except Bad as error:
+            self._end(command, "BAD", str(error))
+            return
+        if text is not None:  # None: the command goes on (IDLE, AUTHENTICATE, LOGOUT)
+            self._end(command, "OK", text)
+
+    def _end(self, command: Command, status: str, text: str) -> None:
+        if self.view is not None and not self.closing:
+            self.report(allow_expunge=command.name not in NO_EXPUNGE)
+        if self._fetches:
+            self.journal.reply(f"({self._fetches} untagged FETCH responses)")
+            self._fetches = 0
+        self.send(f"{command.tag} {status} {text}")
+
+    def line(self, raw: bytes) -> None:
+        """A line the session asked for: AUTHENTICATE data or IDLE's DONE."""
+        self.wants_line = False
+        if self.authenticating is not None:
+            self.journal.command(self.journal.secret(""))
+            self._auth_step(raw)
+        elif self.idling is not None:
+            self.journal.command(_summary(raw))
+            command, self.idling = self.idling, None
+            if raw.strip().upper() == b"DONE":
+                self._end(command, "OK", "IDLE terminated")
+            else:
+                self._end(command, "BAD", "Expected DONE")
+
+    def changed(self, topics: set[str]) -> None:
+        """The store says our mailbox changed (any process): an IDLE client hears now."""
+        if self.idling is not None and self.view is not None \
+                and f"mailbox:{self.view.id}" in topics:
+            self.report(allow_expunge=True)
+            self.flush()
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # --- reporting changes -----------------------------------------------------------
+
+    def report(self, allow_expunge: bool) -> None:
+        view = self.view
+        assert view is not None
+        changes = view.sync(allow_expunge)
+        if changes.gone:
+            self.send("* BYE The selected mailbox was deleted or renamed")
+            self._deselect()
+            self.closing = True
+            return
+        if changes.expunged:
+            self._expunged(changes.expunged)
+        if view.new_keywords(changes.flags + changes.new_uids):
+            self._send_flags()
+        for uid in changes.flags:
+            seq = view.seq(uid)
+            if seq:
+                self.send(f"* {seq} FETCH ({self._flags_items(uid, with_uid=True)})")
+        if changes.new or changes.expunged:
+            self.send(f"* {len(view)} EXISTS")
+        if changes.new:
+            self.send(f"* {len(view.recent)} RECENT")
+
+    def _expunged(self, uids: list[int]) -> None:
+        view = self.view
+        assert view is not None
+        removed = view.remove(uids)
+        if "QRESYNC" in self.enabled:
+            if removed:
+                self.send(f"* VANISHED {format_set(sorted(uid for _, uid in removed))}")
+        else:
+            for seq, _ in removed:
+                self.send(f"* {seq} EXPUNGE")
+
+    def _flags_items(self, uid: int, with_uid: bool = False) -> str:
+        view = self.view
+        assert view is not None
+        message = view.index[uid]
+        items = f"FLAGS {self._flag_text(uid)}"
+        if with_uid:
+            items = f"UID {uid} " + items
+        if "CONDSTORE" in self.enabled:
+            items += f" MODSEQ ({message.modseq})"
+        return items
+
+    def _flag_text(self, uid: int) -> str:
+        view = self.view
+        assert view is not None
+        flags = sorted(view.flags(uid), key=_flag_order)
+        if uid in view.recent:
+            flags.append("\\Recent")
+        return "(" + " ".join(flags) + ")"
+
+    # --- any state -------------------------------------------------------------------
+
+    def do_CAPABILITY(self, command: Command) -> str:
+        self.send("* CAPABILITY " + " ".join(self.capabilities()))
+        return "CAPABILITY completed"
+
+    def do_NOOP(self, command: Command) -> str:
+        return "NOOP completed"
+
+    def do_LOGOUT(self, command: Command) -> None:
+        self.send("* BYE protolab IMAP server logging out")
+        self._deselect()
+        self.closing = True
+        self.send(f"{command.tag} OK LOGOUT completed")
+        return None
+
+    def do_ID(self, command: Command) -> str:
+        self.send('* ID ("name" "protolab" "vendor" "protolab" "support-url" "https://lab.test/")')
+        params = command.args["params"]
+        if params:
+            self.journal.event("id", " ".join(f"{k}={v}" for k, v in params.items())[:300])
+        return "ID completed"
+
+    # --- not authenticated -----------------------------------------------------------
+
+    def do_STARTTLS(self, command: Command) -> None:
+        if not self.starttls_offered:
+            raise Bad("TLS is already active" if self.tls else "STARTTLS is not offered here")
+        self.send(f"{command.tag} OK Begin TLS negotiation now")
+        self.wants_tls = True
+        return None
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self.starttls_offered = False
+        self.journal.event("tls", "STARTTLS handshake started")
+
+    def _plaintext_allowed(self) -> None:
+        if not (self.plaintext_auth or self.tls):
+            raise No("[PRIVACYREQUIRED] Plaintext authentication disallowed without TLS; "
+                     "use STARTTLS first")
+
+    def do_LOGIN(self, command: Command) -> str | None:
+        self._plaintext_allowed()
+        return self._login(command.args["user"], command.args["password"], "LOGIN")
+
+    def _login(self, user: str, password: str, mechanism: str) -> str:
+        name = user
+        if "@" in name and name.rsplit("@", 1)[1].lower() == self.domain.lower():
+            name = name.rsplit("@", 1)[0]
+        ok = bool(name) and self.users.check(name, password)
+        self.journal.auth(name, ok, mechanism, secret=password)
+        if not ok:
+            raise No("[AUTHENTICATIONFAILED] Authentication failed")
+        self.user = name
+        return f"[CAPABILITY {' '.join(self.capabilities())}] Logged in"
+
+    def do_AUTHENTICATE(self, command: Command) -> str | None:
+        mechanism = command.args["mechanism"]
+        if mechanism not in ("PLAIN", "LOGIN"):
+            raise No("Unsupported authentication mechanism")
+        self._plaintext_allowed()
+        self.authenticating = {"command": command, "mechanism": mechanism, "step": 0}
+        initial = command.args["initial"]
+        if initial is not None:
+            self._auth_step(b"" if initial == "=" else initial.encode())
+            return None
+        self._challenge(b"" if mechanism == "PLAIN" else b"Username:")
+        return None
+
+    def _challenge(self, text: bytes) -> None:
+        self._out.append(b"+ " + base64.b64encode(text) + b"\r\n")
+        self.wants_line = True
+
+    def _auth_step(self, raw: bytes) -> None:
+        state = self.authenticating
+        assert state is not None
+        command = state["command"]
+        if raw.strip() == b"*":
+            self.authenticating = None
+            self._end(command, "BAD", "Authentication cancelled")
+            return
+        try:
+            data = base64.b64decode(raw.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            self.authenticating = None
+            self._end(command, "BAD", "Invalid base64 data")
+            return
+        if state["mechanism"] == "LOGIN" and state["step"] == 0:
+            state["user"], state["step"] = data.decode("utf-8", "replace"), 1
+            self._challenge(b"Password:")
+            return
+        self.authenticating = None
+        if state["mechanism"] == "PLAIN":
+            parts = data.split(b"\0")
+            if len(parts) != 3:
+                self._end(command, "BAD", "Malformed PLAIN response")
+                return
+            authz, user, password = (p.decode("utf-8", "replace") for p in parts)
+            if authz and authz != user:
+                self.journal.auth(user, False, "PLAIN")
+                self._end(command, "NO", "[AUTHORIZATIONFAILED] Cannot act as another user")
+                return
+        else:
+            user, password = state["user"], data.decode("utf-8", "replace")
+        try:
+            text = self._login(user, password, state["mechanism"])
+        except No as error:
+            self._end(command, "NO", str(error))
+            return
+        self._end(command, "OK", text)
+
+    # --- authenticated ---------------------------------------------------------------
+
+    def do_NAMESPACE(self, command: Command) -> str:
+        self.send('* NAMESPACE (("" "/")) NIL NIL')
+        return "NAMESPACE completed"
+
+    def do_ENABLE(self, command: Command) -> str:
+        done = []
+        for cap in command.args["caps"]:
+            if cap in ("CONDSTORE", "QRESYNC") and cap not in self.enabled:
+                self.enabled.add(cap)
+                done.append(cap)
+        if "QRESYNC" in self.enabled:
+            self.enabled.add("CONDSTORE")
+        self.send("* ENABLED" + "".join(" " + c for c in done))
+        return "ENABLE completed"
+
+    def do_IDLE(self, command: Command) -> None:
+        self._out.append(b"+ idling\r\n")
+        self.journal.reply("+ idling")
+        self.idling = command
+        self.wants_line = True
+        if self.view is not None:
+            self.report(allow_expunge=True)
+        return None
+
+    def _mailbox(self, name: str) -> Any:
+        assert self.user is not None
+        mailbox = self.mail.mailbox(self.user, name)
+        if mailbox is None:
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        return mailbox
+
+    def _deselect(self) -> None:
+        self.close()
+        self.view = None
+
+    def do_SELECT(self, command: Command, readonly: bool = False) -> str:
+        if self.view is not None:
+            self._deselect()
+            if "QRESYNC" in self.enabled:
+                self.send("* OK [CLOSED] Previous mailbox closed")
+        params = command.args.get("params", [])
+        if "CONDSTORE" in params:
+            self.enabled.add("CONDSTORE")
+        qresync = command.args.get("qresync")
+        if qresync and "QRESYNC" not in self.enabled:
+            raise Bad("QRESYNC is not enabled")
+        mailbox = self._mailbox(command.args["mailbox"])
+        view = View(self.mail, mailbox, readonly)
+        self.view = view
+        self._send_flags()
+        self.send(f"* {len(view)} EXISTS")
+        self.send(f"* {len(view.recent)} RECENT")
+        unseen = view.unseen_first()
+        if unseen:
+            self.send(f"* OK [UNSEEN {unseen}] First unseen")
+        self.send(f"* OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
+        self.send(f"* OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+        self.send(f"* OK [HIGHESTMODSEQ {mailbox.modseq}] Highest")
+        if mailbox.special_use:
+            self.send(f"* LIST ({mailbox.special_use}) \"/\" {self._wire_name(mailbox.name)}")
+        self._unsubscribe = self._subscribe(f"mailbox:{mailbox.id}", self.changed)
+        if qresync and qresync[0] == mailbox.uidvalidity:
+            self._qresync(qresync[1], qresync[2])
+        return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {command.name} completed"
+
+    def _send_flags(self) -> None:
+        view = self.view
+        assert view is not None
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(view.defined)])
+        self.send(f"* FLAGS ({flags})")
+        self.send(f"* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted" if not view.readonly
+                  else "* OK [PERMANENTFLAGS ()] Read-only mailbox")
+
+    def _qresync(self, modseq: int, known: Any) -> None:
+        view = self.view
+        assert view is not None
+        largest = view.largest_uid()
+        gone = [uid for uid in self.mail.vanished(view.id, modseq)
+                if known is None or known.contains(uid, max(largest, uid))]
+        if gone:
+            self.send(f"* VANISHED (EARLIER) {format_set(gone)}")
+        for uid in view.uids:
+            if view.index[uid].modseq > modseq:
+                self.send(f"* {view.seq(uid)} FETCH ({self._flags_items(uid, with_uid=True)})")
+
+    def do_EXAMINE(self, command: Command) -> str:
+        return self.do_SELECT(command, readonly=True)
+
+    def _check_name(self, name: str) -> str:
+        name = name.rstrip("/")
+        if not name or "//" in name or name.startswith("/") or any(c in name for c in "%*\r\n\0"):
+            raise No("[CANNOT] Invalid mailbox name")
+        if len(name.encode()) > 500:
+            raise No("[LIMIT] Mailbox name too long")
+        return name
+
+    def do_CREATE(self, command: Command) -> str:
+        assert self.user is not None
+        name = self._check_name(command.args["mailbox"])
+        if name == INBOX:
+            raise No("[ALREADYEXISTS] INBOX always exists")
+        use = [u for u in command.args["use"]]
+        known = {u.lower(): u for u in SPECIAL.values()}
+        if any(u.lower() not in known for u in use):
+            raise No("[USEATTR] Unsupported special-use attribute")
+        if self.mail.mailbox(self.user, name) is not None:
+            raise No("[ALREADYEXISTS] Mailbox exists")
+        self._create_parents(name)
+        try:
+            self.mail.create_mailbox(self.user, name, " ".join(known[u.lower()] for u in use))
+        except MailboxExists:
+            raise No("[ALREADYEXISTS] Mailbox exists") from None
+        return "CREATE completed"
+
+    def _create_parents(self, name: str) -> None:
+        assert self.user is not None
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if self.mail.mailbox(self.user, parent) is None:
+                try:
+                    self.mail.create_mailbox(self.user, parent)
+                except MailboxExists:
+                    pass
+
+    def do_DELETE(self, command: Command) -> str:
+        assert self.user is not None
+        name = command.args["mailbox"]
+        if name == INBOX:
+            raise No("[CANNOT] INBOX cannot be deleted")
+        mailbox = self._mailbox(name)
+        if any(m.name.startswith(mailbox.name + "/") for m in self.mail.mailboxes(self.user)):
+            raise No("[HASCHILDREN] Mailbox has children; delete them first")
+        if self.view is not None and self.view.id == mailbox.id:
+            self._deselect()
+        self.mail.delete_mailbox(self.user, mailbox.name)
+        return "DELETE completed"
+
+    def do_RENAME(self, command: Command) -> str:
+        assert self.user is not None
+        old, new = command.args["mailbox"], self._check_name(command.args["new"])
+        source = self._mailbox(old)
+        if self.mail.mailbox(self.user, new) is not None:
+            raise No("[ALREADYEXISTS] Target mailbox exists")
+        if new == INBOX or new.startswith(source.name + "/"):
+            raise No("[CANNOT] Cannot rename there")
+        self._create_parents(new)
+        if source.name == INBOX:  # RFC 3501: move INBOX's messages, INBOX stays (empty)
+            target = self.mail.create_mailbox(self.user, new)
+            uids = [m.uid for m in self.mail.messages(source.id)]
+            self.mail.copy(source.id, uids, target.id, move=True)
+            return "RENAME completed"
+        try:
+            self.mail.rename_mailbox(self.user, source.name, new)
+        except (MailboxExists, NoMailbox) as error:
+            raise No(f"[CANNOT] {error}") from None
+        return "RENAME completed"
+
+    def do_SUBSCRIBE(self, command: Command) -> str:
+        assert self.user is not None
+        self._mailbox(command.args["mailbox"])
+        self.mail.subscribe(self.user, command.args["mailbox"], True)
+        return "SUBSCRIBE completed"
+
+    def do_UNSUBSCRIBE(self, command: Command) -> str:
+        assert self.user is not None
+        self.mail.subscribe(self.user, command.args["mailbox"], False)
+        return "UNSUBSCRIBE completed"
+
+    def _wire_name(self, name: str) -> str:
+        return quote(utf7.encode(name))
+
+    def do_LIST(self, command: Command, lsub: bool = False) -> str:
+        assert self.user is not None
+        args = command.args
+        reference = args["reference"]
+        patterns = args["patterns"]
+        opts = args.get("select_opts", [])
+        returns = [r.upper() for r in args.get("return", [])]
+        if patterns == [""] and not opts:
+            self.send(f'* {"LSUB" if lsub else "LIST"} (\\Noselect) "/" ""')
+            return f"{command.name} completed"
+        mailboxes = {m.name: m for m in self.mail.mailboxes(self.user)}
+        subscribed = set(self.mail.subscriptions(self.user))
+        candidates = subscribed if lsub or "SUBSCRIBED" in opts else set(mailboxes)
+        lines: dict[str, list[str]] = {}
+        for pattern in patterns:
+            full = reference + utf7_decode(pattern)
+            for name in sorted(candidates | _parents(candidates)):
+                # A level above matching names that is not itself listed: RFC 3501 returns
+                # it (\Noselect) for a "%" pattern; LIST-EXTENDED's SUBSCRIBED does not.
+                gap = name not in candidates
+                if gap and ("%" not in full or "SUBSCRIBED" in opts) or not _match(full, name):
+                    continue
+                mailbox = mailboxes.get(name)
+                if "SPECIAL-USE" in opts and not (mailbox and mailbox.special_use):
+                    continue
+                attrs: list[str] = []
+                if gap:
+                    attrs.append("\\Noselect")
+                elif mailbox is None and not lsub:
+                    attrs.append("\\NonExistent")
+                if not lsub:
+                    has = any(other.startswith(name + "/") for other in mailboxes)
+                    attrs.append("\\HasChildren" if has else "\\HasNoChildren")
+                    if mailbox is not None and mailbox.special_use:
+                        attrs.append(mailbox.special_use)
+                    if name in subscribed and ("SUBSCRIBED" in opts or "SUBSCRIBED" in returns):
+                        attrs.append("\\Subscribed")
+                lines[name] = attrs
+        for name in sorted(lines, key=lambda n: (n != INBOX, n)):
+            attrs = " ".join(dict.fromkeys(lines[name]))
+            self.send(f'* {"LSUB" if lsub else "LIST"} ({attrs}) "/" {self._wire_name(name)}')
+            if args.get("status") and name in mailboxes:
+                self._status_line(mailboxes[name], args["status"])
+        return f"{command.name} completed"
+
+    def do_LSUB(self, command: Command) -> str:
+        return self.do_LIST(command, lsub=True)
+
+    def do_STATUS(self, command: Command) -> str:
+        mailbox = self._mailbox(command.args["mailbox"])
+        items = command.args["items"]
+        known = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
+                 "SIZE", "DELETED"}
+        if not items or any(item not in known for item in items):
+            raise Bad("Unknown STATUS item")
+        self._status_line(mailbox, items)
+        return "STATUS completed"
+
+    def _status_line(self, mailbox: Any, items: list[str]) -> None:
+        status = self.mail.status(mailbox.id)
+        values = {"MESSAGES": status.messages, "UNSEEN": status.unseen,
+                  "UIDNEXT": status.uidnext, "UIDVALIDITY": status.uidvalidity,
+                  "HIGHESTMODSEQ": status.modseq, "SIZE": status.size}
+        if "RECENT" in items:
+            mark = self.mail.recent_mark(mailbox.id)
+            values["RECENT"] = sum(1 for m in self.mail.messages(mailbox.id) if m.uid > mark)
+        if "DELETED" in items:
+            values["DELETED"] = sum(1 for m in self.mail.messages(mailbox.id)
+                                    if "\\Deleted" in m.flags)
+        body = " ".join(f"{item} {values[item]}" for item in items)
+        self.send(f"* STATUS {self._wire_name(mailbox.name)} ({body})")
+
+    def do_APPEND(self, command: Command) -> str:
+        assert self.user is not None
+        args = command.args
+        mailbox = self.mail.mailbox(self.user, args["mailbox"])
+        if mailbox is None:
+            raise No("[TRYCREATE] Mailbox does not exist")
+        data = crlf(args["message"])
+        if not data:
+            raise No("Cannot append an empty message")
+        flags = _check_flags(args["flags"])
+        mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, args["date"])
+        self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
+        return f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed"
+
+    # --- selected --------------------------------------------------------------------
+
+    def do_CHECK(self, command: Command) -> str:
+        return "CHECK completed"
+
+    def do_CLOSE(self, command: Command) -> str:
+        view = self.view
+        assert view is not None
+        if not view.readonly:
+            deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)]
+            if deleted:
+                self.mail.expunge(view.id, deleted)
+        self._deselect()
+        return "CLOSE completed"
+
+    def do_UNSELECT(self, command: Command) -> str:
+        self._deselect()
+        return "UNSELECT completed"
+
+    def do_EXPUNGE(self, command: Command, within: Any = None) -> str:
+        view = self.view
+        assert view is not None
+        if view.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        view.sync(allow_expunge=False)  # flags set by others count too
+        deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)
+                   and (within is None or uid in within)]
+        gone = self.mail.expunge(view.id, deleted)
+        self._expunged(gone)
+        return "EXPUNGE completed"
+
+    def do_UID_EXPUNGE(self, command: Command) -> str:
+        view = self.view
+        assert view is not None
+        return self.do_EXPUNGE(command, set(self._uids(command.args["set"], True)))
+
+    def _uids(self, seqset: Any, uid: bool) -> list[int]:
+        """The view's UIDs a sequence set names (UID sets ignore UIDs not present)."""
+        view = self.view
+        assert view is not None
+        if uid:
+            largest = view.largest_uid()
+            out = []
+            for lo, hi in seqset.resolve(largest):
+                if hi - lo < len(view.uids):
+                    out += [u for u in range(lo, hi + 1) if u in view.index]
+                else:
+                    out += [u for u in view.uids if lo <= u <= hi]
+            return sorted(set(out))
+        count = len(view)
+        ranges = seqset.resolve(count)
+        if any(hi > count or lo < 1 for lo, hi in ranges):
+            raise Bad("Invalid message sequence number")
+        seqs = sorted({s for lo, hi in ranges for s in range(lo, hi + 1)})
+        return [view.uids[s - 1] for s in seqs]
+
+    def do_SEARCH(self, command: Command) -> str:
+        view = self.view
+        assert view is not None
+        keys = command.args["keys"]
+        content = search.needs_content(keys)
+        ctx = search.Context(len(view), view.largest_uid())
+        found = []
+        for seq, uid in enumerate(view.uids, 1):
+            message = view.index[uid]
+            candidate = search.Candidate(
+                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags, uid in view.recent, message.internaldate,
+                message.size, message.modseq,
+                (lambda u=uid: self._entity(u)) if content else (lambda: None))
+            if all(search.matches(key, candidate, ctx) for key in keys):
+                found.append((seq, uid))
+        numbers = [uid if command.uid else seq for seq, uid in found]
+        uses_modseq = _uses_modseq(keys)
+        if uses_modseq:
+            self.enabled.add("CONDSTORE")
+        returns = command.args.get("return")
+        if returns is not None:
+            self._esearch(command, numbers, returns)
+            return "SEARCH completed"
+        text = "* SEARCH" + "".join(f" {n}" for n in numbers)
+        if uses_modseq and found:
+            text += f" (MODSEQ {max(view.index[uid].modseq for _, uid in found)})"
+        self.send(text)
+        return "SEARCH completed"
+
+    def _esearch(self, command: Command, numbers: list[int], returns: list[str]) -> None:
+        returns = returns or ["ALL"]
+        parts = [f'(TAG "{command.tag}")'] + (["UID"] if command.uid else [])
+        if numbers:
+            if "MIN" in returns:
+                parts.append(f"MIN {numbers[0]}")
+            if "MAX" in returns:
+                parts.append(f"MAX {numbers[-1]}")
+            if "ALL" in returns:
+                parts.append(f"ALL {format_set(numbers)}")
+        if "COUNT" in returns:
+            parts.append(f"COUNT {len(numbers)}")
+        self.send("* ESEARCH " + " ".join(parts))
+
+    do_UID_SEARCH = do_SEARCH
+
+    def _entity(self, uid: int) -> Entity | None:
+        view = self.view
+        assert view is not None
+        key = (view.id, uid)
+        entity = self._cache.get(key)
+        if entity is None:
+            data = self.mail.data(view.id, uid)
+            if data is None:
+                return None
+            entity = Entity.parse(crlf(data))
+            self._cache[key] = entity
+            if len(self._cache) > 16:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return entity
+
+    def do_FETCH(self, command: Command) -> str:
+        view = self.view
+        assert view is not None
+        args = command.args
+        atts = list(args["atts"])
+        changedsince = args.get("changedsince")
+        if args.get("vanished") and not (command.uid and "QRESYNC" in self.enabled
+                                         and changedsince is not None):
+            raise Bad("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
+        if changedsince is not None or "MODSEQ" in atts:
+            self.enabled.add("CONDSTORE")
+        uids = self._uids(args["set"], command.uid)
+        if command.uid and "UID" not in atts:
+            atts.insert(0, "UID")
+        if changedsince is not None:
+            uids = [u for u in uids if view.index[u].modseq > changedsince]
+            if "MODSEQ" not in atts:
+                atts.append("MODSEQ")
+            if args.get("vanished"):
+                largest = view.largest_uid()
+                gone = [u for u in self.mail.vanished(view.id, changedsince)
+                        if args["set"].contains(u, max(largest, u))]
+                if gone:
+                    self.send(f"* VANISHED (EARLIER) {format_set(gone)}")
+        sets_seen = not view.readonly and any(
+            a in ("RFC822", "RFC822.TEXT") or isinstance(a, Section) and not a.peek for a in atts)
+        seen_now: set[int] = set()
+        if sets_seen:
+            unseen = [u for u in uids if "\\Seen" not in view.flags(u) and u not in view.ghosts]
+            if unseen:
+                changed, _ = self.mail.set_flags(view.id, unseen, ["\\Seen"], "add")
+                for message in changed:
+                    view.update(message)
+                    seen_now.add(message.uid)
+        missing = False
+        for uid in uids:
+            items = self._fetch_items(uid, atts, uid in seen_now)
+            if items is None:
+                missing = True
+                continue
+            self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")")
+        if missing:
+            raise No("Some messages were expunged meanwhile and were not fetched")
+        return f"{command.name} completed"
+
+    do_UID_FETCH = do_FETCH
+
+    def _fetch_items(self, uid: int, atts: list, flags_changed: bool) -> list[bytes] | None:
+        view = self.view
+        assert view is not None
+        message = view.index[uid]
+        out: list[bytes] = []
+        entity = None
+        wrote_flags = False
+        for att in atts:
+            if isinstance(att, Section) or att in ("RFC822", "RFC822.HEADER", "RFC822.TEXT",
+                                                   "ENVELOPE", "BODY", "BODYSTRUCTURE"):
+                if entity is None:
+                    entity = self._entity(uid)
+                    if entity is None:
+                        return None
+            if isinstance(att, Section):
+                data = entity.section(att.part, att.text, att.fields)
+                if data is None:
+                    data = b""
+                if att.partial:
+                    origin, count = att.partial
+                    data = data[origin:origin + count]
+                out.append(att.name().encode() + b" " + literal(data))
+            elif att == "UID":
+                out.append(b"UID %d" % uid)
+            elif att == "FLAGS":
+                out.append(b"FLAGS " + self._flag_text(uid).encode())
+                wrote_flags = True
+            elif att == "INTERNALDATE":
+                stamp = time.strftime("%d-%b-%Y %H:%M:%S +0000", time.gmtime(message.internaldate))
+                out.append(f'INTERNALDATE "{stamp}"'.encode())
+            elif att == "RFC822.SIZE":
+                out.append(b"RFC822.SIZE %d" % message.size)
+            elif att == "MODSEQ":
+                out.append(b"MODSEQ (%d)" % message.modseq)
+            elif att == "RFC822":
+                out.append(b"RFC822 " + literal(entity.header + entity.body))
+            elif att == "RFC822.HEADER":
+                out.append(b"RFC822.HEADER " + literal(entity.header))
+            elif att == "RFC822.TEXT":
+                out.append(b"RFC822.TEXT " + literal(entity.body))
+            elif att == "ENVELOPE":
+                out.append(b"ENVELOPE " + entity.envelope().encode())
+            elif att == "BODY":
+                out.append(b"BODY " + entity.bodystructure(False).encode())
+            elif att == "BODYSTRUCTURE":
+                out.append(b"BODYSTRUCTURE " + entity.bodystructure(True).encode())
+        if flags_changed and not wrote_flags:
+            out.append(b"FLAGS " + self._flag_text(uid).encode())
+        if "CONDSTORE" in self.enabled and "MODSEQ" not in atts and (wrote_flags or flags_changed):
+            out.append(b"MODSEQ (%d)" % message.modseq)
+        return out
+
+    def do_STORE(self, command: Command) -> str:
+        view = self.view
+        assert view is not None
+        if view.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        args = command.args
+        flags = _check_flags(args["flags"])
+        unchanged = args.get("unchangedsince")
+        if unchanged is not None:
+            self.enabled.add("CONDSTORE")
+        uids = self._uids(args["set"], command.uid)
+        live = [u for u in uids if u not in view.ghosts]
+        changed, failed = self.mail.set_flags(view.id, live, flags, args["mode"], unchanged)
+        for message in changed:
+            view.update(message)
+        changed_uids = {m.uid for m in changed}
+        if view.new_keywords(sorted(changed_uids)):
+            self._send_flags()
+        failed_set = set(failed)
+        for uid in uids:
+            if uid in failed_set or uid in view.ghosts:
+                continue
+            if args["silent"] and not (unchanged is not None and uid in changed_uids):
+                continue
+            items = self._flags_items(uid, with_uid=command.uid)
+            if unchanged is not None and "MODSEQ" not in items:
+                items += f" MODSEQ ({view.index[uid].modseq})"
+            self.send(f"* {view.seq(uid)} FETCH ({items})")
+        if failed:
+            numbers = failed if command.uid else [view.seq(u) for u in failed]
+            return f"[MODIFIED {format_set(sorted(numbers))}] Conditional STORE failed"
+        return f"{command.name} completed"
+
+    do_UID_STORE = do_STORE
+
+    def do_COPY(self, command: Command, move: bool = False) -> str:
+        view = self.view
+        assert view is not None
+        assert self.user is not None
+        uids = self._uids(command.args["set"], command.uid)
+        target = self.mail.mailbox(self.user, command.args["mailbox"])
+        if target is None:
+            raise No("[TRYCREATE] Target mailbox does not exist")
+        if move and view.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        live = [u for u in uids if u not in view.ghosts]
+        if not live:
+            if uids:
+                raise No("[EXPUNGEISSUED] The messages were expunged")
+            return f"{command.name} completed (nothing to do)"
+        pairs = self.mail.copy(view.id, live, target.id, move=move)
+        code = ""
+        if pairs:
+            code = (f"[COPYUID {target.uidvalidity} {format_set([a for a, _ in pairs])} "
+                    f"{format_set([b for _, b in pairs])}] ")
+        if move:
+            if code:
+                self.send(f"* OK {code}Moved")
+            self._expunged([a for a, _ in pairs])
+            return f"{command.name} completed"
+        return f"{code}{command.name} completed"
+
+    do_UID_COPY = do_COPY
+
+    def do_MOVE(self, command: Command) -> str:
+        return self.do_COPY(command, move=True)
+
+    do_UID_MOVE = do_MOVE
+
+
+def utf7_decode(pattern: str) -> str:
+    try:
+        return utf7.decode(pattern)
+    except utf7.UTF7Error:
+        return pattern
+
+
+def _parents(names: set[str]) -> set[str]:
+    out = set()
+    for name in names:
+        parts = name.split("/")
+        out.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return out
+
+
+def _match(pattern: str, name: str) -> bool:
+    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case."""
+    if name == INBOX and pattern.upper() in ("INBOX",):
+        return True
+    return _match_at(pattern, 0, name, 0)
+
+
+def _match_at(p: str, i: int, name: str, j: int) -> bool:
+    while i < len(p):
+        c = p[i]
+        if c in "*%":
+            for k in range(j, len(name) + 1):
+                if _match_at(p, i + 1, name, k):
+                    return True
+                if k < len(name) and c == "%" and name[k] == "/":
+                    return False
+            return False
+        if j >= len(name):
+            return False
+        a, b = c, name[j]
+        if a != b and not (name.startswith(INBOX) and j < 5 and a.upper() == b):
+            return False
+        i += 1
+        j += 1
+    return j == len(name)
+
+
+def _check_flags(flags: list[str]) -> list[str]:
+    out = []
+    for flag in flags:
+        if flag.startswith("\\"):
+            if flag.lower() == "\\recent":
+                continue
+            if flag.lower() not in {f.lower() for f in SYSTEM_FLAGS}:
+                raise Bad(f"Invalid system flag {flag}")
+        out.append(flag)
+    return out
+
+
+def _flag_order(flag: str) -> tuple[int, str]:
+    return (0 if flag.startswith("\\") else 1, flag)
+
+
+def _uses_modseq(keys: list) -> bool:
+    for key in keys:
+        if key[0] == "MODSEQ":
+            return True
+        if key[0] == "AND" and _uses_modseq(key[1]):
+            return True
+        if key[0] == "NOT" and _uses_modseq([key[1]]):
+            return True
+        if key[0] == "OR" and _uses_modseq([key[1], key[2]]):
+            return True
+    return False
+
+
+def _summary(data: bytes) -> str:
+    """A line for the journal: literals summarised by size, long lines cut."""
+    import re
+
+    text = re.sub(rb"\{(\d+)\+?\}\r\n", lambda m: b"{%s}" % m.group(1), data)
+    out, pos = [], 0
+    for match in re.finditer(rb"\{(\d+)\}", text):
+        out.append(text[pos:match.end()])
+        size = int(match.group(1))
+        out.append(b" <%d bytes>" % size)
+        pos = match.end() + size
+    out.append(text[pos:])
+    line = b"".join(out).decode("utf-8", "replace").replace("\r\n", " ")
+    return line if len(line) <= 300 else line[:300] + "..."
+

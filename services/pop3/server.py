@@ -1,0 +1,44 @@
+"""POP3's Twisted service: port 110 (STLS) and 995 (implicit TLS) over the shared store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.application.service import MultiService
+
+from ..smtp.adapter import LineFactory
+from ..smtp.sasl import Credentials
+from .core import Options, POP3Conversation
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+
+def login_domains(lab: Lab) -> set[str]:
+    """Domains users may add to their login name (alice@lab.test): the lab's and SMTP's."""
+    domains = {lab.config.lab.domain}
+    if "smtp" in lab.config.services:
+        domains.update(lab.config.service("smtp").domains)
+    return {d.lower() for d in domains}
+
+
+def make_service(lab: Lab) -> MultiService:
+    settings = lab.settings("pop3")
+    hostname = lab.config.fqdn(settings.host)
+    credentials = Credentials(lab.store.users, login_domains(lab))
+    root = MultiService()
+    for listener in lab.listeners("pop3"):
+        if not listener.active:
+            continue
+        options = Options(hostname=hostname, plaintext_auth=settings.plaintext_auth,
+                          apop=lab.config.auth.keep_plaintext,
+                          stls=listener.tls == "starttls",
+                          idle_timeout=settings.idle_timeout, max_errors=settings.max_errors)
+
+        def make(journal, secure, peer, options=options):  # type: ignore[no-untyped-def]
+            return POP3Conversation(journal, options, lab.store, credentials, secure)
+
+        factory = LineFactory("pop3", lab.journal, lab.tls.twisted(), make, listener.name,
+                              listener.tls == "implicit")
+        lab.tcp(listener, factory).setServiceParent(root)
+    return root

@@ -1,0 +1,128 @@
+"""/~USER/ web space with curl: GET, PUT (201/204), DELETE, MKCOL as the owner, 403 for
+others, and no way out of public_html (.., percent-encoded dots and slashes, absolute
+paths, symlinks pointing out)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from .conftest import LabFactory
+from .test_http import curl, status_of
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    factory = LabFactory(tmp_path_factory.mktemp("userweb"))
+    server = factory.start(only="http")
+    yield server
+    assert not factory.cleanup()
+
+
+def base(server) -> str:
+    return f"http://127.0.0.1:{server.port('http', 'http')}"
+
+
+def public_html(server, user: str):
+    return server.data / "homes" / user / "public_html"
+
+
+def test_put_get_replace_delete(web, tmp_path):
+    page = base(web) + "/~alice/notes%20one.txt"
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"first version\n")
+    assert status_of(curl("-i", "-u", "alice:alice", "-T", str(source), page).stdout) == [201]
+    on_disk = public_html(web, "alice") / "notes one.txt"
+    assert on_disk.read_bytes() == b"first version\n"  # the same file FTP and SMB see
+    assert curl(page).stdout == b"first version\n"
+    source.write_bytes(b"second\n")
+    replaced = curl("-i", "-u", "alice:alice", "-T", str(source), page).stdout
+    assert status_of(replaced) == [204] and b"Content-Length" not in replaced
+    assert curl(page).stdout == b"second\n"
+    assert not [p for p in on_disk.parent.iterdir() if p.name.startswith(".upload-")]
+    assert status_of(curl("-i", "-u", "alice:alice", "-X", "DELETE", page).stdout) == [204]
+    assert not on_disk.exists()
+    assert status_of(curl("-i", page).stdout) == [404]
+
+
+def test_big_put_and_get_are_byte_identical(web, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 7)  # over the small-file cache: sendfile path
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    page = base(web) + "/~bob/big.bin"
+    assert status_of(curl("-i", "-u", "bob:bob", "-T", str(source), page).stdout) == [201]
+    fetched = curl(page).stdout
+    assert hashlib.sha256(fetched).digest() == hashlib.sha256(data).digest()
+    headers = curl("-I", page).stdout
+    assert f"Content-Length: {len(data)}".encode() in headers
+    # Two in a row on one connection (the next response must follow the big one cleanly).
+    both = curl("-v", page, base(web) + "/~bob/big.bin", "-o", "/dev/null", "-o",
+                str(tmp_path / "second"))
+    assert (tmp_path / "second").read_bytes() == data
+    assert b"Re-using existing connection" in both.stderr or b"Reusing" in both.stderr
+    over_tls = curl("--cacert", str(web.data / "tls" / "ca.crt"),
+                    f"https://localhost:{web.port('http', 'https')}/~bob/big.bin").stdout
+    assert hashlib.sha256(over_tls).digest() == hashlib.sha256(data).digest()
+
+
+def test_mkcol_directories_and_listing(web, tmp_path):
+    source = tmp_path / "a.html"
+    source.write_text("<p>hi</p>")
+    directory = base(web) + "/~alice/sub"
+    assert status_of(curl("-i", "-u", "alice:alice", "-T", str(source),
+                          directory + "/a.html").stdout) == [409]
+    assert status_of(curl("-i", "-u", "alice:alice", "-X", "MKCOL", directory).stdout) == [201]
+    assert status_of(curl("-i", "-u", "alice:alice", "-T", str(source),
+                          directory + "/a.html").stdout) == [201]
+    moved = curl("-i", directory).stdout
+    assert status_of(moved) == [301] and b"Location: /~alice/sub/" in moved
+    assert b'href="a.html"' in curl(directory + "/").stdout
+    not_empty = curl("-i", "-u", "alice:alice", "-X", "DELETE", directory).stdout
+    assert status_of(not_empty) == [409]
+
+
+def test_only_the_owner_may_write(web, tmp_path):
+    source = tmp_path / "x.txt"
+    source.write_text("x")
+    page = base(web) + "/~alice/x.txt"
+    anonymous = curl("-i", "-T", str(source), page).stdout
+    assert status_of(anonymous) == [401] and b"WWW-Authenticate: Basic" in anonymous
+    assert status_of(curl("-i", "-u", "alice:nope", "-T", str(source), page).stdout) == [401]
+    assert status_of(curl("-i", "-u", "bob:bob", "-T", str(source), page).stdout) == [403]
+    assert status_of(curl("-i", "-u", "bob:bob", "-X", "DELETE", page).stdout) == [403]
+    assert not (public_html(web, "alice") / "x.txt").exists()
+    assert status_of(curl("-i", base(web) + "/~nobody/").stdout) == [404]
+
+
+@pytest.mark.parametrize("path", [
+    "/~alice/../bob/public_html/secret.txt",
+    "/~alice/..%2f..%2fbob/public_html/secret.txt",
+    "/~alice/%2e%2e/%2e%2e/bob/public_html/secret.txt",
+    "/~alice/%2E%2E%2F%2E%2E%2Fbob%2Fpublic_html%2Fsecret.txt",
+    "/~alice/..%5c..%5cbob%5cpublic_html%5csecret.txt",
+    "/~alice/escape/secret.txt",
+    "/~alice/escape-file",
+])
+def test_no_path_leaves_the_web_space(web, path):
+    (public_html(web, "bob") / "secret.txt").write_text("bob's secret")
+    alice = public_html(web, "alice")
+    for name, target in (("escape", public_html(web, "bob")),
+                         ("escape-file", public_html(web, "bob") / "secret.txt")):
+        if not (alice / name).is_symlink():
+            (alice / name).symlink_to(target)
+    answer = curl("-i", "--path-as-is", base(web) + path).stdout
+    assert status_of(answer)[0] in (403, 404), answer[:300]
+    assert b"bob's secret" not in answer
+    put = curl("-i", "--path-as-is", "-u", "alice:alice", "-X", "PUT", "--data-binary", "owned",
+               base(web) + path).stdout
+    assert status_of(put)[0] in (403, 404), put[:300]
+    assert (public_html(web, "bob") / "secret.txt").read_text() == "bob's secret"
+
+
+def test_absolute_paths_stay_inside(web):
+    for path in ("/~alice//etc/passwd", "/~alice/%2fetc%2fpasswd", "/~alice/C:/x"):
+        answer = curl("-i", "--path-as-is", base(web) + path).stdout
+        assert status_of(answer)[0] in (403, 404)
+        assert b"root:" not in answer

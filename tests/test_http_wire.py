@@ -1,0 +1,73 @@
+"""What the class sees: a capture of curl sessions that tshark dissects cleanly (HTTP, and
+HTTPS decrypted with the lab's key log), and the portal rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import IN_CI, need
+from .test_http import curl, status_of
+
+
+def test_capture_of_curl_sessions_dissects_cleanly(lab, capture, tmp_path):
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="http", config=f'[tls]\nkeylog = "{keylog}"\n')
+    port, tls_port = server.port("http", "http"), server.port("http", "https")
+    running = capture(f"tcp port {port} or tcp port {tls_port}")
+    base = f"http://127.0.0.1:{port}"
+    page = base + "/lab/http/basic.html"
+    curl("--http1.1", page, base + "/lab/http/long.html", "-o", "/dev/null", "-o", "/dev/null")
+    curl("--http1.0", "-H", "Connection: keep-alive", page, page)
+    curl("-u", "alice:alice", base + "/lab/http/protected/")
+    curl("-F", "file=@" + str(Path(__file__)), base + "/lab/http/upload")
+    assert status_of(curl("-i", "-H", 'If-None-Match: "x"', page).stdout) == [200]
+    curl("--cacert", str(server.data / "tls" / "ca.crt"),
+         f"https://localhost:{tls_port}/lab/http/basic.html")
+    decode = (f"tcp.port=={port},http", f"tcp.port=={tls_port},tls")
+    requests = running.read("http.request", "http.request.method", "http.request.uri",
+                            keylog=keylog, decode_as=decode)
+    methods = [line.split("\t")[0] for line in requests]
+    assert methods.count("GET") == 7 and methods.count("POST") == 1
+    responses = running.read("http.response.code", "http.response.code", keylog=keylog,
+                             decode_as=decode)
+    assert len(responses) == len(requests)
+    # The HTTPS request was decrypted with the key log, and dissected as HTTP too.
+    assert running.read(f"tcp.port == {tls_port} && http.request", keylog=keylog,
+                        decode_as=decode)
+    assert running.read("http.authorization", keylog=keylog, decode_as=decode)
+    assert running.problems(keylog=keylog, decode_as=decode) == []
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not IN_CI,
+                    reason="needs Debian's chromium (tests/run installs it)")
+def test_portal_screenshot_in_headless_chromium(lab, tmp_path):
+    need("chromium")
+    from PIL import Image  # noqa: PLC0415 - only this test needs it
+
+    server = lab.start(only="http")
+    shot = tmp_path / "portal.png"
+    profile = tmp_path / "profile"
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
+               "--window-size=1200,900", f"--screenshot={shot}",
+               f"http://127.0.0.1:{server.port('http', 'http')}/"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), result.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 900)
+    colours = image.getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 20  # text and tables, not a blank page
+    # The services table's header background (#eef) is drawn: the page rendered its table.
+    assert any(rgb == (0xEE, 0xEE, 0xFF) for _, rgb in colours)
+    journal = server.cli("journal", "--service", "http").stdout
+    assert "GET / HTTP/1.1" in journal
+    shutil.rmtree(profile, ignore_errors=True)
