@@ -22,6 +22,7 @@ PROTOCOLS: tuple[str, ...] = (
     "pop3",
     "imap",
     "dns",
+    "dhcp",
     "ftp",
     "smb",
 )

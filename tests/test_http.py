@@ -30,6 +30,8 @@ def web(tmp_path_factory):
     server = factory.start(only="http", config=CONFIG)
     yield server
     assert not factory.cleanup()
+    # Bad input never reached the reactor as an unhandled error.
+    assert "Traceback" not in server.stderr() and "Unhandled" not in server.stderr()
 
 
 def url(server, path: str, tls: bool = False) -> str:
@@ -231,3 +233,50 @@ def test_check_probes_http(web):
     result = web.check("http")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HTTP/1.1 200" in result.stdout
+
+
+def response_parts(answer: bytes) -> tuple[bytes, list[bytes], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    return lines[0], sorted(l for l in lines[1:] if not l.startswith(b"Date:")), body
+
+
+@pytest.mark.parametrize("version, extra", [
+    (b"HTTP/1.1", b"Connection: close\r\n"),
+    (b"HTTP/1.0", b""),
+    (b"HTTP/1.0", b"Connection: keep-alive\r\n"),
+])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_fast_path_answers_exactly_like_twisted_web(web, version, extra, method):
+    """A plain GET of a page in memory skips twisted.web's Request (fast.py); an
+    Authorization header sends the same request the ordinary way. Both must agree."""
+    etag = re.search(rb"ETag: (.+?)\r\n", raw(web, b"GET /lab/http/basic.html HTTP/1.0\r\n\r\n"))
+    for conditional in (b"", b"If-None-Match: " + etag.group(1) + b"\r\n"):
+        request = method + b" /lab/http/basic.html " + version + b"\r\nHost: x\r\n" + extra \
+            + conditional
+        fast_answer = raw(web, request + b"\r\n", read_until_close=not extra.endswith(b"alive\r\n"))
+        slow_answer = raw(web, request + b"Authorization: Basic eDp5\r\n\r\n",
+                          read_until_close=not extra.endswith(b"alive\r\n"))
+        assert response_parts(fast_answer) == response_parts(slow_answer)
+
+
+def test_random_requests_never_break_the_server(web):
+    import random
+
+    rng = random.Random(20261122)
+    pieces = [b"GET", b"POST", b"PUT", b" ", b"/", b"/~alice/", b"%2e%2e/", b"HTTP/1.1", b"HTTP/1.0",
+              b"\r\n", b"\n", b":", b"Content-Length: ", b"Transfer-Encoding: chunked",
+              b"Connection: keep-alive", b"Host: x", b"0", b"5", b"ffffffff", b"\x00", b"\xff",
+              b"Expect: 100-continue", b"Authorization: Basic ", b"=="]
+    for _ in range(150):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 30)))
+        with socket.create_connection(("127.0.0.1", web.port("http", "http")), timeout=5) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # end of input: the server answers or closes
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    ok = raw(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(ok) == [200]

@@ -126,3 +126,23 @@ def test_absolute_paths_stay_inside(web):
         answer = curl("-i", "--path-as-is", base(web) + path).stdout
         assert status_of(answer)[0] in (403, 404)
         assert b"root:" not in answer
+
+
+def test_a_link_swapped_in_after_a_fetch_is_still_refused(web):
+    """The fast path remembers resolved paths by file identity: a directory replaced by a
+    link to another user's space after a fetch must not serve that user's file."""
+    alice, bob = public_html(web, "alice"), public_html(web, "bob")
+    (alice / "swap").mkdir()
+    (alice / "swap" / "page.txt").write_text("alice's page")
+    (bob / "page.txt").write_text("bob's page")
+    page = base(web) + "/~alice/swap/page.txt"
+    for _ in range(2):  # the second fetch comes from the fast path's memory
+        assert curl(page).stdout == b"alice's page"
+    (alice / "swap").rename(alice / "swap-old")
+    (alice / "swap").symlink_to(bob)
+    answer = curl("-i", page).stdout
+    assert status_of(answer) == [403] and b"bob's page" not in answer
+    (alice / "swap").unlink()
+    (alice / "swap-old").rename(alice / "swap")
+    (alice / "swap" / "page.txt").write_text("alice's new page, longer")
+    assert curl(page).stdout == b"alice's new page, longer"

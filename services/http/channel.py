@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.web import http, server
 
+from . import fast
+
 if TYPE_CHECKING:
     from ..journal import Session
 
@@ -71,8 +73,32 @@ class LabChannel(http.HTTPChannel):
         self.refuse(400, "malformed request line or header")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if not self.refused:
-            super().dataReceived(data)
+        if self.refused:
+            return
+        # The fast path, only between requests: nothing buffered, no request in progress
+        # (HTTPChannel's private state: its line buffer and first-line flag).
+        if (self.line_mode and not self._buffer and not self.requests
+                and self._HTTPChannel__first_line and self.persistent):
+            head = fast.parse(data, self.maxHeaders)
+            if head is not None:
+                body = self.site.fast_body(head.path)
+                if body is not None:
+                    self.resetTimeout()
+                    self.answer_fast(head, body)
+                    return
+        super().dataReceived(data)
+
+    def answer_fast(self, head: fast.Head, body: Any) -> None:
+        keep_alive = head.keep_alive()
+        data, status, length = fast.response(head, body, keep_alive)
+        self.session.command(f"{head.method.decode()} {head.target.decode()} "
+                             f"{head.version.decode()}")
+        self.transport.write(data)
+        self.session.reply(f"{status} {length} bytes")
+        if not keep_alive:
+            self.persistent = False
+            self.refused = True  # whatever follows is ignored, as HTTPChannel does
+            self.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
         if hasattr(self, "_command"):

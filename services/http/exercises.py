@@ -161,7 +161,7 @@ def register(router: Router, lab: Lab) -> None:
         "img/remote.png": Body(png(96, 96, (220, 90, 40)), b"image/png", STARTED),
     }
     for name, body in pages.items():
-        router.page(BASE + name, body.serve)
+        router.body(BASE + name, body)
     image_host = lab.config.fqdn(settings.image_host)
 
     def embedded(request: Any) -> bytes:

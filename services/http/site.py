@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web import resource, server
 
 from .channel import LabChannel, LabRequest
-from .responses import error_page
+from .responses import Body, error_page
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -27,9 +27,30 @@ class Router:
         self.exact: dict[bytes, Handler] = {}
         self.prefixes: list[tuple[bytes, Handler]] = []
         self.sinks: list[tuple[bytes, SinkFactory]] = []
+        # For the channel's fast path (fast.py): pages in memory by exact path, and trees
+        # that can find a cached page for a path (or None: take the ordinary way).
+        self.bodies: dict[bytes, Body] = {}
+        self.fast_trees: list[tuple[bytes, Callable[[bytes], Body | None]]] = []
 
     def page(self, path: str, handler: Handler) -> None:
         self.exact[path.encode()] = handler
+
+    def body(self, path: str, body: Body) -> None:
+        """A fixed page in memory (GET, HEAD, conditional GET)."""
+        self.page(path, body.serve)
+        self.bodies[path.encode()] = body
+
+    def fast_tree(self, prefix: str, finder: Callable[[bytes], Body | None]) -> None:
+        self.fast_trees.append((prefix.encode(), finder))
+
+    def fast_body(self, path: bytes) -> Body | None:
+        body = self.bodies.get(path)
+        if body is not None:
+            return body
+        for prefix, finder in self.fast_trees:
+            if path.startswith(prefix):
+                return finder(path)
+        return None
 
     def tree(self, prefix: str, handler: Handler) -> None:
         """Every path starting with `prefix` (longest prefix wins)."""
@@ -85,6 +106,9 @@ class LabSite(server.Site):
         channel.totalHeadersSize = self.settings.header_limit
         channel.MAX_LENGTH = self.settings.header_limit
         return channel
+
+    def fast_body(self, path: bytes) -> Body | None:
+        return self.router.fast_body(path)
 
     def sink_for(self, method: bytes, path: bytes, request: Any) -> Any:
         for prefix, factory in self.router.sinks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import stat
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..paths import PathError, resolve
 from .auth import challenge, login
-from .files import FileCache, serve
-from .responses import HTML, error_page, send, send_no_body
+from .files import SMALL, FileCache, serve
+from .responses import HTML, Body, error_page, send, send_no_body
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -28,25 +29,87 @@ READ = (b"GET", b"HEAD")
 WRITE = (b"PUT", b"DELETE", b"MKCOL")
 ALLOW = b"GET, HEAD, PUT, DELETE, MKCOL"
 TEMP_PREFIX = ".upload-"
+MAX_LOCATED = 10_000
 
 
 class UserWeb:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.cache = FileCache()
+        # user -> public_html, for users known to exist: a request must not cost a query
+        # and a mkdir. Forgotten when any process changes the users (store.subscribe).
+        self.roots: dict[str, Path] = {}
+        self.located: dict[bytes, tuple[Path, tuple[int, ...]]] = {}  # see fast()
+        lab.store.subscribe("user", lambda topics: self.forget())
+
+    def forget(self) -> None:
+        self.roots.clear()
+        self.located.clear()
+
+    def root(self, owner: str) -> Path | None:
+        root = self.roots.get(owner)
+        if root is None:
+            if self.lab.store.users.get(owner) is None:
+                return None
+            root = self.roots[owner] = self.lab.store.files.web(owner)
+        return root
+
+    @staticmethod
+    def split(path: bytes) -> tuple[str, bool, str]:
+        """(owner, whether a "/" follows the name, the path below it), percent-decoded
+        once; UnicodeDecodeError if not UTF-8."""
+        owner_raw, slash, rest = path[2:].partition(b"/")
+        return (urllib.parse.unquote_to_bytes(owner_raw).decode("utf-8"), bool(slash),
+                urllib.parse.unquote_to_bytes(rest).decode("utf-8"))
+
+    def fast(self, path: bytes) -> Body | None:
+        """The cached page for a GET of a small file at `path`, or None (the ordinary path
+        then answers: directories, big files, errors).
+
+        resolve() walks every directory of the path with lstat: most of a small request's
+        time. So a path resolved once is remembered with the identity of the file it led
+        to (device, inode, size, mtime); while a stat() of it finds that same file, the
+        same bytes are served. Anything else - a new path, a file changed, a link swapped
+        in (stat follows it to another inode) - goes through resolve() again."""
+        known = self.located.get(path)
+        if known is not None:
+            target, identity = known
+            try:
+                st = os.stat(target)
+            except OSError:
+                st = None
+            if st is not None and _identity(st) == identity:
+                return self.cache.get(target, st)
+        try:
+            owner, slash, relative = self.split(path)
+        except UnicodeDecodeError:
+            return None
+        root = self.root(owner) if owner and slash else None
+        if root is None:
+            return None
+        try:
+            target = resolve(root, relative)
+            st = os.stat(target)
+        except (PathError, OSError):
+            return None
+        if (not stat.S_ISREG(st.st_mode) or st.st_size > SMALL
+                or target.name.startswith(TEMP_PREFIX)):
+            return None
+        if len(self.located) >= MAX_LOCATED:
+            self.located.clear()
+        self.located[path] = (target, _identity(st))
+        return self.cache.get(target, st)
 
     def __call__(self, request: Any) -> Any:
-        owner_raw, slash, rest = request.path[2:].partition(b"/")
         try:
-            owner = urllib.parse.unquote_to_bytes(owner_raw).decode("utf-8")
-            relative = urllib.parse.unquote_to_bytes(rest).decode("utf-8")
+            owner, slash, relative = self.split(request.path)
         except UnicodeDecodeError:
             return error_page(request, 400, "The path is not UTF-8.")
-        if not owner or self.lab.store.users.get(owner) is None:
+        root = self.root(owner) if owner else None
+        if root is None:
             return error_page(request, 404, "No such user.")
         if not slash:
             return _redirect(request, f"/~{urllib.parse.quote(owner)}/")
-        root = self.lab.store.files.web(owner)
         try:
             target = resolve(root, relative)
         except PathError as error:
@@ -71,17 +134,17 @@ class UserWeb:
 
     def read(self, request: Any, root: Path, target: Path, relative: str) -> Any:
         try:
-            st = target.stat()
+            st = os.stat(target)
         except (FileNotFoundError, NotADirectoryError):
             return error_page(request, 404, "No such file.")
-        if target.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             if not request.path.endswith(b"/"):
                 return _redirect(request, request.path.decode("latin-1") + "/")
             index = target / "index.html"
             if index.is_file():
                 return serve(request, index, index.stat(), self.cache)
             return self.listing(request, target, relative)
-        if not target.is_file() or target.name.startswith(TEMP_PREFIX):
+        if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
             return error_page(request, 404, "No such file.")
         return serve(request, target, st, self.cache)
 
@@ -152,6 +215,10 @@ class UserWeb:
         return send(request, b"created\n", b"text/plain; charset=utf-8", 201)
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -166,4 +233,6 @@ def _redirect(request: Any, to: str) -> bytes:
 
 
 def register(router: Router, lab: Lab) -> None:
-    router.tree("/~", UserWeb(lab))
+    web = UserWeb(lab)
+    router.tree("/~", web)
+    router.fast_tree("/~", web.fast)

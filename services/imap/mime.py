@@ -47,8 +47,8 @@ def header_fields(header: bytes) -> list[tuple[str, bytes, str]]:
             raw = b"\r\n".join(current) + b"\r\n"
             match = _FIELD_NAME.match(current[0])
             if match:
-                value = b" ".join(line.strip() for line in
-                                  [current[0][match.end():], *current[1:]]).strip()
+                # Unfolding removes the CRLFs only (RFC 5322 2.2.3).
+                value = b"".join([current[0][match.end():], *current[1:]]).strip()
                 out.append((match.group(1).decode("ascii").lower(), raw,
                             value.decode("utf-8", "replace")))
         current.clear()
@@ -207,7 +207,7 @@ class Entity:
     def envelope(self) -> str:
         def addresses(name: str, fallback: str | None = None) -> str:
             value = self.get(name)
-            if value is None and fallback:
+            if not (value or "").strip() and fallback:  # absent or empty: From (RFC 3501)
                 value = self.get(fallback)
             return address_list(value) if value else "NIL"
 

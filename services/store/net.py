@@ -82,3 +82,69 @@ class Net:
             if count:
                 tx.changed("dns")
             return count
+
+    # -- DHCP leases (written by the one DHCP server of a data directory) -------------------
+
+    def lease(self, mac: str) -> Lease | None:
+        row = self.db.one("SELECT mac, ip, hostname, client_id, expires, state FROM leases "
+                          "WHERE mac = ?", (mac,))
+        return Lease(*row) if row else None
+
+    def bind_lease(self, mac: str, ip: str, hostname: str, client_id: str, expires: float,
+                   record: tuple[str, int] | None = None) -> None:
+        """Give `ip` to `mac` until `expires` (durable when this returns). Whatever held the
+        address before (an ended lease, a declined mark) goes, with its DNS records; a live
+        lease of another client on it is an error (the UNIQUE constraint), never a share.
+        `record` = (fully qualified name, ttl): the A record the lease's host name gets."""
+        with self.db.write() as tx:
+            old = tx.execute("SELECT mac, expires FROM leases WHERE ip = ? AND mac != ?",
+                             (ip, mac)).fetchone()
+            if old is not None:
+                if old[1] > time.time():
+                    raise ValueError(f"{ip} is leased to {old[0]}")
+                tx.execute("DELETE FROM leases WHERE mac = ?", (old[0],))
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{old[0]}",))
+            tx.execute("INSERT OR REPLACE INTO leases (mac, ip, hostname, client_id, expires, "
+                       "state) VALUES (?, ?, ?, ?, ?, 'bound')",
+                       (mac, ip, hostname, client_id, expires))
+            current = tx.execute("SELECT name, value FROM dns_records WHERE owner = ?",
+                                 (f"lease:{mac}",)).fetchall()
+            wanted = [(record[0].lower(), ip)] if record else []
+            if [tuple(r) for r in current] != wanted:
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",))
+                for name, value in wanted:
+                    tx.execute("INSERT OR REPLACE INTO dns_records (name, type, value, ttl, owner) "
+                               "VALUES (?, 'A', ?, ?, ?)", (name, value, record[1], f"lease:{mac}"))
+                tx.changed("dns")
+            tx.changed("leases")
+
+    def end_lease(self, mac: str, state: str = "released") -> None:
+        """The lease ends now (RELEASE, or a client that declined its address); the row stays
+        so the client gets the same address back if it is still free."""
+        with self.db.write() as tx:
+            tx.execute("UPDATE leases SET expires = min(expires, ?), state = ? WHERE mac = ?",
+                       (time.time(), state, mac))
+            if tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",)).rowcount:
+                tx.changed("dns")
+            tx.changed("leases")
+
+    def decline(self, ip: str, until: float) -> None:
+        """Set `ip` aside until `until` (a client found it in use: DHCPDECLINE)."""
+        with self.db.write() as tx:
+            for (mac,) in tx.execute("SELECT mac FROM leases WHERE ip = ?", (ip,)).fetchall():
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",))
+            tx.execute("DELETE FROM leases WHERE ip = ?", (ip,))
+            tx.execute("INSERT INTO leases (mac, ip, expires, state) VALUES (?, ?, ?, 'declined')",
+                       (f"declined:{ip}", ip, until))
+            tx.changed("leases", "dns")
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove the DNS records of leases that have ended; returns how many went."""
+        now = time.time() if now is None else now
+        with self.db.write() as tx:
+            count = tx.execute(
+                "DELETE FROM dns_records WHERE owner IN "
+                "(SELECT 'lease:' || mac FROM leases WHERE expires <= ?)", (now,)).rowcount
+            if count:
+                tx.changed("dns", "leases")
+            return count

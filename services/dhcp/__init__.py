@@ -1,0 +1,87 @@
+"""DHCP: addresses for the lab's hosts, on one named interface only, with names in the lab DNS."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..config import Invalid, ServiceSettings, setting
+from ..listeners import Listener
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+    from ..check import ProbeTarget
+    from ..config import LabConfig
+    from ..lab import Lab
+
+
+@dataclass
+class Settings(ServiceSettings):
+    host: str = setting("dhcp", "the DHCP server's host name in the lab zone")
+    interface: str = setting(
+        "", "the only network interface DHCP answers on (e.g. a lab bridge); empty = off, "
+        "so a lab never hands out addresses on a host's LAN by default")
+    range: str = setting(
+        "", "addresses to lease, FIRST-LAST; empty = .100 to .199 of the interface's network")
+    lease_time: int = setting(600, "lease time in seconds (short: a lab's clients come and go)")
+    router: str = setting("", "default gateway given to clients; empty = this server's address")
+    dns_servers: list[str] = setting(
+        [], "DNS servers given to clients; empty = the lab's DNS (this server's address)")
+    domain: str = setting("", "domain name given to clients; empty = the lab's domain")
+    reservations: dict[str, str] = setting(
+        {}, "fixed addresses by MAC: { \"52:54:00:12:34:56\" = \"10.0.0.50\" }")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.range:
+            parse_range(self.range)
+        if not 60 <= self.lease_time <= 2**31 - 1:
+            raise Invalid("lease_time", "must be at least 60 seconds")
+        for key, values in (("router", [self.router] if self.router else []),
+                            ("dns_servers", self.dns_servers), ("reservations", self.reservations.values())):
+            for value in values:
+                try:
+                    ipaddress.IPv4Address(value)
+                except ValueError:
+                    raise Invalid(key, f"{value!r} is not an IPv4 address") from None
+        for mac in self.reservations:
+            if len(mac.split(":")) != 6 or not all(len(p) == 2 for p in mac.split(":")):
+                raise Invalid("reservations", f"{mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+            try:
+                bytes.fromhex(mac.replace(":", ""))
+            except ValueError:
+                raise Invalid("reservations", f"{mac!r} is not a MAC address") from None
+
+
+def parse_range(text: str) -> tuple[str, str]:
+    first, sep, last = text.partition("-")
+    try:
+        a, b = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+    except ValueError:
+        raise Invalid("range", f"{text!r} is not FIRST-LAST (two IPv4 addresses)") from None
+    if not sep or a > b:
+        raise Invalid("range", f"{text!r}: FIRST must not be above LAST")
+    return str(a), str(b)
+
+
+def listeners(config: LabConfig) -> list[Listener]:
+    s = config.service("dhcp")
+    if not s.interface:
+        return [Listener("dhcp", "dhcp", 67, "udp", active=False, note="set [dhcp] interface")]
+    return [Listener("dhcp", "dhcp", 67, "udp", note=f"on {s.interface} only")]
+
+
+def service(lab: Lab) -> IService:
+    from .server import make_service
+
+    return make_service(lab)
+
+
+def probe(target: ProbeTarget) -> str:
+    """A DHCPINFORM, unicast to the server from an ephemeral port: the server answers an
+    INFORM to the port it came from, so this needs no broadcast domain and leases nothing."""
+    from .client import inform
+
+    return inform(target)

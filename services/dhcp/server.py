@@ -1,0 +1,165 @@
+"""The Twisted side of DHCP: UDP 67 on the configured interface only, the store as the
+lease database, and the sweep that takes ended leases' names out of DNS."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import MultiService
+from twisted.internet import protocol, reactor, task
+
+from . import parse_range
+from .core import DHCPCore, Held, Pool
+from .interface import ipv4
+
+if TYPE_CHECKING:
+    from ..lab import Lab
+
+SWEEP_SECONDS = 5.0
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+class StoreBackend:
+    """The core's leases, in the lab store (they survive restarts; DNS reads them)."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def leases(self) -> list[Held]:
+        return [Held(l.mac, l.ip, l.hostname, l.client_id, l.expires, l.state)
+                for l in self.net.leases(include_expired=True)]
+
+    def bind(self, lease: Held, record: tuple[str, int] | None) -> None:
+        self.net.bind_lease(lease.mac, lease.ip, lease.hostname, lease.client_id,
+                            lease.expires, record)
+
+    def end(self, mac: str, state: str) -> None:
+        self.net.end_lease(mac, state)
+
+    def decline(self, ip: str, until: float) -> None:
+        self.net.decline(ip, until)
+
+
+def make_pool(lab: Lab) -> Pool:
+    s = lab.settings("dhcp")
+    try:
+        server, netmask = ipv4(s.interface)
+    except OSError as error:
+        raise RuntimeError(f"interface {s.interface}: no IPv4 address ({error.strerror or error})") from None
+    network = ipaddress.IPv4Network(f"{server}/{netmask}", strict=False)
+    if s.range:
+        first, last = parse_range(s.range)
+    else:
+        base = int(network.network_address)
+        top = int(network.broadcast_address) - 1
+        first = str(ipaddress.IPv4Address(min(base + 100, top)))
+        last = str(ipaddress.IPv4Address(min(base + 199, top)))
+    for address in (first, last):
+        if ipaddress.IPv4Address(address) not in network:
+            raise RuntimeError(f"range {first}-{last} is not in {s.interface}'s network {network}")
+    dns = tuple(s.dns_servers)
+    if not dns:
+        lab_dns = lab.config.host_names().get(lab.settings("dns").host) if "dns" in lab.config.services else None
+        dns = (lab_dns,) if lab_dns and not ipaddress.ip_address(lab_dns).is_loopback else (server,)
+    return Pool(server=server, first=first, last=last, netmask=netmask,
+                router=s.router or server, dns=dns, domain=s.domain or lab.config.lab.domain,
+                lease_time=s.lease_time, reservations={k.lower(): v for k, v in s.reservations.items()})
+
+
+class DHCPProtocol(protocol.DatagramProtocol):
+    def __init__(self, service: DHCPService) -> None:
+        self.service = service
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+        service = self.service
+        result = service.core.handle(data, addr[:2], time.time())
+        session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
+        session.packet(result.request.summary() if result.request else f"{len(data)} bytes")
+        for reply in result.replies:
+            # replies leave through the interface-bound socket: broadcasts must go out there
+            port = service.sender if reply.to[0] == "255.255.255.255" else self.transport
+            try:
+                port.write(reply.data, reply.to)
+            except OSError as error:  # e.g. a unicast to an unreachable relay
+                session.event("error", f"cannot send to {reply.to[0]}: {error}")
+                continue
+            session.reply(f"{reply.packet.summary()} to {reply.to[0]}:{reply.to[1]}")
+        if result.note:
+            session.event("dhcp", result.note)
+        session.close()
+
+
+class DHCPService(MultiService):
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.settings = lab.settings("dhcp")
+        self.listener = lab.listener("dhcp", "dhcp")
+        self.core: DHCPCore | None = None
+        self.ports: list[Any] = []
+        self.sender: Any = None
+        self.sweeper = task.LoopingCall(self.sweep)
+
+    def startService(self) -> None:  # noqa: N802
+        from ..serving import StartError
+
+        if not self.listener.active:
+            return super().startService()
+        try:
+            pool = make_pool(self.lab)
+        except RuntimeError as error:
+            raise StartError(f"dhcp: cannot start: {error}") from None
+        names = set(self.lab.config.host_names())
+        dns_ttl = self.lab.settings("dns").ttl if "dns" in self.lab.config.services else 60
+        self.core = DHCPCore(pool, StoreBackend(self.lab.store.net), dns_ttl=dns_ttl,
+                             static_names=names)
+        port = self.listener.port
+        try:
+            # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.
+            self.sender = self._listen(DHCPProtocol(self), "0.0.0.0", port, self.settings.interface)
+            self.ports.append(self.sender)
+            # Unicasts to our own address (renewals, relays, `protolab check` from this host,
+            # which the kernel routes through lo, not through the bound interface).
+            self.ports.append(self._listen(DHCPProtocol(self), pool.server, port, None))
+        except OSError as error:
+            for opened in self.ports:
+                opened.stopListening()
+            self.ports = []
+            raise StartError(f"dhcp: cannot listen on udp {port} ({self.settings.interface}): "
+                             f"{error.strerror or error}") from None
+        self.sweeper.start(SWEEP_SECONDS, now=True)
+        super().startService()
+
+    def _listen(self, handler: DHCPProtocol, address: str, port: int, device: str | None) -> Any:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            if device:
+                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
+            sock.bind((address, port))
+            sock.setblocking(False)
+            return reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, handler)
+        finally:
+            sock.close()  # the reactor has its own duplicate of the descriptor
+
+    def sweep(self) -> None:
+        if self.core is not None:
+            self.core.expired(time.time())
+        self.lab.store.net.sweep()
+
+    def stopService(self) -> Any:  # noqa: N802
+        if self.sweeper.running:
+            self.sweeper.stop()
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
+        return super().stopService()
+
+
+def make_service(lab: Lab) -> DHCPService:
+    return DHCPService(lab)
+
