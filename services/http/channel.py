@@ -1,8 +1,10 @@
 """twisted.web's connection and request, with the limits and behaviour the lab promises.
 
 HTTPChannel as shipped answers every bad request with a bare "400 Bad Request" (even for
-oversize headers), has no request-body limit, never keeps an HTTP/1.0 connection alive,
-and spools every body to a temporary file before the resource sees it. Here:
+oversize headers), drops a connection whose header line is too long without a word
+(twisted#4892), has no request-body limit (twisted#4898, #10191), never keeps an
+HTTP/1.0 connection alive (its checkPersistence: "Just use HTTP 1.1, okay?"), and spools
+every body to a temporary file before the resource sees it. Here:
 
 - malformed request lines and headers: 400 with a body, then the connection is closed;
 - request line + headers over [http] header_limit, or more than max_headers lines: 431;
