@@ -285,3 +285,15 @@ def test_random_requests_never_break_the_server(web):
                 pass
     ok = raw(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(ok) == [200]
+
+
+def test_netcat_style_bare_lf_and_pipelined_requests(web):
+    """nc sends lines ending in LF alone; a pipelined pair is answered in order."""
+    answer = raw(web, b"GET /lab/http/basic.html HTTP/1.0\nHost: x\n\n")
+    assert status_of(answer) == [200] and answer.rstrip().endswith(b"</html>")
+    both = raw(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /lab/http/long.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(both) == [200, 200]
+    assert both.index(b"A small page") < both.index(b"A long page")
+    posted = raw(web, b"POST /lab/http/form HTTP/1.0\nContent-Length: 11\n\nuser=a%0Ab\r")
+    assert status_of(posted) == [200] and b"<td>user</td><td>a\nb\r</td>" in posted

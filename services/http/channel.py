@@ -12,6 +12,8 @@ every body to a temporary file before the resource sees it. Here:
 - a body (Content-Length or chunked) over [http] upload_limit: 413, before it is read;
 - HTTP/1.0 with "Connection: keep-alive" stays open when the response has a length;
 - a resource can take the body as it arrives (BodySink), so uploads are streamed;
+- lines may end in a bare LF, as `nc` sends them (RFC 9112 2.2 allows it; Twisted waits
+  for a CRLF that never comes);
 - every connection is a journal session; every request is a command and a reply line.
 """
 
@@ -42,6 +44,7 @@ class BodySink(Protocol):
 class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
+    delimiter = b"\n"  # and a CR before it is dropped in lineReceived
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
         super().connectionMade()
@@ -111,6 +114,8 @@ class LabChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self.refused:
             return
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             if hasattr(self, "_command"):
                 self.refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
