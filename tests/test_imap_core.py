@@ -59,8 +59,8 @@ def test_parse_fetch_sections():
     assert command.args["set"].resolve(9) == [(1, 9), (4, 4)]
     flags, section, whole = command.args["atts"]
     assert flags == "FLAGS"
-    assert section == Section((1, 2), "HEADER.FIELDS", ("From", "To"), (0, 100), True)
-    assert section.name() == "BODY[1.2.HEADER.FIELDS (From To)]<0>"
+    assert section == Section((1, 2), "HEADER.FIELDS", ("FROM", "TO"), (0, 100), True)
+    assert section.name() == "BODY[1.2.HEADER.FIELDS (FROM TO)]<0>"
     assert whole.name() == "BODY[]" and not whole.peek
     assert parse_command(b"1 FETCH 1 ALL").args["atts"][-1] == "ENVELOPE"
     for bad in (b"1 FETCH 1 (BODY[1.])", b"1 FETCH 0 FLAGS", b"1 FETCH 1 (FLAGS", b"1 FETCH 1 BODY[MIME]"):
@@ -141,6 +141,8 @@ def test_sections_of_nested_parts():
     assert entity.section((2, 2), "", ()) == b"<p>inner</p>"
     assert entity.section((2, 2), "MIME", ()) == b"Content-Type: text/html\r\n\r\n"
     assert entity.section((3,), "", ()) is None
+    assert entity.section((1, 1), "", ()) == b"first part"  # a leaf is its own part 1
+    assert entity.section((1, 2), "", ()) is None
     assert entity.section((), "HEADER.FIELDS", ("SUBJECT",)) == b"Subject: outer\r\n\r\n"
     plain = Entity.parse(b"Subject: x\r\n\r\nbody")
     assert plain.section((1,), "", ()) == b"body" and plain.section((2,), "", ()) is None
@@ -148,7 +150,7 @@ def test_sections_of_nested_parts():
 
 def test_bodystructure_of_nested_message():
     structure = Entity.parse(NESTED).bodystructure(extended=False)
-    assert structure.startswith('(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 10 1)'
+    assert structure.startswith('(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 10 0)'
                                 '("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ')
     assert '"ALTERNATIVE")' in structure and structure.endswith(' "MIXED")')
     extended = Entity.parse(NESTED).bodystructure(extended=True)
@@ -176,3 +178,24 @@ def test_mime_never_crashes(data):
     entity.bodystructure(True)
     entity.envelope()
     entity.section((1, 1), "MIME", ())
+
+
+def test_list_wildcards():
+    from services.imap.session import _match
+
+    assert _match("*", "a/b/c") and _match("%", "a") and not _match("%", "a/b")
+    assert _match("a/%", "a/b") and not _match("a/%", "a/b/c") and _match("a/*", "a/b/c")
+    assert _match("inbox", "INBOX") and _match("Inbox/%", "INBOX/x") and not _match("inbox", "Inbox2")
+    assert _match("%3/%4", "test3/test4") and _match("*t*4", "a/test3/test4")
+    assert not _match("*%*%*%*%*%*%*%*%*%*%*%*%*%x", "a" * 400)  # no exponential backtracking
+
+
+def test_settings_validation():
+    from services import config
+
+    lab = config.default()
+    with pytest.raises(config.ConfigError, match=r"\[imap\] autologout: RFC 3501"):
+        config.apply(lab, {"imap": {"autologout": 60}}, "lab.toml")
+    config.apply(lab, {"imap": {"plaintext_auth": False, "port": 1143}}, "lab.toml")
+    assert lab.service("imap").plaintext_auth is False
+    assert [l.port for l in __import__("services.imap").imap.listeners(lab)] == [1143, 993]

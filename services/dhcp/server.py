@@ -79,7 +79,8 @@ class DHCPProtocol(protocol.DatagramProtocol):
         session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
         session.packet(result.request.summary() if result.request else f"{len(data)} bytes")
         for reply in result.replies:
-            port = service.sender or self.transport
+            # replies leave through the interface-bound socket: broadcasts must go out there
+            port = service.sender if reply.to[0] == "255.255.255.255" else self.transport
             try:
                 port.write(reply.data, reply.to)
             except OSError as error:  # e.g. a unicast to an unreachable relay
@@ -115,15 +116,14 @@ class DHCPService(MultiService):
         dns_ttl = self.lab.settings("dns").ttl if "dns" in self.lab.config.services else 60
         self.core = DHCPCore(pool, StoreBackend(self.lab.store.net), dns_ttl=dns_ttl,
                              static_names=names)
-        handler = DHCPProtocol(self)
         port = self.listener.port
         try:
             # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.
-            self.sender = self._listen(handler, "0.0.0.0", port, self.settings.interface)
+            self.sender = self._listen(DHCPProtocol(self), "0.0.0.0", port, self.settings.interface)
             self.ports.append(self.sender)
             # Unicasts to our own address (renewals, relays, `protolab check` from this host,
             # which the kernel routes through lo, not through the bound interface).
-            self.ports.append(self._listen(handler, pool.server, port, None))
+            self.ports.append(self._listen(DHCPProtocol(self), pool.server, port, None))
         except OSError as error:
             for opened in self.ports:
                 opened.stopListening()

@@ -1,8 +1,10 @@
 """twisted.web's connection and request, with the limits and behaviour the lab promises.
 
 HTTPChannel as shipped answers every bad request with a bare "400 Bad Request" (even for
-oversize headers), has no request-body limit, never keeps an HTTP/1.0 connection alive,
-and spools every body to a temporary file before the resource sees it. Here:
+oversize headers), drops a connection whose header line is too long without a word
+(twisted#4892), has no request-body limit (twisted#4898, #10191), never keeps an
+HTTP/1.0 connection alive (its checkPersistence: "Just use HTTP 1.1, okay?"), and spools
+every body to a temporary file before the resource sees it. Here:
 
 - malformed request lines and headers: 400 with a body, then the connection is closed;
 - request line + headers over [http] header_limit, or more than max_headers lines: 431;
@@ -10,6 +12,8 @@ and spools every body to a temporary file before the resource sees it. Here:
 - a body (Content-Length or chunked) over [http] upload_limit: 413, before it is read;
 - HTTP/1.0 with "Connection: keep-alive" stays open when the response has a length;
 - a resource can take the body as it arrives (BodySink), so uploads are streamed;
+- lines may end in a bare LF, as `nc` sends them (RFC 9112 2.2 allows it; Twisted waits
+  for a CRLF that never comes);
 - every connection is a journal session; every request is a command and a reply line.
 """
 
@@ -26,9 +30,18 @@ from . import fast
 if TYPE_CHECKING:
     from ..journal import Session
 
-STATUS_TEXT = {400: b"Bad Request", 413: b"Content Too Large", 414: b"URI Too Long",
+STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+               413: b"Content Too Large", 414: b"URI Too Long",
                431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
 SPOOL_IN_MEMORY = 64 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+
+
+class Refusal(Exception):
+    """Raised by a sink factory to answer before the body is read (and close)."""
+
+    def __init__(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(why)
+        self.status, self.why, self.headers = status, why, headers or {}
 
 
 class BodySink(Protocol):
@@ -40,6 +53,7 @@ class BodySink(Protocol):
 class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
+    delimiter = b"\n"  # and a CR before it is dropped in lineReceived
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
         super().connectionMade()
@@ -54,7 +68,7 @@ class LabChannel(http.HTTPChannel):
 
     # --- refusing bad requests ---------------------------------------------------------
 
-    def refuse(self, status: int, why: str) -> None:
+    def refuse(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
         """Answer `status` with a one-line body, close, and ignore whatever else arrives."""
         if self.refused:
             return
@@ -63,10 +77,11 @@ class LabChannel(http.HTTPChannel):
                              f"{getattr(self, '_path', b'?').decode('latin-1')[:200]}")
         self.session.reply(f"{status} {why}")
         body = f"{status} {STATUS_TEXT[status].decode()}: {why}\n".encode()
+        extra = b"".join(name + b": " + value + b"\r\n" for name, value in (headers or {}).items())
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, STATUS_TEXT[status], len(body), body))
+            % (status, STATUS_TEXT[status], extra, len(body), body))
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - every 400 path
@@ -109,6 +124,8 @@ class LabChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self.refused:
             return
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             if hasattr(self, "_command"):
                 self.refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
@@ -131,6 +148,10 @@ class LabChannel(http.HTTPChannel):
             self.refuse(413, f"the body ({self.length} bytes) is over the limit of {limit}")
             return
         super().allHeadersReceived()
+
+    def _send100Continue(self) -> None:  # noqa: N802
+        if not self.refused:  # a sink factory may have answered already (Refusal)
+            super()._send100Continue()
 
     def allContentReceived(self) -> None:  # noqa: N802
         if not self.refused:
@@ -169,7 +190,11 @@ class LabRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802
         channel = self.channel
-        self.sink = channel.site.sink_for(channel._command, channel._path, self)
+        try:
+            self.sink = channel.site.sink_for(channel._command, channel._path, self)
+        except Refusal as refusal:
+            channel.refuse(refusal.status, refusal.why, refusal.headers)
+            self.sink = None
         if self.sink is None:
             self.sink = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
 

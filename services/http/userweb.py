@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..paths import PathError, resolve
-from .auth import challenge, login
+from .auth import challenge, login, www_authenticate
+from .channel import Refusal
 from .files import SMALL, FileCache, serve
 from .responses import HTML, Body, error_page, send, send_no_body
 
@@ -79,7 +80,10 @@ class UserWeb:
             except OSError:
                 st = None
             if st is not None and _identity(st) == identity:
-                return self.cache.get(target, st)
+                try:
+                    return self.cache.get(target, st)
+                except OSError:
+                    return None
         try:
             owner, slash, relative = self.split(path)
         except UnicodeDecodeError:
@@ -90,15 +94,16 @@ class UserWeb:
         try:
             target = resolve(root, relative)
             st = os.stat(target)
+            if (not stat.S_ISREG(st.st_mode) or st.st_size > SMALL
+                    or target.name.startswith(TEMP_PREFIX)):
+                return None
+            body = self.cache.get(target, st)
         except (PathError, OSError):
-            return None
-        if (not stat.S_ISREG(st.st_mode) or st.st_size > SMALL
-                or target.name.startswith(TEMP_PREFIX)):
-            return None
+            return None  # the ordinary path gives the error its answer
         if len(self.located) >= MAX_LOCATED:
             self.located.clear()
         self.located[path] = (target, _identity(st))
-        return self.cache.get(target, st)
+        return body
 
     def __call__(self, request: Any) -> Any:
         try:
@@ -121,7 +126,7 @@ class UserWeb:
             return error_page(request, 405, "Not a method of this space.", {b"Allow": ALLOW})
         user = login(self.lab, request)
         if user is None:
-            return challenge(request, f"web space of {owner}")
+            return challenge(request, realm(owner))
         if user != owner:
             return error_page(request, 403, f"Only {owner} may change this web space.")
         if target == Path(os.path.realpath(root)):
@@ -135,18 +140,24 @@ class UserWeb:
     def read(self, request: Any, root: Path, target: Path, relative: str) -> Any:
         try:
             st = os.stat(target)
+            if stat.S_ISDIR(st.st_mode):
+                if not request.path.endswith(b"/"):
+                    return _redirect(request, request.path.decode("latin-1") + "/")
+                try:  # index.html too may be a link that leads out
+                    index = resolve(root, relative + "/index.html")
+                except PathError as error:
+                    request.channel.session.event("refused", str(error))
+                    return error_page(request, 403, "That path leaves the user's web space.")
+                if index.is_file():
+                    return serve(request, index, index.stat(), self.cache)
+                return self.listing(request, target, relative)
+            if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
+                return error_page(request, 404, "No such file.")
+            return serve(request, target, st, self.cache)
         except (FileNotFoundError, NotADirectoryError):
             return error_page(request, 404, "No such file.")
-        if stat.S_ISDIR(st.st_mode):
-            if not request.path.endswith(b"/"):
-                return _redirect(request, request.path.decode("latin-1") + "/")
-            index = target / "index.html"
-            if index.is_file():
-                return serve(request, index, index.stat(), self.cache)
-            return self.listing(request, target, relative)
-        if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
-            return error_page(request, 404, "No such file.")
-        return serve(request, target, st, self.cache)
+        except PermissionError:  # e.g. a file another protocol left unreadable to us
+            return error_page(request, 403, "This file may not be read.")
 
     @staticmethod
     def listing(request: Any, directory: Path, relative: str) -> bytes:
@@ -232,7 +243,33 @@ def _redirect(request: Any, to: str) -> bytes:
     return error_page(request, 301, f"Moved to {to}")
 
 
+def realm(owner: str) -> str:
+    return f"web space of {owner}"
+
+
 def register(router: Router, lab: Lab) -> None:
     web = UserWeb(lab)
+
+    def early_check(method: bytes, path: bytes, request: Any) -> None:
+        """A client that waits for "100 Continue" before sending a PUT body learns at once
+        that its credentials will not do, instead of sending the whole file first."""
+        expect = request.requestHeaders.getRawHeaders(b"Expect", [b""])[0].lower()
+        if method not in WRITE or expect != b"100-continue":
+            return None
+        try:
+            owner, _, _ = web.split(path.partition(b"?")[0])
+        except UnicodeDecodeError:
+            return None
+        if web.root(owner) is None:
+            return None  # the ordinary path answers 404
+        user = login(lab, request)
+        if user is None:
+            raise Refusal(401, "this needs the owner's name and password (Basic)",
+                          www_authenticate(realm(owner)))
+        if user != owner:
+            raise Refusal(403, f"only {owner} may change this web space")
+        return None
+
+    router.body_sink("/~", early_check)
     router.tree("/~", web)
     router.fast_tree("/~", web.fast)

@@ -47,8 +47,8 @@ def header_fields(header: bytes) -> list[tuple[str, bytes, str]]:
             raw = b"\r\n".join(current) + b"\r\n"
             match = _FIELD_NAME.match(current[0])
             if match:
-                value = b" ".join(line.strip() for line in
-                                  [current[0][match.end():], *current[1:]]).strip()
+                # Unfolding removes the CRLFs only (RFC 5322 2.2.3).
+                value = b"".join([current[0][match.end():], *current[1:]]).strip()
                 out.append((match.group(1).decode("ascii").lower(), raw,
                             value.decode("utf-8", "replace")))
         current.clear()
@@ -149,6 +149,8 @@ class Entity:
                 found = {"charset": "us-ascii"} if main == "text" else {}
         if main == "multipart" and not found.get("boundary"):
             main, sub, found = "text", "plain", {"charset": "us-ascii"}
+        if main == "text" and "charset" not in found:  # RFC 2045 5.2's default, said aloud
+            found = {"charset": "us-ascii", **found}
         return main, sub, found
 
     @property
@@ -164,7 +166,7 @@ class Entity:
         return self._type[2]
 
     def lines(self) -> int:
-        return self.body.count(b"\n") + (1 if self.body and not self.body.endswith(b"\n") else 0)
+        return self.body.count(b"\n")  # as Dovecot counts: line ends, not a last partial line
 
     # --- FETCH responses ------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class Entity:
     def envelope(self) -> str:
         def addresses(name: str, fallback: str | None = None) -> str:
             value = self.get(name)
-            if value is None and fallback:
+            if not (value or "").strip() and fallback:  # absent or empty: From (RFC 3501)
                 value = self.get(fallback)
             return address_list(value) if value else "NIL"
 
@@ -231,6 +233,8 @@ class Entity:
                     if number > len(part.children):
                         return None
                     part = part.children[number - 1]
+                    continue
+                elif number == 1:  # a leaf is its own part 1, as a simple message is
                     continue
                 else:
                     return None

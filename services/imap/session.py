@@ -26,8 +26,9 @@ from .wire import literal, quote
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "LIST-EXTENDED",
-             "LIST-STATUS", "STATUS=SIZE"]
+             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
+# LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
+# LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
 ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
@@ -590,8 +591,11 @@ class Session:
                   "UIDNEXT": status.uidnext, "UIDVALIDITY": status.uidvalidity,
                   "HIGHESTMODSEQ": status.modseq, "SIZE": status.size}
         if "RECENT" in items:
-            mark = self.mail.recent_mark(mailbox.id)
-            values["RECENT"] = sum(1 for m in self.mail.messages(mailbox.id) if m.uid > mark)
+            if self.view is not None and self.view.id == mailbox.id:
+                values["RECENT"] = len(self.view.recent)  # ours, as this session sees them
+            else:
+                mark = self.mail.recent_mark(mailbox.id)
+                values["RECENT"] = sum(1 for m in self.mail.messages(mailbox.id) if m.uid > mark)
         if "DELETED" in items:
             values["DELETED"] = sum(1 for m in self.mail.messages(mailbox.id)
                                     if "\\Deleted" in m.flags)
@@ -644,8 +648,6 @@ class Session:
         return f"{command.name} completed"
 
     def do_UID_EXPUNGE(self, command: Command) -> str:
-        view = self.view
-        assert view is not None
         return self.do_EXPUNGE(command, set(self._uids(command.args["set"], True)))
 
     def _uids(self, seqset: Any, uid: bool) -> list[int]:
@@ -823,8 +825,9 @@ class Session:
                 out.append(b"BODY " + entity.bodystructure(False).encode())
             elif att == "BODYSTRUCTURE":
                 out.append(b"BODYSTRUCTURE " + entity.bodystructure(True).encode())
-        if flags_changed and not wrote_flags:
-            out.append(b"FLAGS " + self._flag_text(uid).encode())
+        if flags_changed and not wrote_flags:  # \Seen just set: said first, as Dovecot does
+            out.insert(1 if out and out[0].startswith(b"UID ") else 0,
+                       b"FLAGS " + self._flag_text(uid).encode())
         if "CONDSTORE" in self.enabled and "MODSEQ" not in atts and (wrote_flags or flags_changed):
             out.append(b"MODSEQ (%d)" % message.modseq)
         return out
@@ -915,30 +918,26 @@ def _parents(names: set[str]) -> set[str]:
 
 
 def _match(pattern: str, name: str) -> bool:
-    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case."""
-    if name == INBOX and pattern.upper() in ("INBOX",):
-        return True
-    return _match_at(pattern, 0, name, 0)
-
-
-def _match_at(p: str, i: int, name: str, j: int) -> bool:
-    while i < len(p):
-        c = p[i]
-        if c in "*%":
-            for k in range(j, len(name) + 1):
-                if _match_at(p, i + 1, name, k):
-                    return True
-                if k < len(name) and c == "%" and name[k] == "/":
-                    return False
-            return False
-        if j >= len(name):
-            return False
-        a, b = c, name[j]
-        if a != b and not (name.startswith(INBOX) and j < 5 and a.upper() == b):
-            return False
-        i += 1
-        j += 1
-    return j == len(name)
+    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case.
+    Dynamic programming over (pattern, name) positions: linear in each, so no pattern of
+    many wildcards can make it backtrack for ever."""
+    if pattern[:5].upper() == INBOX and name.startswith(INBOX):
+        pattern = INBOX + pattern[5:]
+    reach = [True] + [False] * len(name)  # reach[j]: the pattern so far matches name[:j]
+    for char in pattern:
+        nxt = [False] * (len(name) + 1)
+        if char in "*%":
+            ok = False
+            for j in range(len(name) + 1):
+                if char == "%" and j and name[j - 1] == "/":
+                    ok = False  # % never spans a delimiter
+                ok = ok or reach[j]
+                nxt[j] = ok
+        else:
+            for j in range(1, len(name) + 1):
+                nxt[j] = reach[j - 1] and name[j - 1] == char
+        reach = nxt
+    return reach[-1]
 
 
 def _check_flags(flags: list[str]) -> list[str]:

@@ -1,0 +1,260 @@
+"""DHCP and DNS in a network of real hosts: network namespaces on a private bridge.
+
+A server host runs `protolab serve --only dns,dhcp` on the standard ports; client hosts
+run busybox udhcpc and ISC dhclient (with their own scripts, lease and pid files: nothing
+touches the machine's own network configuration), then look their names up with dig,
+nslookup and glibc through the lab DNS, and release. tshark watches the server's wire.
+Root only; everything is torn down, also when a step fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Capture, need, need_root
+from tests.netns import Host, Network
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+CLIENT_SCRIPT = """#!/bin/sh
+# udhcpc's events: record what the server said, configure the address, nothing else
+# (the stock script would rewrite the machine's resolv.conf).
+env | sort > "{out}.$1"
+case "$1" in
+    bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;
+    deconfig) ip addr flush dev "$interface" ;;
+esac
+echo "script: $1 done"
+"""
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+# dhclient's events, likewise: the address only, and a record of the options
+env | sort > "{out}.$reason"
+case "$reason" in
+    BOUND|RENEW|REBIND|REBOOT) ip addr flush dev "$interface"
+        ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
+    RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev "$interface" ;;
+esac
+"""
+
+
+@dataclass
+class LabNet:
+    net: Network
+    server: Host
+    process: subprocess.Popen
+    data: Path
+    tmp: Path
+    observer: Host  # a host with a fixed address that asks the lab DNS
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    def client(self, role: str) -> Host:
+        host = self.net.host(role)
+        host.etc("resolv.conf", f"nameserver {self.address}\nsearch lab.test\n")
+        return host
+
+    def dig(self, host: Host, *args: str) -> str:
+        result = host.run("dig", f"@{self.address}", "+time=2", "+tries=2", *args, check=False)
+        return result.stdout + result.stderr
+
+    def wait_name(self, host: Host, name: str, want: str, seconds: float = 5) -> str:
+        """The lab DNS's answer for `name`, once it is `want` (the store reaches the DNS
+        service by polling: no signal to wait on but the answer itself)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            got = self.dig(host, "+short", name).strip()
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.1)
+
+
+def start_server(server: Host, config: Path, data: Path, errors: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "services", "serve", "--only", "dns,dhcp", "--config",
+               str(config), "--data", str(data), "--bind", server.address, "--port-offset", "0"]
+    with open(errors, "w") as stderr:
+        process = server.popen(*command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline, seen = time.monotonic() + 30, []
+    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("protolab ready"):
+            return process
+    process.kill()
+    process.wait()
+    raise AssertionError(f"server did not get ready: {''.join(seen)} {errors.read_text()}")
+
+
+@pytest.fixture
+def labnet(tmp_path: Path) -> Iterator[LabNet]:
+    need_root()
+    need("ip", "dig", "udhcpc", "dhclient", "tshark", "tcpdump", "nslookup")
+    with Network() as net:
+        server = net.host("srv", address="1")
+        prefix = net.prefix()
+        for extra in ("2", "3"):  # the fake root and TLD servers' addresses
+            server.run("ip", "addr", "add", f"{prefix}.{extra}/24", "dev", "eth0")
+        config = tmp_path / "lab.toml"
+        config.write_text(f"""
+[lab]
+address = "{prefix}.1"
+[dns]
+fake_root = true
+root_address = "{prefix}.2"
+tld_address = "{prefix}.3"
+[dhcp]
+interface = "eth0"
+range = "{prefix}.100-{prefix}.150"
+""")
+        observer = net.host("obs", address="9")
+        observer.etc("resolv.conf", f"nameserver {server.address}\nsearch lab.test\n")
+        process = start_server(server, config, tmp_path / "data", tmp_path / "serve.stderr")
+        try:
+            yield LabNet(net, server, process, tmp_path / "data", tmp_path, observer)
+        finally:
+            process.terminate()
+            try:
+                assert process.wait(10) == 0, (tmp_path / "serve.stderr").read_text()[-2000:]
+            finally:
+                if process.poll() is None:
+                    process.kill()
+
+
+def wait_line(process: subprocess.Popen, *markers: str) -> str:
+    """Read the client's output up to a line with one of `markers` (its own ready signal)."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if any(marker in line for marker in markers):
+            return line
+    raise AssertionError(f"no {markers} from the client: {''.join(seen)}")
+
+
+def parse_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def test_udhcpc_lease_name_and_release(labnet: LabNet):
+    client = labnet.client("udhcpc")
+    capture = Capture(labnet.tmp / "wire.pcap", "port 67 or port 68 or port 53",
+                      interface="eth0", netns=labnet.server.name)
+    script = labnet.tmp / "udhcpc.sh"
+    script.write_text(CLIENT_SCRIPT.format(out=labnet.tmp / "udhcpc"))
+    script.chmod(0o755)
+    daemon = client.popen("udhcpc", "-f", "-i", "eth0", "-t", "5", "-T", "1", "-A", "1",
+                          "-s", str(script), "-x", "hostname:pc-one", "-p",
+                          str(labnet.tmp / "udhcpc.pid"), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        bound = labnet.tmp / "udhcpc.bound"
+        wait_line(daemon, "script: bound done")
+        env = parse_env(bound)
+        prefix = labnet.net.prefix()
+        ip = env["ip"]
+        assert re.fullmatch(rf"{re.escape(prefix)}\.1([0-4]\d|50)", ip), env
+        assert env["subnet"] == "255.255.255.0" and env["router"] == labnet.address
+        assert env["dns"] == labnet.address and env["domain"] == "lab.test"
+        assert env["lease"] == "600" and env["serverid"] == labnet.address
+        assert ip in client.run("ip", "-4", "addr", "show", "eth0").stdout
+        # the name the client sent (option 12) is in the lab DNS, both ways
+        assert labnet.wait_name(client, "pc-one.lab.test", ip) == ip
+        assert labnet.dig(client, "+short", "-x", ip).strip() == "pc-one.lab.test."
+        # glibc's resolver (resolv.conf of this host) and nslookup find it too
+        assert client.run("getent", "hosts", "pc-one").stdout.split()[0] == ip
+        assert f"Address: {ip}" in client.run("nslookup", "pc-one.lab.test").stdout
+        # renew: unicast to the server, same address, still named
+        daemon.send_signal(10)  # SIGUSR1: renew
+        wait_line(daemon, "script: renew done")
+        assert parse_env(labnet.tmp / "udhcpc.renew")["ip"] == ip
+        # release: the name goes
+        daemon.send_signal(12)  # SIGUSR2: release
+        wait_line(daemon, "released", "entering released state")
+        assert labnet.wait_name(labnet.observer, "pc-one.lab.test", "") == ""
+        assert "status: NXDOMAIN" in labnet.dig(labnet.observer, "pc-one.lab.test")
+    finally:
+        daemon.kill()
+        daemon.wait()
+        capture.stop()
+    leases = subprocess.run([sys.executable, "-m", "services", "dns", "list", "--data",
+                             str(labnet.data)], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert "pc-one" not in leases
+    assert capture.problems() == []
+    kinds = capture.read("dhcp", "dhcp.option.dhcp")
+    assert {"1", "2", "3", "5", "7"} <= set(kinds), kinds  # DISCOVER OFFER REQUEST ACK RELEASE
+
+
+def test_dhclient_lease_and_release(labnet: LabNet):
+    client = labnet.client("dhclient")
+    out = labnet.tmp / "dhclient"
+    script = labnet.tmp / "dhclient.sh"
+    script.write_text(DHCLIENT_SCRIPT.format(out=out))
+    script.chmod(0o755)
+    conf = labnet.tmp / "dhclient.conf"
+    conf.write_text('send host-name "pc-two";\n'
+                    "request subnet-mask, broadcast-address, routers, domain-name, "
+                    "domain-name-servers, host-name;\n")
+    files = ["-sf", str(script), "-lf", str(labnet.tmp / "dhclient.leases"), "-pf",
+             str(labnet.tmp / "dhclient.pid"), "-cf", str(conf)]
+    got = client.run("dhclient", "-4", "-1", "-v", *files, "eth0", timeout=60, check=False)
+    assert got.returncode == 0, got.stderr
+    env = parse_env(Path(f"{out}.BOUND"))
+    ip = env["new_ip_address"]
+    assert env["new_routers"] == labnet.address and env["new_domain_name"] == "lab.test"
+    assert env["new_domain_name_servers"] == labnet.address
+    assert env["new_dhcp_lease_time"] == "600" and env["new_subnet_mask"] == "255.255.255.0"
+    assert labnet.wait_name(client, "pc-two.lab.test", ip) == ip
+    released = client.run("dhclient", "-4", "-r", "-v", *files, "eth0", timeout=60, check=False)
+    assert released.returncode == 0, released.stderr
+    assert labnet.wait_name(labnet.observer, "pc-two.lab.test", "") == ""
+
+
+def test_dns_from_a_lab_host(labnet: LabNet):
+    from services.store import Store
+
+    client = labnet.observer
+    store = Store(labnet.data)
+    try:
+        for n in range(40):  # 40 A records: over 512 bytes, so UDP answers come truncated
+            store.net.add_record("many.lab.test", "A", f"10.199.250.{n + 1}")
+    finally:
+        store.close()
+    assert labnet.wait_name(client, "ns.lab.test", labnet.address) == labnet.address
+    deadline = time.monotonic() + 5
+    while len(labnet.dig(client, "+short", "+tcp", "many.lab.test").split()) < 40:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # glibc retries over TCP only when the truncated answer keeps its question
+    hosts = client.run("getent", "ahostsv4", "many.lab.test", timeout=20).stdout
+    assert len({line.split()[0] for line in hosts.splitlines()}) == 40
+    kdig = client.run("kdig", f"@{labnet.address}", "lab.test", "AXFR", check=False).stdout
+    assert "ns.lab.test." in kdig and kdig.count("SOA") >= 2
+    trace = client.run("dig", "+trace", f"@{labnet.net.prefix()}.2", "ns.lab.test",
+                       check=False).stdout
+    assert re.search(r"^test\.\s+\d+\s+IN\s+NS\s+tld\.lab\.test\.", trace, re.M), trace
+    assert re.search(r"^lab\.test\.\s+\d+\s+IN\s+NS\s+ns\.lab\.test\.", trace, re.M), trace
+    assert re.search(rf"^ns\.lab\.test\.\s+\d+\s+IN\s+A\s+{re.escape(labnet.address)}", trace, re.M), trace
+    check = subprocess.run(
+        ["ip", "netns", "exec", labnet.server.name, sys.executable, "-m", "services", "check",
+         "--only", "dns,dhcp", "--host", labnet.address, "--port-offset", "0", "--config",
+         str(labnet.tmp / "lab.toml")], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "DHCPACK to INFORM" in check.stdout and "SOA lab.test" in check.stdout
