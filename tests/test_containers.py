@@ -116,9 +116,9 @@ def test_dhcp_pool_lies_outside_what_the_engine_hands_out():
 
 
 def dhcp_pool(lab) -> list[ipaddress.IPv4Address]:
-    settings = lab.service("dhcp")
-    start, end = (ipaddress.ip_address(getattr(settings, key))
-                  for key in ("pool_start", "pool_end"))
+    from services.dhcp import parse_range
+
+    start, end = (ipaddress.ip_address(a) for a in parse_range(lab.service("dhcp").range))
     return [ipaddress.ip_address(n) for n in range(int(start), int(end) + 1)]
 
 
