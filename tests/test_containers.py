@@ -118,21 +118,23 @@ def test_dhcp_pool_lies_outside_what_the_engine_hands_out():
 def dhcp_pool(lab) -> list[ipaddress.IPv4Address]:
     from services.dhcp import parse_range
 
-    start, end = (ipaddress.ip_address(a) for a in parse_range(lab.service("dhcp").range))
+    start, end = map(ipaddress.ip_address, parse_range(lab.service("dhcp").range))
     return [ipaddress.ip_address(n) for n in range(int(start), int(end) + 1)]
 
 
 # --- for real, with podman -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def images() -> str:
-    """podman ready (setup.sh) and both images built; the stand-in base image's name."""
+def images() -> Iterator[str]:
+    """podman ready (setup.sh) and both images built; the stand-in base image's name.
+    Holds the machine's container-test lock for the whole module."""
     need_root()
     if shutil.which("podman") is None and shutil.which("apt-get") is None:
         need("podman")  # setup.sh installs it with apt-get: a failure in CI, else a skip
-    python_image = engine.prepare()
-    engine.build(python_image)
-    return python_image
+    with engine.exclusive():
+        python_image = engine.prepare()
+        engine.build(python_image)
+        yield python_image
 
 
 def test_all_in_one_container_serves_every_service(images, tmp_path):

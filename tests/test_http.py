@@ -110,6 +110,7 @@ def test_embedded_page_loads_an_image_from_a_second_host(web):
 
 
 def test_keep_alive_and_close_for_http_1_0_and_1_1(web):
+    """HTTPChannel.checkPersistence never keeps HTTP/1.0 alive; our subclass does when asked."""
     page = url(web, "/lab/http/basic.html")
     reused = curl("-v", "--http1.1", page, page).stderr.decode()
     assert "Re-using existing connection" in reused or "Reusing existing" in reused
@@ -144,6 +145,8 @@ def test_form_echoes_the_fields(web):
 
 
 def test_uploads_answer_size_and_sha256(web, tmp_path):
+    """Twisted's multipart parsing drops the filename (twisted#12358) and needs the whole
+    body; ours streams it and names the file."""
     data = bytes(range(256)) * 1000  # 256000 bytes, under the 300000 limit
     path = tmp_path / "blob name.bin"
     path.write_bytes(data)
@@ -208,6 +211,8 @@ def test_http_client_keeps_one_connection(web):
     (b"POST /lab/http/upload HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413),
 ])
 def test_bad_requests_get_an_error_and_a_close(web, request_bytes, status):
+    """Twisted answers a bare 400 to all of these, or closes without a word on a long
+    header line (twisted#4892), and has no body limit at all (twisted#4898)."""
     answer = raw(web, request_bytes)  # returns only once the server has closed
     assert status_of(answer) == [status], answer[:200]
     assert b"Connection: close" in answer
@@ -280,3 +285,15 @@ def test_random_requests_never_break_the_server(web):
                 pass
     ok = raw(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(ok) == [200]
+
+
+def test_netcat_style_bare_lf_and_pipelined_requests(web):
+    """nc sends lines ending in LF alone; a pipelined pair is answered in order."""
+    answer = raw(web, b"GET /lab/http/basic.html HTTP/1.0\nHost: x\n\n")
+    assert status_of(answer) == [200] and answer.rstrip().endswith(b"</html>")
+    both = raw(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /lab/http/long.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(both) == [200, 200]
+    assert both.index(b"A small page") < both.index(b"A long page")
+    posted = raw(web, b"POST /lab/http/form HTTP/1.0\nContent-Length: 11\n\nuser=a%0Ab\r")
+    assert status_of(posted) == [200] and b"<td>user</td><td>a\nb\r</td>" in posted

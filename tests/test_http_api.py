@@ -32,6 +32,7 @@ def web(tmp_path_factory):
     store.close()
     yield server
     assert not factory.cleanup()
+    assert "Traceback" not in server.stderr()
 
 
 def call(server, method: str, path: str, auth: tuple[str, str] | None = ("admin", "admin"),

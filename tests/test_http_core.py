@@ -165,3 +165,15 @@ def test_live_sessions_are_opened_and_not_closed():
               event("b", "close", 4), event("c", "command", 5)]
     live = live_sessions(events)
     assert [(s["opened"], s["user"]) for s in live] == [(1, "alice")]
+
+
+def test_settings_refuse_an_image_host_outside_the_zone(tmp_path):
+    from services.config import ConfigError, load
+
+    path = tmp_path / "lab.toml"
+    path.write_text('[http]\nimage_host = "elsewhere"\n')
+    with pytest.raises(ConfigError, match="image_host"):
+        load(path)
+    path.write_text('[http]\naliases = ["pics"]\nimage_host = "pics"\nupload_limit = 0\n')
+    with pytest.raises(ConfigError, match="upload_limit: must be positive"):
+        load(path)

@@ -19,6 +19,7 @@ def web(tmp_path_factory):
     server = factory.start(only="http")
     yield server
     assert not factory.cleanup()
+    assert "Traceback" not in server.stderr()
 
 
 def base(server) -> str:
@@ -146,3 +147,13 @@ def test_a_link_swapped_in_after_a_fetch_is_still_refused(web):
     (alice / "swap-old").rename(alice / "swap")
     (alice / "swap" / "page.txt").write_text("alice's new page, longer")
     assert curl(page).stdout == b"alice's new page, longer"
+
+
+def test_an_index_html_link_out_is_refused(web):
+    alice, bob = public_html(web, "alice"), public_html(web, "bob")
+    (bob / "diary.html").write_text("bob's diary")
+    (alice / "linked").mkdir()
+    (alice / "linked" / "index.html").symlink_to(bob / "diary.html")
+    answer = curl("-i", base(web) + "/~alice/linked/").stdout
+    assert status_of(answer) == [403] and b"bob's diary" not in answer
+

@@ -176,3 +176,24 @@ def test_mime_never_crashes(data):
     entity.bodystructure(True)
     entity.envelope()
     entity.section((1, 1), "MIME", ())
+
+
+def test_list_wildcards():
+    from services.imap.session import _match
+
+    assert _match("*", "a/b/c") and _match("%", "a") and not _match("%", "a/b")
+    assert _match("a/%", "a/b") and not _match("a/%", "a/b/c") and _match("a/*", "a/b/c")
+    assert _match("inbox", "INBOX") and _match("Inbox/%", "INBOX/x") and not _match("inbox", "Inbox2")
+    assert _match("%3/%4", "test3/test4") and _match("*t*4", "a/test3/test4")
+    assert not _match("*%*%*%*%*%*%*%*%*%*%*%*%*%x", "a" * 400)  # no exponential backtracking
+
+
+def test_settings_validation():
+    from services import config
+
+    lab = config.default()
+    with pytest.raises(config.ConfigError, match=r"\[imap\] autologout: RFC 3501"):
+        config.apply(lab, {"imap": {"autologout": 60}}, "lab.toml")
+    config.apply(lab, {"imap": {"plaintext_auth": False, "port": 1143}}, "lab.toml")
+    assert lab.service("imap").plaintext_auth is False
+    assert [l.port for l in __import__("services.imap").imap.listeners(lab)] == [1143, 993]

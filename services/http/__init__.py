@@ -41,6 +41,9 @@ class Settings(ServiceSettings):
 
     def validate(self) -> None:
         super().validate()
+        if self.image_host not in (self.host, *self.aliases):
+            raise Invalid("image_host", f"{self.image_host!r} must be the host or one of the "
+                          "aliases (only those are in the lab zone)")
         for key in ("long_page_size", "upload_limit", "header_limit", "max_headers",
                     "idle_timeout"):
             if getattr(self, key) <= 0:

@@ -1,8 +1,10 @@
 """twisted.web's connection and request, with the limits and behaviour the lab promises.
 
 HTTPChannel as shipped answers every bad request with a bare "400 Bad Request" (even for
-oversize headers), has no request-body limit, never keeps an HTTP/1.0 connection alive,
-and spools every body to a temporary file before the resource sees it. Here:
+oversize headers), drops a connection whose header line is too long without a word
+(twisted#4892), has no request-body limit (twisted#4898, #10191), never keeps an
+HTTP/1.0 connection alive (its checkPersistence: "Just use HTTP 1.1, okay?"), and spools
+every body to a temporary file before the resource sees it. Here:
 
 - malformed request lines and headers: 400 with a body, then the connection is closed;
 - request line + headers over [http] header_limit, or more than max_headers lines: 431;
@@ -10,6 +12,8 @@ and spools every body to a temporary file before the resource sees it. Here:
 - a body (Content-Length or chunked) over [http] upload_limit: 413, before it is read;
 - HTTP/1.0 with "Connection: keep-alive" stays open when the response has a length;
 - a resource can take the body as it arrives (BodySink), so uploads are streamed;
+- lines may end in a bare LF, as `nc` sends them (RFC 9112 2.2 allows it; Twisted waits
+  for a CRLF that never comes);
 - every connection is a journal session; every request is a command and a reply line.
 """
 
@@ -40,6 +44,7 @@ class BodySink(Protocol):
 class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
+    delimiter = b"\n"  # and a CR before it is dropped in lineReceived
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
         super().connectionMade()
@@ -109,6 +114,8 @@ class LabChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self.refused:
             return
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             if hasattr(self, "_command"):
                 self.refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")

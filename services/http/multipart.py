@@ -1,7 +1,8 @@
 """A streaming multipart/form-data parser (RFC 7578), sans-IO: bytes in, events out.
 
-twisted.web's own parser (cgi-style) needs the whole body and drops file names; this one
-keeps a bounded buffer, so an upload of any size passes through in constant memory.
+twisted.web's own parser needs the whole body and drops file names (twisted#12358,
+#4775); this one keeps a bounded buffer, so an upload of any size passes through in
+constant memory, and it keeps each part's name and filename.
 """
 
 from __future__ import annotations

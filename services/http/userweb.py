@@ -79,7 +79,10 @@ class UserWeb:
             except OSError:
                 st = None
             if st is not None and _identity(st) == identity:
-                return self.cache.get(target, st)
+                try:
+                    return self.cache.get(target, st)
+                except OSError:
+                    return None
         try:
             owner, slash, relative = self.split(path)
         except UnicodeDecodeError:
@@ -90,15 +93,16 @@ class UserWeb:
         try:
             target = resolve(root, relative)
             st = os.stat(target)
+            if (not stat.S_ISREG(st.st_mode) or st.st_size > SMALL
+                    or target.name.startswith(TEMP_PREFIX)):
+                return None
+            body = self.cache.get(target, st)
         except (PathError, OSError):
-            return None
-        if (not stat.S_ISREG(st.st_mode) or st.st_size > SMALL
-                or target.name.startswith(TEMP_PREFIX)):
-            return None
+            return None  # the ordinary path gives the error its answer
         if len(self.located) >= MAX_LOCATED:
             self.located.clear()
         self.located[path] = (target, _identity(st))
-        return self.cache.get(target, st)
+        return body
 
     def __call__(self, request: Any) -> Any:
         try:
@@ -135,18 +139,24 @@ class UserWeb:
     def read(self, request: Any, root: Path, target: Path, relative: str) -> Any:
         try:
             st = os.stat(target)
+            if stat.S_ISDIR(st.st_mode):
+                if not request.path.endswith(b"/"):
+                    return _redirect(request, request.path.decode("latin-1") + "/")
+                try:  # index.html too may be a link that leads out
+                    index = resolve(root, relative + "/index.html")
+                except PathError as error:
+                    request.channel.session.event("refused", str(error))
+                    return error_page(request, 403, "That path leaves the user's web space.")
+                if index.is_file():
+                    return serve(request, index, index.stat(), self.cache)
+                return self.listing(request, target, relative)
+            if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
+                return error_page(request, 404, "No such file.")
+            return serve(request, target, st, self.cache)
         except (FileNotFoundError, NotADirectoryError):
             return error_page(request, 404, "No such file.")
-        if stat.S_ISDIR(st.st_mode):
-            if not request.path.endswith(b"/"):
-                return _redirect(request, request.path.decode("latin-1") + "/")
-            index = target / "index.html"
-            if index.is_file():
-                return serve(request, index, index.stat(), self.cache)
-            return self.listing(request, target, relative)
-        if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
-            return error_page(request, 404, "No such file.")
-        return serve(request, target, st, self.cache)
+        except PermissionError:  # e.g. a file another protocol left unreadable to us
+            return error_page(request, 403, "This file may not be read.")
 
     @staticmethod
     def listing(request: Any, directory: Path, relative: str) -> bytes:

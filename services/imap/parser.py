@@ -11,6 +11,7 @@ sent), and `parse_command` turns a command into a `Command` with typed arguments
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -343,8 +344,10 @@ class Parser:
         year = self.number()
         if quoted:
             self.expect(b'"')
-        if not 1 <= day <= 31 or year < 1:
-            raise ParseError("bad date")
+        try:
+            datetime.date(year, month, day)
+        except ValueError:
+            raise ParseError("bad date") from None
         return year, month, day
 
     def _month(self) -> int:

@@ -9,14 +9,18 @@ method, so this adapter only frames bytes (parser.Reader) and feeds a sans-IO Se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 
 from .parser import Continue, Frame, Line, Reader, Reject
 from .session import Session
+
+_log = Logger()
 
 
 class IMAPProtocol(Protocol):
@@ -40,7 +44,7 @@ class IMAPProtocol(Protocol):
             self.lab.store.mail, self.lab.store.users, self.transport.write,
             journal=self.journal, domain=self.lab.config.lab.domain,
             plaintext_auth=self.settings.plaintext_auth, tls=self.implicit_tls,
-            starttls=True, subscribe=self.lab.store.subscribe)
+            starttls=True, subscribe=self._subscribe)
         self.timer = reactor.callLater(self.settings.autologout, self._autologout)
         self.session.greeting()
         self.session.flush()
@@ -49,13 +53,23 @@ class IMAPProtocol(Protocol):
         if self.timer is not None and self.timer.active():
             self.timer.reset(self.settings.autologout)
         self.reader.feed(data)
+        self._guarded(self._pump)
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run session work; a bug costs this session (logged), never the reactor or the
+        store's change poll that every service shares."""
         try:
-            self._pump()
-        except Exception as error:  # a bug must cost one session, never the reactor
+            work()
+        except Exception as error:
+            _log.failure("IMAP session error")
             self.journal.event("error", f"{type(error).__name__}: {error}")
             self.transport.write(b"* BYE Internal server error\r\n")
             self.transport.loseConnection()
-            raise
+
+    def _subscribe(self, topic: str, callback: Callable[[set[str]], None]) -> Callable[[], None]:
+        def guarded(topics: set[str]) -> None:
+            self._guarded(lambda: callback(topics))
+        return self.lab.store.subscribe(topic, guarded)
 
     def _pump(self) -> None:
         session = self.session

@@ -645,8 +645,6 @@ class Session:
         return f"{command.name} completed"
 
     def do_UID_EXPUNGE(self, command: Command) -> str:
-        view = self.view
-        assert view is not None
         return self.do_EXPUNGE(command, set(self._uids(command.args["set"], True)))
 
     def _uids(self, seqset: Any, uid: bool) -> list[int]:
@@ -916,30 +914,26 @@ def _parents(names: set[str]) -> set[str]:
 
 
 def _match(pattern: str, name: str) -> bool:
-    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case."""
-    if name == INBOX and pattern.upper() in ("INBOX",):
-        return True
-    return _match_at(pattern, 0, name, 0)
-
-
-def _match_at(p: str, i: int, name: str, j: int) -> bool:
-    while i < len(p):
-        c = p[i]
-        if c in "*%":
-            for k in range(j, len(name) + 1):
-                if _match_at(p, i + 1, name, k):
-                    return True
-                if k < len(name) and c == "%" and name[k] == "/":
-                    return False
-            return False
-        if j >= len(name):
-            return False
-        a, b = c, name[j]
-        if a != b and not (name.startswith(INBOX) and j < 5 and a.upper() == b):
-            return False
-        i += 1
-        j += 1
-    return j == len(name)
+    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case.
+    Dynamic programming over (pattern, name) positions: linear in each, so no pattern of
+    many wildcards can make it backtrack for ever."""
+    if pattern[:5].upper() == INBOX and name.startswith(INBOX):
+        pattern = INBOX + pattern[5:]
+    reach = [True] + [False] * len(name)  # reach[j]: the pattern so far matches name[:j]
+    for char in pattern:
+        nxt = [False] * (len(name) + 1)
+        if char in "*%":
+            ok = False
+            for j in range(len(name) + 1):
+                if char == "%" and j and name[j - 1] == "/":
+                    ok = False  # % never spans a delimiter
+                ok = ok or reach[j]
+                nxt[j] = ok
+        else:
+            for j in range(1, len(name) + 1):
+                nxt[j] = reach[j - 1] and name[j - 1] == char
+        reach = nxt
+    return reach[-1]
 
 
 def _check_flags(flags: list[str]) -> list[str]:

@@ -8,9 +8,12 @@ podman 4.3 lacks (see `compose_for_podman`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,15 @@ def run(*command: str, timeout: float = 120, check: bool = True,
         raise EngineError(f"{' '.join(command)} exited {result.returncode}:\n"
                           f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One container test run at a time on this machine: runs share the image tags, the
+    project name and compose.yaml's fixed subnet."""
+    with open("/run/protolab-container-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def prepare() -> str:

@@ -1,0 +1,99 @@
+"""The IMAP session state machine driven directly (no sockets), and fuzzed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.imap.parser import Continue, Frame, Line, Reader, Reject
+from services.imap.session import Session
+from services.journal import Journal
+from services.store import Store
+
+
+class Harness:
+    def __init__(self, store: Store, journal: Journal) -> None:
+        self.out = bytearray()
+        self.reader = Reader(append_limit=100_000)
+        self.session = Session(store.mail, store.users, self.out.extend,
+                               journal=journal.open("imap", "test"), domain="lab.test",
+                               plaintext_auth=True, tls=False, starttls=True,
+                               subscribe=store.subscribe)
+        self.session.greeting()
+        self.session.flush()
+
+    def feed(self, data: bytes) -> bytes:
+        """What the adapter does, minus the socket."""
+        start = len(self.out)
+        self.reader.feed(data)
+        while not self.session.closing and (event := self.reader.next()) is not None:
+            if isinstance(event, Frame):
+                self.session.command(event.raw)
+            elif isinstance(event, Line):
+                self.session.line(event.raw)
+            elif isinstance(event, Continue):
+                self.session.send("+ go on")
+            elif isinstance(event, Reject):
+                self.session.send(f"{event.tag} {event.text}")
+            self.session.flush()
+            self.reader.raw_line = self.session.wants_line
+            self.session.wants_tls = False
+        return bytes(self.out[start:])
+
+
+def make_store(tmp_path: Path) -> tuple[Store, Journal]:
+    store = Store(tmp_path / "data")
+    store.users.add("alice", "alice")
+    store.mail.append("alice", "INBOX", b"From: a@b\r\nSubject: x\r\n\r\nhello\r\n", ["\\Seen"])
+    store.mail.append("alice", "INBOX", b"Content-Type: multipart/mixed; boundary=q\r\n\r\n"
+                      b"--q\r\n\r\none\r\n--q\r\nContent-Type: message/rfc822\r\n\r\n"
+                      b"Subject: in\r\n\r\ntwo\r\n--q--\r\n")
+    return store, Journal(tmp_path / "journal", None)
+
+
+def test_logged_in_session_answers_every_tag(tmp_path):
+    store, journal = make_store(tmp_path)
+    h = Harness(store, journal)
+    assert h.feed(b"a LOGIN alice alice\r\n").startswith(b"a OK")
+    out = h.feed(b"b SELECT INBOX\r\nc FETCH 2 (BODYSTRUCTURE BODY.PEEK[2.TEXT])\r\n")
+    assert b"c OK" in out and b'"MESSAGE" "RFC822"' in out and b"two" in out
+    store.close()
+
+
+COMMANDS = [
+    "NOOP", "CAPABILITY", "LOGIN alice alice", "LOGIN alice wrong", "SELECT INBOX",
+    "EXAMINE Sent", "SELECT {n}", "CREATE x/{n}", "DELETE x/{n}", "RENAME x/{n} y/{n}",
+    "LIST \"\" *", "LIST \"\" %/{n}", "LSUB \"\" *", "SUBSCRIBE x/{n}", "STATUS INBOX (MESSAGES UNSEEN RECENT)",
+    "FETCH {n} (FLAGS BODY.PEEK[{n}.MIME] BODY[]<{n}.{m}>)", "FETCH {n}:* ALL", "FETCH * FULL",
+    "UID FETCH {n}:{m} (UID BODYSTRUCTURE ENVELOPE RFC822.SIZE)",
+    "STORE {n} +FLAGS (\\Deleted $k{m})", "STORE {n}:{m} -FLAGS.SILENT (\\Seen)",
+    "UID STORE {n} (UNCHANGEDSINCE {m}) FLAGS ()", "EXPUNGE", "UID EXPUNGE {n}:{m}",
+    "SEARCH OR {n} UNSEEN NOT SUBJECT x", "UID SEARCH SINCE 1-Jan-2020 TEXT hello",
+    "SEARCH BEFORE 31-Feb-2020", "COPY {n} Trash", "MOVE {n}:* Archive", "UID MOVE {n} INBOX",
+    "CLOSE", "UNSELECT", "ENABLE QRESYNC", "ID NIL", "NAMESPACE", "CHECK",
+    "APPEND INBOX (\\Seen) {{5+}}\r\nhello", "APPEND x/{n} {{3+}}\r\nabc",
+    "IDLE", "DONE", "AUTHENTICATE PLAIN", "AGpvZQBqb2U=", "*", "STARTTLS",
+    "FETCH {n} BODY[{n}.{m}.HEADER.FIELDS ({n})]", "SEARCH HEADER {n} {m}",
+]
+
+
+@given(st.lists(st.tuples(st.sampled_from(COMMANDS), st.integers(0, 5), st.integers(0, 5)),
+                max_size=25))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_command_sequences_never_crash(tmp_path_factory, script):
+    store, journal = make_store(tmp_path_factory.mktemp("fuzz"))
+    h = Harness(store, journal)
+    try:
+        for i, (template, n, m) in enumerate(script):
+            command = template.format(n=n, m=m)
+            untagged = command in ("DONE", "AGpvZQBqb2U=", "*") or h.session.wants_line
+            out = h.feed((command if untagged else f"t{i} {command}").encode() + b"\r\n")
+            if h.session.closing:
+                break
+            if not untagged and not h.session.wants_line and command != "IDLE":
+                assert f"t{i} ".encode() in out, (command, out)
+    finally:
+        h.session.close()
+        store.close()
