@@ -24,6 +24,7 @@ PROTOCOLS: tuple[str, ...] = (
     "dns",
     "dhcp",
     "ftp",
+    "smb",
 )
 
 

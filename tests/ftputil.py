@@ -75,3 +75,12 @@ class Capture:
              f"({protocol}) && (_ws.malformed || _ws.expert.severity == error)"],
             capture_output=True, text=True, timeout=120).stdout
         return out.splitlines()
+
+
+def smbclient(server, share: str, commands: str, user: str = "alice",
+              password: str | None = None, *extra: str) -> subprocess.CompletedProcess:
+    """Samba's smbclient against the lab's SMB port (-U USER%PASS, or -N when user is "")."""
+    auth = ["-N"] if not user else ["-U", f"{user}%{user if password is None else password}"]
+    return subprocess.run(
+        ["smbclient", f"//127.0.0.1/{share}", "-p", str(server.port("smb", "smb")), *auth,
+         *extra, "-c", commands], capture_output=True, text=True, timeout=120)

@@ -157,3 +157,27 @@ def test_an_index_html_link_out_is_refused(web):
     answer = curl("-i", base(web) + "/~alice/linked/").stdout
     assert status_of(answer) == [403] and b"bob's diary" not in answer
 
+
+
+def test_put_with_expect_is_refused_before_the_body(web, tmp_path):
+    """curl sends "Expect: 100-continue" with -T: bad credentials are answered at once,
+    without a 100 Continue, so the file is never sent."""
+    import socket
+
+    request = (b"PUT /~alice/early.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n"
+               b"Expect: 100-continue\r\nAuthorization: Basic Ym9iOmJvYg==\r\n\r\n")  # bob:bob
+    with socket.create_connection(("127.0.0.1", web.port("http", "http")), timeout=10) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"100 Continue" not in answer
+    anonymous = curl("-i", "-H", "Expect: 100-continue", "-T", str(__file__),
+                     base(web) + "/~alice/early.bin").stdout
+    assert status_of(anonymous) == [401] and b"100 Continue" not in anonymous
+    assert b'WWW-Authenticate: Basic realm="web space of alice"' in anonymous
+    assert not (public_html(web, "alice") / "early.bin").exists()
+    good = curl("-i", "-u", "alice:alice", "-T", str(__file__), base(web) + "/~alice/early.bin")
+    assert status_of(good.stdout) == [201]
+    journal = web.cli("journal", "--service", "http").stdout
+    assert journal.count("Basic alice ok") >= 1

@@ -59,8 +59,8 @@ def test_parse_fetch_sections():
     assert command.args["set"].resolve(9) == [(1, 9), (4, 4)]
     flags, section, whole = command.args["atts"]
     assert flags == "FLAGS"
-    assert section == Section((1, 2), "HEADER.FIELDS", ("From", "To"), (0, 100), True)
-    assert section.name() == "BODY[1.2.HEADER.FIELDS (From To)]<0>"
+    assert section == Section((1, 2), "HEADER.FIELDS", ("FROM", "TO"), (0, 100), True)
+    assert section.name() == "BODY[1.2.HEADER.FIELDS (FROM TO)]<0>"
     assert whole.name() == "BODY[]" and not whole.peek
     assert parse_command(b"1 FETCH 1 ALL").args["atts"][-1] == "ENVELOPE"
     for bad in (b"1 FETCH 1 (BODY[1.])", b"1 FETCH 0 FLAGS", b"1 FETCH 1 (FLAGS", b"1 FETCH 1 BODY[MIME]"):
@@ -141,6 +141,8 @@ def test_sections_of_nested_parts():
     assert entity.section((2, 2), "", ()) == b"<p>inner</p>"
     assert entity.section((2, 2), "MIME", ()) == b"Content-Type: text/html\r\n\r\n"
     assert entity.section((3,), "", ()) is None
+    assert entity.section((1, 1), "", ()) == b"first part"  # a leaf is its own part 1
+    assert entity.section((1, 2), "", ()) is None
     assert entity.section((), "HEADER.FIELDS", ("SUBJECT",)) == b"Subject: outer\r\n\r\n"
     plain = Entity.parse(b"Subject: x\r\n\r\nbody")
     assert plain.section((1,), "", ()) == b"body" and plain.section((2,), "", ()) is None
@@ -148,7 +150,7 @@ def test_sections_of_nested_parts():
 
 def test_bodystructure_of_nested_message():
     structure = Entity.parse(NESTED).bodystructure(extended=False)
-    assert structure.startswith('(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 10 1)'
+    assert structure.startswith('(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 10 0)'
                                 '("MESSAGE" "RFC822" NIL NIL NIL "7BIT" ')
     assert '"ALTERNATIVE")' in structure and structure.endswith(' "MIXED")')
     extended = Entity.parse(NESTED).bodystructure(extended=True)

@@ -134,3 +134,29 @@ def test_http_paths(lab):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(base + path, timeout=10)
         assert refused.value.code in (400, 403, 404), path
+
+
+def test_smb_paths(lab):
+    from impacket.smbconnection import SessionError, SMBConnection
+
+    server = lab.start(only="smb")
+    plant_traps(server.data)
+    connection = SMBConnection("FILES", "127.0.0.1", sess_port=server.port("smb", "smb"),
+                               timeout=15)
+    connection.login("alice", "alice")
+    refused = ["..\\bob\\private.txt", "../bob/private.txt", "etc\\passwd", "bob\\private.txt",
+               "\\..\\..\\lab.db", "x.txt:stream", "x.txt::$DATA",
+               "\uff0e\uff0e\\\uff0e\uff0e\\lab.db", "public_html\\up\\..\\..\\bob\\private.txt"]
+    for path in refused:
+        with pytest.raises(SessionError):
+            connection.getFile("alice", path, lambda data: None)
+    with pytest.raises(SessionError):
+        connection.listPath("alice", "bob\\*")
+    with pytest.raises(SessionError):
+        connection.createDirectory("alice", "a\uff0fb")
+    connection.putFile("alice", "ok.txt", lambda size: b"")
+    with pytest.raises(SessionError):  # a rename target out of the share
+        connection.rename("alice", "ok.txt", "..\\bob\\stolen.txt")
+    connection.close()
+    assert (server.data / "homes/bob/private.txt").read_text() == "bob's"
+    assert not (server.data / "homes/bob/stolen.txt").exists()

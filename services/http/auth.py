@@ -40,6 +40,8 @@ def is_admin(lab: Lab, user: str, password: str) -> bool:
 def login(lab: Lab, request: Any, admin_ok: bool = False) -> str | None:
     """Who the request authenticates as (a lab user, or the administrator's name when
     `admin_ok`), journaled with the password masked; None without valid credentials."""
+    if request.lab_user:  # already checked for this request (before its body arrived)
+        return request.lab_user
     given = credentials(request)
     if given is None:
         return None
@@ -56,7 +58,11 @@ def login(lab: Lab, request: Any, admin_ok: bool = False) -> str | None:
     return None
 
 
+def www_authenticate(realm: str) -> dict[bytes, bytes]:
+    return {b"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'.encode()}
+
+
 def challenge(request: Any, realm: str = REALM, message: str = "") -> bytes:
     """401 asking the browser for a lab user's name and password."""
     return error_page(request, 401, message or "This area needs a lab user's name and password.",
-                      {b"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'.encode()})
+                      www_authenticate(realm))

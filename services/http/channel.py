@@ -30,9 +30,18 @@ from . import fast
 if TYPE_CHECKING:
     from ..journal import Session
 
-STATUS_TEXT = {400: b"Bad Request", 413: b"Content Too Large", 414: b"URI Too Long",
+STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+               413: b"Content Too Large", 414: b"URI Too Long",
                431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
 SPOOL_IN_MEMORY = 64 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+
+
+class Refusal(Exception):
+    """Raised by a sink factory to answer before the body is read (and close)."""
+
+    def __init__(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(why)
+        self.status, self.why, self.headers = status, why, headers or {}
 
 
 class BodySink(Protocol):
@@ -59,7 +68,7 @@ class LabChannel(http.HTTPChannel):
 
     # --- refusing bad requests ---------------------------------------------------------
 
-    def refuse(self, status: int, why: str) -> None:
+    def refuse(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
         """Answer `status` with a one-line body, close, and ignore whatever else arrives."""
         if self.refused:
             return
@@ -68,10 +77,11 @@ class LabChannel(http.HTTPChannel):
                              f"{getattr(self, '_path', b'?').decode('latin-1')[:200]}")
         self.session.reply(f"{status} {why}")
         body = f"{status} {STATUS_TEXT[status].decode()}: {why}\n".encode()
+        extra = b"".join(name + b": " + value + b"\r\n" for name, value in (headers or {}).items())
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, STATUS_TEXT[status], len(body), body))
+            % (status, STATUS_TEXT[status], extra, len(body), body))
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - every 400 path
@@ -139,6 +149,10 @@ class LabChannel(http.HTTPChannel):
             return
         super().allHeadersReceived()
 
+    def _send100Continue(self) -> None:  # noqa: N802
+        if not self.refused:  # a sink factory may have answered already (Refusal)
+            super()._send100Continue()
+
     def allContentReceived(self) -> None:  # noqa: N802
         if not self.refused:
             super().allContentReceived()
@@ -176,7 +190,11 @@ class LabRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802
         channel = self.channel
-        self.sink = channel.site.sink_for(channel._command, channel._path, self)
+        try:
+            self.sink = channel.site.sink_for(channel._command, channel._path, self)
+        except Refusal as refusal:
+            channel.refuse(refusal.status, refusal.why, refusal.headers)
+            self.sink = None
         if self.sink is None:
             self.sink = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..paths import PathError, resolve
-from .auth import challenge, login
+from .auth import challenge, login, www_authenticate
+from .channel import Refusal
 from .files import SMALL, FileCache, serve
 from .responses import HTML, Body, error_page, send, send_no_body
 
@@ -125,7 +126,7 @@ class UserWeb:
             return error_page(request, 405, "Not a method of this space.", {b"Allow": ALLOW})
         user = login(self.lab, request)
         if user is None:
-            return challenge(request, f"web space of {owner}")
+            return challenge(request, realm(owner))
         if user != owner:
             return error_page(request, 403, f"Only {owner} may change this web space.")
         if target == Path(os.path.realpath(root)):
@@ -242,7 +243,33 @@ def _redirect(request: Any, to: str) -> bytes:
     return error_page(request, 301, f"Moved to {to}")
 
 
+def realm(owner: str) -> str:
+    return f"web space of {owner}"
+
+
 def register(router: Router, lab: Lab) -> None:
     web = UserWeb(lab)
+
+    def early_check(method: bytes, path: bytes, request: Any) -> None:
+        """A client that waits for "100 Continue" before sending a PUT body learns at once
+        that its credentials will not do, instead of sending the whole file first."""
+        expect = request.requestHeaders.getRawHeaders(b"Expect", [b""])[0].lower()
+        if method not in WRITE or expect != b"100-continue":
+            return None
+        try:
+            owner, _, _ = web.split(path.partition(b"?")[0])
+        except UnicodeDecodeError:
+            return None
+        if web.root(owner) is None:
+            return None  # the ordinary path answers 404
+        user = login(lab, request)
+        if user is None:
+            raise Refusal(401, "this needs the owner's name and password (Basic)",
+                          www_authenticate(realm(owner)))
+        if user != owner:
+            raise Refusal(403, f"only {owner} may change this web space")
+        return None
+
+    router.body_sink("/~", early_check)
     router.tree("/~", web)
     router.fast_tree("/~", web.fast)

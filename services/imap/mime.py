@@ -149,6 +149,8 @@ class Entity:
                 found = {"charset": "us-ascii"} if main == "text" else {}
         if main == "multipart" and not found.get("boundary"):
             main, sub, found = "text", "plain", {"charset": "us-ascii"}
+        if main == "text" and "charset" not in found:  # RFC 2045 5.2's default, said aloud
+            found = {"charset": "us-ascii", **found}
         return main, sub, found
 
     @property
@@ -164,7 +166,7 @@ class Entity:
         return self._type[2]
 
     def lines(self) -> int:
-        return self.body.count(b"\n") + (1 if self.body and not self.body.endswith(b"\n") else 0)
+        return self.body.count(b"\n")  # as Dovecot counts: line ends, not a last partial line
 
     # --- FETCH responses ------------------------------------------------------------------
 
@@ -231,6 +233,8 @@ class Entity:
                     if number > len(part.children):
                         return None
                     part = part.children[number - 1]
+                    continue
+                elif number == 1:  # a leaf is its own part 1, as a simple message is
                     continue
                 else:
                     return None

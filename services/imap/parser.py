@@ -514,7 +514,7 @@ def _section(p: Parser, peek: bool) -> Section:
         text = word
         if word.startswith("HEADER.FIELDS"):
             p.sp()
-            fields = tuple(p.paren_list(p.astr))  # echoed as the client wrote them
+            fields = tuple(f.upper() for f in p.paren_list(p.astr))  # echoed upper case, as Dovecot does
             if not fields:
                 raise ParseError("empty header list")
     elif part and p.data[p.pos - 1:p.pos] == b".":

@@ -87,7 +87,12 @@ class Candidate:
 
     @cached_property
     def body_text(self) -> str:
-        return "\n".join(_texts(self.entity)).casefold() if self.entity else ""
+        return "\n".join(_texts(self.entity, False)).casefold() if self.entity else ""
+
+    @cached_property
+    def inner_headers(self) -> str:
+        """Headers of attached messages: TEXT finds them, BODY does not (as Dovecot)."""
+        return "\n".join(_texts(self.entity, True)).casefold() if self.entity else ""
 
 
 def decode_header(value: str) -> str:
@@ -97,11 +102,17 @@ def decode_header(value: str) -> str:
         return value
 
 
-def _texts(entity: Entity) -> list[str]:
+def _texts(entity: Entity, headers: bool) -> list[str]:
+    """The decoded text of the leaf parts (headers=False), or the headers of the messages
+    attached inside (headers=True)."""
     if entity.children:
-        return [t for child in entity.children for t in _texts(child)]
+        return [t for child in entity.children for t in _texts(child, headers)]
     if entity.message is not None:
-        return [entity.message.header.decode("utf-8", "replace"), *_texts(entity.message)]
+        inner = _texts(entity.message, headers)
+        return [decode_header(entity.message.header.decode("utf-8", "replace")), *inner] \
+            if headers else inner
+    if headers:
+        return []
     body = entity.body
     encoding = (entity.get("content-transfer-encoding") or "").strip().lower()
     try:
@@ -124,15 +135,20 @@ def _day(stamp: float) -> datetime.date:
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).date()
 
 
-def _sent_day(candidate: Candidate) -> datetime.date | None:
+_NO_DATE = datetime.date(1970, 1, 1)
+
+
+def _sent_day(candidate: Candidate) -> datetime.date:
+    """The Date: header's day in its own zone; no (valid) Date: counts as the epoch, as
+    Dovecot (which compliance suites were written against) does."""
     value = candidate.entity.get("date") if candidate.entity else None
     parsed = email.utils.parsedate_tz(value) if value else None
     if not parsed:
-        return None
+        return _NO_DATE
     try:
         return datetime.date(parsed[0], parsed[1], parsed[2])
     except ValueError:
-        return None
+        return _NO_DATE
 
 
 def _contains(haystacks: list[str], needle: bytes) -> bool:
@@ -181,8 +197,7 @@ def matches(key: tuple, c: Candidate, ctx: Context) -> bool:
     if name in ("BEFORE", "ON", "SINCE"):
         return _compare(name, _day(c.internaldate), datetime.date(*key[1]))
     if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-        sent = _sent_day(c)
-        return sent is not None and _compare(name[4:], sent, datetime.date(*key[1]))
+        return _compare(name[4:], _sent_day(c), datetime.date(*key[1]))
     if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
         return _contains(c.header_text.get(name.lower(), []), key[1])
     if name == "HEADER":
@@ -192,7 +207,7 @@ def matches(key: tuple, c: Candidate, ctx: Context) -> bool:
         return _contains([c.body_text], key[1])
     if name == "TEXT":
         headers = [v for values in c.header_text.values() for v in values]
-        return _contains([*headers, c.body_text], key[1])
+        return _contains([*headers, c.body_text, c.inner_headers], key[1])
     raise ValueError(f"unknown search key {name}")
 
 

@@ -591,8 +591,11 @@ class Session:
                   "UIDNEXT": status.uidnext, "UIDVALIDITY": status.uidvalidity,
                   "HIGHESTMODSEQ": status.modseq, "SIZE": status.size}
         if "RECENT" in items:
-            mark = self.mail.recent_mark(mailbox.id)
-            values["RECENT"] = sum(1 for m in self.mail.messages(mailbox.id) if m.uid > mark)
+            if self.view is not None and self.view.id == mailbox.id:
+                values["RECENT"] = len(self.view.recent)  # ours, as this session sees them
+            else:
+                mark = self.mail.recent_mark(mailbox.id)
+                values["RECENT"] = sum(1 for m in self.mail.messages(mailbox.id) if m.uid > mark)
         if "DELETED" in items:
             values["DELETED"] = sum(1 for m in self.mail.messages(mailbox.id)
                                     if "\\Deleted" in m.flags)
@@ -822,8 +825,9 @@ class Session:
                 out.append(b"BODY " + entity.bodystructure(False).encode())
             elif att == "BODYSTRUCTURE":
                 out.append(b"BODYSTRUCTURE " + entity.bodystructure(True).encode())
-        if flags_changed and not wrote_flags:
-            out.append(b"FLAGS " + self._flag_text(uid).encode())
+        if flags_changed and not wrote_flags:  # \Seen just set: said first, as Dovecot does
+            out.insert(1 if out and out[0].startswith(b"UID ") else 0,
+                       b"FLAGS " + self._flag_text(uid).encode())
         if "CONDSTORE" in self.enabled and "MODSEQ" not in atts and (wrote_flags or flags_changed):
             out.append(b"MODSEQ (%d)" % message.modseq)
         return out

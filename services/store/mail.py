@@ -401,3 +401,17 @@ class Mail:
         return [r[0] for r in self.db.query(
             "SELECT uid FROM expunged WHERE mailbox = ? AND modseq > ? ORDER BY uid",
             (mailbox_id, since_modseq))]
+
+    def append_many(self, items: list[tuple[str, str, bytes]]
+                    ) -> list[tuple[int, int] | None]:
+        """Store several messages, (user, mailbox, data) each, in one transaction: one
+        fsync for all (SMTP's group commit). Returns (mailbox id, uid) per item, None for
+        an item whose mailbox is missing. On disk when this returns."""
+        results: list[tuple[int, int] | None] = []
+        with self.db.write() as tx:
+            for user, mailbox, data in items:
+                row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
+                                 (user, _name(mailbox))).fetchone()
+                results.append(None if row is None else
+                               (row[0], self._insert(tx, row[0], data, (), None)))
+        return results

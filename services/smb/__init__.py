@@ -1,0 +1,51 @@
+"""SMB2 file sharing (impacket's server, in its own threads) over the users' homes and public."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..config import ServiceSettings, setting
+from ..listeners import Listener
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+    from ..check import ProbeTarget
+    from ..config import LabConfig
+    from ..lab import Lab
+
+PORT = 445
+
+
+@dataclass
+class Settings(ServiceSettings):
+    host: str = setting("files", "this service's host name in the lab zone (also its NetBIOS name)")
+    anonymous: bool = setting(
+        False, "let anonymous (null session) clients read the 'public' share, read-only")
+    signing_required: bool = setting(
+        False, "tell clients that every message must be signed (the server always signs once "
+               "a user is logged in)")
+
+
+def listeners(config: LabConfig) -> list[Listener]:
+    return [Listener("smb", "smb", PORT, note="SMB 2.0.2, NTLMv2; shares: USER, public")]
+
+
+def service(lab: Lab) -> IService:
+    from .server import SMBService
+
+    return SMBService(lab)
+
+
+def probe(target: ProbeTarget) -> str:
+    from impacket.smbconnection import SMBConnection
+
+    connection = SMBConnection("*SMBSERVER", target.host, sess_port=target.port("smb", "smb"),
+                               timeout=int(max(1, target.timeout)))
+    try:
+        dialect = connection.getDialect()
+        name = connection.getServerName()
+    finally:
+        connection.close()
+    return f"negotiated dialect 0x{dialect:04x}" + (f", server {name}" if name else "")

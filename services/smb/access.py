@@ -1,0 +1,69 @@
+"""Who may use which share: the lab's rules, apart from impacket's single global model.
+
+impacket's server knows one set of shares and one credentials table for everybody. The
+lab's rule is per user: a share named after each user (their home) for that user only,
+`public` for every logged-in user (and for anonymous sessions when allowed, read-only),
+IPC$ for every session. Share names are compared case-insensitively, as SMB does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PUBLIC = "public"
+IPC = "ipc$"
+
+
+@dataclass(frozen=True)
+class Grant:
+    share: str  # lower case
+    path: str  # "" for IPC$
+    read_only: bool
+
+
+class Denied(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status  # "access denied" or "no such share"
+
+
+def share_name(unc: str) -> str:
+    """The share a TREE_CONNECT names, lower-cased: "\\\\host\\Alice" -> "alice"."""
+    return unc.replace("/", "\\").rstrip("\\").rsplit("\\", 1)[-1].lower()
+
+
+def grant(files: Any, users: Any, user: str | None, share: str) -> Grant:
+    """What `user` (None: anonymous) gets on `share`, or Denied."""
+    if share == IPC:
+        return Grant(IPC, "", True)
+    if share == PUBLIC:
+        return Grant(PUBLIC, str(files.public), user is None)
+    if user is not None and share == user:
+        return Grant(share, str(files.home(user)), False)
+    if users.get(share) is not None:
+        raise Denied("access denied")  # another user's home
+    raise Denied("no such share")
+
+
+class StoreCredentials:
+    """impacket's credentials table, read from the store at each login: a user added or
+    re-passworded while the lab runs logs in at once."""
+
+    def __init__(self, users: Any) -> None:
+        self.users = users
+
+    def _get(self, name: str) -> Any:
+        return self.users.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._get(name) is not None
+
+    def __getitem__(self, name: str) -> tuple[int, bytes, bytes]:
+        user = self._get(name)
+        if user is None:
+            raise KeyError(name)
+        return 0, b"", bytes(user.nt_hash)  # (uid, LM hash: never used, NT hash)
+
+    def __len__(self) -> int:
+        return 1  # impacket checks passwords only when the table is not empty: always

@@ -1,0 +1,87 @@
+"""impacket's SMB server under the lab's service lifecycle.
+
+startService binds and listens in the reactor thread (so `protolab ready` means port 445
+answers, and a port in use is a one-line StartError); right after, on the reactor's next
+turn (once `ready` is out), one thread imports impacket (about 0.3 s, kept out of the
+start-up path) and serves; connections that arrive meanwhile wait in the listen backlog. stopService stops accepting (shutdown(), then
+server_close(): impacket's own stop() only closes the socket and leaves serve_forever
+spinning at 100 % CPU), and ends every connection; all threads are daemons.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import reactor
+
+from ..serving import StartError
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.2  # how soon serve_forever notices shutdown()
+
+
+class SMBService(Service):
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.server: Any = None
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._serving = False
+        self._start_call: Any = None
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        listener = self.lab.listener("smb", "smb")
+        sock = socket.socket(socket.AF_INET6 if ":" in self.lab.bind else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.lab.bind, listener.port))
+            sock.listen(64)
+        except OSError as error:
+            sock.close()
+            raise StartError(f"smb: cannot listen on tcp {self.lab.bind}:{listener.port} "
+                             f"(smb): {error.strerror or error}") from None
+        self._socket = sock
+        self._stopping = self._serving = False
+        self._thread = threading.Thread(target=self._serve, name="smb-accept", daemon=True)
+        self._start_call = reactor.callLater(0, self._thread.start)
+        super().startService()
+
+    def _serve(self) -> None:
+        try:
+            # impacket logs client mistakes at ERROR; the journal has what clients did.
+            logging.getLogger("impacket").setLevel(logging.CRITICAL)
+            from .engine import LabSMBServer
+
+            server = LabSMBServer(self._socket, self.lab, self.lab.settings("smb"))
+        except Exception:
+            log.exception("smb: cannot start impacket's server")
+            return
+        with self._lock:
+            if self._stopping:
+                server.server_close()
+                return
+            self.server, self._serving = server, True
+        server.serve_forever(poll_interval=POLL_SECONDS)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self._start_call is not None and self._start_call.active():
+            self._start_call.cancel()
+        with self._lock:
+            self._stopping = True
+            server, serving = self.server, self._serving
+        if server is not None and serving:
+            server.shutdown()  # returns once serve_forever has left its loop (< POLL_SECONDS)
+            server.close_connections()
+            server.server_close()
+        elif self._socket is not None:
+            self._socket.close()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(2 * POLL_SECONDS)
+        self.server = self._socket = self._thread = None
