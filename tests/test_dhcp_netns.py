@@ -172,6 +172,7 @@ def test_udhcpc_lease_name_and_release(labnet: LabNet):
         assert env["subnet"] == "255.255.255.0" and env["router"] == labnet.address
         assert env["dns"] == labnet.address and env["domain"] == "lab.test"
         assert env["lease"] == "600" and env["serverid"] == labnet.address
+        assert env["hostname"] == "pc-one"  # option 12 back: the name it has in the lab DNS
         assert ip in client.run("ip", "-4", "addr", "show", "eth0").stdout
         # the name the client sent (option 12) is in the lab DNS, both ways
         assert labnet.wait_name(client, "pc-one.lab.test", ip) == ip

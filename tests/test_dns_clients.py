@@ -178,6 +178,13 @@ def test_forwarding_through_a_second_instance(lab):
     assert "10.5.5.5" in out and re.search(r"flags: qr[a-z ]* rd ra", out), out
     assert "10.5.5.5" in dig(port, "+tcp", "far.other.test")
     assert "10.9.8.7" in dig(port, "pc9.lab.test")  # our own names stay ours
+    for i in range(8):  # an upstream answer too big for UDP: TCP clients get it whole
+        assert upstream.cli("dns", "add", "big", "TXT", f"{i} " + "x" * 200).returncode == 0
+    deadline = time.monotonic() + 5
+    while "ANSWER: 8" not in dig(up_port, "+tcp", "big.other.test", "TXT") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    relayed = dig(port, "big.other.test", "TXT")
+    assert "Truncated, retrying in TCP mode" in relayed and "ANSWER: 8" in relayed, relayed
     upstream.stop()
     dead = dig(port, "+time=5", "gone.other.test")
     assert "status: SERVFAIL" in dead
