@@ -5,6 +5,8 @@ is made anew, UIDs ascend and are never reused, every change takes the next mod-
 (CONDSTORE), and expunged UIDs leave a tombstone with their mod-sequence (QRESYNC).
 Mailbox names are Unicode with "/" as the hierarchy delimiter; "INBOX" is matched in any
 case. Message bytes live in the database, so a message is either wholly there or not.
+They are kept as they go on the wire, with CRLF line ends (SMTP and IMAP APPEND store them
+so): IMAP's RFC822.SIZE is `size`, the length of what FETCH BODY[] sends.
 """
 
 from __future__ import annotations
