@@ -165,6 +165,8 @@ def test_reservations_and_names():
     dora(core, mac(9), hostname=b"laptop")  # first come keeps the name
     assert backend.records["52:54:00:00:00:08"][0] == "laptop.lab.test"
     assert "52:54:00:00:00:09" not in backend.records
+    dora(core, mac(11), now=NOW + 700, hostname=b"laptop")  # ...until its lease has ended
+    assert backend.records["52:54:00:00:00:0b"][0] == "laptop.lab.test"
     fqdn = {codec.FQDN: b"\x05\xff\xff\x05phone\x00"}  # option 81, wire format, S set
     offer = core.handle(message(codec.DISCOVER, mac(10), options=fqdn), ("0.0.0.0", 68), NOW)
     ack = core.handle(message(codec.REQUEST, mac(10), options={**fqdn, codec.REQUESTED_IP: codec.ip_option(

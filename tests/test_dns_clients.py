@@ -66,6 +66,20 @@ def test_dig_every_record_type(server):
     assert server.check().returncode == 0
 
 
+def test_queries_are_journaled(server):
+    need("dig")
+    port = server.port("dns", "dns")
+    dig(port, "pc9.lab.test")
+    dig(port, "+tcp", "nothing.lab.test")
+    deadline = time.monotonic() + 5  # the journal is flushed twice a second
+    while True:
+        text = server.cli("journal", "--service", "dns").stdout
+        if "nothing.lab.test A -> NXDOMAIN" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "udp pc9.lab.test A -> NOERROR" in text and "tcp nothing.lab.test A -> NXDOMAIN" in text
+
+
 def test_mail_discovery_records_use_the_real_ports(server):
     need("dig")
     from services import registry
@@ -178,6 +192,13 @@ def test_forwarding_through_a_second_instance(lab):
     assert "10.5.5.5" in out and re.search(r"flags: qr[a-z ]* rd ra", out), out
     assert "10.5.5.5" in dig(port, "+tcp", "far.other.test")
     assert "10.9.8.7" in dig(port, "pc9.lab.test")  # our own names stay ours
+    for i in range(8):  # an upstream answer too big for UDP: TCP clients get it whole
+        assert upstream.cli("dns", "add", "big", "TXT", f"{i} " + "x" * 200).returncode == 0
+    deadline = time.monotonic() + 5
+    while "ANSWER: 8" not in dig(up_port, "+tcp", "big.other.test", "TXT") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    relayed = dig(port, "big.other.test", "TXT")
+    assert "Truncated, retrying in TCP mode" in relayed and "ANSWER: 8" in relayed, relayed
     upstream.stop()
     dead = dig(port, "+time=5", "gone.other.test")
     assert "status: SERVFAIL" in dead

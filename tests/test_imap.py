@@ -218,3 +218,56 @@ def test_uidplus_condstore_and_folders(imap):
     with pytest.raises(Exception, match="TRYCREATE"):
         client.append("Nowhere", MESSAGE)
     client.logout()
+
+
+def test_big_message_fetched_in_chunks_like_thunderbird(imap):
+    from imapclient import IMAPClient
+
+    attachment = bytes(range(256)) * 400
+    import base64
+    encoded = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+    big = (b"From: bob@lab.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+           b"Content-Type: text/plain\r\n\r\nsee attachment\r\n--BB\r\n"
+           b"Content-Type: application/octet-stream; name=data.bin\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"\r\n--BB--\r\n")
+    client = IMAPClient("127.0.0.1", port=imap.port("imap", "imap"), ssl=False)
+    client.login("alice", "alice")
+    uid = int(client.append("INBOX", big).split()[2].rstrip(b"]"))  # [APPENDUID v uid]
+    client.select_folder("INBOX")
+    size = client.fetch([uid], ["RFC822.SIZE"])[uid][b"RFC822.SIZE"]
+    assert size == len(big)
+    chunks, offset = [], 0
+    while offset < size:
+        key = f"BODY[]<{offset}>".encode()
+        data = client.fetch([uid], [f"BODY.PEEK[]<{offset}.32768>"])[uid][key]
+        chunks.append(data)
+        offset += 32768
+    assert b"".join(chunks) == big
+    part = client.fetch([uid], ["BODY.PEEK[2]<0.100>", "BODY.PEEK[2.MIME]"])[uid]
+    assert part[b"BODY[2]<0>"] == encoded[:100]
+    assert part[b"BODY[2.MIME]"].startswith(b"Content-Type: application/octet-stream")
+    structure = client.fetch([uid], ["BODYSTRUCTURE"])[uid][b"BODYSTRUCTURE"]
+    assert structure.is_multipart and structure[0][1][6] == len(encoded)
+    assert b"\\Seen" not in client.get_flags([uid])[uid]
+    client.logout()
+
+
+def test_pop3_deletion_reaches_an_imap_session(lab):
+    import poplib
+
+    server = lab.start(only="pop3,imap")
+    client = connect(server)
+    for i in range(2):
+        client.append("INBOX", None, None, MESSAGE.replace(b"hello", b"hello %d" % i))
+    client.select("INBOX")
+    pop = poplib.POP3("127.0.0.1", server.port("pop3", "pop3"))
+    pop.user("alice")
+    pop.pass_("alice")
+    pop.dele(1)
+    pop.quit()
+    typ, _ = client.noop()
+    assert typ == "OK"
+    assert client.untagged_responses.get("EXPUNGE") == [b"1"]
+    assert client.search(None, "ALL") == ("OK", [b"1"])
+    assert b"hello 1" in client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]

@@ -77,3 +77,31 @@ def test_fetchmail_over_pop3s_and_stls(lab, tmp_path):
     # UIDL told it what it had seen; without "keep" it deletes what it fetched, at QUIT.
     assert b"Subject: f3" in second.bsmtp and b"Subject: f1" not in second.bsmtp
     assert uids(server, "bob") == [1, 2]
+
+
+def test_pop3_deletion_reaches_an_idling_imap_session(lab):
+    import poplib
+
+    from imapclient import IMAPClient
+
+    server = lab.start(only="pop3,imap")
+    deliver(server, "alice", b"Subject: keep\r\n\r\n1\r\n", b"Subject: gone\r\n\r\n2\r\n")
+    imap = IMAPClient("127.0.0.1", port=server.port("imap", "imap"), ssl=False, timeout=10)
+    imap.login("alice", "alice")
+    assert imap.select_folder("INBOX")[b"EXISTS"] == 2
+    imap.idle()
+    pop = poplib.POP3("127.0.0.1", server.port("pop3", "pop3"), timeout=10)
+    pop.user("alice")
+    pop.pass_("alice")
+    pop.dele(2)
+    pop.quit()
+    responses: list = []
+    while (2, b"EXPUNGE") not in responses:
+        got = imap.idle_check(timeout=10)  # returns as soon as the server says something
+        if not got:
+            break
+        responses += got
+    imap.idle_done()
+    assert (2, b"EXPUNGE") in responses
+    assert imap.search() == [1]
+    imap.logout()

@@ -189,7 +189,9 @@ def test_challenge_is_random_and_capture_is_clean(lab, tmp_path):
 def test_journal_has_logins_trees_and_files(lab):
     need("smbclient")
     server = lab.start(only="smb")
-    smbclient(server, "alice", "mkdir j; ls")
+    (server.data / "homes/alice").mkdir(parents=True, exist_ok=True)
+    (server.data / "homes/alice/f.bin").write_bytes(b"x" * 200_000)
+    smbclient(server, "alice", "mkdir j; ls; get f.bin /dev/null")
     smbclient(server, "alice", "ls", "alice", "bad")
     server.stop()
     texts = [(e["kind"], e["text"]) for e in journal(server.data, "smb")]
@@ -199,6 +201,8 @@ def test_journal_has_logins_trees_and_files(lab):
     assert any(k == "event" and t.startswith("tree-connect ") and t.endswith("\\alice ok")
                for k, t in texts)
     assert ("event", "create alice\\j create dir -> ok") in texts
+    # READs answered on the fast path are counted like the others.
+    assert ("event", "transfer alice\\f.bin read 200000 bytes, wrote 0 bytes") in texts
 
 
 def test_stop_with_a_client_connected(lab):

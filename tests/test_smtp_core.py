@@ -241,3 +241,51 @@ def test_any_lines_get_replies_never_exceptions(store, tmp_path, lines):
             break
         client.core.receive(line.replace(b"\n", b""))
         client.take()
+
+
+class Capturing(MailDrop):
+    """Records what would be delivered instead of storing it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, "h", DOMAINS, {}, "")
+        self.bodies: list[bytes] = []
+
+    def deliver(self, sender, recipients, body, *, helo, peer, protocol, then):  # noqa: ANN001
+        self.bodies.append(body)
+
+
+def bare(store: Store, tmp: Path, drop: MailDrop) -> SMTPConversation:
+    options = Options(hostname="h", size_limit=10**6, plaintext_auth=True, auth_required=False,
+                      cram=False, starttls=False)
+    core = SMTPConversation(Journal(tmp / "j").open("smtp", "p"), options, drop,
+                            Credentials(store.users, DOMAINS), False, "127.0.0.1")
+    for line in (b"EHLO pc", b"MAIL FROM:<a@b.c>", b"RCPT TO:<bob@lab.test>", b"DATA"):
+        core.receive(line)
+    return core
+
+
+line_bytes = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b""))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(line_bytes, st.booleans()), max_size=20), st.data())
+def test_bulk_text_equals_line_by_line(store, tmp_path, lines, data):
+    """DATA taken many lines at a time (the fast path) stores exactly what line-by-line
+    handling stores, whatever the line endings and however TCP cut the stream."""
+    lines = [(line, crlf) for line, crlf in lines if line.rstrip(b"\r") != b"."]
+    stream = b"".join(line + (b"\r\n" if crlf else b"\n") for line, crlf in lines) + b".\r\n"
+    one, many = Capturing(store), Capturing(store)
+    by_line = bare(store, tmp_path, one)
+    for line in stream.split(b"\n")[:-1]:  # as the adapter does: LF, then one CR, off
+        by_line.receive(line[:-1] if line.endswith(b"\r") else line)
+    in_bulk = bare(store, tmp_path, many)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+    buffer, pos = b"", 0
+    for cut in [*cuts, len(stream)]:
+        buffer += stream[pos:cut]
+        pos = max(pos, cut)
+        while in_bulk.text_mode and (taken := in_bulk.text(buffer)):
+            buffer = buffer[taken:]
+    assert one.bodies == many.bodies and len(one.bodies) == 1
+    assert buffer == b""

@@ -240,7 +240,7 @@ class DHCPCore:
         reserved = self.pool.reservations.get(mac)
         if reserved and reserved != ip:
             return self._nak(request, source, f"{mac} is reserved {reserved}")
-        hostname = self._hostname(request, mac)
+        hostname = self._hostname(request, mac, now)
         lease = Held(mac, ip, hostname, request.options.get(codec.CLIENT_ID, b"").hex(),
                      now + self.pool.lease_time)
         record = (f"{hostname}.{self.pool.domain}", self.dns_ttl) if hostname else None
@@ -296,7 +296,7 @@ class DHCPCore:
         if offer and self.offered.get(offer[0]) == mac:
             del self.offered[offer[0]]
 
-    def _hostname(self, request: Packet, mac: str) -> str:
+    def _hostname(self, request: Packet, mac: str, now: float) -> str:
         """The client's name for DNS (option 81's, else 12's), unless it is a lab host's
         or another current client's name (dnsmasq's rule: first come keeps it)."""
         raw = b""
@@ -311,7 +311,7 @@ class DHCPCore:
             return ""
         owner = self.leases.get(self.names.get(name, ""))
         if owner is not None and owner.mac != mac and owner.hostname == name and \
-                owner.state == "bound" and self.holder.get(owner.ip) == owner.mac:
+                owner.state == "bound" and owner.expires > now and self.holder.get(owner.ip) == owner.mac:
             return ""
         return name
 
@@ -333,6 +333,8 @@ class DHCPCore:
             available[codec.LEASE_TIME] = codec.u32(pool.lease_time)
             available[codec.RENEWAL_T1] = codec.u32(pool.lease_time // 2)
             available[codec.REBINDING_T2] = codec.u32(pool.lease_time * 7 // 8)
+        if fqdn:  # the name the client has in the lab DNS
+            available[codec.HOSTNAME] = fqdn.encode()
         if fqdn and codec.FQDN in request.options:
             flags = request.options[codec.FQDN][0]
             # S: we update A and PTR; O: we overrode a client that asked to do it itself

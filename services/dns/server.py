@@ -52,38 +52,74 @@ class QueryLog:
         self.lab.journal.add("dns", "-", f"{peer[0]}:{peer[1]}", "", "packet", text)
 
 
+class StreamQuery(Int16StringReceiver):
+    """One query to an upstream server over TCP (when its UDP answer came truncated)."""
+
+    MAX_LENGTH = 65535
+
+    def __init__(self, message: bytes, done: Callable[[bytes], None]) -> None:
+        self.message, self.done = message, done
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.sendString(self.message)
+
+    def stringReceived(self, reply: bytes) -> None:  # noqa: N802
+        self.done(reply)
+        self.transport.loseConnection()
+
+
 class Forwarder(protocol.DatagramProtocol):
-    """Sends queries for outside names to the [dns] forwarders (in turn) and hands back
-    the answer with RA set; SERVFAIL when none answers in time."""
+    """Sends queries for outside names to every [dns] forwarder at once and hands back the
+    first answer with RA set; SERVFAIL when none answers in time. A client that asked over
+    TCP gets a truncated upstream answer asked again over TCP."""
 
     def __init__(self, servers: list[tuple[str, int]]) -> None:
         self.servers = servers
-        self.pending: dict[int, tuple[int, Callable[[bytes], None], Any]] = {}
+        # our ID -> (the client's query, where its answer goes, the timeout, and for a TCP
+        # client the message to ask again over TCP if the UDP answer is truncated)
+        self.pending: dict[int, tuple[wire.Query, Callable[[bytes], None], Any, bytes | None]] = {}
 
-    def forward(self, data: bytes, query: wire.Query, deliver: Callable[[bytes], None]) -> None:
+    def forward(self, data: bytes, query: wire.Query, deliver: Callable[[bytes], None],
+                tcp: bool = False) -> None:
         ident = random.randrange(65536)
         while ident in self.pending:
             ident = random.randrange(65536)
-        timer = reactor.callLater(FORWARD_TIMEOUT, self._timeout, ident, query)
-        self.pending[ident] = (query.id, deliver, timer)
+        timer = reactor.callLater(FORWARD_TIMEOUT, self._timeout, ident)
         message = ident.to_bytes(2, "big") + data[2:]
+        self.pending[ident] = (query, deliver, timer, message if tcp else None)
         for server in self.servers:
             self.transport.write(message, server)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
         if len(data) < 12 or (addr[0], addr[1]) not in self.servers:
             return
-        entry = self.pending.pop(int.from_bytes(data[:2], "big"), None)
+        ident = int.from_bytes(data[:2], "big")
+        entry = self.pending.get(ident)
         if entry is None:
             return  # a late or second answer
-        ident, deliver, timer = entry
-        timer.cancel()
-        deliver(ident.to_bytes(2, "big") + data[2:3] + bytes([data[3] | 0x80]) + data[4:])
+        query, deliver, timer, message = entry
+        if message is not None and data[2] & 0x02:  # truncated: ask that server over TCP
+            timer.cancel()
+            self.pending[ident] = (query, deliver, reactor.callLater(
+                FORWARD_TIMEOUT, self._timeout, ident), None)
+            protocol.ClientCreator(reactor, StreamQuery, message, self._answer).connectTCP(
+                addr[0], addr[1], timeout=FORWARD_TIMEOUT).addErrback(lambda _: None)
+            return  # a failed connection ends in the timeout's SERVFAIL
+        self._answer(data)
 
-    def _timeout(self, ident: int, query: wire.Query) -> None:
+    def _answer(self, data: bytes) -> None:
+        entry = self.pending.pop(int.from_bytes(data[:2], "big"), None)
+        if entry is None:
+            return
+        query, deliver, timer, _ = entry
+        if timer.active():
+            timer.cancel()
+        deliver(query.id.to_bytes(2, "big") + data[2:3] + bytes([data[3] | 0x80]) + data[4:])
+
+    def _timeout(self, ident: int) -> None:
         entry = self.pending.pop(ident, None)
         if entry is not None:
-            entry[1](wire.reply(query, wire.SERVFAIL, False, (0, 0, 0), b"", ra=True))
+            entry[1](wire.reply(entry[0], wire.SERVFAIL, False, (0, 0, 0), b"", ra=True))
 
 
 class UDPServer(protocol.DatagramProtocol):
@@ -159,7 +195,7 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
         factory = self.factory
         outcome = factory.engine.respond(data, True, self.peer[0])
         if outcome.forward and factory.forwarder is not None:
-            factory.forwarder.forward(data, outcome.query, self._late)
+            factory.forwarder.forward(data, outcome.query, self._late, tcp=True)
         for message in outcome.messages:
             self.sendString(message)
         factory.log("tcp", self.peer, outcome)
@@ -251,8 +287,9 @@ class DNSService(MultiService):
             self._expiry.cancel()
         if self.forwarder is not None and self._forward_port is not None:
             self._forward_port.stopListening()
-            for _, _, timer in self.forwarder.pending.values():
-                timer.cancel()
+            for _, _, timer, _ in self.forwarder.pending.values():
+                if timer.active():
+                    timer.cancel()
         return super().stopService()
 
     def _changed(self, topics: set[str]) -> None:

@@ -24,8 +24,9 @@ _log = Logger()
 
 
 class IMAPProtocol(Protocol):
-    def __init__(self, lab: Any, settings: Any, implicit_tls: bool) -> None:
+    def __init__(self, lab: Any, settings: Any, implicit_tls: bool, clock: Any = reactor) -> None:
         self.lab = lab
+        self.clock = clock  # IReactorTime: the autologout timer
         self.settings = settings
         self.implicit_tls = implicit_tls
         self.reader = Reader(settings.size_limit)
@@ -45,7 +46,7 @@ class IMAPProtocol(Protocol):
             journal=self.journal, domain=self.lab.config.lab.domain,
             plaintext_auth=self.settings.plaintext_auth, tls=self.implicit_tls,
             starttls=True, subscribe=self._subscribe)
-        self.timer = reactor.callLater(self.settings.autologout, self._autologout)
+        self.timer = self.clock.callLater(self.settings.autologout, self._autologout)
         self.session.greeting()
         self.session.flush()
 

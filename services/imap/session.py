@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -413,8 +414,6 @@ class Session:
         self.send(f"* OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
         self.send(f"* OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
         self.send(f"* OK [HIGHESTMODSEQ {mailbox.modseq}] Highest")
-        if mailbox.special_use:
-            self.send(f"* LIST ({mailbox.special_use}) \"/\" {self._wire_name(mailbox.name)}")
         self._unsubscribe = self._subscribe(f"mailbox:{mailbox.id}", self.changed)
         if qresync and qresync[0] == mailbox.uidvalidity:
             self._qresync(qresync[1], qresync[2])
@@ -971,8 +970,6 @@ def _uses_modseq(keys: list) -> bool:
 
 def _summary(data: bytes) -> str:
     """A line for the journal: literals summarised by size, long lines cut."""
-    import re
-
     text = re.sub(rb"\{(\d+)\+?\}\r\n", lambda m: b"{%s}" % m.group(1), data)
     out, pos = [], 0
     for match in re.finditer(rb"\{(\d+)\}", text):

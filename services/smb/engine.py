@@ -39,6 +39,7 @@ from impacket.nt_errors import (STATUS_ACCESS_DENIED, STATUS_BAD_NETWORK_NAME,
 from impacket.smbserver import SMBSERVER
 
 from .. import paths
+from . import fastread
 from .access import Denied, StoreCredentials, grant, share_name
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,12 @@ class Handler(socketserver.BaseRequestHandler):
                 if data[:4] == b"\xffSMB" and not _smb1_offers_smb2(data):
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
+                fast = fastread.answer(server.getConnectionData(conn_id, checkStatus=False), data)
+                if fast is not None:
+                    reply, file_id, count = fast
+                    server.count(file_id, 0, count)
+                    fastread.send(self.request, reply)
+                    continue
                 for reply in server.processRequest(conn_id, data):
                     netbios.send_packet(reply.getData() if hasattr(reply, "getData") else reply)
         except nmb.NetBIOSTimeout:
@@ -328,22 +335,24 @@ class LabSMBServer(SMBSERVER):
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
 
-    def _count(self, request: Any, index: int, amount: int) -> None:
+    def count(self, file_id: bytes, index: int, amount: int) -> None:
+        """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
         counters = self.local.__dict__.get("transfers", {})
-        if request["FileID"].getData() in counters:
-            counters[request["FileID"].getData()][index] += amount
+        if file_id in counters:
+            counters[file_id][index] += amount
 
     def _read(self, conn_id: str, server: Any, packet: Any) -> Any:
         commands, packets, status = self._original[smb2.SMB2_READ](conn_id, server, packet)
         if status == STATUS_SUCCESS:
-            self._count(smb2.SMB2Read(packet["Data"]), 0, commands[0]["DataLength"])
+            self.count(smb2.SMB2Read(packet["Data"])["FileID"].getData(), 0,
+                       commands[0]["DataLength"])
         return commands, packets, status
 
     def _write(self, conn_id: str, server: Any, packet: Any) -> Any:
         request = smb2.SMB2Write(packet["Data"])
         commands, packets, status = self._original[smb2.SMB2_WRITE](conn_id, server, packet)
         if status == STATUS_SUCCESS:
-            self._count(request, 1, request["Length"])
+            self.count(request["FileID"].getData(), 1, request["Length"])
         return commands, packets, status
 
     def _close(self, conn_id: str, server: Any, packet: Any) -> Any:

@@ -39,17 +39,29 @@ class LineProtocol(Protocol, TimeoutMixin):
             self.factory.service, f"{host}:{getattr(peer, 'port', 0)}", self.factory.listener)
         self.buffer = b""
         self.discarding = False  # inside an over-long line, dropping bytes up to its end
+        self.processing = False
+        self.paused = False
         self.core = self.factory.make(self.session, self.factory.implicit_tls, host)
+        self.core.wake = self._wake
         self.setTimeout(self.core.idle_timeout)
         self.core.greet()
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self.resetTimeout()
+        self.buffer = self.buffer + data if self.buffer else data
+        self._process()
+
+    def _process(self) -> None:
         core = self.core
-        buffer = self.buffer + data if self.buffer else data
-        pos = 0
-        while not core.closing:
+        buffer, pos = self.buffer, 0
+        self.processing = True
+        while not core.closing and not core.waiting:
+            if core.text_mode and not self.discarding:
+                taken = self._call(core.text, buffer[pos:] if pos else buffer)
+                if taken:
+                    pos += taken
+                    continue
             end = buffer.find(b"\n", pos)
             if end < 0:
                 if len(buffer) - pos > core.line_limit:
@@ -76,12 +88,25 @@ class LineProtocol(Protocol, TimeoutMixin):
                 self.transport.startTLS(self.factory.tls)
                 core.tls_started()
                 break
+        self.processing = False
         self.buffer = buffer[pos:]
+        if core.waiting and not self.paused:
+            self.paused = True  # hold further pipelined input in the kernel meanwhile
+            self.transport.pauseProducing()
         self._flush()
 
-    def _call(self, method: Callable[..., None], *args: Any) -> None:
+    def _wake(self) -> None:
+        """The conversation finished waiting (a delivery is on disk): answer, read on."""
+        if self.processing:
+            return  # woken from inside _process (no wait after all): its loop goes on
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        self._process()
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         try:
-            method(*args)
+            return method(*args)
         except Exception:
             self.log.failure("{service} session {session} failed", service=self.factory.service,
                              session=self.session.id)
@@ -103,5 +128,7 @@ class LineProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         self.setTimeout(None)
+        if hasattr(self, "core"):
+            self.core.wake = lambda: None  # a delivery finishing later has no one to tell
         if hasattr(self, "session"):
             self.session.close(getattr(reason, "getErrorMessage", lambda: "")())

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .delivery import MailDrop, valid_address
+from .delivery import Delivery, MailDrop, valid_address
 from .lines import Conversation
 from .sasl import Credentials, Exchange, mechanisms
 
@@ -30,6 +30,17 @@ AUTH_LIMIT = 12288  # RFC 4954 section 4: SASL response lines
 MAX_RECIPIENTS = 100
 
 PATH_RE = re.compile(r"^(FROM|TO):\s*(<[^<>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+
+
+def final_dot(data: bytes, limit: int) -> tuple[int, int] | None:
+    """Where the line "." that ends DATA starts and ends in data[:limit] (data starts at
+    a line's start), or None. bytes.find, not a regex: this runs over every message."""
+    for ending in (b".\r\n", b".\n"):
+        if data.startswith(ending) and len(ending) <= limit:
+            return 0, len(ending)
+    found = [(at + 1, at + 1 + len(ending) - 1) for ending in (b"\n.\r\n", b"\n.\n")
+             if (at := data.find(ending, 0, limit)) >= 0]
+    return min(found) if found else None
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class SMTPConversation(Conversation):
 
     def receive(self, line: bytes) -> None:
         if self.body is not None:
-            self._data_line(line)
+            self.text(line + b"\r\n")  # the adapter took one CR off: give it back
         elif self.auth is not None:
             self._auth_line(line)
         else:
@@ -306,25 +317,41 @@ class SMTPConversation(Conversation):
             self.line_limit = TEXT_LIMIT
             self.send("354 End data with <CR><LF>.<CR><LF>")
 
-    def _data_line(self, line: bytes) -> None:
+    @property
+    def text_mode(self) -> bool:  # type: ignore[override]
+        return self.body is not None
+
+    def text(self, data: bytes) -> int:
+        """Message text in bulk: whole lines, up to and including the final "."."""
         assert self.body is not None
-        if line == b".":
+        cut = data.rfind(b"\n") + 1
+        end = final_dot(data, cut)
+        if end is not None:
+            body, cut = data[:end[0]], end[1]
+        else:
+            body = data[:cut]
+        if body:
+            body = body.replace(b"\r\n", b"\n")
+            if max(map(len, body.split(b"\n"))) + 2 > TEXT_LIMIT:
+                self.long_line = True
+            if body.startswith(b"."):
+                body = body[1:]  # dot-stuffing (RFC 5321 section 4.5.2)
+            body = body.replace(b"\n.", b"\n").replace(b"\n", b"\r\n")
+            self.size += len(body)
+            if self.size > self.options.size_limit:
+                self.oversize = True
+                self.body.clear()  # nothing of it will be kept: do not hold it in memory
+            else:
+                self.body.append(body)
+        if end is not None:
             self._end_data()
-            return
-        if line.startswith(b"."):
-            line = line[1:]  # dot-stuffing (RFC 5321 section 4.5.2)
-        self.size += len(line) + 2
-        if self.size > self.options.size_limit:
-            self.oversize = True
-            self.body.clear()  # nothing of it will be kept: do not hold it in memory
-        elif not self.oversize:
-            self.body.append(line)
+        return cut
 
     def _end_data(self) -> None:
         assert self.body is not None
         self.line_limit = COMMAND_LIMIT
         self.journal.command(".")
-        body = b"\r\n".join(self.body) + b"\r\n" if self.body else b""
+        body = b"".join(self.body)
         size, sender, recipients = self.size, self.sender or "", self.recipients
         oversize, long_line = self.oversize, self.long_line
         self._reset()
@@ -337,17 +364,21 @@ class SMTPConversation(Conversation):
             return
         protocol = ("ESMTP" if self.esmtp else "SMTP") + ("S" if self.secure else "") + \
             ("A" if self.user and self.esmtp else "")
-        try:
-            queue_id, delivered = self.drop.deliver(
-                sender, recipients, body, helo=self.helo or "", peer=self.peer,
-                protocol=protocol)
-        except Exception as error:  # the store could not take it: the client retries
-            self.journal.event("error", f"delivery failed: {error}")
+        self.waiting = True
+        self.drop.deliver(sender, recipients, body, helo=self.helo or "", peer=self.peer,
+                          protocol=protocol,
+                          then=lambda delivery: self._delivered(delivery, size, sender))
+
+    def _delivered(self, delivery: Delivery, size: int, sender: str) -> None:
+        self.waiting = False
+        if delivery.error:  # the store could not take it: the client tries again later
+            self.journal.event("error", f"delivery failed: {delivery.error}")
             self.reply(451, "4.3.0 Error: could not store the message, try again later")
-            return
-        self.journal.event("delivered", f"{size} bytes from <{sender}> to " + ", ".join(
-            f"{user} uid {uid}" for user, uid in delivered))
-        self.reply(250, f"2.0.0 Ok: queued as {queue_id}")
+        else:
+            self.journal.event("delivered", f"{size} bytes from <{sender}> to " + ", ".join(
+                f"{user} uid {uid}" for user, uid in delivery.delivered))
+            self.reply(250, f"2.0.0 Ok: queued as {delivery.queue_id}")
+        self.wake()
 
     def smtp_RSET(self, arg: str) -> None:  # noqa: N802
         self._reset()

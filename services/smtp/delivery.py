@@ -5,8 +5,8 @@ A local address is a user (NAME, NAME+detail), or an [smtp] address_aliases entr
 unknown one is 550 5.1.1; any other domain is 554 relay denied, unless [smtp] catch_all
 names a user who then gets everything (CI mode, like Mailpit).
 
-Delivery is synchronous: store.mail.append returns once the message is on disk, and only
-then does the session answer 250.
+A delivery is acknowledged (250) only once the store has it on disk. With a group commit
+(commit.py) the deliveries of concurrent sessions share one transaction and one fsync.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,10 +41,36 @@ class Verdict:
     user: str | None = None
 
 
+Writer = Callable[[list[tuple[str, str, bytes]],
+                   Callable[[list[tuple[int, int] | None] | Exception], None]], None]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    queue_id: str
+    delivered: list[tuple[str, int]]  # (user, uid)
+    error: str = ""  # why nothing could be stored (the client should try again later)
+
+
+def write_now(store: Store) -> Writer:
+    """Each delivery in its own transaction, before returning (no group commit)."""
+
+    def write(items: list[tuple[str, str, bytes]],
+              done: Callable[[list[tuple[int, int] | None] | Exception], None]) -> None:
+        try:
+            results: list[tuple[int, int] | None] | Exception = store.mail.append_many(items)
+        except Exception as error:  # the store could not take it
+            results = error
+        done(results)
+
+    return write
+
+
 class MailDrop:
     def __init__(self, store: Store, hostname: str, local_domains: set[str],
-                 aliases: dict[str, str], catch_all: str) -> None:
+                 aliases: dict[str, str], catch_all: str, write: Writer | None = None) -> None:
         self.store = store
+        self.write = write or write_now(store)
         self.hostname = hostname
         self.local_domains = {d.lower() for d in local_domains}
         self.aliases = {k.lower(): v for k, v in aliases.items()}
@@ -73,15 +100,16 @@ class MailDrop:
         return Verdict(250, f"2.1.5 <{address}>: OK", name)
 
     def deliver(self, sender: str, recipients: list[tuple[str, str]], body: bytes, *,
-                helo: str, peer: str, protocol: str) -> tuple[str, list[tuple[str, int]]]:
+                helo: str, peer: str, protocol: str, then: Callable[[Delivery], None]) -> None:
         """Store `body` in each recipient user's INBOX, with Return-Path and Received
-        prepended; `recipients` are (address, user). Returns (queue id, [(user, uid)])."""
+        prepended; `recipients` are (address, user). `then(Delivery)` is called once the
+        messages are on disk (at once, or later when a group commit is used)."""
         queue_id = secrets.token_hex(6).upper()
         date = email.utils.formatdate(localtime=True)
         by_user: dict[str, list[str]] = {}
         for address, user in recipients:
             by_user.setdefault(user, []).append(address)
-        delivered = []
+        items = []
         for user, addresses in by_user.items():
             # "for" only when there is one recipient: it would disclose Bcc recipients.
             towards = f"\r\n\tfor <{addresses[0]}>" if len(addresses) == 1 else ""
@@ -89,6 +117,16 @@ class MailDrop:
                      f"Received: from {helo} ([{peer}])\r\n"
                      f"\tby {self.hostname} (protolab) with {protocol} id {queue_id}"
                      f"{towards}; {date}\r\n").encode("utf-8", "replace")
-            _, uid = self.store.mail.append(user, "INBOX", trace + body)
-            delivered.append((user, uid))
-        return queue_id, delivered
+            items.append((user, "INBOX", trace + body))
+
+        def stored(results: list[tuple[int, int] | None] | Exception) -> None:
+            if isinstance(results, Exception):
+                then(Delivery(queue_id, [], str(results)))
+                return
+            delivered = [(item[0], r[1]) for item, r in zip(items, results) if r]
+            missing = [item[0] for item, r in zip(items, results) if r is None]
+            then(Delivery(queue_id, delivered, f"no INBOX for {', '.join(missing)}"
+                          if missing and not delivered else ""))
+
+        self.write(items, stored)
+

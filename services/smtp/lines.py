@@ -13,6 +13,7 @@ never overtake an earlier one (what Twisted's SMTP gets wrong, #8126).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ class Conversation:
         self.want_tls = False
         self.closing = False
         self.errors = 0
+        # True while a command waits for something (a durable delivery): the adapter reads
+        # no further line until wake() says it is done.
+        self.waiting = False
+        self.wake: Callable[[], None] = lambda: None
 
     # --- what subclasses implement ---------------------------------------------------
 
@@ -39,6 +44,14 @@ class Conversation:
         raise NotImplementedError
 
     def receive(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    # Message text (SMTP DATA) is taken in bulk, many lines per call, when text_mode is on.
+    text_mode = False
+
+    def text(self, data: bytes) -> int:
+        """Complete lines of text at the start of `data`; returns how many bytes it took
+        (0: no complete line yet)."""
         raise NotImplementedError
 
     def too_long(self) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from twisted.application.service import MultiService
 
 from .adapter import LineFactory
+from .commit import GroupCommit
 from .core import Options, SMTPConversation
 from .delivery import MailDrop
 from .sasl import Credentials
@@ -28,7 +29,8 @@ def make_service(lab: Lab) -> MultiService:
     settings = lab.settings("smtp")
     hostname = lab.config.fqdn(settings.host)
     domains = local_domains(lab)
-    drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all)
+    drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all,
+                    write=GroupCommit(lab.store))
     credentials = Credentials(lab.store.users, domains)
     root = MultiService()
     for listener in lab.listeners("smtp"):

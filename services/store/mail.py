@@ -5,6 +5,8 @@ is made anew, UIDs ascend and are never reused, every change takes the next mod-
 (CONDSTORE), and expunged UIDs leave a tombstone with their mod-sequence (QRESYNC).
 Mailbox names are Unicode with "/" as the hierarchy delimiter; "INBOX" is matched in any
 case. Message bytes live in the database, so a message is either wholly there or not.
+They are kept as they go on the wire, with CRLF line ends (SMTP and IMAP APPEND store them
+so): IMAP's RFC822.SIZE is `size`, the length of what FETCH BODY[] sends.
 """
 
 from __future__ import annotations
@@ -401,3 +403,17 @@ class Mail:
         return [r[0] for r in self.db.query(
             "SELECT uid FROM expunged WHERE mailbox = ? AND modseq > ? ORDER BY uid",
             (mailbox_id, since_modseq))]
+
+    def append_many(self, items: list[tuple[str, str, bytes]]
+                    ) -> list[tuple[int, int] | None]:
+        """Store several messages, (user, mailbox, data) each, in one transaction: one
+        fsync for all (SMTP's group commit). Returns (mailbox id, uid) per item, None for
+        an item whose mailbox is missing. On disk when this returns."""
+        results: list[tuple[int, int] | None] = []
+        with self.db.write() as tx:
+            for user, mailbox, data in items:
+                row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
+                                 (user, _name(mailbox))).fetchone()
+                results.append(None if row is None else
+                               (row[0], self._insert(tx, row[0], data, (), None)))
+        return results

@@ -1,0 +1,60 @@
+"""The Twisted adapter without sockets: a StringTransport and a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from services import config
+from services.lab import Lab
+from services.imap.server import IMAPProtocol
+
+
+class Transport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802 - Twisted's name
+        self.nodelay = enabled
+
+
+def make(tmp_path: Path) -> tuple[IMAPProtocol, Transport, Clock, Lab]:
+    lab = Lab(config.default(), tmp_path / "data", offset=0, bind="127.0.0.1")
+    lab.store.seed_users(lab.config.users)
+    clock = Clock()
+    protocol = IMAPProtocol(lab, lab.settings("imap"), implicit_tls=False, clock=clock)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock, lab
+
+
+def test_autologout_after_thirty_minutes_of_silence(tmp_path):
+    protocol, transport, clock, lab = make(tmp_path)
+    assert transport.value().startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    protocol.dataReceived(b"a LOGIN alice alice\r\n")
+    clock.advance(1799)
+    protocol.dataReceived(b"b NOOP\r\n")  # any input restarts the timer
+    clock.advance(1799)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.value().endswith(b"* BYE Autologout; idle for too long\r\n")
+    assert transport.disconnecting
+    protocol.connectionLost(None)
+    lab.close()
+
+
+def test_logout_closes_and_a_bug_costs_only_the_session(tmp_path, monkeypatch):
+    protocol, transport, clock, lab = make(tmp_path)
+    protocol.dataReceived(b"a LOGOUT\r\nb NOOP\r\n")
+    assert transport.value().endswith(b"* BYE protolab IMAP server logging out\r\na OK LOGOUT completed\r\n")
+    assert transport.disconnecting
+    protocol, transport, clock, lab2 = make(tmp_path / "second")
+
+    def broken(command):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(protocol.session, "run", broken)
+    protocol.dataReceived(b"a NOOP\r\n")  # must not raise into the reactor
+    assert transport.value().endswith(b"* BYE Internal server error\r\n")
+    assert transport.disconnecting
+    lab.close()
+    lab2.close()
