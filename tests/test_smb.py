@@ -225,3 +225,30 @@ def test_ftp_to_smb_and_back(lab):
     connection.close()
     assert get(ftp, "/public/via-smb.txt") == b"put over SMB\n"
     ftp.quit()
+
+
+def test_ftp_smb_and_http_share_one_web_space(lab):
+    """A page put over FTP is served at /~alice/ and read over SMB; one PUT over HTTP is
+    fetched over SMB and FTP."""
+    import urllib.request
+
+    need("curl")
+    server = lab.start(only="http,ftp,smb")
+    web = f"http://127.0.0.1:{server.port('http', 'http')}/~alice/"
+    ftp = ftp_login(server)
+    put(ftp, "public_html/page.html", b"<p>from FTP</p>\n")
+    assert urllib.request.urlopen(web + "page.html", timeout=10).read() == b"<p>from FTP</p>\n"
+    connection = impacket_login(server)
+    out = io.BytesIO()
+    connection.getFile("alice", "public_html\\page.html", out.write)
+    assert out.getvalue() == b"<p>from FTP</p>\n"
+    upload = __import__("subprocess").run(
+        ["curl", "-sS", "-f", "-u", "alice:alice", "-T", "-", web + "via-http.txt"],
+        input=b"put over HTTP\n", capture_output=True, timeout=30)
+    assert upload.returncode == 0, upload.stderr
+    out = io.BytesIO()
+    connection.getFile("alice", "public_html\\via-http.txt", out.write)
+    assert out.getvalue() == b"put over HTTP\n"
+    assert get(ftp, "/public_html/via-http.txt") == b"put over HTTP\n"
+    connection.close()
+    ftp.quit()
