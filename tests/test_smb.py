@@ -252,3 +252,18 @@ def test_ftp_smb_and_http_share_one_web_space(lab):
     assert get(ftp, "/public_html/via-http.txt") == b"put over HTTP\n"
     connection.close()
     ftp.quit()
+
+
+def test_clients_that_require_signing(lab, tmp_path):
+    """smbclient --client-protection sign checks the SPNEGO mechListMIC impacket never sends
+    (upstream fortra/impacket#1883), then signatures on every reply, like Windows 11 24H2."""
+    need("smbclient")
+    server = lab.start(only="smb", config="[smb]\nsigning_required = true\n")
+    (tmp_path / "s.txt").write_text("signed")
+    os.chdir(tmp_path)
+    result = smbclient(server, "alice", "put s.txt; get s.txt back.txt; ls", "alice", None,
+                       "--client-protection", "sign")
+    assert result.returncode == 0 and "NT_STATUS" not in result.stdout, \
+        result.stdout + result.stderr
+    assert (tmp_path / "back.txt").read_text() == "signed"
+    impacket_login(server).close()  # clients that do not check the MIC are still fine
