@@ -17,6 +17,7 @@ import random
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,6 +183,9 @@ def lab(tmp_path: Path) -> Iterator[LabFactory]:
     assert not problems, problems
 
 
+MARKER_PORT = 9  # discard: nothing listens there, and tshark shows it as what it is
+
+
 class Capture:
     """A capture on loopback (or an interface), running before the test's traffic starts.
 
@@ -195,6 +199,13 @@ class Capture:
                  netns: str | None = None) -> None:
         need("tcpdump", "tshark")
         self.path = path
+        self.marker = f"protolab-capture-end-{random.getrandbits(64):016x}".encode()
+        # On loopback the capture also takes one marker datagram, sent at stop(): the
+        # kernel hands packets over in order, so once the marker is in the file, so is
+        # every packet of the test (SIGTERM alone drops what is still in the ring).
+        self.marks = interface == "lo" and netns is None
+        if self.marks:
+            filter = f"({filter}) or (udp and dst host 127.0.0.1 and dst port {MARKER_PORT})"
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.process = subprocess.Popen(
             [*prefix, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-Z", "root",
@@ -210,10 +221,21 @@ class Capture:
 
     def stop(self) -> Path:
         if self.process.poll() is None:
+            if self.marks:
+                self._mark()
             # SIGTERM, not SIGINT: a job started in the background inherits SIGINT ignored.
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(30)
         return self.path
+
+    def _mark(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(self.marker, ("127.0.0.1", MARKER_PORT))
+        deadline = time.monotonic() + 30
+        while self.marker not in self.path.read_bytes():
+            if time.monotonic() > deadline:
+                raise AssertionError("the capture never wrote its end marker")
+            time.sleep(0.01)  # polling a file tcpdump writes: it gives no other signal
 
     def read(self, display_filter: str = "", *fields: str, keylog: Path | None = None,
              decode_as: tuple[str, ...] = ()) -> list[str]:

@@ -66,6 +66,12 @@ class LabNet:
         host.etc("resolv.conf", f"nameserver {self.address}\nsearch lab.test\n")
         return host
 
+    def cli(self, *args: str) -> str:
+        """`protolab ARGS --data DATA` from the machine (the data directory is shared)."""
+        return subprocess.run([sys.executable, "-m", "services", *args, "--data", str(self.data)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+
     def dig(self, host: Host, *args: str) -> str:
         result = host.run("dig", f"@{self.address}", "+time=2", "+tries=2", *args, check=False)
         return result.stdout + result.stderr
@@ -193,10 +199,14 @@ def test_udhcpc_lease_name_and_release(labnet: LabNet):
         daemon.kill()
         daemon.wait()
         capture.stop()
-    leases = subprocess.run([sys.executable, "-m", "services", "dns", "list", "--data",
-                             str(labnet.data)], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
-    assert "pc-one" not in leases
+    assert "pc-one" not in labnet.cli("dns", "list")
+    deadline = time.monotonic() + 5  # the journal is flushed twice a second
+    while "DHCPRELEASE" not in (journal := labnet.cli("journal", "--service", "dhcp")):
+        assert time.monotonic() < deadline, journal
+        time.sleep(0.1)
+    for kind in ("DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"):
+        assert kind in journal
+    assert f"bound {ip} to" in journal and "as pc-one" in journal
     assert capture.problems() == []
     kinds = capture.read("dhcp", "dhcp.option.dhcp")
     assert {"1", "2", "3", "5", "7"} <= set(kinds), kinds  # DISCOVER OFFER REQUEST ACK RELEASE

@@ -66,6 +66,20 @@ def test_dig_every_record_type(server):
     assert server.check().returncode == 0
 
 
+def test_queries_are_journaled(server):
+    need("dig")
+    port = server.port("dns", "dns")
+    dig(port, "pc9.lab.test")
+    dig(port, "+tcp", "nothing.lab.test")
+    deadline = time.monotonic() + 5  # the journal is flushed twice a second
+    while True:
+        text = server.cli("journal", "--service", "dns").stdout
+        if "nothing.lab.test A -> NXDOMAIN" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "udp pc9.lab.test A -> NOERROR" in text and "tcp nothing.lab.test A -> NXDOMAIN" in text
+
+
 def test_mail_discovery_records_use_the_real_ports(server):
     need("dig")
     from services import registry

@@ -199,3 +199,16 @@ def test_settings_validation():
     config.apply(lab, {"imap": {"plaintext_auth": False, "port": 1143}}, "lab.toml")
     assert lab.service("imap").plaintext_auth is False
     assert [l.port for l in __import__("services.imap").imap.listeners(lab)] == [1143, 993]
+
+
+def test_store_flags_are_case_insensitive(tmp_path):
+    from services.store import Store
+
+    store = Store(tmp_path / "data")
+    store.users.add("alice", "alice")
+    mailbox_id, uid = store.mail.append("alice", "INBOX", b"Subject: x\r\n\r\n", ["$Work"])
+    changed, _ = store.mail.set_flags(mailbox_id, [uid], ["$WORK", "\\seen"], "add")
+    assert changed[0].flags == {"$Work", "\\Seen"}
+    changed, _ = store.mail.set_flags(mailbox_id, [uid], ["$work"], "remove")
+    assert changed[0].flags == {"\\Seen"}
+    store.close()

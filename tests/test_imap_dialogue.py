@@ -212,7 +212,7 @@ def test_search_keys(raw):
     assert raw.cmd("SEARCH CHARSET KOI8-R ALL")[-1].startswith(b"t NO [BADCHARSET")
     assert raw.cmd("SEARCH LARGER 1 SMALLER 100000 UNSEEN NEW")[0] == b"* SEARCH 1 2 3\r\n"
     assert raw.cmd("SEARCH RETURN (MIN MAX COUNT) ALL")[0] == b'* ESEARCH (TAG "t") MIN 1 MAX 3 COUNT 3\r\n'
-    assert raw.cmd("SEARCH MODSEQ 1")[0].startswith(b"* SEARCH 1 2 3 (MODSEQ ")
+    assert raw.cmd("SEARCH MODSEQ 1")[1].startswith(b"* SEARCH 1 2 3 (MODSEQ ")  # [0]: HIGHESTMODSEQ
     assert raw.cmd("SEARCH FOO")[-1].startswith(b"t BAD")
 
 
@@ -320,3 +320,22 @@ def test_journal_has_the_dialogue_with_secrets_masked(imap, raw):
     assert "t LOGIN alice" in text and "alice alice" not in text
     assert "APPEND INBOX {" in text and "bytes>" in text
     assert "APPENDUID" in text
+
+
+def test_esearch_with_modseq(raw):
+    for subject in ("a", "b", "c", "d"):
+        append(raw, subject)
+    raw.cmd("SELECT INBOX")
+    assert raw.cmd("FETCH 1 MODSEQ")[0].startswith(b"* OK [HIGHESTMODSEQ ")  # CONDSTORE on
+    modseq = {}
+    for n in (1, 3, 2, 4):
+        line = raw.cmd(f"STORE {n} +FLAGS \\Seen")[0]
+        modseq[n] = int(line.split(b"MODSEQ (")[1].split(b")")[0])
+    search = 'SEARCH RETURN ({}) {} MODSEQ "/flags/\\\\seen" all {}'
+    assert raw.cmd(search.format("MIN", "1:3", 1))[0] == \
+        f'* ESEARCH (TAG "t") MIN 1 MODSEQ {modseq[1]}\r\n'.encode()
+    assert raw.cmd(search.format("", "1:3", 1))[0] == \
+        f'* ESEARCH (TAG "t") ALL 1:3 MODSEQ {modseq[2]}\r\n'.encode()
+    assert raw.cmd(search.format("MIN MAX", "2:3", 1))[0] == \
+        f'* ESEARCH (TAG "t") MIN 2 MAX 3 MODSEQ {modseq[2]}\r\n'.encode()
+    assert raw.cmd(search.format("ALL", "2:3", modseq[4]))[0] == b'* ESEARCH (TAG "t")\r\n'

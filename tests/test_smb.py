@@ -189,7 +189,9 @@ def test_challenge_is_random_and_capture_is_clean(lab, tmp_path):
 def test_journal_has_logins_trees_and_files(lab):
     need("smbclient")
     server = lab.start(only="smb")
-    smbclient(server, "alice", "mkdir j; ls")
+    (server.data / "homes/alice").mkdir(parents=True, exist_ok=True)
+    (server.data / "homes/alice/f.bin").write_bytes(b"x" * 200_000)
+    smbclient(server, "alice", "mkdir j; ls; get f.bin /dev/null")
     smbclient(server, "alice", "ls", "alice", "bad")
     server.stop()
     texts = [(e["kind"], e["text"]) for e in journal(server.data, "smb")]
@@ -199,6 +201,8 @@ def test_journal_has_logins_trees_and_files(lab):
     assert any(k == "event" and t.startswith("tree-connect ") and t.endswith("\\alice ok")
                for k, t in texts)
     assert ("event", "create alice\\j create dir -> ok") in texts
+    # READs answered on the fast path are counted like the others.
+    assert ("event", "transfer alice\\f.bin read 200000 bytes, wrote 0 bytes") in texts
 
 
 def test_stop_with_a_client_connected(lab):
@@ -221,3 +225,45 @@ def test_ftp_to_smb_and_back(lab):
     connection.close()
     assert get(ftp, "/public/via-smb.txt") == b"put over SMB\n"
     ftp.quit()
+
+
+def test_ftp_smb_and_http_share_one_web_space(lab):
+    """A page put over FTP is served at /~alice/ and read over SMB; one PUT over HTTP is
+    fetched over SMB and FTP."""
+    import urllib.request
+
+    need("curl")
+    server = lab.start(only="http,ftp,smb")
+    web = f"http://127.0.0.1:{server.port('http', 'http')}/~alice/"
+    ftp = ftp_login(server)
+    put(ftp, "public_html/page.html", b"<p>from FTP</p>\n")
+    assert urllib.request.urlopen(web + "page.html", timeout=10).read() == b"<p>from FTP</p>\n"
+    connection = impacket_login(server)
+    out = io.BytesIO()
+    connection.getFile("alice", "public_html\\page.html", out.write)
+    assert out.getvalue() == b"<p>from FTP</p>\n"
+    upload = __import__("subprocess").run(
+        ["curl", "-sS", "-f", "-u", "alice:alice", "-T", "-", web + "via-http.txt"],
+        input=b"put over HTTP\n", capture_output=True, timeout=30)
+    assert upload.returncode == 0, upload.stderr
+    out = io.BytesIO()
+    connection.getFile("alice", "public_html\\via-http.txt", out.write)
+    assert out.getvalue() == b"put over HTTP\n"
+    assert get(ftp, "/public_html/via-http.txt") == b"put over HTTP\n"
+    connection.close()
+    ftp.quit()
+
+
+def test_clients_that_require_signing(lab, tmp_path):
+    """smbclient --client-protection sign checks the SPNEGO mechListMIC impacket never sends
+    (upstream fortra/impacket#1883), then signatures on every reply, like Windows 11 24H2."""
+    need("smbclient")
+    server = lab.start(only="smb", config="[smb]\nsigning_required = true\n")
+    (tmp_path / "s.txt").write_text("signed")
+    os.chdir(tmp_path)
+    result = smbclient(server, "alice", "put s.txt; get s.txt back.txt; ls", "alice", None,
+                       "--client-protection", "sign")
+    assert result.returncode == 0 and "NT_STATUS" not in result.stdout, \
+        result.stdout + result.stderr
+    assert (tmp_path / "back.txt").read_text() == "signed"
+    impacket_login(server).close()  # clients that do not check the MIC are still fine

@@ -189,3 +189,25 @@ def test_250_survives_kill_9(lab):
     assert again
     stored = inbox(server, "bob")
     assert len(stored) == 1 and b"Subject: durable" in stored[0]
+
+
+def test_cram_md5_when_passwords_are_kept_and_the_journal(lab):
+    server = lab.start(only="smtp", config="[auth]\nkeep_plaintext = true\n")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", "submission"), timeout=10) as client:
+        client.ehlo("pc1")
+        assert "CRAM-MD5" in client.esmtp_features["auth"].split()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("alice", "not-alice")  # smtplib prefers CRAM-MD5
+        client.login("alice", "alice")
+        client.send_message(message("cram"), "alice@lab.test", ["bob@lab.test"])
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp"), timeout=10) as client:
+        client.ehlo("pc2")
+        client.user, client.password = "bob", "secret-bob"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("PLAIN", client.auth_plain)
+    assert server.stop() == 0  # the journal is flushed at stop
+    journal = server.cli("journal", "--service", "smtp").stdout
+    assert "C: ehlo pc1" in journal and "auth: CRAM-MD5 alice ok" in journal
+    assert "auth: CRAM-MD5 alice failed" in journal and "auth: PLAIN bob failed" in journal
+    assert "C: AUTH PLAIN ••••" in journal and "event: delivered" in journal
+    assert "secret-bob" not in journal and "AGJvYgBzZWNyZXQtYm9i" not in journal

@@ -90,8 +90,10 @@ class Engine:
         try:
             query = wire.parse(data)
         except Malformed:
-            message = wire.error(data, FORMERR)
-            return Outcome([message] if message else [], rcode=FORMERR)
+            # UPDATE, NOTIFY and the like have sections a query has not: not ours to read
+            rcode = NOTIMP if len(data) >= 12 and (data[2] >> 3) & 0x0F else FORMERR
+            message = wire.error(data, rcode)
+            return Outcome([message] if message else [], rcode=rcode)
         limit = 65535 if tcp else min(query.udp_size, wire.OUR_UDP_SIZE)
         if query.edns and query.edns_version > 0:
             return self._bare(query, wire.BADVERS, limit)

@@ -33,19 +33,19 @@ class QueryLog:
 
     def __init__(self, lab: Lab, per_second: int) -> None:
         self.lab, self.per_second = lab, per_second
-        self.count, self.skipped = 0, 0
+        self.count = 0  # queries this second, journaled or not
         self.loop = task.LoopingCall(self.tick)
 
     def tick(self) -> None:
-        if self.skipped:
+        skipped = self.count - self.per_second
+        if skipped > 0:
             self.lab.journal.add("dns", "-", "-", "", "event",
-                                 f"{self.skipped} more queries not journaled (log_queries)")
-        self.count, self.skipped = 0, 0
+                                 f"{skipped} more queries not journaled (log_queries)")
+        self.count = 0
 
     def __call__(self, transport: str, peer: tuple[str, int], outcome: Outcome) -> None:
         self.count += 1
         if self.count > self.per_second:
-            self.skipped += 1
             return
         note = " (forwarded)" if outcome.forward else ""
         text = f"{transport} {describe(outcome.query, outcome.rcode)}{note}"
@@ -148,10 +148,11 @@ class FastUDPPort(udp.Port):
 
     def doRead(self) -> None:  # noqa: N802
         recv, send, answer = self.socket.recvfrom, self.socket.sendto, self.protocol.answer
-        engine, journal = self.protocol.engine, self.protocol.log
+        engine, journal, size = self.protocol.engine, self.protocol.log, self.maxPacketSize
+        limit = journal.per_second
         for _ in range(256):
             try:
-                data, addr = recv(self.maxPacketSize)
+                data, addr = recv(size)
             except BlockingIOError:
                 return
             except OSError:  # an ICMP error from an earlier send: nothing to read now
@@ -162,11 +163,10 @@ class FastUDPPort(udp.Port):
                     send(data[:2] + hit[0], addr)
                 except OSError:
                     pass
-                if journal.count < journal.per_second:
+                if journal.count < limit:
                     journal("udp", addr, hit[1])
                 else:
                     journal.count += 1
-                    journal.skipped += 1
                 continue
             try:
                 reply = answer(data, addr[:2])

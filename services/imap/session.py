@@ -687,10 +687,10 @@ class Session:
         numbers = [uid if command.uid else seq for seq, uid in found]
         uses_modseq = _uses_modseq(keys)
         if uses_modseq:
-            self.enabled.add("CONDSTORE")
+            self._condstore()
         returns = command.args.get("return")
         if returns is not None:
-            self._esearch(command, numbers, returns)
+            self._esearch(command, found, returns, uses_modseq)
             return "SEARCH completed"
         text = "* SEARCH" + "".join(f" {n}" for n in numbers)
         if uses_modseq and found:
@@ -698,18 +698,36 @@ class Session:
         self.send(text)
         return "SEARCH completed"
 
-    def _esearch(self, command: Command, numbers: list[int], returns: list[str]) -> None:
+    def _condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1): the client hears HIGHESTMODSEQ."""
+        if "CONDSTORE" not in self.enabled:
+            self.enabled.add("CONDSTORE")
+            if self.view is not None:
+                self.send(f"* OK [HIGHESTMODSEQ {self.view.modseq}] Highest")
+
+    def _esearch(self, command: Command, found: list[tuple[int, int]], returns: list[str],
+                 modseq: bool) -> None:
+        """RFC 4731's answer; with a MODSEQ key, the highest mod-sequence of the messages
+        it names (RFC 7162 3.1.10)."""
+        view = self.view
+        assert view is not None
         returns = returns or ["ALL"]
+        numbers = [uid if command.uid else seq for seq, uid in found]
         parts = [f'(TAG "{command.tag}")'] + (["UID"] if command.uid else [])
+        named = found if "ALL" in returns or returns == ["COUNT"] else []
         if numbers:
             if "MIN" in returns:
                 parts.append(f"MIN {numbers[0]}")
+                named.append(found[0])
             if "MAX" in returns:
                 parts.append(f"MAX {numbers[-1]}")
+                named.append(found[-1])
             if "ALL" in returns:
                 parts.append(f"ALL {format_set(numbers)}")
         if "COUNT" in returns:
             parts.append(f"COUNT {len(numbers)}")
+        if modseq and named:
+            parts.append(f"MODSEQ {max(view.index[uid].modseq for _, uid in named)}")
         self.send("* ESEARCH " + " ".join(parts))
 
     do_UID_SEARCH = do_SEARCH
@@ -741,7 +759,7 @@ class Session:
                                          and changedsince is not None):
             raise Bad("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
         if changedsince is not None or "MODSEQ" in atts:
-            self.enabled.add("CONDSTORE")
+            self._condstore()
         uids = self._uids(args["set"], command.uid)
         if command.uid and "UID" not in atts:
             atts.insert(0, "UID")
@@ -840,7 +858,7 @@ class Session:
         flags = _check_flags(args["flags"])
         unchanged = args.get("unchangedsince")
         if unchanged is not None:
-            self.enabled.add("CONDSTORE")
+            self._condstore()
         uids = self._uids(args["set"], command.uid)
         live = [u for u in uids if u not in view.ghosts]
         changed, failed = self.mail.set_flags(view.id, live, flags, args["mode"], unchanged)

@@ -13,6 +13,8 @@ fixes (library-facts.md; each has a test in tests/test_smb.py):
   that offers no SMB2 dialect is disconnected), as on Windows 10/11.
 - One global share table and credentials list: here the store is the credentials table,
   and TREE_CONNECT decides per user (services.smb.access).
+- Its final SPNEGO answer has no mechListMIC, so clients that require signing give up
+  (upstream #1883): services.smb.mechlistmic adds it.
 - Paths are checked by impacket's own jail; here every CREATE and rename target goes
   through services.paths first, the lab's one rule.
 - A directory deleted on close was removed with shutil.rmtree, contents and all, and the
@@ -39,6 +41,7 @@ from impacket.nt_errors import (STATUS_ACCESS_DENIED, STATUS_BAD_NETWORK_NAME,
 from impacket.smbserver import SMBSERVER
 
 from .. import paths
+from . import fastread, mechlistmic
 from .access import Denied, StoreCredentials, grant, share_name
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,12 @@ class Handler(socketserver.BaseRequestHandler):
                 if data[:4] == b"\xffSMB" and not _smb1_offers_smb2(data):
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
+                fast = fastread.answer(server.getConnectionData(conn_id, checkStatus=False), data)
+                if fast is not None:
+                    reply, file_id, count = fast
+                    server.count(file_id, 0, count)
+                    fastread.send(self.request, reply)
+                    continue
                 for reply in server.processRequest(conn_id, data):
                     netbios.send_packet(reply.getData() if hasattr(reply, "getData") else reply)
         except nmb.NetBIOSTimeout:
@@ -179,6 +188,21 @@ class LabSMBServer(SMBSERVER):
                               (smb2.SMB2_WRITE, self._write),
                               (smb2.SMB2_CLOSE, self._close)):
             self._original[command] = self.hookSmb2Command(command, hook)
+        self.getIoctls()[smb2.FSCTL_VALIDATE_NEGOTIATE_INFO] = self._validate_negotiate
+
+    def _security_mode(self) -> int:
+        mode = smb2.SMB2_NEGOTIATE_SIGNING_ENABLED
+        return mode | smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED if self.settings.signing_required else mode
+
+    def _validate_negotiate(self, conn_id: str, server: Any, request: Any) -> tuple[bytes, int]:
+        """What NEGOTIATE said, again: a signing client compares the two and hangs up on any
+        difference (impacket always says "signing enabled, not required")."""
+        answer = smb2.VALIDATE_NEGOTIATE_INFO_RESPONSE()
+        answer["Capabilities"] = 0
+        answer["Guid"] = b"A" * 16  # impacket's NEGOTIATE sends this GUID
+        answer["SecurityMode"] = self._security_mode()
+        answer["Dialect"] = smb2.SMB2_DIALECT_002
+        return answer.getData(), STATUS_SUCCESS
 
     @property
     def session(self) -> Any:
@@ -186,9 +210,7 @@ class LabSMBServer(SMBSERVER):
 
     def _negotiate(self, conn_id: str, server: Any, packet: Any, isSMB1: bool = False) -> Any:  # noqa: N803
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
-        if self.settings.signing_required:
-            packets[0]["Data"]["SecurityMode"] = (smb2.SMB2_NEGOTIATE_SIGNING_ENABLED
-                                                  | smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED)
+        packets[0]["Data"]["SecurityMode"] = self._security_mode()
         self.session.event("negotiate", "SMB 2.0.2" + (" (from an SMB1 negotiate)" if isSMB1 else ""))
         return commands, packets, status
 
@@ -199,6 +221,7 @@ class LabSMBServer(SMBSERVER):
         if message == 1:  # NTLM NEGOTIATE: a new login on this connection
             self.local.challenge = os.urandom(8)
             self._end_session(conn)
+            conn["LabMechTypes"] = mechlistmic.offered_mechanisms(setup["Buffer"])
         commands, packets, status = self._original[smb2.SMB2_SESSION_SETUP](conn_id, server, packet)
         conn = self.getConnectionData(conn_id, checkStatus=False)
         if message == 3:
@@ -212,6 +235,12 @@ class LabSMBServer(SMBSERVER):
             elif status == STATUS_SUCCESS:
                 conn["LabUser"] = user
                 self.session.auth(user, ok=True, mechanism="NTLMv2")
+                if conn.get("LabMechTypes") and conn.get("SigningSessionKey"):
+                    token = mechlistmic.accept_with_mic(
+                        conn["LabMechTypes"], conn["AUTHENTICATE_MESSAGE"]["flags"],
+                        conn["SigningSessionKey"])
+                    commands[0]["Buffer"] = token
+                    commands[0]["SecurityBufferLength"] = len(token)
             else:
                 self.session.auth(claimed or "anonymous", ok=False, mechanism="NTLMv2")
                 status = STATUS_LOGON_FAILURE
@@ -328,22 +357,24 @@ class LabSMBServer(SMBSERVER):
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
 
-    def _count(self, request: Any, index: int, amount: int) -> None:
+    def count(self, file_id: bytes, index: int, amount: int) -> None:
+        """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
         counters = self.local.__dict__.get("transfers", {})
-        if request["FileID"].getData() in counters:
-            counters[request["FileID"].getData()][index] += amount
+        if file_id in counters:
+            counters[file_id][index] += amount
 
     def _read(self, conn_id: str, server: Any, packet: Any) -> Any:
         commands, packets, status = self._original[smb2.SMB2_READ](conn_id, server, packet)
         if status == STATUS_SUCCESS:
-            self._count(smb2.SMB2Read(packet["Data"]), 0, commands[0]["DataLength"])
+            self.count(smb2.SMB2Read(packet["Data"])["FileID"].getData(), 0,
+                       commands[0]["DataLength"])
         return commands, packets, status
 
     def _write(self, conn_id: str, server: Any, packet: Any) -> Any:
         request = smb2.SMB2Write(packet["Data"])
         commands, packets, status = self._original[smb2.SMB2_WRITE](conn_id, server, packet)
         if status == STATUS_SUCCESS:
-            self._count(request, 1, request["Length"])
+            self.count(request["FileID"].getData(), 1, request["Length"])
         return commands, packets, status
 
     def _close(self, conn_id: str, server: Any, packet: Any) -> Any:

@@ -123,6 +123,18 @@ def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
     return frozenset(out.values())
 
 
+def _merge_flags(old: frozenset[str], wanted: frozenset[str], mode: str) -> frozenset[str]:
+    """Flags after a STORE; flags are case-insensitive (RFC 3501 2.3.2), and a flag a
+    message has keeps its spelling."""
+    have = {f.lower(): f for f in old}
+    asked = {f.lower(): f for f in wanted}
+    if mode == "set":
+        return frozenset(asked.values())
+    if mode == "add":
+        return frozenset({**asked, **have}.values())
+    return frozenset(f for key, f in have.items() if key not in asked)
+
+
 def _flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(flags))
 
@@ -328,7 +340,7 @@ class Mail:
                     failed.append(uid)
                     continue
                 old = _flags(row[0])
-                new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
+                new = _merge_flags(old, wanted, mode)
                 if new == old:
                     continue
                 modseq = modseq or self._bump(tx, mailbox_id)

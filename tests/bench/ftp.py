@@ -1,0 +1,108 @@
+"""FTP speed: RETR of one big file over loopback, the lab's server vs vsftpd, side by side.
+
+    python3 -m tests.bench.ftp [--size 1024] [--rounds 2]
+
+Both serve the very same file (vsftpd's anonymous root is alice's lab home); curl fetches
+it from each in turn (passive, binary, to /dev/null), for a few rounds. Prints bytes/s
+for both and the ratio of the best rounds (target: at least 0.8x vsftpd; both use
+sendfile). The load average is printed too: other work on the same cores skews both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 1 << 20
+
+
+def fetch(url: str) -> float:
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download}", url],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise SystemExit(f"curl {url}: {out.stderr.strip()}")
+    return float(out.stdout)
+
+
+def wait_for(process: subprocess.Popen, marker: str) -> None:
+    for line in process.stdout:
+        if marker in line:
+            return
+    raise SystemExit(f"server exited before '{marker}'")
+
+
+def vsftpd_config(directory: Path, root: Path, port: int) -> Path:
+    config = directory / "vsftpd.conf"
+    config.write_text("\n".join([
+        "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={port}",
+        "background=NO", "anonymous_enable=YES", "no_anon_password=YES", "local_enable=NO",
+        f"anon_root={root}", "write_enable=NO", "pasv_enable=YES",
+        f"pasv_min_port={port + 100}", f"pasv_max_port={port + 199}", "seccomp_sandbox=NO",
+        "xferlog_enable=NO", "use_sendfile=YES", f"vsftpd_log_file={directory / 'vsftpd.log'}",
+        "secure_chroot_dir=/var/run/vsftpd/empty", "",
+    ]))
+    return config
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=1024, help="file size in MiB")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--offset", type=int, default=32000)
+    args = parser.parse_args()
+    for tool in ("curl", "vsftpd"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"needs {tool}")
+    print(f"load average before: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        data = tmpdir / "data"
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", "--only", "ftp", "--data", str(data),
+             "--bind", "127.0.0.1", "--port-offset", str(args.offset)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        vsftpd = None
+        try:
+            wait_for(lab, "protolab ready")
+            home = data / "homes/alice"
+            big = home / "big.bin"
+            block = os.urandom(CHUNK)
+            with open(big, "wb") as out:
+                for _ in range(args.size):
+                    out.write(block)
+            os.chmod(home, 0o755)
+            vsftpd_port = args.offset + 1021
+            vsftpd = subprocess.Popen(
+                ["/usr/sbin/vsftpd", str(vsftpd_config(tmpdir, home, vsftpd_port))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            urls = {"protolab": f"ftp://alice:alice@127.0.0.1:{args.offset + 21}/big.bin",
+                    "vsftpd": f"ftp://127.0.0.1:{vsftpd_port}/big.bin"}
+            fetch(urls["vsftpd"])  # warms the page cache and waits for vsftpd to listen
+            best = {name: 0.0 for name in urls}
+            for round_ in range(1, args.rounds + 1):
+                for name, url in urls.items():
+                    speed = fetch(url)
+                    best[name] = max(best[name], speed)
+                    print(f"round {round_} {name:<8} {speed / 1e6:8.1f} MB/s "
+                          f"({args.size} MiB RETR)")
+            ratio = best["protolab"] / best["vsftpd"]
+            print(f"best: protolab {best['protolab'] / 1e6:.1f} MB/s, vsftpd "
+                  f"{best['vsftpd'] / 1e6:.1f} MB/s, ratio {ratio:.2f}x (target >= 0.8x)")
+        finally:
+            for process in (vsftpd, lab):
+                if process is not None:
+                    process.terminate()
+                    process.wait(10)
+    print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
