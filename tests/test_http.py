@@ -10,9 +10,10 @@ import socket
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
+
+from services import registry
 from .conftest import LabFactory, need
 
 CONFIG = """
@@ -72,6 +73,8 @@ def test_portal_lists_services_and_offers_the_ca(web):
     page = curl(url(web, "/")).stdout.decode()
     assert f"{web.port('http', 'http')}/tcp" in page and f"{web.port('http', 'https')}/tcp" in page
     assert "www.lab.test" in page and 'href="/ca.crt"' in page
+    for name in registry.names():  # every registered service, whether served here or not
+        assert f"<td>{name}</td>" in page
     assert "/.well-known/autoconfig/mail/config-v1.1.xml" in page
     ca = curl(url(web, "/ca.crt")).stdout
     assert ca == (web.data / "tls" / "ca.crt").read_bytes()

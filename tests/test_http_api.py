@@ -66,6 +66,7 @@ def test_openapi_document_matches_the_served_routes(web):
     operations = [(method.upper(), path, op) for path, ops in document["paths"].items()
                   for method, op in ops.items()]
     assert len(operations) >= 14
+    assert len({op["operationId"] for _, _, op in operations}) == len(operations)
     # Every documented GET answers 2xx with the documented type when called as documented.
     for method, path, op in operations:
         if method != "GET":

@@ -134,7 +134,7 @@ def test_fast_parse_never_raises(data):
 
 def info(name: str, listeners: list[tuple[str, int, str]]) -> ServiceInfo:
     return ServiceInfo(name=name, summary="", enabled=True, running=True,
-                       host=f"mail.lab.test", aliases=[], address="127.0.0.1",
+                       host="mail.lab.test", aliases=[], address="127.0.0.1",
                        listeners=[Listener(name, n, p + 3000, tls=t) for n, p, t in listeners],
                        base_ports={n: p for n, p, _ in listeners})
 

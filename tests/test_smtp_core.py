@@ -289,3 +289,12 @@ def test_bulk_text_equals_line_by_line(store, tmp_path, lines, data):
             buffer = buffer[taken:]
     assert one.bodies == many.bodies and len(one.bodies) == 1
     assert buffer == b""
+
+
+def test_auth_plain_authorization_identity(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.send("EHLO pc")
+    as_bob = base64.b64encode(b"bob\0alice\0alice").decode()
+    assert client.code("AUTH PLAIN " + as_bob) == 535  # alice may not act as bob
+    as_self = base64.b64encode(b"alice@lab.test\0alice\0alice").decode()
+    assert client.code("AUTH PLAIN " + as_self) == 235

@@ -291,12 +291,18 @@ ROUTES = [
 PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1"}
 
 
+def operation_id(route: Route) -> str:
+    """GET /users/{user}/mailboxes -> get_users_user_mailboxes (unique per route)."""
+    words = [s.strip("{}").replace(".", "_") for s in route.segments] or ["index"]
+    return "_".join([route.method.lower(), *words])
+
+
 def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in ROUTES:
         operation: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{route.pattern.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'index'}".replace(".", "_"),
+            "operationId": operation_id(route),
             "parameters": [
                 {"name": name[1:-1], "in": "path", "required": True,
                  "schema": {"type": "integer" if name == "{uid}" else "string"},

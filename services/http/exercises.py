@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .auth import challenge, login
 from .multipart import MultipartError, MultipartParser, boundary_of
-from .responses import HTML, TEXT, Body, error_page, send
+from .responses import HTML, TEXT, Body, error_page, redirect, send
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -171,12 +171,12 @@ def register(router: Router, lab: Lab) -> None:
         return Body(embedded_page(host), HTML, STARTED).serve(request)
 
     router.page(BASE + "embedded.html", embedded)
-    router.page(BASE.rstrip("/"), lambda request: _redirect(request, BASE))
-    router.page(BASE, lambda request: _redirect(request, "/"))
+    router.page(BASE.rstrip("/"), lambda request: redirect(request, BASE))
+    router.page(BASE, lambda request: redirect(request, "/"))
 
     def protected(request: Any) -> bytes:
         if request.path == b"/lab/http/protected":
-            return _redirect(request, "/lab/http/protected/")
+            return redirect(request, "/lab/http/protected/")
         user = login(lab, request)
         if user is None:
             return challenge(request, "protolab lab users")
@@ -236,8 +236,3 @@ def register(router: Router, lab: Lab) -> None:
         return UploadSink(ctype.decode("latin-1"))
 
     router.body_sink("/lab/http/upload", upload_sink)
-
-
-def _redirect(request: Any, to: str) -> bytes:
-    request.setHeader(b"Location", to.encode())
-    return send(request, _page("Moved", f'<p><a href="{to}">{to}</a></p>'), HTML, 301)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..listeners import Listener
 from .labinfo import ServiceInfo, services
-from .responses import HTML, send
+from .responses import send
 
 if TYPE_CHECKING:
     from ..lab import Lab

@@ -38,6 +38,12 @@ def error_page(request: Any, status: int, message: str,
     return send(request, body.encode(), HTML, status, headers)
 
 
+def redirect(request: Any, to: str) -> bytes:
+    """301 to `to` (a path on this site), with a link for whoever reads the body."""
+    request.setHeader(b"Location", to.encode())
+    return error_page(request, 301, f"Moved to {to}")
+
+
 def not_modified(request: Any, etag: bytes, mtime: float) -> bool:
     """Whether a conditional GET matches (RFC 9110 13.2.2: If-None-Match wins over
     If-Modified-Since)."""

@@ -20,7 +20,7 @@ from ..paths import PathError, resolve
 from .auth import challenge, login, www_authenticate
 from .channel import Refusal
 from .files import SMALL, FileCache, serve
-from .responses import HTML, Body, error_page, send, send_no_body
+from .responses import HTML, Body, error_page, redirect, send, send_no_body
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -114,7 +114,7 @@ class UserWeb:
         if root is None:
             return error_page(request, 404, "No such user.")
         if not slash:
-            return _redirect(request, f"/~{urllib.parse.quote(owner)}/")
+            return redirect(request, f"/~{urllib.parse.quote(owner)}/")
         try:
             target = resolve(root, relative)
         except PathError as error:
@@ -142,7 +142,7 @@ class UserWeb:
             st = os.stat(target)
             if stat.S_ISDIR(st.st_mode):
                 if not request.path.endswith(b"/"):
-                    return _redirect(request, request.path.decode("latin-1") + "/")
+                    return redirect(request, request.path.decode("latin-1") + "/")
                 try:  # index.html too may be a link that leads out
                     index = resolve(root, relative + "/index.html")
                 except PathError as error:
@@ -237,10 +237,6 @@ def _fsync_dir(directory: Path) -> None:
     finally:
         os.close(fd)
 
-
-def _redirect(request: Any, to: str) -> bytes:
-    request.setHeader(b"Location", to.encode())
-    return error_page(request, 301, f"Moved to {to}")
 
 
 def realm(owner: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .delivery import Delivery, MailDrop, valid_address
 from .lines import Conversation
-from .sasl import Credentials, Exchange, mechanisms
+from .sasl import Credentials, Exchange, Outcome, mechanisms
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -212,7 +212,7 @@ class SMTPConversation(Conversation):
         assert self.auth is not None
         self._auth_step(*self.auth.respond(line.decode("ascii", "replace")))
 
-    def _auth_step(self, challenge: str | None, outcome: object) -> None:
+    def _auth_step(self, challenge: str | None, outcome: Outcome | None) -> None:
         if challenge is not None:
             self.line_limit = AUTH_LIMIT
             self.send(f"334 {challenge}")
@@ -221,16 +221,16 @@ class SMTPConversation(Conversation):
         self.auth = None
         self.line_limit = COMMAND_LIMIT
         assert outcome is not None
-        if outcome.error == "cancelled":  # type: ignore[attr-defined]
+        if outcome.error == "cancelled":
             self.reply(501, "5.7.0 Authentication cancelled")
-        elif outcome.error:  # type: ignore[attr-defined]
+        elif outcome.error:
             self.reply(501, "5.5.2 Cannot decode the response")
-        elif outcome.user is None:  # type: ignore[attr-defined]
-            self.journal.auth(outcome.login, False, mechanism, outcome.secret)  # type: ignore
+        elif outcome.user is None:
+            self.journal.auth(outcome.login, False, mechanism, outcome.secret)
             self.reply(535, "5.7.8 Error: authentication failed")
         else:
-            self.journal.auth(outcome.user, True, mechanism, outcome.secret)  # type: ignore
-            self.user = outcome.user  # type: ignore[attr-defined]
+            self.journal.auth(outcome.user, True, mechanism, outcome.secret)
+            self.user = outcome.user
             self.reply(235, "2.7.0 Authentication successful")
 
     def smtp_MAIL(self, arg: str) -> None:  # noqa: N802

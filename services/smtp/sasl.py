@@ -67,8 +67,11 @@ def _plain(credentials: Credentials, hostname: str) -> Step:
     parts = response.split(b"\0")
     if len(parts) != 3:
         return Outcome(None, "", "", "malformed")
-    login, password = parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-    return Outcome(credentials.check(login, password), login, password)
+    authzid, login, password = (part.decode("utf-8", "replace") for part in parts)
+    user = credentials.check(login, password)
+    if authzid and user is not None and credentials.name(authzid) != user:
+        user = None  # acting as someone else: not in this lab
+    return Outcome(user, login, password)
 
 
 def _login(credentials: Credentials, hostname: str) -> Step:
