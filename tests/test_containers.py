@@ -161,6 +161,22 @@ def test_all_in_one_container_serves_every_service(images, tmp_path):
         engine.run("podman", "rm", "-f", "-t", "5", name, check=False)
 
 
+def test_image_entry_point_routes_commands(images, tmp_path):
+    """`docker run IMAGE check ...` runs protolab's commands, anything else runs as given,
+    and a data folder the lab's user cannot write is one clear line, not a traceback."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return engine.run("podman", "run", "--rm", *args, check=False, timeout=60)
+
+    check = run(engine.IMAGE, "check", "--only", SERVICES[0] if SERVICES else "", "--timeout", "1")
+    assert check.returncode == (1 if SERVICES else 0), check.stderr
+    assert "did not answer" in check.stderr or not SERVICES
+    assert run(engine.IMAGE, "sh", "-c", "echo as given").stdout.strip() == "as given"
+    tmp_path.chmod(0o755)  # root's: the lab's user may not write there
+    refused = run("-v", f"{tmp_path}:/var/lib/protolab", engine.IMAGE)
+    assert refused.returncode == 1
+    assert "/var/lib/protolab is not writable by protolab" in refused.stderr
+
+
 def wait_for_line(container: str, text: str, timeout: float) -> str:
     """The container's output once it holds `text` (podman logs --follow, read until)."""
     process = subprocess.Popen(["podman", "logs", "--follow", container],

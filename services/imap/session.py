@@ -639,7 +639,7 @@ class Session:
         assert view is not None
         if view.readonly:
             raise No("[READ-ONLY] Mailbox is read-only")
-        view.sync(allow_expunge=False)  # flags set by others count too
+        self.report(allow_expunge=False)  # \Deleted set by others counts too; told first
         deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
