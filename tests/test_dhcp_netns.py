@@ -132,15 +132,18 @@ range = "{prefix}.100-{prefix}.150"
         observer = net.host("obs", address="9")
         observer.etc("resolv.conf", f"nameserver {server.address}\nsearch lab.test\n")
         process = start_server(server, config, tmp_path / "data", tmp_path / "serve.stderr")
+        labnet = LabNet(net, server, process, tmp_path / "data", tmp_path, observer)
         try:
-            yield LabNet(net, server, process, tmp_path / "data", tmp_path, observer)
+            yield labnet
         finally:
+            process = labnet.process  # a test may have restarted it
             process.terminate()
             try:
                 assert process.wait(10) == 0, (tmp_path / "serve.stderr").read_text()[-2000:]
             finally:
                 if process.poll() is None:
                     process.kill()
+                    process.wait()
 
 
 def wait_line(process: subprocess.Popen, *markers: str) -> str:
@@ -269,3 +272,49 @@ def test_dns_from_a_lab_host(labnet: LabNet):
         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "DHCPACK to INFORM" in check.stdout and "SOA lab.test" in check.stdout
+
+
+def test_udhcpc_declines_an_address_in_use(labnet: LabNet):
+    prefix = labnet.net.prefix()
+    squatter = labnet.net.host("squat", address="100")  # holds the pool's first address
+    assert squatter.address == f"{prefix}.100"
+    client = labnet.client("arp")
+    script = labnet.tmp / "arp.sh"
+    script.write_text(CLIENT_SCRIPT.format(out=labnet.tmp / "arp"))
+    script.chmod(0o755)
+    # -a: udhcpc ARP-probes the offered address and sends DHCPDECLINE when someone answers
+    got = client.run("udhcpc", "-f", "-q", "-n", "-a", "-i", "eth0", "-t", "6", "-T", "1",
+                     "-A", "1", "-s", str(script), timeout=90, check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "declining" in got.stdout + got.stderr
+    ip = parse_env(labnet.tmp / "arp.bound")["ip"]
+    assert ip != squatter.address and ip.startswith(prefix + ".")
+    deadline = time.monotonic() + 5
+    while "DHCPDECLINE" not in (journal := labnet.cli("journal", "--service", "dhcp")):
+        assert time.monotonic() < deadline, journal
+        time.sleep(0.1)
+    assert f"{squatter.address} declined" in journal
+
+
+def test_leases_and_names_survive_a_server_restart(labnet: LabNet):
+    client = labnet.client("again")
+    script = labnet.tmp / "again.sh"
+    script.write_text(CLIENT_SCRIPT.format(out=labnet.tmp / "again"))
+    script.chmod(0o755)
+    command = ["udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "5", "-T", "1", "-A", "1",
+               "-s", str(script), "-x", "hostname:pc-three"]
+    assert client.run(*command, timeout=60, check=False).returncode == 0
+    ip = parse_env(labnet.tmp / "again.bound")["ip"]
+    assert labnet.wait_name(labnet.observer, "pc-three.lab.test", ip) == ip
+    labnet.process.terminate()
+    assert labnet.process.wait(10) == 0
+    labnet.process = start_server(labnet.server, labnet.tmp / "lab.toml", labnet.data,
+                                  labnet.tmp / "serve2.stderr")
+    assert labnet.dig(labnet.observer, "+short", "pc-three.lab.test").strip() == ip
+    # another client meanwhile does not get that address; the first one gets it back
+    other = labnet.client("other")
+    assert other.run(*command[:-2], "-s", str(script), timeout=60, check=False).returncode == 0
+    assert parse_env(labnet.tmp / "again.bound")["ip"] != ip
+    client.run("ip", "addr", "flush", "dev", "eth0")
+    assert client.run(*command, "-r", ip, timeout=60, check=False).returncode == 0
+    assert parse_env(labnet.tmp / "again.bound")["ip"] == ip

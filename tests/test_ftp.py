@@ -227,3 +227,33 @@ def test_capture_dissects_cleanly(lab, tmp_path):
     assert capture.count("ftp.request.command == \"STOR\"") == 1
     assert capture.count("ftp-data") > 0
     assert capture.bad("ftp || ftp-data") == []
+
+
+def test_passive_range_and_masquerade_address(lab):
+    server = lab.start(only="ftp", config='[ftp]\nmasquerade_address = "10.9.8.7"\n'
+                                          "passive_low_port = 30010\npassive_high_port = 30019\n")
+    ftp = ftp_login(server)
+    reply = ftp.sendcmd("PASV")
+    numbers = [int(n) for n in reply[reply.index("(") + 1:reply.index(")")].split(",")]
+    assert numbers[:4] == [10, 9, 8, 7]  # what a client behind NAT must be told
+    assert server.offset + 30010 <= numbers[4] * 256 + numbers[5] <= server.offset + 30019
+    epsv = ftp.sendcmd("EPSV")
+    port = int(epsv.split("|")[3])
+    assert server.offset + 30010 <= port <= server.offset + 30019
+    ftp.close()
+
+
+def test_garbage_gets_protocol_errors_not_crashes(lab):
+    server = lab.start(only="ftp")
+    raw = socket.create_connection(("127.0.0.1", server.port("ftp", "ftp")), timeout=15)
+    replies = raw.makefile("rb")
+    assert replies.readline().startswith(b"220")
+    for line in (b"FOO bar", b"USER", b"\xff\xfe\x00garbage", b"RETR x", b"PORT 1,2,3",
+                 b"EPRT |9|x|y|", b"A" * 5000, b"MKD \x00", b"REST -1", b"TYPE Z"):
+        raw.sendall(line + b"\r\n")
+        reply = replies.readline()
+        assert reply[:1] in (b"3", b"5"), (line[:20], reply)
+    raw.close()
+    ftp_login(server).quit()  # still serving
+    server.stop()
+    assert "Traceback" not in server.stderr()

@@ -267,3 +267,26 @@ def test_clients_that_require_signing(lab, tmp_path):
         result.stdout + result.stderr
     assert (tmp_path / "back.txt").read_text() == "signed"
     impacket_login(server).close()  # clients that do not check the MIC are still fine
+
+
+def test_garbage_drops_that_client_only(lab):
+    import socket
+    import struct
+
+    server = lab.start(only="smb")
+    port = server.port("smb", "smb")
+    junk = [b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x40" + b"\xfeSMB" + b"\xff" * 60,
+            b"\x00\x00\x00\x44" + b"\xfeSMB" + struct.pack("<HHIHH", 64, 0, 0, 5, 0) + b"\0" * 52,
+            b"\x81\x00\x00\x04abcd", b"\x00\x00\x00\x08\xffSMBrest"]
+    for data in junk:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+        raw.sendall(data)
+        raw.settimeout(5)
+        try:
+            raw.recv(4096)
+        except OSError:
+            pass
+        raw.close()
+    impacket_login(server).close()  # still serving
+    server.stop()
+    assert "Traceback" not in server.stderr()
