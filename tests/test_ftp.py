@@ -257,3 +257,19 @@ def test_garbage_gets_protocol_errors_not_crashes(lab):
     ftp_login(server).quit()  # still serving
     server.stop()
     assert "Traceback" not in server.stderr()
+
+
+def test_tls_capture_decrypts_with_the_key_log(lab, tmp_path):
+    need("tshark", "tcpdump")
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="ftp", config=f'[tls]\nkeylog = "{keylog}"\n')
+    port = server.port("ftp", "ftp")
+    capture = Capture(tmp_path, f"tcp port {port}", decode_as=(f"tcp.port=={port},ftp",))
+    ftp = ftp_login(server, tls=True)
+    ftp.mkd("secret-dir")
+    ftp.quit()
+    capture.stop()
+    assert capture.count('ftp.request.command == "MKD"') == 0  # encrypted on the wire
+    capture.decode += ["-o", f"tls.keylog_file:{keylog}"]
+    assert capture.count('ftp.request.command == "MKD"') == 1  # and readable with the key log
+    assert capture.bad("ftp || tls") == []
