@@ -339,3 +339,13 @@ def test_esearch_with_modseq(raw):
     assert raw.cmd(search.format("MIN MAX", "2:3", 1))[0] == \
         f'* ESEARCH (TAG "t") MIN 2 MAX 3 MODSEQ {modseq[2]}\r\n'.encode()
     assert raw.cmd(search.format("ALL", "2:3", modseq[4]))[0] == b'* ESEARCH (TAG "t")\r\n'
+
+
+def test_selected_mailbox_deleted_by_another_session(imap, raw):
+    raw.cmd("CREATE Doomed")
+    raw.cmd("SELECT Doomed")
+    other = Raw(imap.port("imap", "imap"))
+    other.cmd("LOGIN alice alice")
+    assert other.cmd("DELETE Doomed")[-1].startswith(b"t OK")
+    lines = raw.cmd("EXPUNGE")
+    assert lines[0].startswith(b"* BYE") and lines[-1].startswith(b"t NO")

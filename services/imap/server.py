@@ -70,6 +70,8 @@ class IMAPProtocol(Protocol):
     def _subscribe(self, topic: str, callback: Callable[[set[str]], None]) -> Callable[[], None]:
         def guarded(topics: set[str]) -> None:
             self._guarded(lambda: callback(topics))
+            if self.session is not None and self.session.closing:  # BYE sent in IDLE
+                self.transport.loseConnection()
         return self.lab.store.subscribe(topic, guarded)
 
     def _pump(self) -> None:

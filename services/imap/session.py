@@ -640,6 +640,8 @@ class Session:
         if view.readonly:
             raise No("[READ-ONLY] Mailbox is read-only")
         self.report(allow_expunge=False)  # \Deleted set by others counts too; told first
+        if self.view is None:
+            raise No("[NONEXISTENT] The mailbox was deleted")
         deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
