@@ -78,7 +78,7 @@ def test_parse_quoted_escapes_search_and_store():
     assert (store["mode"], store["silent"], store["unchangedsince"]) == ("add", True, 12)
     assert store["flags"] == ["\\Seen", "$Junk"]
     append = parse_command(b'5 APPEND Sent (\\Seen) " 2-Feb-2024 10:00:00 +0100" {3+}\r\nabc').args
-    assert append["message"] == b"abc" and append["date"] == 1706864400.0
+    assert append["message"] == b"abc" and append["date"] == (1706864400.0, 60)
     assert parse_command(b"6 LIST \"\" \"&AMQ-*\"").args["patterns"] == ["&AMQ-*"]
     assert parse_command(b"7 SELECT inbox").args["mailbox"] == "INBOX"
 
