@@ -1002,6 +1002,8 @@ def _summary(data: bytes) -> str:
     text = re.sub(rb"\{(\d+)\+?\}\r\n", lambda m: b"{%s}" % m.group(1), data)
     out, pos = [], 0
     for match in re.finditer(rb"\{(\d+)\}", text):
+        if match.start() < pos:
+            continue  # inside a literal already summarised
         out.append(text[pos:match.end()])
         size = int(match.group(1))
         out.append(b" <%d bytes>" % size)
