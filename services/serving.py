@@ -13,12 +13,16 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
+from zope.interface import implementer
 
 from .listeners import Listener
 
 if TYPE_CHECKING:
+    from OpenSSL import SSL
+
     from .lab import Lab
+    from .tls import LabTLS
 
 POLL_SECONDS = 0.2  # how often a process looks for other processes' changes (< 1 s promised)
 FLUSH_SECONDS = 0.5  # journal buffer to disk and store
@@ -27,6 +31,18 @@ PRUNE_SECONDS = 300
 
 class StartError(Exception):
     """A service that could not start, in one line naming the service and address."""
+
+
+@implementer(IOpenSSLContextFactory)
+class LabContextFactory:
+    """Every TLS listener and STARTTLS shares the lab's one context (and so its key log).
+    Declaring the interface keeps Twisted from warning about a legacy factory."""
+
+    def __init__(self, tls: LabTLS) -> None:
+        self._tls = tls
+
+    def getContext(self) -> SSL.Context:  # noqa: N802 - Twisted's name
+        return self._tls.context()
 
 
 class ListenerService(Service):

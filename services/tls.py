@@ -158,21 +158,12 @@ class LabTLS:
             self._context = ctx
         return self._context
 
-    def twisted(self) -> _ContextFactory:
-        """What Twisted's listenSSL and transport.startTLS take."""
-        return _ContextFactory(self)
+    def twisted(self) -> Any:
+        """What Twisted's listenSSL and transport.startTLS take (an IOpenSSLContextFactory
+        serving the lab context)."""
+        from .serving import LabContextFactory
 
-
-class _ContextFactory:
-    """Twisted accepts any object with getContext(); all sessions share the lab context."""
-
-    isClient = 0
-
-    def __init__(self, tls: LabTLS) -> None:
-        self._tls = tls
-
-    def getContext(self) -> SSL.Context:  # noqa: N802 - Twisted's name
-        return self._tls.context()
+        return LabContextFactory(self)
 
 
 class _KeyLog:

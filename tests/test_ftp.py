@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
 import subprocess
 
@@ -173,6 +174,8 @@ def _curl(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_curl_passive_active_and_tls(lab, tmp_path):
+    """Explicit and implicit FTPS with curl (pyftpdlib has no implicit mode, upstream #160:
+    the lab's handler starts TLS before the banner)."""
     need("curl")
     server = lab.start(only="ftp")
     port, implicit = server.port("ftp", "ftp"), server.port("ftp", "ftps")
@@ -257,3 +260,32 @@ def test_garbage_gets_protocol_errors_not_crashes(lab):
     ftp_login(server).quit()  # still serving
     server.stop()
     assert "Traceback" not in server.stderr()
+
+
+def test_tls_capture_decrypts_with_the_key_log(lab, tmp_path):
+    need("tshark", "tcpdump")
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="ftp", config=f'[tls]\nkeylog = "{keylog}"\n')
+    port = server.port("ftp", "ftp")
+    capture = Capture(tmp_path, f"tcp port {port}", decode_as=(f"tcp.port=={port},ftp",))
+    ftp = ftp_login(server, tls=True)
+    ftp.mkd("secret-dir")
+    ftp.quit()
+    capture.stop()
+    assert capture.count('ftp.request.command == "MKD"') == 0  # encrypted on the wire
+    capture.decode += ["-o", f"tls.keylog_file:{keylog}"]
+    assert capture.count('ftp.request.command == "MKD"') == 1  # and readable with the key log
+    assert capture.bad("ftp || tls") == []
+
+
+def test_cwd_never_moves_the_server_process(lab):
+    """pyftpdlib's AbstractedFS.chdir() calls os.chdir(): in a process that runs every
+    protocol, the next relative path anyone opens would resolve in a user's directory."""
+    server = lab.start(only="ftp")
+    before = os.readlink(f"/proc/{server.process.pid}/cwd")
+    ftp = ftp_login(server)
+    ftp.cwd("public_html")
+    assert ftp.pwd() == "/public_html"
+    ftp.cwd("/public")
+    assert os.readlink(f"/proc/{server.process.pid}/cwd") == before
+    ftp.quit()

@@ -161,7 +161,7 @@ def test_uploads_answer_size_and_sha256(web, tmp_path):
     chunked = curl("-H", "Transfer-Encoding: chunked", "--data-binary", f"@{path}",
                    url(web, "/lab/http/upload")).stdout
     assert chunked.decode() == f"bytes: {len(data)}\nsha256: {digest}\n"
-    path.write_bytes(data * 2)
+    path.write_bytes(data * 16)  # 4 MB: the refusal must reach curl while it still sends
     too_big = curl("-i", "--data-binary", f"@{path}", url(web, "/lab/http/upload"),
                    check=False).stdout
     assert status_of(too_big) == [413]

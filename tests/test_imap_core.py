@@ -78,7 +78,7 @@ def test_parse_quoted_escapes_search_and_store():
     assert (store["mode"], store["silent"], store["unchangedsince"]) == ("add", True, 12)
     assert store["flags"] == ["\\Seen", "$Junk"]
     append = parse_command(b'5 APPEND Sent (\\Seen) " 2-Feb-2024 10:00:00 +0100" {3+}\r\nabc').args
-    assert append["message"] == b"abc" and append["date"] == 1706864400.0
+    assert append["message"] == b"abc" and append["date"] == (1706864400.0, 60)
     assert parse_command(b"6 LIST \"\" \"&AMQ-*\"").args["patterns"] == ["&AMQ-*"]
     assert parse_command(b"7 SELECT inbox").args["mailbox"] == "INBOX"
 
@@ -212,3 +212,11 @@ def test_store_flags_are_case_insensitive(tmp_path):
     changed, _ = store.mail.set_flags(mailbox_id, [uid], ["$work"], "remove")
     assert changed[0].flags == {"\\Seen"}
     store.close()
+
+
+def test_journal_summary_of_literals():
+    from services.imap.session import _summary
+
+    raw = b"a APPEND INBOX (\\Seen) {13+}\r\nhas {3} in it b"
+    assert _summary(raw) == "a APPEND INBOX (\\Seen) {13} <13 bytes> b"
+    assert _summary(b"a LOGIN {5}\r\nalice {3}\r\nbob") == "a LOGIN {5} <5 bytes> {3} <3 bytes>"

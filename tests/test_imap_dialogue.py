@@ -349,3 +349,15 @@ def test_selected_mailbox_deleted_by_another_session(imap, raw):
     assert other.cmd("DELETE Doomed")[-1].startswith(b"t OK")
     lines = raw.cmd("EXPUNGE")
     assert lines[0].startswith(b"* BYE") and lines[-1].startswith(b"t NO")
+
+
+def test_internaldate_keeps_its_zone(raw):
+    data = msg("dated")
+    raw.cmd(b'APPEND INBOX "25-Mar-2007 01:30:00 +0300" {%d+}\r\n' % len(data) + data)
+    raw.cmd("SELECT INBOX")
+    assert b'INTERNALDATE "25-Mar-2007 01:30:00 +0300"' in raw.cmd("FETCH 1 INTERNALDATE")[0]
+    assert raw.cmd("SEARCH ON 25-Mar-2007")[0] == b"* SEARCH 1\r\n"  # 24-Mar in UTC
+    assert raw.cmd("SEARCH BEFORE 25-Mar-2007")[0] == b"* SEARCH\r\n"
+    assert raw.cmd("COPY 1 Archive")[-1].startswith(b"t OK")
+    raw.cmd("SELECT Archive")
+    assert b'"25-Mar-2007 01:30:00 +0300"' in raw.cmd("FETCH 1 INTERNALDATE")[0]

@@ -97,3 +97,29 @@ def test_random_command_sequences_never_crash(tmp_path_factory, script):
     finally:
         h.session.close()
         store.close()
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(COMMANDS), st.integers(0, 5),
+                          st.integers(0, 5)), max_size=30))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_two_sessions_interleaved_never_crash(tmp_path_factory, script):
+    store, journal = make_store(tmp_path_factory.mktemp("fuzz2"))
+    pair = [Harness(store, journal), Harness(store, journal)]
+    for h in pair:
+        h.feed(b"a LOGIN alice alice\r\nb SELECT INBOX\r\n")
+    try:
+        for i, (second, template, n, m) in enumerate(script):
+            h = pair[second]
+            if h.session.closing:
+                continue
+            command = template.format(n=n, m=m)
+            untagged = command in ("DONE", "AGpvZQBqb2U=", "*") or h.session.wants_line
+            out = h.feed((command if untagged else f"t{i} {command}").encode() + b"\r\n")
+            store.poll()  # what the lab's loop does: the other session may be IDLE
+            if not untagged and not h.session.wants_line and not h.session.closing \
+                    and command != "IDLE":
+                assert f"t{i} ".encode() in out, (command, out)
+    finally:
+        for h in pair:
+            h.session.close()
+        store.close()

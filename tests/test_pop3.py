@@ -118,3 +118,23 @@ def test_idle_timeout(lab):
         f.readline()
         assert f.readline() == b"-ERR Disconnected for inactivity\r\n"
         assert f.read() == b""
+
+
+def test_journal_masks_the_password_and_retr_marks_seen(lab):
+    server = lab.start(only="pop3")
+    deliver(server, "bob", b"Subject: j\r\n\r\nx\r\n")
+    client = poplib.POP3("127.0.0.1", server.port("pop3", "pop3"), timeout=10)
+    client.user("bob")
+    client.pass_("bob")
+    client.retr(1)
+    client.quit()
+    store = Store(server.data)
+    try:
+        box = store.mail.mailbox("bob", "INBOX")
+        assert [m.flags for m in store.mail.messages(box.id)] == [{"\\Seen"}]
+    finally:
+        store.close()
+    assert server.stop() == 0  # the journal is flushed at stop
+    journal = server.cli("journal", "--service", "pop3").stdout
+    assert "C: PASS ••••" in journal and "auth: USER bob ok" in journal
+    assert "C: RETR 1" in journal and "S: +OK" in journal and "PASS bob" not in journal

@@ -89,7 +89,7 @@ def test_transaction(store, tmp_path):
     client.send("DELE 2")
     assert len(store.mail.messages(box.id)) == 2  # nothing removed before QUIT
     assert client.send("QUIT") == ["+OK protolab POP3 server signing off (1 messages deleted)"]
-    assert [m.uid for m in store.mail.messages(box.id)] == [1]
+    assert [(m.uid, m.flags) for m in store.mail.messages(box.id)] == [(1, {"\\Seen"})]
 
 
 def test_snapshot_between_sessions(store, tmp_path):

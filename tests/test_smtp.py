@@ -211,3 +211,13 @@ def test_cram_md5_when_passwords_are_kept_and_the_journal(lab):
     assert "auth: CRAM-MD5 alice failed" in journal and "auth: PLAIN bob failed" in journal
     assert "C: AUTH PLAIN ••••" in journal and "event: delivered" in journal
     assert "secret-bob" not in journal and "AGJvYgBzZWNyZXQtYm9i" not in journal
+
+
+def test_catch_all_keeps_every_message(lab):
+    server = lab.start(only="smtp", config='[smtp]\ncatch_all = "alice"\n')
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp"), timeout=10) as client:
+        refused = client.sendmail("ci@build.example", ["someone@example.org", "nobody@lab.test"],
+                                  b"Subject: ci\r\n\r\nx\r\n")
+        assert refused == {}
+    stored = inbox(server, "alice")
+    assert len(stored) == 1 and b"Subject: ci" in stored[0]  # one copy for both addresses

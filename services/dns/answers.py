@@ -164,11 +164,10 @@ class Engine:
         return chain
 
     def _glue(self, answer: list[RR]) -> list[RR]:
+        """Addresses of the hosts NS, MX and SRV answers name, when they are ours."""
         extra = []
         for rr in answer:
-            if rr.rtype == QTYPE.NS:
-                target = rr.rdata.label
-            elif rr.rtype == QTYPE.MX:
+            if rr.rtype in (QTYPE.NS, QTYPE.MX):
                 target = rr.rdata.label
             elif rr.rtype == QTYPE.SRV:
                 target = rr.rdata.target

@@ -3,6 +3,7 @@ and the zone rebuilt when the store's records or leases change."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
 from collections.abc import Callable
@@ -246,9 +247,11 @@ class DNSService(MultiService):
     def _fake_views(self, log: QueryLog) -> None:
         from ..serving import ListenerService
 
+        # The TLD's glue for the lab's NS: the name server's address in the lab zone, unless
+        # that is loopback and this server listens on a real address.
         address = self.lab.config.host_names().get(self.settings.host, self.lab.config.lab.address)
-        if self.lab.bind not in ("0.0.0.0", "::"):
-            address = self.lab.bind if address in ("127.0.0.1", self.lab.config.lab.address) else address
+        if self.lab.bind not in ("0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
+            address = self.lab.bind
         root, tld = fake_root(self.lab.config, address)
         for listener_name, zone, where in (("root", root, self.settings.root_address),
                                            ("tld", tld, self.settings.tld_address)):

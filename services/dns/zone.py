@@ -49,12 +49,8 @@ def reverse_name(address: str) -> str:
 
 def reverse_zone(address: str) -> str:
     """The reverse zone an address's PTR lives in: its /24 (IPv4) or /64 (IPv6)."""
-    ptr = reverse_pointer_labels(address)
-    return ".".join(ptr[1:] if ipaddress.ip_address(address).version == 4 else ptr[16:])
-
-
-def reverse_pointer_labels(address: str) -> list[str]:
-    return reverse_name(address).split(".")
+    labels = reverse_name(address).split(".")
+    return ".".join(labels[1:] if ipaddress.ip_address(address).version == 4 else labels[16:])
 
 
 def rdata(rtype: str, value: str, domain: str) -> Any:

@@ -23,6 +23,7 @@ import io
 import tempfile
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet import reactor
 from twisted.web import http, server
 
 from . import fast
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
                413: b"Content Too Large", 414: b"URI Too Long",
                431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
-SPOOL_IN_MEMORY = 64 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+SPOOL_IN_MEMORY = 64 * 1024
+LINGER_SECONDS = 5  # after a refusal, how long the rest of a request is read and dropped
+LINGER_BYTES = 64 * 1024 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
 
 
 class Refusal(Exception):
@@ -58,12 +61,16 @@ class LabChannel(http.HTTPChannel):
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
         super().connectionMade()
         self.refused = False
+        self._discarded = 0
+        self._linger: Any = None
         peer = self.transport.getPeer()
         kind = "https" if self.isSecure() else "http"
         self.session = self.site.lab.journal.open("http", f"{peer.host}:{peer.port}", kind)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
         super().connectionLost(reason)
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         self.session.close()
 
     # --- refusing bad requests ---------------------------------------------------------
@@ -82,13 +89,27 @@ class LabChannel(http.HTTPChannel):
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (status, STATUS_TEXT[status], extra, len(body), body))
-        self.loseConnection()
+        # A lingering close: closing with the client's body still arriving makes the kernel
+        # send a reset, which can destroy the answer before the client reads it. So only
+        # our side is shut; what still comes is read and dropped until the client closes
+        # (or LINGER_SECONDS / LINGER_BYTES pass).
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:  # TLS has no half-close
+            self.loseConnection()
+            return
+        self._networkProducer.unregisterProducer()
+        half_close()
+        self.setTimeout(None)
+        self._linger = reactor.callLater(LINGER_SECONDS, self.transport.loseConnection)
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - every 400 path
         self.refuse(400, "malformed request line or header")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.refused:
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.loseConnection()
             return
         # The fast path, only between requests: nothing buffered, no request in progress
         # (HTTPChannel's private state: its line buffer and first-line flag).

@@ -357,8 +357,9 @@ class Parser:
         self.pos += 3
         return MONTHS.index(name) + 1
 
-    def date_time(self) -> float:
-        """RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" -> seconds since the epoch."""
+    def date_time(self) -> tuple[float, int]:
+        """RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" -> (seconds since the epoch,
+        the zone in minutes east of UTC)."""
         import calendar
 
         self.expect(b'"')
@@ -384,12 +385,12 @@ class Parser:
         if not (1 <= day <= 31 and hour < 24 and minute < 60 and second < 61
                 and zone % 100 < 60):
             raise ParseError("bad date-time")
-        offset = (zone // 100 * 3600 + zone % 100 * 60) * (1 if sign == b"+" else -1)
+        minutes = (zone // 100 * 60 + zone % 100) * (1 if sign == b"+" else -1)
         try:
             stamp = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
         except (OverflowError, ValueError):
             raise ParseError("bad date-time") from None
-        return float(stamp - offset)
+        return float(stamp - minutes * 60), minutes
 
     def _digits(self, n: int) -> int:
         chunk = self.data[self.pos:self.pos + n]

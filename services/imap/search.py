@@ -65,7 +65,7 @@ class Candidate:
     uid: int
     flags: frozenset[str]
     recent: bool
-    internaldate: float
+    internaldate: float  # shifted into its own zone: BEFORE/ON/SINCE compare its days
     size: int
     modseq: int
     load: Callable[[], Entity | None]

@@ -30,7 +30,6 @@ AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-US
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
 # LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
 # LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
-ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
@@ -207,9 +206,9 @@ class Session:
             seq = view.seq(uid)
             if seq:
                 self.send(f"* {seq} FETCH ({self._flags_items(uid, with_uid=True)})")
-        if changes.new or changes.expunged:
+        if changes.new_uids or changes.expunged:
             self.send(f"* {len(view)} EXISTS")
-        if changes.new:
+        if changes.new_uids:
             self.send(f"* {len(view.recent)} RECENT")
 
     def _expunged(self, uids: list[int]) -> None:
@@ -455,7 +454,7 @@ class Session:
         name = self._check_name(command.args["mailbox"])
         if name == INBOX:
             raise No("[ALREADYEXISTS] INBOX always exists")
-        use = [u for u in command.args["use"]]
+        use = command.args["use"]
         known = {u.lower(): u for u in SPECIAL.values()}
         if any(u.lower() not in known for u in use):
             raise No("[USEATTR] Unsupported special-use attribute")
@@ -611,7 +610,8 @@ class Session:
         if not data:
             raise No("Cannot append an empty message")
         flags = _check_flags(args["flags"])
-        mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, args["date"])
+        stamp, zone = args["date"] or (None, 0)
+        mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp, zone)
         self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
         return f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed"
 
@@ -681,8 +681,9 @@ class Session:
         for seq, uid in enumerate(view.uids, 1):
             message = view.index[uid]
             candidate = search.Candidate(
-                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags, uid in view.recent, message.internaldate,
-                message.size, message.modseq,
+                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags,
+                uid in view.recent, message.internaldate + message.zone * 60, message.size,
+                message.modseq,
                 (lambda u=uid: self._entity(u)) if content else (lambda: None))
             if all(search.matches(key, candidate, ctx) for key in keys):
                 found.append((seq, uid))
@@ -826,8 +827,7 @@ class Session:
                 out.append(b"FLAGS " + self._flag_text(uid).encode())
                 wrote_flags = True
             elif att == "INTERNALDATE":
-                stamp = time.strftime("%d-%b-%Y %H:%M:%S +0000", time.gmtime(message.internaldate))
-                out.append(f'INTERNALDATE "{stamp}"'.encode())
+                out.append(f'INTERNALDATE "{_internaldate(message)}"'.encode())
             elif att == "RFC822.SIZE":
                 out.append(b"RFC822.SIZE %d" % message.size)
             elif att == "MODSEQ":
@@ -971,6 +971,14 @@ def _check_flags(flags: list[str]) -> list[str]:
     return out
 
 
+def _internaldate(message: Any) -> str:
+    """INTERNALDATE in the zone it was given in (RFC 3501 date-time)."""
+    local = time.gmtime(message.internaldate + message.zone * 60)
+    sign = "-" if message.zone < 0 else "+"
+    zone = abs(message.zone)
+    return time.strftime("%d-%b-%Y %H:%M:%S ", local) + f"{sign}{zone // 60:02d}{zone % 60:02d}"
+
+
 def _flag_order(flag: str) -> tuple[int, str]:
     return (0 if flag.startswith("\\") else 1, flag)
 
@@ -993,6 +1001,8 @@ def _summary(data: bytes) -> str:
     text = re.sub(rb"\{(\d+)\+?\}\r\n", lambda m: b"{%s}" % m.group(1), data)
     out, pos = [], 0
     for match in re.finditer(rb"\{(\d+)\}", text):
+        if match.start() < pos:
+            continue  # inside a literal already summarised
         out.append(text[pos:match.end()])
         size = int(match.group(1))
         out.append(b" <%d bytes>" % size)

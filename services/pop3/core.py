@@ -64,6 +64,7 @@ class Entry:
     uid: int
     size: int
     deleted: bool = False
+    retrieved: bool = False
 
 
 class POP3Conversation(Conversation):
@@ -180,17 +181,23 @@ class POP3Conversation(Conversation):
     auth_CAPA = trans_CAPA = _capa  # noqa: N815 - command names
 
     def _quit(self, arg: str) -> None:
+        """The UPDATE state: retrieved messages become \\Seen (as Dovecot does, so IMAP
+        shows them read), deleted ones are expunged."""
         removed = 0
         if self.user is not None:
+            read = [e.uid for e in self.entries if e.retrieved and not e.deleted]
             uids = [e.uid for e in self.entries if e.deleted]
-            if uids:
-                try:
+            try:
+                if read:
+                    self.store.mail.set_flags(self.mailbox_id, read, ["\\Seen"], "add")
+                if uids:
                     removed = len(self.store.mail.expunge(self.mailbox_id, uids))
-                except Exception as error:
-                    self.journal.event("error", f"expunge failed: {error}")
-                    self.send("-ERR [SYS/TEMP] Some deleted messages were not removed")
-                    self.close("quit, expunge failed")
-                    return
+            except Exception as error:
+                self.journal.event("error", f"update failed: {error}")
+                self.send("-ERR [SYS/TEMP] Some deleted messages were not removed")
+                self.close("quit, update failed")
+                return
+            if uids:
                 self.journal.event("expunged", f"{removed} messages: uids "
                                    + ",".join(map(str, uids)))
         self.send(f"+OK protolab POP3 server signing off ({removed} messages deleted)")
@@ -344,7 +351,8 @@ class POP3Conversation(Conversation):
     def trans_RETR(self, arg: str) -> None:  # noqa: N802
         found = self._entry(arg)
         data = self._data(*found) if found else None
-        if data is not None:
+        if found and data is not None:
+            found[1].retrieved = True
             self.ok(f"{len(data)} octets")
             self.send_raw(to_wire(data))
 

@@ -61,6 +61,7 @@ class SMBService(Service):
             server = LabSMBServer(self._socket, self.lab, self.lab.settings("smb"))
         except Exception:
             log.exception("smb: cannot start impacket's server")
+            self._socket.close()  # refuse clients rather than leave them in the backlog
             return
         with self._lock:
             if self._stopping:

@@ -61,6 +61,11 @@ MIGRATIONS = [
     """
     ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
     """,
+    # The zone an IMAP APPEND gave INTERNALDATE in (minutes east of UTC): FETCH gives the
+    # date back as it was given, and BEFORE/ON/SINCE compare days in that zone.
+    """
+    ALTER TABLE messages ADD COLUMN zone INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 DELIMITER = "/"
@@ -102,6 +107,7 @@ class Message:
     flags: frozenset[str]
     internaldate: float
     modseq: int
+    zone: int = 0  # minutes east of UTC that internaldate was given in
 
 
 @dataclass(frozen=True)
@@ -148,11 +154,11 @@ def _name(name: str) -> str:
 
 
 _MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use"
-_MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq"
+_MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq, zone"
 
 
 def _message(row: tuple) -> Message:
-    return Message(row[0], row[1], _flags(row[2]), row[3], row[4])
+    return Message(row[0], row[1], _flags(row[2]), row[3], row[4], row[5])
 
 
 class Mail:
@@ -276,27 +282,27 @@ class Mail:
         return row[0]
 
     def append(self, user: str, mailbox: str, data: bytes, flags: Iterable[str] = (),
-               internaldate: float | None = None) -> tuple[int, int]:
+               internaldate: float | None = None, zone: int = 0) -> tuple[int, int]:
         """Store a message; returns (mailbox id, uid). On disk when this returns."""
         with self.db.write() as tx:
             row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
                              (user, _name(mailbox))).fetchone()
             if row is None:
                 raise NoMailbox(f"no mailbox {mailbox!r} for {user!r}")
-            return row[0], self._insert(tx, row[0], data, flags, internaldate)
+            return row[0], self._insert(tx, row[0], data, flags, internaldate, zone)
 
     def _insert(self, tx: Tx, mailbox_id: int, data: bytes, flags: Iterable[str],
-                internaldate: float | None) -> int:
+                internaldate: float | None, zone: int = 0) -> int:
         modseq = self._bump(tx, mailbox_id)
         uid = tx.execute(
             "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
             (mailbox_id,),
         ).fetchone()[0]
         cursor = tx.execute(
-            "INSERT INTO messages (mailbox, uid, size, flags, internaldate, modseq) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (mailbox, uid, size, flags, internaldate, modseq, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (mailbox_id, uid, len(data), _flags_text(canonical_flags(flags)),
-             time.time() if internaldate is None else internaldate, modseq),
+             time.time() if internaldate is None else internaldate, modseq, zone),
         )
         tx.execute("INSERT INTO bodies VALUES (?, ?)", (cursor.lastrowid, data))
         return uid
@@ -374,13 +380,14 @@ class Mail:
         with self.db.write() as tx:
             for uid in sorted(set(uids)):
                 row = tx.execute(
-                    "SELECT m.flags, m.internaldate, b.data FROM messages m "
+                    "SELECT m.flags, m.internaldate, b.data, m.zone FROM messages m "
                     "JOIN bodies b ON b.message = m.id WHERE m.mailbox = ? AND m.uid = ?",
                     (source_id, uid),
                 ).fetchone()
                 if row is None:
                     continue
-                pairs.append((uid, self._insert(tx, target_id, row[2], _flags(row[0]), row[1])))
+                pairs.append((uid, self._insert(tx, target_id, row[2], _flags(row[0]), row[1],
+                                                row[3])))
             if move and pairs:
                 modseq = self._bump(tx, source_id)
                 for uid, _ in pairs:
