@@ -341,6 +341,12 @@ def test_client_fetches_a_page_over_http(lab):
     registered("http")
     page = lab.client(f"curl -sS -f http://{lab.host('http')}/lab/http/basic.html").stdout
     assert "<html" in page.lower()
+    # HTTPS with the lab CA the portal hands out: the certificate (made by whichever
+    # container started first, on the shared volume) names this host.
+    secure = lab.client(f"curl -sS -f -o /tmp/ca.crt http://{lab.host('http')}/ca.crt && "
+                        f"curl -sS -f --cacert /tmp/ca.crt "
+                        f"https://{lab.host('http')}/lab/http/basic.html").stdout
+    assert secure == page
 
 
 def test_client_sends_mail_then_reads_it_over_imap_and_pop3(lab):
