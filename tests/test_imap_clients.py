@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 import os
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -181,34 +182,68 @@ def test_mutt_batch_saves_sent_message_over_imap(imap, tmp_path):
     assert b"Subject: mutt batch" in data and b"hello from mutt" in data
 
 
-def test_tshark_dissects_a_session_cleanly(imap, tmp_path):
-    need("tshark")
-    port = imap.port("imap", "imap")
-    capture = tmp_path / "imap.pcap"
-    decode = ["-d", f"tcp.port=={port},imap"]  # the test port is not 143
+def capture_session(server, capture: Path, session, read: list[str]) -> None:
+    """Run `session()` while tshark captures the IMAP port into `capture`."""
+    port = server.port("imap", "imap")
     tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(capture)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in tshark.stderr:  # "Capture started." is the ready signal ("Capturing
             if "Capture started" in line:  # on 'lo'" comes before the capture is running)
                 break
-        client = login(imap)
-        client.select("INBOX")
-        client.fetch("1:*", "(FLAGS ENVELOPE BODYSTRUCTURE BODY.PEEK[])")
-        client.store("1", "+FLAGS", "(\\Flagged)")
-        client.search(None, "ALL")
-        client.logout()
+        session()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # wait for the last packets to be written
-            counted = run("tshark", "-r", str(capture), *decode, "-Y", "imap.request or imap.response")
+            counted = run("tshark", "-r", str(capture), *read, "-Y", "imap.response")
             if "LOGOUT completed" in counted.stdout:
                 break
             time.sleep(0.2)  # polling the capture file: tshark has no "written" signal
     finally:
         tshark.send_signal(signal.SIGINT)
         tshark.wait(10)
-    summary = run("tshark", "-r", str(capture), *decode, "-Y", "imap")
-    assert "FETCH" in summary.stdout and "LOGOUT" in summary.stdout
-    bad = run("tshark", "-r", str(capture), *decode, "-Y",
+
+
+def check_capture(capture: Path, read: list[str]) -> str:
+    summary = run("tshark", "-r", str(capture), *read, "-Y", "imap").stdout
+    bad = run("tshark", "-r", str(capture), *read, "-Y",
               "_ws.malformed || _ws.expert.severity == error")
     assert bad.stdout.strip() == "", bad.stdout
+    return summary
+
+
+def test_tshark_dissects_a_session_cleanly(imap, tmp_path):
+    need("tshark")
+    capture = tmp_path / "imap.pcap"
+    read = ["-d", f"tcp.port=={imap.port('imap', 'imap')},imap"]  # the test port is not 143
+
+    def session() -> None:
+        client = login(imap)
+        client.select("INBOX")
+        client.fetch("1:*", "(FLAGS ENVELOPE BODYSTRUCTURE BODY.PEEK[])")
+        client.store("1", "+FLAGS", "(\\Flagged)")
+        client.search(None, "ALL")
+        client.logout()
+
+    capture_session(imap, capture, session, read)
+    summary = check_capture(capture, read)
+    assert "FETCH" in summary and "LOGOUT" in summary
+
+
+def test_tshark_decrypts_starttls_with_the_key_log(lab, tmp_path):
+    need("tshark")
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="imap", config=f'[tls]\nkeylog = "{keylog}"\n')
+    capture = tmp_path / "imaps.pcap"
+    read = ["-d", f"tcp.port=={server.port('imap', 'imap')},imap",
+            "-o", f"tls.keylog_file:{keylog}"]
+
+    def session() -> None:
+        client = imaplib.IMAP4("127.0.0.1", server.port("imap", "imap"))
+        client.starttls(ssl.create_default_context(cafile=str(server.data / "tls" / "ca.crt")))
+        client.login("alice", "alice")
+        client.select("INBOX")
+        client.logout()
+
+    capture_session(server, capture, session, read)
+    summary = check_capture(capture, read)
+    assert "STARTTLS" in summary and "SELECT INBOX" in summary  # decrypted after STARTTLS

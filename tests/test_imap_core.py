@@ -212,3 +212,11 @@ def test_store_flags_are_case_insensitive(tmp_path):
     changed, _ = store.mail.set_flags(mailbox_id, [uid], ["$work"], "remove")
     assert changed[0].flags == {"\\Seen"}
     store.close()
+
+
+def test_journal_summary_of_literals():
+    from services.imap.session import _summary
+
+    raw = b"a APPEND INBOX (\\Seen) {13+}\r\nhas {3} in it b"
+    assert _summary(raw) == "a APPEND INBOX (\\Seen) {13} <13 bytes> b"
+    assert _summary(b"a LOGIN {5}\r\nalice {3}\r\nbob") == "a LOGIN {5} <5 bytes> {3} <3 bytes>"

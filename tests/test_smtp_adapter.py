@@ -85,3 +85,17 @@ def test_commands_sent_before_tls_are_not_run_after_it(lab):
             assert answer == b"250 2.0.0 Ok\r\n"  # not 214: the injected HELP was dropped
             tls.sendall(b"QUIT\r\n")
             assert tls.recv(1000).startswith(b"221")
+
+
+def test_our_own_failure_is_a_421_not_a_dropped_reactor(tmp_path):
+    protocol, transport, store = connect(tmp_path)
+    replies(transport)
+
+    def broken(address: str):
+        raise RuntimeError("simulated bug")
+
+    protocol.core.drop.resolve = broken
+    protocol.dataReceived(b"HELO pc\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@lab.test>\r\nNOOP\r\n")
+    assert replies(transport) == ["250 mail.lab.test Hello pc [192.168.1.1]", "250 2.1.0 Ok",
+                                  "421 4.3.0 Internal server error, closing the connection"]
+    assert transport.disconnecting

@@ -30,7 +30,6 @@ AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-US
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
 # LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
 # LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
-ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
@@ -207,9 +206,9 @@ class Session:
             seq = view.seq(uid)
             if seq:
                 self.send(f"* {seq} FETCH ({self._flags_items(uid, with_uid=True)})")
-        if changes.new or changes.expunged:
+        if changes.new_uids or changes.expunged:
             self.send(f"* {len(view)} EXISTS")
-        if changes.new:
+        if changes.new_uids:
             self.send(f"* {len(view.recent)} RECENT")
 
     def _expunged(self, uids: list[int]) -> None:
@@ -455,7 +454,7 @@ class Session:
         name = self._check_name(command.args["mailbox"])
         if name == INBOX:
             raise No("[ALREADYEXISTS] INBOX always exists")
-        use = [u for u in command.args["use"]]
+        use = command.args["use"]
         known = {u.lower(): u for u in SPECIAL.values()}
         if any(u.lower() not in known for u in use):
             raise No("[USEATTR] Unsupported special-use attribute")
@@ -1002,6 +1001,8 @@ def _summary(data: bytes) -> str:
     text = re.sub(rb"\{(\d+)\+?\}\r\n", lambda m: b"{%s}" % m.group(1), data)
     out, pos = [], 0
     for match in re.finditer(rb"\{(\d+)\}", text):
+        if match.start() < pos:
+            continue  # inside a literal already summarised
         out.append(text[pos:match.end()])
         size = int(match.group(1))
         out.append(b" <%d bytes>" % size)

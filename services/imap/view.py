@@ -17,8 +17,7 @@ from ..store.mail import Mail, Mailbox, Message
 
 @dataclass
 class Changes:
-    new: int = 0  # messages appended to the view (report EXISTS)
-    new_uids: list[int] = field(default_factory=list)
+    new_uids: list[int] = field(default_factory=list)  # appended to the view: EXISTS
     flags: list[int] = field(default_factory=list)  # UIDs whose flags changed
     expunged: list[int] = field(default_factory=list)  # UIDs removed from the view, ascending
     gone: bool = False  # the mailbox was deleted or renamed away
@@ -134,7 +133,6 @@ class View:
             for message in fresh:
                 self.uids.append(message.uid)
                 self.index[message.uid] = message
-            changes.new = len(fresh)
             changes.new_uids = [m.uid for m in fresh]
             self._claim([m.uid for m in fresh])
         if allow_expunge and self.ghosts:

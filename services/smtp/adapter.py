@@ -105,13 +105,15 @@ class LineProtocol(Protocol, TimeoutMixin):
         self._process()
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        before = len(self.core.out)
         try:
             return method(*args)
         except Exception:
             self.log.failure("{service} session {session} failed", service=self.factory.service,
                              session=self.session.id)
-            self.core.out.clear()
+            del self.core.out[before:]  # half a reply of the failed command, if any
             self.core.crashed()
+            return 0
 
     def _flush(self) -> None:
         data = self.core.take()
