@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services import config as config_module
 from services import registry
@@ -120,6 +121,26 @@ def dhcp_pool(lab) -> list[ipaddress.IPv4Address]:
 
     start, end = map(ipaddress.ip_address, parse_range(lab.service("dhcp").range))
     return [ipaddress.ip_address(n) for n in range(int(start), int(end) + 1)]
+
+
+def test_publishing_override_announces_the_host_address_in_pasv():
+    """docker/compose.publish.yaml on top of compose.yaml (merged by podman-compose): the
+    passive range published 1:1, and LAB_HOST_ADDRESS reaching FTP's masquerade address
+    through the environment."""
+    need("podman-compose", "podman")
+    registered("ftp")
+    merged = engine.run("podman-compose", "-f", "compose.yaml", "-f",
+                        "docker/compose.publish.yaml", "config",
+                        env={"LAB_HOST_ADDRESS": "192.0.2.10"})
+    ftp = yaml.safe_load(merged.stdout)["services"]["ftp"]
+    assert "30000-30099:30000-30099" in ftp["ports"]
+    environ = {k: str(v) for k, v in ftp["environment"].items()}
+    assert config_module.load(LAB_TOML, environ).service("ftp").masquerade_address \
+        == "192.0.2.10"
+    unset = engine.run("podman-compose", "-f", "compose.yaml", "-f",
+                       "docker/compose.publish.yaml", "config", check=False,
+                       env={"LAB_HOST_ADDRESS": ""})
+    assert unset.returncode != 0 and "LAB_HOST_ADDRESS" in unset.stdout + unset.stderr
 
 
 # --- for real, with podman -------------------------------------------------------------
@@ -320,6 +341,12 @@ def test_client_fetches_a_page_over_http(lab):
     registered("http")
     page = lab.client(f"curl -sS -f http://{lab.host('http')}/lab/http/basic.html").stdout
     assert "<html" in page.lower()
+    # HTTPS with the lab CA the portal hands out: the certificate (made by whichever
+    # container started first, on the shared volume) names this host.
+    secure = lab.client(f"curl -sS -f -o /tmp/ca.crt http://{lab.host('http')}/ca.crt && "
+                        f"curl -sS -f --cacert /tmp/ca.crt "
+                        f"https://{lab.host('http')}/lab/http/basic.html").stdout
+    assert secure == page
 
 
 def test_client_sends_mail_then_reads_it_over_imap_and_pop3(lab):

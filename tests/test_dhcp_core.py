@@ -151,6 +151,8 @@ def test_inform_and_relay():
     assert client.replies[0].to == ("10.0.0.50", 68)
     relayed = core.handle(message(codec.DISCOVER, mac(2), giaddr="10.0.9.1", hops=1), ("10.0.9.1", 67), NOW)
     assert relayed.replies[0].to == ("10.0.9.1", 67) and relayed.replies[0].packet.giaddr == "10.0.9.1"
+    elsewhere = core.handle(message(codec.DISCOVER, mac(3), giaddr="192.168.5.1"), ("192.168.5.1", 67), NOW)
+    assert elsewhere.replies == [] and "no range" in elsewhere.note
 
 
 def test_reservations_and_names():

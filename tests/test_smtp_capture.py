@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 
 from .test_smtp import message, tls_context
@@ -33,5 +34,9 @@ def test_smtp_captures_dissect_and_decrypt(lab, capture, tmp_path):
     decrypted = running.read("lower(smtp.req.command) == \"mail\"", "tcp.dstport", decode_as=decode,
                              keylog=keylog)
     assert sorted(decrypted) == sorted([str(mx), str(sub), str(smtps)])
+    # what the lesson shows: AUTH PLAIN in clear gives the password away to Wireshark
+    creds = running.read("smtp.auth.username_password", "smtp.auth.username_password",
+                         decode_as=decode)
+    assert [base64.b64decode(c) for c in creds] == [b"\0alice\0alice"]
     data = running.read("imf.subject", "imf.subject", decode_as=decode, keylog=keylog)
     assert sorted(data) == ["clear", "smtps", "starttls"]

@@ -128,7 +128,7 @@ class DHCPCore:
         self.offered: dict[str, str] = {}  # ip -> mac
         self.reserved_ips = {ip: mac.lower() for mac, ip in pool.reservations.items()}
         self._cursor = self.first
-        network = ipaddress.IPv4Network(f"{pool.server}/{pool.netmask}", strict=False)
+        network = self.network = ipaddress.IPv4Network(f"{pool.server}/{pool.netmask}", strict=False)
         self._never = {pool.server, pool.router, str(network.network_address), pool.broadcast}
 
     def _remember(self, lease: Held) -> None:
@@ -201,6 +201,10 @@ class DHCPCore:
             return Result(None, [], f"dropped: {error}")
         if request.op != 1:
             return Result(request, [], "dropped: not a request")
+        if request.giaddr != "0.0.0.0" and \
+                ipaddress.IPv4Address(request.giaddr) not in self.network:
+            # a relay on another subnet: our one range is not there (RFC 2131 4.3.1)
+            return Result(request, [], f"dropped: no range for relay {request.giaddr}'s subnet")
         handler = {DISCOVER: self._discover, REQUEST: self._request, DECLINE: self._decline,
                    RELEASE: self._release, INFORM: self._inform}.get(request.type)
         if handler is None:

@@ -226,7 +226,7 @@ class DNSService(MultiService):
         super().__init__()
         self.lab = lab
         self.settings = lab.settings("dns")
-        self.serial = 0
+        self.serial = lab.store.net.serial(lab.config.lab.domain)
         self.engine = Engine(Zone(), forwarding=bool(self.settings.forwarders),
                              axfr=self.settings.axfr,
                              axfr_allowed=allow_list(self.settings.axfr_clients))
@@ -234,10 +234,10 @@ class DNSService(MultiService):
         self._unsubscribe: list[Callable[[], None]] = []
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
-        self.forwarder = None
+        self.forwarder: Forwarder | None = None
+        self._forward_port: Any = None
         if self.settings.forwarders:
             self.forwarder = Forwarder([parse_server(s) for s in self.settings.forwarders])
-            self._forward_port: Any = None
         plain, tcp = lab.listener("dns", "dns"), lab.listener("dns", "dns-tcp")
         self._udp(plain, UDPServer(self.engine, log, self.forwarder), lab.bind)
         lab.tcp(tcp, TCPFactory(self.engine, log, self.forwarder)).setServiceParent(self)
@@ -296,26 +296,31 @@ class DNSService(MultiService):
         return super().stopService()
 
     def _changed(self, topics: set[str]) -> None:
-        self.rebuild()
+        try:
+            self.rebuild()
+        except Exception:  # keep answering from the zone we have; the store poll goes on
+            logger.failure("DNS: cannot rebuild the zone")
 
     def rebuild(self) -> None:
         net = self.lab.store.net
         now = time.time()
         leases = {lease.mac: lease for lease in net.leases()}
-        dynamic = []
+        dynamic, ends = [], []
         for record in net.records():
-            if record.owner.startswith("lease:") and record.owner[6:] not in leases:
-                continue  # its lease has ended (the DHCP server may not have swept it yet)
+            if record.owner.startswith("lease:"):
+                lease = leases.get(record.owner[6:])
+                if lease is None:
+                    continue  # its lease has ended (the DHCP server may not have swept it yet)
+                ends.append(lease.expires)
             dynamic.append(DynamicRecord(record.name, record.type, record.value, record.ttl))
-        # The serial moves on every change, and never backwards across restarts.
+        # The serial moves on every change and never goes back, also across restarts.
         self.serial = max(self.serial + 1, int(now))
+        net.set_serial(self.lab.config.lab.domain, self.serial)
         self.engine.set_zone(build(self.lab.config, self.lab.offset, dynamic, self.serial))
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
-        owned = [leases[r.owner[6:]].expires for r in net.records()
-                 if r.owner.startswith("lease:") and r.owner[6:] in leases]
-        if owned:
-            self._expiry = reactor.callLater(max(0.0, min(owned) - now) + 0.5, self.rebuild)
+        if ends:  # a name goes when its lease ends, even with no store change to say so
+            self._expiry = reactor.callLater(max(0.0, min(ends) - now) + 0.5, self._changed, set())
 
 
 def make_service(lab: Lab) -> DNSService:

@@ -27,6 +27,12 @@ MIGRATIONS = [
         UNIQUE (name, type, value)
     );
     """,
+    """
+    CREATE TABLE dns_serial (
+        zone TEXT PRIMARY KEY,
+        serial INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -148,3 +154,14 @@ class Net:
             if count:
                 tx.changed("dns", "leases")
             return count
+
+    # -- the SOA serial, kept so that it never goes back across restarts ----------------------
+
+    def serial(self, zone: str) -> int:
+        row = self.db.one("SELECT serial FROM dns_serial WHERE zone = ?", (zone,))
+        return int(row[0]) if row else 0
+
+    def set_serial(self, zone: str, serial: int) -> None:
+        with self.db.write() as tx:  # no topic: nobody else needs to hear of it
+            tx.execute("INSERT OR REPLACE INTO dns_serial (zone, serial) VALUES (?, ?)",
+                       (zone, serial))
