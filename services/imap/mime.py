@@ -122,8 +122,8 @@ class Entity:
             return entity
         if entity.maintype == "multipart":
             child_default = "message/rfc822" if entity.subtype == "digest" else "text/plain"
-            entity.children = [cls.parse(part, child_default, depth + 1)
-                               for part in _split_multipart(body, entity.params.get("boundary", ""))]
+            parts = _split_multipart(body, entity.params.get("boundary", ""))
+            entity.children = [cls.parse(part, child_default, depth + 1) for part in parts]
         elif (entity.maintype, entity.subtype) in (("message", "rfc822"), ("message", "global")):
             entity.message = cls.parse(body, "text/plain", depth + 1)
         return entity
@@ -352,7 +352,8 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             i += 1
         else:
             j = i
-            while j < len(value) and value[j] not in ' \t"(<,;' and not (value[j] == ":" and not in_group):
+            while j < len(value) and value[j] not in ' \t"(<,;' \
+                    and not (value[j] == ":" and not in_group):
                 j += 1
             phrase.append(value[i:j])
             i = j

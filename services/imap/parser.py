@@ -182,7 +182,8 @@ class Parser:
 
     def end(self) -> None:
         if not self.at_end():
-            raise ParseError(f"unexpected characters at the end: {self.data[self.pos:self.pos + 20]!r}")
+            rest = self.data[self.pos:self.pos + 20]
+            raise ParseError(f"unexpected characters at the end: {rest!r}")
 
     def expect(self, token: bytes) -> None:
         if self.data[self.pos:self.pos + len(token)].upper() != token.upper():
@@ -509,13 +510,16 @@ def _section(p: Parser, peek: bool) -> Section:
             break
     if p.peek() != b"]":
         word = p._chars(lambda c: c not in b" ]" and c < 0x80).decode().upper()
-        allowed = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT") + (("MIME",) if part else ())
+        allowed = ["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"]
+        if part:
+            allowed.append("MIME")  # only a part has a MIME header
         if word not in allowed:
             raise ParseError(f"bad section text {word!r}")
         text = word
         if word.startswith("HEADER.FIELDS"):
             p.sp()
-            fields = tuple(f.upper() for f in p.paren_list(p.astr))  # echoed upper case, as Dovecot does
+            # Echoed in upper case, as Dovecot does.
+            fields = tuple(f.upper() for f in p.paren_list(p.astr))
             if not fields:
                 raise ParseError("empty header list")
     elif part and p.data[p.pos - 1:p.pos] == b".":

@@ -126,7 +126,8 @@ class Session:
         if command.name == "LOGIN":
             return f"{command.tag} LOGIN {command.args['user']} {self.journal.secret('')}"
         if command.name == "AUTHENTICATE" and command.args.get("initial"):
-            return f"{command.tag} AUTHENTICATE {command.args['mechanism']} {self.journal.secret('')}"
+            mechanism = command.args["mechanism"]
+            return f"{command.tag} AUTHENTICATE {mechanism} {self.journal.secret('')}"
         return _summary(raw)
 
     def run(self, command: Command) -> None:
