@@ -191,7 +191,7 @@ def test_journal_has_logins_trees_and_files(lab):
     server = lab.start(only="smb")
     (server.data / "homes/alice").mkdir(parents=True, exist_ok=True)
     (server.data / "homes/alice/f.bin").write_bytes(b"x" * 200_000)
-    smbclient(server, "alice", "mkdir j; ls; get f.bin /dev/null")
+    smbclient(server, "alice", f"mkdir j; ls; get f.bin /dev/null; put {server.data}/homes/alice/f.bin g.bin")
     smbclient(server, "alice", "ls", "alice", "bad")
     server.stop()
     texts = [(e["kind"], e["text"]) for e in journal(server.data, "smb")]
@@ -203,6 +203,7 @@ def test_journal_has_logins_trees_and_files(lab):
     assert ("event", "create alice\\j create dir -> ok") in texts
     # READs answered on the fast path are counted like the others.
     assert ("event", "transfer alice\\f.bin read 200000 bytes, wrote 0 bytes") in texts
+    assert ("event", "transfer alice\\g.bin read 0 bytes, wrote 200000 bytes") in texts
 
 
 def test_stop_with_a_client_connected(lab):
