@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from services import paths, registry
 from services.paths import PathError
-from tests.ftputil import ftp_login, get
+from tests.ftputil import ftp_login
 
 ESCAPES = [
     "..", "../x", "a/../../x", "/..", "\\..\\x", "a\\..\\..\\x", "C:\\Windows", "c:x",
