@@ -220,3 +220,10 @@ def test_journal_summary_of_literals():
     raw = b"a APPEND INBOX (\\Seen) {13+}\r\nhas {3} in it b"
     assert _summary(raw) == "a APPEND INBOX (\\Seen) {13} <13 bytes> b"
     assert _summary(b"a LOGIN {5}\r\nalice {3}\r\nbob") == "a LOGIN {5} <5 bytes> {3} <3 bytes>"
+
+
+def test_sequence_ranges_merge():
+    from services.imap.session import _merge
+
+    assert _merge([(5, 9), (1, 3), (2, 4), (11, 12), (10, 10)]) == [(1, 12)]
+    assert _merge([(1, 1), (3, 3)]) == [(1, 1), (3, 3)]

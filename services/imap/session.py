@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 import time
 from collections import OrderedDict
@@ -652,24 +653,21 @@ class Session:
         return self.do_EXPUNGE(command, set(self._uids(command.args["set"], True)))
 
     def _uids(self, seqset: Any, uid: bool) -> list[int]:
-        """The view's UIDs a sequence set names (UID sets ignore UIDs not present)."""
+        """The view's UIDs a sequence set names (UID sets ignore UIDs not present). Ranges
+        are merged first, so a set of many overlapping ranges costs no more than one."""
         view = self.view
         assert view is not None
         if uid:
-            largest = view.largest_uid()
-            out = []
-            for lo, hi in seqset.resolve(largest):
-                if hi - lo < len(view.uids):
-                    out += [u for u in range(lo, hi + 1) if u in view.index]
-                else:
-                    out += [u for u in view.uids if lo <= u <= hi]
-            return sorted(set(out))
+            out: list[int] = []
+            for lo, hi in _merge(seqset.resolve(view.largest_uid())):
+                start = bisect.bisect_left(view.uids, lo)
+                out += view.uids[start:bisect.bisect_right(view.uids, hi)]
+            return out
         count = len(view)
         ranges = seqset.resolve(count)
         if any(hi > count or lo < 1 for lo, hi in ranges):
             raise Bad("Invalid message sequence number")
-        seqs = sorted({s for lo, hi in ranges for s in range(lo, hi + 1)})
-        return [view.uids[s - 1] for s in seqs]
+        return [uid for lo, hi in _merge(ranges) for uid in view.uids[lo - 1:hi]]
 
     def do_SEARCH(self, command: Command) -> str:
         view = self.view
@@ -968,6 +966,17 @@ def _check_flags(flags: list[str]) -> list[str]:
             if flag.lower() not in {f.lower() for f in SYSTEM_FLAGS}:
                 raise Bad(f"Invalid system flag {flag}")
         out.append(flag)
+    return out
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ascending, non-overlapping ranges covering the same numbers."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
     return out
 
 
