@@ -231,3 +231,23 @@ def test_fuzz_mutated_requests(changes):
     result = DHCPCore(POOL, MemoryBackend()).handle(bytes(data), ("0.0.0.0", 68), NOW)
     for reply in result.replies:
         assert codec.parse(reply.data).op == 2
+
+
+def test_expired_leases_lose_their_names_and_addresses(tmp_path):
+    from services.dhcp.core import Held
+    from services.dhcp.server import StoreBackend
+    from services.store import Store
+
+    store = Store(tmp_path / "data")
+    backend = StoreBackend(store.net)
+    past = time.time() - 1
+    backend.bind(Held("52:54:00:00:00:01", "10.0.0.120", "old", "", past), ("old.lab.test", 60))
+    backend.bind(Held("52:54:00:00:00:02", "10.0.0.121", "new", "", past + 3600), ("new.lab.test", 60))
+    assert store.net.sweep() == 1
+    assert {r.name for r in store.net.records()} == {"new.lab.test"}
+    core = DHCPCore(POOL, backend)
+    assert core.free_for("10.0.0.120", "52:54:00:00:00:09", time.time())  # ended: free again
+    assert not core.free_for("10.0.0.121", "52:54:00:00:00:09", time.time())
+    with pytest.raises(ValueError):  # the store itself never lets two clients share one
+        store.net.bind_lease("52:54:00:00:00:09", "10.0.0.121", "", "", time.time() + 60)
+    store.close()
