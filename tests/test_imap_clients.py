@@ -247,3 +247,21 @@ def test_tshark_decrypts_starttls_with_the_key_log(lab, tmp_path):
     capture_session(server, capture, session, read)
     summary = check_capture(capture, read)
     assert "STARTTLS" in summary and "SELECT INBOX" in summary  # decrypted after STARTTLS
+
+
+def test_mbsync_over_imaps_and_starttls(imap, tmp_path):
+    need("mbsync")
+    ca = imap.data / "tls" / "ca.crt"
+    for name, port, ssl_type in (("imaps", imap.port("imap", "imaps"), "IMAPS"),
+                                 ("starttls", imap.port("imap", "imap"), "STARTTLS")):
+        root = tmp_path / name
+        root.mkdir()
+        rc = tmp_path / f"{name}.rc"
+        rc.write_text(MBSYNCRC.format(port=port, root=root)
+                      .replace("Host 127.0.0.1", "Host localhost")
+                      .replace("SSLType None", f"SSLType {ssl_type}\nCertificateFile {ca}")
+                      .replace("Patterns *", "Patterns INBOX")
+                      .replace("Expunge Both\nRemove Both\n", ""))
+        done = run("mbsync", "-c", str(rc), "lab")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len([f for f in files(root / "INBOX") if "U=" in f]) == 3
