@@ -289,3 +289,38 @@ def test_cwd_never_moves_the_server_process(lab):
     ftp.cwd("/public")
     assert os.readlink(f"/proc/{server.process.pid}/cwd") == before
     ftp.quit()
+
+
+def test_bad_tls_at_the_implicit_port_is_a_journaled_hang_up(lab):
+    """Plain text at the implicit FTPS port used to raise SSL.Error out of the banner's
+    send() (the handshake ran there) and print pyftpdlib's "unhandled exception" traceback.
+    The banner now waits for the handshake; a failed one is journaled and hung up on."""
+    server = lab.start(only="ftp")
+    raw = socket.create_connection(("127.0.0.1", server.port("ftp", "ftps")), timeout=15)
+    raw.sendall(b"USER alice\r\n")
+    received = b""
+    try:
+        while chunk := raw.recv(4096):  # until the server hangs up (maybe with an alert)
+            received += chunk
+    except ConnectionResetError:  # it closed with our bytes unread
+        pass
+    raw.close()
+    assert b"220" not in received  # no banner in clear text before TLS
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr() and "unhandled" not in server.stderr()
+    texts = [e["text"] for e in journal(server.data, "ftp") if e["kind"] == "event"]
+    assert any(t.startswith("tls handshake failed: ") for t in texts), texts
+
+
+def test_session_warnings_go_to_the_journal_not_stderr(lab):
+    server = lab.start(only="ftp")
+    raw = socket.create_connection(("127.0.0.1", server.port("ftp", "ftp")), timeout=15)
+    replies = raw.makefile("rb")
+    assert replies.readline().startswith(b"220")
+    raw.sendall(b"A" * 5000 + b"\r\n")
+    assert replies.readline().startswith(b"500 Command too long.")
+    raw.close()
+    assert server.stop() == 0
+    assert "Command too long" not in server.stderr()
+    events = journal(server.data, "ftp")
+    assert ("event", "warning Command too long.") in [(e["kind"], e["text"]) for e in events]

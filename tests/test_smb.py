@@ -291,3 +291,26 @@ def test_garbage_drops_that_client_only(lab):
     impacket_login(server).close()  # still serving
     server.stop()
     assert "Traceback" not in server.stderr()
+
+
+def test_stop_during_start_up_ends_the_serving_thread_quietly(caplog):
+    """SIGTERM right after `ready`: stopService closes the socket while the serving thread is
+    still importing impacket. The thread must then end without building a server on the
+    closed descriptor (it logged EBADF with a traceback)."""
+    import logging
+    import types
+
+    from services.smb.server import SMBService
+
+    lab = types.SimpleNamespace(
+        bind="127.0.0.1",
+        listener=lambda *_: types.SimpleNamespace(port=0),
+        settings=lambda *_: pytest.fail("the thread built a server after the stop"))
+    service = SMBService(lab)
+    service.startService()
+    sock = service._socket
+    service.stopService()  # before the reactor's next turn: the thread has not run yet
+    assert sock.fileno() == -1
+    with caplog.at_level(logging.DEBUG, logger="services.smb"):
+        service._serve()  # what the thread does once its import returns
+    assert not caplog.records and service.server is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP
+from pyftpdlib.log import logger as pyftpdlib_logger
 
 from ..paths import PathError
 
@@ -68,6 +70,7 @@ class LabFTPHandler(TLS_FTPHandler):
     public_root = ""
     implicit = False  # TLS from the first byte (the 990 listener)
     session: Any = None
+    _greeted = False  # implicit TLS: the banner has been sent
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         super().__init__(conn, server, ioloop)
@@ -77,12 +80,16 @@ class LabFTPHandler(TLS_FTPHandler):
 
     def handle(self) -> None:
         if self.implicit:
-            # pyftpdlib has no implicit mode (upstream #160): start the handshake before the
-            # banner, which waits in the send queue until TLS is up. Data is private by
-            # default there, as clients of implicit FTPS expect.
+            # pyftpdlib has no implicit mode (upstream #160): start the handshake and send
+            # the banner only once it is done (handle_ssl_established). Pushing the banner
+            # now would run the handshake inside send(), where a client's bad hello raises
+            # SSL.Error past pyftpdlib's handshake error handling (an "unhandled exception"
+            # traceback); the reader path instead ends in handle_failed_ssl_handshake. Data
+            # is private by default there, as clients of implicit FTPS expect.
             self.secure_connection(self.ssl_context)
             self._pbsz = self._prot = True
-        super().handle()
+        else:
+            super().handle()
 
     def flush_account(self) -> None:
         super().flush_account()
@@ -105,10 +112,30 @@ class LabFTPHandler(TLS_FTPHandler):
         else:
             super().respond(resp, logfun)
 
+    def log(self, msg: str, logfun: Any = pyftpdlib_logger.info) -> None:
+        # pyftpdlib's per-session log. Its warnings are about this session (a command too
+        # long, a passive port outside the range, a rejected data connection): they belong
+        # in the journal, not on stderr (server.py keeps its logger to ERROR and above).
+        if logfun == pyftpdlib_logger.warning and self.session is not None:
+            self.session.event("warning", msg)
+        super().log(msg, logfun)
+
     def handle_ssl_established(self) -> None:
         if self.session is not None:
             self.session.event("tls", f"{self.socket.get_protocol_version_name()} "
                                       f"{self.socket.get_cipher_name()}")
+        if self.implicit and not self._greeted:
+            self._greeted = True
+            super().handle()  # the banner, deferred by handle()
+
+    def handle_failed_ssl_handshake(self) -> None:
+        # A client's mistake, not a server fault: journal it and hang up without a reply
+        # (pyftpdlib's own version only logs). Called from inside pyftpdlib's
+        # `except SSL.Error`, so the reason is the exception being handled.
+        if self.session is not None:
+            reason = sys.exc_info()[1]
+            self.session.event("tls", f"handshake failed: {reason or 'unknown'}")
+        self.close()
 
     def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
                      elapsed: float, bytes: int) -> None:  # noqa: A002 - pyftpdlib's name

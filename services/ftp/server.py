@@ -69,8 +69,11 @@ class FTPService(Service):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         lab, settings = self.lab, self.lab.settings("ftp")
-        # pyftpdlib logs every connection at INFO: the journal has them; keep its warnings.
-        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+        # What pyftpdlib logs below ERROR is about sessions (connections at INFO; clients'
+        # mistakes such as "Command too long." at WARNING, sent as replies the journal
+        # has); stderr is for server faults, which it logs at ERROR and above (tracebacks,
+        # "unhandled exception in instance ...").
+        logging.getLogger("pyftpdlib").setLevel(logging.ERROR)
         high = lab.port(settings.passive_high_port)
         if high > 65535:
             raise StartError(f"ftp: passive range {settings.passive_low_port}-"

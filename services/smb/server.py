@@ -53,21 +53,26 @@ class SMBService(Service):
         super().startService()
 
     def _serve(self) -> None:
+        # impacket logs client mistakes at ERROR; the journal has what clients did.
+        logging.getLogger("impacket").setLevel(logging.CRITICAL)
         try:
-            # impacket logs client mistakes at ERROR; the journal has what clients did.
-            logging.getLogger("impacket").setLevel(logging.CRITICAL)
-            from .engine import LabSMBServer
+            from .engine import LabSMBServer  # the slow import, outside the lock
 
-            server = LabSMBServer(self._socket, self.lab, self.lab.settings("smb"))
+            # Built under the lock, under which stopService closes the socket: a stop during
+            # start-up (SIGTERM right after `ready`) either comes first and this thread just
+            # ends, or waits for the server and shuts it down; never a server built on a
+            # closed descriptor (EBADF).
+            with self._lock:
+                if self._stopping:
+                    return
+                server = LabSMBServer(self._socket, self.lab, self.lab.settings("smb"))
+                self.server, self._serving = server, True
         except Exception:
             log.exception("smb: cannot start impacket's server")
-            self._socket.close()  # refuse clients rather than leave them in the backlog
+            with self._lock:
+                if self._socket is not None:
+                    self._socket.close()  # refuse clients rather than leave them in the backlog
             return
-        with self._lock:
-            if self._stopping:
-                server.server_close()
-                return
-            self.server, self._serving = server, True
         server.serve_forever(poll_interval=POLL_SECONDS)
 
     def stopService(self) -> None:  # noqa: N802
@@ -77,12 +82,12 @@ class SMBService(Service):
         with self._lock:
             self._stopping = True
             server, serving = self.server, self._serving
+            if not serving and self._socket is not None:
+                self._socket.close()  # under the lock: see _serve
         if server is not None and serving:
             server.shutdown()  # returns once serve_forever has left its loop (< POLL_SECONDS)
             server.close_connections()
             server.server_close()
-        elif self._socket is not None:
-            self._socket.close()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(2 * POLL_SECONDS)
         self.server = self._socket = self._thread = None

@@ -1,0 +1,72 @@
+"""The whole lab in one process: hostile input at every listener never takes it down."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+
+from services import registry
+from services.config import default
+
+pytestmark = pytest.mark.skipif(not registry.names(), reason="no protocol registered yet")
+
+ALL = os.environ.get("LAB_ONLY") or ",".join(registry.names())
+
+
+def listeners():
+    return [l for name in ALL.split(",") for l in registry.module(name).listeners(default())
+            if l.active]
+
+
+def garbage(rng: random.Random) -> list[bytes]:
+    return [
+        os.urandom(rng.randrange(1, 4000)),
+        b"\x00" * 70000,
+        b"A" * 100_000 + b"\r\n",
+        b"\r\n" * 500,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(40),  # a TLS hello cut short
+        "ünïcödé\r\n".encode() * 50 + b"\xff\xfe\r\n",
+    ]
+
+
+def test_garbage_at_every_listener_leaves_every_service_answering(lab):
+    server = lab.start(only=ALL)
+    rng = random.Random(1234)
+    for listener in listeners():
+        port = listener.port + server.offset
+        for payload in garbage(rng):
+            if listener.transport == "udp":
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.sendto(payload[:1400], ("127.0.0.1", port))
+                continue
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                try:
+                    sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    while sock.recv(65536):  # read until the server closes or times us out
+                        pass
+                except (ConnectionResetError, BrokenPipeError, socket.timeout):
+                    pass  # hanging up on garbage is a fine answer
+    checked = server.check()
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    errors = server.stderr()
+    assert "Traceback" not in errors and "Unhandled" not in errors, errors[-3000:]
+
+
+def test_sigterm_with_sessions_open_everywhere_exits_cleanly(lab):
+    server = lab.start(only=ALL)
+    open_sockets = []
+    for listener in listeners():
+        if listener.transport == "tcp":
+            open_sockets.append(socket.create_connection(
+                ("127.0.0.1", listener.port + server.offset), timeout=5))
+    try:
+        assert server.stop() == 0
+    finally:
+        for sock in open_sockets:
+            sock.close()
+    errors = server.stderr()
+    assert "Traceback" not in errors and "Unhandled" not in errors, errors[-3000:]
