@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.bench.rounds import best_of_rounds, report_ratio
+
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 1 << 20
 
@@ -85,16 +87,9 @@ def main() -> int:
             urls = {"protolab": f"ftp://alice:alice@127.0.0.1:{args.offset + 21}/big.bin",
                     "vsftpd": f"ftp://127.0.0.1:{vsftpd_port}/big.bin"}
             fetch(urls["vsftpd"])  # warms the page cache and waits for vsftpd to listen
-            best = {name: 0.0 for name in urls}
-            for round_ in range(1, args.rounds + 1):
-                for name, url in urls.items():
-                    speed = fetch(url)
-                    best[name] = max(best[name], speed)
-                    print(f"round {round_} {name:<8} {speed / 1e6:8.1f} MB/s "
-                          f"({args.size} MiB RETR)")
-            ratio = best["protolab"] / best["vsftpd"]
-            print(f"best: protolab {best['protolab'] / 1e6:.1f} MB/s, vsftpd "
-                  f"{best['vsftpd'] / 1e6:.1f} MB/s, ratio {ratio:.2f}x (target >= 0.8x)")
+            best = best_of_rounds({name: (lambda url=url: fetch(url)) for name, url in urls.items()},
+                                  args.rounds, f"{args.size} MiB RETR")
+            report_ratio(best, "protolab", "vsftpd", "target >= 0.8x")
         finally:
             for process in (vsftpd, lab):
                 if process is not None:

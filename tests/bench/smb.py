@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from tests.bench.ftp import CHUNK, ROOT, wait_for
+from tests.bench.rounds import best_of_rounds, report_ratio
 
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:
@@ -111,16 +112,10 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            best = {name: 0.0 for name in peers}
-            for round_ in range(1, args.rounds + 1):
-                for name, (port, user, password) in peers.items():
-                    speed = get(port, "alice", user, password, size)
-                    best[name] = max(best[name], speed)
-                    print(f"round {round_} {name:<8} {speed / 1e6:8.1f} MB/s "
-                          f"({args.size} MiB get)")
-            ratio = best["protolab"] / best["smbd"]
-            print(f"best: protolab {best['protolab'] / 1e6:.1f} MB/s, smbd "
-                  f"{best['smbd'] / 1e6:.1f} MB/s, ratio {ratio:.2f}x (aim 0.3x)")
+            best = best_of_rounds(
+                {name: (lambda p=peer: get(p[0], "alice", p[1], p[2], size))
+                 for name, peer in peers.items()}, args.rounds, f"{args.size} MiB get")
+            report_ratio(best, "protolab", "smbd", "aim 0.3x")
         finally:
             for process in (smbd, lab):
                 if process is not None:
