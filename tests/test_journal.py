@@ -87,3 +87,46 @@ def test_protolab_journal_prints_and_filters(tmp_path):
     assert "a1 LOGIN alice" in shown.stdout and "HELO" not in shown.stdout
     line = format_event(events(data / "journal")[1])
     assert " smtp " in line and "C: HELO x" in line
+
+
+def test_protolab_journal_follow_prints_new_events_as_they_come(tmp_path):
+    import os
+    import selectors
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    data = tmp_path / "data"
+    journal = Journal(data / "journal", Store(data))
+    journal.open("smtp", "10.0.0.5:1").command("HELO before")
+    journal.flush()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "services", "journal", "--follow", "--service", "smtp",
+         "--data", str(data)], stdout=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(follower.stdout, selectors.EVENT_READ)
+        pending = b""
+
+        def next_line() -> str:
+            # Raw reads: a buffered readline() would take several lines from the pipe at
+            # once and leave select() waiting for bytes already read.
+            nonlocal pending
+            while b"\n" not in pending:
+                assert selector.select(30), "journal --follow printed nothing"
+                pending += os.read(follower.stdout.fileno(), 65536)
+            line, pending = pending.split(b"\n", 1)
+            return line.decode()
+
+        before = [next_line() for _ in range(2)]  # what was there: the open, then the command
+        assert " open:" in before[0] and "C: HELO before" in before[1], before
+        journal.open("imap", "10.0.0.6:2").command("a1 NOOP")  # filtered out
+        journal.open("smtp", "10.0.0.7:3").command("HELO after")
+        journal.flush()
+        after = [next_line() for _ in range(2)]  # the new session's open, then its command
+        assert "C: HELO after" in after[1] and not any("NOOP" in line for line in after), after
+    finally:
+        follower.terminate()
+        follower.wait(10)
