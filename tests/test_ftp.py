@@ -324,3 +324,53 @@ def test_session_warnings_go_to_the_journal_not_stderr(lab):
     assert "Command too long" not in server.stderr()
     events = journal(server.data, "ftp")
     assert ("event", "warning Command too long.") in [(e["kind"], e["text"]) for e in events]
+
+
+def test_corrupt_tls_record_after_the_handshake_ends_that_session_only(lab):
+    """pyftpdlib's TLS recv() lets SSL.Error (here a bad record MAC) escape as an
+    "unhandled exception" traceback: the lab journals it and hangs up."""
+    import ssl
+
+    server = lab.start(only="ftp")
+    raw = socket.create_connection(("127.0.0.1", server.port("ftp", "ftp")), timeout=15)
+    replies = raw.makefile("rb")
+    assert replies.readline().startswith(b"220")
+    raw.sendall(b"AUTH TLS\r\n")
+    assert replies.readline().startswith(b"234")
+    context = ssl.create_default_context(cafile=str(server.data / "tls" / "ca.crt"))
+    context.check_hostname = False
+    tls = context.wrap_socket(raw)
+    tls.sendall(b"NOOP\r\n")
+    assert tls.recv(100).startswith(b"200")
+    under = socket.socket(fileno=tls.detach())
+    under.settimeout(15)  # the descriptor is still non-blocking from the TLS socket
+    under.sendall(b"\x17\x03\x03\x00\x20" + b"\x01" * 32)  # application data, bad MAC
+    try:
+        while under.recv(4096):  # until the server hangs up
+            pass
+    except ConnectionResetError:
+        pass
+    under.close()
+    ftp_login(server).quit()  # still serving
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr() and "unhandled" not in server.stderr()
+    texts = [e["text"] for e in journal(server.data, "ftp") if e["kind"] == "event"]
+    assert any("bad record mac" in t for t in texts if t.startswith("tls error: ")), texts
+
+
+def test_corrupt_tls_record_on_a_data_channel_aborts_that_transfer(lab):
+    server = lab.start(only="ftp")
+    ftp = ftp_login(server, tls=True)
+    data = ftp.transfercmd("STOR broken.bin")  # PROT P: TLS on the data channel
+    data.sendall(b"first bytes")
+    under = socket.socket(fileno=data.detach())
+    under.sendall(b"\x17\x03\x03\x00\x20" + b"\x01" * 32)  # application data, bad MAC
+    with pytest.raises(ftplib.error_temp, match="^426"):
+        ftp.voidresp()
+    under.close()
+    ftp.voidcmd("NOOP")  # the control channel lives on
+    ftp.quit()
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr() and "unhandled" not in server.stderr()
+    texts = [e["text"] for e in journal(server.data, "ftp") if e["kind"] == "event"]
+    assert any(t.startswith("tls data channel error: ") for t in texts), texts

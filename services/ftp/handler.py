@@ -8,6 +8,7 @@ import socket
 import sys
 from typing import Any
 
+from OpenSSL import SSL
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP
 from pyftpdlib.log import logger as pyftpdlib_logger
@@ -28,7 +29,36 @@ def _fsync_file(file: Any) -> None:
         os.close(directory)
 
 
-class LabDTPHandler(TLS_DTPHandler):
+class _TLSFailureHangsUp:
+    """A TLS error after the handshake (a corrupt record, a bad MAC: garbage under TLS)
+    ends that connection only. pyftpdlib's SSLConnectionMixin.recv()/send() handle
+    would-block and EOF; any other SSL.Error escaped into its handle_error() as an
+    "unhandled exception" traceback on stderr, though the client caused it."""
+
+    _error: bool  # SSLConnectionMixin's "broken": close() then skips the TLS shutdown
+
+    def recv(self, buffer_size: int) -> bytes:
+        try:
+            return super().recv(buffer_size)
+        except SSL.Error as error:
+            self._error = True
+            self.tls_failed(error)
+            return b""
+
+    def send(self, data: bytes) -> int:
+        try:
+            return super().send(data)
+        except SSL.Error as error:
+            self._error = True
+            self.tls_failed(error)
+            return 0
+
+    def tls_failed(self, error: Exception) -> None:
+        """Journal `error` and close (without a TLS shutdown: the connection is broken)."""
+        raise NotImplementedError
+
+
+class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler):
     ac_in_buffer_size = CHUNK
     ac_out_buffer_size = CHUNK
 
@@ -42,6 +72,16 @@ class LabDTPHandler(TLS_DTPHandler):
                 self._resp = (f"451 Upload not saved: {error.strerror}.", self._resp[1]
                               if self._resp else None)
         super().close()
+
+    def tls_failed(self, error: Exception) -> None:
+        session = self.cmd_channel.session
+        if session is not None:
+            session.event("tls", f"data channel error: {error}")
+        # close() replies with _resp on the control channel. pyftpdlib's own path
+        # (SSLConnectionMixin.handle_error) closes without one: the client waited forever.
+        self._resp = ("426 TLS error on the data channel; transfer aborted.",
+                      pyftpdlib_logger.debug)
+        self.close()
 
 
 class LabActiveDTP(ActiveDTP):
@@ -61,7 +101,7 @@ class LabActiveDTP(ActiveDTP):
         self.socket.bind(address)
 
 
-class LabFTPHandler(TLS_FTPHandler):
+class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
     """The control channel; make_handler() sets the lab's class attributes."""
 
     dtp_handler = LabDTPHandler
@@ -135,6 +175,11 @@ class LabFTPHandler(TLS_FTPHandler):
         if self.session is not None:
             reason = sys.exc_info()[1]
             self.session.event("tls", f"handshake failed: {reason or 'unknown'}")
+        self.close()
+
+    def tls_failed(self, error: Exception) -> None:
+        if self.session is not None:
+            self.session.event("tls", f"error: {error}")
         self.close()
 
     def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
