@@ -18,10 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.bench.lab import big_file, serve
 from tests.bench.rounds import best_of_rounds, report_ratio
-
-ROOT = Path(__file__).resolve().parents[2]
-CHUNK = 1 << 20
 
 
 def fetch(url: str) -> float:
@@ -30,13 +28,6 @@ def fetch(url: str) -> float:
     if out.returncode:
         raise SystemExit(f"curl {url}: {out.stderr.strip()}")
     return float(out.stdout)
-
-
-def wait_for(process: subprocess.Popen, marker: str) -> None:
-    for line in process.stdout:
-        if marker in line:
-            return
-    raise SystemExit(f"server exited before '{marker}'")
 
 
 def vsftpd_config(directory: Path, root: Path, port: int) -> Path:
@@ -65,20 +56,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         data = tmpdir / "data"
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "services", "serve", "--only", "ftp", "--data", str(data),
-             "--bind", "127.0.0.1", "--port-offset", str(args.offset)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
-        vsftpd = None
+        lab = vsftpd = None
         try:
-            wait_for(lab, "protolab ready")
+            lab = serve("ftp", data, args.offset)
             home = data / "homes/alice"
-            big = home / "big.bin"
-            block = os.urandom(CHUNK)
-            with open(big, "wb") as out:
-                for _ in range(args.size):
-                    out.write(block)
+            big_file(home / "big.bin", args.size)
             os.chmod(home, 0o755)
             vsftpd_port = args.offset + 1021
             vsftpd = subprocess.Popen(

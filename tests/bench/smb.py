@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.ftp import CHUNK, ROOT, wait_for
+from tests.bench.lab import CHUNK, big_file, serve
 from tests.bench.rounds import best_of_rounds, report_ratio
 
 
@@ -79,20 +79,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         data = tmpdir / "data"
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "services", "serve", "--only", "smb", "--data", str(data),
-             "--bind", "127.0.0.1", "--port-offset", str(args.offset)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
-        smbd = None
+        lab = smbd = None
         try:
-            wait_for(lab, "protolab ready")
+            lab = serve("smb", data, args.offset)
             home = data / "homes/alice"
-            home.mkdir(parents=True, exist_ok=True)
-            block = os.urandom(CHUNK)
-            with open(home / "big.bin", "wb") as out:
-                for _ in range(args.size):
-                    out.write(block)
+            big_file(home / "big.bin", args.size)
             smbd_port = args.offset + 1445
             config = smbd_config(tmpdir, home, smbd_port)
             # smbd needs a system user: root, with the password "bench", in its own passdb.
