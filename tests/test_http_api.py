@@ -29,6 +29,10 @@ def web(tmp_path_factory):
     store.mail.append("alice", "INBOX", MESSAGE)
     store.mail.append("alice", "INBOX", MESSAGE.replace(b"<1@", b"<2@"))
     store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="lease:aa")
+    # Folder becomes a \Noselect placeholder, as after IMAP DELETE of a mailbox with inferiors.
+    store.mail.create_mailbox("alice", "Folder")
+    store.mail.create_mailbox("alice", "Folder/Sub")
+    store.mail.delete_mailbox("alice", "Folder")
     store.close()
     yield server
     assert not factory.cleanup()
@@ -117,7 +121,10 @@ def test_users_created_listed_and_deleted_by_the_admin(web):
 def test_mail_as_the_owner_or_the_admin(web):
     status, boxes = as_json(web, "GET", "/api/v1/users/alice/mailboxes", auth=("alice", "alice"))
     inbox = next(b for b in boxes if b["name"] == "INBOX")
-    assert status == 200 and inbox["messages"] >= 1
+    assert status == 200 and inbox["messages"] >= 1 and not inbox["noselect"]
+    folder = next(b for b in boxes if b["name"] == "Folder")
+    assert folder["noselect"] and folder["messages"] == 0
+    assert as_json(web, "GET", "/api/v1/users/alice/mailboxes/Folder/messages") == (200, [])
     status, messages = as_json(web, "GET", "/api/v1/users/alice/mailboxes/INBOX/messages",
                                auth=("alice", "alice"))
     assert messages[0]["headers"]["subject"] == "café"

@@ -213,6 +213,9 @@ def test_uidplus_condstore_and_folders(imap):
     assert changed[1][b"MODSEQ"][0] > modseq and b"$Label1" in changed[1][b"FLAGS"]
     assert client.fetch([1], ["FLAGS"], modifiers=[f"CHANGEDSINCE {changed[1][b'MODSEQ'][0]}"]) == {}
     client.unselect_folder()
+    client.delete_folder("Work")  # it has inferiors: kept as \Noselect (RFC 3501 6.3.4)
+    assert {name: f for f, _, name in client.list_folders()}["Work"] == \
+        (b"\\Noselect", b"\\HasChildren")
     with pytest.raises(Exception, match="HASCHILDREN"):
         client.delete_folder("Work")
     with pytest.raises(Exception, match="TRYCREATE"):

@@ -236,12 +236,66 @@ def test_list_lsub_and_mailbox_names(raw):
     assert b'* STATUS "a/b" (MESSAGES 0)\r\n' in lines
     assert raw.cmd('RENAME a c')[-1].startswith(b"t OK")
     assert b'"c/b/&AMQ-"' in b"".join(raw.cmd('LIST "" "c/*"'))
-    assert raw.cmd('DELETE c')[-1].startswith(b"t NO [HASCHILDREN]")
+    assert raw.cmd('DELETE c')[-1] == b"t OK DELETE completed\r\n"  # stays \Noselect
     assert raw.cmd('DELETE INBOX')[-1].startswith(b"t NO")
     assert raw.cmd('STATUS "c/b" (MESSAGES UIDNEXT UNSEEN RECENT)')[0] == \
         b'* STATUS "c/b" (MESSAGES 0 UIDNEXT 1 UNSEEN 0 RECENT 0)\r\n'
     assert raw.cmd('SELECT "inbox"')[-1].startswith(b"t OK")
     assert raw.cmd("NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
+
+
+def test_delete_with_inferiors_leaves_a_noselect_name(raw):
+    # RFC 3501 6.3.4: the messages go, the name stays \Noselect while it has inferiors.
+    assert raw.cmd("CREATE Box/Sub")[-1] == b"t OK CREATE completed\r\n"
+    append(raw, "kept?", "Box")
+    assert raw.cmd("SUBSCRIBE Box")[-1] == b"t OK SUBSCRIBE completed\r\n"
+    assert raw.cmd("DELETE Box") == [b"t OK DELETE completed\r\n"]
+    assert raw.cmd('LIST "" "Box*"') == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "Box"\r\n',
+        b'* LIST (\\HasNoChildren) "/" "Box/Sub"\r\n', b"t OK LIST completed\r\n"]
+    assert raw.cmd('LSUB "" "Box"') == [b'* LSUB (\\Noselect) "/" "Box"\r\n',
+                                        b"t OK LSUB completed\r\n"]
+    assert raw.cmd('LIST "" "Box*" RETURN (STATUS (MESSAGES))') == [
+        b'* LIST (\\Noselect \\HasChildren) "/" "Box"\r\n',
+        b'* LIST (\\HasNoChildren) "/" "Box/Sub"\r\n', b'* STATUS "Box/Sub" (MESSAGES 0)\r\n',
+        b"t OK LIST completed\r\n"]
+    refused = [b"t NO [CANNOT] Mailbox is \\Noselect\r\n"]
+    assert raw.cmd("SELECT Box") == refused
+    assert raw.cmd("EXAMINE Box") == refused
+    assert raw.cmd("STATUS Box (MESSAGES)") == refused
+    data = msg("into a noselect")
+    assert raw.cmd(b"APPEND Box {%d+}\r\n" % len(data) + data) == refused
+    raw.cmd("SELECT INBOX")
+    append(raw, "to copy")
+    assert raw.cmd("COPY 1 Box") == [b"t NO [CANNOT] Target mailbox is \\Noselect\r\n"]
+    assert raw.cmd("DELETE Box") == [
+        b"t NO [HASCHILDREN] Mailbox is \\Noselect and has children; delete them first\r\n"]
+    # The last inferior gone, the placeholder goes too (as Dovecot does).
+    assert raw.cmd("DELETE Box/Sub") == [b"t OK DELETE completed\r\n"]
+    assert raw.cmd('LIST "" "Box*"') == [b"t OK LIST completed\r\n"]
+    # CREATE of a placeholder's name makes it a mailbox again, empty.
+    raw.cmd("CREATE Top/Leaf")
+    raw.cmd("DELETE Top")
+    assert raw.cmd("CREATE Top") == [b"t OK CREATE completed\r\n"]
+    assert raw.cmd("STATUS Top (MESSAGES)") == [b'* STATUS "Top" (MESSAGES 0)\r\n',
+                                                b"t OK STATUS completed\r\n"]
+
+
+def test_rename_moves_subscriptions(raw):
+    raw.cmd("CREATE Old/Sub")
+    raw.cmd("CREATE Older")
+    for name in ("Old", "Old/Sub", "Older"):
+        raw.cmd(f"SUBSCRIBE {name}")
+    assert raw.cmd("RENAME Old New") == [b"t OK RENAME completed\r\n"]
+    assert raw.cmd('LSUB "" "*"') == [
+        b'* LSUB () "/" "INBOX"\r\n', b'* LSUB () "/" "Archive"\r\n',
+        b'* LSUB () "/" "Drafts"\r\n', b'* LSUB () "/" "Junk"\r\n', b'* LSUB () "/" "New"\r\n',
+        b'* LSUB () "/" "New/Sub"\r\n', b'* LSUB () "/" "Older"\r\n', b'* LSUB () "/" "Sent"\r\n',
+        b'* LSUB () "/" "Trash"\r\n', b"t OK LSUB completed\r\n"]
+    # RENAME INBOX moves messages, not the name: INBOX stays subscribed, the new one is not.
+    assert raw.cmd("RENAME INBOX Moved") == [b"t OK RENAME completed\r\n"]
+    assert raw.cmd('LSUB "" "INBOX"') == [b'* LSUB () "/" "INBOX"\r\n', b"t OK LSUB completed\r\n"]
+    assert raw.cmd('LSUB "" "Moved"') == [b"t OK LSUB completed\r\n"]
 
 
 def test_rename_inbox_moves_its_messages(raw):

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from services.store import Store, StoreError, UserError
-from services.store.mail import MailboxExists, MailError, NoMailbox
+from services.store.mail import HasChildren, MailboxExists, MailError, NoMailbox
 from services.store.users import verify_hash
 
 from .conftest import ROOT
@@ -152,6 +152,41 @@ def test_rename_takes_children_and_keeps_uidvalidity(store):
         store.mail.rename_mailbox("alice", "Work", "X")
     with pytest.raises(MailError):
         store.mail.delete_mailbox("alice", "INBOX")
+
+
+def test_delete_keeps_a_noselect_name_while_it_has_inferiors(store):
+    parent = store.mail.create_mailbox("alice", "A")
+    store.mail.create_mailbox("alice", "A/B/C")  # A/B is not created: C's only ancestor is A
+    store.mail.append("alice", "A", b"gone")
+    store.mail.delete_mailbox("alice", "A")
+    kept = store.mail.mailbox("alice", "A")
+    assert kept.noselect and kept.id != parent.id and kept.uidvalidity > parent.uidvalidity
+    assert store.mail.messages(kept.id) == [] and store.mail.status(kept.id).messages == 0
+    assert store.mail.messages(parent.id) == []
+    with pytest.raises(NoMailbox):  # nothing is stored into a placeholder
+        store.mail.append("alice", "A", b"x")
+    assert store.mail.append_many([("alice", "A", b"x")]) == [None]
+    with pytest.raises(HasChildren):
+        store.mail.delete_mailbox("alice", "A")
+    store.mail.delete_mailbox("alice", "A/B/C")  # the last inferior: the placeholder goes
+    assert store.mail.mailbox("alice", "A") is None
+    store.mail.create_mailbox("alice", "P")
+    store.mail.create_mailbox("alice", "P/Q")
+    store.mail.delete_mailbox("alice", "P")
+    assert not store.mail.create_mailbox("alice", "P").noselect  # CREATE makes it real again
+    store.mail.delete_mailbox("alice", "P")
+    store.mail.rename_mailbox("alice", "P/Q", "R")  # renamed away: the placeholder goes
+    assert store.mail.mailbox("alice", "P") is None
+
+
+def test_rename_moves_subscriptions(store):
+    store.mail.create_mailbox("alice", "Work")
+    store.mail.create_mailbox("alice", "Work/2026")
+    for name in ("Work", "Work/2026", "Workshop", "Jobs"):
+        store.mail.subscribe("alice", name)
+    store.mail.rename_mailbox("alice", "Work", "Jobs")  # "Jobs" was already subscribed
+    assert [s for s in store.mail.subscriptions("alice") if s.startswith(("Jobs", "Work"))] == \
+        ["Jobs", "Jobs/2026", "Workshop"]
 
 
 def test_status_counts(store):

@@ -151,7 +151,8 @@ def _mailboxes(call: Call) -> Any:
     out = []
     for box in call.lab.store.mail.mailboxes(user.name):
         status = call.lab.store.mail.status(box.id)
-        out.append({"name": box.name, "special_use": box.special_use,
+        # noselect: a name IMAP DELETE kept for its inferiors; it never has messages.
+        out.append({"name": box.name, "special_use": box.special_use, "noselect": box.noselect,
                     "messages": status.messages, "unseen": status.unseen, "size": status.size,
                     "uidvalidity": status.uidvalidity, "uidnext": status.uidnext})
     return out

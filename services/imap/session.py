@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..store.mail import INBOX, SPECIAL, Mail, MailboxExists, NoMailbox
+from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
 from .mime import Entity, crlf
 from .parser import Command, ParseError, Section, format_set, parse_command
@@ -388,6 +388,14 @@ class Session:
             raise No("[NONEXISTENT] Mailbox does not exist")
         return mailbox
 
+    def _selectable(self, name: str) -> Any:
+        """A mailbox that holds messages: a \\Noselect placeholder (kept by DELETE for its
+        inferiors) can't be selected, examined, asked for STATUS or stored into."""
+        mailbox = self._mailbox(name)
+        if mailbox.noselect:
+            raise No("[CANNOT] Mailbox is \\Noselect")
+        return mailbox
+
     def _deselect(self) -> None:
         self.close()
         self.view = None
@@ -403,7 +411,7 @@ class Session:
         qresync = command.args.get("qresync")
         if qresync and "QRESYNC" not in self.enabled:
             raise Bad("QRESYNC is not enabled")
-        mailbox = self._mailbox(command.args["mailbox"])
+        mailbox = self._selectable(command.args["mailbox"])
         view = View(self.mail, mailbox, readonly)
         self.view = view
         self._send_flags()
@@ -460,7 +468,8 @@ class Session:
         known = {u.lower(): u for u in SPECIAL.values()}
         if any(u.lower() not in known for u in use):
             raise No("[USEATTR] Unsupported special-use attribute")
-        if self.mail.mailbox(self.user, name) is not None:
+        existing = self.mail.mailbox(self.user, name)
+        if existing is not None and not existing.noselect:  # a placeholder may be made real
             raise No("[ALREADYEXISTS] Mailbox exists")
         self._create_parents(name)
         try:
@@ -486,11 +495,15 @@ class Session:
         if name == INBOX:
             raise No("[CANNOT] INBOX cannot be deleted")
         mailbox = self._mailbox(name)
-        if any(m.name.startswith(mailbox.name + "/") for m in self.mail.mailboxes(self.user)):
-            raise No("[HASCHILDREN] Mailbox has children; delete them first")
         if self.view is not None and self.view.id == mailbox.id:
             self._deselect()
-        self.mail.delete_mailbox(self.user, mailbox.name)
+        try:  # with inferiors it stays as a \Noselect name (RFC 3501 6.3.4)
+            self.mail.delete_mailbox(self.user, mailbox.name)
+        except HasChildren:
+            raise No("[HASCHILDREN] Mailbox is \\Noselect and has children; delete them first"
+                     ) from None
+        except NoMailbox:  # deleted by another session meanwhile
+            raise No("[NONEXISTENT] Mailbox does not exist") from None
         return "DELETE completed"
 
     def do_RENAME(self, command: Command) -> str:
@@ -553,7 +566,7 @@ class Session:
                 if "SPECIAL-USE" in opts and not (mailbox and mailbox.special_use):
                     continue
                 attrs: list[str] = []
-                if gap:
+                if gap or mailbox is not None and mailbox.noselect:
                     attrs.append("\\Noselect")
                 elif mailbox is None and not lsub:
                     attrs.append("\\NonExistent")
@@ -568,7 +581,7 @@ class Session:
         for name in sorted(lines, key=lambda n: (n != INBOX, n)):
             attrs = " ".join(dict.fromkeys(lines[name]))
             self.send(f'* {"LSUB" if lsub else "LIST"} ({attrs}) "/" {self._wire_name(name)}')
-            if args.get("status") and name in mailboxes:
+            if args.get("status") and name in mailboxes and not mailboxes[name].noselect:
                 self._status_line(mailboxes[name], args["status"])
         return f"{command.name} completed"
 
@@ -576,7 +589,7 @@ class Session:
         return self.do_LIST(command, lsub=True)
 
     def do_STATUS(self, command: Command) -> str:
-        mailbox = self._mailbox(command.args["mailbox"])
+        mailbox = self._selectable(command.args["mailbox"])
         items = command.args["items"]
         known = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
                  "SIZE", "DELETED"}
@@ -608,6 +621,8 @@ class Session:
         mailbox = self.mail.mailbox(self.user, args["mailbox"])
         if mailbox is None:
             raise No("[TRYCREATE] Mailbox does not exist")
+        if mailbox.noselect:
+            raise No("[CANNOT] Mailbox is \\Noselect")
         data = crlf(args["message"])
         if not data:
             raise No("Cannot append an empty message")
@@ -893,6 +908,8 @@ class Session:
         target = self.mail.mailbox(self.user, command.args["mailbox"])
         if target is None:
             raise No("[TRYCREATE] Target mailbox does not exist")
+        if target.noselect:
+            raise No("[CANNOT] Target mailbox is \\Noselect")
         if move and view.readonly:
             raise No("[READ-ONLY] Mailbox is read-only")
         live = [u for u in uids if u not in view.ghosts]

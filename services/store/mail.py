@@ -66,6 +66,11 @@ MIGRATIONS = [
     """
     ALTER TABLE messages ADD COLUMN zone INTEGER NOT NULL DEFAULT 0;
     """,
+    # IMAP DELETE of a mailbox with inferiors (RFC 3501 6.3.4) keeps its name as a
+    # placeholder without messages: LIST shows it \Noselect, nothing can be stored in it.
+    """
+    ALTER TABLE mailboxes ADD COLUMN noselect INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 DELIMITER = "/"
@@ -89,6 +94,10 @@ class MailboxExists(MailError):
     pass
 
 
+class HasChildren(MailError):
+    pass
+
+
 @dataclass(frozen=True)
 class Mailbox:
     id: int
@@ -98,6 +107,7 @@ class Mailbox:
     uidnext: int
     modseq: int
     special_use: str
+    noselect: bool = False  # a name kept only for its inferiors: no messages, no SELECT
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,12 @@ def _name(name: str) -> str:
     return INBOX if name.upper() == INBOX else name
 
 
-_MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use"
+_MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use, noselect"
 _MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq, zone"
+
+
+def _mailbox(row: tuple) -> Mailbox:
+    return Mailbox(*row[:-1], noselect=bool(row[-1]))
 
 
 def _message(row: tuple) -> Message:
@@ -173,14 +187,16 @@ class Mail:
             self._create(tx, user, name, use)
             tx.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)", (user, name))
 
-    def _create(self, tx: Tx, user: str, name: str, special_use: str = "") -> int:
+    def _create(self, tx: Tx, user: str, name: str, special_use: str = "",
+                noselect: bool = False) -> int:
         # UIDVALIDITY: seconds since the epoch, kept strictly ascending across the store.
         row = tx.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
         uidvalidity = max(int(time.time()), int(row[0]) + 1 if row else 0)
         tx.execute("INSERT OR REPLACE INTO meta VALUES ('uidvalidity', ?)", (str(uidvalidity),))
         cursor = tx.execute(
-            "INSERT INTO mailboxes (user, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
-            (user, name, uidvalidity, special_use),
+            "INSERT INTO mailboxes (user, name, uidvalidity, special_use, noselect) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (user, name, uidvalidity, special_use, int(noselect)),
         )
         tx.changed(f"mailboxes:{user}")
         return cursor.lastrowid  # type: ignore[return-value]
@@ -189,43 +205,77 @@ class Mail:
         rows = self.db.query(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user = ? ORDER BY name", (user,)
         )
-        return [Mailbox(*row) for row in rows]
+        return [_mailbox(row) for row in rows]
 
     def mailbox(self, user: str, name: str) -> Mailbox | None:
         row = self.db.one(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user = ? AND name = ?",
             (user, _name(name)),
         )
-        return Mailbox(*row) if row else None
+        return _mailbox(row) if row else None
 
     def mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
         row = self.db.one(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?", (mailbox_id,))
-        return Mailbox(*row) if row else None
+        return _mailbox(row) if row else None
 
     def create_mailbox(self, user: str, name: str, special_use: str = "") -> Mailbox:
         name = _name(name)
         with self.db.write() as tx:
-            if tx.execute("SELECT 1 FROM mailboxes WHERE user = ? AND name = ?",
-                          (user, name)).fetchone():
+            row = tx.execute("SELECT id, noselect FROM mailboxes WHERE user = ? AND name = ?",
+                             (user, name)).fetchone()
+            if row and not row[1]:
                 raise MailboxExists(f"mailbox {name!r} exists")
+            if row:  # a \Noselect placeholder becomes a mailbox again, made anew
+                tx.execute("DELETE FROM mailboxes WHERE id = ?", (row[0],))
+                tx.changed(f"mailbox:{row[0]}")
             mailbox_id = self._create(tx, user, name, special_use)
         return self.mailbox_by_id(mailbox_id)  # type: ignore[return-value]
 
     def delete_mailbox(self, user: str, name: str) -> None:
-        """Delete one mailbox and its messages (children are the caller's decision)."""
+        """Delete a mailbox and its messages, as RFC 3501 6.3.4 says: one with inferiors
+        keeps its name as a \\Noselect placeholder (made anew, so no message, tombstone or
+        UIDVALIDITY survives), and a placeholder itself goes only once it has none. A
+        placeholder left without inferiors goes too."""
         name = _name(name)
         if name == INBOX:
             raise MailError("INBOX cannot be deleted")
         with self.db.write() as tx:
-            row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
+            row = tx.execute("SELECT id, noselect FROM mailboxes WHERE user = ? AND name = ?",
                              (user, name)).fetchone()
             if not row:
                 raise NoMailbox(f"no mailbox {name!r}")
+            children = self._has_children(tx, user, name)
+            if children and row[1]:
+                raise HasChildren(f"mailbox {name!r} has inferiors and no messages")
             tx.execute("DELETE FROM mailboxes WHERE id = ?", (row[0],))
             tx.changed(f"mailboxes:{user}", f"mailbox:{row[0]}")
+            if children:
+                self._create(tx, user, name, noselect=True)
+            else:
+                self._prune(tx, user, name)
+
+    def _has_children(self, tx: Tx, user: str, name: str) -> bool:
+        prefix = name + DELIMITER
+        return tx.execute("SELECT 1 FROM mailboxes WHERE user = ? AND substr(name, 1, ?) = ?",
+                          (user, len(prefix), prefix)).fetchone() is not None
+
+    def _prune(self, tx: Tx, user: str, name: str) -> None:
+        """Remove the \\Noselect placeholders above `name` that have no inferiors left
+        (they exist only for their inferiors, as Dovecot does)."""
+        parts = name.split(DELIMITER)
+        for i in range(len(parts) - 1, 0, -1):
+            parent = DELIMITER.join(parts[:i])
+            if self._has_children(tx, user, parent):
+                return
+            # A level with no row at all is passed over: a placeholder may sit higher up.
+            row = tx.execute("DELETE FROM mailboxes WHERE user = ? AND name = ? AND noselect "
+                             "RETURNING id", (user, parent)).fetchone()
+            if row is not None:
+                tx.changed(f"mailbox:{row[0]}")
 
     def rename_mailbox(self, user: str, old: str, new: str) -> None:
-        """Rename a mailbox and everything below it, keeping their UIDVALIDITY and messages."""
+        """Rename a mailbox and everything below it, keeping their UIDVALIDITY and messages;
+        subscriptions to them follow (a client keeps seeing what it subscribed to)."""
         old, new = _name(old), _name(new)
         if INBOX in (old, new):
             raise MailError("INBOX cannot be renamed here (IMAP moves its messages instead)")
@@ -244,6 +294,11 @@ class Mail:
                 tx.execute("UPDATE mailboxes SET name = ? WHERE id = ?",
                            (new + name[len(old):], mailbox_id))
                 tx.changed(f"mailbox:{mailbox_id}")
+                # OR REPLACE: the new name may already be subscribed (RFC 3501 allows
+                # subscribing to names that do not exist).
+                tx.execute("UPDATE OR REPLACE subscriptions SET name = ? "
+                           "WHERE user = ? AND name = ?", (new + name[len(old):], user, name))
+            self._prune(tx, user, old)
             tx.changed(f"mailboxes:{user}")
 
     def subscriptions(self, user: str) -> list[str]:
@@ -285,8 +340,8 @@ class Mail:
                internaldate: float | None = None, zone: int = 0) -> tuple[int, int]:
         """Store a message; returns (mailbox id, uid). On disk when this returns."""
         with self.db.write() as tx:
-            row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
-                             (user, _name(mailbox))).fetchone()
+            row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "
+                             "AND NOT noselect", (user, _name(mailbox))).fetchone()
             if row is None:
                 raise NoMailbox(f"no mailbox {mailbox!r} for {user!r}")
             return row[0], self._insert(tx, row[0], data, flags, internaldate, zone)
@@ -431,8 +486,8 @@ class Mail:
         results: list[tuple[int, int] | None] = []
         with self.db.write() as tx:
             for user, mailbox, data in items:
-                row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?",
-                                 (user, _name(mailbox))).fetchone()
+                row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "
+                                 "AND NOT noselect", (user, _name(mailbox))).fetchone()
                 results.append(None if row is None else
                                (row[0], self._insert(tx, row[0], data, (), None)))
         return results
