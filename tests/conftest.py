@@ -84,6 +84,16 @@ class Server:
         extra = ["--config", str(self.config_path)] if self.config_path else []
         return cli(*args, *extra, data=self.data, **kwargs)
 
+    def journal_until(self, service: str, text: str, timeout: float = 10) -> str:
+        """`protolab journal --service SERVICE` once it shows `text`: a running server
+        flushes its journal twice a second, and there is no signal when it has."""
+        deadline = time.monotonic() + timeout
+        while True:
+            journal = self.cli("journal", "--service", service).stdout
+            if text in journal or time.monotonic() > deadline:
+                return journal
+            time.sleep(0.1)
+
     def check(self, only: str | None = None) -> subprocess.CompletedProcess:
         extra = ["--config", str(self.config_path)] if self.config_path else []
         return cli("check", "--only", only or ",".join(self.only), "--port-offset",

@@ -179,5 +179,5 @@ def test_put_with_expect_is_refused_before_the_body(web, tmp_path):
     assert not (public_html(web, "alice") / "early.bin").exists()
     good = curl("-i", "-u", "alice:alice", "-T", str(__file__), base(web) + "/~alice/early.bin")
     assert status_of(good.stdout) == [201]
-    journal = web.cli("journal", "--service", "http").stdout
+    journal = web.journal_until("http", "Basic alice ok")
     assert journal.count("Basic alice ok") >= 1

@@ -86,6 +86,5 @@ def test_portal_screenshot_in_headless_chromium(lab, tmp_path):
     assert colours is not None and len(colours) > 20  # text and tables, not a blank page
     # The services table's header background (#eef) is drawn: the page rendered its table.
     assert any(rgb == (0xEE, 0xEE, 0xFF) for _, rgb in colours)
-    journal = server.cli("journal", "--service", "http").stdout
-    assert "GET / HTTP/1.1" in journal
+    assert "GET / HTTP/1.1" in server.journal_until("http", "GET / HTTP/1.1")
     shutil.rmtree(profile, ignore_errors=True)
