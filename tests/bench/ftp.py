@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.lab import big_file, serve
+from tests.bench.lab import big_file, serve, stop
 from tests.bench.rounds import best_of_rounds, report_ratio
 
 
@@ -73,10 +73,7 @@ def main() -> int:
                                   args.rounds, f"{args.size} MiB RETR")
             report_ratio(best, "protolab", "vsftpd", "target >= 0.8x")
         finally:
-            for process in (vsftpd, lab):
-                if process is not None:
-                    process.terminate()
-                    process.wait(10)
+            stop(vsftpd, lab)
     print(f"load average after: {os.getloadavg()}")
     return 0
 

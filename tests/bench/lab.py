@@ -37,3 +37,11 @@ def big_file(path: Path, mib: int) -> Path:
         for _ in range(mib):
             out.write(block)
     return path
+
+
+def stop(*processes: subprocess.Popen | None) -> None:
+    """End the servers a benchmark started (those that did start)."""
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(10)

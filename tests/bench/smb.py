@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.lab import CHUNK, big_file, serve
+from tests.bench.lab import CHUNK, big_file, serve, stop
 from tests.bench.rounds import best_of_rounds, report_ratio
 
 
@@ -108,10 +108,7 @@ def main() -> int:
                  for name, peer in peers.items()}, args.rounds, f"{args.size} MiB get")
             report_ratio(best, "protolab", "smbd", "aim 0.3x")
         finally:
-            for process in (smbd, lab):
-                if process is not None:
-                    process.terminate()
-                    process.wait(10)
+            stop(smbd, lab)
     print(f"load average after: {os.getloadavg()}")
     return 0
 
