@@ -182,28 +182,24 @@ def main() -> None:
     print(f"{args.senders} senders, {args.size}-byte messages, {args.rounds} rounds of "
           f"{args.seconds:g} s per server; load average before: {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores")
-    rates: dict[str, list[float]] = {"protolab": [], "aiosmtpd": []}
+    # Each server: how it starts on a fresh directory, and how many messages it stored there.
+    servers = {
+        "protolab": (start_protolab, stored_protolab),
+        "aiosmtpd": (start_aiosmtpd, lambda maildir: len(os.listdir(maildir / "new"))),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in servers}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            data = Path(tmp) / f"lab{round_}"
-            process, port = start_protolab(data)
-            try:
-                acked, measured, elapsed = load(port, args.senders, args.size, args.seconds)
-            finally:
-                stop(process)
-            stored = stored_protolab(data)
-            assert stored == acked, f"protolab acknowledged {acked}, stored {stored}"
-            rates["protolab"].append(measured / elapsed)
-
-            maildir = Path(tmp) / f"maildir{round_}"
-            process, port = start_aiosmtpd(maildir)
-            try:
-                acked, measured, elapsed = load(port, args.senders, args.size, args.seconds)
-            finally:
-                stop(process)
-            stored = len(os.listdir(maildir / "new"))
-            assert stored == acked, f"aiosmtpd acknowledged {acked}, stored {stored}"
-            rates["aiosmtpd"].append(measured / elapsed)
+            for name, (start, stored_in) in servers.items():
+                directory = Path(tmp) / f"{name}{round_}"
+                process, port = start(directory)
+                try:
+                    acked, measured, elapsed = load(port, args.senders, args.size, args.seconds)
+                finally:
+                    stop(process)
+                stored = stored_in(directory)
+                assert stored == acked, f"{name} acknowledged {acked}, stored {stored}"
+                rates[name].append(measured / elapsed)
             print(f"round {round_ + 1}: protolab {rates['protolab'][-1]:7.1f}/s   "
                   f"aiosmtpd {rates['aiosmtpd'][-1]:7.1f}/s", flush=True)
     ours, peer = (statistics.median(rates[k]) for k in ("protolab", "aiosmtpd"))
