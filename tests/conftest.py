@@ -282,3 +282,49 @@ def capture(tmp_path: Path) -> Iterator[Callable[..., Capture]]:
     yield start
     for item in started:
         item.stop()
+
+
+class SmallDisk:
+    """A data directory on its own small tmpfs, so a test can fill the disk for real
+    (ENOSPC from the kernel, SQLITE_FULL from SQLite) and free it again without a restart."""
+
+    def __init__(self, mount: Path, size_mib: int) -> None:
+        self.mount = mount
+        mount.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755",
+                        "protolab-test", str(mount)], check=True)
+        self.data = mount / "data"
+        self._filler = mount / "filler"
+
+    def fill(self) -> None:
+        """Take every free byte (the data directory is left as it is)."""
+        with open(self._filler, "ab") as out:
+            chunk = b"\0" * (1 << 20)
+            try:
+                while True:
+                    out.write(chunk)
+                    out.flush()
+            except OSError:
+                pass
+            for size in (65536, 4096, 512, 1):  # the last partial block, too
+                try:
+                    while True:
+                        out.write(b"\0" * size)
+                        out.flush()
+                except OSError:
+                    pass
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """small_disk.data for lab.start(data=...); small_disk.fill() / .free() (needs root)."""
+    need_root()
+    disk = SmallDisk(tmp_path / "disk", 64)
+    yield disk
+    disk.unmount()

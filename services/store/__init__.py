@@ -20,13 +20,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from .db import Database, StoreError
+from .db import Database, DiskFull, StoreError, is_disk_full
 from .files import Files
 from .mail import Mail
 from .net import Net
 from .users import UserError, Users
 
-__all__ = ["Store", "StoreError", "UserError"]
+__all__ = ["DiskFull", "Store", "StoreError", "UserError", "is_disk_full"]
 
 Subscriber = Callable[[set[str]], None]
 

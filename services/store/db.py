@@ -11,6 +11,7 @@ that table, which is one index lookup (see Store.poll).
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 import time
@@ -47,6 +48,28 @@ CORE_MIGRATIONS: list[str] = [
 
 class StoreError(Exception):
     """A store problem worth one line to the user (foreign or unreadable data, ...)."""
+
+
+class DiskFull(StoreError):
+    """A write that found no space (or quota) left: nothing of it was stored. Protocols
+    answer their own "insufficient storage" (452, NO, 507, STATUS_DISK_FULL) and keep the
+    session, and the same write works again once space is freed."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` means "no space left": DiskFull, an OSError with ENOSPC/EDQUOT/EFBIG,
+    or SQLite's SQLITE_FULL (which also covers a failed journal or WAL write)."""
+    if isinstance(error, DiskFull):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in _FULL_ERRNOS
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+            "database or disk is full" in str(error)
+    return False
 
 
 class Tx:
@@ -123,9 +146,11 @@ class Database:
                     [(topic, now) for topic in sorted(tx.topics)],
                 )
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if is_disk_full(error) and not isinstance(error, DiskFull):
+                raise DiskFull(f"{self.path}: no space left on the device") from error
             raise
 
     def migrate(self, module: str, migrations: list[str]) -> None:
