@@ -75,7 +75,9 @@ class Lab:
     def listener(self, name: str, listener_name: str) -> Listener:
         return next(l for l in self.listeners(name) if l.name == listener_name)
 
-    def tcp(self, listener: Listener, factory: Any) -> IService:
+    def tcp(self, listener: Listener, factory: Any, busy: bytes = b"") -> IService:
+        """`busy` is what a connection refused by the lab's connection limits is sent
+        before it is closed, in the protocol's own words (SMTP 421, IMAP * BYE, HTTP 503)."""
         from twisted.internet import reactor
 
         from .serving import ListenerService
