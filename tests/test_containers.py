@@ -123,11 +123,19 @@ def dhcp_pool(lab) -> list[ipaddress.IPv4Address]:
     return [ipaddress.ip_address(n) for n in range(int(start), int(end) + 1)]
 
 
-def test_publishing_override_announces_the_host_address_in_pasv():
+@pytest.fixture(scope="module")
+def podman() -> None:
+    """podman and podman-compose on PATH: as root, setup.sh installs them first (on a fresh
+    machine they are not there before the first container test asks)."""
+    if shutil.which("podman") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        engine.prepare()
+    need("podman-compose", "podman")
+
+
+def test_publishing_override_announces_the_host_address_in_pasv(podman):
     """docker/compose.publish.yaml on top of compose.yaml (merged by podman-compose): the
     passive range published 1:1, and LAB_HOST_ADDRESS reaching FTP's masquerade address
     through the environment."""
-    need("podman-compose", "podman")
     registered("ftp")
     merged = engine.run("podman-compose", "-f", "compose.yaml", "-f",
                         "docker/compose.publish.yaml", "config",
