@@ -298,19 +298,12 @@ class SmallDisk:
 
     def fill(self) -> None:
         """Take every free byte (the data directory is left as it is)."""
-        with open(self._filler, "ab") as out:
-            chunk = b"\0" * (1 << 20)
-            try:
-                while True:
-                    out.write(chunk)
-                    out.flush()
-            except OSError:
-                pass
-            for size in (65536, 4096, 512, 1):  # the last partial block, too
+        # Unbuffered: a buffered file would raise ENOSPC again when it is closed.
+        with open(self._filler, "ab", buffering=0) as out:
+            for size in (1 << 20, 65536, 4096, 512, 1):  # down to the last partial block
                 try:
-                    while True:
-                        out.write(b"\0" * size)
-                        out.flush()
+                    while out.write(b"\0" * size):
+                        pass
                 except OSError:
                     pass
 
