@@ -37,6 +37,10 @@ def start_in_data_dir(lab, **kwargs):
     (homes / "bob").mkdir(parents=True, exist_ok=True)
     (homes / "bob/secret.txt").write_bytes(SECRET)
     (homes / "alice").mkdir(parents=True, exist_ok=True)
+    # impacket's own jail compares paths character by character (os.path.commonprefix):
+    # homes/alice2 "is inside" homes/alice to it
+    (homes / "alice2").mkdir(exist_ok=True)
+    (homes / "alice2/secret.txt").write_bytes(SECRET)
     (data / "tls").mkdir(exist_ok=True)
     if not (data / "tls/ca.key").exists():
         (data / "tls/ca.key").write_text("stand-in for the lab CA's key\n")
@@ -71,7 +75,7 @@ OUT_OF_THE_SHARE = [
     "\uff0e\uff0e/bob/secret.txt", "..\uff0fbob\uff0fsecret.txt", "\uff0e\uff0e\\\uff0e\uff0e\\lab.db",
     "..\uff3cbob\uff3csecret.txt", "... /bob/secret.txt", ".. /bob/secret.txt",
     "linked-bob/secret.txt", "linked-data/lab.db", "linked-data", "linked-lab.db",
-    "secret.txt:$DATA", "x\x00/../../bob/secret.txt",
+    "secret.txt:$DATA", "x\x00/../../bob/secret.txt", "../alice2/secret.txt", "..\\alice2",
 ]
 
 
@@ -115,7 +119,7 @@ def test_no_create_name_leaves_the_share(lab):
 
 SEARCH_PATTERNS = ["../bob/*", "..\\bob\\*", "../../*", "..\\..\\*", "../../../../etc/*", "..",
                    "..\\*", "/etc/*", "\\*", "*/../../*", "\uff0e\uff0e", "\uff0e\uff0e\uff0f*",
-                   "..\uff3c*", "a:b", "...", "linked-data/*"]
+                   "..\uff3c*", "a:b", "...", "linked-data/*", "../alice2/*"]
 
 
 def test_search_patterns_stay_in_the_open_directory(lab):
