@@ -87,3 +87,31 @@ def test_a_file_is_whole_after_kill_9_at_the_close_reply(lab, tmp_path):
         connection.getFile("alice", name, out.write)
         assert out.getvalue() == content, name
     connection.close()
+
+
+def test_setting_the_end_of_file_truncates_and_extends(lab):
+    """impacket wrote one zero byte at the new size - 1 instead of truncating: a file made
+    shorter (an editor saving less) kept its length and had a byte zeroed."""
+    import struct
+
+    from impacket import smb3structs as smb2
+
+    from tests.test_smb_isolation import _set_info
+    from tests.test_smb_wire import create
+
+    server = lab.start(only="smb")
+    path = server.data / "homes/alice/f.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"hello world")
+    connection = impacket_login(server)
+    tree = connection.connectTree("alice")
+    status, fid = create(connection, tree, "f.txt", access=smb2.FILE_READ_DATA | smb2.FILE_WRITE_DATA)
+    assert status == 0
+    for size, expected in ((5, b"hello"), (8, b"hello\0\0\0"), (0, b"")):
+        assert _set_info(connection, tree, fid, smb2.SMB2_FILE_END_OF_FILE_INFO,
+                         struct.pack("<q", size)) == 0
+        assert path.read_bytes() == expected, size
+    public = connection.connectTree("public")
+    assert _set_info(connection, public, fid, smb2.SMB2_FILE_END_OF_FILE_INFO,
+                     struct.pack("<q", 3)) == 0xC0000128  # another tree's file id: FILE_CLOSED
+    connection.close()

@@ -30,6 +30,8 @@ fixes (library-facts.md; each has a test in tests/test_smb.py):
   behind: the handler releases everything at the end; connections are limited in all
   and per address (services.smb.limits).
 - A failed WRITE said ACCESS_DENIED even on a full disk: STATUS_DISK_FULL here.
+- Setting the end of file wrote a zero byte at the new size - 1 instead of truncating:
+  a file made shorter kept its length and lost a byte; here it is ftruncate.
 - A WRITE starting past the end of the file was dropped while answering success; plain
   READs and WRITEs are answered by services.smb.fastpath (pwrite), 4x faster too.
 - A directory deleted on close was removed with shutil.rmtree, contents and all, and the
@@ -260,11 +262,11 @@ class LabSMBServer(SMBSERVER):
             try:
                 refused = self._refusal(conn_id, command, packet)
                 return _error(refused) if refused else handler(conn_id, server, packet, *more)
-            except Exception:
+            except Exception as error:
                 if more:  # an SMB1 NEGOTIATE: impacket's own fallback takes it
                     raise
                 log.debug("smb command 0x%x", command, exc_info=True)
-                return _error(STATUS_INVALID_PARAMETER)
+                return _error(STATUS_DISK_FULL if is_disk_full(error) else STATUS_INVALID_PARAMETER)
         return run
 
     def _refusal(self, conn_id: str, command: int, packet: Any) -> int:
@@ -445,11 +447,27 @@ class LabSMBServer(SMBSERVER):
             return self._original[smb2.SMB2_SET_INFO](conn_id, server, packet)
         if request["FileInfoClass"] == smb2.SMB2_FILE_RENAME_INFO:
             return self._rename(tree, opened, request)
+        if request["FileInfoClass"] == smb2.SMB2_FILE_END_OF_FILE_INFO:
+            return self._set_end_of_file(tree, opened, request)
         commands, packets, status = self._original[smb2.SMB2_SET_INFO](conn_id, server, packet)
         if request["FileInfoClass"] == smb2.SMB2_FILE_DISPOSITION_INFO:
             self.session.event("delete", f"{_shown(tree, opened['FileName'])} -> "
                                          f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    def _set_end_of_file(self, tree: dict, opened: dict, request: Any) -> Any:
+        """The file's size, made so (impacket wrote one zero byte at the new size - 1: a
+        file made shorter kept its length and lost that byte)."""
+        size = struct.unpack_from("<q", request["Buffer"].ljust(8, b"\0"))[0]
+        if tree["read only"] == "yes":
+            return _error(STATUS_ACCESS_DENIED)
+        if size < 0 or opened["FileHandle"] == PIPE_FILE_DESCRIPTOR:
+            return _error(STATUS_INVALID_PARAMETER)
+        try:
+            os.ftruncate(opened["FileHandle"], size)
+        except OSError as error:
+            return _error(_status_of(error))
+        return [smb2.SMB2SetInfo_Response()], None, STATUS_SUCCESS
 
     def _rename(self, tree: dict, opened: dict, request: Any) -> Any:
         """The lab's own rename: to exactly the path the lab's rule resolved."""
