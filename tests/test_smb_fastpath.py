@@ -33,7 +33,7 @@ def connection(tmp_path, signed: bool = False, read_only: bool = False) -> dict:
     fd = os.open(path, os.O_RDWR)
     return {"Authenticated": True, "Uid": 99, "SignatureEnabled": signed,
             "ConnectedShares": {7: {"read only": "yes" if read_only else "no"}},
-            "OpenedFiles": {FILE_ID: {"FileHandle": fd}}, "SigningSessionKey": b"k" * 16}
+            "OpenedFiles": {FILE_ID: {"FileHandle": fd, "LabTree": 7}}, "SigningSessionKey": b"k" * 16}
 
 
 def test_a_plain_read_is_answered(tmp_path):

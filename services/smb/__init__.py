@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import ServiceSettings, setting
+from ..config import Invalid, ServiceSettings, setting
 from ..listeners import Listener
 
 if TYPE_CHECKING:
@@ -26,6 +26,18 @@ class Settings(ServiceSettings):
     signing_required: bool = setting(
         False, "tell clients that every message must be signed (the server always signs once "
                "a user is logged in)")
+    max_connections: int = setting(
+        256, "most SMB connections at once (impacket runs a thread for each); one more is "
+             "closed as soon as it is accepted")
+    max_connections_per_peer: int = setting(
+        64, "most SMB connections at once from one address (a class behind one NAT "
+            "address shares it); one more is closed as soon as it is accepted")
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("max_connections", "max_connections_per_peer"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, "must be at least 1")
 
 
 def listeners(config: LabConfig) -> list[Listener]:

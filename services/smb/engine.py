@@ -15,8 +15,23 @@ fixes (library-facts.md; each has a test in tests/test_smb.py):
   and TREE_CONNECT decides per user (services.smb.access).
 - Its final SPNEGO answer has no mechListMIC, so clients that require signing give up
   (upstream #1883): services.smb.mechlistmic adds it.
-- Paths are checked by impacket's own jail; here every CREATE and rename target goes
-  through services.paths first, the lab's one rule.
+- IPC$ had an empty path, so CREATE names resolved against the process's working
+  directory (the data directory in the container: lab.db and its NT hashes): here IPC$
+  opens named pipes only, and the lab registers none (STATUS_OBJECT_NAME_NOT_FOUND).
+- Paths were checked by impacket's own jail, with its own folding ("//x" is "/x"), search
+  patterns could climb ("../bob/*"), file ids worked in any tree of the connection, and
+  TREE_CONNECT parsed the share name apart from the lab's rule: services.smb.rules, and
+  impacket gets the canonical names the lab's path rule returns (renames are the lab's).
+- READ/WRITE lengths were not checked against the MaxReadSize/MaxWriteSize announced,
+  and messages of any length (16 MiB) were read whole: services.smb.rules and .wire.
+- A NEGOTIATE without 2.0.2 got 2.0.2 anyway (SMB2) or a traceback and the SMB1 code
+  (SMB1): services.smb.negotiate answers as Windows does.
+- A connection that went left its open files (and the store's connection of its thread)
+  behind: the handler releases everything at the end; connections are limited in all
+  and per address (services.smb.limits).
+- A failed WRITE said ACCESS_DENIED even on a full disk: STATUS_DISK_FULL here.
+- Setting the end of file wrote a zero byte at the new size - 1 instead of truncating:
+  a file made shorter kept its length and lost a byte; here it is ftruncate.
 - A WRITE starting past the end of the file was dropped while answering success; plain
   READs and WRITEs are answered by services.smb.fastpath (pwrite), 4x faster too.
 - A directory deleted on close was removed with shutil.rmtree, contents and all, and the
@@ -34,28 +49,26 @@ import struct
 import threading
 from typing import Any
 
-from impacket import nmb, smb
 from impacket import smb3structs as smb2
 from impacket.nt_errors import (STATUS_ACCESS_DENIED, STATUS_BAD_NETWORK_NAME,
-                                STATUS_DIRECTORY_NOT_EMPTY, STATUS_LOGON_FAILURE,
-                                STATUS_MORE_PROCESSING_REQUIRED, STATUS_OBJECT_NAME_INVALID,
-                                STATUS_SUCCESS)
-from impacket.smbserver import SMBSERVER
+                                STATUS_DIRECTORY_NOT_EMPTY, STATUS_DISK_FULL,
+                                STATUS_FILE_CLOSED, STATUS_INVALID_HANDLE,
+                                STATUS_INVALID_PARAMETER, STATUS_LOGON_FAILURE,
+                                STATUS_MORE_PROCESSING_REQUIRED, STATUS_NOT_SUPPORTED,
+                                STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID,
+                                STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS)
+from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import paths
-from . import fastpath, mechlistmic
-from .access import Denied, StoreCredentials, grant, share_name
+from ..store import is_disk_full
+from . import fastpath, mechlistmic, negotiate, rules, wire
+from .access import IPC, Denied, StoreCredentials, grant, share_name
+from .limits import ConnectionLimits
 
 log = logging.getLogger(__name__)
 IDLE_TIMEOUT = 300  # seconds a connection may stay silent
-SMB2_DIALECTS = (b"SMB 2.002", b"SMB 2.???")
 DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwrite",
                 5: "overwrite-if"}
-
-
-def _smb1_offers_smb2(data: bytes) -> bool:
-    """Whether an SMB1 NEGOTIATE lists an SMB2 dialect (then impacket answers with SMB2)."""
-    return data[4:5] == bytes([smb.SMB.SMB_COM_NEGOTIATE]) and any(d in data for d in SMB2_DIALECTS)
 
 
 def _ntlm_message_type(blob: bytes) -> int:
@@ -71,11 +84,30 @@ def _shown(tree: dict, real: str) -> str:
     return tree["shareName"] + ("" if below == "." else "\\" + below.replace("/", "\\"))
 
 
-class Handler(socketserver.BaseRequestHandler):
-    """One connection: NetBIOS session framing, then impacket's processRequest.
+def _status_of(error: OSError) -> int:
+    return STATUS_DISK_FULL if is_disk_full(error) else STATUS_ACCESS_DENIED  # as impacket
 
-    Replaces impacket's SMBSERVERHandler to journal the connection, to turn SMB1 away, and
-    to end quietly (impacket prints tracebacks to stderr for every dropped connection)."""
+
+def _error(status: int) -> tuple[list, None, int]:
+    return [smb2.SMB2Error()], None, status
+
+
+def _sync(handle: int, name: str) -> None:
+    """What the client wrote, and the file's name in its directory, durable (CLOSE)."""
+    os.fsync(handle)
+    directory = os.open(os.path.dirname(name), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Handler(socketserver.BaseRequestHandler):
+    """One connection: SMB over TCP framing, then impacket's processRequest.
+
+    Replaces impacket's SMBSERVERHandler to journal the connection, to bound what one
+    message may be, to turn SMB1 away, to end quietly (impacket prints tracebacks to
+    stderr for every dropped connection) and to release all the connection held."""
 
     server: LabSMBServer
 
@@ -88,43 +120,67 @@ class Handler(socketserver.BaseRequestHandler):
         local.challenge = os.urandom(8)
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
-        netbios = nmb.NetBIOSTCPSession(server.getServerName(), "HOST", ip, sess_port=port,
-                                        sock=self.request)
+        self.request.settimeout(IDLE_TIMEOUT)
         reason = "client closed"
         try:
             while True:
-                packet = netbios.recv_packet(IDLE_TIMEOUT)
-                if packet.get_type() == nmb.NETBIOS_SESSION_REQUEST:
-                    answer = nmb.NetBIOSSessionPacket()
-                    answer.set_type(nmb.NETBIOS_SESSION_POSITIVE_RESPONSE)
-                    answer.set_trailer(packet.get_trailer())
-                    self.request.sendall(answer.rawData())
+                kind, data = wire.receive(self.request, rules.MAX_MESSAGE)
+                if kind == wire.SESSION_REQUEST:
+                    wire.positive_response(self.request)
                     continue
-                data = packet.get_trailer()
-                if data[:4] == b"\xffSMB" and not _smb1_offers_smb2(data):
+                if kind != wire.SESSION_MESSAGE:
+                    continue  # keep-alive
+                if data[:4] == b"\xffSMB" and not negotiate.smb1_offers_smb2(data):
+                    if data[4:5] == bytes([negotiate.SMB1_NEGOTIATE]):
+                        wire.send(self.request, negotiate.smb1_no_common_dialect(data))
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
                 fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data)
                 if fast is not None:
                     reply, file_id, counter, count = fast
                     server.count(file_id, counter, count)
-                    fastpath.send(self.request, reply)
+                    wire.send(self.request, reply)
                     continue
                 for reply in server.processRequest(conn_id, data):
-                    netbios.send_packet(reply.getData() if hasattr(reply, "getData") else reply)
-        except nmb.NetBIOSTimeout:
+                    wire.send(self.request, reply.getData() if hasattr(reply, "getData") else reply)
+        except TimeoutError:
             reason = "idle timeout"
-        except (nmb.NetBIOSError, OSError):
+        except wire.TooLong as error:
+            reason = str(error)
+        except OSError:
             reason = "connection lost" if not server.stopping else "server stopping"
-        except Exception as error:  # a request impacket could not handle: drop this client
+        except Exception as error:  # a request impacket could not parse: drop this client
             reason = f"error: {type(error).__name__}: {error}"
             log.debug("smb connection %s:%s", ip, port, exc_info=True)
         finally:
             local.session.close(reason)
 
     def finish(self) -> None:
-        self.server.connections.discard(self.request)
-        self.server.removeConnection(threading.current_thread().name)
+        """Whatever way the connection went: its open files, impacket's state for it, the
+        store's connection of this thread and its place in the limits go too."""
+        server = self.server
+        conn_id = threading.current_thread().name
+        conn = server.getActiveConnections().get(conn_id)
+        if conn is not None:
+            release_files(conn)
+        server.removeConnection(conn_id)
+        server.connections.discard(self.request)
+        server.limits.leave(self.client_address[0])
+        server.store.db.release()
+
+
+def release_files(conn: dict) -> None:
+    """Close what a connection's open files hold (descriptors, pipe sockets)."""
+    for opened in conn.get("OpenedFiles", {}).values():
+        handle = opened.get("FileHandle")
+        try:
+            if handle == PIPE_FILE_DESCRIPTOR:
+                opened["Socket"].close()
+            elif isinstance(handle, int) and handle > 0:
+                os.close(handle)
+        except (OSError, KeyError):
+            pass
+    conn["OpenedFiles"] = {}
 
 
 class LabSMBServer(SMBSERVER):
@@ -137,13 +193,20 @@ class LabSMBServer(SMBSERVER):
         self.store, self.journal = lab.store, lab.journal
         self.local = threading.local()
         self.connections: set[socket.socket] = set()
+        self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_peer)
         self.stopping = False
-        self._shares_lock = threading.Lock()
         super().__init__(listening.getsockname()[:2], handler_class=Handler,
                          config_parser=self._config())
         self.processConfigFile()
         self._credentials = StoreCredentials(self.store.users)
         self._hook()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Over a connection limit: socketserver closes the socket at once."""
+        refused = self.limits.admit(client_address[0])
+        if refused is not None:
+            self.journal.open("smb", f"{client_address[0]}:{client_address[1]}").close(refused)
+        return refused is None
 
     # --- the pre-bound socket (bound in the reactor thread, so `ready` means listening)
 
@@ -166,8 +229,7 @@ class LabSMBServer(SMBSERVER):
             "SMB2Support": "yes",
             "anonymous_logon": "yes" if self.settings.anonymous else "no",
         }
-        config["IPC$"] = {"comment": "", "read only": "yes", "share type": "3", "path": ""}
-        return config
+        return config  # no shares: TREE_CONNECT is the lab's (access.grant)
 
     # --- what impacket asks the server for
 
@@ -181,16 +243,53 @@ class LabSMBServer(SMBSERVER):
 
     def _hook(self) -> None:
         self._original: dict[int, Any] = {}
-        for command, hook in ((smb2.SMB2_NEGOTIATE, self._negotiate),
-                              (smb2.SMB2_SESSION_SETUP, self._session_setup),
-                              (smb2.SMB2_TREE_CONNECT, self._tree_connect),
-                              (smb2.SMB2_CREATE, self._create),
-                              (smb2.SMB2_SET_INFO, self._set_info),
-                              (smb2.SMB2_READ, self._read),
-                              (smb2.SMB2_WRITE, self._write),
-                              (smb2.SMB2_CLOSE, self._close)):
-            self._original[command] = self.hookSmb2Command(command, hook)
+        hooks = {smb2.SMB2_NEGOTIATE: self._negotiate, smb2.SMB2_SESSION_SETUP: self._session_setup,
+                 smb2.SMB2_TREE_CONNECT: self._tree_connect, smb2.SMB2_CREATE: self._create,
+                 smb2.SMB2_SET_INFO: self._set_info, smb2.SMB2_READ: self._read,
+                 smb2.SMB2_WRITE: self._write,
+                 smb2.SMB2_CLOSE: self._close}
+        for command in [*range(smb2.SMB2_OPLOCK_BREAK), 0xFF]:  # every command impacket has
+            hook = hooks.get(command)
+            self._original[command] = self.hookSmb2Command(
+                command, self._guarded(command, hook or (lambda *args, c=command: self._original[c](*args))))
         self.getIoctls()[smb2.FSCTL_VALIDATE_NEGOTIATE_INFO] = self._validate_negotiate
+
+    def _guarded(self, command: int, handler: Any) -> Any:
+        """`handler` behind the lab's rules for every request (services.smb.rules), and
+        STATUS_INVALID_PARAMETER rather than a dropped connection when a malformed request
+        makes impacket's code raise."""
+        def run(conn_id: str, server: Any, packet: Any, *more: Any) -> Any:
+            try:
+                refused = self._refusal(conn_id, command, packet)
+                return _error(refused) if refused else handler(conn_id, server, packet, *more)
+            except Exception as error:
+                if more:  # an SMB1 NEGOTIATE: impacket's own fallback takes it
+                    raise
+                log.debug("smb command 0x%x", command, exc_info=True)
+                return _error(STATUS_DISK_FULL if is_disk_full(error) else STATUS_INVALID_PARAMETER)
+        return run
+
+    def _refusal(self, conn_id: str, command: int, packet: Any) -> int:
+        """The status a request gets before impacket sees it, or 0 to let it through."""
+        conn = self.getConnectionData(conn_id, checkStatus=False)
+        if not conn.get("Authenticated") or command not in rules.FILE_ID_REQUESTS:
+            return 0
+        body = packet["Data"]
+        opened = conn["OpenedFiles"].get(rules.file_id(conn, command, body))
+        if opened is not None and opened.get("LabTree") != packet["TreeID"]:
+            return STATUS_FILE_CLOSED  # a file id of another tree of this connection
+        if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > rules.MAX_READ:
+            return STATUS_INVALID_PARAMETER
+        if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > rules.MAX_WRITE:
+            return STATUS_INVALID_PARAMETER
+        if command == smb2.SMB2_QUERY_DIRECTORY:
+            pattern = smb2.SMB2QueryDirectory(body)["Buffer"].decode("utf-16le", "replace")
+            try:
+                rules.search_pattern(pattern)
+            except paths.PathError as error:
+                self.session.event("query-directory", f"pattern {pattern!r} refused: {error}")
+                return STATUS_OBJECT_NAME_INVALID
+        return 0
 
     def _security_mode(self) -> int:
         mode = smb2.SMB2_NEGOTIATE_SIGNING_ENABLED
@@ -211,6 +310,15 @@ class LabSMBServer(SMBSERVER):
         return self.local.session
 
     def _negotiate(self, conn_id: str, server: Any, packet: Any, isSMB1: bool = False) -> Any:  # noqa: N803
+        if not isSMB1:  # (an SMB1 NEGOTIATE got here only if it offers SMB 2: Handler)
+            dialects = negotiate.smb2_dialects(packet["Data"])
+            if dialects is None:
+                self.session.event("negotiate", "malformed: refused")
+                return _error(STATUS_INVALID_PARAMETER)
+            if negotiate.SMB2_DIALECT_202 not in dialects:
+                offered = " ".join(f"0x{d:04x}" for d in dialects)
+                self.session.event("negotiate", f"no common dialect (offered {offered})")
+                return _error(STATUS_NOT_SUPPORTED)
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
         packets[0]["Data"]["SecurityMode"] = self._security_mode()
         self.session.event("negotiate", "SMB 2.0.2" + (" (from an SMB1 negotiate)" if isSMB1 else ""))
@@ -263,97 +371,128 @@ class LabSMBServer(SMBSERVER):
 
     def _end_session(self, conn: dict) -> None:
         """A new login on a connection: the trees and files of the previous one go."""
-        for opened in conn.get("OpenedFiles", {}).values():
-            handle = opened.get("FileHandle")
-            if isinstance(handle, int) and handle > 0:
-                try:
-                    os.close(handle)
-                except OSError:
-                    pass
-        conn["OpenedFiles"] = {}
+        release_files(conn)
         conn["ConnectedShares"] = {}
         conn.pop("LabUser", None)
         conn["Authenticated"] = False
 
     def _tree_connect(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The lab's own: the share is what access.grant decides for this user, named as
+        share_name reads the UNC (impacket parsed it its own way and kept one global table)."""
         conn = self.getConnectionData(conn_id)
         request = smb2.SMB2TreeConnect(packet["Data"])
         unc = packet.getData()[request["PathOffset"]:][:request["PathLength"]].decode("utf-16le", "replace")
-        name = share_name(unc)
         try:
-            granted = grant(self.store.files, self.store.users, conn.get("LabUser"), name)
+            granted = grant(self.store.files, self.store.users, conn.get("LabUser"), share_name(unc))
         except Denied as denied:
             self.session.event("tree-connect", f"{unc} {denied.status}")
-            status = STATUS_ACCESS_DENIED if denied.status == "access denied" else STATUS_BAD_NETWORK_NAME
-            return [smb2.SMB2Error()], None, status
-        section = granted.share.upper()
-        with self._shares_lock:  # one section per share; impacket looks them up by name
-            config = self.getServerConfig()
-            if not config.has_section(section):
-                config[section] = {"comment": "", "share type": "0", "path": granted.path,
-                                   "read only": "no"}
-        commands, packets, status = self._original[smb2.SMB2_TREE_CONNECT](conn_id, server, packet)
-        if status == STATUS_SUCCESS:
-            conn = self.getConnectionData(conn_id)
-            tid = packets[0]["TreeID"]
-            tree = dict(conn["ConnectedShares"][tid])  # impacket shares its dict between users
-            tree["read only"] = "yes" if granted.read_only else "no"
-            conn["ConnectedShares"][tid] = tree
-            self.setConnectionData(conn_id, conn)
-        self.session.event("tree-connect", f"{unc} {'ok' if status == STATUS_SUCCESS else hex(status)}"
-                           f"{' read-only' if granted.read_only else ''}")
-        return commands, packets, status
+            return _error(STATUS_ACCESS_DENIED if denied.status == "access denied"
+                          else STATUS_BAD_NETWORK_NAME)
+        tid = max(conn["ConnectedShares"], default=0) + 1
+        conn["ConnectedShares"][tid] = {
+            "shareName": granted.share, "path": granted.path, "pipe": granted.share == IPC,
+            "read only": "yes" if granted.read_only else "no"}
+        packet["TreeID"] = tid  # the response header echoes it
+        answer = smb2.SMB2TreeConnect_Response()
+        answer["ShareType"] = smb2.SMB2_SHARE_TYPE_PIPE if granted.share == IPC else smb2.SMB2_SHARE_TYPE_DISK
+        answer["ShareFlags"] = 0x30 if granted.share == IPC else 0  # no client-side caching
+        answer["Capabilities"] = 0
+        answer["MaximalAccess"] = 0x001200A9 if granted.read_only else 0x001F01FF
+        self.session.event("tree-connect", f"{unc} ok{' read-only' if granted.read_only else ''}")
+        return [answer], None, STATUS_SUCCESS
 
     def _tree(self, conn_id: str, packet: Any) -> dict | None:
         return self.getConnectionData(conn_id)["ConnectedShares"].get(packet["TreeID"])
 
     def _create(self, conn_id: str, server: Any, packet: Any) -> Any:
         tree = self._tree(conn_id, packet)
+        if tree is None:
+            return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
         request = smb2.SMB2Create(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
-        if tree is not None and tree.get("path"):
-            try:
-                paths.resolve(tree["path"], name)
-            except paths.PathError as error:
-                self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
-                return [smb2.SMB2Error()], None, STATUS_OBJECT_NAME_INVALID
+        if tree["pipe"]:  # IPC$: named pipes only, and the lab serves none
+            self.session.event("create", f"IPC$\\{name} refused: no such pipe")
+            return _error(STATUS_OBJECT_NAME_NOT_FOUND)
+        try:
+            canonical = rules.canonical(name)
+            paths.resolve(tree["path"], canonical)
+        except paths.PathError as error:
+            self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
+            return _error(STATUS_OBJECT_NAME_INVALID)
+        packet["Data"] = rules.with_name(request, canonical)
         commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
-        if tree is not None and tree.get("path"):
-            options = request["CreateOptions"]
-            detail = " ".join(filter(None, [
-                DISPOSITIONS.get(request["CreateDisposition"], str(request["CreateDisposition"])),
-                "dir" if options & smb2.FILE_DIRECTORY_FILE else "",
-                "delete-on-close" if options & smb2.FILE_DELETE_ON_CLOSE else ""]))
-            if status == STATUS_SUCCESS:
-                counters = self.local.__dict__.setdefault("transfers", {})
-                file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
-                counters[file_id if isinstance(file_id, bytes) else file_id.getData()] = [0, 0]
-            self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
-                                         f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
+        options = request["CreateOptions"]
+        detail = " ".join(filter(None, [
+            DISPOSITIONS.get(request["CreateDisposition"], str(request["CreateDisposition"])),
+            "dir" if options & smb2.FILE_DIRECTORY_FILE else "",
+            "delete-on-close" if options & smb2.FILE_DELETE_ON_CLOSE else ""]))
+        if status == STATUS_SUCCESS:
+            file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
+            file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
+            self.getConnectionData(conn_id)["OpenedFiles"][file_id]["LabTree"] = packet["TreeID"]
+            self.local.__dict__.setdefault("transfers", {})[file_id] = [0, 0]
+        self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
+                                     f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    def _opened(self, conn_id: str, command: int, packet: Any) -> dict | None:
+        conn = self.getConnectionData(conn_id)
+        return conn["OpenedFiles"].get(rules.file_id(conn, command, packet["Data"]))
 
     def _set_info(self, conn_id: str, server: Any, packet: Any) -> Any:
         request = smb2.SMB2SetInfo(packet["Data"])
         tree = self._tree(conn_id, packet)
-        event = ""
-        if (tree is not None and request["InfoType"] == smb2.SMB2_0_INFO_FILE
-                and request["FileInfoClass"] == smb2.SMB2_FILE_RENAME_INFO):
-            target = smb2.FILE_RENAME_INFORMATION_TYPE_2(request["Buffer"])["FileName"]
-            target = target.decode("utf-16le", "replace")
-            try:
-                paths.resolve(tree["path"], target)
-            except paths.PathError as error:
-                self.session.event("rename", f"to {target} refused: {error}")
-                return [smb2.SMB2Error()], None, STATUS_OBJECT_NAME_INVALID
-            event = f"rename {self._file_name(conn_id, request, tree)} -> {tree['shareName']}\\{target}"
-        elif (tree is not None and request["InfoType"] == smb2.SMB2_0_INFO_FILE
-              and request["FileInfoClass"] == smb2.SMB2_FILE_DISPOSITION_INFO):
-            event = f"delete {self._file_name(conn_id, request, tree)}"
+        opened = self._opened(conn_id, smb2.SMB2_SET_INFO, packet)
+        if tree is None or opened is None or request["InfoType"] != smb2.SMB2_0_INFO_FILE:
+            return self._original[smb2.SMB2_SET_INFO](conn_id, server, packet)
+        if request["FileInfoClass"] == smb2.SMB2_FILE_RENAME_INFO:
+            return self._rename(tree, opened, request)
+        if request["FileInfoClass"] == smb2.SMB2_FILE_END_OF_FILE_INFO:
+            return self._set_end_of_file(tree, opened, request)
         commands, packets, status = self._original[smb2.SMB2_SET_INFO](conn_id, server, packet)
-        if event:
-            what, _, text = event.partition(" ")
-            self.session.event(what, f"{text} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
+        if request["FileInfoClass"] == smb2.SMB2_FILE_DISPOSITION_INFO:
+            self.session.event("delete", f"{_shown(tree, opened['FileName'])} -> "
+                                         f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    def _set_end_of_file(self, tree: dict, opened: dict, request: Any) -> Any:
+        """The file's size, made so (impacket wrote one zero byte at the new size - 1: a
+        file made shorter kept its length and lost that byte)."""
+        size = struct.unpack_from("<q", request["Buffer"].ljust(8, b"\0"))[0]
+        if tree["read only"] == "yes":
+            return _error(STATUS_ACCESS_DENIED)
+        if size < 0 or opened["FileHandle"] == PIPE_FILE_DESCRIPTOR:
+            return _error(STATUS_INVALID_PARAMETER)
+        try:
+            os.ftruncate(opened["FileHandle"], size)
+        except OSError as error:
+            return _error(_status_of(error))
+        return [smb2.SMB2SetInfo_Response()], None, STATUS_SUCCESS
+
+    def _rename(self, tree: dict, opened: dict, request: Any) -> Any:
+        """The lab's own rename: to exactly the path the lab's rule resolved."""
+        info = smb2.FILE_RENAME_INFORMATION_TYPE_2(request["Buffer"])
+        target = info["FileName"].decode("utf-16le", "replace")
+        shown = f"{_shown(tree, opened['FileName'])} -> {tree['shareName']}\\{target}"
+        try:
+            real = paths.resolve(tree["path"], rules.canonical(target))
+        except paths.PathError as error:
+            self.session.event("rename", f"{shown} refused: {error}")
+            return _error(STATUS_OBJECT_NAME_INVALID)
+        if tree["read only"] == "yes":
+            status = STATUS_ACCESS_DENIED
+        elif not info["ReplaceIfExists"] and os.path.lexists(real):
+            status = STATUS_OBJECT_NAME_COLLISION
+        else:
+            try:
+                os.rename(opened["FileName"], real)
+                opened["FileName"], status = str(real), STATUS_SUCCESS
+            except OSError as error:
+                status = STATUS_DISK_FULL if is_disk_full(error) else STATUS_ACCESS_DENIED
+        self.session.event("rename", f"{shown} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
+        if status != STATUS_SUCCESS:
+            return _error(status)
+        return [smb2.SMB2SetInfo_Response()], None, status
 
     def _file_name(self, conn_id: str, request: Any, tree: dict) -> str:
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
@@ -368,25 +507,38 @@ class LabSMBServer(SMBSERVER):
     def _read(self, conn_id: str, server: Any, packet: Any) -> Any:
         commands, packets, status = self._original[smb2.SMB2_READ](conn_id, server, packet)
         if status == STATUS_SUCCESS:
-            self.count(smb2.SMB2Read(packet["Data"])["FileID"].getData(), 0,
-                       commands[0]["DataLength"])
+            self.count(rules.file_id(self.getConnectionData(conn_id), smb2.SMB2_READ, packet["Data"]),
+                       fastpath.READ, commands[0]["DataLength"])
         return commands, packets, status
 
     def _write(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The lab's own WRITE for what the fast path left (compounds, the last-created id,
+        errors): pwrite where asked, STATUS_DISK_FULL when there is no space."""
+        tree, opened = self._tree(conn_id, packet), self._opened(conn_id, smb2.SMB2_WRITE, packet)
+        if tree is None or opened is None or opened["FileHandle"] == PIPE_FILE_DESCRIPTOR:
+            return self._original[smb2.SMB2_WRITE](conn_id, server, packet)
+        if tree["read only"] == "yes":
+            return _error(STATUS_ACCESS_DENIED)
         request = smb2.SMB2Write(packet["Data"])
-        commands, packets, status = self._original[smb2.SMB2_WRITE](conn_id, server, packet)
-        if status == STATUS_SUCCESS:
-            self.count(request["FileID"].getData(), 1, request["Length"])
-        return commands, packets, status
+        data = request["Buffer"][:request["Length"]]
+        try:
+            fastpath.write_all(opened["FileHandle"], memoryview(data), request["Offset"])
+        except OSError as error:
+            self.session.event("write", f"{_shown(tree, opened['FileName'])} failed: {error.strerror}")
+            return _error(_status_of(error))
+        self.count(rules.file_id(self.getConnectionData(conn_id), smb2.SMB2_WRITE, packet["Data"]),
+                   fastpath.WRITTEN, len(data))
+        answer = smb2.SMB2Write_Response()
+        answer["Count"], answer["Remaining"] = len(data), 0
+        return [answer], None, STATUS_SUCCESS
 
     def _close(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id)
-        request = smb2.SMB2Close(packet["Data"])
-        file_id = request["FileID"].getData()
+        file_id = rules.file_id(conn, smb2.SMB2_CLOSE, packet["Data"])
         opened = conn["OpenedFiles"].get(file_id)
         tree = self._tree(conn_id, packet)
         written = self.local.__dict__.get("transfers", {}).pop(file_id, [0, 0])
-        if opened is not None and tree is not None and tree.get("path"):
+        if opened is not None and tree is not None and not tree["pipe"]:
             name = opened["FileName"]
             if opened["DeleteOnClose"] and os.path.isdir(name):
                 root = os.path.realpath(tree["path"])
@@ -398,9 +550,13 @@ class LabSMBServer(SMBSERVER):
                         else STATUS_DIRECTORY_NOT_EMPTY
                     self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
                     return [smb2.SMB2Error()], None, status
-            handle = opened.get("FileHandle")
-            if written[1] and isinstance(handle, int) and handle > 0:
-                os.fsync(handle)  # what the client wrote is durable once CLOSE answers
+            if written[1]:
+                try:
+                    _sync(opened["FileHandle"], name)
+                except OSError as error:
+                    self.session.event("write", f"{_shown(tree, name)} not stored: {error.strerror}")
+                    self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+                    return _error(_status_of(error))
             if written[0] or written[1]:
                 self.session.event("transfer", f"{_shown(tree, name)} read {written[0]} "
                                                f"bytes, wrote {written[1]} bytes")

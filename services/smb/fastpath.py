@@ -7,7 +7,8 @@ about a millisecond per 64 KiB here. Its WRITE also drops, while answering succe
 write that starts past the current end of the file (data loss for clients that write out
 of order). A plain READ or WRITE on an open file is simple enough to answer directly with
 struct and os.pread/os.pwrite; anything else (compounded requests, the "last created
-file" id, pipes, read-only trees, end of file, errors) still goes to impacket.
+file" id, pipes, read-only trees, a file id of another tree, lengths over what NEGOTIATE
+announced, end of file, errors) still goes to impacket, behind the lab's rules.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import hmac
 import os
 import struct
-from typing import Any
+from .rules import MAX_READ, MAX_WRITE
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 sync header
 READ_REQUEST = struct.Struct("<HBBIQ16sIIIHH")  # MS-SMB2 2.2.19, without its Buffer byte
@@ -25,7 +26,6 @@ WRITE_REQUEST = struct.Struct("<HHIQ16sIIHHI")  # MS-SMB2 2.2.21, data at DataOf
 WRITE_RESPONSE = struct.Struct("<HHIIHH")  # MS-SMB2 2.2.22
 SMB2_READ, SMB2_WRITE = 0x0008, 0x0009
 SERVER_TO_REDIR, RELATED, SIGNED = 0x1, 0x4, 0x8
-LAST_CREATED = b"\xff" * 16
 READ, WRITTEN = 0, 1  # which counter a transfer adds to
 
 
@@ -42,12 +42,14 @@ def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
         return None
     if command == SMB2_READ:
         _, _, _, length, offset, file_id, *_ = READ_REQUEST.unpack_from(data, HEADER.size)
+        if length > MAX_READ:
+            return None
     else:
         _, at, length, offset, file_id, *_ = WRITE_REQUEST.unpack_from(data, HEADER.size)
-        if tree.get("read only") == "yes" or at + length > len(data):
+        if tree.get("read only") == "yes" or at + length > len(data) or length > MAX_WRITE:
             return None
     opened = conn["OpenedFiles"].get(file_id)
-    if file_id == LAST_CREATED or opened is None or opened["FileHandle"] < 0:
+    if opened is None or opened["FileHandle"] < 0 or opened.get("LabTree") != tree_id:
         return None
     try:
         if command == SMB2_READ:
@@ -56,13 +58,13 @@ def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
                 return None  # STATUS_END_OF_FILE: impacket's
             body = READ_RESPONSE.pack(17, 0x50, 0, len(content), 0, 0) + content
             return _reply(conn, fields, body), file_id, READ, len(content)
-        _write_all(opened["FileHandle"], memoryview(data)[at:at + length], offset)
+        write_all(opened["FileHandle"], memoryview(data)[at:at + length], offset)
     except OSError:
-        return None  # impacket turns it into the right status
+        return None  # the engine answers it again, with the right status
     return _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0)), file_id, WRITTEN, length
 
 
-def _write_all(fd: int, data: memoryview, offset: int) -> None:
+def write_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
         done = os.pwrite(fd, data, offset)
         data, offset = data[done:], offset + done
@@ -80,8 +82,3 @@ def _reply(conn: dict, request: tuple, body: bytes) -> bytes:
         signature = hmac.new(conn["SigningSessionKey"], packet, hashlib.sha256).digest()[:16]
         packet = packet[:48] + signature + packet[64:]
     return packet
-
-
-def send(sock: Any, packet: bytes) -> None:
-    """One NetBIOS session message (RFC 1002: type 0, 24-bit length), without copying."""
-    sock.sendmsg([b"\x00" + len(packet).to_bytes(3, "big"), packet])

@@ -1,6 +1,8 @@
 """SQLite in WAL mode, shared by every thread and every process of the lab.
 
-Each thread gets its own connection (impacket's SMB server runs in threads). Writes run in
+Each thread gets its own connection (impacket's SMB server runs a thread per client), and
+that connection is closed when its thread ends (or calls release()): a server that makes
+a thread per connection must not keep a descriptor per connection it ever had. Writes run in
 `BEGIN IMMEDIATE` transactions with synchronous=FULL, so a commit that returned is on disk:
 that is what lets a protocol acknowledge (SMTP 250, IMAP APPEND OK) right after it.
 
@@ -15,6 +17,7 @@ import errno
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,12 +92,23 @@ class Tx:
         self.topics.update(topics)
 
 
+class _Held:
+    """A thread's connection, kept in its thread-local storage: when the thread ends, the
+    storage goes, and with it (a finalizer) the connection. sqlite3.Connection itself takes
+    no weak references, so this wrapper is what close() and the finalizer can see."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
         conn = self.conn()
         try:
             app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -110,20 +124,33 @@ class Database:
         self.migrate("core", CORE_MIGRATIONS)
 
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        held = getattr(self._local, "held", None)
+        if held is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                # check_same_thread=False: only its own thread uses it (thread-local), but
+                # close() and the finalizer may close it from another thread.
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30,
+                                       check_same_thread=False)
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.DatabaseError as error:
                 raise StoreError(f"{self.path}: not a protolab database ({error})") from None
             except sqlite3.Error as error:
                 raise StoreError(f"{self.path}: cannot open the database: {error}") from None
-            self._local.conn = conn
+            held = _Held(conn)
+            weakref.finalize(held, conn.close)
+            self._local.held = held
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.add(held)
+        return held.conn
+
+    def release(self) -> None:
+        """Close the calling thread's connection now (a thread that is about to end or to
+        idle for long); its next call opens a new one."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            del self._local.held
+            held.conn.close()
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()
@@ -185,12 +212,9 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass  # made in a thread that is gone; sqlite closes it with the thread
-            self._all.clear()
+            for held in list(self._all):
+                held.conn.close()
+            self._all = weakref.WeakSet()
         self._local = threading.local()
 
 

@@ -1,6 +1,11 @@
 """SMB speed: smbclient get of one big file, the lab's server vs Samba's smbd, side by side.
 
     python3 -m tests.bench.smb [--size 200] [--rounds 2]
+    python3 -m tests.bench.smb --logins 1000
+
+With --logins N: N sequential connections that log in, leave a file open half the time
+and vanish (no CLOSE, no LOGOFF); prints logins/s and the server's open descriptors and
+RSS before and after (tests/test_smb_resources.py does a smaller count and asserts).
 
 A private smbd (its own smb.conf, state and passdb in a temp directory, loopback port)
 shares the very same directory as the lab's `alice` share; Samba's smbclient gets the
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from tests.bench.lab import CHUNK, big_file, serve, stop
 from tests.bench.rounds import best_of_rounds, report_ratio
+from tests.test_smb_resources import login_and_drop, open_fds, rss_kib, settle
 
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:
@@ -70,7 +76,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=200, help="file size in MiB")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--offset", type=int, default=33000)
+    parser.add_argument("--logins", type=int, default=0, help="measure N vanishing logins instead")
     args = parser.parse_args()
+    if args.logins:
+        return logins(args.logins, args.offset)
     for tool in ("smbclient", "smbd", "smbpasswd"):
         if not shutil.which(tool):
             raise SystemExit(f"needs {tool}")
@@ -110,6 +119,27 @@ def main() -> int:
         finally:
             stop(smbd, lab)
     print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+def logins(count: int, offset: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = serve("smb", Path(tmp) / "data", offset)
+        try:
+            port = offset + 445
+            for _ in range(20):
+                login_and_drop(port, open_file=True)
+            fds, rss = settle(lab.pid, 0, timeout=2), rss_kib(lab.pid)
+            started = time.monotonic()
+            for number in range(count):
+                login_and_drop(port, open_file=number % 2 == 0)
+            elapsed = time.monotonic() - started
+            after = settle(lab.pid, fds + 3)
+            print(f"{count} logins in {elapsed:.1f} s ({count / elapsed:.0f}/s); "
+                  f"open fds {fds} -> {after}; RSS {rss} -> {rss_kib(lab.pid)} KiB; "
+                  f"load average {os.getloadavg()}")
+        finally:
+            stop(lab)
     return 0
 
 

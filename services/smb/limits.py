@@ -1,0 +1,34 @@
+"""How many SMB connections the lab takes at once, in all and from one address.
+
+impacket runs a thread per connection and never refuses one: 500 idle sockets from one
+student are 500 threads, and the next client waits behind them. A connection over either
+limit is closed as soon as it is accepted (no SMB answer: it has sent nothing yet)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+
+class ConnectionLimits:
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total, self.per_peer = total, per_peer
+        self._lock = threading.Lock()
+        self._peers: Counter[str] = Counter()
+
+    def admit(self, peer: str) -> str | None:
+        """Count a new connection from `peer`; or, over a limit, say which (and count nothing)."""
+        with self._lock:
+            if sum(self._peers.values()) >= self.total:
+                return f"refused: {self.total} connections already (max_connections)"
+            if self._peers[peer] >= self.per_peer:
+                return (f"refused: {self.per_peer} connections from this address already "
+                        "(max_connections_per_peer)")
+            self._peers[peer] += 1
+            return None
+
+    def leave(self, peer: str) -> None:
+        with self._lock:
+            self._peers[peer] -= 1
+            if self._peers[peer] <= 0:
+                del self._peers[peer]

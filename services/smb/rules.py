@@ -1,0 +1,74 @@
+"""What one SMB2 request may name and ask for, checked before impacket sees it.
+
+impacket resolves names with its own normpath-and-join (an empty share path is the
+process's working directory, "//x" becomes "/x", a search pattern may climb with ".."),
+binds a file id to the connection but not to the tree it was opened in, and takes READ
+and WRITE lengths as given. The lab's rules:
+
+- every name goes through services.paths (the lab's one path rule), and what impacket
+  gets is the canonical form that rule returns, so the two can never disagree;
+- a QUERY_DIRECTORY search pattern is one name in the open directory (no separator, no
+  "..", in any Unicode spelling), as on Windows (STATUS_OBJECT_NAME_INVALID);
+- a file id works only in the tree that opened it (STATUS_FILE_CLOSED elsewhere);
+- READ and WRITE lengths stay within what NEGOTIATE announced (STATUS_INVALID_PARAMETER).
+"""
+
+from __future__ import annotations
+
+from impacket import smb3structs as smb2
+
+from .. import paths
+
+# What impacket's NEGOTIATE announces (MaxTransactSize, MaxReadSize, MaxWriteSize).
+MAX_READ = MAX_WRITE = 65536
+# The longest message taken: a full WRITE (or a compound around it) and its headers.
+MAX_MESSAGE = MAX_WRITE + 4096
+LAST_CREATED = b"\xff" * 16  # "the file the previous request of this compound created"
+
+# Requests that name an open file, and the structure that holds its FileID.
+FILE_ID_REQUESTS = {
+    smb2.SMB2_CLOSE: smb2.SMB2Close, smb2.SMB2_FLUSH: smb2.SMB2Flush,
+    smb2.SMB2_READ: smb2.SMB2Read, smb2.SMB2_WRITE: smb2.SMB2Write,
+    smb2.SMB2_LOCK: smb2.SMB2Lock, smb2.SMB2_IOCTL: smb2.SMB2Ioctl,
+    smb2.SMB2_QUERY_DIRECTORY: smb2.SMB2QueryDirectory,
+    smb2.SMB2_CHANGE_NOTIFY: smb2.SMB2ChangeNotify,
+    smb2.SMB2_QUERY_INFO: smb2.SMB2QueryInfo, smb2.SMB2_SET_INFO: smb2.SMB2SetInfo,
+}
+
+
+def canonical(name: str) -> str:
+    """A client's path as impacket should see it: names joined by "/", nothing to fold
+    (no "..", ".", separators doubled or leading); PathError where the lab's rule says."""
+    return "/".join(paths.parts(name))
+
+
+def search_pattern(pattern: str) -> None:
+    """PathError unless `pattern` is one name (wildcards allowed) of the open directory."""
+    if "/" in pattern or "\\" in pattern:
+        raise paths.PathError(f"a search pattern is one name: {pattern!r}")
+    if pattern not in ("", ".") and len(paths.parts(pattern)) != 1:
+        raise paths.PathError(f"a search pattern is one name: {pattern!r}")
+
+
+def with_name(create: smb2.SMB2Create, name: str) -> bytes:
+    """The CREATE request's body with `name` as its file name. Its create contexts go:
+    impacket's server reads none of them."""
+    encoded = name.encode("utf-16le")
+    create["AlignPad"] = b""
+    create["NameOffset"] = 64 + smb2.SMB2Create.SIZE
+    create["NameLength"] = len(encoded)
+    create["CreateContextsOffset"] = create["CreateContextsLength"] = 0
+    create["Buffer"] = encoded or b"\0"  # an empty name still has its one padding byte
+    return create.getData()
+
+
+def file_id(conn: dict, command: int, body: bytes) -> bytes | None:
+    """The open file a request names (LAST_CREATED resolved), or None if it names none."""
+    structure = FILE_ID_REQUESTS.get(command)
+    if structure is None:
+        return None
+    fid = structure(body)["FileID"].getData()
+    if fid == LAST_CREATED and "SMB2_CREATE" in conn.get("LastRequest", {}):
+        created = conn["LastRequest"]["SMB2_CREATE"]["FileID"]
+        fid = created if isinstance(created, bytes) else created.getData()
+    return fid
