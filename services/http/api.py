@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..journal import recent
-from ..store import UserError
+from ..store import DiskFull, UserError
 from .auth import login
 from .headers import summary
 from .labinfo import services
@@ -394,6 +394,8 @@ class Api:
             result = route.handler(call)
         except ApiError as failure:
             return error(request, failure.status, failure.message)
+        except DiskFull:
+            return error(request, 507, "the lab's disk is full: nothing was changed")
         if route.status == 204:
             return send_no_body(request, 204)
         if isinstance(result, bytes):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..paths import PathError, resolve
+from ..store import is_disk_full
 from .auth import challenge, login, www_authenticate
 from .channel import Refusal
 from .files import SMALL, FileCache, serve
@@ -179,19 +180,12 @@ class UserWeb:
         if not target.parent.is_dir():
             return error_page(request, 409, "The parent directory does not exist (MKCOL it).")
         existed = target.exists()
-        # Durable and whole: a temp file in the same directory, fsync, then rename over.
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out:
-                request.content.seek(0)
-                shutil.copyfileobj(request.content, out, 1024 * 1024)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+            _write_whole(request.content, target)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return insufficient_storage(request, target)
         _fsync_dir(target.parent)
         request.channel.session.event("put", f"{target.name} {request.body_size} bytes")
         if existed:
@@ -222,8 +216,37 @@ class UserWeb:
             target.mkdir()
         except FileNotFoundError:
             return error_page(request, 409, "The parent directory does not exist.")
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return insufficient_storage(request, target)
         _fsync_dir(target.parent)
         return send(request, b"created\n", b"text/plain; charset=utf-8", 201)
+
+
+def _write_whole(source: Any, target: Path) -> None:
+    """`source` (a file object, from its start) as `target`, durable and whole: a temp file
+    in the same directory, fsync, then renamed over, so readers see the old or the new file
+    whole. On any error the temp file is gone and `target` is as it was."""
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            source.seek(0)
+            shutil.copyfileobj(source, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def insufficient_storage(request: Any, target: Path) -> bytes:
+    """507: nothing of the request was stored (the session goes on)."""
+    request.channel.session.event("disk-full", target.name)
+    return error_page(request, 507, "The disk is full: nothing was stored. "
+                      "Free some space and try again.")
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
