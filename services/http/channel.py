@@ -22,6 +22,10 @@ every body to a temporary file before the resource sees it. Here:
   see framing_error();
 - obsolete line folding (a header line starting with a space) is refused (RFC 9112 5.2
   allows either that or joining; refusing leaves no two readings of one header);
+- [http] idle_timeout closes a connection that sends nothing, and bounds the time a
+  request head may take from its first byte (Twisted resets its timer on every byte, so
+  a head trickled a byte at a time held a connection forever); a head cut short by the
+  timeout gets 408;
 - every connection is a journal session; every request is a command and a reply line.
 """
 
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
     from ..journal import Session
 
 STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-               413: b"Content Too Large", 414: b"URI Too Long",
+               408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
                431: b"Request Header Fields Too Large", 501: b"Not Implemented",
                505: b"HTTP Version Not Supported", 507: b"Insufficient Storage"}
 SPOOL_IN_MEMORY = 64 * 1024
@@ -146,6 +150,24 @@ class LabChannel(http.HTTPChannel):
         super().requestDone(request)  # may answer buffered pipelined requests meanwhile
         if self.read_closed and not self._handlingRequest:
             self.loseConnection()
+
+    # --- timeouts ----------------------------------------------------------------------
+
+    def in_head(self) -> bool:
+        """Whether part of a request head (line, headers) has arrived but not all of it."""
+        return self.line_mode and (bool(self._buffer) or hasattr(self, "_command"))
+
+    def resetTimeout(self) -> None:  # noqa: N802
+        if not self.in_head():  # the timer runs from the head's first byte, not its last
+            super().resetTimeout()
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        if self.in_head() and not self.refused:
+            self.session.event("timeout", "request head incomplete")
+            self.refuse(408, f"the request head took over {self.timeOut} s")
+            return
+        self.session.event("timeout", "idle")
+        super().timeoutConnection()
 
     # --- refusing bad requests ---------------------------------------------------------
 

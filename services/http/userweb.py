@@ -7,6 +7,7 @@ the one path-safety rule of all file-serving protocols: whatever leaves the home
 
 from __future__ import annotations
 
+import heapq
 import html
 import os
 import shutil
@@ -32,6 +33,7 @@ WRITE = (b"PUT", b"DELETE", b"MKCOL")
 ALLOW = b"GET, HEAD, PUT, DELETE, MKCOL"
 TEMP_PREFIX = ".upload-"
 MAX_LOCATED = 10_000
+MAX_LISTED = 1000  # entries a directory listing shows
 
 
 class UserWeb:
@@ -162,15 +164,22 @@ class UserWeb:
 
     @staticmethod
     def listing(request: Any, directory: Path, relative: str) -> bytes:
-        items = []
-        for entry in sorted(directory.iterdir(), key=lambda p: p.name):
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
-            name = entry.name + ("/" if entry.is_dir() else "")
-            items.append(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>')
+        """The first MAX_LISTED names, sorted, and how many there are: one scandir pass
+        (the kind of entry comes with the name, no stat per entry) and a bounded heap, so
+        a directory of a hundred thousand files costs milliseconds of the reactor, and
+        the page stays a page."""
+        count = 0
+        with os.scandir(directory) as entries:
+            shown = heapq.nsmallest(MAX_LISTED, (
+                entry.name + ("/" if entry.is_dir() else "") for entry in entries
+                if not entry.name.startswith(TEMP_PREFIX) and (count := count + 1)))
+        items = "".join(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>'
+                        for name in shown)
+        note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file "
+                "by its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
         title = html.escape("/" + relative.lstrip("/"))
         page = (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
-                f"</title></head><body><h1>Index of {title}</h1><ul>{''.join(items)}</ul>"
+                f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
                 "</body></html>\n")
         return send(request, page.encode(), HTML)
 
