@@ -17,6 +17,9 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.threads import deferToThread
+from twisted.web.server import NOT_DONE_YET
+
 from ..paths import PathError, resolve
 from ..store import is_disk_full
 from .auth import challenge, login, www_authenticate
@@ -163,25 +166,36 @@ class UserWeb:
             return error_page(request, 403, "This file may not be read.")
 
     @staticmethod
-    def listing(request: Any, directory: Path, relative: str) -> bytes:
-        """The first MAX_LISTED names, sorted, and how many there are: one scandir pass
-        (the kind of entry comes with the name, no stat per entry) and a bounded heap, so
-        a directory of a hundred thousand files costs milliseconds of the reactor, and
-        the page stays a page."""
-        count = 0
-        with os.scandir(directory) as entries:
-            shown = heapq.nsmallest(MAX_LISTED, (
-                entry.name + ("/" if entry.is_dir() else "") for entry in entries
-                if not entry.name.startswith(TEMP_PREFIX) and (count := count + 1)))
-        items = "".join(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>'
-                        for name in shown)
-        note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file "
-                "by its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
-        title = html.escape("/" + relative.lstrip("/"))
-        page = (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
-                f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
-                "</body></html>\n")
-        return send(request, page.encode(), HTML)
+    def listing(request: Any, directory: Path, relative: str) -> Any:
+        """The directory's page, made in a thread: reading a directory of a hundred
+        thousand names takes a few hundred milliseconds, which the reactor (every
+        session of every protocol) must not wait for."""
+        finished = request.notifyFinish()  # fires (errback) if the client goes first
+        gone: list[bool] = []
+        finished.addErrback(lambda _: gone.append(True))
+
+        def answer(page: bytes) -> None:
+            if not gone:
+                request.setHeader(b"Content-Length", b"%d" % len(page))
+                request.write(send(request, page, HTML))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            if gone:
+                return
+            if failure.check(FileNotFoundError, NotADirectoryError):
+                body = error_page(request, 404, "No such directory.")
+            elif failure.check(PermissionError):
+                body = error_page(request, 403, "This directory may not be read.")
+            else:
+                request.processingFailed(failure)
+                return
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+        deferToThread(listing_page, directory, relative).addCallbacks(answer, failed)
+        return NOT_DONE_YET
 
     def put(self, request: Any, target: Path) -> Any:
         if target.is_dir():
@@ -256,6 +270,25 @@ def insufficient_storage(request: Any, target: Path) -> bytes:
     request.channel.session.event("disk-full", target.name)
     return error_page(request, 507, "The disk is full: nothing was stored. "
                       "Free some space and try again.")
+
+
+def listing_page(directory: Path, relative: str) -> bytes:
+    """The first MAX_LISTED names, sorted, and how many there are: one scandir pass (the
+    kind of entry comes with the name: no stat per entry) and a bounded heap, so the page
+    stays a page however big the directory."""
+    count = 0
+    with os.scandir(directory) as entries:
+        shown = heapq.nsmallest(MAX_LISTED, (
+            entry.name + ("/" if entry.is_dir() else "") for entry in entries
+            if not entry.name.startswith(TEMP_PREFIX) and (count := count + 1)))
+    items = "".join(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>'
+                    for name in shown)
+    note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file by "
+            "its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
+    title = html.escape("/" + relative.lstrip("/"))
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
+            f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
+            "</body></html>\n").encode()
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
