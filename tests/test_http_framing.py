@@ -27,15 +27,22 @@ def web(tmp_path_factory):
     assert "Traceback" not in server.stderr() and "Unhandled" not in server.stderr()
 
 
-def half_closed(server, data: bytes) -> bytes:
-    """Send `data`, shut our sending side (FIN), read until the server closes."""
-    with socket.create_connection(("127.0.0.1", server.port("http", "http")), timeout=10) as s:
+def half_closed(server, data: bytes, half_close: bool = True) -> bytes:
+    """Send `data`, shut our sending side (FIN) unless told not to, read until the server
+    closes (a reset fails the test)."""
+    with socket.create_connection(("127.0.0.1", server.port("http", "http")), timeout=20) as s:
         s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def kept_open(server, data: bytes) -> bytes:
+    """Send `data` and keep our side open: the server must close after its refusal."""
+    return half_closed(server, data, half_close=False)
 
 
 def netcat(server, data: bytes) -> bytes:
@@ -134,16 +141,6 @@ def test_smuggling_shapes_are_refused_and_the_smuggled_request_never_answered(we
         assert b"smuggled" not in answer  # status_of: exactly one response
     journal = web.journal_until("http", f"{status} ")
     assert "/smuggled" not in journal
-
-
-def kept_open(server, data: bytes) -> bytes:
-    """Send `data` and keep our side open: the server must close after its refusal."""
-    with socket.create_connection(("127.0.0.1", server.port("http", "http")), timeout=10) as s:
-        s.sendall(data)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def test_a_sound_chunked_body_still_passes(web):

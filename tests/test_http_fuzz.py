@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import re
-import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from .conftest import LabFactory
 from .test_http import status_of
+from .test_http_framing import half_closed
 
 EXAMPLES = int(os.environ.get("PROTOLAB_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -40,17 +40,6 @@ def web(tmp_path_factory):
     stderr = server.stderr()
     assert not problems, problems
     assert "Traceback" not in stderr and "Unhandled" not in stderr, stderr[-3000:]
-
-
-def exchange(server, data: bytes) -> bytes:
-    """Send `data`, half-close, read until the server closes (a reset fails the test)."""
-    with socket.create_connection(("127.0.0.1", server.port("http", "http")), timeout=20) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def statuses(answer: bytes) -> list[int]:
@@ -112,7 +101,7 @@ def requests(draw) -> bytes:
 @FUZZ
 @given(requests())
 def test_fuzzed_requests_get_an_answer_or_a_clean_close(web, data):
-    assert_answered(exchange(web, data))
+    assert_answered(half_closed(web, data))
 
 
 JSON_VALUES = st.recursive(
@@ -136,7 +125,7 @@ API_BODIES = st.one_of(
 def test_fuzzed_api_bodies_get_a_json_answer(web, body, path):
     data = (b"POST " + path + b" HTTP/1.1\r\nHost: www\r\n" + ADMIN
             + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    answer = exchange(web, data)
+    answer = half_closed(web, data)
     assert_answered(answer)
     assert statuses(answer), answer[:200]
     head, _, payload = answer.partition(b"\r\n\r\n")
@@ -145,5 +134,5 @@ def test_fuzzed_api_bodies_get_a_json_answer(web, body, path):
 
 
 def test_the_server_still_answers_after_the_campaign(web):
-    answer = exchange(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n")
+    answer = half_closed(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n")
     assert status_of(answer) == [200]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 
 import pytest
 
 from services.store import Store
 
 from .conftest import LabFactory
+from .test_http import raw
 
 SECRETS = (b"BOB-PRIVATE", b"BOB-MAIL", b"PRIVATE KEY", b"pbkdf2_sha256", b'"session"')
 
@@ -49,9 +49,7 @@ def ask(server, method: str, path: str, user: str | None = "alice",
             b"Content-Length: %d" % len(body or b"")]
     if user:
         head.append(b"Authorization: Basic " + base64.b64encode(f"{user}:{user}".encode()))
-    with socket.create_connection(("127.0.0.1", server.port("http", "http")), timeout=10) as s:
-        s.sendall(b"\r\n".join(head) + b"\r\n\r\n" + (body or b""))
-        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    answer = raw(server, b"\r\n".join(head) + b"\r\n\r\n" + (body or b""))
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 

@@ -15,7 +15,7 @@ import pytest
 from services.http.userweb import MAX_LISTED
 
 from .conftest import LabFactory
-from .test_http import status_of
+from .test_http import raw, status_of
 
 IDLE = 2  # seconds, [http] idle_timeout for these tests
 CONNECTIONS = 1000
@@ -35,9 +35,7 @@ def connect(server) -> socket.socket:
 
 
 def get(server, path: str) -> bytes:
-    with connect(server) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: www\r\nConnection: close\r\n\r\n".encode())
-        return b"".join(iter(lambda: s.recv(65536), b""))
+    return raw(server, f"GET {path} HTTP/1.1\r\nHost: www\r\nConnection: close\r\n\r\n".encode())
 
 
 def test_a_directory_of_20000_files_lists_the_first_ones_with_a_note(web):
