@@ -30,8 +30,11 @@ def raw_headers(data: bytes) -> dict[str, str]:
     """Each header's first occurrence (lower-case name -> unfolded value), up to the first
     empty line or the first line that is no header."""
     head = _END_OF_HEADERS.split(data, 1)[0]
+    lines = _LINE.split(head)
+    if lines[0].startswith(b"From "):  # an mbox separator line, as email's parser skips it
+        del lines[0]
     fields: list[tuple[str, list[bytes]]] = []
-    for line in _LINE.split(head):
+    for line in lines:
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 continue  # a continuation with nothing to continue
