@@ -136,3 +136,29 @@ def test_fuzzed_api_bodies_get_a_json_answer(web, body, path):
 def test_the_server_still_answers_after_the_campaign(web):
     answer = half_closed(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n")
     assert status_of(answer) == [200]
+
+
+def upload(boundary: bytes) -> bytes:
+    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="f"; filename="a"'
+            b"\r\n\r\ndata\r\n--" + boundary + b"--\r\n")
+    return (b"POST /lab/http/upload HTTP/1.1\r\nHost: www\r\nContent-Type: multipart/form-data; "
+            b"boundary=" + boundary + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_a_boundary_over_70_characters_is_400_and_the_connection_goes_on(web):
+    """It dropped the connection without a response (MultipartError escaped the body
+    sink's constructor, before any resource ran)."""
+    follow = b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n"
+    answer = half_closed(web, upload(b"x" * 71) + upload(b"x" * 70) + upload(b"a\x01b") + follow)
+    assert status_of(answer) == [400, 200, 400, 200]
+    assert b"1-70 characters" in answer and b"bytes: 4\n" in answer
+
+
+def test_deeply_nested_json_is_a_400_with_a_json_error(web):
+    """json.loads raised RecursionError, which the API did not catch: 500."""
+    for body in (b"[" * 100_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000, b"[" * 33 + b"]" * 33):
+        answer = half_closed(web, b"POST /api/v1/users HTTP/1.1\r\nHost: www\r\n" + ADMIN
+                             + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert status_of(answer) == [400]
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert error == {"status": 400, "message": "the body nests deeper than 32 levels"}
