@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import struct
 import time
 
 import pytest
@@ -69,21 +70,24 @@ def settled_fds(pid: int, level: int) -> int:
     return count
 
 
-def half_requests(server, count: int) -> None:
+def half_requests(server, count: int, reset: bool) -> None:
     for number in range(count):
         with connect(server) as s:
             s.sendall(b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\nX-N: %d\r\n" % number)
+            if reset:  # close with a RST instead of a FIN
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def test_dropped_half_requests_leave_fds_and_rss_at_their_level(web):
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "reset"])
+def test_dropped_half_requests_leave_fds_and_rss_at_their_level(web, reset):
     pid = web.process.pid
-    half_requests(web, 100)  # warm-up: caches, journal buffers, allocator arenas
+    half_requests(web, 100, reset)  # warm-up: caches, journal buffers, allocator arenas
     base_fds, base_rss = settled_fds(pid, fds(pid)), rss_kib(pid)
-    half_requests(web, CONNECTIONS)
+    half_requests(web, CONNECTIONS, reset)
     after_fds = settled_fds(pid, base_fds)
     after_rss = rss_kib(pid)
-    print(f"\n{CONNECTIONS} dropped half requests: fds {base_fds} -> {after_fds}, "
-          f"RSS {base_rss} -> {after_rss} KiB")
+    print(f"\n{CONNECTIONS} half requests dropped ({'RST' if reset else 'FIN'}): fds "
+          f"{base_fds} -> {after_fds}, RSS {base_rss} -> {after_rss} KiB")
     assert after_fds <= base_fds
     assert after_rss - base_rss < 4096  # no per-connection leak (4 KiB each would be 4 MB)
     assert status_of(get(web, "/lab/http/basic.html")) == [200]
