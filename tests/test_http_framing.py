@@ -11,8 +11,8 @@ import pytest
 
 from services.http.channel import framing_error
 
-from .conftest import LabFactory, need
-from .test_http import status_of
+from .conftest import need
+from .test_http import running_web, status_of
 
 ROUNDS = 50  # the lost answer was a race: most tries, not all, lost it
 GET = b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n"
@@ -20,11 +20,8 @@ GET = b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n"
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("framing"))
-    server = factory.start(only="http")
-    yield server
-    assert not factory.cleanup()
-    assert "Traceback" not in server.stderr() and "Unhandled" not in server.stderr()
+    with running_web(tmp_path_factory, "framing") as server:
+        yield server
 
 
 def half_closed(server, data: bytes, half_close: bool = True) -> bytes:

@@ -18,8 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import LabFactory
-from .test_http import status_of
+from .test_http import running_web, status_of
 from .test_http_framing import half_closed
 
 EXAMPLES = int(os.environ.get("PROTOLAB_FUZZ_EXAMPLES", "1000"))
@@ -32,14 +31,9 @@ CONFIG = "[http]\nupload_limit = 100000\nheader_limit = 4096\nmax_headers = 30\n
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("fuzz"))
-    server = factory.start(only="http", config=CONFIG)
-    (server.data / "homes" / "alice" / "public_html" / "page.html").write_text("<p>hi</p>")
-    yield server
-    problems = factory.cleanup()
-    stderr = server.stderr()
-    assert not problems, problems
-    assert "Traceback" not in stderr and "Unhandled" not in stderr, stderr[-3000:]
+    with running_web(tmp_path_factory, "fuzz", CONFIG) as server:
+        (server.data / "homes" / "alice" / "public_html" / "page.html").write_text("<p>hi</p>")
+        yield server
 
 
 def statuses(answer: bytes) -> list[int]:

@@ -15,8 +15,7 @@ import pytest
 
 from services.http.userweb import MAX_LISTED
 
-from .conftest import LabFactory
-from .test_http import raw, status_of
+from .test_http import raw, running_web, status_of
 
 IDLE = 2  # seconds, [http] idle_timeout for these tests
 CONNECTIONS = 1000
@@ -24,11 +23,8 @@ CONNECTIONS = 1000
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("resources"))
-    server = factory.start(only="http", config=f"[http]\nidle_timeout = {IDLE}\n")
-    yield server
-    assert not factory.cleanup()
-    assert "Traceback" not in server.stderr()
+    with running_web(tmp_path_factory, "resources", f"[http]\nidle_timeout = {IDLE}\n") as server:
+        yield server
 
 
 def connect(server) -> socket.socket:
