@@ -91,7 +91,7 @@ SHAPES = {
                                  b"\r\n0\r\n\r\n", 400),
     "te-identity-chunked-list": (b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 501),
     "te-chunked-identity-list": (b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400),
-    "te-chunked-twice-list": (b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 501),
+    "te-chunked-twice-list": (b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400)  # RFC 9112 6.1: never twice,
     "te-chunked-twice-lines": (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
                                b"\r\n0\r\n\r\n", 400),
     "te-gzip": (b"Transfer-Encoding: gzip\r\n\r\n0\r\n\r\n", 400),
@@ -159,6 +159,7 @@ def test_a_sound_chunked_body_still_passes(web):
     (b"Transfer-Encoding", b"gzip, chunked", False, b"HTTP/1.1", 501),
     (b"Transfer-Encoding", b"chunked,", False, b"HTTP/1.1", 400),
     (b"Transfer-Encoding", b"", False, b"HTTP/1.1", 400),
+    (b"Transfer-Encoding", b"chunked, gzip, chunked", False, b"HTTP/1.1", 400),
 ])
 def test_framing_error(header, value, framed, version, expected):
     error = framing_error(header, value, framed, version)

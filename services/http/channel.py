@@ -73,8 +73,8 @@ def framing_error(header: bytes, value: bytes, framed: bool,
     if version != b"HTTP/1.1":
         return 400, "Transfer-Encoding in an HTTP/1.0 request"
     codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
-    if codings[-1] != b"chunked":
-        return 400, "the final transfer coding must be chunked"
+    if codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        return 400, "chunked must be the final transfer coding, and only once"
     if len(codings) > 1:
         return 501, "no transfer coding but chunked is implemented"
     return None
