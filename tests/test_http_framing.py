@@ -91,7 +91,8 @@ SHAPES = {
                                  b"\r\n0\r\n\r\n", 400),
     "te-identity-chunked-list": (b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 501),
     "te-chunked-identity-list": (b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400),
-    "te-chunked-twice-list": (b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400)  # RFC 9112 6.1: never twice,
+    # RFC 9112 6.1: chunked is never applied twice
+    "te-chunked-twice-list": (b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
     "te-chunked-twice-lines": (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
                                b"\r\n0\r\n\r\n", 400),
     "te-gzip": (b"Transfer-Encoding: gzip\r\n\r\n0\r\n\r\n", 400),
