@@ -95,9 +95,9 @@ BOB_WEB = ["/~bob/page.html", "/~bob/new.html", "/~bob/dir", "/~bob/", "/~bob/%2
 def test_alice_cannot_change_bobs_web_space(web, method, path):
     status, _ = ask(web, method, path, body=b"owned by alice" if method == "PUT" else None)
     assert status in (301, 403), status
-    assert (web.data / "homes" / "bob" / "public_html" / "page.html").read_bytes() == b"bob's page\n"
-    assert not (web.data / "homes" / "bob" / "public_html" / "new.html").exists()
-    assert not (web.data / "homes" / "bob" / "public_html" / "dir").exists()
+    bobs = web.data / "homes" / "bob" / "public_html"
+    assert (bobs / "page.html").read_bytes() == b"bob's page\n"
+    assert not (bobs / "new.html").exists() and not (bobs / "dir").exists()
 
 
 BOX = "/api/v1/users/bob/mailboxes/INBOX/messages"
