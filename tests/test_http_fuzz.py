@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from .test_http import running_web, status_of
 from .test_http_framing import half_closed
+from .test_http_resources import fds, rss_kib, settled_fds
 
 EXAMPLES = int(os.environ.get("PROTOLAB_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -33,6 +34,8 @@ CONFIG = "[http]\nupload_limit = 100000\nheader_limit = 4096\nmax_headers = 30\n
 def web(tmp_path_factory):
     with running_web(tmp_path_factory, "fuzz", CONFIG) as server:
         (server.data / "homes" / "alice" / "public_html" / "page.html").write_text("<p>hi</p>")
+        half_closed(server, b"GET / HTTP/1.1\r\nHost: www\r\n\r\n")  # warm the portal
+        server.level = fds(server.process.pid), rss_kib(server.process.pid)
         yield server
 
 
@@ -130,6 +133,11 @@ def test_fuzzed_api_bodies_get_a_json_answer(web, body, path):
 def test_the_server_still_answers_after_the_campaign(web):
     answer = half_closed(web, b"GET /lab/http/basic.html HTTP/1.1\r\nHost: www\r\n\r\n")
     assert status_of(answer) == [200]
+    base_fds, base_rss = web.level
+    after_fds = settled_fds(web.process.pid, base_fds)
+    print(f"\nafter {2 * EXAMPLES} fuzzed inputs: fds {base_fds} -> {after_fds}, "
+          f"RSS {base_rss} -> {rss_kib(web.process.pid)} KiB")
+    assert after_fds <= base_fds
 
 
 def upload(boundary: bytes) -> bytes:
