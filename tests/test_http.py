@@ -10,11 +10,13 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from services import registry
-from .conftest import LabFactory, need
+from .conftest import LabFactory, Server, need
 
 CONFIG = """
 [http]
@@ -25,14 +27,23 @@ max_headers = 20
 """
 
 
+@contextmanager
+def running_web(tmp_path_factory, name: str, config: str | None = None) -> Iterator[Server]:
+    """An HTTP server for a whole test module: stopped at the end (exit 0), and then its
+    stderr must show no traceback: bad input never reached the reactor as an error."""
+    factory = LabFactory(tmp_path_factory.mktemp(name))
+    server = factory.start(only="http", config=config)
+    yield server
+    problems = factory.cleanup()
+    assert not problems, problems
+    stderr = server.stderr()
+    assert "Traceback" not in stderr and "Unhandled" not in stderr, stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("http"))
-    server = factory.start(only="http", config=CONFIG)
-    yield server
-    assert not factory.cleanup()
-    # Bad input never reached the reactor as an unhandled error.
-    assert "Traceback" not in server.stderr() and "Unhandled" not in server.stderr()
+    with running_web(tmp_path_factory, "http", CONFIG) as server:
+        yield server
 
 
 def url(server, path: str, tls: bool = False) -> str:

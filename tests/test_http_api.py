@@ -14,8 +14,7 @@ import pytest
 from services import registry
 from services.store import Store
 
-from .conftest import LabFactory
-from .test_http import curl, status_of
+from .test_http import curl, running_web, status_of
 
 MESSAGE = (b"From: Carol <carol@lab.test>\r\nTo: alice@lab.test\r\n"
            b"Subject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <1@lab.test>\r\n\r\nhello\r\n")
@@ -23,20 +22,17 @@ MESSAGE = (b"From: Carol <carol@lab.test>\r\nTo: alice@lab.test\r\n"
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("api"))
-    server = factory.start(only="http")
-    store = Store(server.data)  # another process on the same data directory, like SMTP
-    store.mail.append("alice", "INBOX", MESSAGE)
-    store.mail.append("alice", "INBOX", MESSAGE.replace(b"<1@", b"<2@"))
-    store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="lease:aa")
-    # Folder becomes a \Noselect placeholder, as after IMAP DELETE of a mailbox with inferiors.
-    store.mail.create_mailbox("alice", "Folder")
-    store.mail.create_mailbox("alice", "Folder/Sub")
-    store.mail.delete_mailbox("alice", "Folder")
-    store.close()
-    yield server
-    assert not factory.cleanup()
-    assert "Traceback" not in server.stderr()
+    with running_web(tmp_path_factory, "api") as server:
+        store = Store(server.data)  # another process on the same data directory, like SMTP
+        store.mail.append("alice", "INBOX", MESSAGE)
+        store.mail.append("alice", "INBOX", MESSAGE.replace(b"<1@", b"<2@"))
+        store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="lease:aa")
+        # Folder becomes a \Noselect placeholder, as after IMAP DELETE of a mailbox with inferiors.
+        store.mail.create_mailbox("alice", "Folder")
+        store.mail.create_mailbox("alice", "Folder/Sub")
+        store.mail.delete_mailbox("alice", "Folder")
+        store.close()
+        yield server
 
 
 def call(server, method: str, path: str, auth: tuple[str, str] | None = ("admin", "admin"),

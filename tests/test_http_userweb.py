@@ -9,17 +9,13 @@ import os
 
 import pytest
 
-from .conftest import LabFactory
-from .test_http import curl, status_of
+from .test_http import curl, running_web, status_of
 
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    factory = LabFactory(tmp_path_factory.mktemp("userweb"))
-    server = factory.start(only="http")
-    yield server
-    assert not factory.cleanup()
-    assert "Traceback" not in server.stderr()
+    with running_web(tmp_path_factory, "userweb") as server:
+        yield server
 
 
 def base(server) -> str:

@@ -37,7 +37,9 @@ class Settings(ServiceSettings):
     header_limit: int = setting(
         16384, "largest request line plus headers, in bytes; larger -> 431")
     max_headers: int = setting(100, "most header lines in one request; more -> 431")
-    idle_timeout: int = setting(60, "seconds an idle keep-alive connection is kept open")
+    idle_timeout: int = setting(
+        60, "seconds a connection may send nothing before it is closed, and the most a "
+        "request head may take from its first byte (then 408)")
 
     def validate(self) -> None:
         super().validate()

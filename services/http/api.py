@@ -8,18 +8,18 @@ administrator), or "owner" (the {user} of the path, or the administrator).
 
 from __future__ import annotations
 
-import email.policy
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..journal import recent
-from ..store import UserError
+from ..store import DiskFull, UserError
 from .auth import login
+from .headers import summary
 from .labinfo import services
 from .responses import send, send_json, send_no_body
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from .site import Router
 
 PREFIX = "/api/v1"
-SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 MAX_LIST = 1000
+MAX_BODY = 1024 * 1024  # the largest JSON body read
+MAX_DEPTH = 32  # the deepest nesting of [ and { accepted in a JSON body
 
 
 class ApiError(Exception):
@@ -51,9 +52,14 @@ class Call:
         return values[0].decode("utf-8", "replace") if values else default
 
     def json_body(self) -> dict[str, Any]:
+        data = self.request.content.read(MAX_BODY + 1)
+        if len(data) > MAX_BODY:
+            raise ApiError(413, f"the body is over {MAX_BODY} bytes")
+        if nesting(data) > MAX_DEPTH:  # json.loads would recurse: RecursionError, a 500
+            raise ApiError(400, f"the body nests deeper than {MAX_DEPTH} levels")
         try:
-            value = json.loads(self.request.content.read(1024 * 1024) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            value = json.loads(data or b"null")
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
             raise ApiError(400, f"the body is not JSON: {error}") from None
         if not isinstance(value, dict):
             raise ApiError(400, "the body must be a JSON object")
@@ -166,22 +172,25 @@ def _mailbox(call: Call) -> Any:
     return box
 
 
-def _headers(data: bytes) -> dict[str, str]:
-    message = BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
-    out = {}
-    for name in SUMMARY_HEADERS:
-        value = message.get(name)
-        if value is not None:
-            try:
-                out[name] = str(value)
-            except (ValueError, IndexError):  # a header too broken to decode: give it raw
-                out[name] = message.get_all(name, [""])[0].__str__()
-    return out
+def nesting(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text `data` (brackets inside
+    strings do not count; for invalid JSON, an upper bound)."""
+    depth = deepest = 0
+    for token in _STRUCTURE.findall(data):
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 
 def _message_json(call: Call, box: Any, message: Any, data: bytes) -> dict[str, Any]:
     return {"uid": message.uid, "size": message.size, "flags": sorted(message.flags),
-            "internaldate": message.internaldate, "headers": _headers(data),
+            "internaldate": message.internaldate, "headers": summary(data),
             "raw": f"{PREFIX}/users/{urllib.parse.quote(box.user)}/mailboxes/"
                    f"{urllib.parse.quote(box.name, safe='')}/messages/{message.uid}/raw"}
 
@@ -385,6 +394,8 @@ class Api:
             result = route.handler(call)
         except ApiError as failure:
             return error(request, failure.status, failure.message)
+        except DiskFull:
+            return error(request, 507, "the lab's disk is full: nothing was changed")
         if route.status == 204:
             return send_no_body(request, 204)
         if isinstance(result, bytes):

@@ -14,6 +14,18 @@ every body to a temporary file before the resource sees it. Here:
 - a resource can take the body as it arrives (BodySink), so uploads are streamed;
 - lines may end in a bare LF, as `nc` sends them (RFC 9112 2.2 allows it; Twisted waits
   for a CRLF that never comes);
+- a client that half-closes (`nc -N`, shutdown(SHUT_WR)) after its requests gets every
+  complete one answered, then the close: Twisted's channel is not IHalfCloseableProtocol,
+  so the FIN became connectionLost and dropped the answer still in the write buffer;
+- message framing as RFC 9112 6.1-6.3 requires (Twisted took "chunked" followed by a
+  second "Transfer-Encoding: identity" line, and answered the request smuggled behind):
+  see framing_error();
+- obsolete line folding (a header line starting with a space) is refused (RFC 9112 5.2
+  allows either that or joining; refusing leaves no two readings of one header);
+- [http] idle_timeout closes a connection that sends nothing, and bounds the time a
+  request head may take from its first byte (Twisted resets its timer on every byte, so
+  a head trickled a byte at a time held a connection forever); a head cut short by the
+  timeout gets 408;
 - every connection is a journal session; every request is a command and a reply line.
 """
 
@@ -24,7 +36,11 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import reactor
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.web import http, server
+from zope.interface import implementer
+
+from ..store import is_disk_full
 
 from . import fast
 
@@ -32,11 +48,51 @@ if TYPE_CHECKING:
     from ..journal import Session
 
 STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-               413: b"Content Too Large", 414: b"URI Too Long",
-               431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
+               408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
+               431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+               505: b"HTTP Version Not Supported", 507: b"Insufficient Storage"}
 SPOOL_IN_MEMORY = 64 * 1024
 LINGER_SECONDS = 5  # after a refusal, how long the rest of a request is read and dropped
 LINGER_BYTES = 64 * 1024 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+MAX_LENGTH_DIGITS = 18  # a Content-Length longer than this is no length (int() has limits too)
+
+
+def framing_error(header: bytes, value: bytes, framed: bool,
+                  version: bytes) -> tuple[int, str] | None:
+    """Why a Content-Length or Transfer-Encoding header makes the request's length
+    ambiguous, as (status, reason), or None when it is sound. `framed`: an earlier header
+    of the two already gave the length. One length, from one header line, or 400:
+    whatever a front end in another reading would take for the end of the body is where a
+    smuggled request would start (RFC 9112 6.1, 6.3)."""
+    if framed:
+        return 400, "more than one Content-Length or Transfer-Encoding header"
+    if header == b"Content-Length":
+        if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+            return 400, "Content-Length must be one decimal number"
+        return None
+    if version != b"HTTP/1.1":
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
+    if codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        return 400, "chunked must be the final transfer coding, and only once"
+    if len(codings) > 1:
+        return 501, "no transfer coding but chunked is implemented"
+    return None
+
+
+class ChunkedDecoder(http._ChunkedTransferDecoder):
+    """Twisted's decoder (strict about CRLF and hex sizes), refusing a chunk size over
+    the body limit at once instead of waiting for data that would be refused anyway."""
+
+    def __init__(self, limit: int, data_callback: Any, finish_callback: Any) -> None:
+        super().__init__(data_callback, finish_callback)
+        self.limit = limit
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:  # noqa: N802 - Twisted's name
+        done = super()._dataReceived_CHUNK_LENGTH()
+        if done and self.length > self.limit:
+            raise http._MalformedChunkedDataError("chunk size over the body limit")
+        return done
 
 
 class Refusal(Exception):
@@ -53,10 +109,12 @@ class BodySink(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+@implementer(IHalfCloseableProtocol)
 class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
+    read_closed = False  # the client has sent its FIN
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
         super().connectionMade()
@@ -72,6 +130,44 @@ class LabChannel(http.HTTPChannel):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.session.close()
+
+    # --- half-close ---------------------------------------------------------------------
+
+    def readConnectionLost(self) -> None:  # noqa: N802
+        """The client's FIN: nothing more will arrive. A request being answered is
+        finished (and pipelined ones after it, see requestDone); an incomplete one never
+        will be, so then the connection ends, once what was written is sent."""
+        self.read_closed = True
+        if self.refused:
+            self.transport.loseConnection()
+        elif not self._handlingRequest:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:  # noqa: N802
+        """Our own half-close (a refusal's lingering close): nothing to do."""
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802
+        super().requestDone(request)  # may answer buffered pipelined requests meanwhile
+        if self.read_closed and not self._handlingRequest:
+            self.loseConnection()
+
+    # --- timeouts ----------------------------------------------------------------------
+
+    def in_head(self) -> bool:
+        """Whether part of a request head (line, headers) has arrived but not all of it."""
+        return self.line_mode and (bool(self._buffer) or hasattr(self, "_command"))
+
+    def resetTimeout(self) -> None:  # noqa: N802
+        if not self.in_head():  # the timer runs from the head's first byte, not its last
+            super().resetTimeout()
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        if self.in_head() and not self.refused:
+            self.session.event("timeout", "request head incomplete")
+            self.refuse(408, f"the request head took over {self.timeOut} s")
+            return
+        self.session.event("timeout", "idle")
+        super().timeoutConnection()
 
     # --- refusing bad requests ---------------------------------------------------------
 
@@ -94,7 +190,7 @@ class LabChannel(http.HTTPChannel):
         # our side is shut; what still comes is read and dropped until the client closes
         # (or LINGER_SECONDS / LINGER_BYTES pass).
         half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is None:  # TLS has no half-close
+        if half_close is None or self.read_closed:  # TLS has no half-close
             self.loseConnection()
             return
         self._networkProducer.unregisterProducer()
@@ -147,6 +243,9 @@ class LabChannel(http.HTTPChannel):
             return
         if line.endswith(b"\r"):
             line = line[:-1]
+        if line[:1] in (b" ", b"\t") and hasattr(self, "_command"):
+            self.refuse(400, "obsolete line folding (a header line starting with a space)")
+            return
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             if hasattr(self, "_command"):
                 self.refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
@@ -162,6 +261,22 @@ class LabChannel(http.HTTPChannel):
             self.refuse(431, f"more than {self.maxHeaders} header lines")
             return False
         return super().headerReceived(line)
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:  # noqa: N802
+        if header not in (b"Content-Length", b"Transfer-Encoding"):
+            return True
+        error = framing_error(header, data, self._transferDecoder is not None, self._version)
+        if error is not None:
+            self.refuse(*error)
+            self.length = None
+            return False
+        if header == b"Content-Length":
+            return super()._maybeChooseTransferDecoder(header, data)
+        self.length = None
+        self._transferDecoder = ChunkedDecoder(
+            self.settings.upload_limit, self.requests[-1].handleContentChunk,
+            self._finishRequestBody)
+        return True
 
     def allHeadersReceived(self) -> None:  # noqa: N802
         limit = self.settings.upload_limit
@@ -227,7 +342,12 @@ class LabRequest(server.Request):
         if self.body_size > limit:  # chunked bodies have no length to check up front
             self.channel.refuse(413, f"the body is over the limit of {limit} bytes")
             return
-        self.sink.write(data)
+        try:
+            self.sink.write(data)
+        except OSError as error:  # the spool file (a temp dir on a full disk)
+            if not is_disk_full(error):
+                raise
+            self.channel.refuse(507, "no space left to take the body")
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
         # Twisted measures and rewinds self.content; a streaming sink is not a file.

@@ -89,7 +89,9 @@ th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} th{{background:
 </body></html>
 """
     request.setHeader(b"Cache-Control", b"no-store")
-    return send(request, page.encode())
+    # Journal texts are what clients sent, decoded by each protocol: a lone surrogate
+    # (undecodable bytes kept by surrogateescape) must not make the whole page fail.
+    return send(request, page.encode("utf-8", "replace"))
 
 
 def register(router: Router, lab: Lab) -> None:

@@ -86,11 +86,14 @@ class UploadSink:
     body (hashed whole). Nothing is kept but counts and digests."""
 
     def __init__(self, content_type: str) -> None:
-        boundary = boundary_of(content_type)
-        self.parser = MultipartParser(boundary) if boundary else None
         self.files: list[dict[str, Any]] = []
         self.fields: dict[str, str] = {}
         self.error = ""
+        boundary = boundary_of(content_type)
+        try:
+            self.parser = MultipartParser(boundary) if boundary else None
+        except MultipartError as error:  # answered 400 once the body is read (result())
+            self.parser, self.error = None, str(error)
         self._hash = hashlib.sha256()
         self._size = 0
         self._part: Any = None

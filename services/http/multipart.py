@@ -36,6 +36,7 @@ class Part:
         return self.disposition.get("filename")
 
 
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]*[0-9A-Za-z'()+_,\-./:=?]\Z")
 _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
 
 
@@ -55,7 +56,9 @@ class MultipartParser:
 
     def __init__(self, boundary: str) -> None:
         if not 1 <= len(boundary) <= 70:
-            raise MultipartError("boundary must be 1-70 characters")
+            raise MultipartError("the boundary must be 1-70 characters (RFC 2046 5.1.1)")
+        if not _BOUNDARY.match(boundary):
+            raise MultipartError("the boundary has characters RFC 2046 5.1.1 does not allow")
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
         # The first delimiter may start the body: a CRLF in front makes it like the others.
         self.buffer = b"\r\n"

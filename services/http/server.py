@@ -34,11 +34,18 @@ def build_router(lab: Lab) -> Router:
     return router
 
 
+_BUSY_TEXT = b"503 Service Unavailable: too many connections to the lab; try again soon\n"
+# What a connection over the lab's connection limits is sent before it is closed.
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Retry-After: 5\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (len(_BUSY_TEXT), _BUSY_TEXT))
+
+
 def make_service(lab: Lab) -> MultiService:
     lab.tls.ensure()  # the portal offers ca.crt even when only port 80 is open
     site = LabSite(lab, build_router(lab))
     parent = MultiService()
     for listener in lab.listeners("http"):
         if listener.active:
-            lab.tcp(listener, site).setServiceParent(parent)
+            lab.tcp(listener, site, busy=BUSY).setServiceParent(parent)
     return parent

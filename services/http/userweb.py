@@ -7,6 +7,7 @@ the one path-safety rule of all file-serving protocols: whatever leaves the home
 
 from __future__ import annotations
 
+import heapq
 import html
 import os
 import shutil
@@ -16,7 +17,11 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.threads import deferToThread
+from twisted.web.server import NOT_DONE_YET
+
 from ..paths import PathError, resolve
+from ..store import is_disk_full
 from .auth import challenge, login, www_authenticate
 from .channel import Refusal
 from .files import SMALL, FileCache, serve
@@ -31,6 +36,7 @@ WRITE = (b"PUT", b"DELETE", b"MKCOL")
 ALLOW = b"GET, HEAD, PUT, DELETE, MKCOL"
 TEMP_PREFIX = ".upload-"
 MAX_LOCATED = 10_000
+MAX_LISTED = 1000  # entries a directory listing shows
 
 
 class UserWeb:
@@ -160,18 +166,36 @@ class UserWeb:
             return error_page(request, 403, "This file may not be read.")
 
     @staticmethod
-    def listing(request: Any, directory: Path, relative: str) -> bytes:
-        items = []
-        for entry in sorted(directory.iterdir(), key=lambda p: p.name):
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
-            name = entry.name + ("/" if entry.is_dir() else "")
-            items.append(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>')
-        title = html.escape("/" + relative.lstrip("/"))
-        page = (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
-                f"</title></head><body><h1>Index of {title}</h1><ul>{''.join(items)}</ul>"
-                "</body></html>\n")
-        return send(request, page.encode(), HTML)
+    def listing(request: Any, directory: Path, relative: str) -> Any:
+        """The directory's page, made in a thread: reading a directory of a hundred
+        thousand names takes a few hundred milliseconds, which the reactor (every
+        session of every protocol) must not wait for."""
+        finished = request.notifyFinish()  # fires (errback) if the client goes first
+        gone: list[bool] = []
+        finished.addErrback(lambda _: gone.append(True))
+
+        def answer(page: bytes) -> None:
+            if not gone:
+                request.setHeader(b"Content-Length", b"%d" % len(page))
+                request.write(send(request, page, HTML))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            if gone:
+                return
+            if failure.check(FileNotFoundError, NotADirectoryError):
+                body = error_page(request, 404, "No such directory.")
+            elif failure.check(PermissionError):
+                body = error_page(request, 403, "This directory may not be read.")
+            else:
+                request.processingFailed(failure)
+                return
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+        deferToThread(listing_page, directory, relative).addCallbacks(answer, failed)
+        return NOT_DONE_YET
 
     def put(self, request: Any, target: Path) -> Any:
         if target.is_dir():
@@ -179,19 +203,12 @@ class UserWeb:
         if not target.parent.is_dir():
             return error_page(request, 409, "The parent directory does not exist (MKCOL it).")
         existed = target.exists()
-        # Durable and whole: a temp file in the same directory, fsync, then rename over.
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out:
-                request.content.seek(0)
-                shutil.copyfileobj(request.content, out, 1024 * 1024)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+            _write_whole(request.content, target)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return insufficient_storage(request, target)
         _fsync_dir(target.parent)
         request.channel.session.event("put", f"{target.name} {request.body_size} bytes")
         if existed:
@@ -222,8 +239,56 @@ class UserWeb:
             target.mkdir()
         except FileNotFoundError:
             return error_page(request, 409, "The parent directory does not exist.")
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return insufficient_storage(request, target)
         _fsync_dir(target.parent)
         return send(request, b"created\n", b"text/plain; charset=utf-8", 201)
+
+
+def _write_whole(source: Any, target: Path) -> None:
+    """`source` (a file object, from its start) as `target`, durable and whole: a temp file
+    in the same directory, fsync, then renamed over, so readers see the old or the new file
+    whole. On any error the temp file is gone and `target` is as it was."""
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            source.seek(0)
+            shutil.copyfileobj(source, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def insufficient_storage(request: Any, target: Path) -> bytes:
+    """507: nothing of the request was stored (the session goes on)."""
+    request.channel.session.event("disk-full", target.name)
+    return error_page(request, 507, "The disk is full: nothing was stored. "
+                      "Free some space and try again.")
+
+
+def listing_page(directory: Path, relative: str) -> bytes:
+    """The first MAX_LISTED names, sorted, and how many there are: one scandir pass (the
+    kind of entry comes with the name: no stat per entry) and a bounded heap, so the page
+    stays a page however big the directory."""
+    count = 0
+    with os.scandir(directory) as entries:
+        shown = heapq.nsmallest(MAX_LISTED, (
+            entry.name + ("/" if entry.is_dir() else "") for entry in entries
+            if not entry.name.startswith(TEMP_PREFIX) and (count := count + 1)))
+    items = "".join(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>'
+                    for name in shown)
+    note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file by "
+            "its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
+    title = html.escape("/" + relative.lstrip("/"))
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
+            f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
+            "</body></html>\n").encode()
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:

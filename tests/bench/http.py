@@ -1,10 +1,13 @@
 """HTTP benchmark: protolab's web server vs plain `twist web --path` and nginx, side by side.
 
-    python3 -m tests.bench.http [--seconds 5] [--big-mb 100]
+    python3 -m tests.bench.http [--seconds 5] [--big-mb 100] [--stall-only]
 
 1. A small static page (the same file for all three), wrk with 20 connections: requests/s.
    Target: protolab >= 1.5x twist web.
 2. A big file over one connection with curl: bytes/s. Target: protolab >= 0.8x nginx.
+3. The reactor's worst stall: a probe fetching a small page in a loop on its own
+   connection while another client lists a directory of --listing files in /~alice/
+   (protolab only). Target: a few tens of milliseconds.
 
 Everything listens on 127.0.0.1 on free ports; nginx runs as a private instance with its
 own configuration (one worker, sendfile on, no access log) in a temporary directory.
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +72,60 @@ def download(url: str, size: int, runs: int) -> float:
             raise RuntimeError(f"{url}: got {out[0]} bytes, expected {size}")
         speeds.append(float(out[1]))
     return statistics.median(speeds)
+
+
+def fetch(connection: socket.socket, path: str) -> bytes:
+    """One keep-alive GET on `connection`; the body (the lab always sends a length)."""
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: www\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return body
+
+
+def stall(port: int, public_html: Path, files: int, rounds: int = 10) -> None:
+    """Worst latency of a probe's small GETs while directory listings are served."""
+    directory = public_html / "many"
+    directory.mkdir(exist_ok=True)
+    for number in range(files):
+        (directory / f"file{number:06d}.txt").touch()
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            while not done.is_set():
+                started = time.perf_counter()
+                fetch(connection, "/lab/http/basic.html")
+                latencies.append(time.perf_counter() - started)
+
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        idle = []
+        for _ in range(2000):
+            started = time.perf_counter()
+            fetch(connection, "/lab/http/basic.html")
+            idle.append(time.perf_counter() - started)
+        thread = threading.Thread(target=probe)
+        thread.start()
+        listing_times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            size = len(fetch(connection, "/~alice/many/"))
+            listing_times.append(time.perf_counter() - started)
+        done.set()
+        thread.join()
+    print(f"\nstall: listing of {files} files ({size} bytes) x {rounds}, probe on its own "
+          "connection:")
+    print(f"  listing median {statistics.median(listing_times) * 1000:.1f} ms")
+    for name, figures in (("alone", idle), ("during listings", latencies)):
+        ordered = sorted(figures)
+        print(f"  probe {name}: median {statistics.median(ordered) * 1000:.2f} ms, 99% "
+              f"{ordered[len(ordered) * 99 // 100] * 1000:.1f} ms, worst "
+              f"{ordered[-1] * 1000:.1f} ms ({len(ordered)} probes)")
 
 
 def start_protolab(work: Path) -> tuple[subprocess.Popen, int, Path]:
@@ -137,7 +195,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per server")
     parser.add_argument("--big-mb", type=int, default=100, help="size of the big file")
     parser.add_argument("--runs", type=int, default=3, help="downloads of the big file each")
+    parser.add_argument("--listing", type=int, default=20_000,
+                        help="files in the directory the stall probe lists")
+    parser.add_argument("--stall-only", action="store_true", help="only measure the stall")
     args = parser.parse_args()
+    if args.stall_only:
+        work = Path(tempfile.mkdtemp(prefix="protolab-bench-http-"))
+        lab, lab_port, public_html = start_protolab(work)
+        try:
+            stall(lab_port, public_html, args.listing)
+        finally:
+            lab.send_signal(signal.SIGTERM)
+            lab.wait(10)
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     for tool in ("wrk", "curl", "nginx", "twist"):
         if shutil.which(tool) is None:
             print(f"needs {tool}", file=sys.stderr)
@@ -181,6 +252,7 @@ def main() -> int:
             print(f"  {name:<10} {bps[name] / 1e6:>10.0f} MB/s")
         print(f"  protolab / nginx     = {bps['protolab'] / bps['nginx']:.2f}x (target >= 0.8)")
         print(f"  protolab / twist web = {bps['protolab'] / bps['twist web']:.2f}x")
+        stall(lab_port, public_html, args.listing)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     finally:
         for process in processes:
