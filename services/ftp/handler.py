@@ -187,6 +187,24 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
         if self.implicit:
             self._pbsz = self._prot = True
 
+    _discarding = False  # inside an over-long command line, up to its end
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        # pyftpdlib answers "500 Command too long." and empties its buffer at every 2 KiB
+        # of a long line: one 100 MB line got 50,000 replies. One reply per line here.
+        if self._discarding:
+            return
+        super().collect_incoming_data(data)
+        if data and not self._in_buffer:  # it just emptied it, with its 500
+            self._discarding = True
+
+    def found_terminator(self) -> None:
+        if self._discarding:
+            self._discarding = False
+            self._in_buffer, self._in_buffer_len = [], 0  # the long line's tail
+            return
+        super().found_terminator()
+
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
         if self.session is not None:
             self.session.command(f"PASS {self.session.secret(arg)}" if cmd == "PASS" else line)
