@@ -13,6 +13,7 @@ import pytest
 
 from services.ftp import Settings, passive_range
 from tests.ftputil import ftp_login, get, put
+from tests.test_smtp_pop3_ftp_resources import fill
 
 
 def _upload_fails(ftp: ftplib.FTP, command: str, data: bytes) -> str:
@@ -30,15 +31,6 @@ def _upload_fails(ftp: ftplib.FTP, command: str, data: bytes) -> str:
 
 def _temporaries(directory) -> list[str]:
     return [name for name in os.listdir(directory) if name.startswith(".protolab-upload-")]
-
-
-def fill(disk) -> None:
-    """small_disk.fill(), whose buffered file raises ENOSPC from its final close (after it
-    has taken every byte, which is all a test needs)."""
-    try:
-        disk.fill()
-    except OSError:
-        pass
 
 
 def test_full_disk_answers_452_keeps_the_session_and_recovers(lab, small_disk):
@@ -228,3 +220,16 @@ def test_226_survives_kill_9(lab):
     lost = [name for name, content in sent.items() if get(ftp, name) != content]
     ftp.quit()
     assert lost == [] and len(sent) == ROUNDS
+
+
+def test_commands_pipelined_behind_quit_are_not_run(lab):
+    """Found by the fuzzer: asynchat hands over the lines buffered after QUIT, and
+    pyftpdlib ran them on the closed session (AttributeError on its fs, EBADF in STAT)."""
+    server = lab.start(only="ftp")
+    raw = socket.create_connection(("127.0.0.1", server.port("ftp", "ftp")), timeout=15)
+    raw.sendall(b"USER alice\r\nPASS alice\r\nQUIT\r\nSTAT\r\nLIST\r\nCWD /public\r\n")
+    replies = raw.makefile("rb").read()  # up to the server's close
+    raw.close()
+    assert replies.splitlines()[-1].startswith(b"221")
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr()

@@ -7,22 +7,7 @@ import base64
 import smtplib
 
 from tests.test_smtp import inbox, message
-
-
-def fill(disk) -> None:
-    """small_disk.fill(), whose buffered file raises ENOSPC from its final close (after it
-    has taken every byte, which is all a test needs)."""
-    try:
-        disk.fill()
-    except OSError:
-        pass
-
-
-def high_water(pid: int) -> int:
-    """The process's peak resident memory so far (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
+from tests.test_smtp_pop3_ftp_resources import fill, status
 
 
 def test_full_disk_answers_452_stores_nothing_and_recovers(lab, small_disk):
@@ -52,13 +37,13 @@ def test_data_beyond_size_limit_is_discarded_as_it_arrives(lab):
     with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp"), timeout=60) as client:
         client.ehlo("pc1")
         client.send_message(message("warm-up"), "a@b.example", ["bob@lab.test"])
-        before = high_water(server.process.pid)
+        before = status(server.process.pid, "VmHWM")
         line = b"y" * 998 + b"\r\n"
         body = b"Subject: huge\r\n\r\n" + line * (3 * limit // len(line))
         client.mail("a@b.example")
         client.rcpt("bob@lab.test")
         assert client.data(body)[0] == 552
-        grown = high_water(server.process.pid) - before
+        grown = status(server.process.pid, "VmHWM") - before
         assert client.noop()[0] == 250
         client.send_message(message("small"), "a@b.example", ["bob@lab.test"])
     print(f"peak RSS grew {grown / 1e6:.1f} MB for {len(body) / 1e6:.1f} MB of DATA")

@@ -199,6 +199,11 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
             self._discarding = True
 
     def found_terminator(self) -> None:
+        # asynchat goes on with the lines still buffered after the session closed (QUIT
+        # with pipelined commands behind it): pyftpdlib then ran them on a closed session
+        # (fs None, socket gone) and printed tracebacks.
+        if self._closed:
+            return
         if self._discarding:
             self._discarding = False
             self._in_buffer, self._in_buffer_len = [], 0  # the long line's tail
