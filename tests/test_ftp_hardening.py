@@ -4,6 +4,7 @@ offsets near the top, connection limits, kill -9 at the 226."""
 from __future__ import annotations
 
 import ftplib
+import io
 import os
 import random
 import socket
@@ -51,7 +52,7 @@ def test_full_disk_answers_452_keeps_the_session_and_recovers(lab, small_disk):
     small_disk.free()
     assert put(ftp, "new.bin", big).startswith("226")  # no restart needed
     assert get(ftp, "new.bin") == big
-    ftp.storbinary("APPE keep.txt", __import__("io").BytesIO(b" and new"))
+    ftp.storbinary("APPE keep.txt", io.BytesIO(b" and new"))
     assert (home / "keep.txt").read_bytes() == b"old and new"
     ftp.mkd("dir")
     ftp.rename("new.bin", "dir/moved.bin")
@@ -123,9 +124,10 @@ def test_rest_then_stor_resumes_and_keeps_what_arrived(lab):
 
 
 def test_full_passive_range_answers_425_never_a_port_outside(lab):
-    server = lab.start(only="ftp", config="[ftp]\npassive_low_port = 30010\n"
-                                          "passive_high_port = 30011\n")
-    allowed = range(server.offset + 30010, server.offset + 30012)
+    # Below the kernel's ephemeral ports and other test labs' passive ranges (30000+offset).
+    server = lab.start(only="ftp", config="[ftp]\npassive_low_port = 1010\n"
+                                          "passive_high_port = 1011\n")
+    allowed = range(server.offset + 1010, server.offset + 1012)
     holders = [ftp_login(server) for _ in range(3)]
     ports = []
     for ftp in holders[:2]:
@@ -233,3 +235,20 @@ def test_commands_pipelined_behind_quit_are_not_run(lab):
     assert replies.splitlines()[-1].startswith(b"221")
     assert server.stop() == 0
     assert "Traceback" not in server.stderr()
+
+
+def test_stou_aborted_leaves_nothing_and_complete_is_whole(lab):
+    server = lab.start(only="ftp")
+    home = server.data / "homes/alice"
+    ftp = ftp_login(server)
+    data, _ = ftp.ntransfercmd("STOU")
+    data.sendall(os.urandom(1 << 20))
+    assert ftp.abort().startswith("426")
+    ftp.getresp()
+    data.close()
+    assert os.listdir(home) == ["public_html"]  # no reserved name, no temporary
+    reply = ftp.storbinary("STOU", io.BytesIO(b"unique"))
+    assert reply.startswith("226")
+    names = [n for n in os.listdir(home) if n != "public_html"]
+    assert len(names) == 1 and (home / names[0]).read_bytes() == b"unique"
+    ftp.quit()

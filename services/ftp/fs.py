@@ -97,6 +97,15 @@ class LabFS(AbstractedFS):
             return _space(lambda: Upload(filename, mode))
         return super().open(filename, mode)
 
+    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None,  # noqa: A002
+                mode: str = "wb") -> Any:
+        """STOU: a unique name, reserved by pyftpdlib's own mkstemp, written as STOR."""
+        def reserve() -> Upload:
+            file = super(LabFS, self).mkstemp(suffix, prefix, dir, mode)
+            file.close()
+            return Upload(file.name, "wb", reserved=True)
+        return _space(reserve)
+
     def mkdir(self, path: str) -> None:
         _space(lambda: os.mkdir(path))
 

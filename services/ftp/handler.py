@@ -88,16 +88,21 @@ class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler, _ResetAborts):
             super().handle_error()
 
     def close(self) -> None:
+        # The upload is committed or abandoned before the data connection closes: a client
+        # that sees the close finds the file as the reply will say.
         upload = self.file_obj
         if (not self._closed and self.receive and isinstance(upload, Upload)
-                and not upload.closed and self.transfer_finished):
+                and not upload.closed):
             try:
-                upload.commit()
+                if self.transfer_finished:
+                    upload.commit()
             except OSError as error:  # a disk that fails now: the client must not see 226
                 self.transfer_finished = False
                 self._resp = (NO_SPACE if is_disk_full(error) else
                               f"451 Upload not saved: {error.strerror}.", pyftpdlib_logger.warning)
-        super().close()  # closes (abandons) an upload not committed
+            finally:
+                upload.close()  # abandons it unless committed
+        super().close()
 
     def tls_failed(self, error: Exception) -> None:
         session = self.cmd_channel.session

@@ -5,6 +5,8 @@
   connection reset, the control connection gone) is deleted, and a file that had the name
   before is left as it was: no partial file ever looks complete.
 - APPE appends in place; an incomplete append is cut back to the file's size before it.
+- STOU reserves its unique name (empty), then writes as STOR does; an incomplete one
+  removes the name too.
 - REST n, then STOR, resumes in place from n; what arrived is kept (the point of REST):
   the client resumes again from SIZE.
 
@@ -33,8 +35,11 @@ class Upload:
     that a write error (ENOSPC) surfaces at the write that caused it, with commit() for a
     complete upload; close() without commit() is an abandoned one."""
 
-    def __init__(self, path: str, mode: str) -> None:
+    def __init__(self, path: str, mode: str, reserved: bool = False) -> None:
+        """mode: pyftpdlib's ("wb", "ab", "r+b"); reserved: STOU's empty file at `path`,
+        removed when the upload is abandoned."""
         self.name = path  # what pyftpdlib journals and reports
+        self._reserved = reserved
         self._temp = ""
         self._restore = -1  # APPE: the size to cut back to when abandoned
         if os.path.isdir(path):
@@ -72,6 +77,7 @@ class Upload:
         if self._temp:
             os.replace(self._temp, self.name)
             self._temp = ""
+            self._reserved = False
         _fsync_directory(self.name)
         self._restore = -1
         self._close_fd()
@@ -83,6 +89,8 @@ class Upload:
         try:
             if self._temp:
                 os.unlink(self._temp)
+                if self._reserved:
+                    os.unlink(self.name)
             elif self._restore >= 0:
                 os.ftruncate(self._fd, self._restore)
         finally:
