@@ -30,6 +30,20 @@ def _upload_fails(ftp: ftplib.FTP, command: str, data: bytes) -> str:
     return str(refused.value)
 
 
+def _aborted(ftp: ftplib.FTP, command: str, data: bytes) -> None:
+    """Start `command`, send `data`, then ABOR: 426 for the transfer, then 226 (RFC 959)."""
+    connection, _ = ftp.ntransfercmd(command)
+    connection.sendall(data)
+    assert ftp.abort().startswith("426")
+    assert ftp.getresp().startswith("226")
+    connection.close()
+
+
+def _stops_cleanly(server) -> None:
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr()
+
+
 def _temporaries(directory) -> list[str]:
     return [name for name in os.listdir(directory) if name.startswith(".protolab-upload-")]
 
@@ -69,19 +83,9 @@ def test_aborted_uploads_leave_no_partial_file(lab):
     home = server.data / "homes/alice"
     ftp = ftp_login(server)
     put(ftp, "old.txt", b"old")
-    # ABOR in the middle of a STOR: 426 then 226 (RFC 959), and nothing of it is kept.
-    data = ftp.transfercmd("STOR old.txt")
-    data.sendall(os.urandom(1 << 20))
-    assert ftp.abort().startswith("426")
-    assert ftp.getresp().startswith("226")
-    data.close()
+    _aborted(ftp, "STOR old.txt", os.urandom(1 << 20))  # nothing of it is kept
     assert (home / "old.txt").read_bytes() == b"old" and _temporaries(home) == []
-    # ABOR of an APPE: the file is cut back to what it was.
-    data = ftp.transfercmd("APPE old.txt")
-    data.sendall(os.urandom(1 << 20))
-    assert ftp.abort().startswith("426")
-    ftp.getresp()
-    data.close()
+    _aborted(ftp, "APPE old.txt", os.urandom(1 << 20))  # cut back to what it was
     assert (home / "old.txt").read_bytes() == b"old"
     # A data connection reset mid-transfer (not a FIN, which ends a stream-mode file).
     data = ftp.transfercmd("STOR reset.bin")
@@ -104,8 +108,7 @@ def test_aborted_uploads_leave_no_partial_file(lab):
         pass
     data.close()
     assert not (home / "orphan.bin").exists() and _temporaries(home) == []
-    assert server.stop() == 0
-    assert "Traceback" not in server.stderr()
+    _stops_cleanly(server)
 
 
 def test_rest_then_stor_resumes_and_keeps_what_arrived(lab):
@@ -114,11 +117,7 @@ def test_rest_then_stor_resumes_and_keeps_what_arrived(lab):
     ftp = ftp_login(server)
     put(ftp, "part.bin", b"0123456789")
     ftp.sendcmd("REST 5")
-    data = ftp.transfercmd("STOR part.bin")
-    data.sendall(b"abcde")
-    assert ftp.abort().startswith("426")
-    ftp.getresp()
-    data.close()
+    _aborted(ftp, "STOR part.bin", b"abcde")
     assert (home / "part.bin").read_bytes() == b"01234abcde"  # kept, to resume from SIZE
     ftp.quit()
 
@@ -233,19 +232,14 @@ def test_commands_pipelined_behind_quit_are_not_run(lab):
     replies = raw.makefile("rb").read()  # up to the server's close
     raw.close()
     assert replies.splitlines()[-1].startswith(b"221")
-    assert server.stop() == 0
-    assert "Traceback" not in server.stderr()
+    _stops_cleanly(server)
 
 
 def test_stou_aborted_leaves_nothing_and_complete_is_whole(lab):
     server = lab.start(only="ftp")
     home = server.data / "homes/alice"
     ftp = ftp_login(server)
-    data, _ = ftp.ntransfercmd("STOU")
-    data.sendall(os.urandom(1 << 20))
-    assert ftp.abort().startswith("426")
-    ftp.getresp()
-    data.close()
+    _aborted(ftp, "STOU", os.urandom(1 << 20))
     assert os.listdir(home) == ["public_html"]  # no reserved name, no temporary
     reply = ftp.storbinary("STOU", io.BytesIO(b"unique"))
     assert reply.startswith("226")
