@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import poplib
 import smtplib
+import socket
 
 import pytest
 
 from tests.test_pop3 import deliver
+from tests.test_smtp_pop3_ftp_resources import status
 
 
 def login(server, user: str, password: str | None = None) -> poplib.POP3:
@@ -69,3 +71,23 @@ def test_top_and_retr_of_pathological_messages_that_came_over_smtp(lab, monkeypa
     client.quit()
     assert server.stop() == 0
     assert "Traceback" not in server.stderr()
+
+
+def test_pipelined_retrs_that_are_never_read_do_not_pile_up(lab):
+    """A client that sends 200 RETRs of a 1 MB message and reads nothing: the server stops
+    reading once its write buffer is full, instead of holding 200 MB of replies."""
+    server = lab.start(only="pop3")
+    deliver(server, "alice", b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 1000)
+    raw = socket.create_connection(("127.0.0.1", server.port("pop3", "pop3")), timeout=30)
+    replies = raw.makefile("rb")
+    replies.readline()
+    raw.sendall(b"USER alice\r\nPASS alice\r\n")
+    replies.readline(), replies.readline()
+    before = status(server.process.pid, "VmHWM")
+    raw.sendall(b"RETR 1\r\n" * 200)
+    assert replies.readline().startswith(b"+OK")  # it runs them, as the client reads
+    grown = status(server.process.pid, "VmHWM") - before
+    raw.close()
+    print(f"pop3: peak RSS grew {grown / 1e6:.1f} MB for 200 unread RETRs of 1 MB")
+    assert grown < 64 << 20, grown
+    assert server.stop() == 0
