@@ -3,16 +3,18 @@ offsets near the top, connection limits, kill -9 at the 226."""
 
 from __future__ import annotations
 
+import errno
 import ftplib
 import io
 import os
 import random
 import socket
 import struct
+import types
 
 import pytest
 
-from services.ftp import Settings, passive_range
+from services.ftp import Settings, fs, passive_range
 from tests.ftputil import ftp_login, get, put
 from tests.test_smtp_pop3_ftp_resources import fill
 
@@ -246,3 +248,22 @@ def test_stou_aborted_leaves_nothing_and_complete_is_whole(lab):
     names = [n for n in os.listdir(home) if n != "public_html"]
     assert len(names) == 1 and (home / names[0]).read_bytes() == b"unique"
     ftp.quit()
+
+
+def test_mkd_and_rnto_on_a_full_disk_are_no_space(tmp_path, monkeypatch):
+    """tmpfs makes directories and renames without a free block, so small_disk cannot show
+    it; ext4 and xfs answer ENOSPC there. The handler answers NoSpace with 452."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "public").mkdir()
+    view = fs.LabFS(str(tmp_path / "home"), types.SimpleNamespace(
+        public_root=str(tmp_path / "public")))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fs.os, "mkdir", full)
+    monkeypatch.setattr(fs.os, "rename", full)
+    with pytest.raises(fs.NoSpace):
+        view.mkdir(str(tmp_path / "home/d"))
+    with pytest.raises(fs.NoSpace):
+        view.rename(str(tmp_path / "home/a"), str(tmp_path / "home/b"))
