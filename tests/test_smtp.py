@@ -176,19 +176,33 @@ def test_size_limit_and_idle_timeout(lab):
     raw.close()
 
 
+KILL_ROUNDS = 25
+
+
 def test_250_survives_kill_9(lab):
-    server = lab.start(only="smtp")
-    port = server.port("smtp", "smtp")
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.ehlo("pc1")
-        client.send_message(message("durable"), "a@b.example", ["bob@lab.test"])
-        server.process.kill()  # SIGKILL right after the 250
-        server.process.wait()
-    lab.servers.remove(server)  # it cannot exit 0 now
-    again = lab.start(only="smtp", data=server.data)
+    """25 rounds: a message acknowledged with 250, SIGKILL at once, restart; every one is
+    there, byte for byte, after the last restart."""
+    data = None
+    sent = []
+    for round_ in range(KILL_ROUNDS):
+        server = lab.start(only="smtp", data=data)
+        data = server.data
+        body = f"durable round {round_}\r\n".encode() * (round_ * 500 + 1)
+        with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp"), timeout=10) as client:
+            client.ehlo("pc1")
+            client.sendmail("a@b.example", ["bob@lab.test"],
+                            b"Subject: round %d\r\n\r\n" % round_ + body)
+            server.process.kill()  # SIGKILL right after the 250
+            server.process.wait()
+        lab.servers.remove(server)  # it cannot exit 0 now
+        sent.append(body)
+    again = lab.start(only="smtp", data=data)
     assert again
-    stored = inbox(server, "bob")
-    assert len(stored) == 1 and b"Subject: durable" in stored[0]
+    stored = inbox(again, "bob")
+    assert len(stored) == KILL_ROUNDS
+    assert [b"Subject: round %d\r\n" % n in m for n, m in enumerate(stored)] == \
+        [True] * KILL_ROUNDS
+    assert [m.endswith(body) for m, body in zip(stored, sent)] == [True] * KILL_ROUNDS
 
 
 def test_cram_md5_when_passwords_are_kept_and_the_journal(lab):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, check_address, setting
@@ -37,6 +37,10 @@ class Settings(ServiceSettings):
                "and PROT P")
     implicit_tls: bool = setting(True, "also serve implicit FTPS (TLS from the first byte) on 990")
     idle_timeout: int = setting(300, "seconds a control connection may stay silent")
+    max_connections: int = setting(
+        200, "control connections at once (FTP and FTPS together); one more gets 421")
+    max_connections_per_ip: int = setting(
+        50, "control connections at once from one client address; one more gets 421")
 
     def validate(self) -> None:
         super().validate()
@@ -46,13 +50,41 @@ class Settings(ServiceSettings):
             check_address("masquerade_address", self.masquerade_address)
         if self.idle_timeout < 1:
             raise Invalid("idle_timeout", "must be at least 1 second")
+        for key in ("max_connections", "max_connections_per_ip"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, "must be at least 1")
+
+
+def passive_range(settings: Settings, offset: int) -> range:
+    """The passive ports the lab uses: the configured range plus the port offset while all
+    of it fits below 65536, else the configured range as it is (it cannot follow)."""
+    low, high = settings.passive_low_port, settings.passive_high_port
+    if high + offset <= 65535:
+        low, high = low + offset, high + offset
+    return range(low, high + 1)
+
+
+@dataclass(frozen=True)
+class _ControlListener(Listener):
+    """The control listener, whose note names the passive range after the offset."""
+
+    settings: Settings | None = field(default=None, compare=False)
+
+    def shifted(self, offset: int) -> Listener:
+        assert self.settings is not None
+        return replace(self, port=self.port + offset,
+                       note=_note(passive_range(self.settings, offset), DATA_PORT + offset))
+
+
+def _note(passive: range, data_port: int) -> str:
+    return f"passive {passive[0]}-{passive[-1]}, active from {data_port}"
 
 
 def listeners(config: LabConfig) -> list[Listener]:
     s: Settings = config.service("ftp")
-    passive = f"passive {s.passive_low_port}-{s.passive_high_port}, active from {DATA_PORT}"
     return [
-        Listener("ftp", "ftp", CONTROL_PORT, tls="starttls", note=passive + " (+offset)"),
+        _ControlListener("ftp", "ftp", CONTROL_PORT, tls="starttls",
+                         note=_note(passive_range(s, 0), DATA_PORT), settings=s),
         Listener("ftp", "ftps", IMPLICIT_PORT, tls="implicit", active=s.implicit_tls,
                  note="" if s.implicit_tls else "[ftp] implicit_tls = false"),
     ]

@@ -11,14 +11,33 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyftpdlib.filesystems import AbstractedFS
 
 from .. import paths
+from ..store import is_disk_full
+from .upload import TEMP_PREFIX, Upload
+
+T = TypeVar("T")
 
 PUBLIC = "public"
+
+
+class NoSpace(Exception):
+    """A file operation found the disk full. Not an OSError, so that it passes pyftpdlib's
+    `except OSError: 550` and the handler answers 452 (RFC 959: insufficient storage)."""
+
+
+def _space(operation: Callable[[], T]) -> T:
+    try:
+        return operation()
+    except OSError as error:
+        if is_disk_full(error):
+            raise NoSpace(error.strerror) from error
+        raise
 
 
 def _inside(root: str, real: str) -> bool:
@@ -73,8 +92,28 @@ class LabFS(AbstractedFS):
             raise OSError(errno.EACCES, os.strerror(errno.EACCES))
         self.cwd = self.fs2ftp(path)
 
+    def open(self, filename: str, mode: str) -> Any:
+        if mode in ("wb", "ab", "r+b"):  # STOR, APPE, REST+STOR (see upload.py)
+            return _space(lambda: Upload(filename, mode))
+        return super().open(filename, mode)
+
+    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None,  # noqa: A002
+                mode: str = "wb") -> Any:
+        """STOU: a unique name, reserved by pyftpdlib's own mkstemp, written as STOR."""
+        def reserve() -> Upload:
+            file = super(LabFS, self).mkstemp(suffix, prefix, dir, mode)
+            file.close()
+            return Upload(file.name, "wb", reserved=True)
+        return _space(reserve)
+
+    def mkdir(self, path: str) -> None:
+        _space(lambda: os.mkdir(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        _space(lambda: os.rename(src, dst))
+
     def listdir(self, path: str) -> list[str]:
-        names = os.listdir(path)
+        names = [name for name in os.listdir(path) if not name.startswith(TEMP_PREFIX)]
         if self.public is not None and os.path.realpath(path) == str(self.home):
             names = [name for name in names if name != PUBLIC] + [PUBLIC]
         return names

@@ -10,23 +10,17 @@ from typing import Any
 
 from OpenSSL import SSL
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
-from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP
+from pyftpdlib.handlers.ftp.data import DTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP, PassiveDTP
 from pyftpdlib.log import logger as pyftpdlib_logger
 
 from ..paths import PathError
+from ..store import is_disk_full
+from .fs import NoSpace
+from .upload import Upload
 
 CHUNK = 1 << 20  # bytes per send()/sendfile()/recv() on a data channel (pyftpdlib: 64 KiB)
-
-
-def _fsync_file(file: Any) -> None:
-    """Make an upload durable before its 226: the data, then the directory entry."""
-    file.flush()
-    os.fsync(file.fileno())
-    directory = os.open(os.path.dirname(file.name) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+NO_SPACE = "452 Insufficient storage space; nothing was stored."
 
 
 class _TLSFailureHangsUp:
@@ -58,19 +52,56 @@ class _TLSFailureHangsUp:
         raise NotImplementedError
 
 
-class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler):
+class _ResetAborts(DTPHandler):
+    """A data connection reset mid-upload aborts it. pyftpdlib turns ECONNRESET from
+    recv() (and a TLS socket's SysCallError) into handle_close(), the end of file of a
+    stream-mode upload, so a broken upload got 226 and stayed as if complete. It calls
+    handle_close() inside its except clause: the error is there to tell the two apart.
+    Between SSLConnectionMixin and DTPHandler in the MRO, so both recv() paths reach it."""
+
+    def handle_close(self) -> None:
+        error = sys.exc_info()[1]
+        number = error.args[0] if isinstance(error, SSL.SysCallError) else \
+            getattr(error, "errno", None)
+        if self.receive and not self._closed and isinstance(number, int) and number > 0:
+            self._resp = (f"426 Data connection broken ({os.strerror(number)}); "
+                          "upload not stored.", pyftpdlib_logger.warning)
+            self.close()
+        else:
+            super().handle_close()
+
+
+class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler, _ResetAborts):
     ac_in_buffer_size = CHUNK
     ac_out_buffer_size = CHUNK
 
+    def handle_error(self) -> None:
+        # Called inside pyftpdlib's except clause: a write that found the disk full gets
+        # 452 (pyftpdlib says 426, as for a broken connection), then close() abandons it.
+        # pyftpdlib wraps the write's OSError without its errno: the cause has it.
+        error = sys.exc_info()[1]
+        if error is not None and (is_disk_full(error) or (
+                error.__cause__ is not None and is_disk_full(error.__cause__))):
+            self._resp = (NO_SPACE, pyftpdlib_logger.warning)
+            self.close()
+        else:
+            super().handle_error()
+
     def close(self) -> None:
-        if (not self._closed and self.receive and self.file_obj is not None
-                and not self.file_obj.closed):
+        # The upload is committed or abandoned before the data connection closes: a client
+        # that sees the close finds the file as the reply will say.
+        upload = self.file_obj
+        if (not self._closed and self.receive and isinstance(upload, Upload)
+                and not upload.closed):
             try:
-                _fsync_file(self.file_obj)
+                if self.transfer_finished:
+                    upload.commit()
             except OSError as error:  # a disk that fails now: the client must not see 226
                 self.transfer_finished = False
-                self._resp = (f"451 Upload not saved: {error.strerror}.", self._resp[1]
-                              if self._resp else None)
+                self._resp = (NO_SPACE if is_disk_full(error) else
+                              f"451 Upload not saved: {error.strerror}.", pyftpdlib_logger.warning)
+            finally:
+                upload.close()  # abandons it unless committed
         super().close()
 
     def tls_failed(self, error: Exception) -> None:
@@ -101,11 +132,36 @@ class LabActiveDTP(ActiveDTP):
         self.socket.bind(address)
 
 
+class PassiveRangeFull(Exception):
+    """Every port of the passive range is taken: the handler answers 425."""
+
+
+class LabPassiveDTP(PassiveDTP):
+    """PASV/EPSV listen only inside the passive range. pyftpdlib falls back to a port the
+    kernel picks when the range is full (bind to port 0, or listen() unbound after EPERM
+    on every port): set-ups that publish only the range then hand out a dead port."""
+
+    def bind(self, address: tuple[str, int]) -> None:
+        if address[1] == 0:
+            self._refuse()
+        super().bind(address)
+
+    def listen(self, num: int) -> None:
+        if self.socket.getsockname()[1] not in self.cmd_channel.passive_ports:
+            self._refuse()
+        super().listen(num)
+
+    def _refuse(self) -> None:
+        self.close()  # its socket is in the IOLoop's map already
+        raise PassiveRangeFull
+
+
 class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
     """The control channel; make_handler() sets the lab's class attributes."""
 
     dtp_handler = LabDTPHandler
     active_dtp = LabActiveDTP
+    passive_dtp = LabPassiveDTP
     journal: Any = None
     public_root = ""
     implicit = False  # TLS from the first byte (the 990 listener)
@@ -136,6 +192,29 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
         if self.implicit:
             self._pbsz = self._prot = True
 
+    _discarding = False  # inside an over-long command line, up to its end
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        # pyftpdlib answers "500 Command too long." and empties its buffer at every 2 KiB
+        # of a long line: one 100 MB line got 50,000 replies. One reply per line here.
+        if self._discarding:
+            return
+        super().collect_incoming_data(data)
+        if data and not self._in_buffer:  # it just emptied it, with its 500
+            self._discarding = True
+
+    def found_terminator(self) -> None:
+        # asynchat goes on with the lines still buffered after the session closed (QUIT
+        # with pipelined commands behind it): pyftpdlib then ran them on a closed session
+        # (fs None, socket gone) and printed tracebacks.
+        if self._closed:
+            return
+        if self._discarding:
+            self._discarding = False
+            self._in_buffer, self._in_buffer_len = [], 0  # the long line's tail
+            return
+        super().found_terminator()
+
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
         if self.session is not None:
             self.session.command(f"PASS {self.session.secret(arg)}" if cmd == "PASS" else line)
@@ -143,6 +222,11 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
             super().pre_process_command(line, cmd, arg)
         except PathError as error:
             self.respond(f"550 {error}.")
+        except NoSpace:  # STOR/APPE/MKD/RNTO that could not even start
+            self.respond(NO_SPACE)
+        except PassiveRangeFull:
+            low, high = self.passive_ports[0], self.passive_ports[-1]
+            self.respond(f"425 No free passive port in {low}-{high}; try again later.")
 
     def respond(self, resp: str, logfun: Any = None) -> None:
         if self.session is not None:
@@ -201,9 +285,10 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
 
 def make_handler(lab: Any, settings: Any, authorizer: Any, implicit: bool) -> type:
     """A handler class carrying one lab's settings (pyftpdlib configures by class)."""
+    from . import passive_range
     from .fs import LabFS
 
-    passive = range(lab.port(settings.passive_low_port), lab.port(settings.passive_high_port) + 1)
+    passive = passive_range(settings, lab.offset)
     active = type("ActiveDTP", (LabActiveDTP,), {"data_port": lab.port(20)})
     return type("FTPHandler", (LabFTPHandler,), {
         "authorizer": authorizer,
@@ -215,7 +300,7 @@ def make_handler(lab: Any, settings: Any, authorizer: Any, implicit: bool) -> ty
         "ssl_context": lab.tls.context(),
         "tls_control_required": settings.tls_required,
         "tls_data_required": settings.tls_required,
-        "passive_ports": list(passive),
+        "passive_ports": passive,
         "masquerade_address": settings.masquerade_address or None,
         "timeout": settings.idle_timeout,
         "banner": f"{lab.config.fqdn(settings.host)} protolab FTP ready.",

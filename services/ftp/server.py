@@ -61,6 +61,15 @@ class _Poller:
         self.stop()
 
 
+class _LimitedServer(FTPServer):
+    """max_cons counts control connections. pyftpdlib counts every socket of the IOLoop
+    (listeners, data channels, passive acceptors) against it, so the limit meant fewer
+    sessions than configured, and fewer still while transfers ran."""
+
+    def _accept_new_cons(self) -> bool:
+        return len(self.ip_map) <= self.max_cons
+
+
 class FTPService(Service):
     def __init__(self, lab: Any) -> None:
         self.lab = lab
@@ -74,24 +83,24 @@ class FTPService(Service):
         # has); stderr is for server faults, which it logs at ERROR and above (tracebacks,
         # "unhandled exception in instance ...").
         logging.getLogger("pyftpdlib").setLevel(logging.ERROR)
-        high = lab.port(settings.passive_high_port)
-        if high > 65535:
-            raise StartError(f"ftp: passive range {settings.passive_low_port}-"
-                             f"{settings.passive_high_port} + port offset {lab.offset} "
-                             f"ends above 65535")
         authorizer = StoreAuthorizer(lab.store, settings.anonymous)
         self.ioloop = IOLoop.factory()
+        connections: list[str] = []  # one per control connection, of FTP and FTPS alike
         try:
             for listener in lab.listeners("ftp"):
                 if not listener.active:
                     continue
                 handler = make_handler(lab, settings, authorizer, listener.tls == "implicit")
                 try:
-                    FTPServer((lab.bind, listener.port), handler, ioloop=self.ioloop)
+                    server = _LimitedServer((lab.bind, listener.port), handler,
+                                            ioloop=self.ioloop)
                 except OSError as error:
                     raise StartError(
                         f"ftp: cannot listen on tcp {lab.bind}:{listener.port} "
                         f"({listener.name}): {error.strerror or error}") from None
+                server.ip_map = connections
+                server.max_cons = settings.max_connections
+                server.max_cons_per_ip = settings.max_connections_per_ip
         except BaseException:
             self.ioloop.close()
             raise

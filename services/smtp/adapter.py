@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from ..journal import Session
 from .lines import Conversation
@@ -28,7 +30,12 @@ class LineFactory(Factory):
         return protocol
 
 
+@implementer(IPushProducer)
 class LineProtocol(Protocol, TimeoutMixin):
+    """Reads no further while a command waits (a delivery), nor while the client does not
+    read its replies (the transport's write buffer is full: pipelined RETRs), so what one
+    connection holds stays bounded: a line, a write buffer, one command's reply."""
+
     log = Logger()
     factory: LineFactory
 
@@ -40,7 +47,9 @@ class LineProtocol(Protocol, TimeoutMixin):
         self.buffer = b""
         self.discarding = False  # inside an over-long line, dropping bytes up to its end
         self.processing = False
-        self.paused = False
+        self.paused = False  # the transport is not reading
+        self.backlog = False  # the transport's write buffer is full
+        self.transport.registerProducer(self, True)
         self.core = self.factory.make(self.session, self.factory.implicit_tls, host)
         self.core.wake = self._wake
         self.setTimeout(self.core.idle_timeout)
@@ -56,7 +65,7 @@ class LineProtocol(Protocol, TimeoutMixin):
         core = self.core
         buffer, pos = self.buffer, 0
         self.processing = True
-        while not core.closing and not core.waiting:
+        while not core.closing and not core.waiting and not self.backlog:
             if core.text_mode and not self.discarding:
                 taken = self._call(core.text, buffer[pos:] if pos else buffer)
                 if taken:
@@ -80,6 +89,8 @@ class LineProtocol(Protocol, TimeoutMixin):
                 self._call(core.too_long)
             else:
                 self._call(core.receive, line)
+            if core.out:
+                self._flush()  # may tell pauseProducing() the client is not reading
             if core.want_tls:
                 # Whatever the client sent after STARTTLS/STLS in clear is dropped, never
                 # read as if it came over TLS (the command injection of CVE-2011-0411).
@@ -90,19 +101,34 @@ class LineProtocol(Protocol, TimeoutMixin):
                 break
         self.processing = False
         self.buffer = buffer[pos:]
-        if core.waiting and not self.paused:
-            self.paused = True  # hold further pipelined input in the kernel meanwhile
-            self.transport.pauseProducing()
         self._flush()
+        # Hold further pipelined input in the kernel while a command waits or replies pile up.
+        hold = (core.waiting or self.backlog) and not core.closing
+        if hold != self.paused:
+            self.paused = hold
+            if hold:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
 
     def _wake(self) -> None:
         """The conversation finished waiting (a delivery is on disk): answer, read on."""
         if self.processing:
             return  # woken from inside _process (no wait after all): its loop goes on
-        if self.paused:
-            self.paused = False
-            self.transport.resumeProducing()
         self._process()
+
+    # --- IPushProducer: the transport's write buffer says when the client reads
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self.backlog = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.backlog = False
+        if not self.processing and hasattr(self, "core"):
+            self._process()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.backlog = True
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         before = len(self.core.out)

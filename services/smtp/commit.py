@@ -67,7 +67,7 @@ class GroupCommit:
     def _written(self, results: Any, batch: list[tuple[Items, Done]]) -> None:
         self.writing = False
         failed = not isinstance(results, list)
-        error = RuntimeError(results.getErrorMessage()) if failed else None
+        error = results.value if failed else None  # the store's own (DiskFull tells a full disk)
         start = 0
         for items, done in batch:
             try:

@@ -28,6 +28,7 @@ COMMAND_LIMIT = 2048
 TEXT_LIMIT = 65536  # a text line in DATA; longer ones get the message refused at its end
 AUTH_LIMIT = 12288  # RFC 4954 section 4: SASL response lines
 MAX_RECIPIENTS = 100
+INSUFFICIENT_STORAGE = "4.3.1 Insufficient system storage"
 
 PATH_RE = re.compile(r"^(FROM|TO):\s*(<[^<>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 
@@ -259,6 +260,9 @@ class SMTPConversation(Conversation):
                 if int(value) > self.options.size_limit:
                     self.reply(552, "5.3.4 Message size exceeds fixed limit")
                     return
+                if int(value) > self.drop.room():  # RFC 1870: try again later
+                    self.reply(452, INSUFFICIENT_STORAGE)
+                    return
             elif key == "BODY" and self.esmtp and value.upper() in ("7BIT", "8BITMIME"):
                 pass
             elif key == "AUTH" and self.esmtp:
@@ -373,7 +377,10 @@ class SMTPConversation(Conversation):
         self.waiting = False
         if delivery.error:  # the store could not take it: the client tries again later
             self.journal.event("error", f"delivery failed: {delivery.error}")
-            self.reply(451, "4.3.0 Error: could not store the message, try again later")
+            if delivery.disk_full:
+                self.reply(452, INSUFFICIENT_STORAGE)
+            else:
+                self.reply(451, "4.3.0 Error: could not store the message, try again later")
         else:
             self.journal.event("delivered", f"{size} bytes from <{sender}> to " + ", ".join(
                 f"{user} uid {uid}" for user, uid in delivery.delivered))

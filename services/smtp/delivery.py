@@ -14,9 +14,12 @@ from __future__ import annotations
 import email.utils
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..store import is_disk_full
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -50,6 +53,7 @@ class Delivery:
     queue_id: str
     delivered: list[tuple[str, int]]  # (user, uid)
     error: str = ""  # why nothing could be stored (the client should try again later)
+    disk_full: bool = False  # ...because the disk is full
 
 
 def write_now(store: Store) -> Writer:
@@ -75,6 +79,10 @@ class MailDrop:
         self.local_domains = {d.lower() for d in local_domains}
         self.aliases = {k.lower(): v for k, v in aliases.items()}
         self.catch_all = catch_all
+
+    def room(self) -> int:
+        """Bytes free where messages are stored (for MAIL FROM's SIZE=): a statvfs."""
+        return shutil.disk_usage(self.store.data).free
 
     def resolve(self, address: str) -> Verdict:
         local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
@@ -121,7 +129,7 @@ class MailDrop:
 
         def stored(results: list[tuple[int, int] | None] | Exception) -> None:
             if isinstance(results, Exception):
-                then(Delivery(queue_id, [], str(results)))
+                then(Delivery(queue_id, [], str(results), is_disk_full(results)))
                 return
             delivered = [(item[0], r[1]) for item, r in zip(items, results) if r]
             missing = [item[0] for item, r in zip(items, results) if r is None]
