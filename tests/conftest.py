@@ -153,7 +153,9 @@ class LabFactory:
         with open(errors, "w") as stderr:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                # strict: a port another test holds is a failed start, retried above
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PROTOLAB_STRICT": "1",
+                     **(env or {})})
         names = [n for n in only.split(",") if n]
         return Server(process, data, offset, names, config_path, errors)
 

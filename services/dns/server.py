@@ -259,18 +259,18 @@ class DNSService(MultiService):
             listener = self.lab.listener("dns", listener_name)
             self._udp(listener, UDPServer(engine, log, None), where)
             tcp = TCPFactory(engine, log, None)
-            ListenerService(self.lab, listener, lambda l=listener, f=tcp, w=where: reactor.listenTCP(
-                l.port, f, interface=w)).setServiceParent(self)
+            ListenerService(self.lab, listener, lambda address, l=listener, f=tcp: reactor.listenTCP(
+                l.port, f, interface=address), where).setServiceParent(self)
 
     def _udp(self, listener: Any, server: UDPServer, interface: str) -> None:
         from ..serving import ListenerService
 
-        def start() -> FastUDPPort:
-            port = FastUDPPort(listener.port, server, interface=interface, reactor=reactor)
+        def start(address: str) -> FastUDPPort:
+            port = FastUDPPort(listener.port, server, interface=address, reactor=reactor)
             port.startListening()
             return port
 
-        ListenerService(self.lab, listener, start).setServiceParent(self)
+        ListenerService(self.lab, listener, start, interface).setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802
         if self.forwarder is not None:
