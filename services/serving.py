@@ -102,18 +102,33 @@ class Counted(ProtocolWrapper):
 
 class Refused(ProtocolWrapper):
     """A connection over a limit: the protocol's busy line, then a close. The wrapped
-    protocol is never connected, so the service never sees it."""
+    protocol is never connected, so the service never sees it. Over TCP the close is a
+    half-close, and what the client sends meanwhile is read and dropped for a moment:
+    closing with unread data would send a reset that can destroy the busy line before
+    the client reads it (an HTTP client sends its request at once)."""
+
+    LINGER_SECONDS = 2.0
 
     def makeConnection(self, transport: Any) -> None:  # noqa: N802
+        from twisted.internet import reactor
+
         self.transport = transport
         if self.factory.busy:
             transport.write(self.factory.busy)
-        transport.loseConnection()
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None:  # TLS: close_notify, then the close
+            transport.loseConnection()
+            return
+        half_close()
+        self._linger = reactor.callLater(self.LINGER_SECONDS, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        pass  # what a refused client sends before the close is not the service's
+        pass  # what a refused client sends is not the service's
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        linger = getattr(self, "_linger", None)
+        if linger is not None and linger.active():
+            linger.cancel()
         self.wrappedProtocol = None
 
 

@@ -161,19 +161,25 @@ class LabFactory:
 
     @staticmethod
     def _wait_ready(server: Server, timeout: float) -> tuple[bool, str]:
+        # os.read, not readline: lines that arrive together (the table is printed after
+        # start, just before the ready line) would sit in the file object's buffer while
+        # select waits on an empty pipe.
         selector = selectors.DefaultSelector()
         selector.register(server.process.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
+        pending = b""
         while time.monotonic() < deadline:
             if not selector.select(deadline - time.monotonic()):
                 break
-            line = server.process.stdout.readline()
-            if not line:  # exited before getting ready
+            chunk = os.read(server.process.stdout.fileno(), 65536)
+            if not chunk:  # exited before getting ready
                 server.process.wait()
                 return False, server.stderr().strip() or f"exit {server.process.returncode}"
-            server.output.append(line.rstrip("\n"))
-            if line.startswith("protolab ready"):
-                return True, ""
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                server.output.append(line.decode(errors="replace"))
+                if line.startswith(b"protolab ready"):
+                    return True, ""
         server.process.kill()
         server.process.wait()
         return False, f"no ready line within {timeout} s; output: {server.output}"

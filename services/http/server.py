@@ -40,5 +40,5 @@ def make_service(lab: Lab) -> MultiService:
     parent = MultiService()
     for listener in lab.listeners("http"):
         if listener.active:
-            lab.tcp(listener, site).setServiceParent(parent)
+            lab.tcp(listener, site, busy=b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\ntoo many connections\n").setServiceParent(parent)
     return parent
