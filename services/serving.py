@@ -15,7 +15,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
+from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory, ISSLTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import directlyProvides, implementer, providedBy
 
@@ -115,11 +115,10 @@ class Refused(ProtocolWrapper):
         self.transport = transport
         if self.factory.busy:
             transport.write(self.factory.busy)
-        half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is None:  # TLS: close_notify, then the close
+        if ISSLTransport.providedBy(transport):  # after the handshake: close_notify, close
             transport.loseConnection()
             return
-        half_close()
+        transport.loseWriteConnection()
         self._linger = reactor.callLater(self.LINGER_SECONDS, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
