@@ -306,7 +306,9 @@ class SmallDisk:
 
     def fill(self) -> None:
         """Take every free byte (the data directory is left as it is)."""
-        with open(self._filler, "ab") as out:
+        # Unbuffered: a buffered file keeps the bytes the disk refused, and its close()
+        # fails with ENOSPC trying to write them again.
+        with open(self._filler, "ab", buffering=0) as out:
             chunk = b"\0" * (1 << 20)
             try:
                 while True:
