@@ -129,3 +129,19 @@ def test_starttls_and_implicit_tls_work_through_the_limits(lab):
     secure = imaplib.IMAP4_SSL("127.0.0.1", server.port("imap", "imaps"), ssl_context=context)
     assert secure.login("alice", "alice")[0] == "OK"
     secure.logout()
+
+
+SILENT = "[http]\nidle_timeout = 1\n[smtp]\nidle_timeout = 1\n[pop3]\nidle_timeout = 1\n"
+
+
+def test_a_silent_connection_is_closed_by_every_service_with_a_timeout(lab):
+    """A held slot is given back: what the limits count cannot stay forever. (IMAP's
+    autologout is at least 1800 s by RFC 3501 and DNS over TCP's 30 s is fixed, so they
+    are not waited for here.)"""
+    server = lab.start(only="http,smtp,pop3", config=SILENT)
+    for service, listener, speaks_first in (("http", "http", False), ("smtp", "smtp", True),
+                                            ("pop3", "pop3", True)):
+        with connect_from("127.0.0.1", server.port(service, listener)) as sock:
+            if speaks_first:
+                assert greeting(sock)
+            read_until_closed(sock)  # returns: the server hung up (the timeout is 10 s)
