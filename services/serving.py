@@ -16,8 +16,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory, ISSLTransport
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import directlyProvides, implementer, providedBy
+from twisted.internet.protocol import Protocol, ServerFactory
+from zope.interface import implementer
 
 from .listeners import WILDCARDS, Listener, local_addresses
 
@@ -90,45 +90,36 @@ class LabContextFactory:
         return self._tls.context()
 
 
-class Counted(ProtocolWrapper):
-    """A connection a Limits counts while it lasts."""
-
-    def startTLS(self, *args: Any, **kwargs: Any) -> None:  # noqa: N802 - Twisted's name
-        # STARTTLS marks the real transport as TLS (ISSLTransport); protocols ask their
-        # transport, which is this wrapper, so it must say the same (IMAP allows LOGIN then).
-        self.transport.startTLS(*args, **kwargs)
-        directlyProvides(self, providedBy(self.transport))
-
-
-class Refused(ProtocolWrapper):
-    """A connection over a limit: the protocol's busy line, then a close. The wrapped
-    protocol is never connected, so the service never sees it. Over TCP the close is a
-    half-close, and what the client sends meanwhile is read and dropped for a moment:
-    closing with unread data would send a reset that can destroy the busy line before
-    the client reads it (an HTTP client sends its request at once)."""
+class Refused(Protocol):
+    """A connection over a limit: the protocol's busy line, then a close; the service
+    never sees it. Over TCP the close is a half-close, and what the client sends
+    meanwhile is read and dropped for a moment: closing with unread data would send a
+    reset that can destroy the busy line before the client reads it (an HTTP client
+    sends its request at once)."""
 
     LINGER_SECONDS = 2.0
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+    def __init__(self, busy: bytes) -> None:
+        self.busy = busy
+        self._linger: Any = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's names
         from twisted.internet import reactor
 
-        self.transport = transport
-        if self.factory.busy:
-            transport.write(self.factory.busy)
-        if ISSLTransport.providedBy(transport):  # after the handshake: close_notify, close
-            transport.loseConnection()
+        if self.busy:
+            self.transport.write(self.busy)
+        if ISSLTransport.providedBy(self.transport):  # after the handshake: close_notify
+            self.transport.loseConnection()
             return
-        transport.loseWriteConnection()
-        self._linger = reactor.callLater(self.LINGER_SECONDS, transport.abortConnection)
+        self.transport.loseWriteConnection()
+        self._linger = reactor.callLater(self.LINGER_SECONDS, self.transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         pass  # what a refused client sends is not the service's
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
-        linger = getattr(self, "_linger", None)
-        if linger is not None and linger.active():
-            linger.cancel()
-        self.wrappedProtocol = None
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
 
 
 class Limits:
@@ -158,31 +149,39 @@ class Limits:
             del self.peers[peer]
 
 
-class LimitedFactory(WrappingFactory):
-    """Wraps a protocol's factory with the lab's connection limits (twisted.protocols.
-    policies.LimitConnectionsByPeer only drops the connection, silently, and counts per
-    factory, not per service)."""
-
-    protocol = Counted
+class LimitedFactory(ServerFactory):
+    """A protocol's factory under the lab's connection limits. Not a
+    policies.WrappingFactory: its ProtocolWrapper would stand between the protocol and
+    its transport, and what looks at the transport (STARTTLS marking it ISSLTransport,
+    HTTP's sendfile path wanting the real TCP transport) would see the wrapper. Here the
+    protocol keeps its transport; only its connectionLost is chained, to count it out.
+    (LimitConnectionsByPeer also only drops, silently, and counts per factory.)"""
 
     def __init__(self, factory: Any, limits: Limits, busy: bytes) -> None:
-        super().__init__(factory)
-        self.limits, self.busy = limits, busy
+        self.wrapped, self.limits, self.busy = factory, limits, busy
+
+    def doStart(self) -> None:  # noqa: N802 - the listening port starts the real factory
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:  # noqa: N802
+        self.wrapped.doStop()
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
         peer = getattr(addr, "host", str(addr))
         if not self.limits.admit(peer):
-            return Refused(self, None)
-        protocol = super().buildProtocol(addr)
+            return Refused(self.busy)
+        protocol = self.wrapped.buildProtocol(addr)
         if protocol is None:  # the wrapped factory refused it itself
             self.limits.release(peer)
             return None
-        protocol.peer_host = peer
-        return protocol
+        lost, release = protocol.connectionLost, self.limits.release
 
-    def unregisterProtocol(self, protocol: Any) -> None:  # noqa: N802
-        super().unregisterProtocol(protocol)
-        self.limits.release(protocol.peer_host)
+        def connection_lost(reason: Any) -> Any:
+            release(peer)
+            return lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
 
 
 class PortGroup:

@@ -15,7 +15,8 @@ import pytest
 from services import registry
 
 pytestmark = pytest.mark.skipif(
-    not {"http", "smtp", "pop3", "imap"} <= set(registry.names()), reason="needs the mail and web services")
+    not {"http", "smtp", "pop3", "imap"} <= set(registry.names()),
+    reason="needs the mail and web services")
 
 HOG = "127.0.0.2"  # the greedy client; 127.0.0.1 is everyone else
 BUSY = {
