@@ -259,8 +259,10 @@ class DNSService(MultiService):
             listener = self.lab.listener("dns", listener_name)
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
-            start = lambda address, l=listener, f=tcp: reactor.listenTCP(  # noqa: E731
-                l.port, f, interface=address)
+
+            def start(address: str, l: Any = listener, f: TCPFactory = tcp) -> Any:
+                return reactor.listenTCP(l.port, f, interface=address)
+
             ListenerService(self.lab, listener, start, where).setServiceParent(self)
 
     def _udp(self, listener: Any, server: Callable[[], UDPServer], interface: str) -> None:
