@@ -58,6 +58,28 @@ def cli(*args: str, data: Path | None = None, input: str | None = None,
                           env=full_env, timeout=timeout, cwd=ROOT)
 
 
+def read_until(process: subprocess.Popen, prefix: str, timeout: float,
+               lines: list[str]) -> bool:
+    """Append `process`'s output lines to `lines` until one starts with `prefix` (True),
+    the output ends or `timeout` passes (False). os.read, not readline: lines that arrive
+    together (serve prints its table just before the ready line) would sit in the file
+    object's buffer while select waits on an empty pipe."""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    pending = b""
+    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            return False
+        *done, pending = (pending + chunk).split(b"\n")
+        for line in done:
+            lines.append(line.decode(errors="replace"))
+            if lines[-1].startswith(prefix):
+                return True
+    return False
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -161,25 +183,12 @@ class LabFactory:
 
     @staticmethod
     def _wait_ready(server: Server, timeout: float) -> tuple[bool, str]:
-        # os.read, not readline: lines that arrive together (the table is printed after
-        # start, just before the ready line) would sit in the file object's buffer while
-        # select waits on an empty pipe.
-        selector = selectors.DefaultSelector()
-        selector.register(server.process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        pending = b""
-        while time.monotonic() < deadline:
-            if not selector.select(deadline - time.monotonic()):
-                break
-            chunk = os.read(server.process.stdout.fileno(), 65536)
-            if not chunk:  # exited before getting ready
-                server.process.wait()
-                return False, server.stderr().strip() or f"exit {server.process.returncode}"
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                server.output.append(line.decode(errors="replace"))
-                if line.startswith(b"protolab ready"):
-                    return True, ""
+        ready = read_until(server.process, "protolab ready", timeout, server.output)
+        if ready:
+            return True, ""
+        if server.process.poll() is not None:  # exited before getting ready
+            server.process.wait()
+            return False, server.stderr().strip() or f"exit {server.process.returncode}"
         server.process.kill()
         server.process.wait()
         return False, f"no ready line within {timeout} s; output: {server.output}"

@@ -7,12 +7,10 @@ import imaplib
 import json
 import os
 import random
-import selectors
 import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from services import registry
 from services.listeners import ephemeral_range
 
-from .conftest import ROOT, cli, need, need_root
+from .conftest import ROOT, cli, need, need_root, read_until
 from .netns import Network
 
 pytestmark = pytest.mark.skipif(
@@ -156,20 +154,12 @@ time.sleep(120)
 """
 
 
-def read_until(process: subprocess.Popen, prefix: str, timeout: float = 60) -> list[str]:
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline, pending, lines = time.monotonic() + timeout, b"", []
-    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
-        chunk = os.read(process.stdout.fileno(), 65536)
-        if not chunk:
-            break
-        *done, pending = (pending + chunk).split(b"\n")
-        lines += [line.decode() for line in done]
-        if any(line.startswith(prefix) for line in lines):
-            return lines
-    errors = process.stderr.read().decode() if process.stderr and process.poll() is not None else ""
-    raise AssertionError(f"no {prefix!r} line: {lines} {errors}")
+def output_until(process: subprocess.Popen, prefix: str) -> list[str]:
+    lines: list[str] = []
+    if not read_until(process, prefix, 60, lines):
+        errors = process.stderr.read().decode() if process.poll() is not None else ""
+        raise AssertionError(f"no {prefix!r} line: {lines} {errors}")
+    return lines
 
 
 def test_dns_binds_around_a_resolver_holding_127_0_0_53(tmp_path):
@@ -180,12 +170,12 @@ def test_dns_binds_around_a_resolver_holding_127_0_0_53(tmp_path):
         holder = host.popen(sys.executable, "-c", HOLDER, stdout=subprocess.PIPE)
         serve = None
         try:
-            read_until(holder, "held")
+            output_until(holder, "held")
             serve = host.popen(
                 sys.executable, "-m", "services", "serve", "--only", "dns", "--bind", "0.0.0.0",
                 "--port-offset", "0", "--data", str(tmp_path / "data"), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            lines = read_until(serve, "protolab ready")
+            lines = output_until(serve, "protolab ready")
             rows = [l for l in lines if l.startswith("dns ")]
             assert all(f"0.0.0.0:53 is taken: bound to 10.199.{net.subnet}.10 127.0.0.1" in r
                        for r in rows), lines
