@@ -95,12 +95,14 @@ class Refused(Protocol):
     never sees it. Over TCP the close is a half-close, and what the client sends
     meanwhile is read and dropped for a moment: closing with unread data would send a
     reset that can destroy the busy line before the client reads it (an HTTP client
-    sends its request at once)."""
+    sends its request at once). At most MAX_LINGERING wait so at once, so a flood of
+    refused connections cannot pile up descriptors."""
 
     LINGER_SECONDS = 2.0
+    MAX_LINGERING = 64
 
-    def __init__(self, busy: bytes) -> None:
-        self.busy = busy
+    def __init__(self, busy: bytes, limits: Limits) -> None:
+        self.busy, self.limits = busy, limits
         self._linger: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's names
@@ -108,18 +110,21 @@ class Refused(Protocol):
 
         if self.busy:
             self.transport.write(self.busy)
-        if ISSLTransport.providedBy(self.transport):  # after the handshake: close_notify
-            self.transport.loseConnection()
+        if ISSLTransport.providedBy(self.transport) or self.limits.lingering >= self.MAX_LINGERING:
+            self.transport.loseConnection()  # TLS: close_notify after the handshake
             return
         self.transport.loseWriteConnection()
+        self.limits.lingering += 1
         self._linger = reactor.callLater(self.LINGER_SECONDS, self.transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         pass  # what a refused client sends is not the service's
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
+        if self._linger is not None:
+            self.limits.lingering -= 1
+            if self._linger.active():
+                self._linger.cancel()
 
 
 class Limits:
@@ -129,12 +134,11 @@ class Limits:
         self.total, self.per_peer = total, per_peer
         self.open = 0
         self.peers: dict[str, int] = {}
-        self.refused = 0
+        self.lingering = 0  # refused connections still being closed
 
     def admit(self, peer: str) -> bool:
         if (self.total and self.open >= self.total) or (
                 self.per_peer and self.peers.get(peer, 0) >= self.per_peer):
-            self.refused += 1
             return False
         self.open += 1
         self.peers[peer] = self.peers.get(peer, 0) + 1
@@ -169,7 +173,7 @@ class LimitedFactory(ServerFactory):
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
         peer = getattr(addr, "host", str(addr))
         if not self.limits.admit(peer):
-            return Refused(self.busy)
+            return Refused(self.busy, self.limits)
         protocol = self.wrapped.buildProtocol(addr)
         if protocol is None:  # the wrapped factory refused it itself
             self.limits.release(peer)
@@ -265,7 +269,7 @@ class LabService(MultiService):
 
     def startService(self) -> None:  # noqa: N802
         started: list[Any] = []
-        for service in self:
+        for service in list(self):  # a copy: a service that fails is removed on the way
             try:
                 service.startService()
             except Exception as error:  # a protocol's own failure (a StartError names it)
@@ -302,8 +306,5 @@ class LabService(MultiService):
 
 def _stop_quietly(service: Any) -> None:
     """Stop what a service that failed half-way had started (its stop may trip over what
-    it never made)."""
-    try:
-        maybeDeferred(service.stopService).addErrback(lambda _: None)
-    except Exception:  # noqa: S110 - nothing more to release
-        pass
+    it never made: that failure is not news)."""
+    maybeDeferred(service.stopService).addErrback(lambda _: None)
