@@ -100,6 +100,11 @@ class Journal:
         self.dropped_total = 0
         self.failing = False  # the last flush failed: no flush from add() until one works
 
+    @property
+    def waiting(self) -> int:
+        """Events not yet in the journal file."""
+        return self._waiting
+
     def mask(self, value: str) -> str:
         return value if self.show_secrets else MASK
 

@@ -298,7 +298,10 @@ class LabService(MultiService):
         stopped = super().stopService() or DeferredList([])
 
         def flush(result: Any) -> Any:
-            self.lab.journal.flush_quietly()
+            journal = self.lab.journal
+            if not journal.flush_quietly():  # the last chance: say what is lost
+                print(f"protolab: journal: {journal.waiting} events could not be written "
+                      "before exit", file=sys.stderr, flush=True)
             return result
 
         return stopped.addBoth(flush)

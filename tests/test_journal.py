@@ -180,7 +180,7 @@ def test_what_cannot_be_kept_is_dropped_oldest_first_and_counted(tmp_path, monke
     assert not journal.flush_quietly()  # 61 events encoded, waiting
     for i in range(60, 160):
         session.packet(f"query {i}")
-    assert journal.dropped_total == 61 and journal._waiting == 100  # the oldest batch went
+    assert journal.dropped_total == 61 and journal.waiting == 100  # the oldest batch went
     blocker.unlink()
     journal.flush()
     written = events(blocker)
