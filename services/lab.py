@@ -116,18 +116,23 @@ class Lab:
 
     # --- what start-up made of the listeners (ListenerService and LabService call these)
 
-    def fail(self, listener: Listener, line: str) -> None:
-        """A listener that cannot listen: one line on stderr; the others go on."""
+    def say(self, text: str) -> None:
+        """One line about the lab's own machinery: on stderr now, and in the journal
+        (which writes it once it can, if the journal itself is what fails)."""
         import sys
 
+        print(f"protolab: {text}", file=sys.stderr, flush=True)
+        self.journal.add("lab", "-", "-", "", "event", text)
+
+    def fail(self, listener: Listener, line: str) -> None:
+        """A listener that cannot listen: one line; the others go on."""
         self.failed[(listener.service, listener.name)] = line
-        print(f"protolab: {line}", file=sys.stderr, flush=True)
+        self.say(line)
 
     def fail_service(self, name: str, line: str) -> None:
-        import sys
-
+        """A service that cannot start at all: one line; the others go on."""
         self.failed_services[name] = line
-        print(f"protolab: {line}", file=sys.stderr, flush=True)
+        self.say(line)
 
     def note(self, listener: Listener, text: str) -> None:
         """How a listener listens, when that is not simply on lab.bind (for the table)."""

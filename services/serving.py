@@ -36,13 +36,6 @@ class StartError(Exception):
     """A service that could not start, in one line naming the service and address."""
 
 
-def say(lab: Lab, text: str) -> None:
-    """One line about the lab's own machinery: on stderr now, and in the journal (which
-    writes it once it can, if the journal itself is what fails)."""
-    print(f"protolab: {text}", file=sys.stderr, flush=True)
-    lab.journal.add("lab", "-", "-", "", "event", text)
-
-
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
@@ -63,12 +56,12 @@ class Chore:
         except Exception as error:  # any failure: the next round may succeed
             self.failures += 1
             if self.failures == 1:
-                say(self.lab, f"{self.name} failing ({describe(error)}); "
-                              f"retrying every {self.seconds:g} s")
+                self.lab.say(f"{self.name} failing ({describe(error)}); "
+                             f"retrying every {self.seconds:g} s")
             return
         if self.failures:
             failures, self.failures = self.failures, 0
-            say(self.lab, f"{self.name} works again after {failures} failed attempts")
+            self.lab.say(f"{self.name} works again after {failures} failed attempts")
 
     def start(self) -> None:
         self.loop.start(self.seconds, now=False)

@@ -12,19 +12,15 @@ import time
 import pytest
 
 from services import registry
-from services.journal import Journal
+from services.config import default
+from services.lab import Lab
 from services.serving import Chore
 
 needs_dns = pytest.mark.skipif("dns" not in registry.names(), reason="needs the DNS service")
 
 
-class FakeLab:
-    def __init__(self, tmp_path):
-        self.journal = Journal(tmp_path / "journal")
-
-
 def test_a_failing_chore_says_so_once_then_once_more_when_it_works(tmp_path, capsys):
-    lab = FakeLab(tmp_path)
+    lab = Lab(default(), tmp_path / "data")
     outcomes = iter([OSError(28, "No space left on device")] * 5 + [None] * 3)
 
     def call():
@@ -40,7 +36,7 @@ def test_a_failing_chore_says_so_once_then_once_more_when_it_works(tmp_path, cap
                      "device); retrying every 0.5 s",
                      "protolab: journal flush works again after 5 failed attempts"]
     lab.journal.flush()
-    written = (tmp_path / "journal").glob("*.jsonl")
+    written = (tmp_path / "data" / "journal").glob("*.jsonl")
     said = [json.loads(line) for path in written for line in path.read_text().splitlines()]
     assert [(e["service"], e["text"]) for e in said] == [
         ("lab", line.removeprefix("protolab: ")) for line in lines]
