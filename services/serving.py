@@ -91,7 +91,7 @@ class Refused(Protocol):
     sends its request at once). At most MAX_LINGERING wait so at once, so a flood of
     refused connections cannot pile up descriptors."""
 
-    LINGER_SECONDS = 2.0
+    LINGER_SECONDS = 10.0  # then a reset: a client that never closes gets no more time
     MAX_LINGERING = 64
 
     def __init__(self, busy: bytes, limits: Limits) -> None:
