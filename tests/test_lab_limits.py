@@ -8,6 +8,7 @@ import poplib
 import smtplib
 import socket
 import ssl
+import time
 import urllib.request
 
 import pytest
@@ -74,8 +75,7 @@ def test_500_idle_connections_from_one_peer_do_not_lock_out_another(lab):
             assert page.status == 200
         # The hog's count goes down as its connections go: one closed, one more admitted.
         hog[answers.index(served[0])].close()
-        with connect_from(HOG, port) as again:
-            assert greeting(again).startswith(b"220 ")
+        admitted(port, b"220 ", HOG).close()
     finally:
         for sock in hog:
             sock.close()
@@ -146,3 +146,35 @@ def test_a_silent_connection_is_closed_by_every_service_with_a_timeout(lab):
             if speaks_first:
                 assert greeting(sock)
             read_until_closed(sock)  # returns: the server hung up (the timeout is 10 s)
+
+
+def admitted(port: int, welcome: bytes, address: str = "127.0.0.1",
+             seconds: float = 5) -> socket.socket:
+    """A connection the server admits, once it has seen the last one go: a close the
+    client made is news to the server a moment later, and it says nothing when it knows."""
+    deadline = time.monotonic() + seconds
+    while True:
+        sock = connect_from(address, port)
+        if greeting(sock).startswith(welcome):
+            return sock
+        sock.close()
+        assert time.monotonic() < deadline, "a connection that ended is still counted"
+        time.sleep(0.05)
+
+
+def test_connections_that_end_badly_are_counted_out(lab):
+    """A failed TLS handshake, a reset, a plain close: each gives its slot back (a leak
+    would refuse this one peer for good)."""
+    server = lab.start(only="imap", config=CONFIG)
+    tls_port, plain = server.port("imap", "imaps"), server.port("imap", "imap")
+    for _ in range(3):
+        with connect_from("127.0.0.1", tls_port) as sock:  # garbage instead of a ClientHello
+            sock.sendall(b"\x16\x03\x01\x00\x05hello" + b"\0" * 100)
+            try:
+                read_until_closed(sock)
+            except ConnectionResetError:
+                pass
+        sock = admitted(plain, b"* OK")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        sock.close()  # linger 0: a reset
+    admitted(plain, b"* OK").close()
