@@ -143,7 +143,7 @@ def _record_failures(lab: Any, names: list[str], stopping: bool = False) -> None
 
     for name in names:
         try:
-            record_failures(lab.data, name, [] if stopping else lab.failures(name))
+            record_failures(lab.data, name, {} if stopping else lab.failures(name))
         except OSError:
             pass  # a full disk: check still probes; the table and stderr said it
 
