@@ -56,6 +56,15 @@ def probe(service: str, target: ProbeTarget) -> Result:
     return Result(service, ok, detail, time.monotonic() - start)
 
 
+def with_failures(result: Result, failed: dict[str, str]) -> Result:
+    """A probe's result, FAIL when the serve running the service says some of its
+    listeners could not start (a probe speaks to one port: the one that works, maybe)."""
+    if not failed:
+        return result
+    detail = "; ".join(failed.values()) + ("" if result.skipped else f" (probe: {result.detail})")
+    return Result(result.service, False, detail, result.seconds)
+
+
 def run(target: ProbeTarget, names: list[str]) -> list[Result]:
     if not names:
         return []

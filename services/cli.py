@@ -3,7 +3,7 @@
 Every error a user can cause is one line on stderr ("protolab: ...") and a non-zero exit:
 2 for a wrong command line or config, 1 for anything else. Options also come from the
 environment (PROTOLAB_CONFIG, PROTOLAB_DATA, PROTOLAB_ONLY, PROTOLAB_PORT_OFFSET,
-PROTOLAB_BIND), for containers whose command line a CI system cannot set.
+PROTOLAB_BIND, PROTOLAB_STRICT), for containers whose command line a CI system cannot set.
 """
 
 from __future__ import annotations
@@ -88,11 +88,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .lab import Lab
 
     lab = Lab(config, _data(args), offset=args.port_offset, bind=args.bind)
+    lab.strict = args.strict
+    try:
+        lab.check_ports(names)
+    except ValueError as error:
+        raise CLIError(str(error), 2) from None
     for name in names:
         lab.store.lock(name)
     lab.store.seed_users(config.users)
     lab.tls.context()  # the CA exists from the first start on, and TLS errors show now
-    _print_table(lab, names)
 
     from twisted.internet import reactor
 
@@ -111,28 +115,69 @@ def cmd_serve(args: argparse.Namespace) -> int:
             reactor.stop()
             return
         reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+        _record_failures(lab, names)
+        _print_table(lab, names)
+        failed = [name for name in names if lab.failures(name)]
+        if failed and not lab.serving(names):
+            outcome.update(code=1, error="no service could start")
+            reactor.stop()
+            return
         uptime = _process_uptime()
         elapsed = uptime if uptime is not None else time.monotonic() - started
         print(f"protolab ready in {elapsed:.2f} s: {' '.join(names) or 'no services'} "
-              f"(port offset {lab.offset})", flush=True)
+              f"(port offset {lab.offset})"
+              + (f"; failed: {' '.join(failed)}" if failed else ""), flush=True)
 
     reactor.callWhenRunning(start)
     reactor.run()
+    _record_failures(lab, names, stopping=True)
     lab.close()
     if outcome["code"]:
         raise CLIError(outcome["error"])
     return 0
 
 
+def _record_failures(lab: Any, names: list[str], stopping: bool = False) -> None:
+    """For `protolab check` and the portal, in the data directory (other processes)."""
+    from .listeners import record_failures
+
+    for name in names:
+        try:
+            record_failures(lab.data, name, {} if stopping else lab.failures(name))
+        except OSError:
+            pass  # a full disk: check still probes; the table and stderr said it
+
+
 def _print_table(lab: Any, names: list[str]) -> None:
+    """After start: what listens, and what does not (with why), never a listening row
+    for a port the lab could not have."""
+    from .listeners import ephemeral_range
+
     print(f"protolab {__version__}: {lab.config.source}, data {lab.data}")
     print(f"port offset {lab.offset} ({lab.offset_reason}); listening on {lab.bind}")
     print(f"{'SERVICE':<7} {'LISTENER':<11} {'ADDRESS':<22} {'TLS':<9} NOTE")
+    ports = []
     for name in names:
         for listener in lab.listeners(name):
+            key = (name, listener.name)
             address = f"{lab.bind}:{listener.port}/{listener.transport}"
-            note = listener.note if listener.active else f"off: {listener.note}"
-            print(f"{name:<7} {listener.name:<11} {address:<22} {listener.tls or '-':<9} {note}")
+            if not listener.active:
+                note = f"off: {listener.note}"
+            elif key in lab.failed or name in lab.failed_services:
+                line = lab.failed.get(key) or lab.failed_services[name]
+                note = f"FAILED: {line.split(': ', 1)[-1]}"
+            else:
+                note = "; ".join(n for n in (lab.notes.get(key, ""), listener.note) if n)
+                ports.append(listener.port)
+            print(f"{name:<7} {listener.name:<11} {address:<22} {listener.tls or '-':<9} "
+                  f"{note}".rstrip())
+    ephemeral = ephemeral_range()
+    if ephemeral is not None:
+        inside = sorted({p for p in ports if ephemeral[0] <= p <= ephemeral[1]})
+        if inside:
+            print(f"warning: ports {' '.join(map(str, inside))} are in the kernel's ephemeral "
+                  f"range {ephemeral[0]}-{ephemeral[1]} (net.ipv4.ip_local_port_range): a "
+                  f"client's socket can hold one at the next start; choose a smaller offset")
     sys.stdout.flush()
 
 
@@ -198,8 +243,8 @@ def cmd_user(args: argparse.Namespace) -> int:
 # --- check -----------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import ProbeTarget, run, table
-    from .listeners import auto_offset
+    from .check import ProbeTarget, run, table, with_failures
+    from .listeners import auto_offset, failures
 
     config = _config(args)
     names = _names(args.only, config)
@@ -208,7 +253,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         requested = config.lab.port_offset
     offset, _ = auto_offset(requested)
     target = ProbeTarget(args.host, config, offset, args.timeout)
-    results = run(target, names)
+    data = _data(args)
+    results = [with_failures(result, failures(data, result.service))
+               for result in run(target, names)]
     print(table(target, results))
     failed = [r.service for r in results if not r.ok]
     if failed:
@@ -302,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
                             "below 1024, else 3000)")
     serve.add_argument("--bind", default=_env("BIND"), metavar="ADDR",
                        help="listen on this address (default: [lab] bind, 0.0.0.0)")
+    serve.add_argument("--strict", action="store_true", default=bool(_env("STRICT")),
+                       help="exit 1 when any listener cannot start (default: serve what "
+                            "can start, and say what cannot)")
     serve.set_defaults(func=cmd_serve)
 
     init = sub.add_parser("init", help="write a commented example lab.toml")
@@ -327,7 +377,7 @@ def parser() -> argparse.ArgumentParser:
     user.set_defaults(func=cmd_user)
 
     check = sub.add_parser("check", help="speak each protocol once; exit 0 if all answer")
-    common(check, data=False)
+    common(check)  # the data directory: what the serve running there could not start
     check.add_argument("--only", default=_env("ONLY"), metavar="NAMES")
     check.add_argument("--host", default="127.0.0.1")
     check.add_argument("--port-offset", type=_offset, metavar="N",

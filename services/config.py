@@ -68,6 +68,13 @@ class LabSettings:
         "added to every port the lab listens on; -1 = automatic: 0 when the process may bind "
         "ports below 1024, else 3000 (serve --port-offset overrides)",
     )
+    max_connections: int = setting(
+        500, "open connections each TCP service (HTTP, SMTP, POP3, IMAP, DNS) accepts at "
+        "once, over all its ports; beyond it a client gets the protocol's busy reply "
+        "(SMTP 421, POP3 -ERR, IMAP BYE, HTTP 503) and a close; 0 = no limit")
+    max_connections_per_peer: int = setting(
+        50, "open connections one client address may hold to each of those services; "
+        "0 = no limit")
 
     def validate(self) -> None:
         if not DOMAIN_RE.match(self.domain):
@@ -76,6 +83,9 @@ class LabSettings:
         check_address("bind", self.bind)
         if not -1 <= self.port_offset <= 60000:
             raise Invalid("port_offset", "must be -1 (automatic) or 0..60000")
+        for key in ("max_connections", "max_connections_per_peer"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, "must not be negative (0 = no limit)")
 
 
 @dataclass

@@ -15,6 +15,7 @@ and the API. Services may call from any thread (impacket's SMB server runs in th
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -73,6 +74,13 @@ class Session:
             self._add("close", reason)
 
 
+# Events kept in memory while the journal cannot be written (a full disk): about 200
+# bytes each, so at most ~20 MB; beyond it the oldest go, counted, and the count is
+# journaled once writing works again.
+MAX_BUFFERED = 100_000
+FLUSH_AT = 5000  # a flood between two timed flushes is written at once
+
+
 class Journal:
     def __init__(self, directory: Path, store: Store | None = None, show_secrets: bool = False,
                  recent: int = 2000) -> None:
@@ -80,10 +88,22 @@ class Journal:
         self.store = store
         self.show_secrets = show_secrets
         self.recent = recent
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[dict[str, Any]] = []  # not yet encoded
+        self._pending: list[tuple[str, bytes, list[dict[str, Any]]]] = []  # encoded, unwritten
+        self._waiting = 0  # events in _buffer and _pending
+        self._window: list[dict[str, Any]] = []  # in the file, not yet in the store
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time: order is kept on retry
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(2)  # tells sessions of different processes apart
+        self.dropped = 0  # events lost to MAX_BUFFERED, not yet reported in the journal
+        self.dropped_total = 0
+        self.failing = False  # the last flush failed: no flush from add() until one works
+
+    @property
+    def waiting(self) -> int:
+        """Events not yet in the journal file."""
+        return self._waiting
 
     def mask(self, value: str) -> str:
         return value if self.show_secrets else MASK
@@ -94,38 +114,122 @@ class Journal:
         return session
 
     def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str) -> None:
+        """Never raises: a service's session must not fail because the journal does."""
         event = {"ts": time.time(), "service": service, "session": session, "peer": peer,
                  "user": user, "kind": kind, "text": text}
         with self._lock:
             self._buffer.append(event)
-            too_many = len(self._buffer) >= 5000
-        if too_many:  # a flood between two flushes: write now rather than grow without bound
+            self._waiting += 1
+            if self._waiting > MAX_BUFFERED:
+                self._drop_oldest()
+            flood = len(self._buffer) >= FLUSH_AT and not self.failing
+        if flood:
+            self.flush_quietly()
+
+    def _drop_oldest(self) -> None:
+        """Called with the lock held, over the bound: the oldest unwritten batch goes."""
+        if self._pending:
+            _, _, events = self._pending.pop(0)
+            lost = len(events)
+        else:
+            lost = len(self._buffer) - MAX_BUFFERED
+            del self._buffer[:lost]
+        self._waiting -= lost
+        self.dropped += lost
+        self.dropped_total += lost
+
+    def flush_quietly(self) -> bool:
+        """flush(), for callers that cannot report its failure (the timed flush can)."""
+        try:
             self.flush()
+        except Exception:  # kept buffered; the timed flush says what fails
+            return False
+        return True
 
     def flush(self) -> None:
-        with self._lock:
-            events, self._buffer = self._buffer, []
-        if not events:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        by_day: dict[str, list[str]] = {}
-        for event in events:
-            day = time.strftime("%Y-%m-%d", time.gmtime(event["ts"]))
-            by_day.setdefault(day, []).append(json.dumps(event, ensure_ascii=False) + "\n")
-        for day, lines in by_day.items():
-            # One write per batch with O_APPEND: processes sharing the file never interleave lines.
-            fd = os.open(self.directory / f"{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        """Write what is buffered to the day's file, then to the store's window. On an
+        error (ENOSPC, EMFILE, SQLITE_FULL) nothing is lost: the events wait, already
+        encoded so a retry costs one write (bounded by MAX_BUFFERED), and it is raised."""
+        with self._flushing:
             try:
-                os.write(fd, "".join(lines).encode())
-            finally:
-                os.close(fd)
-        if self.store is not None and self.recent:
-            with self.store.db.write() as tx:
-                tx.executemany(
-                    "INSERT INTO journal (ts, service, session, peer, user, kind, text) "
-                    "VALUES (:ts, :service, :session, :peer, :user, :kind, :text)", events)
-                tx.execute("DELETE FROM journal WHERE id <= (SELECT max(id) FROM journal) - ?",
-                           (self.recent,))
+                self._encode()
+                self._write_pending()
+                self._flush_window()
+            except Exception:
+                self.failing = True
+                raise
+            self.failing = False
+
+    def _encode(self) -> None:
+        """Move the buffer into encoded batches, one per day file, in order."""
+        with self._lock:
+            if self.dropped:
+                self._buffer.insert(0, self._dropped_event())
+                self._waiting += 1
+                self.dropped = 0
+            events, self._buffer = self._buffer, []
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(event["ts"])),
+                              []).append(event)
+        batches = [(day, "".join(json.dumps(e, ensure_ascii=False) + "\n"
+                                 for e in day_events).encode(), day_events)
+                   for day, day_events in by_day.items()]
+        with self._lock:
+            self._pending.extend(batches)
+
+    def _dropped_event(self) -> dict[str, Any]:
+        return {"ts": self._buffer[0]["ts"] if self._buffer else time.time(),
+                "service": "lab", "session": "-", "peer": "-", "user": "", "kind": "event",
+                "text": f"journal: {self.dropped} events dropped while it could not be "
+                        f"written (more than {MAX_BUFFERED} waiting)"}
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                day, data, events = self._pending[0]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _append(self.directory / f"{day}.jsonl", data)
+            with self._lock:
+                if self._pending and self._pending[0][2] is events:  # not dropped meanwhile
+                    self._pending.pop(0)
+                    self._waiting -= len(events)
+            if self.store is not None and self.recent:
+                self._window = (self._window + events)[-self.recent:]
+
+    def _flush_window(self) -> None:
+        if not self._window or self.store is None:
+            return
+        events = self._window[-self.recent:]  # older ones would be deleted at once anyway
+        with self.store.db.write() as tx:
+            tx.executemany(
+                "INSERT INTO journal (ts, service, session, peer, user, kind, text) "
+                "VALUES (:ts, :service, :session, :peer, :user, :kind, :text)", events)
+            tx.execute("DELETE FROM journal WHERE id <= (SELECT max(id) FROM journal) - ?",
+                       (self.recent,))
+        self._window = []
+
+
+def _append(path: Path, data: bytes) -> None:
+    """One write per batch with O_APPEND: processes sharing the file never interleave
+    lines. A short write (the disk filled mid-way) is cut back, so a retry never leaves
+    half a line in the file (unless another process appended meanwhile: its line stays)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        start = os.fstat(fd).st_size
+        done = 0
+        try:
+            done = os.write(fd, data)
+            if done != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal", str(path))
+        except OSError:
+            if done and os.fstat(fd).st_size == start + done:
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def recent(store: Store, service: str | None = None, since: float = 0.0, limit: int = 500

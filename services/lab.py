@@ -4,8 +4,11 @@ Protocol packages get a Lab in service(lab) and use it for everything they share
 
     lab.settings("smtp")            their [smtp] section (their own Settings class)
     lab.listeners("smtp")           their listeners with the port offset applied
-    lab.tcp(listener, factory)      a service listening on it (implicit TLS if the
-                                    listener says so); errors become one-line StartErrors
+    lab.tcp(listener, factory, busy=b"...")
+                                    a service listening on it (implicit TLS if the
+                                    listener says so), under the [lab] connection limits
+                                    (a refused connection gets `busy`, then a close); a
+                                    port it cannot have is one line (lab.fail)
     lab.udp(listener, protocol)     the same for UDP
     lab.store / lab.journal / lab.tls / lab.config / lab.bind / lab.port(base)
 """
@@ -47,6 +50,13 @@ class Lab:
         self.store = Store(data, keep_plaintext=config.auth.keep_plaintext)
         self.journal = Journal(data / "journal", self.store, config.journal.show_secrets,
                                config.journal.recent)
+        self.strict = False  # serve --strict: one listener that cannot start stops the lab
+        # What start-up made of each listener, for the table: (service, name) -> the
+        # failure, or how it listens when that is not simply lab.bind.
+        self.failed: dict[tuple[str, str], str] = {}
+        self.failed_services: dict[str, str] = {}
+        self.notes: dict[tuple[str, str], str] = {}
+        self._limits: dict[str, Any] = {}
 
     @cached_property
     def tls(self) -> LabTLS:
@@ -77,25 +87,80 @@ class Lab:
 
     def tcp(self, listener: Listener, factory: Any, busy: bytes = b"") -> IService:
         """`busy` is what a connection refused by the lab's connection limits is sent
-        before it is closed, in the protocol's own words (SMTP 421, IMAP * BYE, HTTP 503)."""
+        before it is closed, in the protocol's own words (SMTP 421, IMAP * BYE, HTTP 503).
+        The limits count per service, across its listeners; TLS wraps the limits, so a
+        refused client of an implicit TLS port reads its busy line over TLS."""
         from twisted.internet import reactor
 
-        from .serving import ListenerService
+        from .serving import LimitedFactory, Limits, ListenerService
 
+        settings = self.config.lab
+        if settings.max_connections or settings.max_connections_per_peer:
+            limits = self._limits.setdefault(listener.service, Limits(
+                settings.max_connections, settings.max_connections_per_peer))
+            factory = LimitedFactory(factory, limits, busy)
         if listener.tls == "implicit":
             context = self.tls.twisted()
-            return ListenerService(self, listener, lambda: reactor.listenSSL(
-                listener.port, factory, context, interface=self.bind))
-        return ListenerService(self, listener, lambda: reactor.listenTCP(
-            listener.port, factory, interface=self.bind))
+            return ListenerService(self, listener, lambda address: reactor.listenSSL(
+                listener.port, factory, context, interface=address))
+        return ListenerService(self, listener, lambda address: reactor.listenTCP(
+            listener.port, factory, interface=address))
 
     def udp(self, listener: Listener, protocol: Any, interface: str | None = None) -> IService:
         from twisted.internet import reactor
 
         from .serving import ListenerService
 
-        return ListenerService(self, listener, lambda: reactor.listenUDP(
-            listener.port, protocol, interface=self.bind if interface is None else interface))
+        return ListenerService(self, listener, lambda address: reactor.listenUDP(
+            listener.port, protocol, interface=address), interface)
+
+    # --- what start-up made of the listeners (ListenerService and LabService call these)
+
+    def say(self, text: str) -> None:
+        """One line about the lab's own machinery: on stderr now, and in the journal
+        (which writes it once it can, if the journal itself is what fails)."""
+        import sys
+
+        print(f"protolab: {text}", file=sys.stderr, flush=True)
+        self.journal.add("lab", "-", "-", "", "event", text)
+
+    def fail(self, listener: Listener, line: str) -> None:
+        """A listener that cannot listen: one line; the others go on."""
+        self.failed[(listener.service, listener.name)] = line
+        self.say(line)
+
+    def fail_service(self, name: str, line: str) -> None:
+        """A service that cannot start at all: one line; the others go on."""
+        self.failed_services[name] = line
+        self.say(line)
+
+    def note(self, listener: Listener, text: str) -> None:
+        """How a listener listens, when that is not simply on lab.bind (for the table)."""
+        self.notes[(listener.service, listener.name)] = text
+
+    def serving(self, names: list[str]) -> bool:
+        """Whether any listener of these services listens (after start)."""
+        return any(name not in self.failed_services and any(
+            l.active and (name, l.name) not in self.failed for l in self.listeners(name))
+            for name in names)
+
+    def failures(self, name: str) -> dict[str, str]:
+        """Why `name` ("*"), or some of its listeners (by name), does not listen."""
+        if name in self.failed_services:
+            return {"*": self.failed_services[name]}
+        return {listener: line for (service, listener), line in self.failed.items()
+                if service == name}
+
+    def check_ports(self, names: list[str]) -> None:
+        """Raise ValueError naming the first port the offset pushes past 65535."""
+        from .listeners import HIGHEST_PORT
+
+        for name in names:
+            for listener in self.listeners(name):
+                if listener.port > HIGHEST_PORT:
+                    raise ValueError(
+                        f"port offset {self.offset}: {name} {listener.name} would listen on "
+                        f"port {listener.port}, above {HIGHEST_PORT}")
 
     def build(self, names: list[str]) -> MultiService:
         """One MultiService with a child per protocol in `names`, plus the lab's own chores."""
@@ -109,5 +174,5 @@ class Lab:
         return root
 
     def close(self) -> None:
-        self.journal.flush()
+        self.journal.flush_quietly()
         self.store.close()

@@ -1,9 +1,13 @@
-"""What a service listens on, and the port offset rule shared by serve and check."""
+"""What a service listens on, the port offset rule shared by serve and check, and what
+a running serve records about listeners that failed (for check and the portal)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 # GreenMail's convention: unprivileged, every standard port + 3000 (SMTP 3025, IMAP 3143...).
 UNPRIVILEGED_OFFSET = 3000
@@ -18,6 +22,9 @@ class Listener:
     tls: str = ""  # "", "starttls" or "implicit"
     note: str = ""
     active: bool = True  # False: configured but not opened (the note says why)
+    # When the wildcard address is taken on this port (systemd-resolved on 127.0.0.53:53),
+    # bind each local address that is free instead.
+    around: bool = False
 
     def shifted(self, offset: int) -> Listener:
         return replace(self, port=self.port + offset)
@@ -47,3 +54,82 @@ def auto_offset(requested: int | None) -> tuple[int, str]:
     if can_bind_low_ports():
         return 0, "this process may bind ports below 1024"
     return UNPRIVILEGED_OFFSET, "this process may not bind ports below 1024"
+
+
+WILDCARDS = ("0.0.0.0", "::")
+HIGHEST_PORT = 65535
+
+
+def local_addresses() -> list[str]:
+    """This host's IPv4 addresses (127.0.0.1 and every interface's), from the kernel's
+    local routing table: what a wildcard bind would have covered, one by one."""
+    found: list[str] = []
+    try:
+        with open("/proc/net/fib_trie") as trie:
+            last = ""
+            for line in trie:
+                text = line.strip()
+                if text.startswith("|-- "):
+                    last = text[4:]
+                elif text == "/32 host LOCAL" and last not in found:
+                    found.append(last)
+    except OSError:
+        return ["127.0.0.1"]
+    return sorted(found, key=lambda a: tuple(int(x) for x in a.split("."))) or ["127.0.0.1"]
+
+
+def ephemeral_range() -> tuple[int, int] | None:
+    """The kernel's range for clients' source ports (a listener there can find its port
+    held by a client socket at restart)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as text:
+            low, high = (int(x) for x in text.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+# --- what serve records about failed listeners --------------------------------------
+
+def _failed_path(data: Path, service: str) -> Path:
+    return data / "run" / f"{service}.failed"
+
+
+def record_failures(data: Path, service: str, failed: dict[str, str]) -> None:
+    """Written by serve after start (and removed at stop): why some listeners of a service
+    (listener name -> one line; "*" for the whole service) do not listen. Written by the
+    process holding the service's run lock."""
+    path = _failed_path(data, service)
+    if failed:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(failed))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def is_served(data: Path, service: str) -> bool:
+    """Whether a `protolab serve` holds the service's lock (any process, this one too:
+    flock locks belong to open files, so a second open here conflicts with our own)."""
+    try:
+        fd = os.open(data / "run" / f"{service}.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def failures(data: Path, service: str) -> dict[str, str]:
+    """What the serve that runs `service` from `data` could not start, as recorded
+    (nothing when no serve runs it: a file left by a killed one says nothing about now)."""
+    try:
+        failed = json.loads(_failed_path(data, service).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(failed, dict) or not is_served(data, service):
+        return {}
+    return {str(k): str(v) for k, v in failed.items()}

@@ -6,6 +6,8 @@ never import Twisted.
 
 from __future__ import annotations
 
+import errno
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +15,11 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
+from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory, ISSLTransport
+from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
-from .listeners import Listener
+from .listeners import WILDCARDS, Listener, local_addresses
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -33,6 +36,41 @@ class StartError(Exception):
     """A service that could not start, in one line naming the service and address."""
 
 
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+class Chore:
+    """A periodic call that survives its own failure. A full disk or too many open files
+    is transient: the call is retried at its usual pace, and the lab says once that it
+    fails and once that it works again, never once per attempt."""
+
+    def __init__(self, lab: Lab, name: str, call: Callable[[], Any], seconds: float) -> None:
+        self.lab, self.name, self.call, self.seconds = lab, name, call, seconds
+        self.failures = 0
+        self.loop = task.LoopingCall(self.run)
+
+    def run(self) -> None:
+        try:
+            self.call()
+        except Exception as error:  # any failure: the next round may succeed
+            self.failures += 1
+            if self.failures == 1:
+                self.lab.say(f"{self.name} failing ({describe(error)}); "
+                             f"retrying every {self.seconds:g} s")
+            return
+        if self.failures:
+            failures, self.failures = self.failures, 0
+            self.lab.say(f"{self.name} works again after {failures} failed attempts")
+
+    def start(self) -> None:
+        self.loop.start(self.seconds, now=False)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+
 @implementer(IOpenSSLContextFactory)
 class LabContextFactory:
     """Every TLS listener and STARTTLS shares the lab's one context (and so its key log).
@@ -45,71 +83,224 @@ class LabContextFactory:
         return self._tls.context()
 
 
-class ListenerService(Service):
-    """Listens when started; a port it cannot have becomes a StartError naming it."""
+class Refused(Protocol):
+    """A connection over a limit: the protocol's busy line, then a close; the service
+    never sees it. Over TCP the close is a half-close, and what the client sends
+    meanwhile is read and dropped for a moment: closing with unread data would send a
+    reset that can destroy the busy line before the client reads it (an HTTP client
+    sends its request at once). At most MAX_LINGERING wait so at once, so a flood of
+    refused connections cannot pile up descriptors."""
 
-    def __init__(self, lab: Lab, listener: Listener, start: Callable[[], IListeningPort]) -> None:
+    LINGER_SECONDS = 10.0  # then a reset: a client that never closes gets no more time
+    MAX_LINGERING = 64
+
+    def __init__(self, busy: bytes, limits: Limits) -> None:
+        self.busy, self.limits = busy, limits
+        self._linger: Any = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's names
+        from twisted.internet import reactor
+
+        if self.busy:
+            self.transport.write(self.busy)
+        if ISSLTransport.providedBy(self.transport) or self.limits.lingering >= self.MAX_LINGERING:
+            self.transport.loseConnection()  # TLS: close_notify after the handshake
+            return
+        self.transport.loseWriteConnection()
+        self.limits.lingering += 1
+        self._linger = reactor.callLater(self.LINGER_SECONDS, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        pass  # what a refused client sends is not the service's
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        if self._linger is not None:
+            self.limits.lingering -= 1
+            if self._linger.active():
+                self._linger.cancel()
+
+
+class Limits:
+    """One service's connection counts, shared by all its listeners."""
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total, self.per_peer = total, per_peer
+        self.open = 0
+        self.peers: dict[str, int] = {}
+        self.lingering = 0  # refused connections still being closed
+
+    def admit(self, peer: str) -> bool:
+        if (self.total and self.open >= self.total) or (
+                self.per_peer and self.peers.get(peer, 0) >= self.per_peer):
+            return False
+        self.open += 1
+        self.peers[peer] = self.peers.get(peer, 0) + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.open -= 1
+        left = self.peers[peer] - 1
+        if left:
+            self.peers[peer] = left
+        else:
+            del self.peers[peer]
+
+
+class LimitedFactory(ServerFactory):
+    """A protocol's factory under the lab's connection limits. Not a
+    policies.WrappingFactory: its ProtocolWrapper would stand between the protocol and
+    its transport, and what looks at the transport (STARTTLS marking it ISSLTransport,
+    HTTP's sendfile path wanting the real TCP transport) would see the wrapper. Here the
+    protocol keeps its transport; only its connectionLost is chained, to count it out.
+    (LimitConnectionsByPeer also only drops, silently, and counts per factory.)"""
+
+    def __init__(self, factory: Any, limits: Limits, busy: bytes) -> None:
+        self.wrapped, self.limits, self.busy = factory, limits, busy
+
+    def doStart(self) -> None:  # noqa: N802 - the listening port starts the real factory
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:  # noqa: N802
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+        peer = getattr(addr, "host", str(addr))
+        if not self.limits.admit(peer):
+            return Refused(self.busy, self.limits)
+        protocol = self.wrapped.buildProtocol(addr)
+        if protocol is None:  # the wrapped factory refused it itself
+            self.limits.release(peer)
+            return None
+        lost, release = protocol.connectionLost, self.limits.release
+
+        def connection_lost(reason: Any) -> Any:
+            release(peer)
+            return lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+
+class PortGroup:
+    """Several listening ports that stop as one (a listener bound address by address)."""
+
+    def __init__(self, ports: list[IListeningPort]) -> None:
+        self.ports = ports
+
+    def stopListening(self) -> Deferred:  # noqa: N802 - Twisted's name
+        return DeferredList([maybeDeferred(p.stopListening) for p in self.ports])
+
+
+class ListenerService(Service):
+    """Listens when started. A port it cannot have is one line naming it: a StartError
+    under --strict, else a failure the lab records (the table, check and the portal show
+    it) while the other services serve. A listener marked `around` whose wildcard address
+    is taken (systemd-resolved holds 127.0.0.53:53) binds each local address instead, as
+    dnsmasq's bind-dynamic does."""
+
+    def __init__(self, lab: Lab, listener: Listener, start: Callable[[str], IListeningPort],
+                 interface: str | None = None) -> None:
         self.lab, self.listener, self._start = lab, listener, start
-        self.port: IListeningPort | None = None
+        self.interface = lab.bind if interface is None else interface
+        self.port: IListeningPort | PortGroup | None = None
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
-        try:
-            self.port = self._start()
-        except CannotListenError as error:
-            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-            raise StartError(
-                f"{self.listener.service}: cannot listen on {self.listener.transport} "
-                f"{self.lab.bind}:{self.listener.port} ({self.listener.name}): {reason}"
-            ) from None
         super().startService()
+        try:
+            self.port = self._start(self.interface)
+        except CannotListenError as error:
+            if not (self.listener.around and self.interface in WILDCARDS
+                    and getattr(error.socketError, "errno", None) == errno.EADDRINUSE):
+                self._fail(self._line(self.interface, error))
+                return
+            self._bind_around(error)
+
+    def _bind_around(self, first: CannotListenError) -> None:
+        ports, bound = [], []
+        for address in local_addresses():
+            try:
+                ports.append(self._start(address))
+                bound.append(address)
+            except CannotListenError:
+                continue  # this address is the one taken (or it went away)
+        if not ports:
+            self._fail(self._line(self.interface, first))
+            return
+        self.port = PortGroup(ports)
+        self.lab.note(self.listener, f"{self.interface}:{self.listener.port} is taken: "
+                                     f"bound to {' '.join(bound)}")
+
+    def _fail(self, line: str) -> None:
+        if self.lab.strict:
+            raise StartError(line)
+        self.lab.fail(self.listener, line)
+
+    def _line(self, interface: str, error: CannotListenError) -> str:
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return (f"{self.listener.service}: cannot listen on {self.listener.transport} "
+                f"{interface}:{self.listener.port} ({self.listener.name}): {reason}")
 
     def stopService(self) -> Deferred | None:  # noqa: N802
         super().stopService()
-        if self.port is not None:
-            return maybeDeferred(self.port.stopListening)
+        port, self.port = self.port, None
+        if port is not None:
+            return maybeDeferred(port.stopListening)
         return None
 
 
 class LabService(MultiService):
-    """Starts protocols in order, stopping those already started if one fails; polls the
-    store for other processes' changes and flushes the journal."""
+    """Starts every protocol that can start (under --strict: all or none); polls the
+    store for other processes' changes and flushes the journal, in loops that survive
+    their own failures."""
 
     def __init__(self, lab: Lab) -> None:
         super().__init__()
         self.lab = lab
-        self._loops = [(task.LoopingCall(lab.store.poll), POLL_SECONDS),
-                       (task.LoopingCall(lab.journal.flush), FLUSH_SECONDS),
-                       (task.LoopingCall(lab.store.prune), PRUNE_SECONDS)]
+        self._chores = [Chore(lab, "store poll", lab.store.poll, POLL_SECONDS),
+                        Chore(lab, "journal flush", lab.journal.flush, FLUSH_SECONDS),
+                        Chore(lab, "store prune", lab.store.prune, PRUNE_SECONDS)]
 
     def startService(self) -> None:  # noqa: N802
         started: list[Any] = []
-        for service in self:
+        for service in list(self):  # a copy: a service that fails is removed on the way
             try:
                 service.startService()
-            except StartError:
-                self._stop_all(started)
-                raise
-            except Exception as error:  # a protocol's own failure, named
-                self._stop_all(started)
-                raise StartError(f"{service.name}: cannot start: {error}") from error
+            except Exception as error:  # a protocol's own failure (a StartError names it)
+                line = str(error) if isinstance(error, StartError) else \
+                    f"{service.name}: cannot start: {describe(error)}"
+                _stop_quietly(service)
+                service.disownServiceParent()  # stopped once here, not again at SIGTERM
+                if self.lab.strict:
+                    self._stop_all(started)
+                    raise StartError(line) from error
+                self.lab.fail_service(service.name, line)
+                continue
             started.append(service)
         self.running = 1
-        for loop, seconds in self._loops:
-            loop.start(seconds, now=False)
+        for chore in self._chores:
+            chore.start()
 
     @staticmethod
     def _stop_all(services: list[Any]) -> None:
         for service in reversed(services):
-            service.stopService()
+            _stop_quietly(service)
 
     def stopService(self) -> Deferred:  # noqa: N802
-        for loop, _ in self._loops:
-            if loop.running:
-                loop.stop()
+        for chore in self._chores:
+            chore.stop()
         stopped = super().stopService() or DeferredList([])
 
         def flush(result: Any) -> Any:
-            self.lab.journal.flush()
+            journal = self.lab.journal
+            if not journal.flush_quietly():  # the last chance: say what is lost
+                print(f"protolab: journal: {journal.waiting} events could not be written "
+                      "before exit", file=sys.stderr, flush=True)
             return result
 
         return stopped.addBoth(flush)
+
+
+def _stop_quietly(service: Any) -> None:
+    """Stop what a service that failed half-way had started (its stop may trip over what
+    it never made: that failure is not news)."""
+    maybeDeferred(service.stopService).addErrback(lambda _: None)

@@ -58,6 +58,28 @@ def cli(*args: str, data: Path | None = None, input: str | None = None,
                           env=full_env, timeout=timeout, cwd=ROOT)
 
 
+def read_until(process: subprocess.Popen, prefix: str, timeout: float,
+               lines: list[str]) -> bool:
+    """Append `process`'s output lines to `lines` until one starts with `prefix` (True),
+    the output ends or `timeout` passes (False). os.read, not readline: lines that arrive
+    together (serve prints its table just before the ready line) would sit in the file
+    object's buffer while select waits on an empty pipe."""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    pending = b""
+    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            return False
+        *done, pending = (pending + chunk).split(b"\n")
+        for line in done:
+            lines.append(line.decode(errors="replace"))
+            if lines[-1].startswith(prefix):
+                return True
+    return False
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -153,25 +175,20 @@ class LabFactory:
         with open(errors, "w") as stderr:
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                # strict: a port another test holds is a failed start, retried above
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PROTOLAB_STRICT": "1",
+                     **(env or {})})
         names = [n for n in only.split(",") if n]
         return Server(process, data, offset, names, config_path, errors)
 
     @staticmethod
     def _wait_ready(server: Server, timeout: float) -> tuple[bool, str]:
-        selector = selectors.DefaultSelector()
-        selector.register(server.process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not selector.select(deadline - time.monotonic()):
-                break
-            line = server.process.stdout.readline()
-            if not line:  # exited before getting ready
-                server.process.wait()
-                return False, server.stderr().strip() or f"exit {server.process.returncode}"
-            server.output.append(line.rstrip("\n"))
-            if line.startswith("protolab ready"):
-                return True, ""
+        ready = read_until(server.process, "protolab ready", timeout, server.output)
+        if ready:
+            return True, ""
+        if server.process.poll() is not None:  # exited before getting ready
+            server.process.wait()
+            return False, server.stderr().strip() or f"exit {server.process.returncode}"
         server.process.kill()
         server.process.wait()
         return False, f"no ready line within {timeout} s; output: {server.output}"

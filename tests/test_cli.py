@@ -104,7 +104,7 @@ def test_check_fails_when_nothing_answers():
 
 
 @needs_services
-def test_a_port_in_use_is_one_line_naming_service_and_address(lab, tmp_path):
+def test_strict_a_port_in_use_is_one_line_naming_service_and_address(lab, tmp_path):
     from services.config import default
 
     name = registry.names()[0]
@@ -115,8 +115,8 @@ def test_a_port_in_use_is_one_line_naming_service_and_address(lab, tmp_path):
         squatter.bind(("127.0.0.1", listener.port + offset))
         if kind == socket.SOCK_STREAM:
             squatter.listen()
-        result = cli("serve", "--only", name, "--bind", "127.0.0.1", "--port-offset",
-                     str(offset), data=tmp_path / "data")
+        result = cli("serve", "--strict", "--only", name, "--bind", "127.0.0.1",
+                     "--port-offset", str(offset), data=tmp_path / "data")
     assert_one_line_error(
         result, 1, f"{name}: cannot listen on {listener.transport} 127.0.0.1:"
                    f"{listener.port + offset} ({listener.name})")

@@ -67,6 +67,8 @@ def test_example_documents_every_key_and_loads_back_to_the_default(tmp_path):
     ("users = 3\n", "[users]: expected [[users]] tables"),
     ("[tls]\nextra_names = 'x'\n", "[tls] extra_names: expected a list"),
     ("[journal]\nrecent = -1\n", "[journal] recent: must not be negative"),
+    ("[lab]\nmax_connections_per_peer = -5\n",
+     "[lab] max_connections_per_peer: must not be negative (0 = no limit)"),
 ])
 def test_errors_name_file_section_and_key(tmp_path, text, message):
     path = write(tmp_path, text)

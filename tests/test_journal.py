@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
+import pytest
+
+from services import journal as journal_module
 from services.journal import MASK, Journal, format_event, recent
 from services.store import Store
 
@@ -130,3 +134,55 @@ def test_protolab_journal_follow_prints_new_events_as_they_come(tmp_path):
     finally:
         follower.terminate()
         follower.wait(10)
+
+
+def test_a_failed_write_keeps_the_events_for_the_next_flush(tmp_path):
+    store = Store(tmp_path / "data")
+    blocker = tmp_path / "data" / "journal"
+    blocker.write_text("a file where the journal's directory belongs: every write fails")
+    journal = Journal(blocker, store)
+    session = journal.open("smtp", "peer")
+    session.command("HELO one")
+    with pytest.raises(OSError):
+        journal.flush()
+    session.command("HELO two")  # add() after a failure never raises, and never flushes
+    assert journal.failing and not journal.flush_quietly()
+    blocker.unlink()
+    journal.flush()
+    assert [e["text"] for e in events(blocker)] == ["", "HELO one", "HELO two"]
+    assert [e["text"] for e in recent(store)] == ["", "HELO one", "HELO two"]
+    assert not journal.failing
+
+
+def test_a_short_write_leaves_no_half_line(tmp_path, monkeypatch):
+    journal = Journal(tmp_path / "journal")
+    journal.open("smtp", "peer").command("HELO first")
+    journal.flush()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:7]))
+    journal.open("smtp", "peer").command("HELO second")
+    with pytest.raises(OSError):
+        journal.flush()
+    monkeypatch.setattr(os, "write", real_write)
+    journal.flush()
+    texts = [e["text"] for e in events(tmp_path / "journal")]
+    assert texts == ["", "HELO first", "", "HELO second"]
+
+
+def test_what_cannot_be_kept_is_dropped_oldest_first_and_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "MAX_BUFFERED", 100)
+    blocker = tmp_path / "journal"
+    blocker.write_text("not a directory")
+    journal = Journal(blocker)
+    session = journal.open("dns", "peer")
+    for i in range(60):
+        session.packet(f"query {i}")
+    assert not journal.flush_quietly()  # 61 events encoded, waiting
+    for i in range(60, 160):
+        session.packet(f"query {i}")
+    assert journal.dropped_total == 61 and journal.waiting == 100  # the oldest batch went
+    blocker.unlink()
+    journal.flush()
+    written = events(blocker)
+    assert written[0]["service"] == "lab" and "61 events dropped" in written[0]["text"]
+    assert [e["text"] for e in written[1:]] == [f"query {i}" for i in range(60, 160)]

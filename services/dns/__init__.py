@@ -74,7 +74,10 @@ def listeners(config: LabConfig) -> list[Listener]:
     note = f"zone {config.lab.domain}"
     if s.forwarders:
         note += ", forwarding to " + " ".join(s.forwarders)
-    out = [Listener("dns", "dns", 53, "udp", note=note), Listener("dns", "dns-tcp", 53, "tcp")]
+    # around: a resolver on one address of port 53 (systemd-resolved) must not cost the
+    # lab its DNS; the others are bound one by one.
+    out = [Listener("dns", "dns", 53, "udp", note=note, around=True),
+           Listener("dns", "dns-tcp", 53, "tcp", around=True)]
     if s.fake_root:
         out += [Listener("dns", "root", 53, "udp", note=f"fake root on {s.root_address}"),
                 Listener("dns", "tld", 53, "udp", note=f"fake TLD on {s.tld_address}")]

@@ -239,7 +239,7 @@ class DNSService(MultiService):
         if self.settings.forwarders:
             self.forwarder = Forwarder([parse_server(s) for s in self.settings.forwarders])
         plain, tcp = lab.listener("dns", "dns"), lab.listener("dns", "dns-tcp")
-        self._udp(plain, UDPServer(self.engine, log, self.forwarder), lab.bind)
+        self._udp(plain, lambda: UDPServer(self.engine, log, self.forwarder), lab.bind)
         lab.tcp(tcp, TCPFactory(self.engine, log, self.forwarder)).setServiceParent(self)
         if self.settings.fake_root:
             self._fake_views(log)
@@ -257,20 +257,25 @@ class DNSService(MultiService):
                                            ("tld", tld, self.settings.tld_address)):
             engine = Engine(zone, axfr=False)
             listener = self.lab.listener("dns", listener_name)
-            self._udp(listener, UDPServer(engine, log, None), where)
+            self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
-            ListenerService(self.lab, listener, lambda l=listener, f=tcp, w=where: reactor.listenTCP(
-                l.port, f, interface=w)).setServiceParent(self)
 
-    def _udp(self, listener: Any, server: UDPServer, interface: str) -> None:
+            def start(address: str, l: Any = listener, f: TCPFactory = tcp) -> Any:
+                return reactor.listenTCP(l.port, f, interface=address)
+
+            ListenerService(self.lab, listener, start, where).setServiceParent(self)
+
+    def _udp(self, listener: Any, server: Callable[[], UDPServer], interface: str) -> None:
+        """A protocol per port: bound around a taken wildcard, each address has its own
+        socket, and a reply must leave from the address the query came to."""
         from ..serving import ListenerService
 
-        def start() -> FastUDPPort:
-            port = FastUDPPort(listener.port, server, interface=interface, reactor=reactor)
+        def start(address: str) -> FastUDPPort:
+            port = FastUDPPort(listener.port, server(), interface=address, reactor=reactor)
             port.startListening()
             return port
 
-        ListenerService(self.lab, listener, start).setServiceParent(self)
+        ListenerService(self.lab, listener, start, interface).setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802
         if self.forwarder is not None:

@@ -3,13 +3,11 @@ config and the registry, so a service added to the tree appears here by itself."
 
 from __future__ import annotations
 
-import fcntl
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import registry
-from ..listeners import Listener
+from ..listeners import Listener, failures, is_served
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -20,32 +18,20 @@ class ServiceInfo:
     name: str
     summary: str
     enabled: bool
-    running: bool  # some process serves it from this data directory now
+    running: bool  # some process serves it from this data directory now, on some port
     host: str  # fully qualified, "" when the service has no host name
     aliases: list[str]
     address: str
     listeners: list[Listener]  # with the port offset applied
     base_ports: dict[str, int]  # listener name -> standard port (before the offset)
+    # what the serving process could not start: listener name ("*": all) -> one line
+    failed: dict[str, str] = field(default_factory=dict)
 
     def listener(self, name: str) -> Listener | None:
         return next((l for l in self.listeners if l.name == name), None)
 
-
-def is_served(lab: Lab, name: str) -> bool:
-    """Whether a `protolab serve` holds the service's lock (any process, this one too:
-    flock locks belong to open files, so a second open here conflicts with our own)."""
-    path = lab.data / "run" / f"{name}.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    def failure(self, listener: Listener) -> str:
+        return self.failed.get("*") or self.failed.get(listener.name, "")
 
 
 def services(lab: Lab) -> list[ServiceInfo]:
@@ -57,13 +43,19 @@ def services(lab: Lab) -> list[ServiceInfo]:
         module = registry.module(name)
         summary = (module.__doc__ or name).strip().splitlines()[0]
         host = settings.host
+        listeners = lab.listeners(name)
+        failed = failures(lab.data, name)
+        # A served service runs only where it listens: DHCP without an interface, or a
+        # service whose every port was taken, holds its lock and serves nothing.
+        running = is_served(lab.data, name) and "*" not in failed and any(
+            l.active and l.name not in failed for l in listeners)
         out.append(ServiceInfo(
             name=name, summary=summary, enabled=settings.enabled,
-            running=is_served(lab, name),
+            running=running, failed=failed,
             host=config.fqdn(host) if host else "",
             aliases=[config.fqdn(a) for a in settings.aliases],
             address=hosts.get(host, config.lab.address),
-            listeners=lab.listeners(name),
+            listeners=listeners,
             base_ports={l.name: l.port for l in module.listeners(config)},
         ))
     return out

@@ -69,12 +69,15 @@ def render(lab: Lab, request: Any) -> bytes:
         for listener in info.listeners:
             cls = "" if listener.active else ' class="off"'
             note = html.escape(listener.note)
+            failure = info.failure(listener)
+            shown = (f'<span class="down">FAIL: {html.escape(failure)}</span>' if failure else
+                     '<span class="off">off</span>' if not listener.active else state)
             clients = "<br>".join(f"<code>{html.escape(c)}</code>"
                                   for c in _clients(info, listener, user, domain))
             rows.append(
                 f"<tr{cls}><td>{info.name}</td><td>{names}</td><td>{info.address}</td>"
                 f"<td>{listener.name}</td><td>{listener.port}/{listener.transport}</td>"
-                f"<td>{TLS_TEXT.get(listener.tls, listener.tls)}</td><td>{state}"
+                f"<td>{TLS_TEXT.get(listener.tls, listener.tls)}</td><td>{shown}"
                 f"{'<br>' + note if note else ''}</td><td>{clients}</td></tr>")
     offset = (f"<p>Ports are the standard ones plus {lab.offset} ({html.escape(lab.offset_reason)})."
               "</p>" if lab.offset else "")

@@ -132,5 +132,5 @@ def make_service(lab: Any) -> MultiService:
     for listener in lab.listeners("imap"):
         if listener.active:
             factory = IMAPFactory(lab, listener.tls == "implicit")
-            lab.tcp(listener, factory).setServiceParent(root)
+            lab.tcp(listener, factory, busy=b"* BYE [UNAVAILABLE] Too many connections\r\n").setServiceParent(root)
     return root

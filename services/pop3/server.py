@@ -40,5 +40,5 @@ def make_service(lab: Lab) -> MultiService:
 
         factory = LineFactory("pop3", lab.journal, lab.tls.twisted(), make, listener.name,
                               listener.tls == "implicit")
-        lab.tcp(listener, factory).setServiceParent(root)
+        lab.tcp(listener, factory, busy=b"-ERR [SYS/TEMP] too many connections\r\n").setServiceParent(root)
     return root

@@ -49,5 +49,5 @@ def make_service(lab: Lab) -> MultiService:
 
         factory = LineFactory("smtp", lab.journal, lab.tls.twisted(), make, listener.name,
                               listener.tls == "implicit")
-        lab.tcp(listener, factory).setServiceParent(root)
+        lab.tcp(listener, factory, busy=b"421 4.7.0 Too many connections, try later\r\n").setServiceParent(root)
     return root
