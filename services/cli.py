@@ -264,11 +264,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hosts -----------------------------------------------------------------------------
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from . import hosts
+
+    config = _config(args)
+    dynamic: list[tuple[str, str]] = []
+    if (_data(args) / "lab.db").exists():  # names from leases and `protolab dns add`
+        dynamic = [(r.name, r.value) for r in _store(args, config).net.records()
+                   if r.type in ("A", "AAAA")]
+    print(hosts.render(config, hosts.entries(config, dynamic, args.address)), end="")
+    return 0
+
+
 # --- journal ---------------------------------------------------------------------------
 
 def cmd_journal(args: argparse.Namespace) -> int:
     from .journal import format_event
 
+    known = {*registry.names(), "lab"}  # "lab": the lab's own events (chores, start-up)
+    if args.service and args.service not in known:
+        raise CLIError(f"unknown service {args.service!r} (known: {', '.join(sorted(known))})", 2)
     directory = _data(args) / "journal"
     if not directory.is_dir():
         raise CLIError(f"{directory}: no journal yet")
@@ -385,6 +402,13 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=3.0, metavar="S")
     check.set_defaults(func=cmd_check)
 
+    hosts = sub.add_parser("hosts", help="hosts-file lines for every name of the lab")
+    common(hosts)
+    hosts.add_argument("--address", metavar="A",
+                       help="the lab's address as the machines that use the lines reach it "
+                            "(default: [lab] address)")
+    hosts.set_defaults(func=cmd_hosts)
+
     journal = sub.add_parser("journal", help="show the journal of sessions")
     common(journal)
     journal.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
@@ -397,19 +421,34 @@ def parser() -> argparse.ArgumentParser:
         add_commands = getattr(registry.module(name), "add_commands", None)
         if add_commands is not None:
             add_commands(sub, common)
+    _own_errors(sub)
     return p
+
+
+def _own_errors(sub: Any) -> None:
+    """Each command's parser answers for the arguments it does not know (`serve
+    --port-ofset` shows serve's usage, not the top level's): main() asks args._parser."""
+    for command in sub.choices.values():
+        command.set_defaults(_parser=command)
+        for action in command._subparsers._group_actions if command._subparsers else ():
+            _own_errors(action)
 
 
 def main(argv: list[str] | None = None) -> int:
     from .store import DatabaseErrors
 
     try:
-        args = parser().parse_args(argv)
+        args, unknown = parser().parse_known_args(argv)
     except argparse.ArgumentTypeError as error:  # an env default that does not parse
         print(f"protolab: {error}", file=sys.stderr)
         return 2
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
+    except BrokenPipeError:  # `protolab journal | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except CLIError as error:
         print(f"protolab: {error}", file=sys.stderr)
         return error.code

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shlex
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from services import registry
 from services.config import load
 
-from .conftest import cli
+from .conftest import ROOT, cli, need, need_root
 
 ALL = ",".join(registry.names())
 needs_services = pytest.mark.skipif(not registry.names(), reason="no protocol registered yet")
@@ -150,3 +156,51 @@ def test_users_change_while_the_server_runs_and_sessions_are_journaled(lab):
     shown = server.cli("journal", "--service", "imap").stdout
     logins = [line for line in shown.splitlines() if "LOGIN erin" in line]
     assert logins and all(" e1" not in line and " e2" not in line for line in logins), shown
+
+
+def test_a_mistyped_option_gets_its_commands_usage(tmp_path):
+    typo = cli("serve", "--port-ofset", "3")
+    assert typo.returncode == 2
+    assert "usage: protolab serve" in typo.stderr and "--port-ofset" in typo.stderr
+    nested = cli("user", "add", "x", "--pasword", "y")
+    assert nested.returncode == 2 and "usage: protolab user add" in nested.stderr
+
+
+def test_journal_names_an_unknown_service_and_ends_quietly_in_a_closed_pipe(lab):
+    server = lab.start(only="dns")
+    assert_one_line_error(server.cli("journal", "--service", "nosuch"), 2, "unknown service 'nosuch'")
+    for _ in range(30):  # enough lines that `head -1` closes the pipe while journal writes
+        subprocess.run(["dig", "+short", "+tries=1", "-p", str(server.port("dns", "dns")),
+                        "@127.0.0.1", "www.lab.test"], capture_output=True, timeout=10)
+    server.journal_until("dns", "www.lab.test")
+    piped = subprocess.run(
+        f"{shlex.join([sys.executable, '-m', 'services', 'journal', '--data', str(server.data)])}"
+        " | head -1", shell=True, capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert piped.stdout.count("\n") == 1
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+
+
+def test_hosts_lines_resolve_through_a_real_resolver(lab, tmp_path):
+    """`protolab hosts` as a hosts file, read by glibc (getent) in a namespace of our own
+    (`ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts there)."""
+    need_root()
+    need("getent", "ip")
+    data = tmp_path / "data"
+    assert cli("dns", "add", "pc7", "A", "10.199.3.7", data=data).returncode == 0
+    made = cli("hosts", "--address", "192.0.2.10", data=data)
+    assert made.returncode == 0, made.stderr
+    namespace = f"plhosts{random.getrandbits(24):06x}"
+    etc = Path("/etc/netns") / namespace
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        etc.mkdir(parents=True)
+        (etc / "hosts").write_text(made.stdout)
+        for name, address in [("www.lab.test", "192.0.2.10"), ("mail.lab.test", "192.0.2.10"),
+                              ("pc7.lab.test", "10.199.3.7")]:
+            found = subprocess.run(["ip", "netns", "exec", namespace, "getent", "hosts", name],
+                                   capture_output=True, text=True, timeout=10)
+            assert found.stdout.split()[:2] == [address, name], (name, found.stdout)
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
