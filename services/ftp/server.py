@@ -41,17 +41,24 @@ class _Poller:
         return "ftp"
 
     def doRead(self) -> None:  # noqa: N802
-        self.ioloop.poll(0)
-        self.tick()
+        try:
+            self.ioloop.poll(0)
+        finally:  # a fault in one handler (logged by the reactor) must not stop the timers
+            self.tick()
 
     def tick(self) -> None:
-        """Run due scheduled calls and set the timer for the next one."""
-        next_due = self.ioloop.sched.poll()
-        delay = IDLE_TICK if next_due is None else min(next_due, IDLE_TICK)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(delay)
-        else:
-            self._timer = reactor.callLater(delay, self.tick)
+        """Run due scheduled calls and set the timer for the next one. The timer is set
+        again whatever the calls raised: if the chain broke, every FTP timeout (idle
+        sessions, stalled data channels) would stop for good."""
+        delay = IDLE_TICK
+        try:
+            next_due = self.ioloop.sched.poll()
+            delay = IDLE_TICK if next_due is None else min(next_due, IDLE_TICK)
+        finally:
+            if self._timer is not None and self._timer.active():
+                self._timer.reset(delay)
+            else:
+                self._timer = reactor.callLater(delay, self.tick)
 
     def stop(self) -> None:
         if self._timer is not None and self._timer.active():
