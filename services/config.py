@@ -189,6 +189,15 @@ class LabConfig:
     def fqdn(self, host: str) -> str:
         return f"{host}.{self.lab.domain}"
 
+    def mail_domains(self) -> set[str]:
+        """The domains whose addresses are the lab's users (lower case): the lab's own, its
+        hosts' names (alice@mail.lab.test) and any service's extra `domains` ([smtp]
+        domains). Mail to them is local, and a login as NAME@one-of-them is NAME."""
+        names = {self.lab.domain, *(self.fqdn(host) for host in self.host_names())}
+        for settings in self.services.values():
+            names.update(getattr(settings, "domains", ()))
+        return {name.lower().rstrip(".") for name in names}
+
 
 # Sections besides the protocols' own, with their docs for `protolab init`.
 SECTIONS: dict[str, tuple[type, str]] = {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .config import LabConfig
+from .credentials import Credentials
 from .journal import Journal
 from .listeners import Listener, auto_offset
 from .store import Store
@@ -57,6 +58,11 @@ class Lab:
         self.failed_services: dict[str, str] = {}
         self.notes: dict[tuple[str, str], str] = {}
         self._limits: dict[str, Any] = {}
+
+    @cached_property
+    def credentials(self) -> Credentials:
+        """The one identity rule (services.credentials): every protocol's logins."""
+        return Credentials(self.store.users, self.config.mail_domains())
 
     @cached_property
     def tls(self) -> LabTLS:

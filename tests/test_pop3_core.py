@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.journal import Journal
 from services.pop3.core import POP3Conversation, Options, to_wire, top
-from services.smtp.sasl import Credentials
+from services.credentials import Credentials
 from services.store import Store
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.credentials import Credentials
 from services.smb.access import Denied, StoreCredentials, grant, share_name
 from services.store.files import Files
 
@@ -46,7 +47,7 @@ def test_anonymous_gets_public_read_only_and_nothing_else(tmp_path: Path):
 
 def test_credentials_come_from_the_store_case_insensitively():
     users = Users("alice")
-    credentials = StoreCredentials(users)
+    credentials = StoreCredentials(Credentials(users, {"lab.test"}))
     assert "ALICE" in credentials and "carol" not in credentials and len(credentials) > 0
     assert credentials["Alice"] == (0, b"", b"h" * 16)
     users.names.add("carol")  # added while the lab runs: known at the next login

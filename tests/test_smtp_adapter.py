@@ -12,7 +12,7 @@ from services.journal import Journal
 from services.smtp.adapter import LineFactory
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop
-from services.smtp.sasl import Credentials
+from services.credentials import Credentials
 from services.store import Store
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.journal import Journal
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop, valid_address
-from services.smtp.sasl import Credentials
+from services.credentials import Credentials
 from services.store import Store
 
 DOMAINS = {"lab.test", "mail.lab.test"}

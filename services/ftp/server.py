@@ -90,7 +90,7 @@ class FTPService(Service):
         # has); stderr is for server faults, which it logs at ERROR and above (tracebacks,
         # "unhandled exception in instance ...").
         logging.getLogger("pyftpdlib").setLevel(logging.ERROR)
-        authorizer = StoreAuthorizer(lab.store, settings.anonymous)
+        authorizer = StoreAuthorizer(lab.store, lab.credentials, settings.anonymous)
         self.ioloop = IOLoop.factory()
         connections: list[str] = []  # one per control connection, of FTP and FTPS alike
         try:

@@ -48,13 +48,13 @@ def login(lab: Lab, request: Any, admin_ok: bool = False) -> str | None:
     user, password = given
     session = request.channel.session
     if admin_ok and user == lab.config.api.admin_user:
-        ok = is_admin(lab, user, password)
+        name = user if is_admin(lab, user, password) else None
     else:
-        ok = lab.store.users.check(user, password)
-    session.auth(user, ok, "Basic", secret=password)
-    if ok:
-        request.lab_user = user
-        return user
+        name = lab.credentials.check(user, password)  # the lab's one identity rule
+    session.auth(name or user, name is not None, "Basic", secret=password)
+    if name is not None:
+        request.lab_user = name
+        return name
     return None
 
 

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..credentials import Credentials
 from ..smtp.lines import Conversation
-from ..smtp.sasl import Credentials, Exchange, Outcome
+from ..smtp.sasl import Exchange, Outcome
 
 if TYPE_CHECKING:
     from ..journal import Session

@@ -7,25 +7,16 @@ from typing import TYPE_CHECKING
 from twisted.application.service import MultiService
 
 from ..smtp.adapter import LineFactory
-from ..smtp.sasl import Credentials
 from .core import Options, POP3Conversation
 
 if TYPE_CHECKING:
     from ..lab import Lab
 
 
-def login_domains(lab: Lab) -> set[str]:
-    """Domains users may add to their login name (alice@lab.test): the lab's and SMTP's."""
-    domains = {lab.config.lab.domain}
-    if "smtp" in lab.config.services:
-        domains.update(lab.config.service("smtp").domains)
-    return {d.lower() for d in domains}
-
-
 def make_service(lab: Lab) -> MultiService:
     settings = lab.settings("pop3")
     hostname = lab.config.fqdn(settings.host)
-    credentials = Credentials(lab.store.users, login_domains(lab))
+    credentials = lab.credentials
     root = MultiService()
     for listener in lab.listeners("pop3"):
         if not listener.active:

@@ -48,13 +48,17 @@ def grant(files: Any, users: Any, user: str | None, share: str) -> Grant:
 
 class StoreCredentials:
     """impacket's credentials table, read from the store at each login: a user added or
-    re-passworded while the lab runs logs in at once."""
+    re-passworded while the lab runs logs in at once. impacket looks up the user name the
+    client sent (`alice`, `Alice`, `alice@lab.test`, `LAB\\alice`); the lab's identity
+    rule (services.credentials) says whose NT hash that is. The NTLMv2 proof itself is
+    checked against the name as sent, as the client computed it."""
 
-    def __init__(self, users: Any) -> None:
-        self.users = users
+    def __init__(self, credentials: Any) -> None:
+        self.credentials = credentials
 
     def _get(self, name: str) -> Any:
-        return self.users.get(name.lower())
+        user = self.credentials.smb_name("", name)
+        return self.credentials.users.get(user) if user else None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._get(name) is not None

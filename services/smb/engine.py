@@ -198,7 +198,7 @@ class LabSMBServer(SMBSERVER):
         super().__init__(listening.getsockname()[:2], handler_class=Handler,
                          config_parser=self._config())
         self.processConfigFile()
-        self._credentials = StoreCredentials(self.store.users)
+        self._credentials = StoreCredentials(lab.credentials)
         self._hook()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -335,7 +335,8 @@ class LabSMBServer(SMBSERVER):
         commands, packets, status = self._original[smb2.SMB2_SESSION_SETUP](conn_id, server, packet)
         conn = self.getConnectionData(conn_id, checkStatus=False)
         if message == 3:
-            user = str(conn.get("user_name") or "").lower() if status == STATUS_SUCCESS else ""
+            user = (self.lab.credentials.smb_name("", str(conn.get("user_name") or "")) or ""
+                    if status == STATUS_SUCCESS else "")
             claimed = self._claimed_user(setup["Buffer"])
             if status == STATUS_SUCCESS and not claimed:
                 if not self.settings.anonymous:

@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..credentials import Credentials
 from .delivery import Delivery, MailDrop, valid_address
 from .lines import Conversation
-from .sasl import Credentials, Exchange, Outcome, mechanisms
+from .sasl import Exchange, Outcome, mechanisms
 
 if TYPE_CHECKING:
     from ..journal import Session

@@ -17,34 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..store.users import Users
-
-
-class Credentials:
-    """Checks logins against the store. Users may log in as NAME or NAME@local-domain,
-    which is what mail clients (Thunderbird's account wizard) send."""
-
-    def __init__(self, users: Users, local_domains: set[str]) -> None:
-        self.users = users
-        self.local_domains = local_domains
-
-    def name(self, login: str) -> str:
-        local, at, domain = login.strip().rpartition("@")
-        if at and domain.lower() in self.local_domains:
-            return local.lower()
-        return login.strip().lower()
-
-    def check(self, login: str, password: str) -> str | None:
-        """The user's name if `password` is right, else None."""
-        name = self.name(login)
-        return name if self.users.check(name, password) else None
-
-    def plaintext(self, login: str) -> tuple[str, str] | None:
-        """(name, password in clear) when the store keeps it; for APOP and CRAM-MD5."""
-        user = self.users.get(self.name(login))
-        if user is None or user.plaintext is None:
-            return None
-        return user.name, user.plaintext
+    from ..credentials import Credentials
 
 
 @dataclass(frozen=True)

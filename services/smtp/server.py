@@ -10,7 +10,6 @@ from .adapter import LineFactory
 from .commit import GroupCommit
 from .core import Options, SMTPConversation
 from .delivery import MailDrop
-from .sasl import Credentials
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -31,7 +30,7 @@ def make_service(lab: Lab) -> MultiService:
     domains = local_domains(lab)
     drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all,
                     write=GroupCommit(lab.store))
-    credentials = Credentials(lab.store.users, domains)
+    credentials = lab.credentials
     root = MultiService()
     for listener in lab.listeners("smtp"):
         if not listener.active:
