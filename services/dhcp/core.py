@@ -29,7 +29,7 @@ class Pool:
     first: str
     last: str
     netmask: str
-    router: str
+    router: str  # "": no router option (a network that leads nowhere else)
     dns: tuple[str, ...]
     domain: str
     lease_time: int
@@ -333,6 +333,8 @@ class DHCPCore:
         }
         if not pool.dns:
             del available[codec.DNS_SERVERS]
+        if not pool.router:
+            del available[codec.ROUTER]
         if lease:
             available[codec.LEASE_TIME] = codec.u32(pool.lease_time)
             available[codec.RENEWAL_T1] = codec.u32(pool.lease_time // 2)
