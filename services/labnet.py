@@ -183,14 +183,41 @@ request subnet-mask, broadcast-address, domain-name, domain-name-servers, domain
 """
 
 
+UDHCPC_SCRIPT = """\
+#!/bin/sh
+# protolab net: udhcpc's events in {host}. This directory replaces /etc/udhcpc inside {host}
+# only: Debian's script would call resolvconf when installed, which changes the machine's
+# own resolver. This one sets the address and this host's resolv.conf, nothing else.
+case "$1" in
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip -4 addr add "$ip/$mask" ${{broadcast:+broadcast $broadcast}} dev "$interface"
+        [ -n "$router" ] && ip -4 route replace default via "${{router%% *}}" dev "$interface"
+        {{ [ -n "$domain" ] && echo "search $domain"
+          for server in $dns; do echo "nameserver $server"; done; }} > /etc/resolv.conf
+        echo "$interface: $ip/$mask from $serverid for $lease s, dns $dns, domain $domain" ;;
+    deconfig)
+        ip link set "$interface" up
+        ip -4 addr flush dev "$interface" ;;
+    leasefail|nak)
+        echo "$interface: $1 $message" >&2 ;;
+esac
+"""
+
+
 def _etc(net: Net, host: str) -> None:
-    """Files `ip netns exec HOST` mounts over /etc/FILE: the lab DNS, and dhclient's config."""
+    """Files `ip netns exec HOST` mounts over /etc/NAME: the lab DNS as resolver, and the DHCP
+    clients' own configuration (a directory replaces the machine's whole /etc/NAME)."""
     etc = NETNS_ETC / host
     (etc / "dhcp").mkdir(parents=True)
+    (etc / "udhcpc").mkdir()
     (etc / "resolv.conf").write_text(
         f"# protolab net: the lab DNS on the bridge\nnameserver {net.address}\n"
         f"search {net.domain}\n")
     (etc / "dhcp" / "dhclient.conf").write_text(DHCLIENT_CONF.format(host=host, domain=net.domain))
+    script = etc / "udhcpc" / "default.script"
+    script.write_text(UDHCPC_SCRIPT.format(host=host))
+    script.chmod(0o755)
 
 
 def _missing(net: Net) -> list[str]:

@@ -326,15 +326,14 @@ class DHCPCore:
                        chaddr=request.chaddr, htype=request.htype)
         available: dict[int, bytes] = {
             codec.SUBNET_MASK: codec.ip_option(pool.netmask),
-            codec.ROUTER: codec.ip_option(pool.router),
             codec.DNS_SERVERS: codec.ip_option(*pool.dns),
             codec.DOMAIN_NAME: pool.domain.encode(),
             codec.BROADCAST: codec.ip_option(pool.broadcast),
         }
+        if pool.router:
+            available[codec.ROUTER] = codec.ip_option(pool.router)
         if not pool.dns:
             del available[codec.DNS_SERVERS]
-        if not pool.router:
-            del available[codec.ROUTER]
         if lease:
             available[codec.LEASE_TIME] = codec.u32(pool.lease_time)
             available[codec.RENEWAL_T1] = codec.u32(pool.lease_time // 2)
