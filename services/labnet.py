@@ -159,7 +159,7 @@ def _make(net: Net) -> None:
     _ip("link", "add", net.bridge, "type", "bridge")
     # the machine may forward (ip_forward=1, as on container hosts): not from this bridge
     Path(f"/proc/sys/net/ipv4/conf/{net.bridge}/forwarding").write_text("0\n")
-    _ip("addr", "add", f"{net.address}/{prefix}", "dev", net.bridge)
+    _ip("addr", "add", f"{net.address}/{prefix}", "broadcast", "+", "dev", net.bridge)
     _ip("link", "set", net.bridge, "up")
     for host in net.hosts:
         _etc(net, host)
