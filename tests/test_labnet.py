@@ -170,7 +170,7 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     errors = tmp_path / "serve.stderr"
     with open(errors, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services", "serve", "--only", "dns,dhcp,http", "--bind",
+            [sys.executable, "-m", "services", "serve", "--only", "dns,dhcp,http,smb", "--bind",
              BRIDGE_ADDRESS, "--port-offset", "0", "--data", str(tmp_path / "data")],
             stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
     try:
@@ -190,8 +190,9 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     untouched(before, up=False)
 
 
-def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path: Path):
+def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path: Path, capture):
     env = served
+    wire = capture("port 67 or port 68 or port 53 or port 80 or port 445", interface="protolab0")
     pc1, pc2 = (Host(None, name, "eth0", "") for name in HOSTS)  # type: ignore[arg-type]
     links = run("ip", "-o", "link").stdout
     assert all(f"veth-{h}" in links and "master protolab0" in links for h in HOSTS)
@@ -236,6 +237,15 @@ def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path:
         assert pc2.run("getent", "hosts", name).stdout.split()[0] == address
     page = pc1.run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://www/")
     assert page.stdout == "200"
+    files = pc2.run("smbclient", "//files/public", "-U", "alice%alice", "-c", "ls", check=False)
+    assert files.returncode == 0 and "blocks available" in files.stdout, files.stdout + files.stderr
+
+    # the whole exchange, as Wireshark on the bridge sees it
+    kinds = set(wire.read("dhcp", "dhcp.option.dhcp"))
+    assert {"1", "2", "3", "5"} <= kinds, kinds  # DISCOVER OFFER REQUEST ACK
+    assert wire.read('dns.qry.name == "www.lab.test" && dns.a == 10.203.0.1')
+    assert wire.read('http.request.uri == "/"') and wire.read("smb2.cmd == 3")  # TREE_CONNECT
+    assert wire.read("(_ws.malformed || _ws.expert.severity == error) && !smb2") == []
 
     gone = protolab("net", "down", env=env)
     assert gone.returncode == 0 and gone.stdout.startswith("removed"), gone.stderr
