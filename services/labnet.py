@@ -22,6 +22,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -62,12 +63,16 @@ def state_path() -> Path:
 def load_state(path: Path | None = None) -> Net | None:
     path = path or state_path()
     try:
-        data = json.loads(path.read_text())
-        return Net(**data)
+        net = Net(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as error:
         raise NetError(f"{path}: unreadable network state ({error}); remove it by hand") from None
+    # down deletes what the file names: never anything but a lab bridge and lab hosts
+    if not (re.fullmatch(r"protolab\d+", net.bridge) and all(re.fullmatch(r"pc\d+", h) for h in net.hosts)):
+        raise NetError(f"{path}: names {net.bridge} and {net.hosts}, not a lab network's; "
+                       f"remove it by hand")
+    return net
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -243,10 +248,10 @@ def down() -> Net | None:
         _ip("link", "del", net.veth(host), check=False)
         shutil.rmtree(NETNS_ETC / host, ignore_errors=True)
     _ip("link", "del", net.bridge, check=False)
-    left = _missing(net)
-    made = [name for name in [net.bridge, *map(net.veth, net.hosts), *net.hosts] if name not in left]
-    if made:
-        raise NetError(f"could not remove {', '.join(made)}; {state_path()} kept for a retry")
+    gone = _missing(net)
+    stuck = [name for name in [net.bridge, *map(net.veth, net.hosts), *net.hosts] if name not in gone]
+    if stuck:
+        raise NetError(f"could not remove {', '.join(stuck)}; {state_path()} kept for a retry")
     state_path().unlink(missing_ok=True)
     for directory in (NETNS_ETC, state_path().parent):  # made by `up` if it was the first
         try:
@@ -254,6 +259,10 @@ def down() -> Net | None:
         except OSError:
             pass  # not empty: someone else's too
     return net
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
 
 
 def adopt(config: LabConfig) -> Net | None:
@@ -265,7 +274,7 @@ def adopt(config: LabConfig) -> Net | None:
         net = load_state()
     except NetError:
         return None
-    if net is None or "dhcp" not in config.services or not Path(f"/sys/class/net/{net.bridge}").exists():
+    if net is None or "dhcp" not in config.services or not link_exists(net.bridge):
         return None
     dhcp = config.service("dhcp")
     if not dhcp.interface:

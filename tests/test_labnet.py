@@ -75,11 +75,12 @@ def test_serve_adopts_a_network_that_is_up(tmp_path: Path, monkeypatch):
     state = tmp_path / "net.json"
     monkeypatch.setenv("PROTOLAB_NET_STATE", str(state))
     assert labnet.adopt(load(None, environ={})) is None  # no state file: nothing changes
-    write_state(state, "lo")  # an interface that exists, standing in for the bridge
+    write_state(state, "protolab0")
+    monkeypatch.setattr(labnet, "link_exists", lambda name: name == "protolab0")
     config = load(None, environ={})
     assert labnet.adopt(config) is not None
     dhcp = config.service("dhcp")
-    assert (dhcp.interface, dhcp.router, config.lab.address) == ("lo", "none", BRIDGE_ADDRESS)
+    assert (dhcp.interface, dhcp.router, config.lab.address) == ("protolab0", "none", BRIDGE_ADDRESS)
     assert config.host_names()["www"] == BRIDGE_ADDRESS  # what the zone gives a pc
     # what the config says itself is kept
     toml = tmp_path / "lab.toml"
@@ -88,9 +89,18 @@ def test_serve_adopts_a_network_that_is_up(tmp_path: Path, monkeypatch):
     labnet.adopt(config)
     assert (config.service("dhcp").interface, config.lab.address) == ("eth7", "127.0.0.9")
     # a state file whose bridge is gone (a reboot cleared it; /run too, normally) is ignored
-    write_state(state, "protolab-gone")
+    write_state(state, "protolab7")
     config = load(None, environ={})
     assert labnet.adopt(config) is None and config.service("dhcp").interface == ""
+
+
+def test_a_state_file_naming_other_interfaces_is_refused(tmp_path: Path, monkeypatch):
+    state = tmp_path / "net.json"
+    monkeypatch.setenv("PROTOLAB_NET_STATE", str(state))
+    write_state(state, "eth0")  # down would delete what the file names
+    with pytest.raises(labnet.NetError, match="not a lab network's"):
+        labnet.load_state()
+    assert labnet.adopt(load(None, environ={})) is None
 
 
 def test_net_needs_root(monkeypatch, capsys):
