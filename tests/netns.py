@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import selectors
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,21 +108,3 @@ class Network:
             run("ip", "netns", "del", host.name, check=False)
             shutil.rmtree(Path("/etc/netns") / host.name, ignore_errors=True)
         run("ip", "netns", "del", self.hub, check=False)
-
-
-def wait_ready(process: subprocess.Popen, errors: Path, seconds: float = 30) -> str:
-    """The table a `protolab serve` started with stdout=PIPE, text=True prints, once its
-    ready line came; the process is killed and its stderr (in `errors`) shown if it did not."""
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline, seen = time.monotonic() + seconds, []
-    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if line.startswith("protolab ready"):
-            return "".join(seen)
-    process.kill()
-    process.wait()
-    raise AssertionError(f"server did not get ready: {''.join(seen)} {errors.read_text()}")

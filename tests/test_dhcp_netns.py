@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Capture, need, need_root
-from tests.netns import Host, Network, wait_ready
+from tests.netns import Host, Network
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -92,8 +93,19 @@ def start_server(server: Host, config: Path, data: Path, errors: Path) -> subpro
     with open(errors, "w") as stderr:
         process = server.popen(*command, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wait_ready(process, errors)
-    return process
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline, seen = time.monotonic() + 30, []
+    while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("protolab ready"):
+            return process
+    process.kill()
+    process.wait()
+    raise AssertionError(f"server did not get ready: {''.join(seen)} {errors.read_text()}")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from services.config import ConfigError, load
 from services.dhcp import codec
 from services.dhcp.core import DHCPCore, MemoryBackend, Pool
 from tests.conftest import ROOT, need, need_root
-from tests.netns import Host, run, wait_ready
+from tests.netns import Host, run
 
 HOSTS = ("pc1", "pc2")
 BRIDGE_ADDRESS = "10.203.0.1"
@@ -149,6 +150,22 @@ def untouched(before: set[str], up: bool) -> None:
     route, address = ours  # sorted: the route's line starts with 10., the address's with its index
     assert route == "10.203.0.0/24 dev protolab0 proto kernel scope link src 10.203.0.1"
     assert address.endswith("protolab0 inet 10.203.0.1/24 brd 10.203.0.255 scope global protolab0")
+
+
+def wait_ready(process: subprocess.Popen, errors: Path) -> str:
+    """serve's table, once its ready line came (a watchdog ends a serve that never gets
+    there, which ends the output)."""
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("protolab ready"):
+                return "".join(seen)
+    finally:
+        watchdog.cancel()
+    raise AssertionError(f"serve did not get ready: {''.join(seen)} {errors.read_text()}")
 
 
 @pytest.fixture
