@@ -42,6 +42,9 @@ def default_data_dir() -> Path:
 class Lab:
     def __init__(self, config: LabConfig, data: Path, *, offset: int | None = None,
                  bind: str | None = None) -> None:
+        from .labnet import adopt
+
+        adopt(config)  # a `protolab net up` network: DHCP on its bridge, its address the lab's
         self.config = config
         self.data = data
         if offset is None and config.lab.port_offset >= 0:

@@ -22,11 +22,17 @@ class Settings(ServiceSettings):
     host: str = setting("dhcp", "the DHCP server's host name in the lab zone")
     interface: str = setting(
         "", "the only network interface DHCP answers on (e.g. a lab bridge); empty = off, "
-        "so a lab never hands out addresses on a host's LAN by default")
+        "so a lab never hands out addresses on a host's LAN by default, unless "
+        "`protolab net up` made its bridge: then that bridge")
+    network: str = setting(
+        "10.203.0.0/24", "the network `protolab net up` makes: its bridge takes the first "
+        "address, its hosts lease from the range")
     range: str = setting(
         "", "addresses to lease, FIRST-LAST; empty = .100 to .199 of the interface's network")
     lease_time: int = setting(600, "lease time in seconds (short: a lab's clients come and go)")
-    router: str = setting("", "default gateway given to clients; empty = this server's address")
+    router: str = setting(
+        "", "default gateway given to clients; empty = this server's address (none on a "
+        "`protolab net up` bridge); \"none\" = no gateway: clients reach their network only")
     dns_servers: list[str] = setting(
         [], "DNS servers given to clients; empty = the lab's DNS (this server's address)")
     domain: str = setting("", "domain name given to clients; empty = the lab's domain")
@@ -39,7 +45,8 @@ class Settings(ServiceSettings):
             parse_range(self.range)
         if not 60 <= self.lease_time <= 2**31 - 1:
             raise Invalid("lease_time", "must be at least 60 seconds")
-        for key, values in (("router", [self.router] if self.router else []),
+        net_network(self.network)
+        for key, values in (("router", [self.router] if self.router not in ("", NO_ROUTER) else []),
                             ("dns_servers", self.dns_servers), ("reservations", self.reservations.values())):
             for value in values:
                 try:
@@ -53,6 +60,20 @@ class Settings(ServiceSettings):
                 bytes.fromhex(mac.replace(":", ""))
             except ValueError:
                 raise Invalid("reservations", f"{mac!r} is not a MAC address") from None
+
+
+NO_ROUTER = "none"
+
+
+def net_network(text: str) -> ipaddress.IPv4Network:
+    """[dhcp] network: an IPv4 network with room for the bridge and the default range."""
+    try:
+        network = ipaddress.IPv4Network(text)
+    except ValueError:
+        raise Invalid("network", f"{text!r} is not an IPv4 network such as 10.203.0.0/24") from None
+    if not 16 <= network.prefixlen <= 24:
+        raise Invalid("network", f"{text}: the prefix must be /16 to /24")
+    return network
 
 
 def parse_range(text: str) -> tuple[str, str]:

@@ -29,7 +29,7 @@ class Pool:
     first: str
     last: str
     netmask: str
-    router: str
+    router: str  # "": no router option (a network that leads nowhere else)
     dns: tuple[str, ...]
     domain: str
     lease_time: int
@@ -326,11 +326,12 @@ class DHCPCore:
                        chaddr=request.chaddr, htype=request.htype)
         available: dict[int, bytes] = {
             codec.SUBNET_MASK: codec.ip_option(pool.netmask),
-            codec.ROUTER: codec.ip_option(pool.router),
             codec.DNS_SERVERS: codec.ip_option(*pool.dns),
             codec.DOMAIN_NAME: pool.domain.encode(),
             codec.BROADCAST: codec.ip_option(pool.broadcast),
         }
+        if pool.router:
+            available[codec.ROUTER] = codec.ip_option(pool.router)
         if not pool.dns:
             del available[codec.DNS_SERVERS]
         if lease:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import MultiService
 from twisted.internet import protocol, reactor, task
 
-from . import parse_range
+from . import NO_ROUTER, parse_range
 from .core import DHCPCore, Held, Pool
 from .interface import ipv4
 
@@ -64,8 +64,8 @@ def make_pool(lab: Lab) -> Pool:
     if not dns:
         lab_dns = lab.config.host_names().get(lab.settings("dns").host) if "dns" in lab.config.services else None
         dns = (lab_dns,) if lab_dns and not ipaddress.ip_address(lab_dns).is_loopback else (server,)
-    return Pool(server=server, first=first, last=last, netmask=netmask,
-                router=s.router or server, dns=dns, domain=s.domain or lab.config.lab.domain,
+    router = "" if s.router == NO_ROUTER else s.router or server
+    return Pool(server=server, first=first, last=last, netmask=netmask, router=router, dns=dns, domain=s.domain or lab.config.lab.domain,
                 lease_time=s.lease_time, reservations={k.lower(): v for k, v in s.reservations.items()})
 
 

@@ -1,0 +1,318 @@
+"""`protolab net up|down`: a network of hosts on one Linux machine, for DHCP and the rest.
+
+`up` makes a private bridge on this machine with the lab on it (the bridge takes the first
+address of [dhcp] network, 10.203.0.0/24 by default) and N client hosts: network namespaces
+pc1..pcN, each with a veth on the bridge and no address until DHCP gives one. Each host's
+/etc/resolv.conf (and /etc/dhcp, for dhclient) comes from /etc/netns/pcN/, which `ip netns
+exec` mounts over /etc: the lab DNS is their resolver, the lab's domain their search domain.
+
+Nothing of the machine's own interfaces, routes or resolver changes: the only route added is
+the bridge's own network, forwarding is off on the bridge, and DHCP gives no router, so the
+hosts reach the bridge and nothing beyond it.
+
+What `up` makes is written to the state file *before* it is made, so `down` removes it from
+that file alone, also after a crash halfway. `protolab serve` reads the same file (adopt()):
+with no [dhcp] interface it serves DHCP on the bridge, and a lab whose address is the
+default 127.0.0.1 (useless inside a namespace) gives its hosts the bridge's address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import LabConfig, LabSettings
+
+BRIDGE = "protolab0"
+STATE = Path("/run/protolab/net.json")  # /run: gone at reboot, like the bridge itself
+NETNS_ETC = Path("/etc/netns")
+MAX_HOSTS = 50
+
+
+class NetError(Exception):
+    """Why the network cannot be made or taken down, in one line."""
+
+
+@dataclass
+class Net:
+    bridge: str
+    network: str  # "10.203.0.0/24"
+    address: str  # the bridge's address: where the lab serves the hosts
+    domain: str
+    hosts: list[str]  # namespace names, pc1..pcN
+
+    @staticmethod
+    def veth(host: str) -> str:
+        """The bridge-side end of a host's cable (the host's own end is its eth0)."""
+        return f"veth-{host}"
+
+
+def state_path() -> Path:
+    """PROTOLAB_NET_STATE overrides the path, so a test's network is nobody else's."""
+    return Path(os.environ.get("PROTOLAB_NET_STATE") or STATE)
+
+
+def load_state(path: Path | None = None) -> Net | None:
+    path = path or state_path()
+    try:
+        net = Net(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as error:
+        raise NetError(f"{path}: unreadable network state ({error}); remove it by hand") from None
+    # down deletes what the file names: never anything but a lab bridge and lab hosts
+    if not (re.fullmatch(r"protolab\d+", net.bridge) and all(re.fullmatch(r"pc\d+", h) for h in net.hosts)):
+        raise NetError(f"{path}: names {net.bridge} and {net.hosts}, not a lab network's; "
+                       f"remove it by hand")
+    return net
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise NetError("the ip command is missing (apt install iproute2)") from None
+    if check and result.returncode != 0:
+        raise NetError(f"ip {' '.join(args)}: {result.stderr.strip() or 'failed'}")
+    return result
+
+
+def _links() -> set[str]:
+    return {link["ifname"] for link in json.loads(_ip("-j", "link", "show").stdout or "[]")}
+
+
+def _namespaces() -> set[str]:
+    return {ns["name"] for ns in json.loads(_ip("-j", "netns", "list").stdout or "[]")}
+
+
+def _clashes(network: ipaddress.IPv4Network) -> list[str]:
+    """This machine's addresses and routes inside `network`: never touched, so refused."""
+    found = []
+    for link in json.loads(_ip("-j", "-4", "addr", "show").stdout or "[]"):
+        for info in link.get("addr_info", []):
+            mine = ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}").network
+            if mine.overlaps(network):
+                found.append(f"{link['ifname']} has {info['local']}/{info['prefixlen']}")
+    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+        dst = route.get("dst", "")
+        if dst in ("", "default") or route.get("type") in ("local", "broadcast"):
+            continue
+        if ipaddress.IPv4Network(dst, strict=False).overlaps(network):
+            found.append(f"a route to {dst} via {route.get('dev', '?')}")
+    return found
+
+
+def plan(config: LabConfig, hosts: int) -> Net:
+    from .dhcp import net_network
+
+    network = net_network(config.service("dhcp").network)
+    return Net(bridge=BRIDGE, network=str(network), address=str(network.network_address + 1),
+               domain=config.lab.domain, hosts=[f"pc{n}" for n in range(1, hosts + 1)])
+
+
+def need_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise NetError(f"net {action} needs root (it makes a bridge and network namespaces): "
+                       f"run it with sudo")
+
+
+def up(config: LabConfig, hosts: int) -> tuple[Net, bool]:
+    """The network, made now (True) or found already up as asked (False)."""
+    need_root("up")
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise NetError(f"--hosts must be 1..{MAX_HOSTS}")
+    net = plan(config, hosts)
+    current = load_state()
+    if current is not None:
+        missing = _missing(current)
+        if current.hosts == net.hosts and current.network == net.network and not missing:
+            return current, False
+        raise NetError(f"a lab network is already up ({describe(current)}"
+                       f"{', partly: ' + ', '.join(missing) + ' missing' if missing else ''}): "
+                       f"run 'protolab net down' first")
+    clashes = _clashes(ipaddress.IPv4Network(net.network))
+    if clashes:
+        raise NetError(f"{net.network} is in use on this machine ({'; '.join(clashes)}): "
+                       f"choose another [dhcp] network")
+    taken = sorted(({net.bridge} | {net.veth(h) for h in net.hosts}) & _links()) + \
+        sorted(set(net.hosts) & _namespaces())
+    taken += [str(NETNS_ETC / h) for h in net.hosts if (NETNS_ETC / h).exists()]
+    if taken:
+        raise NetError(f"{', '.join(taken)} exist already and protolab did not make them "
+                       f"(no {state_path()})")
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(net), indent=2) + "\n")  # first: down works from here on
+    try:
+        _make(net)
+    except BaseException:
+        down()
+        raise
+    return net, True
+
+
+def _make(net: Net) -> None:
+    prefix = ipaddress.IPv4Network(net.network).prefixlen
+    _ip("link", "add", net.bridge, "type", "bridge")
+    # the machine may forward (ip_forward=1, as on container hosts): not from this bridge
+    Path(f"/proc/sys/net/ipv4/conf/{net.bridge}/forwarding").write_text("0\n")
+    _ip("addr", "add", f"{net.address}/{prefix}", "broadcast", "+", "dev", net.bridge)
+    _ip("link", "set", net.bridge, "up")
+    for host in net.hosts:
+        _etc(net, host)
+        _ip("netns", "add", host)
+        _ip("link", "add", net.veth(host), "type", "veth", "peer", "name", "eth0", "netns", host)
+        _ip("link", "set", net.veth(host), "master", net.bridge)
+        _ip("link", "set", net.veth(host), "up")
+        _ip("-n", host, "link", "set", "lo", "up")
+        _ip("-n", host, "link", "set", "eth0", "up")
+
+
+DHCLIENT_CONF = """\
+# protolab net: dhclient in {host} sends its name, which becomes {host}.{domain} in the lab
+# DNS. This directory replaces /etc/dhcp inside {host} only, so the machine's own dhclient
+# hooks (timesyncd, samba, resolved...) do not run for the lab's hosts.
+send host-name "{host}";
+# the name the server gives back is not this machine's name (dhclient-script would set it
+# as the hostname, which a namespace shares with the machine, on a machine named localhost)
+supersede host-name "";
+request subnet-mask, broadcast-address, domain-name, domain-name-servers, domain-search;
+"""
+
+
+UDHCPC_SCRIPT = """\
+#!/bin/sh
+# protolab net: udhcpc's events in {host}. This directory replaces /etc/udhcpc inside {host}
+# only: Debian's script would call resolvconf when installed, which changes the machine's
+# own resolver. This one sets the address and this host's resolv.conf, nothing else.
+case "$1" in
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip -4 addr add "$ip/$mask" ${{broadcast:+broadcast $broadcast}} dev "$interface"
+        [ -n "$router" ] && ip -4 route replace default via "${{router%% *}}" dev "$interface"
+        {{ [ -n "$domain" ] && echo "search $domain"
+          for server in $dns; do echo "nameserver $server"; done; }} > /etc/resolv.conf
+        echo "$interface: $ip/$mask from $serverid for $lease s, dns $dns, domain $domain" ;;
+    deconfig)
+        ip link set "$interface" up
+        ip -4 addr flush dev "$interface" ;;
+    leasefail|nak)
+        echo "$interface: $1 $message" >&2 ;;
+esac
+"""
+
+
+def _etc(net: Net, host: str) -> None:
+    """Files `ip netns exec HOST` mounts over /etc/NAME: the lab DNS as resolver, and the DHCP
+    clients' own configuration (a directory replaces the machine's whole /etc/NAME)."""
+    etc = NETNS_ETC / host
+    (etc / "dhcp").mkdir(parents=True)
+    (etc / "udhcpc").mkdir()
+    (etc / "resolv.conf").write_text(
+        f"# protolab net: the lab DNS on the bridge\nnameserver {net.address}\n"
+        f"search {net.domain}\n")
+    (etc / "dhcp" / "dhclient.conf").write_text(DHCLIENT_CONF.format(host=host, domain=net.domain))
+    script = etc / "udhcpc" / "default.script"
+    script.write_text(UDHCPC_SCRIPT.format(host=host))
+    script.chmod(0o755)
+
+
+def _missing(net: Net) -> list[str]:
+    links, spaces = _links(), _namespaces()
+    return [name for name in [net.bridge, *map(net.veth, net.hosts)] if name not in links] + \
+        [host for host in net.hosts if host not in spaces]
+
+
+def down() -> Net | None:
+    """Remove everything the state file says `up` made (what exists of it); None if no net."""
+    need_root("down")
+    net = load_state()
+    if net is None:
+        return None
+    for host in net.hosts:
+        # a client left running (dhclient's daemon) would keep the namespace and its veth alive
+        for pid in _ip("netns", "pids", host, check=False).stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        _ip("netns", "del", host, check=False)
+        _ip("link", "del", net.veth(host), check=False)
+        shutil.rmtree(NETNS_ETC / host, ignore_errors=True)
+    _ip("link", "del", net.bridge, check=False)
+    gone = _missing(net)
+    stuck = [name for name in [net.bridge, *map(net.veth, net.hosts), *net.hosts] if name not in gone]
+    if stuck:
+        raise NetError(f"could not remove {', '.join(stuck)}; {state_path()} kept for a retry")
+    state_path().unlink(missing_ok=True)
+    for directory in (NETNS_ETC, state_path().parent):  # made by `up` if it was the first
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # not empty: someone else's too
+    return net
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def adopt(config: LabConfig) -> Net | None:
+    """Serve the hosts of a network that is up: DHCP on its bridge when [dhcp] interface is
+    unset (without a router: the hosts reach only the bridge), and the bridge's address as
+    the lab's when [lab] address is the default 127.0.0.1, which means nothing to a host in
+    a namespace. Also correct on the machine itself: the bridge's address is local."""
+    try:
+        net = load_state()
+    except NetError:
+        return None
+    if net is None or "dhcp" not in config.services or not link_exists(net.bridge):
+        return None
+    dhcp = config.service("dhcp")
+    if not dhcp.interface:
+        dhcp.interface = net.bridge
+        dhcp.router = dhcp.router or "none"
+    if config.lab.address == LabSettings().address:
+        config.lab.address = net.address
+    return net
+
+
+def describe(net: Net) -> str:
+    hosts = net.hosts[0] if len(net.hosts) == 1 else f"{net.hosts[0]}..{net.hosts[-1]}"
+    return f"bridge {net.bridge} {net.address} on {net.network}, hosts {hosts}"
+
+
+# --- the commands ----------------------------------------------------------------------
+
+def add_commands(subparsers: Any, common: Any) -> None:
+    net = subparsers.add_parser("net", help="a network of client hosts (namespaces) on a bridge")
+    sub = net.add_subparsers(dest="action", required=True, metavar="ACTION")
+    make = sub.add_parser("up", help="make the bridge and hosts pc1..pcN (root)")
+    common(make, data=False)
+    make.add_argument("--hosts", type=int, default=2, metavar="N", help="how many hosts (default 2)")
+    sub.add_parser("down", help="remove everything 'net up' made, also after a crash (root)")
+    net.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import CLIError, _config
+
+    try:
+        if args.action == "up":
+            net, made = up(_config(args), args.hosts)
+            print(f"{'made' if made else 'already up:'} {describe(net)}")
+            print(f"next: sudo protolab serve, then: sudo ip netns exec {net.hosts[0]} dhclient -v eth0")
+        else:
+            net = down()
+            print(f"removed {describe(net)}" if net else f"no lab network is up (no {state_path()})")
+    except NetError as error:
+        raise CLIError(str(error)) from None
+    return 0
