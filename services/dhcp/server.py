@@ -9,8 +9,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
-from twisted.internet import protocol, reactor, task
+from twisted.internet import protocol, reactor
 
+from ..serving import Chore, describe
 from . import NO_ROUTER, parse_range
 from .core import DHCPCore, Held, Pool
 from .interface import ipv4
@@ -75,8 +76,13 @@ class DHCPProtocol(protocol.DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
         service = self.service
-        result = service.core.handle(data, addr[:2], time.time())
         session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
+        try:
+            result = service.core.handle(data, addr[:2], time.time())
+        except Exception as error:  # the store could not record the lease (a full disk...)
+            session.event("error", f"{len(data)} bytes not answered: {describe(error)}")
+            session.close()
+            return  # the client retries; an unrecorded lease is never handed out
         session.packet(result.request.summary() if result.request else f"{len(data)} bytes")
         for reply in result.replies:
             # replies leave through the interface-bound socket: broadcasts must go out there
@@ -101,7 +107,7 @@ class DHCPService(MultiService):
         self.core: DHCPCore | None = None
         self.ports: list[Any] = []
         self.sender: Any = None
-        self.sweeper = task.LoopingCall(self.sweep)
+        self.sweeper = Chore(lab, "dhcp lease sweep", self.sweep, SWEEP_SECONDS)
 
     def startService(self) -> None:  # noqa: N802
         from ..serving import StartError
@@ -130,7 +136,8 @@ class DHCPService(MultiService):
             self.ports = []
             raise StartError(f"dhcp: cannot listen on udp {port} ({self.settings.interface}): "
                              f"{error.strerror or error}") from None
-        self.sweeper.start(SWEEP_SECONDS, now=True)
+        self.sweeper.run()  # leases that ended while the lab was down (guarded, as later)
+        self.sweeper.start()
         super().startService()
 
     def _listen(self, handler: DHCPProtocol, address: str, port: int, device: str | None) -> Any:
@@ -152,8 +159,7 @@ class DHCPService(MultiService):
         self.lab.store.net.sweep()
 
     def stopService(self) -> Any:  # noqa: N802
-        if self.sweeper.running:
-            self.sweeper.stop()
+        self.sweeper.stop()
         for port in self.ports:
             port.stopListening()
         self.ports = []
