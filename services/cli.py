@@ -39,10 +39,20 @@ def _config(args: argparse.Namespace) -> LabConfig:
         raise CLIError(str(error), 2) from None
 
 
-def _data(args: argparse.Namespace) -> Path:
+def _data(args: argparse.Namespace, running: bool = True) -> Path:
+    """--data, else $PROTOLAB_DATA, else the data directory of the lab that runs (when
+    `running`: every command but serve), else the default (root's: /var/lib/protolab)."""
     from .lab import default_data_dir
 
-    return Path(args.data) if args.data else default_data_dir()
+    if args.data:
+        return Path(args.data)
+    if running and not os.environ.get("PROTOLAB_DATA"):
+        from .running import find
+
+        lab = find(None)
+        if lab is not None:
+            return Path(lab.data)
+    return default_data_dir()
 
 
 def _names(only: str | None, config: LabConfig) -> list[str]:
@@ -87,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     names = _names(args.only, config)
     from .lab import Lab
 
-    lab = Lab(config, _data(args), offset=args.port_offset, bind=args.bind)
+    lab = Lab(config, _data(args, running=False), offset=args.port_offset, bind=args.bind)
     lab.strict = args.strict
     try:
         lab.check_ports(names)
@@ -100,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from twisted.internet import reactor
 
+    from . import running
     from .serving import StartError
     from .twistedlog import start_logging
 
@@ -122,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             outcome.update(code=1, error="no service could start")
             reactor.stop()
             return
+        outcome["record"] = running.record(lab.data, lab.bind, lab.offset, names)
         uptime = _process_uptime()
         elapsed = uptime if uptime is not None else time.monotonic() - started
         print(f"protolab ready in {elapsed:.2f} s: {' '.join(names) or 'no services'} "
@@ -130,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
+    running.forget(outcome.get("record"))
     _record_failures(lab, names, stopping=True)
     lab.close()
     if outcome["code"]:
@@ -219,6 +232,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         store = _store(args, config)
         store.users.add(args.name, _password(args))
         print(f"added {args.name}")
+        _say_if_nobody_serves(_data(args))
     elif args.action == "list":
         store = _store(args, config, create=False)
         users = store.users.list()
@@ -240,6 +254,14 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_if_nobody_serves(data: Path) -> None:
+    from .running import find
+
+    if find(data) is None:
+        print(f"protolab: note: no lab is running on {data}; the change is there for the "
+              "next 'protolab serve' on it", file=sys.stderr)
+
+
 # --- check -----------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -248,18 +270,28 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _config(args)
     names = _names(args.only, config)
+    from .running import find
+
+    data = _data(args)
+    lab = find(data)  # the running lab on it says its offset and address
     requested = args.port_offset
     if requested is None and config.lab.port_offset >= 0:
         requested = config.lab.port_offset
+    if requested is None and lab is not None:
+        requested = lab.offset
     offset, _ = auto_offset(requested)
-    target = ProbeTarget(args.host, config, offset, args.timeout)
-    data = _data(args)
+    host = args.host
+    if host is None:
+        host = lab.bind if lab is not None and lab.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+    target = ProbeTarget(host, config, offset, args.timeout)
     results = [with_failures(result, failures(data, result.service))
                for result in run(target, names)]
     print(table(target, results))
     failed = [r.service for r in results if not r.ok]
     if failed:
-        print(f"protolab check: {', '.join(failed)} did not answer", file=sys.stderr)
+        which = lab.describe() if lab is not None else f"no lab runs on data {data}"
+        print(f"protolab check: {', '.join(failed)} did not answer (asked {host} at port "
+              f"offset {offset}; {which})", file=sys.stderr)
         return 1
     return 0
 
@@ -352,8 +384,9 @@ def parser() -> argparse.ArgumentParser:
                          help="lab.toml (default: $PROTOLAB_CONFIG, else the embedded lab)")
         if data:
             cmd.add_argument("--data", default=_env("DATA"), metavar="DIR",
-                             help="data directory (default: $PROTOLAB_DATA, else "
-                                  "~/.local/share/protolab)")
+                             help="data directory (default: $PROTOLAB_DATA, else the "
+                                  "running lab's, else ~/.local/share/protolab; root's: "
+                                  "/var/lib/protolab)")
 
     env_offset = _env("PORT_OFFSET")
     serve = sub.add_parser("serve", help="run the lab")
@@ -396,7 +429,9 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="speak each protocol once; exit 0 if all answer")
     common(check)  # the data directory: what the serve running there could not start
     check.add_argument("--only", default=_env("ONLY"), metavar="NAMES")
-    check.add_argument("--host", default="127.0.0.1")
+    check.add_argument("--host", default=None,
+                       help="where to ask (default: the running lab's bind address, else "
+                            "127.0.0.1)")
     check.add_argument("--port-offset", type=_offset, metavar="N",
                        default=_offset(env_offset) if env_offset else None)
     check.add_argument("--timeout", type=float, default=3.0, metavar="S")

@@ -32,9 +32,14 @@ if TYPE_CHECKING:
     from twisted.application.service import IService, MultiService
 
 
+SYSTEM_DATA_DIR = Path("/var/lib/protolab")  # root's: a system service's place, not ~root
+
+
 def default_data_dir() -> Path:
     if os.environ.get("PROTOLAB_DATA"):
         return Path(os.environ["PROTOLAB_DATA"])
+    if os.geteuid() == 0:
+        return SYSTEM_DATA_DIR
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(base) / "protolab"
 

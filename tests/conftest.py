@@ -101,10 +101,18 @@ class Server:
                 return item.port + self.offset
         raise KeyError(f"{service} has no listener {listener!r}")
 
-    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    @property
+    def run_dir(self) -> Path:
+        """Where this server records that it runs (services.running): its own, so that
+        tests running side by side never find each other's labs."""
+        return self.data.parent / f"run-{self.offset}"
+
+    def cli(self, *args: str, env: dict[str, str] | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
         """`protolab ARGS --data DATA [--config FILE]` against this server's lab."""
         extra = ["--config", str(self.config_path)] if self.config_path else []
-        return cli(*args, *extra, data=self.data, **kwargs)
+        return cli(*args, *extra, data=self.data,
+                   env={"PROTOLAB_RUN_DIR": str(self.run_dir), **(env or {})}, **kwargs)
 
     def journal_until(self, service: str, text: str, timeout: float = 10) -> str:
         """`protolab journal --service SERVICE` once it shows `text`: a running server
@@ -119,7 +127,7 @@ class Server:
     def check(self, only: str | None = None) -> subprocess.CompletedProcess:
         extra = ["--config", str(self.config_path)] if self.config_path else []
         return cli("check", "--only", only or ",".join(self.only), "--port-offset",
-                   str(self.offset), *extra)
+                   str(self.offset), *extra, env={"PROTOLAB_RUN_DIR": str(self.run_dir)})
 
     def stop(self, timeout: float = 10) -> int:
         if self.process.poll() is None:
@@ -177,7 +185,7 @@ class LabFactory:
                 command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
                 # strict: a port another test holds is a failed start, retried above
                 env={**os.environ, "PYTHONPATH": str(ROOT), "PROTOLAB_STRICT": "1",
-                     **(env or {})})
+                     "PROTOLAB_RUN_DIR": str(data.parent / f"run-{offset}"), **(env or {})})
         names = [n for n in only.split(",") if n]
         return Server(process, data, offset, names, config_path, errors)
 
@@ -200,6 +208,15 @@ class LabFactory:
             if code != 0:
                 problems.append(f"serve exited {code}: {server.stderr()[-2000:]}")
         return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_running_labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Commands the tests run find no lab but the ones the tests name (services.running):
+    never a lab that happens to run on this machine, nor another test's."""
+    os.environ["PROTOLAB_RUN_DIR"] = str(tmp_path_factory.mktemp("no-running-labs"))
+    yield
+    os.environ.pop("PROTOLAB_RUN_DIR", None)
 
 
 @pytest.fixture

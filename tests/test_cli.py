@@ -204,3 +204,36 @@ def test_hosts_lines_resolve_through_a_real_resolver(lab, tmp_path):
     finally:
         shutil.rmtree(etc, ignore_errors=True)
         subprocess.run(["ip", "netns", "del", namespace], check=False)
+
+
+def test_commands_find_the_lab_that_runs(lab, tmp_path):
+    """`protolab serve` records where it runs; `user add` and `check` without --data or
+    --port-offset talk to that lab, and say which lab they tried when it does not answer."""
+    server = lab.start(only="smtp")
+    env = {"PROTOLAB_RUN_DIR": str(server.run_dir)}
+    added = cli("user", "add", "frank", "--password", "f", env=env)
+    assert added.returncode == 0 and "note:" not in added.stderr, added.stderr
+    assert "frank" in server.cli("user", "list").stdout  # in the served store
+    checked = cli("check", "--only", "smtp", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f":{server.port('smtp', 'smtp')}" in checked.stdout
+    server.stop()
+    assert not list(server.run_dir.glob("serve-*.json"))  # gone with the server
+    alone = cli("user", "add", "gina", "--password", "g", data=tmp_path / "other", env=env)
+    assert "note: no lab is running on" in alone.stderr
+    missed = cli("check", "--only", "smtp", "--port-offset", str(server.offset), env=env)
+    assert missed.returncode == 1
+    assert f"asked 127.0.0.1 at port offset {server.offset}; no lab runs on data" in missed.stderr
+
+
+def test_a_record_of_a_process_that_is_gone_is_ignored(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run / f"serve-{dead.pid}.json").write_text(
+        '{"pid": %d, "data": "/nonexistent", "bind": "127.0.0.1", "offset": 7, '
+        '"services": ["smtp"]}' % dead.pid)
+    listed = cli("user", "list", env={"PROTOLAB_RUN_DIR": str(run), "PROTOLAB_DATA": ""})
+    assert "/nonexistent" not in listed.stderr
+    assert not list(run.glob("serve-*.json"))
