@@ -53,7 +53,9 @@ def service(lab: Lab) -> IService:
 def probe(target: ProbeTarget) -> str:
     from impacket.smbconnection import SMBConnection
 
-    connection = SMBConnection("*SMBSERVER", target.host, sess_port=target.port("smb", "smb"),
+    # The remote name is the address: with "*SMBSERVER" on a port other than 445 impacket
+    # first waits out a NetBIOS session attempt (4 s here, whatever the timeout).
+    connection = SMBConnection(target.host, target.host, sess_port=target.port("smb", "smb"),
                                timeout=int(max(1, target.timeout)))
     try:
         dialect = connection.getDialect()
