@@ -173,7 +173,7 @@ def _print_table(lab: Any, names: list[str]) -> None:
     for name in names:
         for listener in lab.listeners(name):
             key = (name, listener.name)
-            address = f"{lab.bind}:{listener.port}/{listener.transport}"
+            address = f"{listener.address or lab.bind}:{listener.port}/{listener.transport}"
             if not listener.active:
                 note = f"off: {listener.note}"
             elif key in lab.failed or name in lab.failed_services:

@@ -25,6 +25,7 @@ class Listener:
     # When the wildcard address is taken on this port (systemd-resolved on 127.0.0.53:53),
     # bind each local address that is free instead.
     around: bool = False
+    address: str = ""  # its own address, when not the lab's bind address (DNS's fake root)
 
     def shifted(self, offset: int) -> Listener:
         return replace(self, port=self.port + offset)

@@ -213,3 +213,15 @@ def test_fuzz_mutated_queries(changes, cut):
     for position, value in changes:
         data[position] = value
     _check(bytes(data[:max(cut, 2)]), False)
+
+
+def test_fake_root_listeners_name_their_own_addresses_for_the_table():
+    from services import dns
+
+    config = lab_config()
+    settings = config.service("dns")
+    config.services["dns"] = dataclasses.replace(settings, fake_root=True,
+                                                 root_address="127.0.0.2", tld_address="127.0.0.3")
+    by_name = {listener.name: listener for listener in dns.listeners(config)}
+    assert (by_name["root"].address, by_name["tld"].address) == ("127.0.0.2", "127.0.0.3")
+    assert by_name["dns"].address == ""  # the lab's bind address

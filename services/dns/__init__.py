@@ -79,8 +79,8 @@ def listeners(config: LabConfig) -> list[Listener]:
     out = [Listener("dns", "dns", 53, "udp", note=note, around=True),
            Listener("dns", "dns-tcp", 53, "tcp", around=True)]
     if s.fake_root:
-        out += [Listener("dns", "root", 53, "udp", note=f"fake root on {s.root_address}"),
-                Listener("dns", "tld", 53, "udp", note=f"fake TLD on {s.tld_address}")]
+        out += [Listener("dns", "root", 53, "udp", note="fake root", address=s.root_address),
+                Listener("dns", "tld", 53, "udp", note="fake TLD", address=s.tld_address)]
     return out
 
 
