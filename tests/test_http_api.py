@@ -184,7 +184,8 @@ def test_autoconfig_describes_the_mail_services_present(web):
 
 def test_dashboard_for_the_admin_only(web):
     base = f"http://127.0.0.1:{web.port('http', 'http')}/lab/dashboard"
-    assert status_of(curl("-i", base).stdout) == [401]
+    refused = curl("-i", base).stdout.decode()
+    assert status_of(refused.encode()) == [401] and "admin_user" in refused
     assert status_of(curl("-i", "-u", "alice:alice", base).stdout) == [403]
     # An open session elsewhere appears as live: keep a connection open meanwhile.
     connection = http.client.HTTPConnection("127.0.0.1", web.port("http", "http"), timeout=10)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.http import fast
 from services.http.autoconfig import document
-from services.http.dashboard import live_sessions
+from services.http.dashboard import RECENT_EVENTS, live_sessions, recent_rows
 from services.http.exercises import UploadSink, long_page
 from services.http.labinfo import ServiceInfo
 from services.http.multipart import MultipartError, MultipartParser, boundary_of
@@ -165,6 +165,21 @@ def test_live_sessions_are_opened_and_not_closed():
               event("b", "close", 4), event("c", "command", 5)]
     live = live_sessions(events)
     assert [(s["opened"], s["user"]) for s in live] == [(1, "alice")]
+
+
+def test_a_flood_of_dns_events_is_one_row_and_the_class_stays_in_view():
+    def event(service, ts, text, peer="10.0.0.5:4000"):
+        return {"session": str(ts), "kind": "packet", "ts": ts, "service": service,
+                "peer": peer, "user": "", "text": text}
+
+    events = [event("smtp", 1, "MAIL FROM:<a@lab.test>")]
+    events += [event("dns", 2 + n, f"udp www{n % 5}.lab.test A", f"10.0.0.{n % 4}:53")
+               for n in range(500)]
+    events += [event("imap", 600, "a LOGIN alice ****")]
+    rows = recent_rows(events)
+    assert [row[1] for row in rows] == ["imap", "dns", "smtp"]  # newest first
+    assert rows[1][4] == "500 events" and "(5 different)" in rows[1][5]
+    assert len(recent_rows([event("http", n, "GET /") for n in range(200)])) == RECENT_EVENTS
 
 
 def test_settings_refuse_an_image_host_outside_the_zone(tmp_path):

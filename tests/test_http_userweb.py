@@ -75,7 +75,8 @@ def test_mkcol_directories_and_listing(web, tmp_path):
                           directory + "/a.html").stdout) == [201]
     moved = curl("-i", directory).stdout
     assert status_of(moved) == [301] and b"Location: /~alice/sub/" in moved
-    assert b'href="a.html"' in curl(directory + "/").stdout
+    listing = curl(directory + "/").stdout
+    assert b'href="a.html"' in listing and b"<title>Index of /~alice/sub/</title>" in listing
     not_empty = curl("-i", "-u", "alice:alice", "-X", "DELETE", directory).stdout
     assert status_of(not_empty) == [409]
 

@@ -37,6 +37,40 @@ def live_sessions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(sessions.values(), key=lambda s: s["opened"])
 
 
+def recent_rows(events: list[dict[str, Any]]) -> list[list[Any]]:
+    """The newest RECENT_EVENTS rows, newest first. A run of DNS events in a row (a
+    browser's own lookups, a dig loop) is one row that counts them, so that a class's
+    SMTP, IMAP and FTP sessions stay in view."""
+    rows: list[list[Any]] = []
+    run: list[dict[str, Any]] = []
+
+    def end_run() -> None:
+        if len(run) == 1:
+            rows.append(_row(run[0]))
+        elif run:
+            peers = sorted({e["peer"].rsplit(":", 1)[0] for e in run})
+            names = list(dict.fromkeys(e["text"][:40] for e in run))
+            shown = "; ".join(names[:3]) + (f"; ... ({len(names)} different)" if len(names) > 3 else "")
+            rows.append([f"{_clock(run[0]['ts'])}-{_clock(run[-1]['ts'])}", "dns",
+                         ", ".join(peers[:3]) + (" ..." if len(peers) > 3 else ""), "-",
+                         f"{len(run)} events", shown[:100]])
+        run.clear()
+
+    for event in events:
+        if event["service"] == "dns":
+            run.append(event)
+            continue
+        end_run()
+        rows.append(_row(event))
+    end_run()
+    return rows[-RECENT_EVENTS:][::-1]
+
+
+def _row(event: dict[str, Any]) -> list[Any]:
+    return [_clock(event["ts"]), event["service"], event["peer"], event["user"] or "-",
+            event["kind"], event["text"][:100]]
+
+
 def _table(headings: list[str], rows: list[list[Any]], empty: str) -> str:
     if not rows:
         return f"<p><i>{html.escape(empty)}</i></p>"
@@ -67,9 +101,7 @@ def render(lab: Lab, request: Any) -> bytes:
             if status.messages or box.name == "INBOX":
                 mail_rows.append([user.name, box.name, status.messages, status.unseen,
                                   status.size])
-    event_rows = [[_clock(e["ts"]), e["service"], e["peer"], e["user"] or "-", e["kind"],
-                   e["text"][:100]] for e in events[-RECENT_EVENTS:]
-                  if e["session"] != mine][::-1]
+    event_rows = recent_rows([e for e in events if e["session"] != mine])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>protolab dashboard</title>
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
@@ -98,7 +130,9 @@ def register(router: Router, lab: Lab) -> None:
     def dashboard(request: Any) -> Any:
         who = login(lab, request, admin_ok=True)
         if who is None:
-            return challenge(request, "protolab administrator")
+            return challenge(request, "protolab administrator",
+                             "The dashboard is for the lab's administrator: give the name and "
+                             "password of [api] admin_user (admin/admin in the default lab).")
         if who != lab.config.api.admin_user:
             return error_page(request, 403, "The dashboard is for the lab's administrator.")
         return render(lab, request)

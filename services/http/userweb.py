@@ -156,7 +156,7 @@ class UserWeb:
                     return error_page(request, 403, "That path leaves the user's web space.")
                 if index.is_file():
                     return serve(request, index, index.stat(), self.cache)
-                return self.listing(request, target, relative)
+                return self.listing(request, target)
             if not stat.S_ISREG(st.st_mode) or target.name.startswith(TEMP_PREFIX):
                 return error_page(request, 404, "No such file.")
             return serve(request, target, st, self.cache)
@@ -166,7 +166,7 @@ class UserWeb:
             return error_page(request, 403, "This file may not be read.")
 
     @staticmethod
-    def listing(request: Any, directory: Path, relative: str) -> Any:
+    def listing(request: Any, directory: Path) -> Any:
         """The directory's page, made in a thread: reading a directory of a hundred
         thousand names takes a few hundred milliseconds, which the reactor (every
         session of every protocol) must not wait for."""
@@ -194,7 +194,9 @@ class UserWeb:
             request.write(body)
             request.finish()
 
-        deferToThread(listing_page, directory, relative).addCallbacks(answer, failed)
+        # Titled by the URL path (/~alice/sub/): the web space's own root is not "/".
+        where = urllib.parse.unquote(request.path.decode("ascii", "replace"))
+        deferToThread(listing_page, directory, where).addCallbacks(answer, failed)
         return NOT_DONE_YET
 
     def put(self, request: Any, target: Path) -> Any:
@@ -272,7 +274,7 @@ def insufficient_storage(request: Any, target: Path) -> bytes:
                       "Free some space and try again.")
 
 
-def listing_page(directory: Path, relative: str) -> bytes:
+def listing_page(directory: Path, where: str) -> bytes:
     """The first MAX_LISTED names, sorted, and how many there are: one scandir pass (the
     kind of entry comes with the name: no stat per entry) and a bounded heap, so the page
     stays a page however big the directory."""
@@ -285,7 +287,7 @@ def listing_page(directory: Path, relative: str) -> bytes:
                     for name in shown)
     note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file by "
             "its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
-    title = html.escape("/" + relative.lstrip("/"))
+    title = html.escape(where)
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
             f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
             "</body></html>\n").encode()
