@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..journal import recent
 from .auth import challenge, login
 from .responses import error_page, send
+from .style import html_page
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -102,13 +103,7 @@ def render(lab: Lab, request: Any) -> bytes:
                 mail_rows.append([user.name, box.name, status.messages, status.unseen,
                                   status.size])
     event_rows = recent_rows([e for e in events if e["session"] != mine])
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>protolab dashboard</title>
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<style>body{{font-family:system-ui,sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} th{{background:#eef}}</style>
-</head><body>
-<h1>protolab dashboard &mdash; {html.escape(lab.config.lab.domain)}</h1>
+    body = f"""<h1>protolab dashboard &mdash; {html.escape(lab.config.lab.domain)}</h1>
 <p>As of {_clock(now)}; this page reloads every {REFRESH_SECONDS} s.</p>
 <h2 id="sessions">Live sessions ({len(sessions)})</h2>
 {_table(["service", "peer", "user", "opened", "last event"], session_rows, "no open sessions")}
@@ -117,9 +112,9 @@ th,td{{border:1px solid #ccc;padding:.2em .5em;text-align:left}} th{{background:
 <h2 id="mail">Mailboxes</h2>
 {_table(["user", "mailbox", "messages", "unseen", "bytes"], mail_rows, "no users")}
 <h2 id="events">Recent events</h2>
-{_table(["time", "service", "peer", "user", "kind", "text"], event_rows, "nothing yet")}
-</body></html>
-"""
+{_table(["time", "service", "peer", "user", "kind", "text"], event_rows, "nothing yet")}"""
+    page = html_page("protolab dashboard", body,
+                     f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">')
     request.setHeader(b"Cache-Control", b"no-store")
     # Journal texts are what clients sent, decoded by each protocol: a lone surrogate
     # (undecodable bytes kept by surrogateescape) must not make the whole page fail.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .auth import challenge, login
 from .multipart import MultipartError, MultipartParser, boundary_of
 from .responses import HTML, TEXT, Body, error_page, redirect, send
+from .style import html_page
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -40,9 +41,8 @@ def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
 
 
 def _page(title: str, body: str) -> bytes:
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}'
-            f'</title></head>\n<body>\n<h1>{title}</h1>\n{body}\n'
-            f'<p><a href="/">back to the lab portal</a></p>\n</body></html>\n').encode()
+    return html_page(title, f'<h1>{title}</h1>\n{body}\n'
+                     '<p><a href="/">back to the lab portal</a></p>').encode()
 
 
 def basic_page() -> bytes:

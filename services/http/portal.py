@@ -9,21 +9,13 @@ from typing import TYPE_CHECKING, Any
 from ..listeners import Listener
 from .labinfo import ServiceInfo, services
 from .responses import send
+from .style import html_page
 
 if TYPE_CHECKING:
     from ..lab import Lab
 
 TLS_TEXT = {"": "cleartext", "starttls": "STARTTLS", "implicit": "TLS"}
 CA = "/ca.crt"
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} table{border-collapse:collapse;width:100%;margin:1em 0}
-th,td{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}
-th{background:#eef} code{background:#f4f4f4;padding:0 .2em} .off{color:#999}
-.up{color:#070;font-weight:bold} .down{color:#a00} pre{background:#f4f4f4;padding:.6em}
-"""
-
 
 def _clients(info: ServiceInfo, listener: Listener, user: str, domain: str) -> list[str]:
     """Command lines that reach one listener with the usual clients."""
@@ -82,10 +74,7 @@ def render(lab: Lab, request: Any) -> bytes:
     offset = (f"<p>Ports are the standard ones plus {lab.offset} ({html.escape(lab.offset_reason)})."
               "</p>" if lab.offset else "")
     users = ", ".join(f"<code>{html.escape(u.name)}</code>" for u in config.users)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>protolab: {domain}</title>
-<meta name="viewport" content="width=device-width"><style>{STYLE}</style></head><body>
-<h1>protolab &mdash; {domain}</h1>
+    body = f"""<h1>protolab &mdash; {domain}</h1>
 <p>A network lab: small but real servers for HTTP, mail, DNS, DHCP, FTP and SMB that share
 one store of users, mail and files. Point real clients at them, capture the traffic with
 Wireshark, and compare the cleartext and TLS variants of each protocol.</p>
@@ -95,9 +84,20 @@ Wireshark, and compare the cleartext and TLS variants of each protocol.</p>
 <th>port</th><th>TLS</th><th>state</th><th>try it</th></tr>
 {''.join(rows)}
 </table>
-<p>Users of this lab: {users or 'none yet'} (the default lab's passwords equal the names).
-Names resolve through the lab's DNS service; without it, add them to your hosts file
-pointing at the addresses above.</p>
+<p>Users of this lab: {users or 'none yet'} (the default lab's passwords equal the names).</p>
+<h2 id="names">The lab's names on your machine</h2>
+<p>Names in <code>{domain}</code> resolve where the lab's DNS answers for them. Elsewhere:</p>
+<ul>
+<li>Any system, the hosts file: on the lab's machine, <code>protolab hosts --address
+ADDRESS</code> prints a line per name (ADDRESS: the lab's address as your machine reaches
+it); add them to <code>/etc/hosts</code> (Linux, macOS) or
+<code>C:\\Windows\\System32\\drivers\\etc\\hosts</code> (Windows, as administrator).</li>
+<li>Linux with systemd-resolved: <code>/etc/systemd/resolved.conf.d/protolab.conf</code> with
+<code>[Resolve]</code>, <code>DNS=ADDRESS</code>, <code>Domains=~{domain}</code>, then
+<code>sudo systemctl restart systemd-resolved</code>.</li>
+<li>Windows, PowerShell as administrator: <code>Add-DnsClientNrptRule -Namespace
+".{domain}" -NameServers "ADDRESS"</code>.</li>
+</ul>
 <h2>TLS: the lab certificate authority</h2>
 <p>Every TLS port uses a certificate signed by this lab's own CA:
 <a href="{CA}" download="protolab-ca.crt">download ca.crt</a>.</p>
@@ -131,7 +131,5 @@ reload it to see a conditional GET answered 304.</li>
 <h2>For CI and teachers</h2>
 <p>The JSON API is under <a href="/api/v1/">/api/v1/</a>
 (<a href="/api/v1/openapi.json">OpenAPI document</a>); the live
-<a href="/lab/dashboard">dashboard</a> needs the administrator's login.</p>
-</body></html>
-"""
-    return send(request, page.encode())
+<a href="/lab/dashboard">dashboard</a> needs the administrator's login.</p>"""
+    return send(request, html_page(f"protolab: {domain}", body).encode())

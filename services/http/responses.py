@@ -11,6 +11,8 @@ from typing import Any
 from twisted.web import http
 from twisted.web.server import NOT_DONE_YET
 
+from .style import html_page
+
 HTML = b"text/html; charset=utf-8"
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
@@ -33,8 +35,8 @@ def send_json(request: Any, value: Any, status: int = 200) -> bytes:
 def error_page(request: Any, status: int, message: str,
                headers: dict[bytes, bytes] | None = None) -> bytes:
     reason = http.RESPONSES.get(status, b"Error").decode()
-    body = (f"<!doctype html><html><head><title>{status} {reason}</title></head><body>"
-            f"<h1>{status} {reason}</h1><p>{html.escape(message)}</p></body></html>\n")
+    body = html_page(f"{status} {reason}",
+                     f"<h1>{status} {reason}</h1><p>{html.escape(message)}</p>")
     return send(request, body.encode(), HTML, status, headers)
 
 

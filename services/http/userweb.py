@@ -26,6 +26,7 @@ from .auth import challenge, login, www_authenticate
 from .channel import Refusal
 from .files import SMALL, FileCache, serve
 from .responses import HTML, Body, error_page, redirect, send, send_no_body
+from .style import html_page
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -288,9 +289,8 @@ def listing_page(directory: Path, where: str) -> bytes:
     note = (f"<p>{count} entries; the first {MAX_LISTED} by name are shown (fetch a file by "
             "its name, or list it over FTP or SMB).</p>" if count > MAX_LISTED else "")
     title = html.escape(where)
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Index of {title}'
-            f"</title></head><body><h1>Index of {title}</h1>{note}<ul>{items}</ul>"
-            "</body></html>\n").encode()
+    return html_page(f"Index of {title}",
+                     f"<h1>Index of {title}</h1>{note}<ul>{items}</ul>").encode()
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
