@@ -15,8 +15,10 @@ import os
 import poplib
 import smtplib
 import socket
+import string
 import struct
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,7 +62,9 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 def http_request(server, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """(status, body) of one request sent with `path` exactly as given (no normalising)."""
+    """(status, body) of one request sent with `path` as given (no normalising); only
+    characters outside ASCII are percent-encoded (as UTF-8), as a browser sends them."""
+    path = urllib.parse.quote(path, safe=string.punctuation)
     connection = http.client.HTTPConnection(HOST, server.port("http", "http"), timeout=TIMEOUT)
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
