@@ -227,3 +227,22 @@ def nt_hash_hex(data: Path, user: str) -> str:
 
     with sqlite3.connect(data / "lab.db") as db:
         return db.execute("SELECT nt_hash FROM users WHERE name = ?", (user,)).fetchone()[0].hex()
+
+
+def ascii_body(rng, size: int) -> bytes:
+    """A mail body of `size` bytes or so: random hex in 76-character CRLF lines."""
+    text = rng.randbytes(size // 2).hex()
+    return b"".join(text[i:i + 76].encode() + b"\r\n" for i in range(0, len(text), 76))
+
+
+def mail_texts(data: Path, user: str, mailbox: str = "INBOX") -> list[bytes]:
+    """Every message stored in a user's mailbox, read from the store directly (as another
+    process of the lab would), in UID order."""
+    from services.store import Store
+
+    store = Store(data)
+    try:
+        box = store.mail.mailbox(user, mailbox)
+        return [store.mail.data(box.id, m.uid) or b"" for m in store.mail.messages(box.id)]
+    finally:
+        store.close()
