@@ -9,6 +9,8 @@ SMB client and dnslib's codec over a TCP socket: the same ones the protocol test
 from __future__ import annotations
 
 import base64
+import imaplib
+import io
 import http.client
 import imaplib
 import os
@@ -246,3 +248,93 @@ def mail_texts(data: Path, user: str, mailbox: str = "INBOX") -> list[bytes]:
         return [store.mail.data(box.id, m.uid) or b"" for m in store.mail.messages(box.id)]
     finally:
         store.close()
+
+
+# What the durability test and benchmark kill the server after: protocol -> (write, check).
+# write(server, rng, i) makes item i and returns once it is acknowledged (the caller kills
+# then); check(data, written) asserts every written item is stored, byte-identical.
+FILE_SIZE = 256 * 1024  # big enough that a write still in flight at the kill would show
+
+
+def smtp_write(server, rng, i):
+    body = b"Subject: durable %d\r\n\r\n" % i + ascii_body(rng, 16 * 1024)
+    client = smtp_client(server, "smtp")
+    client.sendmail("sender@outside.test", ["alice@lab.test"], body)
+    return body  # the 250 to DATA has come: the caller kills now, no QUIT
+
+
+def imap_write(server, rng, i):
+    body = b"Subject: durable %d\r\n\r\n" % i + ascii_body(rng, 16 * 1024)
+    client = imap_client(server)
+    client.login("alice", "alice")
+    typ, _ = client.append("INBOX", "", imaplib.Time2Internaldate(1_700_000_000), body)
+    assert typ == "OK"
+    return body
+
+
+def ftp_write(server, rng, i):
+    data = rng.randbytes(FILE_SIZE)
+    reply = ftp_login(server).storbinary(f"STOR durable-{i}.bin", io.BytesIO(data))
+    assert reply.startswith("226"), reply
+    return data
+
+
+def http_write(server, rng, i):
+    data = rng.randbytes(FILE_SIZE)
+    status, _ = http_request(server, "PUT", f"/~alice/durable-{i}.bin", data,
+                             basic("alice", "alice"))
+    assert status == 201, status
+    return data
+
+
+def smb_write(server, rng, i):
+    data = rng.randbytes(FILE_SIZE)
+    smb_client(server).putFile("alice", f"durable-{i}.bin", io.BytesIO(data).read)
+    return data  # putFile returns once CLOSE is answered
+
+
+def mail_stored(data, written):
+    texts = mail_texts(data, "alice")
+    # SMTP puts its trace (Received:) in front of what was sent; IMAP stores it as it is.
+    assert len(texts) == len(written), f"{len(texts)} messages stored of {len(written)} acknowledged"
+    for i, (text, body) in enumerate(zip(texts, written)):
+        assert text.endswith(body), f"message {i} is not what was acknowledged"
+
+
+def files_stored(directory):
+    def check(data, written):
+        for i, body in enumerate(written):
+            path = data / directory / f"durable-{i}.bin"
+            assert path.exists(), f"{path.name} acknowledged, then lost"
+            assert path.read_bytes() == body, f"{path.name} is not what was acknowledged"
+    return check
+
+
+DURABLE_WRITES = {
+    "smtp": (smtp_write, mail_stored), "imap": (imap_write, mail_stored),
+    "ftp": (ftp_write, files_stored("homes/alice")),
+    "http": (http_write, files_stored("homes/alice/public_html")),
+    "smb": (smb_write, files_stored("homes/alice")),
+}
+
+
+def kill_at_acknowledgements(factory, protocol: str, rounds: int, seed: str
+                             ) -> tuple[list[bytes], list[float]]:
+    """`rounds` times: start a server of `protocol` on the factory's data directory, write
+    one item, SIGKILL the server the instant the acknowledgement arrives. Returns the items
+    written and each round's seconds (start, write, kill)."""
+    import random
+    import signal
+
+    write = DURABLE_WRITES[protocol][0]
+    rng = random.Random(seed)
+    written, seconds = [], []
+    for i in range(rounds):
+        began = time.monotonic()
+        server = factory.start(only=protocol)
+        written.append(write(server, rng, i))
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        factory.servers.remove(server)  # killed on purpose: the exit-0 rule is not for it
+        seconds.append(time.monotonic() - began)
+    return written, seconds
