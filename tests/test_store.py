@@ -324,3 +324,9 @@ def test_homes_may_live_on_another_volume(tmp_path):
         assert store.files.web("carol") == data / "homes/carol/public_html"
     finally:
         store.close()
+
+
+def test_many_records_in_one_transaction(store):
+    store.net.add_records([("h1.lab.test.", "a", "10.0.0.1"), ("H2.lab.test", "A", "10.0.0.2")])
+    assert {(r.name, r.type) for r in store.net.records()} >= {("h1.lab.test", "A"),
+                                                              ("h2.lab.test", "A")}

@@ -46,14 +46,14 @@ def populate(data: Path) -> None:
     store = Store(data)
     rng = random.Random(7)
     words = ["lab", "packet", "wireshark", "mail", "needle", "router", "switch", "frame"]
-    for i in range(MESSAGES):
-        body = " ".join(rng.choice(words) for _ in range(400)).encode()
-        store.mail.append("alice", "INBOX", b"Subject: message %d\r\n\r\n" % i + body + b"\r\n")
+    store.mail.append_many([("alice", "INBOX", b"Subject: message %d\r\n\r\n" % i +
+                             " ".join(rng.choice(words) for _ in range(400)).encode() + b"\r\n")
+                            for i in range(MESSAGES)])
     parts = b"".join(b"--p\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(PARTS))
     store.mail.append("alice", "INBOX", b"Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: "
                       b"multipart/mixed; boundary=p\r\n\r\n" + parts + b"--p--\r\n")
-    for i in range(RECORDS):
-        store.net.add_record(f"host{i}.lab.test", "A", f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}")
+    store.net.add_records((f"host{i}.lab.test", "A", f"10.0.{i // 256 % 256}.{i % 256}")
+                          for i in range(RECORDS))
     big = store.files.web("alice") / "big"
     big.mkdir()
     for i in range(FILES):
