@@ -14,6 +14,7 @@ times as many. The seed is printed in the figures line; PROTOLAB_FUZZ_SEED repla
 from __future__ import annotations
 
 import base64
+import io
 import os
 import random
 import socket
@@ -268,8 +269,6 @@ def recorded_smb_session(server) -> list[bytes]:
     """The packets impacket's client sends after login for a tree connect, a listing, a put
     and a get: the valid inputs of the logged-in state (session and tree ids patched in)."""
     from impacket.nmb import NetBIOSTCPSession
-
-    import io
 
     packets: list[bytes] = []
     original = NetBIOSTCPSession.send_packet

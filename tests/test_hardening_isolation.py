@@ -15,6 +15,7 @@ see (the SQLite header, the CA key, a journal line, bob's file and mail).
 
 from __future__ import annotations
 
+import base64
 import ftplib
 import imaplib
 import io
@@ -278,8 +279,6 @@ def test_pop3(planted):
         client.close()
     client = pop3_client(server)
     for authzid in ("bob", "bob@lab.test"):
-        import base64
-
         token = base64.b64encode(f"{authzid}\0alice\0alice".encode()).decode()
         with pytest.raises(poplib.error_proto):
             client._shortcmd(f"AUTH PLAIN {token}")
