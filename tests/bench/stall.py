@@ -154,8 +154,8 @@ def main() -> None:
             for probe in probes:
                 probe.start()
             time.sleep(1)  # idle figures first: what a probe costs when nothing is heavy
-            idle_end = time.monotonic()
-            rows = [("(idle)", 0.0, [p.during(0, idle_end) for p in probes])]
+            print(header([p.name for p in probes]), flush=True)
+            print(row("(idle)", 0.0, [p.during(0, time.monotonic()) for p in probes]), flush=True)
             for name, command in heavy_commands().items():
                 durations, seen = [], [[] for _ in probes]
                 for _ in range(args.rounds):
@@ -166,28 +166,31 @@ def main() -> None:
                     time.sleep(0.2)  # let the probes answer what was queued behind it
                     for i, probe in enumerate(probes):
                         seen[i] += probe.during(begin, end)
-                rows.append((name, max(durations), seen))
+                print(row(name, max(durations), seen), flush=True)
             for probe in probes:
                 probe.running = False
-            report(rows, [p.name for p in probes])
         finally:
             stop(lab)
 
 
-def report(rows, probe_names: list[str]) -> None:
-    head = f"{'heavy command':<44} {'took':>8}"
+def header(probe_names: list[str]) -> str:
+    line = f"{'heavy command':<44} {'took':>8}"
     for name in probe_names:
-        head += f" | {name + ' worst':>18} {'p99':>8}"
-    print(head)
-    for name, took, seen in rows:
-        line = f"{name:<44} {took * 1000:7.0f}ms"
-        for latencies in seen:
-            if latencies:
-                p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
-                line += f" | {max(latencies) * 1000:16.1f}ms {p99 * 1000:6.1f}ms"
-            else:
-                line += f" | {'-':>18} {'-':>8}"
-        print(line)
+        line += f" | {name + ' worst':>18} {'p99':>8}"
+    return line
+
+
+def row(name: str, took: float, seen: list[list[float]]) -> str:
+    line = f"{name:<44} {took * 1000:7.0f}ms"
+    for latencies in seen:
+        if len(latencies) > 1:
+            p99 = statistics.quantiles(latencies, n=100)[98]
+            line += f" | {max(latencies) * 1000:16.1f}ms {p99 * 1000:6.1f}ms"
+        elif latencies:
+            line += f" | {latencies[0] * 1000:16.1f}ms {'-':>8}"
+        else:
+            line += f" | {'-':>18} {'-':>8}"
+    return line
 
 
 if __name__ == "__main__":
