@@ -184,7 +184,7 @@ def row(name: str, took: float, seen: list[list[float]]) -> str:
     line = f"{name:<44} {took * 1000:7.0f}ms"
     for latencies in seen:
         if len(latencies) > 1:
-            p99 = statistics.quantiles(latencies, n=100)[98]
+            p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98]
             line += f" | {max(latencies) * 1000:16.1f}ms {p99 * 1000:6.1f}ms"
         elif latencies:
             line += f" | {latencies[0] * 1000:16.1f}ms {'-':>8}"
