@@ -11,8 +11,12 @@ when the path would leave the root in any way:
 - a symbolic link anywhere on the way that points outside the root is refused.
 
 - a name that Unicode compatibility folding (NFKC) would turn into a separator, a ":" or
-  dots (fullwidth "／", "．．", "："): a client or a later layer that folds must not find
-  a way up in what passed here as one harmless name.
+  dots (fullwidth "／", "．．", "：", ONE DOT LEADER "․", TWO DOT LEADER "‥"): a client or
+  a later layer that folds must not find a way up in what passed here as one harmless name.
+  The folding used for that check also drops the default-ignorable code points (zero-width
+  space, BOM, variation selectors, ...), as NFKC_Casefold and IDNA-style mappings do: "..\u200b"
+  is ".." to such a layer. Names that merely contain them (ZWNJ in a Persian word, ZWJ in
+  an emoji) stay allowed: only what they would fold into is judged.
 
 Percent-decoding is the HTTP layer's job and happens exactly once before this: a literal
 "%2e%2e" that arrives here is a file name, not a way up. Case does not matter for escaping
@@ -31,13 +35,31 @@ class PathError(ValueError):
     """A path that would leave its root or that no protocol may use."""
 
 
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt), as (first, last) ranges.
+_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+              (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+              (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+              (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+              (0xE0000, 0xE0FFF))
+
+
+def _ignorable(char: str) -> bool:
+    code = ord(char)
+    return any(first <= code <= last for first, last in _IGNORABLE)
+
+
+def fold(name: str) -> str:
+    """What a folding layer makes of `name`: NFKC without default-ignorable code points."""
+    return unicodedata.normalize("NFKC", "".join(c for c in name if not _ignorable(c)))
+
+
 def parts(path: str) -> list[str]:
     """The path's names after folding ".", "" and "..", or PathError if ".." leaves the top."""
     out: list[str] = []
     for name in path.replace("\\", "/").split("/"):
         if any(ord(c) < 32 or c == "\x7f" for c in name):
             raise PathError(f"control character in path {path!r}")
-        folded = unicodedata.normalize("NFKC", name)
+        folded = fold(name)
         if ":" in folded:
             raise PathError(f"':' is not allowed in a name ({path!r})")
         if "/" in folded or "\\" in folded:

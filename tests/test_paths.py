@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ftplib
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,11 @@ ESCAPES = [
     "file.txt:secret", "file.txt::$DATA", "x\x00y", "x\ny", "...", ".. ", " . .",
     "\uff0e\uff0e/x",  # fullwidth dots fold (NFKC) to ".."
     "a\uff0fb", "a\uff3cb", "a\uff1ab",  # fullwidth '/', '\' and ':'
+    "\u2024\u2024/x", "\u2025/x", "\ufe52\ufe52", "a\ufe68b", "a\ufe55b",  # dot leaders, small forms
+    "\u2026",  # HORIZONTAL ELLIPSIS folds to "..."
+    # default-ignorables that NFKC_Casefold (and IDNA) drop: ".." to such a layer
+    "..\u200b/x", ".\u200b.", "\ufeff..", "..\u00ad", "..\ufe0f", "\u2060..\u2060", "..\u180e",
+    "\u200b\u00ad",  # a name of nothing but ignorables folds to ""
 ]
 
 
@@ -38,9 +44,30 @@ def test_escapes_are_refused(tmp_path, path):
     ("", []), ("/", []), ("a/b", ["a", "b"]), ("/a//b/", ["a", "b"]), ("a/./b", ["a", "b"]),
     ("a/../b", ["b"]), ("a\\b", ["a", "b"]), ("%2e%2e", ["%2e%2e"]), ("café", ["café"]),
     ("..a", ["..a"]), ("a..", ["a.."]), ("UPPER/Case", ["UPPER", "Case"]),
+    ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"]),  # ZWNJ in a Persian word
+    ("\U0001f468\u200d\U0001f469", ["\U0001f468\u200d\U0001f469"]),  # ZWJ in an emoji
+    ("..\u0301", ["..\u0301"]),  # a combining accent makes it a name, even folded
 ])
 def test_harmless_paths_keep_their_names(path, names):
     assert paths.parts(path) == names
+
+
+def test_no_character_folds_into_a_way_up():
+    """Every code point whose compatibility form holds a dot, a separator, a ':' or a
+    control character: alone, doubled, tripled or inside a name, what passes the rule is a
+    name that no folding layer reads as dots, a separator or a stream."""
+    suspects = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and
+                any(x in unicodedata.normalize("NFKC", chr(c)) for x in "./\\:\x00")]
+    assert len(suspects) > 20  # the sweep did find the look-alikes it is about
+    for char in suspects:
+        for name in (char, char * 2, char * 3, "a" + char + "b", "x" + char, ". " + char):
+            try:
+                names = paths.parts(name)
+            except PathError:
+                continue
+            for part in names:
+                folded = paths.fold(part)
+                assert folded.rstrip(". ") and not set(folded) & set("/\\:"), (name, names)
 
 
 def test_absolute_paths_are_taken_below_the_root(tmp_path):

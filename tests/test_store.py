@@ -281,3 +281,52 @@ def test_a_newer_schema_is_refused(store, tmp_path):
 
 def test_a_new_user_has_a_home_with_web_space(store):
     assert store.files.homes.joinpath("alice", "public_html").is_dir()
+
+
+@pytest.mark.parametrize("name", ["..", "../alice", "a/b", "", ".", "alice/../..", "/etc",
+                                  "\uff0e\uff0e", "Alice\0"])
+def test_a_home_is_only_ever_a_user_name_under_homes(store, name):
+    """Homes are the roots of the path rule: a name a protocol failed to check must not
+    make (or serve) a directory anywhere else."""
+    before = sorted(p.name for p in store.data.iterdir())
+    with pytest.raises(StoreError):
+        store.files.home(name)
+    with pytest.raises(StoreError):
+        store.files.web(name)
+    assert sorted(p.name for p in store.data.iterdir()) == before
+
+
+def test_a_home_that_links_out_is_refused(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (store.files.homes / "mallory").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="leads out"):
+        store.files.home("mallory")
+    # A link inside homes/ to another home is refused too: it would hand over that user's files.
+    (store.files.homes / "eve").symlink_to(store.files.homes / "alice")
+    assert store.files.home("alice") == store.files.homes / "alice"
+    with pytest.raises(StoreError, match="leads out"):
+        store.files.home("eve")
+
+
+def test_homes_may_live_on_another_volume(tmp_path):
+    """homes/ itself may be a link (a volume mounted elsewhere): only a home leading out of
+    it is refused."""
+    data = tmp_path / "data"
+    Store(data).close()
+    volume = tmp_path / "volume"
+    (data / "homes").rename(volume)
+    (data / "homes").symlink_to(volume)
+    store = Store(data)
+    try:
+        store.users.add("carol", "pw")
+        assert (volume / "carol/public_html").is_dir()
+        assert store.files.web("carol") == data / "homes/carol/public_html"
+    finally:
+        store.close()
+
+
+def test_many_records_in_one_transaction(store):
+    store.net.add_records([("h1.lab.test.", "a", "10.0.0.1"), ("H2.lab.test", "A", "10.0.0.2")])
+    assert {(r.name, r.type) for r in store.net.records()} >= {("h1.lab.test", "A"),
+                                                              ("h2.lab.test", "A")}

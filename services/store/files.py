@@ -2,12 +2,22 @@
 
 FTP, SMB and HTTP serve these same directories, so a file put by one is at once there for
 the others. Paths that clients send go through services.paths before they reach these roots.
+
+A root is where the path rule starts, so it is checked here: a home is named by a valid
+user name (never "..", "a/b" or "" from a client that slipped past its protocol's checks),
+and a home that is a link (out of homes/, or to another user's home) is refused, since
+every protocol would serve its target as that user's files.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+from ..config import Invalid
+from .db import StoreError
+from .users import check_name
 
 
 class Files:
@@ -16,9 +26,12 @@ class Files:
         self.public = data / "public"
 
     def home(self, user: str) -> Path:
-        """The user's home (made if missing); its public_html is the user's web space."""
-        home = self.homes / user
+        """The user's home (made if missing); its public_html is the user's web space.
+        StoreError for a name that is not a user name or a home that leads out of homes/."""
+        home = self._home(user)
         (home / "public_html").mkdir(parents=True, exist_ok=True)
+        if os.path.realpath(home) != os.path.join(os.path.realpath(self.homes), user):
+            raise StoreError(f"the home of {user!r} leads out of {self.homes}: refused")
         return home
 
     def web(self, user: str) -> Path:
@@ -29,4 +42,11 @@ class Files:
         self.public.mkdir(parents=True, exist_ok=True)
 
     def remove_home(self, user: str) -> None:
-        shutil.rmtree(self.homes / user, ignore_errors=True)
+        shutil.rmtree(self._home(user), ignore_errors=True)
+
+    def _home(self, user: str) -> Path:
+        try:
+            check_name(user)
+        except Invalid as error:
+            raise StoreError(error.message) from None
+        return self.homes / user

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .db import Database
@@ -72,10 +73,16 @@ class Net:
         return [Record(*r) for r in rows]
 
     def add_record(self, name: str, type: str, value: str, ttl: int = 300, owner: str = "") -> None:
+        self.add_records([(name, type, value)], ttl, owner)
+
+    def add_records(self, records: Iterable[tuple[str, str, str]], ttl: int = 300,
+                    owner: str = "") -> None:
+        """(name, type, value) records in one transaction (a zone's worth at once)."""
         with self.db.write() as tx:
-            tx.execute(
+            tx.executemany(
                 "INSERT OR REPLACE INTO dns_records (name, type, value, ttl, owner) VALUES (?, ?, ?, ?, ?)",
-                (name.lower().rstrip("."), type.upper(), value, ttl, owner),
+                [(name.lower().rstrip("."), type.upper(), value, ttl, owner)
+                 for name, type, value in records],
             )
             tx.changed("dns")
 
