@@ -279,6 +279,11 @@ class LabService(MultiService):
         self.running = 1
         for chore in self._chores:
             chore.start()
+        # Upload temporaries a kill -9 left behind: a walk of every home, in a thread so
+        # that start-up does not wait for it.
+        from twisted.internet import reactor
+
+        reactor.callInThread(self.lab.store.files.sweep_temporaries)
 
     @staticmethod
     def _stop_all(services: list[Any]) -> None:

@@ -330,3 +330,21 @@ def test_many_records_in_one_transaction(store):
     store.net.add_records([("h1.lab.test.", "a", "10.0.0.1"), ("H2.lab.test", "A", "10.0.0.2")])
     assert {(r.name, r.type) for r in store.net.records()} >= {("h1.lab.test", "A"),
                                                               ("h2.lab.test", "A")}
+
+
+def test_upload_temporaries_left_by_a_kill_go_and_live_ones_stay(tmp_path):
+    import os
+
+    from services.store.files import STALE_SECONDS, TEMP_PREFIX, Files
+
+    files = Files(tmp_path)
+    files.ensure()
+    web = files.web("alice")
+    stale, live, kept = web / f"{TEMP_PREFIX}1", files.home("alice") / f"{TEMP_PREFIX}2", web / "page.html"
+    for path in (stale, live, kept):
+        path.write_bytes(b"x")
+    old = os.stat(stale).st_mtime - STALE_SECONDS - 5
+    os.utime(stale, (old, old))
+    os.utime(kept, (old, old))
+    assert files.sweep_temporaries() == 1
+    assert not stale.exists() and live.exists() and kept.exists()

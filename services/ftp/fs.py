@@ -125,3 +125,12 @@ class LabFS(AbstractedFS):
 
     def lstat(self, path: str) -> os.stat_result:
         return os.lstat(self._real(path))
+
+    def readlink(self, path: str) -> str:
+        """What LIST shows after "name ->": the target as this session's own path, never
+        the server's (pyftpdlib showed the data directory's absolute path). A link that
+        leads out of the session's tree gets no target (the error makes LIST leave it)."""
+        real = os.path.realpath(self._real(path))
+        if not self.validpath(real):
+            raise OSError(errno.EACCES, "link leads out of the tree")
+        return self.fs2ftp(real)

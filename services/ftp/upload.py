@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 
-TEMP_PREFIX = ".protolab-upload-"  # hidden from listings (fs.LabFS.listdir)
+from ..store.files import TEMP_PREFIX
 
 
 def _fsync_directory(path: str) -> None:

@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ..paths import PathError, resolve
 from ..store import is_disk_full
+from ..store.files import TEMP_PREFIX
 from .auth import challenge, login, www_authenticate
 from .channel import Refusal
 from .files import SMALL, FileCache, serve
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 READ = (b"GET", b"HEAD")
 WRITE = (b"PUT", b"DELETE", b"MKCOL")
 ALLOW = b"GET, HEAD, PUT, DELETE, MKCOL"
-TEMP_PREFIX = ".upload-"
 MAX_LOCATED = 10_000
 MAX_LISTED = 1000  # entries a directory listing shows
 

@@ -20,6 +20,12 @@ from .db import StoreError
 from .users import check_name
 
 
+# Files being uploaded (FTP STOR, HTTP PUT) are written under this prefix beside their
+# name and renamed over it only when whole; every protocol hides them from listings.
+TEMP_PREFIX = ".protolab-upload-"
+STALE_SECONDS = 3600  # a temporary nobody wrote to for this long was left by a kill -9
+
+
 class Files:
     def __init__(self, data: Path) -> None:
         self.homes = data / "homes"
@@ -40,6 +46,26 @@ class Files:
     def ensure(self) -> None:
         self.homes.mkdir(parents=True, exist_ok=True)
         self.public.mkdir(parents=True, exist_ok=True)
+
+    def sweep_temporaries(self, now: float | None = None) -> int:
+        """Remove upload temporaries left by a process that was killed mid-upload; those
+        still written to (another process's upload in progress) are younger than
+        STALE_SECONDS and stay. Returns how many went."""
+        import time
+
+        cutoff = (time.time() if now is None else now) - STALE_SECONDS
+        removed = 0
+        for root in (self.homes, self.public):
+            for directory, _dirs, names in os.walk(root):  # never follows links out
+                for name in names:
+                    path = os.path.join(directory, name)
+                    try:
+                        if name.startswith(TEMP_PREFIX) and os.lstat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+                    except OSError:
+                        continue  # gone already, or not ours to remove
+        return removed
 
     def remove_home(self, user: str) -> None:
         shutil.rmtree(self._home(user), ignore_errors=True)
