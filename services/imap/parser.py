@@ -206,6 +206,11 @@ class Parser:
             self.pos += 1
         return data[start:self.pos]
 
+    def word(self, stop: bytes) -> str:
+        """A keyword (fetch attribute, search key, STORE item) in upper case: printable
+        ASCII up to a character of `stop`, so no byte a client sends can fail to decode."""
+        return self._chars(lambda c: 0x20 < c < 0x7F and c not in stop).decode().upper()
+
     def tag(self) -> str:
         tag = self._chars(lambda c: c not in _TAG_BAD and c < 0x80)
         if not tag:
@@ -222,6 +227,8 @@ class Parser:
         match = _NUMBER.match(self.data, self.pos)
         if not match:
             raise ParseError("expected a number")
+        if match.end() - match.start() > 20:  # number64 at most; int() refuses 4300 digits
+            raise ParseError("number too large")
         self.pos = match.end()
         return int(match.group())
 
@@ -491,7 +498,7 @@ SIMPLE_ATTS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE"
 
 
 def _fetch_att(p: Parser) -> str | Section:
-    name = p._chars(lambda c: c not in b" ()[<]" and c > 0x20 and c < 0x80).decode().upper()
+    name = p.word(b" ()[<]")
     if name in ("BODY", "BODY.PEEK") and p.peek() == b"[":
         return _section(p, peek=name == "BODY.PEEK")
     if name in SIMPLE_ATTS:
@@ -509,7 +516,7 @@ def _section(p: Parser, peek: bool) -> Section:
         if not p.maybe(b"."):
             break
     if p.peek() != b"]":
-        word = p._chars(lambda c: c not in b" ]" and c < 0x80).decode().upper()
+        word = p.word(b" ]")
         allowed = ["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"]
         if part:
             allowed.append("MIME")  # only a part has a MIME header
@@ -542,7 +549,7 @@ def _fetch_atts(p: Parser) -> list[str | Section]:
             raise ParseError("empty fetch list")
         return atts
     start = p.pos
-    word = p._chars(lambda c: c not in b" ()[" and c > 0x20).decode().upper()
+    word = p.word(b" ()[")
     if word in MACROS:
         return list(MACROS[word])
     p.pos = start
@@ -573,7 +580,7 @@ def _search_key(p: Parser, depth: int) -> tuple:
         return ("AND", keys)
     if c == b"*" or c.isdigit():
         return ("SEQ", p.seq_set())
-    word = p._chars(lambda c: c not in b" ()" and c > 0x20 and c < 0x80).decode().upper()
+    word = p.word(b" ()")
     if word in _NO_ARG:
         return (word,)
     p.sp()
@@ -631,7 +638,7 @@ def _store_args(p: Parser, args: dict) -> None:
         args["unchangedsince"] = p.number()
         p.expect(b")")
         p.sp()
-    word = p._chars(lambda c: c not in b" ()" and c > 0x20).decode().upper()
+    word = p.word(b" ()")
     mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove",
             "FLAGS.SILENT": "set", "+FLAGS.SILENT": "add", "-FLAGS.SILENT": "remove"}.get(word)
     if mode is None:
