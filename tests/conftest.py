@@ -298,7 +298,7 @@ class SmallDisk:
 
     def fill(self) -> None:
         """Take every free byte (the data directory is left as it is)."""
-        with open(self._filler, "ab") as out:
+        with open(self._filler, "ab", buffering=0) as out:  # nothing left to flush at close
             chunk = b"\0" * (1 << 20)
             try:
                 while True:
