@@ -31,6 +31,7 @@ def test_reader_frames_pipelined_commands_and_literals():
 
 def test_reader_rejects_a_huge_literal_before_reading_it():
     reader = Reader(append_limit=1000)
+    reader.authenticated = True
     # Synchronising: rejected, no "+" sent, the client never sends the bytes.
     assert events(reader, b"a1 APPEND INBOX {5000}\r\n") == [
         Reject("a1", "NO [TOOBIG] Message too large")]
@@ -41,7 +42,8 @@ def test_reader_rejects_a_huge_literal_before_reading_it():
     assert len(reader.buffer) == 0
     assert events(reader, b"x" * 1000 + b"\r\na4 NOOP\r\n") == [Frame(b"a4 NOOP")]
     # Outside APPEND a literal is small.
-    assert events(reader, b"a5 LOGIN {70000}\r\n") == [Reject("a5", "BAD Literal too large")]
+    assert events(reader, b"a5 LOGIN {70000}\r\n") == [
+        Reject("a5", "BAD [TOOBIG] Literal too large")]
 
 
 def test_reader_line_too_long_and_raw_lines():

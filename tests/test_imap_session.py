@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.imap.parser import Continue, Frame, Line, Reader, Reject
+from services.imap.parser import Bye, Continue, Frame, Line, Reader, Reject
 from services.imap.session import Session
 from services.journal import Journal
 from services.store import Store
@@ -37,8 +37,12 @@ class Harness:
                 self.session.send("+ go on")
             elif isinstance(event, Reject):
                 self.session.send(f"{event.tag} {event.text}")
+            elif isinstance(event, Bye):
+                self.session.send(f"* BYE {event.text}")
+                self.session.closing = True
             self.session.flush()
             self.reader.raw_line = self.session.wants_line
+            self.reader.authenticated = self.session.user is not None
             self.session.wants_tls = False
         return bytes(self.out[start:])
 

@@ -348,7 +348,7 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             out.append((None, None, None, None))
             in_group = False
             i += 1
-        elif char in " \t":
+        elif char in " \t" or char == ";":  # a ";" outside a group ends nothing: skipped
             i += 1
         else:
             j = i

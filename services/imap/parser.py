@@ -16,8 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+# What one command may hold. Before login nobody is known, so a command is small (LOGIN's
+# credentials); after it, APPEND's message literal may be `size_limit` and everything else
+# of a command (lines and other literals together) COMMAND_LIMIT.
+PRE_AUTH_LITERAL_LIMIT = 4 * 1024
+PRE_AUTH_COMMAND_LIMIT = 16 * 1024
 LINE_LIMIT = 64 * 1024  # one line of a command, literals excluded
-COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND
+COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND's message
+COMMAND_LIMIT = 256 * 1024
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n?$")
 
 
@@ -61,22 +67,47 @@ class Line:
     raw: bytes
 
 
+@dataclass
+class Bye:
+    """Before login, a non-synchronising literal over the limit: say `* BYE text` and close
+    (RFC 7888 section 4 leaves the server to read and discard it or to close; a client
+    nobody knows yet gets no free reading of its megabytes)."""
+
+    text: str
+
+
 class Reader:
     def __init__(self, append_limit: int) -> None:
         self.append_limit = append_limit
+        self.authenticated = False  # the session has logged in: the larger limits apply
         self.buffer = bytearray()
-        self.parts: list[bytes] = []  # the command so far
+        self.parts: list[bytes] = []  # the command so far, joined once when it is whole
+        self.held = 0  # bytes in parts, APPEND's message literal excluded
+        self.message = False  # APPEND's message literal is among the parts
         self.literal = 0  # bytes of a literal still to read into parts
         self.skip = 0  # bytes of a rejected literal still to throw away
         self.discard = False  # rest of a rejected command: drop lines until one ends it
         self.raw_line = False  # the session wants the next line as is
-        self.overlong = False  # inside a line longer than LINE_LIMIT
+        self.overlong = False  # inside a line longer than the line limit
+        self.scanned = 0  # bytes of buffer known to hold no LF
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
 
-    def next(self) -> Frame | Continue | Reject | Line | None:
+    def _limits(self) -> tuple[int, int, int]:
+        """(line, literal, command) limits in the session's state."""
+        if self.authenticated:
+            return LINE_LIMIT, COMMAND_LITERAL_LIMIT, COMMAND_LIMIT
+        return PRE_AUTH_COMMAND_LIMIT, PRE_AUTH_LITERAL_LIMIT, PRE_AUTH_COMMAND_LIMIT
+
+    def _reset(self) -> None:
+        self.parts = []
+        self.held = 0
+        self.message = False
+
+    def next(self) -> Frame | Continue | Reject | Line | Bye | None:
         """The next event, or None until more bytes arrive."""
+        line_limit, literal_limit, command_limit = self._limits()
         while True:
             if self.skip:
                 taken = min(self.skip, len(self.buffer))
@@ -86,20 +117,25 @@ class Reader:
                     return None
                 continue
             if self.literal:
-                if len(self.buffer) < self.literal:
+                # Taken as it arrives, so the buffer stays small while a big APPEND comes.
+                taken = min(self.literal, len(self.buffer))
+                if taken:
+                    self.parts.append(bytes(self.buffer[:taken]))
+                    del self.buffer[:taken]
+                    self.literal -= taken
+                if self.literal:
                     return None
-                self.parts.append(bytes(self.buffer[:self.literal]))
-                del self.buffer[:self.literal]
-                self.literal = 0
                 continue
-            end = self.buffer.find(b"\n")
+            end = self.buffer.find(b"\n", self.scanned)
             if end < 0:
-                if len(self.buffer) > LINE_LIMIT:
+                self.scanned = len(self.buffer)
+                if len(self.buffer) > line_limit:
                     # Too long: drop what we have and the rest of the line when it comes.
                     first = not self.overlong and not self.discard
-                    tag = self._tag(bytes(self.parts[0] if self.parts else self.buffer[:200]))
+                    tag = self._tag(self.parts[0] if self.parts else bytes(self.buffer[:200]))
                     self.buffer.clear()
-                    self.parts = []
+                    self.scanned = 0
+                    self._reset()
                     self.overlong = True
                     if first:
                         self.discard = True
@@ -107,10 +143,11 @@ class Reader:
                 return None
             line = bytes(self.buffer[:end + 1])
             del self.buffer[:end + 1]
+            self.scanned = 0
             if self.overlong:
                 self.overlong = False
                 self.discard = False
-                self.parts = []
+                self._reset()
                 continue
             if self.raw_line:
                 self.raw_line = False
@@ -123,29 +160,47 @@ class Reader:
                     continue
                 self.discard = False
                 continue
+            if len(line) > line_limit or self.held + len(line) > command_limit:
+                return self._refuse("BAD [TOOBIG] Command too long", line, match)
             if not match:
                 self.parts.append(line[:-2] if line.endswith(b"\r\n") else line[:-1])
                 raw = b"".join(self.parts)
-                self.parts = []
+                self._reset()
                 if not raw.strip():
                     continue  # an empty line is not a command; ignore it as servers do
                 return Frame(raw)
-            size, plus = int(match.group(1)), bool(match.group(2))
-            self.parts.append(line[:match.start()] + b"{%d}\r\n" % size)
-            first = b"".join(self.parts)
-            limit = self.append_limit if _is_append(first) else COMMAND_LITERAL_LIMIT
-            if size > limit:
-                tag = self._tag(first)
-                self.parts = []
-                if plus:  # the client sends it anyway, and the rest of the command
-                    self.skip = size
-                    self.discard = True
-                text = ("NO [TOOBIG] Message too large" if limit == self.append_limit
-                        else "BAD Literal too large")
-                return Reject(tag, text)
+            size = int(match.group(1))
+            head = line[:match.start()] + b"{%d}\r\n" % size
+            self.parts.append(head)
+            self.held += len(head)
+            message = (self.authenticated and not self.message and len(self.parts) <= 3
+                       and _append_message(b"".join(self.parts)))
+            if message and size > self.append_limit:
+                return self._refuse("NO [TOOBIG] Message too large", line, match)
+            if not message and size > literal_limit:
+                return self._refuse("BAD [TOOBIG] Literal too large", line, match)
+            if not message and self.held + size > command_limit:
+                return self._refuse("BAD [TOOBIG] Command too long", line, match)
+            if message:
+                self.message = True
+            else:
+                self.held += size
             self.literal = size
-            if not plus:
+            if not match.group(2):
                 return Continue()
+
+    def _refuse(self, text: str, line: bytes, literal: re.Match | None) -> Reject | Bye:
+        """Drop the command so far. A synchronising literal is never sent once refused; a
+        non-synchronising one comes anyway, with the rest of the command: skipped as it
+        arrives after login, the end of the connection before it."""
+        tag = self._tag(self.parts[0] if self.parts else line)
+        self._reset()
+        if literal is not None and literal.group(2):
+            if not self.authenticated:
+                return Bye("[TOOBIG] Literal too large before login")
+            self.skip = int(literal.group(1))
+            self.discard = True
+        return Reject(tag, text)
 
     @staticmethod
     def _tag(first: bytes) -> str:
@@ -153,9 +208,31 @@ class Reader:
         return tag.decode("ascii", "replace") if _TAG.fullmatch(tag) else "*"
 
 
-def _is_append(first: bytes) -> bool:
-    words = first.split(b" ", 3)
-    return len(words) > 2 and words[1].upper() == b"APPEND"
+def _append_message(prefix: bytes) -> bool:
+    """Whether the literal announced at the end of `prefix` is APPEND's message: the
+    mailbox (perhaps a literal itself), the optional flags and date are all before it."""
+    p = Parser(prefix)
+    try:
+        p.tag()
+        p.sp()
+        if p.atom().upper() != "APPEND":
+            return False
+        p.sp()
+        p.astring()
+        p.sp()
+        if p.peek() == b"(":
+            p.flag_list()
+            p.sp()
+        if p.peek() == b'"':
+            p.date_time()
+            p.sp()
+        p.maybe(b"~")
+        p.expect(b"{")
+        p.number()
+        p.expect(b"}\r\n")
+        return p.at_end()
+    except ParseError:
+        return False
 
 
 # --- tokens ------------------------------------------------------------------------------
@@ -206,6 +283,11 @@ class Parser:
             self.pos += 1
         return data[start:self.pos]
 
+    def word(self, stop: bytes) -> str:
+        """A keyword (fetch attribute, search key, STORE item) in upper case: printable
+        ASCII up to a character of `stop`, so no byte a client sends can fail to decode."""
+        return self._chars(lambda c: 0x20 < c < 0x7F and c not in stop).decode().upper()
+
     def tag(self) -> str:
         tag = self._chars(lambda c: c not in _TAG_BAD and c < 0x80)
         if not tag:
@@ -222,6 +304,8 @@ class Parser:
         match = _NUMBER.match(self.data, self.pos)
         if not match:
             raise ParseError("expected a number")
+        if match.end() - match.start() > 20:  # number64 at most; int() refuses 4300 digits
+            raise ParseError("number too large")
         self.pos = match.end()
         return int(match.group())
 
@@ -491,7 +575,7 @@ SIMPLE_ATTS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE"
 
 
 def _fetch_att(p: Parser) -> str | Section:
-    name = p._chars(lambda c: c not in b" ()[<]" and c > 0x20 and c < 0x80).decode().upper()
+    name = p.word(b" ()[<]")
     if name in ("BODY", "BODY.PEEK") and p.peek() == b"[":
         return _section(p, peek=name == "BODY.PEEK")
     if name in SIMPLE_ATTS:
@@ -509,7 +593,7 @@ def _section(p: Parser, peek: bool) -> Section:
         if not p.maybe(b"."):
             break
     if p.peek() != b"]":
-        word = p._chars(lambda c: c not in b" ]" and c < 0x80).decode().upper()
+        word = p.word(b" ]")
         allowed = ["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"]
         if part:
             allowed.append("MIME")  # only a part has a MIME header
@@ -542,7 +626,7 @@ def _fetch_atts(p: Parser) -> list[str | Section]:
             raise ParseError("empty fetch list")
         return atts
     start = p.pos
-    word = p._chars(lambda c: c not in b" ()[" and c > 0x20).decode().upper()
+    word = p.word(b" ()[")
     if word in MACROS:
         return list(MACROS[word])
     p.pos = start
@@ -573,7 +657,7 @@ def _search_key(p: Parser, depth: int) -> tuple:
         return ("AND", keys)
     if c == b"*" or c.isdigit():
         return ("SEQ", p.seq_set())
-    word = p._chars(lambda c: c not in b" ()" and c > 0x20 and c < 0x80).decode().upper()
+    word = p.word(b" ()")
     if word in _NO_ARG:
         return (word,)
     p.sp()
@@ -631,7 +715,7 @@ def _store_args(p: Parser, args: dict) -> None:
         args["unchangedsince"] = p.number()
         p.expect(b")")
         p.sp()
-    word = p._chars(lambda c: c not in b" ()" and c > 0x20).decode().upper()
+    word = p.word(b" ()")
     mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove",
             "FLAGS.SILENT": "set", "+FLAGS.SILENT": "add", "-FLAGS.SILENT": "remove"}.get(word)
     if mode is None:

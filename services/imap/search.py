@@ -13,6 +13,7 @@ import datetime
 import email.header
 import email.utils
 import quopri
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -40,19 +41,26 @@ def needs_content(keys: list) -> bool:
     return False
 
 
-class _LRU(OrderedDict):
+class _LRU:
     """Decoded headers of messages searched lately, shared by every session of the
     process (messages never change, and the key includes the UIDVALIDITY): what
-    Dovecot's index cache does for repeated header searches."""
+    Dovecot's index cache does for repeated header searches. Searches run in worker
+    threads, hence the lock."""
 
     def __init__(self, size: int) -> None:
-        super().__init__()
         self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            return self._items.get(key)
 
     def put(self, key: Hashable, value: Any) -> None:
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 HEADERS = _LRU(50_000)
@@ -98,8 +106,8 @@ class Candidate:
 def decode_header(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, binascii.Error, AssertionError):
-        return value
+    except Exception:  # noqa: BLE001 - on hostile input email raises HeaderParseError,
+        return value  # AssertionError, binascii.Error, LookupError...: the raw text then
 
 
 def _texts(entity: Entity, headers: bool) -> list[str]:
@@ -127,8 +135,8 @@ def _texts(entity: Entity, headers: bool) -> list[str]:
     charset = entity.params.get("charset", "utf-8")
     try:
         return [body.decode(charset, "replace")]
-    except LookupError:
-        return [body.decode("utf-8", "replace")]
+    except (LookupError, UnicodeError):  # unknown, or a codec such as idna that refuses
+        return [body.decode("utf-8", "replace")]  # "replace"
 
 
 def _day(stamp: float) -> datetime.date:

@@ -14,15 +14,18 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from .parser import Continue, Frame, Line, Reader, Reject
+from .parser import Bye, Continue, Frame, Line, Reader, Reject
 from .session import Session
 
 _log = Logger()
 
 
+@implementer(IHalfCloseableProtocol)
 class IMAPProtocol(Protocol):
     def __init__(self, lab: Any, settings: Any, implicit_tls: bool, clock: Any = reactor) -> None:
         self.lab = lab
@@ -90,14 +93,27 @@ class IMAPProtocol(Protocol):
             elif isinstance(event, Reject):
                 self.journal.command(f"{event.tag} (command rejected: {event.text})")
                 session.send(f"{event.tag} {event.text}")
+            elif isinstance(event, Bye):
+                self.journal.command(f"(connection refused: {event.text})")
+                session.send(f"* BYE {event.text}")
+                session.closing = True
             session.flush()
             self.reader.raw_line = session.wants_line
+            self.reader.authenticated = session.user is not None
             if session.wants_tls:
                 session.wants_tls = False
                 # Bytes pipelined after STARTTLS came in clear: never run them as commands.
                 self.reader.buffer.clear()
                 self.transport.startTLS(self.lab.tls.twisted())
                 session.tls_started()
+        self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:  # noqa: N802
+        """The client half-closed (`printf ... | nc -N`): what it sent before is answered,
+        and then the connection closes; without this Twisted drops the unsent answers."""
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:  # noqa: N802
         self.transport.loseConnection()
 
     def _autologout(self) -> None:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
 from .mime import Entity, crlf
@@ -146,6 +147,12 @@ class Session:
             if name in SELECTED and self.view is None:
                 raise Bad("No mailbox selected")
             text = handler(command)
+        except DiskFull:
+            # RFC 5530's OVERQUOTA, as Dovecot answers ENOSPC: retrying will not help until
+            # space is freed; the write was not done (the store's transactions are whole).
+            self._end(command, "NO", "[OVERQUOTA] Not enough disk space on the server; "
+                                     "nothing was stored")
+            return
         except No as error:
             self._end(command, "NO", str(error))
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from ..store import DiskFull
 from ..store.mail import Mail, Mailbox, Message
 
 
@@ -45,7 +46,10 @@ class View:
         if self.readonly:  # EXAMINE sees \Recent without taking it from other sessions
             mark = self.mail.recent_mark(self.id)
         else:
-            mark = self.mail.claim_recent(self.id, uids[-1])
+            try:
+                mark = self.mail.claim_recent(self.id, uids[-1])
+            except DiskFull:  # \Recent is a hint: on a full disk nobody gets it, no error
+                mark = uids[-1]
         self.recent.update(uid for uid in uids if uid > mark)
 
     # --- numbers ----------------------------------------------------------------------
