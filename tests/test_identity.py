@@ -75,7 +75,7 @@ def _pop3(server, login):
 def _imap(server, login):
     with imaplib.IMAP4("127.0.0.1", server.port("imap", "imap"), timeout=10) as imap:
         try:
-            imap.login(login, "alice")
+            imap.login(f'"{login}"', "alice")  # imaplib sends the name unquoted
         except imaplib.IMAP4.error:
             return False
         # whose mailboxes: alice's INBOX holds the marker message the test delivered

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.imap.parser import Bye, Continue, Frame, Line, Reader, Reject
+from services.credentials import Credentials
 from services.imap.session import Session
 from services.journal import Journal
 from services.store import Store
@@ -17,8 +18,8 @@ class Harness:
     def __init__(self, store: Store, journal: Journal) -> None:
         self.out = bytearray()
         self.reader = Reader(append_limit=100_000)
-        self.session = Session(store.mail, store.users, self.out.extend,
-                               journal=journal.open("imap", "test"), domain="lab.test",
+        self.session = Session(store.mail, Credentials(store.users, {"lab.test"}), self.out.extend,
+                               journal=journal.open("imap", "test"),
                                plaintext_auth=True, tls=False, starttls=True,
                                subscribe=store.subscribe)
         self.session.greeting()

@@ -45,8 +45,8 @@ class IMAPProtocol(Protocol):
         self.journal = self.lab.journal.open(
             "imap", f"{peer.host}:{peer.port}", "imaps" if self.implicit_tls else "imap")
         self.session = Session(
-            self.lab.store.mail, self.lab.store.users, self.transport.write,
-            journal=self.journal, domain=self.lab.config.lab.domain,
+            self.lab.store.mail, self.lab.credentials, self.transport.write,
+            journal=self.journal,
             plaintext_auth=self.settings.plaintext_auth, tls=self.implicit_tls,
             starttls=True, subscribe=self._subscribe)
         self.timer = self.clock.callLater(self.settings.autologout, self._autologout)

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ..credentials import Credentials
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
@@ -51,15 +52,14 @@ class Bad(Exception):
 
 
 class Session:
-    def __init__(self, mail: Any, users: Any, send: Callable[[bytes], None], *, journal: Any,
-                 domain: str, plaintext_auth: bool, tls: bool, starttls: bool,
+    def __init__(self, mail: Any, credentials: Credentials, send: Callable[[bytes], None], *,
+                 journal: Any, plaintext_auth: bool, tls: bool, starttls: bool,
                  subscribe: Callable[[str, Callable[[set[str]], None]], Callable[[], None]]
                  ) -> None:
         self.mail: Mail = mail
-        self.users = users
+        self.credentials = credentials  # the lab's one identity rule
         self._send = send
         self.journal = journal
-        self.domain = domain
         self.plaintext_auth = plaintext_auth
         self.tls = tls
         self.starttls_offered = starttls and not tls
@@ -297,12 +297,9 @@ class Session:
         return self._login(command.args["user"], command.args["password"], "LOGIN")
 
     def _login(self, user: str, password: str, mechanism: str) -> str:
-        name = user
-        if "@" in name and name.rsplit("@", 1)[1].lower() == self.domain.lower():
-            name = name.rsplit("@", 1)[0]
-        ok = bool(name) and self.users.check(name, password)
-        self.journal.auth(name, ok, mechanism, secret=password)
-        if not ok:
+        name = self.credentials.check(user, password)
+        self.journal.auth(name or user, name is not None, mechanism, secret=password)
+        if name is None:
             raise No("[AUTHENTICATIONFAILED] Authentication failed")
         self.user = name
         return f"[CAPABILITY {' '.join(self.capabilities())}] Logged in"
