@@ -41,6 +41,7 @@ SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MO
             "UID EXPUNGE"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
 
 
@@ -790,7 +791,9 @@ class Session:
                 return None
             entity = Entity.parse(crlf(data))
             self._cache[key] = entity
-            if len(self._cache) > 16:
+            # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
+            while len(self._cache) > 16 or len(self._cache) > 1 and sum(
+                    len(e.header) + len(e.body) for e in self._cache.values()) > CACHE_BYTES:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
