@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,3 +132,17 @@ def test_bytes_that_do_not_decode_get_bad_over_a_socket(lab):
             assert conn.until(b"a")[-1].startswith(b"a BAD "), (state, line)
             assert conn.cmd("NOOP")[-1].startswith(b"t OK"), (state, line)
     assert "Traceback" not in server.stderr()
+
+
+def test_half_closed_client_gets_its_answer(lab):
+    """`printf 'a FETCH 1 \\xff\\r\\n' | nc -N host 143`: the client shuts its side after
+    the command; the BAD still comes, then the close."""
+    server = lab.start(only="imap")
+    sock = socket.create_connection(("127.0.0.1", server.port("imap", "imap")), timeout=10)
+    sock.sendall(b"a FETCH 1 \xff\r\nb NOOP\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    heard = b""
+    while chunk := sock.recv(65536):
+        heard += chunk
+    sock.close()
+    assert b"\r\na BAD " in heard and b"\r\nb OK " in heard, heard

@@ -174,5 +174,60 @@ def test_literal_floods_keep_server_memory_bounded_and_others_answered(lab):
     assert b"a BAD [TOOBIG]" in results["after"] and b"b OK NOOP" in results["after"]
     assert answered > 0
     # 400 MiB sent; the server grew by a few buffers at most (it grew by all of it).
+    print(f"400 MiB of literals: server RSS {before} KiB before, {peak} KiB at most")
     assert peak - before < 32 * 1024, (before, peak)
     assert "Traceback" not in server.stderr()
+
+
+def test_dropped_connections_leave_fds_and_memory_at_their_level(lab):
+    """1,000 connections that log in, select and go without LOGOUT: what the server holds
+    for a connection (journal session, store subscription, worker's store connection) goes
+    with it."""
+    server = lab.start(only="imap")
+    port, pid = server.port("imap", "imap"), server.process.pid
+
+    def visit(count: int) -> None:
+        for _ in range(count):
+            conn = Raw(port)
+            conn.send(b"a LOGIN alice alice\r\nb SELECT INBOX\r\nc FETCH 1:* (FLAGS)\r\n")
+            conn.until(b"c")
+            conn.sock.close()
+
+    visit(100)  # warm: caches, the worker threads and their store connections
+    fds, rss = open_fds(pid), rss_kib(pid)
+    visit(1000)
+    probe = Raw(port)  # answered, so every close before it was handled
+    assert probe.cmd("LOGIN alice alice")[-1].startswith(b"t OK")
+    probe.sock.close()
+    after_fds, after_rss = open_fds(pid), rss_kib(pid)
+    print(f"1,000 dropped connections: fds {fds} -> {after_fds}, RSS {rss} -> {after_rss} KiB")
+    assert after_fds <= fds + 2, (fds, after_fds)
+    assert after_rss - rss < 8 * 1024, (rss, after_rss)
+
+
+def test_a_client_that_does_not_read_costs_bounded_memory(lab):
+    """FETCH 1:* BODY[] of 24 MiB, five times pipelined, by a client that reads nothing
+    until the end: the server streams with backpressure instead of building 120 MiB."""
+    server = lab.start(only="imap")
+    port, pid = server.port("imap", "imap"), server.process.pid
+    conn = Raw(port)
+    assert conn.cmd("LOGIN alice alice")[-1].startswith(b"t OK")
+    message = b"Subject: big\r\n\r\n" + (b"x" * 1022 + b"\r\n") * 1024
+    for _ in range(24):
+        assert conn.cmd(b"APPEND INBOX {%d+}\r\n" % len(message) + message)[-1].startswith(b"t OK")
+    assert conn.cmd("SELECT INBOX")[-1].startswith(b"t OK")
+    before = rss_kib(pid)
+    conn.send(b"".join(b"f%d FETCH 1:* BODY.PEEK[]\r\n" % i for i in range(5)))
+    other = Raw(port)
+    peak = before
+    for _ in range(20):  # the server is stuck on our unread output, not on anything else
+        assert other.cmd("LOGIN bob bob" if _ == 0 else "NOOP")[-1].startswith(b"t OK")
+        peak = max(peak, rss_kib(pid))
+    total = 0
+    for i in range(5):
+        lines = conn.until(b"f%d" % i)
+        assert lines[-1].startswith(b"f%d OK" % i)
+        total += sum(1 for line in lines if line == message)
+    assert total == 5 * 24
+    print(f"120 MiB of unread FETCH output: server RSS {before} KiB before, {peak} KiB at most")
+    assert peak - before < 24 * 1024, (before, peak)

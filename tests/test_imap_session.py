@@ -7,8 +7,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.imap.parser import Bye, Continue, Frame, Line, Reader, Reject
 from services.credentials import Credentials
+from services.imap.parser import Reader
 from services.imap.session import Session
 from services.journal import Journal
 from services.store import Store
@@ -30,18 +30,7 @@ class Harness:
         start = len(self.out)
         self.reader.feed(data)
         while not self.session.closing and (event := self.reader.next()) is not None:
-            if isinstance(event, Frame):
-                self.session.command(event.raw)
-            elif isinstance(event, Line):
-                self.session.line(event.raw)
-            elif isinstance(event, Continue):
-                self.session.send("+ go on")
-            elif isinstance(event, Reject):
-                self.session.send(f"{event.tag} {event.text}")
-            elif isinstance(event, Bye):
-                self.session.send(f"* BYE {event.text}")
-                self.session.closing = True
-            self.session.flush()
+            self.session.handle(event)
             self.reader.raw_line = self.session.wants_line
             self.reader.authenticated = self.session.user is not None
             self.session.wants_tls = False

@@ -9,24 +9,50 @@ method, so this adapter only frames bytes (parser.Reader) and feeds a sans-IO Se
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .parser import Bye, Continue, Frame, Line, Reader, Reject
+from .parser import Frame, Reader
 from .session import Session
 
 _log = Logger()
 
+# Commands whose work grows with the mailbox or the messages (a TEXT search over
+# thousands of messages, FETCH 1:* BODY[], a message of thousands of MIME parts, COPY of
+# everything): run in a worker thread, so the reactor that every service shares goes on.
+# The rest are quick and stay in the reactor thread.
+WORKER_COMMANDS = {b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE"}
+# Unread input kept while a command runs or the client does not read our output; beyond
+# it the socket is not read (TCP then holds the client back).
+INPUT_HELD = 256 * 1024
 
-@implementer(IHalfCloseableProtocol)
+
+def _worker_command(raw: bytes) -> bool:
+    words = raw.split(b" ", 3)
+    name = words[1].upper() if len(words) > 1 else b""
+    if name == b"UID" and len(words) > 2:
+        name = words[2].upper()
+    return name in WORKER_COMMANDS
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class IMAPProtocol(Protocol):
+    """Also the producer of its own output: when the socket's buffer is full (a client
+    that does not read) no more commands are run and a worker's output is held back, so
+    what the server keeps for one connection stays bounded."""
+
     def __init__(self, lab: Any, settings: Any, implicit_tls: bool, clock: Any = reactor) -> None:
         self.lab = lab
         self.clock = clock  # IReactorTime: the autologout timer
@@ -36,16 +62,24 @@ class IMAPProtocol(Protocol):
         self.session: Session | None = None
         self.journal: Any = None
         self.timer: Any = None
+        self.busy = False  # a command runs in a worker thread
+        self.paused = False  # the socket's send buffer is full (or TLS is handshaking)
+        self.reading_paused = False  # INPUT_HELD reached: the socket is not read
+        self.lost = False
+        self.eof = False  # the client half-closed: close once everything is answered
+        self.waiting: list[Deferred] = []  # worker writes held back while paused
+        self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         # Replies go out whole in one write; Nagle would hold the next one back for the
         # client's delayed ACK (40 ms on Linux) when a client pipelines.
         self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
         peer = self.transport.getPeer()
         self.journal = self.lab.journal.open(
             "imap", f"{peer.host}:{peer.port}", "imaps" if self.implicit_tls else "imap")
         self.session = Session(
-            self.lab.store.mail, self.lab.credentials, self.transport.write,
+            self.lab.store.mail, self.lab.credentials, self._write,
             journal=self.journal,
             plaintext_auth=self.settings.plaintext_auth, tls=self.implicit_tls,
             starttls=True, subscribe=self._subscribe)
@@ -53,11 +87,67 @@ class IMAPProtocol(Protocol):
         self.session.greeting()
         self.session.flush()
 
+    # --- output and its backpressure ---------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """The session's output: to the socket in the reactor thread; from a worker, handed
+        to the reactor, and the worker waits while the socket's buffer is full."""
+        if threading.get_ident() == self.io_thread:
+            self.transport.write(data)
+        else:
+            blockingCallFromThread(reactor, self._write_from_worker, data)
+
+    def _write_from_worker(self, data: bytes) -> Deferred | None:
+        if self.lost:
+            raise ConnectionDone("the client went away")  # ends the worker's command
+        self.transport.write(data)
+        if not self.paused:
+            return None
+        waiter: Deferred = Deferred()
+        self.waiting.append(waiter)
+        return waiter
+
+    def pauseProducing(self) -> None:  # noqa: N802 - the transport's buffer is full
+        # Not reading here: TLS pauses its producer during the handshake, which needs reads.
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+        self._go_on()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.lost = True
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            waiter.errback(ConnectionDone("the client went away"))
+
+    # --- input ----------------------------------------------------------------------------
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.timer is not None and self.timer.active():
             self.timer.reset(self.settings.autologout)
         self.reader.feed(data)
-        self._guarded(self._pump)
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """Run what was received, unless a command is in a worker or the client does not
+        read; then read on, or not, by how much input waits."""
+        if self.lost:
+            return
+        if not self.busy and not self.paused:
+            self._guarded(self._pump)
+        held = len(self.reader.buffer) > INPUT_HELD
+        if held != self.reading_paused:
+            self.reading_paused = held
+            if held:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+        if self.eof and not self.busy and not self.paused:
+            self._close()  # everything it sent is answered
 
     def _guarded(self, work: Callable[[], None]) -> None:
         """Run session work; a bug costs this session (logged), never the reactor or the
@@ -65,67 +155,99 @@ class IMAPProtocol(Protocol):
         try:
             work()
         except Exception as error:
-            _log.failure("IMAP session error")
-            self.journal.event("error", f"{type(error).__name__}: {error}")
-            self.transport.write(b"* BYE Internal server error\r\n")
-            self.transport.loseConnection()
+            self._failed(Failure(error))
+
+    def _failed(self, failure: Failure) -> None:
+        _log.failure("IMAP session error", failure)
+        self.journal.event("error", f"{failure.type.__name__}: {failure.value}")
+        self.transport.write(b"* BYE Internal server error\r\n")
+        self._close()
 
     def _subscribe(self, topic: str, callback: Callable[[set[str]], None]) -> Callable[[], None]:
         def guarded(topics: set[str]) -> None:
+            if self.busy:  # the worker owns the session now; it reports at its end
+                return
             self._guarded(lambda: callback(topics))
             if self.session is not None and self.session.closing:  # BYE sent in IDLE
-                self.transport.loseConnection()
+                self._close()
         return self.lab.store.subscribe(topic, guarded)
 
     def _pump(self) -> None:
         session = self.session
         assert session is not None
         while not session.closing:
+            if self.busy or self.paused:
+                return
             event = self.reader.next()
             if event is None:
                 return
-            if isinstance(event, Frame):
-                session.command(event.raw)
-            elif isinstance(event, Line):
-                session.line(event.raw)
-            elif isinstance(event, Continue):
-                session.send("+ Ready for literal data")
-            elif isinstance(event, Reject):
-                self.journal.command(f"{event.tag} (command rejected: {event.text})")
-                session.send(f"{event.tag} {event.text}")
-            elif isinstance(event, Bye):
-                self.journal.command(f"(connection refused: {event.text})")
-                session.send(f"* BYE {event.text}")
-                session.closing = True
-            session.flush()
-            self.reader.raw_line = session.wants_line
-            self.reader.authenticated = session.user is not None
-            if session.wants_tls:
-                session.wants_tls = False
-                # Bytes pipelined after STARTTLS came in clear: never run them as commands.
-                self.reader.buffer.clear()
-                self.transport.startTLS(self.lab.tls.twisted())
-                session.tls_started()
-        self.transport.loseConnection()
+            if isinstance(event, Frame) and session.view is not None \
+                    and _worker_command(event.raw):
+                self._in_worker(event.raw)
+                return
+            session.handle(event)
+            self._settle()
+        self._close()
+
+    def _settle(self) -> None:
+        """After an event: what the session now wants of the reader and the socket."""
+        session = self.session
+        assert session is not None
+        session.flush()
+        self.reader.raw_line = session.wants_line
+        self.reader.authenticated = session.user is not None
+        if session.wants_tls:
+            session.wants_tls = False
+            # Bytes pipelined after STARTTLS came in clear: never run them as commands.
+            self.reader.buffer.clear()
+            self.transport.startTLS(self.lab.tls.twisted())
+            session.tls_started()
+
+    def _in_worker(self, raw: bytes) -> None:
+        session = self.session
+        assert session is not None
+        self.busy = True
+        deferToThread(session.command, raw).addBoth(self._worker_done)
+
+    def _worker_done(self, result: Any) -> None:
+        self.busy = False
+        session = self.session
+        assert session is not None
+        if self.lost:
+            session.close()
+            return
+        if isinstance(result, Failure):
+            self._failed(result)
+            return
+        self._guarded(self._settle)
+        self._go_on()
 
     def readConnectionLost(self) -> None:  # noqa: N802
         """The client half-closed (`printf ... | nc -N`): what it sent before is answered,
         and then the connection closes; without this Twisted drops the unsent answers."""
-        self.transport.loseConnection()
+        self.eof = True
+        self._go_on()
 
     def writeConnectionLost(self) -> None:  # noqa: N802
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written is sent. The producer goes first: Twisted's TLS
+        never shuts down while a producer is registered (the session hung to the timeout)."""
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _autologout(self) -> None:
-        if self.session is not None:
+        if self.session is not None and not self.busy:
             self.session.send("* BYE Autologout; idle for too long")
             self.session.flush()
-        self.transport.loseConnection()
+        self._close()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self.stopProducing()
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
-        if self.session is not None:
+        if self.session is not None and not self.busy:  # else closed when the worker ends
             self.session.close()
         if self.journal is not None:
             self.journal.close(reason.getErrorMessage() if reason is not None else "")

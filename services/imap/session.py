@@ -23,7 +23,8 @@ from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
 from .mime import Entity, crlf
-from .parser import Command, ParseError, Section, format_set, parse_command
+from .parser import (Bye, Command, Continue, Frame, Line, ParseError, Reject, Section,
+                     format_set, parse_command)
 from .view import View
 from .wire import literal, quote
 
@@ -41,6 +42,8 @@ SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MO
             "UID EXPUNGE"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
+FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
 
 
 class No(Exception):
@@ -76,6 +79,7 @@ class Session:
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
         self._cache: OrderedDict[tuple[int, int], Entity] = OrderedDict()
         self._out: list[bytes] = []
+        self._queued = 0  # bytes in _out
 
     # --- output -----------------------------------------------------------------------
 
@@ -84,14 +88,17 @@ class Session:
         data = line.encode("utf-8") if isinstance(line, str) else line
         self._out.append(data)
         self._out.append(b"\r\n")
+        self._queued += len(data) + 2
         if data.startswith(b"* ") and b" FETCH (" in data[:40]:
             self._fetches += 1
         else:
             self.journal.reply(_summary(data))
+        if self._queued >= FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
         if self._out:
-            data, self._out = b"".join(self._out), []
+            data, self._out, self._queued = b"".join(self._out), [], 0
             self._send(data)
 
     def greeting(self) -> None:
@@ -111,6 +118,23 @@ class Session:
         return caps
 
     # --- input ------------------------------------------------------------------------
+
+    def handle(self, event: Frame | Line | Continue | Reject | Bye) -> None:
+        """One event of parser.Reader, answered and flushed."""
+        if isinstance(event, Frame):
+            self.command(event.raw)
+        elif isinstance(event, Line):
+            self.line(event.raw)
+        elif isinstance(event, Continue):
+            self.send("+ Ready for literal data")
+        elif isinstance(event, Reject):
+            self.journal.command(f"{event.tag} (command rejected: {event.text})")
+            self.send(f"{event.tag} {event.text}")
+        elif isinstance(event, Bye):
+            self.journal.command(f"(connection refused: {event.text})")
+            self.send(f"* BYE {event.text}")
+            self.closing = True
+        self.flush()
 
     def command(self, raw: bytes) -> None:
         """One whole command, as framed by parser.Reader."""
@@ -764,7 +788,9 @@ class Session:
                 return None
             entity = Entity.parse(crlf(data))
             self._cache[key] = entity
-            if len(self._cache) > 16:
+            # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
+            while len(self._cache) > 16 or len(self._cache) > 1 and sum(
+                    len(e.header) + len(e.body) for e in self._cache.values()) > CACHE_BYTES:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
