@@ -58,3 +58,23 @@ def test_logout_closes_and_a_bug_costs_only_the_session(tmp_path, monkeypatch):
     assert transport.disconnecting
     lab.close()
     lab2.close()
+
+
+def test_open_sessions_hear_bye_when_the_lab_stops(tmp_path):
+    from services.imap.server import IMAPFactory, IMAPService
+
+    lab = Lab(config.default(), tmp_path / "data", offset=0, bind="127.0.0.1")
+    lab.store.seed_users(lab.config.users)
+    service = IMAPService()
+    factory = IMAPFactory(lab, implicit_tls=False)
+    service.factories.append(factory)
+    protocol = factory.buildProtocol(None)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"a LOGIN alice alice\r\n")
+    service.startService()
+    service.stopService()
+    assert transport.value().endswith(b"* BYE [UNAVAILABLE] Server shutting down\r\n")
+    assert transport.disconnecting
+    protocol.connectionLost(None)
+    assert not factory.live

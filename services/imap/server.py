@@ -238,12 +238,19 @@ class IMAPProtocol(Protocol):
         self.transport.loseConnection()
 
     def _autologout(self) -> None:
+        self.bye("Autologout; idle for too long")
+
+    def bye(self, text: str) -> None:
+        """An untagged BYE (RFC 3501 7.1.5), then the close; a session in the middle of a
+        command gets the close alone."""
         if self.session is not None and not self.busy:
-            self.session.send("* BYE Autologout; idle for too long")
+            self.session.send(f"* BYE {text}")
             self.session.flush()
         self._close()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        if self.factory is not None:
+            self.factory.live.discard(self)
         self.stopProducing()
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
@@ -258,17 +265,36 @@ class IMAPFactory(Factory):
         self.lab = lab
         self.settings = lab.settings("imap")
         self.implicit_tls = implicit_tls
+        self.live: set[IMAPProtocol] = set()  # told BYE when the lab stops
 
     def buildProtocol(self, addr: Any) -> IMAPProtocol:  # noqa: N802
         protocol = IMAPProtocol(self.lab, self.settings, self.implicit_tls)
         protocol.factory = self
+        self.live.add(protocol)
         return protocol
 
 
+class IMAPService(MultiService):
+    """IMAP's listeners; at stop every open session hears `* BYE [UNAVAILABLE]` before
+    its connection closes, so a client reconnects later instead of reporting an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factories: list[IMAPFactory] = []
+
+    def stopService(self) -> Any:  # noqa: N802 - Twisted's name
+        for factory in self.factories:
+            for protocol in list(factory.live):
+                protocol.bye("[UNAVAILABLE] Server shutting down")
+        return super().stopService()
+
+
 def make_service(lab: Any) -> MultiService:
-    root = MultiService()
+    root = IMAPService()
     for listener in lab.listeners("imap"):
         if listener.active:
             factory = IMAPFactory(lab, listener.tls == "implicit")
-            lab.tcp(listener, factory, busy=b"* BYE [UNAVAILABLE] Too many connections\r\n").setServiceParent(root)
+            root.factories.append(factory)
+            lab.tcp(listener, factory, busy=b"* BYE [UNAVAILABLE] Too many connections\r\n"
+                    ).setServiceParent(root)
     return root
