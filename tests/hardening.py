@@ -12,7 +12,6 @@ import base64
 import imaplib
 import io
 import http.client
-import imaplib
 import os
 import poplib
 import smtplib

@@ -5,7 +5,6 @@ reservations, host names, a thousand clients, and leases that survive a restart.
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 
 import pytest
@@ -48,7 +47,7 @@ def dora(core: DHCPCore, chaddr: bytes, now: float = NOW, hostname: bytes = b"",
 
 
 def test_codec_agrees_with_scapy():
-    scapy = pytest.importorskip("scapy.all")
+    pytest.importorskip("scapy.all")
     from scapy.layers.dhcp import BOOTP, DHCP
 
     theirs = bytes(BOOTP(op=1, xid=0x1234, chaddr=mac(1) + b"\x00" * 10, flags=0x8000) / DHCP(options=[

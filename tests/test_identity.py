@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import ftplib
 import imaplib
-import io
 import poplib
 import smtplib
 import urllib.error

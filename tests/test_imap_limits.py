@@ -11,17 +11,10 @@ from pathlib import Path
 
 from services.imap.parser import (COMMAND_LIMIT, PRE_AUTH_COMMAND_LIMIT, Bye, Continue, Frame,
                                   Reader, Reject)
+from tests.test_imap_core import events
 from tests.test_imap_dialogue import Raw
 
 MIB = 1 << 20
-
-
-def events(reader: Reader, data: bytes) -> list:
-    reader.feed(data)
-    out = []
-    while (event := reader.next()) is not None:
-        out.append(event)
-    return out
 
 
 def held(reader: Reader) -> int:

@@ -7,24 +7,13 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 
+from tests.hardening import fds, rss_kib
 from tests.test_smb import impacket_login
 from tests.test_smb_wire import exchange, raw_connection, smb2_negotiate, status_of
 
 LOGINS = 400  # sequential logins here take ~60 s on this 2-core machine under load;
 # `python -m tests.bench.smb --logins 1000` runs the 1,000 and more
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_a_thread_s_store_connection_goes_with_the_thread(tmp_path):
@@ -33,15 +22,15 @@ def test_a_thread_s_store_connection_goes_with_the_thread(tmp_path):
 
     database = Database(tmp_path / "lab.db")
     database.one("SELECT 1")
-    before = open_fds(os.getpid())
+    before = fds(os.getpid())
     for _ in range(50):
         worker = threading.Thread(target=database.one, args=("SELECT 1",))
         worker.start()
         worker.join()
     # (the last thread's storage may go a moment after join() returns: one of slack)
-    assert open_fds(os.getpid()) <= before + 1  # was one more per thread
+    assert fds(os.getpid()) <= before + 1  # was one more per thread
     database.release()
-    assert open_fds(os.getpid()) <= before  # the caller's own connection, closed now
+    assert fds(os.getpid()) <= before  # the caller's own connection, closed now
     assert database.one("SELECT 1")[0] == 1  # and opened again when needed
     database.close()
 
@@ -67,7 +56,7 @@ def settle(pid: int, level: int, timeout: float = 30) -> int:
     """The server's open descriptors once they are back within `level` (its threads end
     when they see the close; there is no signal for that): the count then, or the last."""
     deadline = time.monotonic() + timeout
-    while (count := open_fds(pid)) > level and time.monotonic() < deadline:
+    while (count := fds(pid)) > level and time.monotonic() < deadline:
         time.sleep(0.1)
     return count
 

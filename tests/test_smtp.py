@@ -144,7 +144,7 @@ def test_bare_lf_session_and_long_lines(lab):
     raw = Raw(server.port("smtp", "smtp"))
     raw.reply()
     raw.send(b"HELO nc\n")
-    assert raw.reply() == [f"250 mail.lab.test Hello nc [127.0.0.1]"]
+    assert raw.reply() == ["250 mail.lab.test Hello nc [127.0.0.1]"]
     raw.send(b"NOOP " + b"x" * 5000 + b"\n")
     assert raw.reply()[0].startswith("500 5.5.2 Line too long")
     raw.send(b"MAIL FROM:<nc@lab.test>\nRCPT TO:<alice@lab.test>\nDATA\n")

@@ -156,7 +156,7 @@ class Session:
         return _summary(raw)
 
     def run(self, command: Command) -> None:
-        tag, name = command.tag, command.name
+        name = command.name
         self._fetches = 0
         handler = getattr(self, "do_" + name.replace(" ", "_"), None)
         try:

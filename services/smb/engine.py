@@ -52,8 +52,7 @@ from typing import Any
 from impacket import smb3structs as smb2
 from impacket.nt_errors import (STATUS_ACCESS_DENIED, STATUS_BAD_NETWORK_NAME,
                                 STATUS_DIRECTORY_NOT_EMPTY, STATUS_DISK_FULL,
-                                STATUS_FILE_CLOSED, STATUS_INVALID_HANDLE,
-                                STATUS_INVALID_PARAMETER, STATUS_LOGON_FAILURE,
+                                STATUS_FILE_CLOSED, STATUS_INVALID_PARAMETER, STATUS_LOGON_FAILURE,
                                 STATUS_MORE_PROCESSING_REQUIRED, STATUS_NOT_SUPPORTED,
                                 STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID,
                                 STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from tests.bench.lab import CHUNK, big_file, serve, stop
 from tests.bench.rounds import best_of_rounds, report_ratio
-from tests.test_smb_resources import login_and_drop, open_fds, rss_kib, settle
+from tests.hardening import rss_kib
+from tests.test_smb_resources import login_and_drop, settle
 
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:
