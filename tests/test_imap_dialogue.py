@@ -415,3 +415,12 @@ def test_internaldate_keeps_its_zone(raw):
     assert raw.cmd("COPY 1 Archive")[-1].startswith(b"t OK")
     raw.cmd("SELECT Archive")
     assert b'"25-Mar-2007 01:30:00 +0300"' in raw.cmd("FETCH 1 INTERNALDATE")[0]
+
+
+def test_list_status_with_an_unknown_item_is_bad_and_the_session_goes_on(raw):
+    """Found by the fuzz campaign: LIST ... RETURN (STATUS (X)) raised KeyError."""
+    assert raw.cmd('LIST "" "*" RETURN (STATUS (MESSAGESX))')[-1].startswith(
+        b"t BAD Unknown STATUS item")
+    lines = raw.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES))')
+    assert any(line.startswith(b"* STATUS \"INBOX\" (MESSAGES ") for line in lines), lines
+    assert lines[-1].startswith(b"t OK")

@@ -54,6 +54,17 @@ class Bad(Exception):
     """Answer the command BAD with this text."""
 
 
+STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
+                "SIZE", "DELETED"}
+
+
+def _check_status_items(items: list[str]) -> None:
+    """STATUS, and LIST's RETURN (STATUS (...)) (RFC 5819), know these items only."""
+    unknown = [item for item in items if item not in STATUS_ITEMS]
+    if unknown:
+        raise Bad(f"Unknown STATUS item {unknown[0][:40]}")
+
+
 class Session:
     def __init__(self, mail: Any, credentials: Credentials, send: Callable[[bytes], None], *,
                  journal: Any, plaintext_auth: bool, tls: bool, starttls: bool,
@@ -571,6 +582,7 @@ class Session:
     def do_LIST(self, command: Command, lsub: bool = False) -> str:
         assert self.user is not None
         args = command.args
+        _check_status_items(args.get("status") or [])  # LIST-STATUS: before any line goes out
         reference = args["reference"]
         patterns = args["patterns"]
         opts = args.get("select_opts", [])
@@ -619,10 +631,9 @@ class Session:
     def do_STATUS(self, command: Command) -> str:
         mailbox = self._selectable(command.args["mailbox"])
         items = command.args["items"]
-        known = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
-                 "SIZE", "DELETED"}
-        if not items or any(item not in known for item in items):
+        if not items:
             raise Bad("Unknown STATUS item")
+        _check_status_items(items)
         self._status_line(mailbox, items)
         return "STATUS completed"
 
