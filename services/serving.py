@@ -79,7 +79,7 @@ class LabContextFactory:
     def __init__(self, tls: LabTLS) -> None:
         self._tls = tls
 
-    def getContext(self) -> SSL.Context:  # noqa: N802 - Twisted's name
+    def getContext(self) -> SSL.Context:
         return self._tls.context()
 
 
@@ -98,7 +98,7 @@ class Refused(Protocol):
         self.busy, self.limits = busy, limits
         self._linger: Any = None
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted's names
+    def connectionMade(self) -> None:
         from twisted.internet import reactor
 
         if self.busy:
@@ -110,10 +110,10 @@ class Refused(Protocol):
         self.limits.lingering += 1
         self._linger = reactor.callLater(self.LINGER_SECONDS, self.transport.abortConnection)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         pass  # what a refused client sends is not the service's
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         if self._linger is not None:
             self.limits.lingering -= 1
             if self._linger.active():
@@ -157,13 +157,13 @@ class LimitedFactory(ServerFactory):
     def __init__(self, factory: Any, limits: Limits, busy: bytes) -> None:
         self.wrapped, self.limits, self.busy = factory, limits, busy
 
-    def doStart(self) -> None:  # noqa: N802 - the listening port starts the real factory
+    def doStart(self) -> None:
         self.wrapped.doStart()
 
-    def doStop(self) -> None:  # noqa: N802
+    def doStop(self) -> None:
         self.wrapped.doStop()
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Any:
         peer = getattr(addr, "host", str(addr))
         if not self.limits.admit(peer):
             return Refused(self.busy, self.limits)
@@ -187,7 +187,7 @@ class PortGroup:
     def __init__(self, ports: list[IListeningPort]) -> None:
         self.ports = ports
 
-    def stopListening(self) -> Deferred:  # noqa: N802 - Twisted's name
+    def stopListening(self) -> Deferred:
         return DeferredList([maybeDeferred(p.stopListening) for p in self.ports])
 
 
@@ -204,7 +204,7 @@ class ListenerService(Service):
         self.interface = lab.bind if interface is None else interface
         self.port: IListeningPort | PortGroup | None = None
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
+    def startService(self) -> None:
         super().startService()
         try:
             self.port = self._start(self.interface)
@@ -240,7 +240,7 @@ class ListenerService(Service):
         return (f"{self.listener.service}: cannot listen on {self.listener.transport} "
                 f"{interface}:{self.listener.port} ({self.listener.name}): {reason}")
 
-    def stopService(self) -> Deferred | None:  # noqa: N802
+    def stopService(self) -> Deferred | None:
         super().stopService()
         port, self.port = self.port, None
         if port is not None:
@@ -260,7 +260,7 @@ class LabService(MultiService):
                         Chore(lab, "journal flush", lab.journal.flush, FLUSH_SECONDS),
                         Chore(lab, "store prune", lab.store.prune, PRUNE_SECONDS)]
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         started: list[Any] = []
         for service in list(self):  # a copy: a service that fails is removed on the way
             try:
@@ -290,7 +290,7 @@ class LabService(MultiService):
         for service in reversed(services):
             _stop_quietly(service)
 
-    def stopService(self) -> Deferred:  # noqa: N802
+    def stopService(self) -> Deferred:
         for chore in self._chores:
             chore.stop()
         stopped = super().stopService() or DeferredList([])

@@ -60,7 +60,7 @@ class LabTLS:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organisation),
             x509.NameAttribute(NameOID.COMMON_NAME, f"{self.organisation} lab CA"),
         ])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -89,7 +89,7 @@ class LabTLS:
         ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
         if cert.issuer != ca.subject:
             return False
-        remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+        remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
         return self._cert_names(cert) == self.names and remaining.days > 30
 
     @staticmethod
@@ -117,7 +117,7 @@ class LabTLS:
             except ValueError:
                 alt.append(x509.DNSName(name))
         common = next((n for n in self.names if not _is_ip(n) and "*" not in n), "localhost")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                            globalLogBeginner, textFileLogObserver)
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 
 def start_logging(level: LogLevel = LogLevel.warn) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ftplib
 import io
 import json
-import subprocess
 import signal
+import subprocess
 from pathlib import Path
 
 

@@ -9,9 +9,9 @@ SMB client and dnslib's codec over a TCP socket: the same ones the protocol test
 from __future__ import annotations
 
 import base64
+import http.client
 import imaplib
 import io
-import http.client
 import os
 import poplib
 import smtplib

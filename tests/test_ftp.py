@@ -45,7 +45,7 @@ def test_ftplib_passive_session(lab):
     ftp.quit()
     bob = ftp_login(server, "bob")
     assert get(bob, "/public/shared.txt") == b"for all"
-    assert "notes.txt" not in bob.nlst("/") and bob.nlst("/public") == ["shared.txt"] or \
+    assert ("notes.txt" not in bob.nlst("/") and bob.nlst("/public") == ["shared.txt"]) or \
         bob.nlst("/public") == ["/public/shared.txt"]
     bob.quit()
     assert server.check().returncode == 0

@@ -18,8 +18,7 @@ import smtplib
 from dataclasses import dataclass
 
 from tests.ftputil import ftp_login
-from tests.hardening import (ascii_body, basic, http_request, imap_client, mail_texts,
-                             smb_client, smtp_client)
+from tests.hardening import ascii_body, basic, http_request, imap_client, mail_texts, smb_client, smtp_client
 
 SIZE = 2 * 1024 * 1024
 

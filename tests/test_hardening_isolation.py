@@ -28,8 +28,19 @@ import pytest
 
 from tests.conftest import Server
 from tests.ftputil import ftp_login
-from tests.hardening import (ALL, basic, http_request, imap_client, nt_hash_hex, pbkdf2_hash,
-                             pop3_client, send_mail, smb_client, smtp_auth_plain, smtp_client)
+from tests.hardening import (
+    ALL,
+    basic,
+    http_request,
+    imap_client,
+    nt_hash_hex,
+    pbkdf2_hash,
+    pop3_client,
+    send_mail,
+    smb_client,
+    smtp_auth_plain,
+    smtp_client,
+)
 
 BOB_FILE = b"BOB-FILE-SECRET-7f3a"
 BOB_MAIL = b"BOB-MAIL-SECRET-91c2"

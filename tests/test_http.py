@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from services import registry
+
 from .conftest import LabFactory, Server, need
 
 CONFIG = """

@@ -68,7 +68,7 @@ CHROMIUM = "/usr/bin/chromium"
                     reason="needs Debian's chromium (tests/run installs it)")
 def test_portal_screenshot_in_headless_chromium(lab, tmp_path):
     need("chromium")
-    from PIL import Image  # noqa: PLC0415 - only this test needs it
+    from PIL import Image
 
     server = lab.start(only="http")
     shot = tmp_path / "portal.png"

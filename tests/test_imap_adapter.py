@@ -8,12 +8,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from services import config
-from services.lab import Lab
 from services.imap.server import IMAPProtocol
+from services.lab import Lab
 
 
 class Transport(StringTransport):
-    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802 - Twisted's name
+    def setTcpNoDelay(self, enabled: bool) -> None:
         self.nodelay = enabled
 
 

@@ -8,8 +8,17 @@ from hypothesis import strategies as st
 
 from services.imap import utf7
 from services.imap.mime import Entity, parse_addresses
-from services.imap.parser import (Continue, Frame, Line, ParseError, Reader, Reject, Section,
-                                  format_set, parse_command)
+from services.imap.parser import (
+    Continue,
+    Frame,
+    Line,
+    ParseError,
+    Reader,
+    Reject,
+    Section,
+    format_set,
+    parse_command,
+)
 
 
 def events(reader: Reader, data: bytes) -> list:

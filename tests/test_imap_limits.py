@@ -9,8 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from services.imap.parser import (COMMAND_LIMIT, PRE_AUTH_COMMAND_LIMIT, Bye, Continue, Frame,
-                                  Reader, Reject)
+from services.imap.parser import COMMAND_LIMIT, PRE_AUTH_COMMAND_LIMIT, Bye, Continue, Frame, Reader, Reject
 from tests.test_imap_core import events
 from tests.test_imap_dialogue import Raw
 

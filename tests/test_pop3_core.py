@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.journal import Journal
-from services.pop3.core import POP3Conversation, Options, to_wire, top
 from services.credentials import Credentials
+from services.journal import Journal
+from services.pop3.core import Options, POP3Conversation, to_wire, top
 from services.store import Store
 
 

@@ -112,7 +112,7 @@ def test_impacket_client(lab):
 def test_failed_session_setup_cannot_tree_connect(lab):
     """impacket's server left a connection whose login FAILED able to tree-connect and list
     files (library-facts.md, seen): here it gets ACCESS_DENIED."""
-    from impacket.smbconnection import SMBConnection, SessionError
+    from impacket.smbconnection import SessionError, SMBConnection
 
     server = lab.start(only="smb")
     (server.data / "homes/alice").mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def test_a_full_disk_is_status_disk_full_then_writes_work_again(lab, small_disk)
     from impacket import smb3structs as smb2
     from impacket.smbconnection import SessionError
 
-    from tests.test_smb_wire import create, request, _write_request
+    from tests.test_smb_wire import _write_request, create, request
 
     server = lab.start(only="smb", data=small_disk.data)
     home = small_disk.data / "homes/alice"

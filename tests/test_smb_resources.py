@@ -92,9 +92,9 @@ def _answered(sock: socket.socket) -> bool:
 def test_idle_connections_from_one_address_do_not_stop_the_others(lab):
     """500 idle connections from 127.0.0.1: 64 ([smb] max_connections_per_peer) are
     served, the rest are closed at once; a client from 127.0.0.2 still logs in."""
-    from impacket.smbconnection import SMBConnection
     from impacket import nmb
     from impacket.smb3 import SMB3
+    from impacket.smbconnection import SMBConnection
 
     server = lab.start(only="smb")
     port = server.port("smb", "smb")

@@ -214,9 +214,9 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 
 def _seeds(connection, tree: int, fid: bytes) -> list[bytes]:
     """The front door's requests as a real client sends them, whole SMB2 messages."""
+    from impacket import ntlm
     from impacket import smb3structs as smb2
     from impacket.spnego import SPNEGO_NegTokenInit, TypesMech
-    from impacket import ntlm
 
     def message(command: int, body, tree_id: int = tree) -> bytes:
         packet = smb2.SMB2Packet()

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.credentials import Credentials
 from services.journal import Journal
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop, valid_address
-from services.credentials import Credentials
 from services.store import Store
 
 DOMAINS = {"lab.test", "mail.lab.test"}
@@ -250,7 +250,7 @@ class Capturing(MailDrop):
         super().__init__(store, "h", DOMAINS, {}, "")
         self.bodies: list[bytes] = []
 
-    def deliver(self, sender, recipients, body, *, helo, peer, protocol, then):  # noqa: ANN001
+    def deliver(self, sender, recipients, body, *, helo, peer, protocol, then):
         self.bodies.append(body)
 
 

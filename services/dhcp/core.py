@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import codec
-from .codec import (ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, Malformed,
-                    Packet)
+from .codec import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, Malformed, Packet
 
 OFFER_SECONDS = 30
 DECLINE_SECONDS = 600

@@ -74,7 +74,7 @@ class DHCPProtocol(protocol.DatagramProtocol):
     def __init__(self, service: DHCPService) -> None:
         self.service = service
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         service = self.service
         session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
         try:
@@ -109,7 +109,7 @@ class DHCPService(MultiService):
         self.sender: Any = None
         self.sweeper = Chore(lab, "dhcp lease sweep", self.sweep, SWEEP_SECONDS)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         from ..serving import StartError
 
         if not self.listener.active:
@@ -158,7 +158,7 @@ class DHCPService(MultiService):
             self.core.expired(time.time())
         self.lab.store.net.sweep()
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         self.sweeper.stop()
         for port in self.ports:
             port.stopListening()

@@ -61,10 +61,10 @@ class StreamQuery(Int16StringReceiver):
     def __init__(self, message: bytes, done: Callable[[bytes], None]) -> None:
         self.message, self.done = message, done
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.sendString(self.message)
 
-    def stringReceived(self, reply: bytes) -> None:  # noqa: N802
+    def stringReceived(self, reply: bytes) -> None:
         self.done(reply)
         self.transport.loseConnection()
 
@@ -91,7 +91,7 @@ class Forwarder(protocol.DatagramProtocol):
         for server in self.servers:
             self.transport.write(message, server)
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         if len(data) < 12 or (addr[0], addr[1]) not in self.servers:
             return
         ident = int.from_bytes(data[:2], "big")
@@ -135,7 +135,7 @@ class UDPServer(protocol.DatagramProtocol):
         self.log("udp", addr, outcome)
         return reply
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         reply = self.answer(data, addr)
         if reply is not None:
             self.transport.write(reply, addr)
@@ -147,7 +147,7 @@ class FastUDPPort(udp.Port):
     from). About a third of the time per query of the stock path, which the speed target
     (0.75x dnsmasq) needs."""
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         recv, send, answer = self.socket.recvfrom, self.socket.sendto, self.protocol.answer
         engine, journal, size = self.protocol.engine, self.protocol.log, self.maxPacketSize
         limit = journal.per_second
@@ -186,12 +186,12 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
 
     MAX_LENGTH = 65535
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.setTimeout(TCP_IDLE_SECONDS)
         peer = self.transport.getPeer()
         self.peer = (peer.host, peer.port)
 
-    def stringReceived(self, data: bytes) -> None:  # noqa: N802
+    def stringReceived(self, data: bytes) -> None:
         self.resetTimeout()
         factory = self.factory
         outcome = factory.engine.respond(data, True, self.peer[0])
@@ -207,7 +207,7 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
         if self.transport is not None and self.transport.connected:
             self.sendString(reply)
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def timeoutConnection(self) -> None:
         self.transport.loseConnection()
 
 
@@ -277,7 +277,7 @@ class DNSService(MultiService):
 
         ListenerService(self.lab, listener, start, interface).setServiceParent(self)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         if self.forwarder is not None:
             self._forward_port = reactor.listenUDP(0, self.forwarder)
         super().startService()
@@ -286,7 +286,7 @@ class DNSService(MultiService):
         self._unsubscribe = [store.subscribe("dns", self._changed),
                              store.subscribe("leases", self._changed)]
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         if self.query_log.loop.running:
             self.query_log.loop.stop()
         for unsubscribe in self._unsubscribe:

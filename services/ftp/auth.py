@@ -63,7 +63,7 @@ class StoreAuthorizer:
 
     def has_user(self, username: str) -> bool:
         name = self._name(username)
-        return self.is_anonymous(username) or bool(name) and self.store.users.get(name) is not None
+        return self.is_anonymous(username) or (bool(name) and self.store.users.get(name) is not None)
 
     def get_msg_login(self, username: str) -> str:
         if self.is_anonymous(username):

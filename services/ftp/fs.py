@@ -97,7 +97,7 @@ class LabFS(AbstractedFS):
             return _space(lambda: Upload(filename, mode))
         return super().open(filename, mode)
 
-    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None,  # noqa: A002
+    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None,
                 mode: str = "wb") -> Any:
         """STOU: a unique name, reserved by pyftpdlib's own mkstemp, written as STOR."""
         def reserve() -> Upload:

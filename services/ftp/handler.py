@@ -267,7 +267,7 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
         self.close()
 
     def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
-                     elapsed: float, bytes: int) -> None:  # noqa: A002 - pyftpdlib's name
+                     elapsed: float, bytes: int) -> None:
         if self.session is None:
             return
         where = self.fs.fs2ftp(filename) if self.fs is not None else filename

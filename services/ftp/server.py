@@ -16,8 +16,8 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 from twisted.application.service import Service
 from twisted.internet import reactor
-from zope.interface import implementer
 from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
 
 from ..serving import StartError
 from .auth import StoreAuthorizer
@@ -37,10 +37,10 @@ class _Poller:
     def fileno(self) -> int:
         return self.ioloop.fileno()
 
-    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+    def logPrefix(self) -> str:
         return "ftp"
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         try:
             self.ioloop.poll(0)
         finally:  # a fault in one handler (logged by the reactor) must not stop the timers
@@ -64,7 +64,7 @@ class _Poller:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         self.stop()
 
 
@@ -83,7 +83,7 @@ class FTPService(Service):
         self.ioloop: Any = None
         self.poller: _Poller | None = None
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
+    def startService(self) -> None:
         lab, settings = self.lab, self.lab.settings("ftp")
         # What pyftpdlib logs below ERROR is about sessions (connections at INFO; clients'
         # mistakes such as "Command too long." at WARNING, sent as replies the journal
@@ -116,7 +116,7 @@ class FTPService(Service):
         self.poller.tick()
         super().startService()
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         if self.poller is not None:
             reactor.removeReader(self.poller)

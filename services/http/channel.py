@@ -41,7 +41,6 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from ..store import is_disk_full
-
 from . import fast
 
 if TYPE_CHECKING:
@@ -88,7 +87,7 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
         super().__init__(data_callback, finish_callback)
         self.limit = limit
 
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:  # noqa: N802 - Twisted's name
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
         done = super()._dataReceived_CHUNK_LENGTH()
         if done and self.length > self.limit:
             raise http._MalformedChunkedDataError("chunk size over the body limit")
@@ -116,7 +115,7 @@ class LabChannel(http.HTTPChannel):
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
     read_closed = False  # the client has sent its FIN
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted's names throughout
+    def connectionMade(self) -> None:
         super().connectionMade()
         self.refused = False
         self._discarded = 0
@@ -125,7 +124,7 @@ class LabChannel(http.HTTPChannel):
         kind = "https" if self.isSecure() else "http"
         self.session = self.site.lab.journal.open("http", f"{peer.host}:{peer.port}", kind)
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
@@ -133,7 +132,7 @@ class LabChannel(http.HTTPChannel):
 
     # --- half-close ---------------------------------------------------------------------
 
-    def readConnectionLost(self) -> None:  # noqa: N802
+    def readConnectionLost(self) -> None:
         """The client's FIN: nothing more will arrive. A request being answered is
         finished (and pipelined ones after it, see requestDone); an incomplete one never
         will be, so then the connection ends, once what was written is sent."""
@@ -143,10 +142,10 @@ class LabChannel(http.HTTPChannel):
         elif not self._handlingRequest:
             self.loseConnection()
 
-    def writeConnectionLost(self) -> None:  # noqa: N802
+    def writeConnectionLost(self) -> None:
         """Our own half-close (a refusal's lingering close): nothing to do."""
 
-    def requestDone(self, request: Any) -> None:  # noqa: N802
+    def requestDone(self, request: Any) -> None:
         super().requestDone(request)  # may answer buffered pipelined requests meanwhile
         if self.read_closed and not self._handlingRequest:
             self.loseConnection()
@@ -157,11 +156,11 @@ class LabChannel(http.HTTPChannel):
         """Whether part of a request head (line, headers) has arrived but not all of it."""
         return self.line_mode and (bool(self._buffer) or hasattr(self, "_command"))
 
-    def resetTimeout(self) -> None:  # noqa: N802
+    def resetTimeout(self) -> None:
         if not self.in_head():  # the timer runs from the head's first byte, not its last
             super().resetTimeout()
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def timeoutConnection(self) -> None:
         if self.in_head() and not self.refused:
             self.session.event("timeout", "request head incomplete")
             self.refuse(408, f"the request head took over {self.timeOut} s")
@@ -198,10 +197,10 @@ class LabChannel(http.HTTPChannel):
         self.setTimeout(None)
         self._linger = reactor.callLater(LINGER_SECONDS, self.transport.loseConnection)
 
-    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - every 400 path
+    def _respondToBadRequestAndDisconnect(self) -> None:
         self.refuse(400, "malformed request line or header")
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.refused:
             self._discarded += len(data)
             if self._discarded > LINGER_BYTES:
@@ -232,13 +231,13 @@ class LabChannel(http.HTTPChannel):
             self.refused = True  # whatever follows is ignored, as HTTPChannel does
             self.loseConnection()
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         if hasattr(self, "_command"):
             self.refuse(431, f"a header line is longer than {self.MAX_LENGTH} bytes")
         else:
             self.refuse(414, f"the request line is longer than {self.MAX_LENGTH} bytes")
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+    def lineReceived(self, line: bytes) -> None:
         if self.refused:
             return
         if line.endswith(b"\r"):
@@ -254,7 +253,7 @@ class LabChannel(http.HTTPChannel):
             return
         super().lineReceived(line)
 
-    def headerReceived(self, line: bytes) -> bool:  # noqa: N802
+    def headerReceived(self, line: bytes) -> bool:
         if self.refused:
             return False
         if self._receivedHeaderCount >= self.maxHeaders:
@@ -262,7 +261,7 @@ class LabChannel(http.HTTPChannel):
             return False
         return super().headerReceived(line)
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:  # noqa: N802
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         if header not in (b"Content-Length", b"Transfer-Encoding"):
             return True
         error = framing_error(header, data, self._transferDecoder is not None, self._version)
@@ -278,28 +277,28 @@ class LabChannel(http.HTTPChannel):
             self._finishRequestBody)
         return True
 
-    def allHeadersReceived(self) -> None:  # noqa: N802
+    def allHeadersReceived(self) -> None:
         limit = self.settings.upload_limit
         if self.length is not None and self.length > limit:
             self.refuse(413, f"the body ({self.length} bytes) is over the limit of {limit}")
             return
         super().allHeadersReceived()
 
-    def _send100Continue(self) -> None:  # noqa: N802
+    def _send100Continue(self) -> None:
         if not self.refused:  # a sink factory may have answered already (Refusal)
             super()._send100Continue()
 
-    def allContentReceived(self) -> None:  # noqa: N802
+    def allContentReceived(self) -> None:
         if not self.refused:
             super().allContentReceived()
 
-    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
+    def rawDataReceived(self, data: bytes) -> None:
         if not self.refused:
             super().rawDataReceived(data)
 
     # --- persistence -------------------------------------------------------------------
 
-    def checkPersistence(self, request: Any, version: bytes) -> bool:  # noqa: N802
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
         """HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive" (Twisted: never)."""
         tokens = {t.strip().lower() for value in request.requestHeaders.getRawHeaders(
             b"Connection", []) for t in value.split(b",")}
@@ -324,7 +323,7 @@ class LabRequest(server.Request):
     body_size = 0
     sink: Any = None
 
-    def gotLength(self, length: int | None) -> None:  # noqa: N802
+    def gotLength(self, length: int | None) -> None:
         channel = self.channel
         try:
             self.sink = channel.site.sink_for(channel._command, channel._path, self)
@@ -334,7 +333,7 @@ class LabRequest(server.Request):
         if self.sink is None:
             self.sink = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
 
-    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+    def handleContentChunk(self, data: bytes) -> None:
         if self.channel.refused:
             return
         self.body_size += len(data)
@@ -349,7 +348,7 @@ class LabRequest(server.Request):
                 raise
             self.channel.refuse(507, "no space left to take the body")
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # Twisted measures and rewinds self.content; a streaming sink is not a file.
         self.content = self.sink if hasattr(self.sink, "seek") else io.BytesIO()
         super().requestReceived(command, path, version)
@@ -369,7 +368,7 @@ class LabRequest(server.Request):
             self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         super().write(data)
 
-    def processingFailed(self, reason: Any) -> Any:  # noqa: N802
+    def processingFailed(self, reason: Any) -> Any:
         """A bug of ours: logged with its traceback (stderr), answered 500 with no details."""
         self.channel.session.event("error", reason.getErrorMessage()[:200])
         if self.startedWriting:

@@ -37,7 +37,7 @@ class Head:
     version: bytes
     headers: dict[bytes, bytes]
 
-    def getHeader(self, name: bytes) -> bytes | None:  # noqa: N802 - Request's name
+    def getHeader(self, name: bytes) -> bytes | None:
         return self.headers.get(name.lower())
 
     def keep_alive(self) -> bool:

@@ -79,7 +79,7 @@ def serve(request: Any, path: Path, st: os.stat_result, cache: FileCache) -> Any
     if request.method == b"HEAD":
         request.finish()
         return NOT_DONE_YET
-    handle = open(path, "rb")  # noqa: SIM115 - closed by the sender
+    handle = open(path, "rb")
     send_body(request, handle, st.st_size)
     return NOT_DONE_YET
 
@@ -107,7 +107,7 @@ class ChunkProducer:
         self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
         self.resumeProducing()
 
-    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's names
+    def resumeProducing(self) -> None:
         self.paused = False
         while not self.paused and not self.stopped and self.remaining:
             data = self.handle.read(min(CHUNK, self.remaining))
@@ -123,10 +123,10 @@ class ChunkProducer:
             self.request.unregisterProducer()
             self.request.finish()
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.paused = True
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         if not self.stopped:
             self.stopped = True
             self.handle.close()
@@ -162,10 +162,10 @@ class SendfileWriter:
     def fileno(self) -> int:
         return self.fd
 
-    def logPrefix(self) -> str:  # noqa: N802
+    def logPrefix(self) -> str:
         return "sendfile"
 
-    def doWrite(self) -> None:  # noqa: N802
+    def doWrite(self) -> None:
         try:
             while self.pending:
                 sent = os.write(self.fd, self.pending)
@@ -186,7 +186,7 @@ class SendfileWriter:
         self._end(lost=False)
         return None
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         self._end(lost=True)
 
     def _end(self, lost: bool) -> None:

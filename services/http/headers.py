@@ -58,7 +58,7 @@ def decoded(name: str, value: str) -> str:
         return value
     try:
         return str(email.policy.default.header_factory(name, value))
-    except Exception:  # noqa: BLE001 - any failure of the parser means: give it raw
+    except Exception:
         return value
 
 

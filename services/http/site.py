@@ -99,7 +99,7 @@ class LabSite(server.Site):
         self.router = router
         self.displayTracebacks = False
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.settings = self.settings
         channel.maxHeaders = self.settings.max_headers

@@ -106,7 +106,7 @@ class Candidate:
 def decode_header(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:  # noqa: BLE001 - on hostile input email raises HeaderParseError,
+    except Exception:
         return value  # AssertionError, binascii.Error, LookupError...: the raw text then
 
 
@@ -140,7 +140,7 @@ def _texts(entity: Entity, headers: bool) -> list[str]:
 
 
 def _day(stamp: float) -> datetime.date:
-    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).date()
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).date()
 
 
 _NO_DATE = datetime.date(1970, 1, 1)

@@ -70,7 +70,7 @@ class IMAPProtocol(Protocol):
         self.waiting: list[Deferred] = []  # worker writes held back while paused
         self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+    def connectionMade(self) -> None:
         # Replies go out whole in one write; Nagle would hold the next one back for the
         # client's delayed ACK (40 ms on Linux) when a client pipelines.
         self.transport.setTcpNoDelay(True)
@@ -107,18 +107,18 @@ class IMAPProtocol(Protocol):
         self.waiting.append(waiter)
         return waiter
 
-    def pauseProducing(self) -> None:  # noqa: N802 - the transport's buffer is full
+    def pauseProducing(self) -> None:
         # Not reading here: TLS pauses its producer during the handshake, which needs reads.
         self.paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.paused = False
         waiting, self.waiting = self.waiting, []
         for waiter in waiting:
             waiter.callback(None)
         self._go_on()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.lost = True
         waiting, self.waiting = self.waiting, []
         for waiter in waiting:
@@ -126,7 +126,7 @@ class IMAPProtocol(Protocol):
 
     # --- input ----------------------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.reset(self.settings.autologout)
         self.reader.feed(data)
@@ -222,13 +222,13 @@ class IMAPProtocol(Protocol):
         self._guarded(self._settle)
         self._go_on()
 
-    def readConnectionLost(self) -> None:  # noqa: N802
+    def readConnectionLost(self) -> None:
         """The client half-closed (`printf ... | nc -N`): what it sent before is answered,
         and then the connection closes; without this Twisted drops the unsent answers."""
         self.eof = True
         self._go_on()
 
-    def writeConnectionLost(self) -> None:  # noqa: N802
+    def writeConnectionLost(self) -> None:
         self._close()
 
     def _close(self) -> None:
@@ -248,7 +248,7 @@ class IMAPProtocol(Protocol):
             self.session.flush()
         self._close()
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         if self.factory is not None:
             self.factory.live.discard(self)
         self.stopProducing()
@@ -267,7 +267,7 @@ class IMAPFactory(Factory):
         self.implicit_tls = implicit_tls
         self.live: set[IMAPProtocol] = set()  # told BYE when the lab stops
 
-    def buildProtocol(self, addr: Any) -> IMAPProtocol:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> IMAPProtocol:
         protocol = IMAPProtocol(self.lab, self.settings, self.implicit_tls)
         protocol.factory = self
         self.live.add(protocol)
@@ -282,7 +282,7 @@ class IMAPService(MultiService):
         super().__init__()
         self.factories: list[IMAPFactory] = []
 
-    def stopService(self) -> Any:  # noqa: N802 - Twisted's name
+    def stopService(self) -> Any:
         for factory in self.factories:
             for protocol in list(factory.live):
                 protocol.bye("[UNAVAILABLE] Server shutting down")

@@ -23,8 +23,18 @@ from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
 from .mime import Entity, crlf
-from .parser import (Bye, Command, Continue, Frame, Line, ParseError, Reject, Section,
-                     format_set, parse_command)
+from .parser import (
+    Bye,
+    Command,
+    Continue,
+    Frame,
+    Line,
+    ParseError,
+    Reject,
+    Section,
+    format_set,
+    parse_command,
+)
 from .view import View
 from .wire import literal, quote
 
@@ -600,13 +610,13 @@ class Session:
                 # A level above matching names that is not itself listed: RFC 3501 returns
                 # it (\Noselect) for a "%" pattern; LIST-EXTENDED's SUBSCRIBED does not.
                 gap = name not in candidates
-                if gap and ("%" not in full or "SUBSCRIBED" in opts) or not _match(full, name):
+                if (gap and ("%" not in full or "SUBSCRIBED" in opts)) or not _match(full, name):
                     continue
                 mailbox = mailboxes.get(name)
                 if "SPECIAL-USE" in opts and not (mailbox and mailbox.special_use):
                     continue
                 attrs: list[str] = []
-                if gap or mailbox is not None and mailbox.noselect:
+                if gap or (mailbox is not None and mailbox.noselect):
                     attrs.append("\\Noselect")
                 elif mailbox is None and not lsub:
                     attrs.append("\\NonExistent")
@@ -800,8 +810,8 @@ class Session:
             entity = Entity.parse(crlf(data))
             self._cache[key] = entity
             # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
-            while len(self._cache) > 16 or len(self._cache) > 1 and sum(
-                    len(e.header) + len(e.body) for e in self._cache.values()) > CACHE_BYTES:
+            while len(self._cache) > 16 or (len(self._cache) > 1 and sum(
+                    len(e.header) + len(e.body) for e in self._cache.values()) > CACHE_BYTES):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
@@ -832,7 +842,7 @@ class Session:
                 if gone:
                     self.send(f"* VANISHED (EARLIER) {format_set(gone)}")
         sets_seen = not view.readonly and any(
-            a in ("RFC822", "RFC822.TEXT") or isinstance(a, Section) and not a.peek for a in atts)
+            a in ("RFC822", "RFC822.TEXT") or (isinstance(a, Section) and not a.peek) for a in atts)
         seen_now: set[int] = set()
         if sets_seen:
             unseen = [u for u in uids if "\\Seen" not in view.flags(u) and u not in view.ghosts]

@@ -179,7 +179,7 @@ class POP3Conversation(Conversation):
         caps.append("IMPLEMENTATION protolab")
         self.listing("Capability list follows", caps)
 
-    auth_CAPA = trans_CAPA = _capa  # noqa: N815 - command names
+    auth_CAPA = trans_CAPA = _capa
 
     def _quit(self, arg: str) -> None:
         """The UPDATE state: retrieved messages become \\Seen (as Dovecot does, so IMAP
@@ -204,23 +204,23 @@ class POP3Conversation(Conversation):
         self.send(f"+OK protolab POP3 server signing off ({removed} messages deleted)")
         self.close("quit")
 
-    auth_QUIT = trans_QUIT = _quit  # noqa: N815
+    auth_QUIT = trans_QUIT = _quit
 
     def _noop(self, arg: str) -> None:
         self.ok()
 
-    trans_NOOP = _noop  # noqa: N815
+    trans_NOOP = _noop
 
     # --- authorization state -----------------------------------------------------------
 
-    def auth_STLS(self, arg: str) -> None:  # noqa: N802
+    def auth_STLS(self, arg: str) -> None:
         if not self.options.stls or self.secure:
             self.err("TLS already active" if self.secure else "STLS not offered here")
         else:
             self.ok("Begin TLS negotiation")
             self.want_tls = True
 
-    def auth_USER(self, arg: str) -> None:  # noqa: N802
+    def auth_USER(self, arg: str) -> None:
         if not self._plaintext_allowed():
             self.err("[AUTH] Plaintext authentication disallowed on non-secure connections "
                      "(STLS first)")
@@ -230,14 +230,14 @@ class POP3Conversation(Conversation):
             self.pending_user = arg
             self.ok()
 
-    def auth_PASS(self, arg: str) -> None:  # noqa: N802
+    def auth_PASS(self, arg: str) -> None:
         if self.pending_user is None:
             self.err("No USER given")
             return
         login, self.pending_user = self.pending_user, None
         self._login(Outcome(self.credentials.check(login, arg), login, arg), "USER")
 
-    def auth_APOP(self, arg: str) -> None:  # noqa: N802
+    def auth_APOP(self, arg: str) -> None:
         login, _, digest = arg.rpartition(" ")
         if not self.options.apop:
             self.err("APOP not offered (the lab keeps no plaintext passwords)")
@@ -253,7 +253,7 @@ class POP3Conversation(Conversation):
             user = known[0] if hmac.compare_digest(expected, digest.lower()) else None
         self._login(Outcome(user, login, digest), "APOP")
 
-    def auth_AUTH(self, arg: str) -> None:  # noqa: N802
+    def auth_AUTH(self, arg: str) -> None:
         words = arg.split()
         if not words:
             self.listing("", self._mechanisms())
@@ -326,11 +326,11 @@ class POP3Conversation(Conversation):
             self.err(f"Message {number} was removed by another session")
         return data
 
-    def trans_STAT(self, arg: str) -> None:  # noqa: N802
+    def trans_STAT(self, arg: str) -> None:
         count, size = self._stat()
         self.ok(f"{count} {size}")
 
-    def trans_LIST(self, arg: str) -> None:  # noqa: N802
+    def trans_LIST(self, arg: str) -> None:
         if arg:
             found = self._entry(arg)
             if found:
@@ -340,7 +340,7 @@ class POP3Conversation(Conversation):
         self.listing(f"{count} messages ({size} octets)",
                      [f"{n} {e.size}" for n, e in enumerate(self.entries, 1) if not e.deleted])
 
-    def trans_UIDL(self, arg: str) -> None:  # noqa: N802
+    def trans_UIDL(self, arg: str) -> None:
         if arg:
             found = self._entry(arg)
             if found:
@@ -349,7 +349,7 @@ class POP3Conversation(Conversation):
         self.listing("", [f"{n} {self.uidvalidity}.{e.uid}"
                           for n, e in enumerate(self.entries, 1) if not e.deleted])
 
-    def trans_RETR(self, arg: str) -> None:  # noqa: N802
+    def trans_RETR(self, arg: str) -> None:
         found = self._entry(arg)
         data = self._data(*found) if found else None
         if found and data is not None:
@@ -357,7 +357,7 @@ class POP3Conversation(Conversation):
             self.ok(f"{len(data)} octets")
             self.send_raw(to_wire(data))
 
-    def trans_TOP(self, arg: str) -> None:  # noqa: N802
+    def trans_TOP(self, arg: str) -> None:
         number, _, lines = arg.partition(" ")
         if not lines.strip().isdigit():
             self.err("Syntax: TOP message lines")
@@ -370,13 +370,13 @@ class POP3Conversation(Conversation):
             self.ok(f"{len(part)} octets")
             self.send_raw(to_wire(part))
 
-    def trans_DELE(self, arg: str) -> None:  # noqa: N802
+    def trans_DELE(self, arg: str) -> None:
         found = self._entry(arg)
         if found:
             found[1].deleted = True
             self.ok(f"Message {found[0]} deleted")
 
-    def trans_RSET(self, arg: str) -> None:  # noqa: N802
+    def trans_RSET(self, arg: str) -> None:
         for entry in self.entries:
             entry.deleted = False
         count, size = self._stat()

@@ -50,12 +50,21 @@ import threading
 from typing import Any
 
 from impacket import smb3structs as smb2
-from impacket.nt_errors import (STATUS_ACCESS_DENIED, STATUS_BAD_NETWORK_NAME,
-                                STATUS_DIRECTORY_NOT_EMPTY, STATUS_DISK_FULL,
-                                STATUS_FILE_CLOSED, STATUS_INVALID_PARAMETER, STATUS_LOGON_FAILURE,
-                                STATUS_MORE_PROCESSING_REQUIRED, STATUS_NOT_SUPPORTED,
-                                STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID,
-                                STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS)
+from impacket.nt_errors import (
+    STATUS_ACCESS_DENIED,
+    STATUS_BAD_NETWORK_NAME,
+    STATUS_DIRECTORY_NOT_EMPTY,
+    STATUS_DISK_FULL,
+    STATUS_FILE_CLOSED,
+    STATUS_INVALID_PARAMETER,
+    STATUS_LOGON_FAILURE,
+    STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_NOT_SUPPORTED,
+    STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_NAME_INVALID,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS,
+)
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import paths
@@ -232,10 +241,10 @@ class LabSMBServer(SMBSERVER):
 
     # --- what impacket asks the server for
 
-    def getCredentials(self) -> StoreCredentials:  # noqa: N802 - impacket's name
+    def getCredentials(self) -> StoreCredentials:
         return self._credentials
 
-    def getSMBChallenge(self) -> bytes:  # noqa: N802
+    def getSMBChallenge(self) -> bytes:
         return self.local.challenge
 
     # --- hooks on SMB2 commands

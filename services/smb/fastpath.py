@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import struct
+
 from .rules import MAX_READ, MAX_WRITE
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 sync header

@@ -35,7 +35,7 @@ class SMBService(Service):
         self._serving = False
         self._start_call: Any = None
 
-    def startService(self) -> None:  # noqa: N802 - Twisted's name
+    def startService(self) -> None:
         listener = self.lab.listener("smb", "smb")
         sock = socket.socket(socket.AF_INET6 if ":" in self.lab.bind else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,7 +75,7 @@ class SMBService(Service):
             return
         server.serve_forever(poll_interval=POLL_SECONDS)
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()

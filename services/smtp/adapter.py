@@ -24,7 +24,7 @@ class LineFactory(Factory):
         self.service, self.journal, self.tls, self.make = service, journal, tls, make
         self.listener, self.implicit_tls = listener, implicit_tls
 
-    def buildProtocol(self, addr: Any) -> LineProtocol:  # noqa: N802 - Twisted's name
+    def buildProtocol(self, addr: Any) -> LineProtocol:
         protocol = LineProtocol()
         protocol.factory = self
         return protocol
@@ -39,7 +39,7 @@ class LineProtocol(Protocol, TimeoutMixin):
     log = Logger()
     factory: LineFactory
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "?")
         self.session = self.factory.journal.open(
@@ -56,7 +56,7 @@ class LineProtocol(Protocol, TimeoutMixin):
         self.core.greet()
         self._flush()
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
         self.buffer = self.buffer + data if self.buffer else data
         self._process()
@@ -119,15 +119,15 @@ class LineProtocol(Protocol, TimeoutMixin):
 
     # --- IPushProducer: the transport's write buffer says when the client reads
 
-    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+    def pauseProducing(self) -> None:
         self.backlog = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.backlog = False
         if not self.processing and hasattr(self, "core"):
             self._process()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.backlog = True
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -149,12 +149,12 @@ class LineProtocol(Protocol, TimeoutMixin):
             self.setTimeout(None)
             self.transport.loseConnection()
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def timeoutConnection(self) -> None:
         self.core.timed_out()
         self._flush()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
         if hasattr(self, "core"):
             self.core.wake = lambda: None  # a delivery finishing later has no one to tell

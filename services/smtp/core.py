@@ -151,10 +151,10 @@ class SMTPConversation(Conversation):
 
     # --- commands ----------------------------------------------------------------------
 
-    def smtp_HELO(self, arg: str) -> None:  # noqa: N802 - the command's name
+    def smtp_HELO(self, arg: str) -> None:
         self._hello(arg, esmtp=False)
 
-    def smtp_EHLO(self, arg: str) -> None:  # noqa: N802
+    def smtp_EHLO(self, arg: str) -> None:
         self._hello(arg, esmtp=True)
 
     def _hello(self, arg: str, esmtp: bool) -> None:
@@ -180,7 +180,7 @@ class SMTPConversation(Conversation):
     def _auth_offered(self) -> bool:
         return self.user is None and (self.secure or self.options.plaintext_auth)
 
-    def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
+    def smtp_STARTTLS(self, arg: str) -> None:
         if not self.options.starttls or self.secure:
             self.reply(503, "5.5.1 TLS already active" if self.secure else
                        "5.5.1 STARTTLS not offered here")
@@ -190,7 +190,7 @@ class SMTPConversation(Conversation):
             self.reply(220, "2.0.0 Ready to start TLS")
             self.want_tls = True
 
-    def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+    def smtp_AUTH(self, arg: str) -> None:
         parts = arg.split()
         if not self.esmtp:
             self.reply(503, "5.5.1 Send EHLO first")
@@ -235,7 +235,7 @@ class SMTPConversation(Conversation):
             self.user = outcome.user
             self.reply(235, "2.7.0 Authentication successful")
 
-    def smtp_MAIL(self, arg: str) -> None:  # noqa: N802
+    def smtp_MAIL(self, arg: str) -> None:
         if self.helo is None:
             self.reply(503, "5.5.1 Error: send HELO/EHLO first")
             return
@@ -274,7 +274,7 @@ class SMTPConversation(Conversation):
         self.sender = address
         self.reply(250, "2.1.0 Ok")
 
-    def smtp_RCPT(self, arg: str) -> None:  # noqa: N802
+    def smtp_RCPT(self, arg: str) -> None:
         if self.sender is None:
             self.reply(503, "5.5.1 Error: need MAIL command")
             return
@@ -310,7 +310,7 @@ class SMTPConversation(Conversation):
             params.append((key.upper(), value))
         return address, params
 
-    def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+    def smtp_DATA(self, arg: str) -> None:
         if arg:
             self.reply(501, "5.5.4 Syntax: DATA")
         elif self.sender is None:
@@ -388,27 +388,27 @@ class SMTPConversation(Conversation):
             self.reply(250, f"2.0.0 Ok: queued as {delivery.queue_id}")
         self.wake()
 
-    def smtp_RSET(self, arg: str) -> None:  # noqa: N802
+    def smtp_RSET(self, arg: str) -> None:
         self._reset()
         self.reply(250, "2.0.0 Ok")
 
-    def smtp_NOOP(self, arg: str) -> None:  # noqa: N802
+    def smtp_NOOP(self, arg: str) -> None:
         self.reply(250, "2.0.0 Ok")
 
-    def smtp_VRFY(self, arg: str) -> None:  # noqa: N802
+    def smtp_VRFY(self, arg: str) -> None:
         if not arg:
             self.reply(501, "5.5.4 Syntax: VRFY address")
         else:
             self.reply(252, "2.5.2 Cannot VRFY user, but will accept message and attempt "
                             "delivery")
 
-    def smtp_EXPN(self, arg: str) -> None:  # noqa: N802
+    def smtp_EXPN(self, arg: str) -> None:
         self.reply(502, "5.5.1 EXPN not available")
 
-    def smtp_HELP(self, arg: str) -> None:  # noqa: N802
+    def smtp_HELP(self, arg: str) -> None:
         self.reply_lines(214, ["2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP "
                                "QUIT STARTTLS AUTH", "2.0.0 End of HELP info"])
 
-    def smtp_QUIT(self, arg: str) -> None:  # noqa: N802
+    def smtp_QUIT(self, arg: str) -> None:
         self.send(f"221 2.0.0 {self.options.hostname} closing connection")
         self.close("quit")

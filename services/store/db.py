@@ -97,7 +97,7 @@ class _Held:
     storage goes, and with it (a finalizer) the connection. sqlite3.Connection itself takes
     no weak references, so this wrapper is what close() and the finalizer can see."""
 
-    __slots__ = ("conn", "__weakref__")
+    __slots__ = ("__weakref__", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn

@@ -19,7 +19,6 @@ from ..config import Invalid
 from .db import StoreError
 from .users import check_name
 
-
 # Files being uploaded (FTP STOR, HTTP PUT) are written under this prefix beside their
 # name and renamed over it only when whole; every protocol hides them from listings.
 TEMP_PREFIX = ".protolab-upload-"

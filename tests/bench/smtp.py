@@ -54,7 +54,7 @@ def serve_aiosmtpd(port: int, maildir: Path) -> None:
             os.close(fd)
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        async def handle_DATA(self, server, session, envelope):
             await asyncio.get_running_loop().run_in_executor(None, write, envelope.content)
             return "250 OK"
 
