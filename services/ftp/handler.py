@@ -169,6 +169,7 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
     active_dtp = LabActiveDTP
     passive_dtp = LabPassiveDTP
     journal: Any = None
+    faults: Any = None  # services.faults.Board
     public_root = ""
     implicit = False  # TLS from the first byte (the 990 listener)
     session: Any = None
@@ -234,6 +235,42 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
         except PassiveRangeFull:
             low, high = self.passive_ports[0], self.passive_ports[-1]
             self.respond(f"425 No free passive port in {low}-{high}; try again later.")
+
+    # --- faults (services/faults.py; the kinds are FAULTS in __init__.py) -------------------
+
+    def _fault(self, kind: str) -> Any:
+        user = self.session.user if self.session is not None else ""
+        fault = self.faults.find(f"ftp.{kind}", self.remote_ip, user) if self.faults else None
+        if fault is not None and self.session is not None:
+            self.session.event("fault", f"{fault.kind} #{fault.id}")
+        return fault
+
+    def ftp_PASV(self, line: str) -> Any:
+        if self._fault("wrong-pasv-address"):
+            # TEST-NET-1 (RFC 5737): nobody answers there, so the data connection hangs
+            return self._pasv_reply("192.0.2.1", self.passive_ports[0])
+        if self._fault("dead-data-port"):
+            host = self.masquerade_address or self.socket.getsockname()[0]
+            return self._pasv_reply(host, self._dead_port())
+        return super().ftp_PASV(line)
+
+    def _pasv_reply(self, host: str, port: int) -> None:
+        self.respond(f"227 Entering passive mode ({host.replace('.', ',')},{port >> 8},{port & 255}).")
+
+    def ftp_EPSV(self, line: str) -> Any:
+        if self._fault("wrong-pasv-address"):
+            # EPSV carries no address: refused, so the client falls back to PASV
+            return self.respond("502 EPSV not available; use PASV.")
+        if self._fault("dead-data-port"):
+            return self.respond(f"229 Entering extended passive mode (|||{self._dead_port()}|).")
+        return super().ftp_EPSV(line)
+
+    @staticmethod
+    def _dead_port() -> int:
+        """A port nobody listens on: one the kernel just gave out and took back."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
 
     def respond(self, resp: str, logfun: Any = None) -> None:
         if self.session is not None:
@@ -301,6 +338,7 @@ def make_handler(lab: Any, settings: Any, authorizer: Any, implicit: bool) -> ty
         "authorizer": authorizer,
         "abstracted_fs": LabFS,
         "journal": lab.journal,
+        "faults": lab.faults,
         "public_root": str(lab.store.files.public),
         "implicit": implicit,
         "active_dtp": active,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .db import Database, DiskFull, StoreError, Tx, is_disk_full
+from .faults import Faults
 from .files import Files
 from .mail import Mail
 from .net import Net
@@ -37,16 +38,18 @@ class Store:
         self.data = data
         _check_directory(data)
         self.db = Database(data / "lab.db")
-        from . import mail, net, roster, users
+        from . import faults, mail, net, roster, users
 
         self.db.migrate("users", users.MIGRATIONS)
         self.db.migrate("mail", mail.MIGRATIONS)
         self.db.migrate("net", net.MIGRATIONS)
         self.db.migrate("roster", roster.MIGRATIONS)
+        self.db.migrate("faults", faults.MIGRATIONS)
         self.users = Users(self.db, keep_plaintext)
         self.mail = Mail(self.db)
         self.net = Net(self.db)
         self.roster = Roster(self.db)
+        self.faults = Faults(self.db)
         self.files = Files(data)
         self.files.ensure()
         self.users.on_add.append(self.mail.create_defaults)
