@@ -250,3 +250,37 @@ def test_expired_leases_lose_their_names_and_addresses(tmp_path):
     with pytest.raises(ValueError):  # the store itself never lets two clients share one
         store.net.bind_lease("52:54:00:00:00:09", "10.0.0.121", "", "", time.time() + 60)
     store.close()
+
+
+def test_the_store_decides_which_lease_names_live_and_renewals_say_nothing_to_dns(tmp_path):
+    from services.dhcp.core import Held
+    from services.dhcp.server import StoreBackend
+    from services.store import Store
+
+    store = Store(tmp_path / "data")
+    net, backend = store.net, StoreBackend(store.net)
+    now = time.time()
+    one = Held("52:54:00:00:00:01", "10.0.0.120", "pc1", "", now + 600)
+    backend.bind(one, ("pc1.lab.test", 60))
+    net.add_record("www2.lab.test", "A", "10.0.0.8")
+    assert "dns" in store.poll()
+    assert [r.name for r in net.live_records()] == ["pc1.lab.test", "www2.lab.test"]
+    assert net.next_expiry() == pytest.approx(now + 600)
+    # a renewal: same name, a later end: the live records are the same, DNS hears nothing
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now + 1200), ("pc1.lab.test", 60))
+    assert store.poll() == {"leases"}
+    assert net.next_expiry() == pytest.approx(now + 1200)
+    # the end is by time alone: no sweep, no write, and the name is no longer live
+    assert [r.name for r in net.live_records(now + 1300)] == ["www2.lab.test"]
+    assert net.next_expiry(now + 1300) is None
+    # an ended lease renewed (before any sweep took its row): its name lives again, and
+    # DNS is told, although the record rows did not change
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now - 1), ("pc1.lab.test", 60))
+    store.poll()
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now + 600), ("pc1.lab.test", 60))
+    assert "dns" in store.poll()
+    # a new name for the same lease changes a live record
+    backend.bind(Held(one.mac, one.ip, "pc1b", "", now + 900), ("pc1b.lab.test", 60))
+    assert "dns" in store.poll()
+    assert net.sweep(now + 1000) == 1 and store.poll() == set()  # housekeeping: no topic
+    store.close()
