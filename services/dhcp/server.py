@@ -1,5 +1,6 @@
 """The Twisted side of DHCP: UDP 67 on the configured interface only, the store as the
-lease database, and the sweep that takes ended leases' names out of DNS."""
+lease database, and a sweep that forgets stale offers and ended leases' record rows (DNS
+never waits for it: the store's live records leave ended leases out by themselves)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ class StoreBackend:
         self.net = net
 
     def leases(self) -> list[Held]:
-        return [Held(l.mac, l.ip, l.hostname, l.client_id, l.expires, l.state)
-                for l in self.net.leases(include_expired=True)]
+        return [Held(lease.mac, lease.ip, lease.hostname, lease.client_id, lease.expires, lease.state)
+                for lease in self.net.leases(include_expired=True)]
 
     def bind(self, lease: Held, record: tuple[str, int] | None) -> None:
         self.net.bind_lease(lease.mac, lease.ip, lease.hostname, lease.client_id,
@@ -63,11 +64,15 @@ def make_pool(lab: Lab) -> Pool:
             raise RuntimeError(f"range {first}-{last} is not in {s.interface}'s network {network}")
     dns = tuple(s.dns_servers)
     if not dns:
-        lab_dns = lab.config.host_names().get(lab.settings("dns").host) if "dns" in lab.config.services else None
+        # the lab's name server, wherever the zone puts it (unless that is loopback:
+        # then this host, which the clients can reach)
+        nameservers = lab.config.hosts_with_role("nameserver")
+        lab_dns = lab.config.host_names().get(nameservers[0]) if nameservers else None
         dns = (lab_dns,) if lab_dns and not ipaddress.ip_address(lab_dns).is_loopback else (server,)
     router = "" if s.router == NO_ROUTER else s.router or server
-    return Pool(server=server, first=first, last=last, netmask=netmask, router=router, dns=dns, domain=s.domain or lab.config.lab.domain,
-                lease_time=s.lease_time, reservations={k.lower(): v for k, v in s.reservations.items()})
+    return Pool(server=server, first=first, last=last, netmask=netmask, router=router, dns=dns,
+                domain=s.domain or lab.config.lab.domain, lease_time=s.lease_time,
+                reservations={k.lower(): v for k, v in s.reservations.items()})
 
 
 class DHCPProtocol(protocol.DatagramProtocol):
@@ -107,7 +112,7 @@ class DHCPService(MultiService):
         self.core: DHCPCore | None = None
         self.ports: list[Any] = []
         self.sender: Any = None
-        self.sweeper = Chore(lab, "dhcp lease sweep", self.sweep, SWEEP_SECONDS)
+        self.sweeper = Chore(lab, "dhcp sweep", self.sweep, SWEEP_SECONDS)
 
     def startService(self) -> None:
         from ..serving import StartError
@@ -119,9 +124,8 @@ class DHCPService(MultiService):
         except RuntimeError as error:
             raise StartError(f"dhcp: cannot start: {error}") from None
         names = set(self.lab.config.host_names())
-        dns_ttl = self.lab.settings("dns").ttl if "dns" in self.lab.config.services else 60
-        self.core = DHCPCore(pool, StoreBackend(self.lab.store.net), dns_ttl=dns_ttl,
-                             static_names=names)
+        self.core = DHCPCore(pool, StoreBackend(self.lab.store.net),
+                             dns_ttl=self.lab.config.lab.ttl, static_names=names)
         port = self.listener.port
         try:
             # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.
