@@ -76,14 +76,14 @@ def make_pool(lab: Lab) -> Pool:
 
 
 class DHCPProtocol(protocol.DatagramProtocol):
-    def __init__(self, service: DHCPService) -> None:
-        self.service = service
+    def __init__(self, service: DHCPService, core: DHCPCore) -> None:
+        self.service, self.core = service, core
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         service = self.service
         session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
         try:
-            result = service.core.handle(data, addr[:2], time.time())
+            result = self.core.handle(data, addr[:2], time.time())
         except Exception as error:  # the store could not record the lease (a full disk...)
             session.event("error", f"{len(data)} bytes not answered: {describe(error)}")
             session.close()
@@ -124,16 +124,17 @@ class DHCPService(MultiService):
         except RuntimeError as error:
             raise StartError(f"dhcp: cannot start: {error}") from None
         names = set(self.lab.config.host_names())
-        self.core = DHCPCore(pool, StoreBackend(self.lab.store.net),
-                             dns_ttl=self.lab.config.lab.ttl, static_names=names)
+        core = self.core = DHCPCore(pool, StoreBackend(self.lab.store.net),
+                                    dns_ttl=self.lab.config.lab.ttl, static_names=names)
         port = self.listener.port
         try:
             # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.
-            self.sender = self._listen(DHCPProtocol(self), "0.0.0.0", port, self.settings.interface)
+            self.sender = self._listen(DHCPProtocol(self, core), "0.0.0.0", port,
+                                       self.settings.interface)
             self.ports.append(self.sender)
             # Unicasts to our own address (renewals, relays, `protolab check` from this host,
             # which the kernel routes through lo, not through the bound interface).
-            self.ports.append(self._listen(DHCPProtocol(self), pool.server, port, None))
+            self.ports.append(self._listen(DHCPProtocol(self, core), pool.server, port, None))
         except OSError as error:
             for opened in self.ports:
                 opened.stopListening()

@@ -54,7 +54,8 @@ def test_codec_agrees_with_scapy():
         ("message-type", "request"), ("requested_addr", "10.0.0.150"), ("hostname", b"pc1"),
         ("param_req_list", [1, 3, 6, 15, 51]), ("client_id", b"\x01" + mac(1)), "end"]))
     packet = codec.parse(theirs)
-    assert (packet.type, packet.xid, packet.mac, packet.flags) == (codec.REQUEST, 0x1234, "52:54:00:00:00:01", 0x8000)
+    assert (packet.type, packet.xid, packet.mac, packet.flags) == \
+        (codec.REQUEST, 0x1234, "52:54:00:00:00:01", 0x8000)
     assert packet.address(codec.REQUESTED_IP) == "10.0.0.150"
     assert packet.options[codec.HOSTNAME] == b"pc1"
     reply = codec.pack(codec.Packet(op=2, xid=9, yiaddr="10.0.0.150", chaddr=mac(1), options={
@@ -108,7 +109,8 @@ def test_renew_rebind_and_init_reboot():
     reboot = core.handle(message(codec.REQUEST, mac(1), options={codec.REQUESTED_IP: codec.ip_option(ip)}),
                          ("0.0.0.0", 68), NOW + 700)
     assert reboot.replies[0].packet.yiaddr == ip
-    wrong = core.handle(message(codec.REQUEST, mac(1), options={codec.REQUESTED_IP: codec.ip_option("192.168.1.5")}),
+    wrong = core.handle(message(codec.REQUEST, mac(1),
+                                options={codec.REQUESTED_IP: codec.ip_option("192.168.1.5")}),
                         ("0.0.0.0", 68), NOW + 700)
     assert wrong.replies[0].packet.type == codec.NAK and wrong.replies[0].to == ("255.255.255.255", 68)
     # a client renewing a lease we have no record of (a wiped store): free in the range,
@@ -181,7 +183,8 @@ def test_a_thousand_clients_never_share_an_address():
     core = DHCPCore(BIG, backend)
     given_out = [dora(core, mac(n)) for n in range(1000)]
     assert len(set(given_out)) == 1000
-    assert all(ipaddress.IPv4Address(BIG.first) <= ipaddress.IPv4Address(ip) <= ipaddress.IPv4Address(BIG.last)
+    first, last = ipaddress.IPv4Address(BIG.first), ipaddress.IPv4Address(BIG.last)
+    assert all(first <= ipaddress.IPv4Address(ip) <= last
                for ip in given_out)
     # half of them come back asking again, interleaved with 24 new clients: same answers
     for n in range(0, 1000, 2):
@@ -202,7 +205,8 @@ def test_leases_survive_a_restart_through_the_store(tmp_path):
     store.close()
     store = Store(tmp_path / "data")
     again = DHCPCore(POOL, StoreBackend(store.net))
-    assert {l.mac: l.ip for l in store.net.leases()} == {f"52:54:00:00:00:0{n}": ip for n, ip in ips.items()}
+    assert {lease.mac: lease.ip for lease in store.net.leases()} == \
+        {f"52:54:00:00:00:0{n}": ip for n, ip in ips.items()}
     assert {r.name for r in store.net.records()} == {f"pc{n}.lab.test" for n in range(1, 6)}
     assert dora(again, mac(99), now=time.time()) not in ips.values()
     assert dora(again, mac(3), now=time.time()) == ips[3]
