@@ -368,7 +368,8 @@ class DHCPCore:
         return "255.255.255.255", CLIENT_PORT
 
     def expired(self, now: float) -> list[str]:
-        """MACs whose leases ended by time since the last call (their DNS names go)."""
+        """MACs whose leases ended by time since the last call, marked so; offers past
+        their time go. (Their names leave DNS by the store's rule, not by this call.)"""
         ended = [lease.mac for lease in self.leases.values()
                  if lease.state == "bound" and lease.expires <= now]
         for mac in ended:

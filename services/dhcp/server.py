@@ -159,6 +159,8 @@ class DHCPService(MultiService):
             sock.close()  # the reactor has its own duplicate of the descriptor
 
     def sweep(self) -> None:
+        """Housekeeping only: memory (offers) and rows nobody reads (ended leases'
+        records); nothing anyone sees changes with it."""
         if self.core is not None:
             self.core.expired(time.time())
         self.lab.store.net.sweep()
