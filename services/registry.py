@@ -52,7 +52,10 @@ def listeners(config: LabConfig, name: str, offset: int = 0) -> list[Listener]:
 
 
 def listener(config: LabConfig, name: str, listener_name: str, offset: int = 0) -> Listener:
-    return next(item for item in listeners(config, name, offset) if item.name == listener_name)
+    for item in listeners(config, name, offset):
+        if item.name == listener_name:
+            return item
+    raise KeyError(f"{name} has no listener {listener_name!r}")
 
 
 def every_listener(config: LabConfig, offset: int = 0) -> list[Listener]:
