@@ -101,10 +101,6 @@ class Commands:
         """The lab config the command line names (a bad one is a one-line error)."""
         return _config(args)
 
-    def data(self, args: argparse.Namespace) -> Path:
-        """The data directory: --data, else the running lab's, else the default."""
-        return _data(args)
-
     def store(self, args: argparse.Namespace, config: LabConfig, create: bool = True) -> Any:
         """The lab's store (`create=False`: an error when there is no lab there yet)."""
         return _store(args, config, create)
