@@ -111,19 +111,23 @@ class Lab:
                 settings.max_connections, settings.max_connections_per_peer))
             factory = LimitedFactory(factory, limits, busy)
         if listener.tls == "implicit":
-            context = self.tls.twisted()
-            return ListenerService(self, listener, lambda address: reactor.listenSSL(
+            from twisted.internet.interfaces import IReactorSSL
+
+            context, ssl = self.tls.twisted(), IReactorSSL(reactor)
+            return ListenerService(self, listener, lambda address: ssl.listenSSL(
                 listener.port, factory, context, interface=address))
         return ListenerService(self, listener, lambda address: reactor.listenTCP(
             listener.port, factory, interface=address))
 
     def udp(self, listener: Listener, protocol: Any, interface: str | None = None) -> IService:
         from twisted.internet import reactor
+        from twisted.internet.interfaces import IReactorUDP
 
         from .serving import ListenerService
 
-        return ListenerService(self, listener, lambda address: reactor.listenUDP(
-            listener.port, protocol, interface=address), interface)
+        udp = IReactorUDP(reactor)
+        return ListenerService(self, listener, lambda address: udp.listenUDP(
+            listener.port, protocol, interface=address, maxPacketSize=8192), interface)
 
     # --- what start-up made of the listeners (ListenerService and LabService call these)
 

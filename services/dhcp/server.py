@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import protocol, reactor
+from twisted.internet.interfaces import IReactorSocket
 
 from ..serving import Chore, describe
 from . import NO_ROUTER, parse_range
@@ -92,6 +93,8 @@ class DHCPProtocol(protocol.DatagramProtocol):
         for reply in result.replies:
             # replies leave through the interface-bound socket: broadcasts must go out there
             port = service.sender if reply.to[0] == "255.255.255.255" else self.transport
+            if port is None:
+                break  # the port closed under us (the lab is stopping): nothing goes out
             try:
                 port.write(reply.data, reply.to)
             except OSError as error:  # e.g. a unicast to an unreachable relay
@@ -154,7 +157,8 @@ class DHCPService(MultiService):
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
             sock.bind((address, port))
             sock.setblocking(False)
-            return reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, handler)
+            return IReactorSocket(reactor).adoptDatagramPort(
+                sock.fileno(), socket.AF_INET, handler, maxPacketSize=8192)  # Twisted's default
         finally:
             sock.close()  # the reactor has its own duplicate of the descriptor
 
