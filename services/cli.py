@@ -78,7 +78,7 @@ def _store(args: argparse.Namespace, config: LabConfig, create: bool = True) -> 
 
 
 class Commands:
-    """What a protocol package's `add_commands(commands)` (and labnet's) gets: a place for
+    """What a protocol package's `add_commands(commands)` (and the lab-wide ones') gets: a place for
     its own `protolab NAME ...` commands, and the helpers every command uses. A handler
     (`parser.set_defaults(func=...)`) takes the parsed arguments and returns the exit
     status; a user's error is `raise commands.Error("one line", code)` (2: usage)."""
@@ -100,6 +100,10 @@ class Commands:
     def config(self, args: argparse.Namespace) -> LabConfig:
         """The lab config the command line names (a bad one is a one-line error)."""
         return _config(args)
+
+    def data(self, args: argparse.Namespace) -> Path:
+        """The data directory: --data, else the running lab's, else the default."""
+        return _data(args)
 
     def store(self, args: argparse.Namespace, config: LabConfig, create: bool = True) -> Any:
         """The lab's store (`create=False`: an error when there is no lab there yet)."""
@@ -477,10 +481,14 @@ def parser() -> argparse.ArgumentParser:
                          help="how many days back to show (default 1)")
     journal.set_defaults(func=cmd_journal)
 
+    from .capture import add_commands as add_capture_commands
+    from .classroom.commands import add_commands as add_class_commands
     from .labnet import add_commands as add_net_commands
 
     commands = Commands(sub, common)
     add_net_commands(commands)
+    add_capture_commands(commands)
+    add_class_commands(commands)
     for name in registry.names():  # protocols may add commands of their own (protolab dns ...)
         add_commands = getattr(registry.module(name), "add_commands", None)
         if add_commands is not None:

@@ -24,6 +24,7 @@ from .db import Database, DiskFull, StoreError, Tx, is_disk_full
 from .files import Files
 from .mail import Mail
 from .net import Net
+from .roster import Roster
 from .users import UserError, Users
 
 __all__ = ["DiskFull", "Store", "StoreError", "UserError", "is_disk_full"]
@@ -36,14 +37,16 @@ class Store:
         self.data = data
         _check_directory(data)
         self.db = Database(data / "lab.db")
-        from . import mail, net, users
+        from . import mail, net, roster, users
 
         self.db.migrate("users", users.MIGRATIONS)
         self.db.migrate("mail", mail.MIGRATIONS)
         self.db.migrate("net", net.MIGRATIONS)
+        self.db.migrate("roster", roster.MIGRATIONS)
         self.users = Users(self.db, keep_plaintext)
         self.mail = Mail(self.db)
         self.net = Net(self.db)
+        self.roster = Roster(self.db)
         self.files = Files(data)
         self.files.ensure()
         self.users.on_add.append(self.mail.create_defaults)
