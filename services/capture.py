@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .journal import read as read_journal
 from .running import alive
 
 if TYPE_CHECKING:
@@ -141,17 +142,11 @@ def user_sessions(journal: Path, user: str) -> set[tuple[str, int]]:
     events carry its user from its successful login on (the login's own event too)."""
     peers: dict[str, str] = {}
     theirs: set[str] = set()
-    for path in sorted(journal.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written
-                session = event.get("session", "")
-                peers.setdefault(session, event.get("peer", ""))
-                if event.get("user") == user:
-                    theirs.add(session)
+    for event in read_journal(journal):
+        session = event.get("session", "")
+        peers.setdefault(session, event.get("peer", ""))
+        if event.get("user") == user:
+            theirs.add(session)
     found = set()
     for session in theirs:
         host, _, port = peers[session].rpartition(":")

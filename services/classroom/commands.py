@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..journal import read as read_journal
+from .exercises import Exercise, ExerciseError, Progress, catalogue, evaluate
 from .roster import Plan, RosterError, Student, generate_password, parse, plan, render
 
 if TYPE_CHECKING:
@@ -56,6 +60,9 @@ def add_commands(commands: Commands) -> None:
     out = sub.add_parser("export", help="write the roster back as CSV (stdout, or FILE)")
     common(out)
     out.add_argument("file", metavar="FILE", nargs="?")
+    grades = sub.add_parser("grades", help="who did which exercise, from the journal")
+    common(grades)
+    grades.add_argument("--csv", action="store_true", help="CSV instead of a table")
     slips = sub.add_parser("sheet", help="write the credentials slips again")
     common(slips)
     slips.add_argument("--sheet", metavar="FILE", help="default DATA/class/sheet.html")
@@ -86,11 +93,43 @@ def run(args: argparse.Namespace, commands: Commands) -> int:
                 Path(args.file).write_text(text)
             else:
                 sys.stdout.write(text)
+        elif args.action == "grades":
+            try:
+                exercises = catalogue(data / "exercises")
+            except ExerciseError as error:
+                raise commands.Error(str(error)) from None
+            students = sorted(s.name for s in current(store))
+            if not students:
+                raise commands.Error("no students yet (protolab class import ROSTER.csv)")
+            leases = {lease.ip: lease.hostname for lease in store.net.leases() if lease.hostname}
+            progress = evaluate(exercises, list(read_journal(data / "journal")), set(students),
+                                leases)
+            sys.stdout.write(grid(exercises, students, progress, args.csv))
         else:
             print(f"slips: {write_sheet(store, config, data, args.sheet)}")
     finally:
         store.close()
     return 0
+
+
+def grid(exercises: list[Exercise], students: list[str], progress: Progress, as_csv: bool) -> str:
+    """Students by exercises: a table for the terminal (x = done), or CSV (1/0)."""
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["student", *(e.id for e in exercises)])
+        for name in students:
+            writer.writerow([name, *(int(bool(progress.sessions(name, e.id))) for e in exercises)])
+        return out.getvalue()
+    width = max(len(name) for name in students)
+    lines = [f"{'':{width}}  " + " ".join(f"{n + 1:>2}" for n in range(len(exercises)))]
+    for name in students:
+        marks = " ".join(f"{'x' if progress.sessions(name, e.id) else '.':>2}" for e in exercises)
+        done = sum(bool(progress.sessions(name, e.id)) for e in exercises)
+        lines.append(f"{name:{width}}  {marks}   {done}/{len(exercises)}")
+    lines.append("")
+    lines += [f"{n + 1:>2} {e.title}" for n, e in enumerate(exercises)]
+    return "\n".join(lines) + "\n"
 
 
 def write_sheet(store: Store, config: LabConfig, data: Path, where: str | None) -> Path:
