@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from ..lab import Lab
 
 
+# What can break (services/faults.py): `protolab fault add dhcp.NAME [--target MAC|HOSTNAME]`.
+FAULTS = {
+    "nak-everything": "every REQUEST gets a NAK: dhclient and udhcpc start over, again and again",
+    "pool-exhausted": "no address for a client without a lease: DISCOVER gets no offer",
+    "wrong-router": "the router option names an address where nobody routes: no way out",
+    "wrong-dns": "the DNS option names an address where no server answers: names fail",
+    "short-lease": "leases of 30 s: the client renews every 15 s (watch it in Wireshark)",
+}
+
 @dataclass
 class Settings(ServiceSettings):
     host: str = setting("dhcp", "the DHCP server's host name in the lab zone")

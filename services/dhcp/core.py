@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -98,6 +98,12 @@ class Result:
     request: Packet | None
     replies: list[Reply]
     note: str = ""  # what happened, for the journal
+    faults: list[str] = field(default_factory=list)  # the FAULTS that acted on this request
+
+
+# Asked where a fault would act: (fault name, client MAC, host name it sent) -> is it on.
+FaultCheck = Callable[[str, str, str], bool]
+SHORT_LEASE = 30  # seconds: the short-lease fault
 
 
 HOST_LABEL = re.compile(rb"[^a-z0-9-]")
@@ -111,8 +117,10 @@ def host_label(raw: bytes) -> str:
 
 class DHCPCore:
     def __init__(self, pool: Pool, backend: Backend, *, dns_ttl: int = 60,
-                 static_names: Iterable[str] = ()) -> None:
+                 static_names: Iterable[str] = (), faults: FaultCheck | None = None) -> None:
         self.pool = pool
+        self.faults = faults
+        self._acted: list[str] = []
         self.backend = backend
         self.dns_ttl = dns_ttl
         self.static_names = {n.lower() for n in static_names}
@@ -208,10 +216,25 @@ class DHCPCore:
                    RELEASE: self._release, INFORM: self._inform}.get(request.type)
         if handler is None:
             return Result(request, [], f"dropped: message type {request.type}")
-        return handler(request, source, now)
+        self._acted = []
+        result = handler(request, source, now)
+        result.faults = self._acted
+        return result
+
+    def _fault(self, name: str, request: Packet) -> bool:
+        """Whether fault `name` (services/dhcp FAULTS) is on for this client; noted if so."""
+        if self.faults is None:
+            return False
+        sent = host_label(request.options.get(codec.HOSTNAME, b""))
+        on = self.faults(name, request.mac, sent)
+        if on and name not in self._acted:
+            self._acted.append(name)
+        return on
 
     def _discover(self, request: Packet, source: tuple[str, int], now: float) -> Result:
         mac = request.mac
+        if mac not in self.leases and self._fault("pool-exhausted", request):
+            return Result(request, [], "no free address (fault)")
         ip = self.choose(mac, request.address(codec.REQUESTED_IP), now)
         if ip is None:
             return Result(request, [], "no free address")
@@ -235,6 +258,11 @@ class DHCPCore:
             ip = requested or request.ciaddr  # SELECTING or INIT-REBOOT
         else:
             ip = request.ciaddr  # RENEWING (unicast) or REBINDING (broadcast)
+        if self._fault("nak-everything", request):
+            return self._nak(request, source, f"{ip} is not available to {mac} (fault)")
+        held = self.leases.get(mac)
+        if (held is None or held.ip != ip) and self._fault("pool-exhausted", request):
+            return self._nak(request, source, f"no free address for {mac} (fault)")
         if ip == "0.0.0.0" or not self.free_for(ip, mac, now):
             lease = self.leases.get(mac)
             if server_id is None and requested is None and lease is None:
@@ -244,13 +272,14 @@ class DHCPCore:
         if reserved and reserved != ip:
             return self._nak(request, source, f"{mac} is reserved {reserved}")
         hostname = self._hostname(request, mac, now)
+        seconds = SHORT_LEASE if self._fault("short-lease", request) else self.pool.lease_time
         lease = Held(mac, ip, hostname, request.options.get(codec.CLIENT_ID, b"").hex(),
-                     now + self.pool.lease_time)
+                     now + seconds)
         record = (f"{hostname}.{self.pool.domain}", self.dns_ttl) if hostname else None
         self.backend.bind(lease, record)  # durable before the ACK
         self._remember(lease)
         self._drop_offer(mac)
-        reply = self._reply(request, ACK, ip, lease=True, fqdn=hostname)
+        reply = self._reply(request, ACK, ip, lease=True, fqdn=hostname, seconds=seconds)
         return Result(request, [Reply(reply, self._destination(request, source, reply))],
                       f"bound {ip} to {mac}" + (f" as {hostname}" if hostname else ""))
 
@@ -318,25 +347,33 @@ class DHCPCore:
             return ""
         return name
 
-    def _reply(self, request: Packet, kind: int, ip: str, lease: bool, fqdn: str = "") -> Packet:
+    def _reply(self, request: Packet, kind: int, ip: str, lease: bool, fqdn: str = "",
+               seconds: int | None = None) -> Packet:
         pool = self.pool
+        if seconds is None:
+            seconds = SHORT_LEASE if lease and self._fault("short-lease", request) else pool.lease_time
+        # The wrong-option faults name the subnet's last host address: inside the client's
+        # network, so it is taken, and nobody there routes or answers DNS.
+        nobody = str(self.network.broadcast_address - 1)
+        router = nobody if pool.router and self._fault("wrong-router", request) else pool.router
+        dns = (nobody,) if self._fault("wrong-dns", request) else pool.dns
         reply = Packet(op=2, xid=request.xid, flags=request.flags, ciaddr=request.ciaddr,
                        yiaddr=ip, siaddr="0.0.0.0", giaddr=request.giaddr,
                        chaddr=request.chaddr, htype=request.htype)
         available: dict[int, bytes] = {
             codec.SUBNET_MASK: codec.ip_option(pool.netmask),
-            codec.DNS_SERVERS: codec.ip_option(*pool.dns),
+            codec.DNS_SERVERS: codec.ip_option(*dns),
             codec.DOMAIN_NAME: pool.domain.encode(),
             codec.BROADCAST: codec.ip_option(pool.broadcast),
         }
-        if pool.router:
-            available[codec.ROUTER] = codec.ip_option(pool.router)
-        if not pool.dns:
+        if router:
+            available[codec.ROUTER] = codec.ip_option(router)
+        if not dns:
             del available[codec.DNS_SERVERS]
         if lease:
-            available[codec.LEASE_TIME] = codec.u32(pool.lease_time)
-            available[codec.RENEWAL_T1] = codec.u32(pool.lease_time // 2)
-            available[codec.REBINDING_T2] = codec.u32(pool.lease_time * 7 // 8)
+            available[codec.LEASE_TIME] = codec.u32(seconds)
+            available[codec.RENEWAL_T1] = codec.u32(seconds // 2)
+            available[codec.REBINDING_T2] = codec.u32(seconds * 7 // 8)
         if fqdn:  # the name the client has in the lab DNS
             available[codec.HOSTNAME] = fqdn.encode()
         if fqdn and codec.FQDN in request.options:

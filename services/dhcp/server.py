@@ -101,6 +101,8 @@ class DHCPProtocol(protocol.DatagramProtocol):
                 session.event("error", f"cannot send to {reply.to[0]}: {error}")
                 continue
             session.reply(f"{reply.packet.summary()} to {reply.to[0]}:{reply.to[1]}")
+        for fault in result.faults:
+            session.event("fault", f"dhcp.{fault}")
         if result.note:
             session.event("dhcp", result.note)
         session.close()
@@ -127,8 +129,11 @@ class DHCPService(MultiService):
         except RuntimeError as error:
             raise StartError(f"dhcp: cannot start: {error}") from None
         names = set(self.lab.config.host_names())
-        core = self.core = DHCPCore(pool, StoreBackend(self.lab.store.net),
-                                    dns_ttl=self.lab.config.lab.ttl, static_names=names)
+        faults = self.lab.faults
+        core = self.core = DHCPCore(
+            pool, StoreBackend(self.lab.store.net), dns_ttl=self.lab.config.lab.ttl,
+            static_names=names,
+            faults=lambda name, mac, host: faults.find(f"dhcp.{name}", mac, host) is not None)
         port = self.listener.port
         try:
             # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.

@@ -329,3 +329,46 @@ def test_leases_and_names_survive_a_server_restart(labnet: LabNet):
     client.run("ip", "addr", "flush", "dev", "eth0")
     assert client.run(*command, "-r", ip, timeout=60, check=False).returncode == 0
     assert parse_env(labnet.tmp / "again.bound")["ip"] == ip
+
+
+def test_faults_as_udhcpc_sees_them(labnet: LabNet):
+    """`protolab fault` on the running lab: a NAK for one host name, a 30 s lease and a
+    dead DNS server for another; a third client is untouched; cleared, all is well."""
+    script = labnet.tmp / "faults.sh"
+    script.write_text(CLIENT_SCRIPT.format(out=labnet.tmp / "faults"))
+    script.chmod(0o755)
+
+    hosts = {role: labnet.client(role) for role in ("nak", "short", "fine")}
+
+    def lease(role: str, name: str) -> subprocess.CompletedProcess:
+        # one lease and quit (-q), or fail after three tries (-n); -x hostname: the target
+        return hosts[role].run(
+            "udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "3", "-T", "1", "-A", "1", "-s",
+            str(script), "-x", f"hostname:{name}", timeout=60, check=False)
+
+    assert "on: #1 dhcp.nak-everything for pc-nak" in labnet.cli(
+        "fault", "add", "dhcp.nak-everything", "--target", "pc-nak")
+    labnet.cli("fault", "add", "dhcp.short-lease", "--target", "pc-short")
+    labnet.cli("fault", "add", "dhcp.wrong-dns", "--target", "pc-short")
+    # NAKed, udhcpc starts over, for ever: its output says so each round
+    daemon = hosts["nak"].popen(
+        "udhcpc", "-f", "-i", "eth0", "-T", "1", "-A", "1", "-s", str(script), "-x",
+        "hostname:pc-nak", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "NAK" in wait_line(daemon, "NAK", "nak")
+    finally:
+        daemon.kill()
+        daemon.wait()
+    short = lease("short", "pc-short")
+    assert short.returncode == 0, short.stdout + short.stderr
+    env = parse_env(labnet.tmp / "faults.bound")
+    assert env["lease"] == "30" and env["dns"] != labnet.address
+    assert lease("fine", "pc-fine").returncode == 0  # the rest of the class works on
+    env = parse_env(labnet.tmp / "faults.bound")
+    assert env["lease"] == "600" and env["dns"] == labnet.address
+    journal = labnet.cli("journal", "--service", "dhcp")
+    assert "fault dhcp.nak-everything" in journal and "fault dhcp.short-lease" in journal
+    assert labnet.cli("fault", "clear").strip() == "cleared 3 faults"
+    deadline = time.monotonic() + 5  # the lab sees the change at its next store poll
+    while (again := lease("nak", "pc-nak")).returncode != 0:
+        assert time.monotonic() < deadline, again.stdout + again.stderr

@@ -288,3 +288,33 @@ def test_the_store_decides_which_lease_names_live_and_renewals_say_nothing_to_dn
     assert "dns" in store.poll()
     assert net.sweep(now + 1000) == 1 and store.poll() == set()  # housekeeping: no topic
     store.close()
+
+
+def faulty(*on: tuple[str, str]):
+    """A FaultCheck that says yes for (fault name, MAC or host name) pairs."""
+    return lambda name, mac_address, host: (name, mac_address) in on or (name, host) in on
+
+
+def test_faults_act_for_their_target_only():
+    one, two = "52:54:00:00:00:01", "52:54:00:00:00:02"
+    core = DHCPCore(POOL, MemoryBackend(), faults=faulty(
+        ("nak-everything", one), ("pool-exhausted", "pc-two"), ("short-lease", two),
+        ("wrong-dns", two), ("wrong-router", two)))
+    offer = core.handle(message(codec.DISCOVER, mac(1)), ("0.0.0.0", 68), NOW)
+    assert offer.replies and offer.faults == []  # the offer comes: the NAK is at REQUEST
+    nak = core.handle(message(codec.REQUEST, mac(1), options={
+        codec.REQUESTED_IP: codec.ip_option(offer.replies[0].packet.yiaddr),
+        codec.SERVER_ID: codec.ip_option(POOL.server)}), ("0.0.0.0", 68), NOW)
+    assert nak.replies[0].packet.type == codec.NAK and nak.faults == ["nak-everything"]
+    named = core.handle(message(codec.DISCOVER, mac(3), options={codec.HOSTNAME: b"pc-two"}),
+                        ("0.0.0.0", 68), NOW)
+    assert named.replies == [] and named.faults == ["pool-exhausted"]  # by its host name
+    ip = dora(core, mac(2))
+    opts = core.handle(message(codec.REQUEST, mac(2), ciaddr=ip), (ip, 68), NOW).replies[0].packet.options
+    assert int.from_bytes(opts[codec.LEASE_TIME], "big") == 30
+    assert opts[codec.DNS_SERVERS] == opts[codec.ROUTER] == codec.ip_option("10.0.255.254")
+    assert core.leases[two].expires == NOW + 30
+    normal = dora(core, mac(4))  # nobody else is touched
+    opts = core.handle(message(codec.REQUEST, mac(4), ciaddr=normal), (normal, 68), NOW).replies[0]
+    assert int.from_bytes(opts.packet.options[codec.LEASE_TIME], "big") == 600 and opts.packet.options[
+        codec.DNS_SERVERS] == codec.ip_option("10.0.0.1")
