@@ -2,14 +2,18 @@
 rendered YAML by `podman kube play` (there is no cluster here: tests/k8s, tests/bench/k8s.py).
 
 podman 4.3 (Debian 12) plays a Deployment's Pod, its ConfigMaps and its PersistentVolumeClaim
-as a cluster would, but lacks three things the manifests use; `for_podman` and `played`
-adapt the test's copy only, as tests/containers/engine.py does for compose.yaml:
+as a cluster would, but lacks some of what the manifests use and adds what they do not say;
+`for_podman` and `played` adapt the test's copy only, as tests/containers/engine.py does
+for compose.yaml:
   - the downward API's status.podIP: the Pod is given a fixed IP (`--ip`) and POD_IP that
     value; nor does it expand $(NAME) in env values (the kubelet does), so the copy has them
     expanded;
   - Secrets: kube play stores a Secret document in a form its own envFrom cannot read back
     ("is not valid JSON"), so the Secret is made a podman secret first, as the JSON object of
     its base64 `data` (the form kube play reads), and left out of the YAML;
+  - every containerPort is published on the host at the same port (Kubernetes publishes
+    none): the copy has no ports, which in a Pod only inform (Services name them, and
+    podman ignores Services), so the test binds nothing on the host;
   - the Pod's securityContext.sysctls are ignored: the lab's Pod gets
     net.ipv4.ip_unprivileged_port_start=0 from a containers.conf of the test's own
     (CONTAINERS_CONF: the machine's, plus default_sysctls).
@@ -98,6 +102,7 @@ def for_podman(documents: list[dict[str, Any]], ip: str
     documents = json.loads(json.dumps(documents))
     secrets = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "Secret"}
     for container in pod_spec(documents)["containers"]:
+        container.pop("ports", None)
         environ = environment(container, original, ip)
         for variable in container.get("env", []):
             variable.pop("valueFrom", None)
