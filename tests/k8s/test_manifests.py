@@ -201,7 +201,7 @@ def test_each_team_lab_has_its_namespace_domain_users_and_isolation(rendered, tm
         assert config.api.admin_password != "admin"
         policy = kube.one(team, "NetworkPolicy")["spec"]
         assert policy["podSelector"]["matchLabels"] == \
-            kube.one(team, "Deployment")["spec"]["template"]["metadata"]["labels"] | {}
+            kube.one(team, "Deployment")["spec"]["template"]["metadata"]["labels"]
         assert policy["policyTypes"] == ["Ingress"]
         assert policy["ingress"] == [{"from": [{"podSelector": {}}]}]  # no namespaceSelector
     assert len(domains) == len(namespaces)
