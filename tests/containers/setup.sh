@@ -30,7 +30,8 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/setup.lock"
 flock 9  # two test runs at once share one setup
 
-packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs)
+# catatonit: the pause process of the Pods that `podman kube play` makes (tests/k8s).
+packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs catatonit)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \

@@ -26,7 +26,7 @@ import yaml
 from services import config as config_module
 from services import registry
 from tests.conftest import need, need_root
-from tests.containers import engine
+from tests.containers import engine, session
 
 ROOT = engine.ROOT
 LAB_TOML = ROOT / "docker" / "lab.toml"
@@ -237,28 +237,22 @@ CLIENT = "protolab-test-client"
 
 
 class Lab:
-    """The compose lab as the tests see it: the client container and the lab's addresses."""
+    """The compose lab as the tests see it (a session.Lab): the client container and the
+    lab's addresses."""
 
     def __init__(self, compose: engine.Compose, document: dict, captures: Path) -> None:
         self.compose = compose
         self.document = document
         self.captures = captures
         self.zone = config_module.load(LAB_TOML, environ={})
+        self.services = SERVICES
 
     def address(self, service: str) -> str:
         return compose_address(self.document, service)
 
-    def host(self, service: str) -> str:
-        """How the client names a service: its DNS name when the lab DNS runs."""
-        if "dns" in SERVICES:
-            return self.zone.fqdn(self.zone.service(service).host)
-        return self.address(service)
-
     def client(self, script: str, timeout: float = 60, check: bool = True
                ) -> subprocess.CompletedProcess:
-        """Run a shell script in the client container (sh -ec)."""
-        return engine.run("podman", "exec", CLIENT, "sh", "-ec", script, timeout=timeout,
-                          check=check)
+        return session.in_client(CLIENT, script, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -308,9 +302,6 @@ def test_compose_lab_runs_each_service_alone_and_unprivileged(lab):
     assert f"nameserver {lab.address('dns')}" in resolv and "lab.test" in resolv
 
 
-TOKEN = f"protolab-containers-{int(time.time())}"
-
-
 def registered(*services: str) -> None:
     missing = [s for s in services if s not in SERVICES]
     if missing:
@@ -339,64 +330,22 @@ def test_client_gets_a_dhcp_lease_from_the_pool(lab):
 
 def test_client_resolves_the_lab_names(lab):
     registered("dns")
-    for service in SERVICES:
-        settings = lab.zone.service(service)
-        for host in [settings.host, *settings.aliases]:
-            answer = lab.client(f"dig +short {host}.lab.test").stdout.split()
-            assert answer == [lab.address(service)], (service, host, answer)
-    # the search domain: short names work, as students type them
-    assert lab.client("nslookup www").returncode == 0
-    mx = lab.client("dig +short MX lab.test").stdout
-    assert "mail.lab.test" in mx or lab.zone.fqdn(lab.zone.service("smtp").host) in mx
+    session.resolves_the_lab_names(lab)
 
 
 def test_client_fetches_a_page_over_http(lab):
     registered("http")
-    page = lab.client(f"curl -sS -f http://{lab.host('http')}/lab/http/basic.html").stdout
-    assert "<html" in page.lower()
-    # HTTPS with the lab CA the portal hands out: the certificate (made by whichever
-    # container started first, on the shared volume) names this host.
-    secure = lab.client(f"curl -sS -f -o /tmp/ca.crt http://{lab.host('http')}/ca.crt && "
-                        f"curl -sS -f --cacert /tmp/ca.crt "
-                        f"https://{lab.host('http')}/lab/http/basic.html").stdout
-    assert secure == page
+    session.fetches_a_page_over_http(lab)
 
 
 def test_client_sends_mail_then_reads_it_over_imap_and_pop3(lab):
     registered("smtp")
-    sent = lab.client(f"swaks --server {lab.host('smtp')} --from bob@lab.test "
-                      f"--to alice@lab.test --header 'Subject: {TOKEN}' --body {TOKEN}")
-    assert re.search(r"<- +250 ", sent.stdout), sent.stdout
-    if "imap" in SERVICES:
-        found = lab.client(f"curl -sS -u alice:alice 'imap://{lab.host('imap')}/INBOX' "
-                           f"-X 'UID SEARCH SUBJECT {TOKEN}'").stdout
-        uids = found.split("SEARCH", 1)[1].split()
-        assert uids, found
-        message = lab.client(f"curl -sS -u alice:alice "
-                             f"'imap://{lab.host('imap')}/INBOX;UID={uids[-1]}'").stdout
-        assert TOKEN in message
-    if "pop3" in SERVICES:
-        listing = lab.client(f"curl -sS -u alice:alice pop3://{lab.host('pop3')}/").stdout
-        number = listing.split()[-2]  # the newest: "N SIZE" on the last line
-        message = lab.client(f"curl -sS -u alice:alice "
-                             f"pop3://{lab.host('pop3')}/{number}").stdout
-        assert TOKEN in message
+    session.sends_mail_then_reads_it(lab)
 
 
 def test_client_puts_a_file_over_ftp_and_gets_it_over_smb_and_http(lab):
     registered("ftp")
-    lab.client(f"echo {TOKEN} > /tmp/{TOKEN}.txt && "
-               f"lftp -u alice,alice -e 'set ftp:ssl-allow no; mkdir -p public_html; "
-               f"put -O public_html /tmp/{TOKEN}.txt; bye' {lab.host('ftp')}")
-    listing = lab.client(f"curl -sS -u alice:alice ftp://{lab.host('ftp')}/public_html/").stdout
-    assert f"{TOKEN}.txt" in listing
-    if "smb" in SERVICES:
-        got = lab.client(f"smbclient //{lab.host('smb')}/alice -U alice%alice "
-                         f"-c 'get public_html/{TOKEN}.txt -'").stdout
-        assert TOKEN in got
-    if "http" in SERVICES:
-        page = lab.client(f"curl -sS -f http://{lab.host('http')}/~alice/{TOKEN}.txt").stdout
-        assert page.strip() == TOKEN
+    session.puts_a_file_then_gets_it(lab)
 
 
 def test_capture_profile_recorded_the_session_for_wireshark(lab):
