@@ -7,18 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.imap import utf7
+from services.imap.commands import Login, Section, format_set
 from services.imap.mime import Entity, parse_addresses
-from services.imap.parser import (
-    Continue,
-    Frame,
-    Line,
-    ParseError,
-    Reader,
-    Reject,
-    Section,
-    format_set,
-    parse_command,
-)
+from services.imap.parser import Continue, Frame, Line, ParseError, Reader, Reject, parse_command
 
 
 def events(reader: Reader, data: bytes) -> list:
@@ -35,7 +26,7 @@ def test_reader_frames_pipelined_commands_and_literals():
     assert got == [Frame(b"a1 NOOP"), Continue()]
     got = events(reader, b"alice {5+}\r\nalice\r\na3 NOOP\r\n")
     assert got == [Frame(b"a2 LOGIN {5}\r\nalice {5}\r\nalice"), Frame(b"a3 NOOP")]
-    assert parse_command(got[0].raw).args == {"user": "alice", "password": "alice"}
+    assert parse_command(got[0].raw) == Login("a2", "LOGIN", "alice", "alice")
 
 
 def test_reader_rejects_a_huge_literal_before_reading_it():
@@ -67,13 +58,13 @@ def test_reader_line_too_long_and_raw_lines():
 def test_parse_fetch_sections():
     command = parse_command(b"7 UID FETCH 1:*,4 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From \"To\")]<0.100> BODY[])")
     assert command.name == "UID FETCH"
-    assert command.args["set"].resolve(9) == [(1, 9), (4, 4)]
-    flags, section, whole = command.args["atts"]
+    assert command.set.resolve(9) == [(1, 9), (4, 4)]
+    flags, section, whole = command.atts
     assert flags == "FLAGS"
     assert section == Section((1, 2), "HEADER.FIELDS", ("FROM", "TO"), (0, 100), True)
     assert section.name() == "BODY[1.2.HEADER.FIELDS (FROM TO)]<0>"
     assert whole.name() == "BODY[]" and not whole.peek
-    assert parse_command(b"1 FETCH 1 ALL").args["atts"][-1] == "ENVELOPE"
+    assert parse_command(b"1 FETCH 1 ALL").atts[-1] == "ENVELOPE"
     for bad in (b"1 FETCH 1 (BODY[1.])", b"1 FETCH 0 FLAGS", b"1 FETCH 1 (FLAGS", b"1 FETCH 1 BODY[MIME]"):
         with pytest.raises(ParseError):
             parse_command(bad)
@@ -81,17 +72,17 @@ def test_parse_fetch_sections():
 
 def test_parse_quoted_escapes_search_and_store():
     command = parse_command(b'1 LOGIN "a\\"b" "c\\\\d"')
-    assert command.args == {"user": 'a"b', "password": "c\\d"}
-    keys = parse_command(b'2 SEARCH CHARSET UTF-8 OR FROM "bob" NOT SEEN (SINCE 1-Feb-2024 LARGER 5)').args["keys"]
+    assert command == Login("1", "LOGIN", 'a"b', "c\\d")
+    keys = parse_command(b'2 SEARCH CHARSET UTF-8 OR FROM "bob" NOT SEEN (SINCE 1-Feb-2024 LARGER 5)').keys
     assert keys[0][0] == "OR" and keys[1] == ("AND", [("SINCE", (2024, 2, 1)), ("LARGER", 5)])
     assert parse_command(b"3 SEARCH CHARSET KOI8-R ALL").name == "BADCHARSET"
-    store = parse_command(b"4 STORE 1:3 (UNCHANGEDSINCE 12) +FLAGS.SILENT (\\Seen $Junk)").args
-    assert (store["mode"], store["silent"], store["unchangedsince"]) == ("add", True, 12)
-    assert store["flags"] == ["\\Seen", "$Junk"]
-    append = parse_command(b'5 APPEND Sent (\\Seen) " 2-Feb-2024 10:00:00 +0100" {3+}\r\nabc').args
-    assert append["message"] == b"abc" and append["date"] == (1706864400.0, 60)
-    assert parse_command(b"6 LIST \"\" \"&AMQ-*\"").args["patterns"] == ["&AMQ-*"]
-    assert parse_command(b"7 SELECT inbox").args["mailbox"] == "INBOX"
+    store = parse_command(b"4 STORE 1:3 (UNCHANGEDSINCE 12) +FLAGS.SILENT (\\Seen $Junk)")
+    assert (store.mode, store.silent, store.unchangedsince) == ("add", True, 12)
+    assert store.flags == ["\\Seen", "$Junk"]
+    append = parse_command(b'5 APPEND Sent (\\Seen) " 2-Feb-2024 10:00:00 +0100" {3+}\r\nabc')
+    assert append.message == b"abc" and append.date == (1706864400.0, 60)
+    assert parse_command(b"6 LIST \"\" \"&AMQ-*\"").patterns == ["&AMQ-*"]
+    assert parse_command(b"7 SELECT inbox").mailbox == "INBOX"
 
 
 def test_format_set():
@@ -192,13 +183,58 @@ def test_mime_never_crashes(data):
 
 
 def test_list_wildcards():
-    from services.imap.session import _match
+    from services.imap.listing import match as _match
 
     assert _match("*", "a/b/c") and _match("%", "a") and not _match("%", "a/b")
     assert _match("a/%", "a/b") and not _match("a/%", "a/b/c") and _match("a/*", "a/b/c")
     assert _match("inbox", "INBOX") and _match("Inbox/%", "INBOX/x") and not _match("inbox", "Inbox2")
     assert _match("%3/%4", "test3/test4") and _match("*t*4", "a/test3/test4")
     assert not _match("*%*%*%*%*%*%*%*%*%*%*%*%*%x", "a" * 400)  # no exponential backtracking
+
+
+def test_listed_names_and_attributes_are_pure():
+    from types import SimpleNamespace
+
+    from services.imap.listing import listed
+
+    def box(name: str, special: str = "", noselect: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(name=name, special_use=special, noselect=noselect)
+
+    boxes = {n.name: n for n in (box("INBOX"), box("a"), box("a/b"), box("Sent", "\\Sent"),
+                                 box("p", noselect=True), box("p/q"))}
+    got = listed(boxes, {"a/b", "gone"}, "", ["*"], [], ["SUBSCRIBED"], lsub=False)
+    assert got[0] == ("INBOX", ["\\HasNoChildren"])  # INBOX first
+    assert dict(got)["a/b"] == ["\\HasNoChildren", "\\Subscribed"]
+    assert dict(got)["Sent"] == ["\\HasNoChildren", "\\Sent"]
+    assert dict(got)["p"] == ["\\Noselect", "\\HasChildren"]
+    # LSUB "%" shows the level above a subscribed name as \Noselect; SUBSCRIBED does not.
+    assert listed(boxes, {"a/b"}, "", ["%"], [], [], lsub=True) == [("a", ["\\Noselect"])]
+    assert listed(boxes, {"a/b"}, "", ["%"], ["SUBSCRIBED"], [], lsub=False) == []
+    assert [n for n, _ in listed(boxes, set(), "", ["*"], ["SPECIAL-USE"], [], False)] == ["Sent"]
+
+
+def test_lru_bounds_items_and_weight_but_keeps_the_newest():
+    from services.imap.cache import LRU
+
+    cache: LRU[bytes] = LRU(3, 10, len)
+    for key in "abc":
+        cache.put(key, b"xx")
+    assert cache.get("a") == b"xx"  # a is now the most recent
+    cache.put("d", b"xx")  # four items: the least recently used (b) goes
+    assert cache.get("b") is None and cache.get("a") == b"xx" and len(cache) == 3
+    cache.put("e", b"x" * 9)  # over the weight: everything older goes, the newest stays
+    assert len(cache) == 1 and cache.get("e") == b"x" * 9
+    cache.put("f", b"x" * 50)  # heavier than the bound alone: still kept
+    assert cache.get("f") is not None and len(cache) == 1
+
+
+def test_walk_visits_every_part_and_attached_message_in_order():
+    data = (b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\none\r\n--B\r\n"
+            b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ntwo\r\n--B--\r\n")
+    entity = Entity.parse(data)
+    kinds = [(e.maintype, e.leaf) for e in entity.walk()]
+    assert kinds == [("multipart", False), ("text", True), ("message", False), ("text", True)]
+    assert [e.body for e in entity.walk() if e.leaf] == [b"one", b"two"]
 
 
 def test_settings_validation():
@@ -238,3 +274,4 @@ def test_sequence_ranges_merge():
 
     assert _merge([(5, 9), (1, 3), (2, 4), (11, 12), (10, 10)]) == [(1, 12)]
     assert _merge([(1, 1), (3, 3)]) == [(1, 1), (3, 3)]
+

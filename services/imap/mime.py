@@ -10,6 +10,7 @@ are the client's to decode).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -87,7 +88,9 @@ def params(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _split_semicolons(text: str) -> list[str]:
-    out, current, quoted, escaped = [], [], False, False
+    out: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False
@@ -164,6 +167,20 @@ class Entity:
     @property
     def params(self) -> dict[str, str]:
         return self._type[2]
+
+    def walk(self) -> Iterator[Entity]:
+        """This entity and every one inside it, depth first in part order, into the
+        messages of message/rfc822 parts too: the one tree walk SEARCH's texts use."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+        if self.message is not None:
+            yield from self.message.walk()
+
+    @property
+    def leaf(self) -> bool:
+        """A part with content of its own: neither multipart nor an attached message."""
+        return not self.children and self.message is None
 
     def lines(self) -> int:
         return self.body.count(b"\n")  # as Dovecot counts: line ends, not a last partial line
@@ -271,7 +288,8 @@ class Entity:
 def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
     delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary.encode("utf-8", "replace"))
                            + rb"(--)?[ \t]*(?:\r\n|$)")
-    parts, start = [], None
+    parts: list[bytes] = []
+    start: int | None = None
     for match in delimiter.finditer(body):
         if start is not None:
             parts.append(body[start:match.start()])

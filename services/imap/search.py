@@ -13,13 +13,11 @@ import datetime
 import email.header
 import email.utils
 import quopri
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
+from .cache import LRU
 from .mime import Entity
 
 # Keys that need the message's bytes; the rest are answered from the index alone.
@@ -41,29 +39,9 @@ def needs_content(keys: list) -> bool:
     return False
 
 
-class _LRU:
-    """Decoded headers of messages searched lately, shared by every session of the
-    process (messages never change, and the key includes the UIDVALIDITY): what
-    Dovecot's index cache does for repeated header searches. Searches run in worker
-    threads, hence the lock."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            return self._items.get(key)
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-HEADERS = _LRU(50_000)
+# Decoded headers of messages searched lately, shared by every session of the process:
+# messages never change, and the key includes the UIDVALIDITY.
+HEADERS: LRU[dict[str, list[str]]] = LRU(50_000)
 
 
 @dataclass
@@ -84,7 +62,7 @@ class Candidate:
 
     @cached_property
     def header_text(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] | None = HEADERS.get(self.key)
+        out = HEADERS.get(self.key)
         if out is None:
             out = {}
             if self.entity is not None:
@@ -113,14 +91,13 @@ def decode_header(value: str) -> str:
 def _texts(entity: Entity, headers: bool) -> list[str]:
     """The decoded text of the leaf parts (headers=False), or the headers of the messages
     attached inside (headers=True)."""
-    if entity.children:
-        return [t for child in entity.children for t in _texts(child, headers)]
-    if entity.message is not None:
-        inner = _texts(entity.message, headers)
-        return [decode_header(entity.message.header.decode("utf-8", "replace")), *inner] \
-            if headers else inner
     if headers:
-        return []
+        return [decode_header(e.message.header.decode("utf-8", "replace"))
+                for e in entity.walk() if e.message is not None]
+    return [text for e in entity.walk() if e.leaf for text in _leaf_text(e)]
+
+
+def _leaf_text(entity: Entity) -> list[str]:
     body = entity.body
     encoding = (entity.get("content-transfer-encoding") or "").strip().lower()
     try:
