@@ -275,3 +275,40 @@ def test_sequence_ranges_merge():
     assert _merge([(5, 9), (1, 3), (2, 4), (11, 12), (10, 10)]) == [(1, 12)]
     assert _merge([(1, 1), (3, 3)]) == [(1, 1), (3, 3)]
 
+
+ADDRESS_MESSAGES = [  # imaptest's search-addresses.mbox (Dovecot's answers are the oracle)
+    b"From: user-from@domain.org\r\nTo: user-to@domain.org\r\n\r\nbody\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: RealTo <user-to@domain.org>\r\n\r\nb\r\n",
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n\r\nb\r\n",
+    b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n\r\nb\r\n",
+    b"From: user-from1@domain.org, user-from2@domain.org\r\n\r\nb\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: groupname: groupuser1@domain.org, "
+    b"groupuser2@domain.org;,\r\n  groupname2: groupuser3@domain.org;\r\n\r\nb\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: groupname:;\r\n\r\nb\r\n",
+]
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    (b"FROM user-from@domain.org", [1, 2, 3, 4, 6, 7]),  # 3: comments inside <> dropped
+    (b"FROM realfrom", [2, 4, 6, 7]),  # 4: the trailing comment is the name
+    (b"FROM ealfro", [2, 4, 6, 7]),
+    (b"FROM user-from1", [5]),
+    (b"TO groupname", [6, 7]),  # group names are searchable
+    (b"TO groupname2", [6]),
+    (b"TO groupuser3", [6]),
+    (b"TO groupuser4", []),
+    (b"TO comment", []),
+    (b'HEADER FROM "comment"', [3]),  # HEADER still sees the raw field
+])
+def test_address_searches_match_parsed_addresses(key, expected):
+    from services.imap import search
+
+    keys = parse_command(b"t SEARCH " + key).keys
+    found = []
+    for seq, data in enumerate(ADDRESS_MESSAGES, 1):
+        entity = Entity.parse(data)
+        candidate = search.Candidate(("addresses", seq, key), seq, seq, frozenset(), False, 0.0,
+                                     len(data), 1, lambda e=entity: e)
+        if all(search.matches(k, candidate, search.Context(7, 7)) for k in keys):
+            found.append(seq)
+    assert found == expected

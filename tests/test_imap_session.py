@@ -117,3 +117,17 @@ def test_two_sessions_interleaved_never_crash(tmp_path_factory, script):
         for h in pair:
             h.session.close()
         store.close()
+
+
+def test_fetch_of_a_message_expunged_meanwhile_says_what_is_known(tmp_path):
+    """RFC 5530 EXPUNGEISSUED, as Dovecot: UID and FLAGS, NIL for the bytes, OK."""
+    store, journal = make_store(tmp_path)
+    one, two = Harness(store, journal), Harness(store, journal)
+    for h in (one, two):
+        h.feed(b"a LOGIN alice alice\r\nb SELECT INBOX\r\n")
+    assert b"c OK" in two.feed(b"c STORE 1 +FLAGS (\\Deleted)\r\nd EXPUNGE\r\n")
+    out = one.feed(b"e FETCH 1 (UID FLAGS BODY.PEEK[] ENVELOPE)\r\n")
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[] NIL)\r\n" in out
+    assert out.endswith(b"e OK [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n")
+    assert b"* 1 EXPUNGE" in one.feed(b"f NOOP\r\n")
+    store.close()

@@ -14,24 +14,29 @@ from .view import View
 from .wire import literal
 
 # Items that need the message parsed; the rest come from the view's index.
-CONTENT_ATTS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODY", "BODYSTRUCTURE"}
+STRUCTURE_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}
+CONTENT_ATTS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT", *STRUCTURE_ATTS}
 
 def items(view: View, uid: int, atts: list[FetchAtt], load: Callable[[int], Entity | None],
-          flags_changed: bool, condstore: bool) -> list[bytes] | None:
-    """The items of one message's FETCH response, in the order asked; None when its
-    bytes are gone (expunged by another session meanwhile). `load` parses a message (the
+          flags_changed: bool, condstore: bool) -> tuple[list[bytes], bool]:
+    """The items of one message's FETCH response, in the order asked, and whether its bytes
+    were gone (expunged by another session meanwhile): then, as Dovecot, what the view
+    still knows (UID, FLAGS, sizes) and NIL for the sections. `load` parses a message (the
     session's cache); `flags_changed`: this FETCH has just set \\Seen."""
     message = view.index[uid]
     out: list[bytes] = []
     entity: Entity | None = None
+    gone = False
     wrote_flags = False
     for att in atts:
         if isinstance(att, Section) or att in CONTENT_ATTS:
-            if entity is None:
+            if entity is None and not gone:
                 entity = load(uid)
-                if entity is None:
-                    return None
-            out.append(_content(att, entity))
+                gone = entity is None
+            if entity is not None:
+                out.append(_content(att, entity))
+            elif att not in STRUCTURE_ATTS:  # no NIL form in RFC 3501's grammar: left out
+                out.append((att.name() if isinstance(att, Section) else att).encode() + b" NIL")
         elif att == "UID":
             out.append(b"UID %d" % uid)
         elif att == "FLAGS":
@@ -48,7 +53,7 @@ def items(view: View, uid: int, atts: list[FetchAtt], load: Callable[[int], Enti
                    b"FLAGS " + view.flag_text(uid).encode())
     if condstore and "MODSEQ" not in atts and (wrote_flags or flags_changed):
         out.append(b"MODSEQ (%d)" % message.modseq)
-    return out
+    return out, gone
 
 
 def _content(att: FetchAtt, entity: Entity) -> bytes:

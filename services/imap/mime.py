@@ -352,7 +352,7 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
         elif char == "<":
             j = value.find(">", i)
             j = len(value) if j < 0 else j
-            angle = value[i + 1:j].strip()
+            angle = _uncomment(value[i + 1:j]).strip()  # <a (c)@ (c) b>: Dovecot drops them
             i = j + 1
         elif char == ",":
             finish()
@@ -366,11 +366,11 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             out.append((None, None, None, None))
             in_group = False
             i += 1
-        elif char in " \t" or char == ";":  # a ";" outside a group ends nothing: skipped
+        elif char in " \t\r\n" or char == ";":  # a ";" outside a group ends nothing: skipped
             i += 1
         else:
             j = i
-            while j < len(value) and value[j] not in ' \t"(<,;' \
+            while j < len(value) and value[j] not in ' \t\r\n"(<,;' \
                     and not (value[j] == ":" and not in_group):
                 j += 1
             phrase.append(value[i:j])
@@ -385,7 +385,20 @@ def _spec(spec: str) -> tuple[str | None, str | None]:
     local, at, domain = spec.strip().rpartition("@")
     if not at:
         return spec.strip() or None, None
-    return local, domain
+    return local.strip(), domain.strip()
+
+
+def _uncomment(text: str) -> str:
+    """Text without its (nested) RFC 5322 comments."""
+    out, depth = [], 0
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(char)
+    return "".join(out)
 
 
 def address_list(value: str) -> str:

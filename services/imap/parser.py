@@ -46,7 +46,8 @@ from .commands import (
 # credentials); after it, APPEND's message literal may be `size_limit` and everything else
 # of a command (lines and other literals together) COMMAND_LIMIT.
 PRE_AUTH_LITERAL_LIMIT = 4 * 1024
-PRE_AUTH_COMMAND_LIMIT = 16 * 1024
+# 64 KiB as Dovecot's imap_max_line_length: imaptest's `id` sends a 31 KiB ID before login.
+PRE_AUTH_COMMAND_LIMIT = 64 * 1024
 LINE_LIMIT = 64 * 1024  # one line of a command, literals excluded
 COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND's message
 COMMAND_LIMIT = 256 * 1024

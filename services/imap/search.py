@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .cache import LRU
-from .mime import Entity
+from .mime import Entity, parse_addresses
 
 # Keys that need the message's bytes; the rest are answered from the index alone.
 _CONTENT_KEYS = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
@@ -41,7 +41,40 @@ def needs_content(keys: list) -> bool:
 
 # Decoded headers of messages searched lately, shared by every session of the process:
 # messages never change, and the key includes the UIDVALIDITY.
-HEADERS: LRU[dict[str, list[str]]] = LRU(50_000)
+HEADERS: LRU[Headers] = LRU(50_000)
+ADDRESS_KEYS = ("from", "to", "cc", "bcc")
+
+
+@dataclass
+class Headers:
+    """A message's header fields, decoded and case-folded, as searches compare them."""
+
+    fields: dict[str, list[str]]  # by lower-case name, every occurrence
+    addresses: dict[str, list[str]]  # FROM/TO/CC/BCC: each parsed address, written out
+
+    @classmethod
+    def of(cls, entity: Entity) -> Headers:
+        fields: dict[str, list[str]] = {}
+        addresses: dict[str, list[str]] = {}
+        for name, _, value in entity.fields:
+            fields.setdefault(name, []).append(decode_header(value).casefold())
+            if name in ADDRESS_KEYS:
+                addresses.setdefault(name, []).extend(
+                    text.casefold() for text in _written_addresses(value))
+        return cls(fields, addresses)
+
+
+def _written_addresses(value: str) -> list[str]:
+    """Each address as Dovecot writes it for FROM/TO/CC/BCC searches: `Name <local@domain>`
+    (comments dropped; a trailing comment is the name when there is none), a bare
+    `local@domain` without a name; a group's name is an entry of its own."""
+    out = []
+    for name, _, mailbox, host in parse_addresses(value):
+        if mailbox is None:
+            continue  # the end of a group
+        spec = f"{mailbox}@{host}" if host else mailbox
+        out.append(f"{decode_header(name)} <{spec}>" if name else spec)
+    return out
 
 
 @dataclass
@@ -61,14 +94,13 @@ class Candidate:
         return self.load()
 
     @cached_property
-    def header_text(self) -> dict[str, list[str]]:
+    def headers(self) -> Headers:
         out = HEADERS.get(self.key)
         if out is None:
-            out = {}
-            if self.entity is not None:
-                for name, _, value in self.entity.fields:
-                    out.setdefault(name, []).append(decode_header(value).casefold())
-                HEADERS.put(self.key, out)
+            if self.entity is None:
+                return Headers({}, {})
+            out = Headers.of(self.entity)
+            HEADERS.put(self.key, out)
         return out
 
     @cached_property
@@ -183,15 +215,17 @@ def matches(key: tuple, c: Candidate, ctx: Context) -> bool:
         return _compare(name, _day(c.internaldate), datetime.date(*key[1]))
     if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
         return _compare(name[4:], _sent_day(c), datetime.date(*key[1]))
-    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-        return _contains(c.header_text.get(name.lower(), []), key[1])
+    if name in ("FROM", "TO", "CC", "BCC"):  # the parsed addresses, as Dovecot
+        return _contains(c.headers.addresses.get(name.lower(), []), key[1])
+    if name == "SUBJECT":
+        return _contains(c.headers.fields.get("subject", []), key[1])
     if name == "HEADER":
-        values = c.header_text.get(key[1].lower())
+        values = c.headers.fields.get(key[1].lower())
         return values is not None and _contains(values, key[2])
     if name == "BODY":
         return _contains([c.body_text], key[1])
     if name == "TEXT":
-        headers = [v for values in c.header_text.values() for v in values]
+        headers = [v for values in c.headers.fields.values() for v in values]
         return _contains([*headers, c.body_text, c.inner_headers], key[1])
     raise ValueError(f"unknown search key {name}")
 

@@ -817,14 +817,12 @@ class Session:
                     seen_now.add(message.uid)
         missing = False
         for uid in uids:
-            items = fetch.items(view, uid, atts, self._entity, uid in seen_now,
-                                "CONDSTORE" in self.enabled)
-            if items is None:
-                missing = True
-                continue
+            items, gone = fetch.items(view, uid, atts, self._entity, uid in seen_now,
+                                      "CONDSTORE" in self.enabled)
+            missing = missing or gone
             self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")")
-        if missing:
-            raise No("Some messages were expunged meanwhile and were not fetched")
+        if missing:  # RFC 5530's code, as Dovecot answers: what was known has been sent
+            return "[EXPUNGEISSUED] Some messages were expunged meanwhile"
         return f"{command.name} completed"
 
     do_UID_FETCH = do_FETCH
