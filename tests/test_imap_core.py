@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.imap import utf7
-from services.imap.commands import Login, Section, format_set
+from services.imap.commands import AppendMessage, Login, Section, format_set
 from services.imap.mime import Entity, parse_addresses
 from services.imap.parser import Continue, Frame, Line, ParseError, Reader, Reject, parse_command
 
@@ -46,6 +46,18 @@ def test_reader_rejects_a_huge_literal_before_reading_it():
         Reject("a5", "BAD [TOOBIG] Literal too large")]
 
 
+def test_reader_takes_every_message_of_a_multiappend_as_a_message_literal():
+    reader = Reader(append_limit=100_000)
+    reader.authenticated = True
+    big = b"x" * 70_000  # over the 64 KiB of a literal that is not a message
+    got = events(reader, b"a APPEND INBOX {70000+}\r\n" + big + b' (\\Seen) "2-Feb-2024 10:00:00 +0100" {5+}\r\nhello\r\n')
+    assert len(got) == 1 and isinstance(got[0], Frame)
+    assert [m.data for m in parse_command(got[0].raw).messages] == [big, b"hello"]
+    # The messages of one command share the message limit.
+    got = events(reader, b"b APPEND INBOX {70000}\r\n" + big + b" {40000}\r\n")
+    assert got == [Continue(), Reject("b", "NO [TOOBIG] Message too large")]
+
+
 def test_reader_line_too_long_and_raw_lines():
     reader = Reader(append_limit=1000)
     got = events(reader, b"a1 NOOP " + b"x" * 70000)
@@ -80,7 +92,9 @@ def test_parse_quoted_escapes_search_and_store():
     assert (store.mode, store.silent, store.unchangedsince) == ("add", True, 12)
     assert store.flags == ["\\Seen", "$Junk"]
     append = parse_command(b'5 APPEND Sent (\\Seen) " 2-Feb-2024 10:00:00 +0100" {3+}\r\nabc')
-    assert append.message == b"abc" and append.date == (1706864400.0, 60)
+    assert append.messages == [AppendMessage(b"abc", ["\\Seen"], (1706864400.0, 60))]
+    multi = parse_command(b"5 APPEND Sent {3+}\r\nabc (\\Draft) {1+}\r\nd")  # MULTIAPPEND
+    assert multi.messages == [AppendMessage(b"abc"), AppendMessage(b"d", ["\\Draft"])]
     assert parse_command(b"6 LIST \"\" \"&AMQ-*\"").patterns == ["&AMQ-*"]
     assert parse_command(b"7 SELECT inbox").mailbox == "INBOX"
 
@@ -203,14 +217,29 @@ def test_listed_names_and_attributes_are_pure():
     boxes = {n.name: n for n in (box("INBOX"), box("a"), box("a/b"), box("Sent", "\\Sent"),
                                  box("p", noselect=True), box("p/q"))}
     got = listed(boxes, {"a/b", "gone"}, "", ["*"], [], ["SUBSCRIBED"], lsub=False)
-    assert got[0] == ("INBOX", ["\\HasNoChildren"])  # INBOX first
+    assert got[0] == ("INBOX", ["\\HasNoChildren"], False)  # INBOX first
+    got = [(n, a) for n, a, _ in got]
     assert dict(got)["a/b"] == ["\\HasNoChildren", "\\Subscribed"]
     assert dict(got)["Sent"] == ["\\HasNoChildren", "\\Sent"]
     assert dict(got)["p"] == ["\\Noselect", "\\HasChildren"]
     # LSUB "%" shows the level above a subscribed name as \Noselect; SUBSCRIBED does not.
-    assert listed(boxes, {"a/b"}, "", ["%"], [], [], lsub=True) == [("a", ["\\Noselect"])]
+    assert listed(boxes, {"a/b"}, "", ["%"], [], [], lsub=True) == [("a", ["\\Noselect"], False)]
     assert listed(boxes, {"a/b"}, "", ["%"], ["SUBSCRIBED"], [], lsub=False) == []
-    assert [n for n, _ in listed(boxes, set(), "", ["*"], ["SPECIAL-USE"], [], False)] == ["Sent"]
+    assert [n for n, *_ in listed(boxes, set(), "", ["*"], ["SPECIAL-USE"], [], False)] == ["Sent"]
+    # RECURSIVEMATCH (RFC 5258 3.5): "a" has a subscribed child the pattern does not list.
+    recursive = ["SUBSCRIBED", "RECURSIVEMATCH"]
+    assert listed(boxes, {"a/b"}, "", ["%"], recursive, [], False) == [
+        ("a", ["\\HasChildren"], True)]
+    assert listed(boxes, {"a/b"}, "", ["a*"], recursive, [], False) == [
+        ("a/b", ["\\HasNoChildren", "\\Subscribed"], False)]  # the child is listed: no CHILDINFO
+
+
+def test_list_extended_options_are_checked():
+    from services.imap.listing import check_options
+
+    assert check_options(["SUBSCRIBED", "RECURSIVEMATCH"], ["CHILDREN", "STATUS"]) is None
+    assert check_options(["RECURSIVEMATCH"], []) and check_options(["RECURSIVEMATCH", "REMOTE"], [])
+    assert check_options(["IMAPTEST"], []) and check_options([], ["IMAPTEST"])
 
 
 def test_lru_bounds_items_and_weight_but_keeps_the_newest():

@@ -131,3 +131,19 @@ def test_fetch_of_a_message_expunged_meanwhile_says_what_is_known(tmp_path):
     assert out.endswith(b"e OK [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n")
     assert b"* 1 EXPUNGE" in one.feed(b"f NOOP\r\n")
     store.close()
+
+
+def test_multiappend_stores_all_or_none(tmp_path):
+    """RFC 3502: one APPENDUID for the set; an invalid message stores none of them."""
+    store, journal = make_store(tmp_path)
+    h = Harness(store, journal)
+    h.feed(b"a LOGIN alice alice\r\n")
+    out = h.feed(b"b APPEND INBOX {3+}\r\none (\\Seen) {3+}\r\ntwo\r\n")
+    assert out.startswith(b"b OK [APPENDUID ") and out.split()[4] == b"3:4]"
+    out = h.feed(b"c APPEND INBOX {5+}\r\nthree (\\Bogus) {4+}\r\nfour\r\n")
+    assert out.startswith(b"c BAD Invalid system flag")
+    assert b"* 4 EXISTS" in h.feed(b"d SELECT INBOX\r\n")
+    list_out = h.feed(b'e LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (CHILDREN)\r\n')
+    assert list_out.endswith(b"e OK LIST completed\r\n")
+    assert h.feed(b'f LIST (RECURSIVEMATCH) "" %\r\n').startswith(b"f BAD")
+    store.close()

@@ -149,10 +149,17 @@ class ListCommand(Command):
 
 
 @dataclass
-class Append(MailboxCommand):
+class AppendMessage:
+    data: bytes
     flags: list[str] = field(default_factory=list)
     date: tuple[float, int] | None = None  # (timestamp, zone in minutes)
-    message: bytes = b""
+
+
+@dataclass
+class Append(MailboxCommand):
+    """APPEND of one message or, with MULTIAPPEND (RFC 3502), several: all or none."""
+
+    messages: list[AppendMessage] = field(default_factory=list)
 
 
 @dataclass

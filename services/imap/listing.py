@@ -50,18 +50,44 @@ def match(pattern: str, name: str) -> bool:
     return reach[-1]
 
 
+SELECT_OPTS = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+RETURN_OPTS = {"SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"}
+
+
+def check_options(opts: list[str], returns: list[str]) -> str | None:
+    """Why RFC 5258 makes these LIST options a BAD command, or None."""
+    unknown = [o for o in opts if o not in SELECT_OPTS] + [r for r in returns
+                                                            if r not in RETURN_OPTS]
+    if unknown:
+        return f"Unknown LIST option {unknown[0][:40]}"
+    if "RECURSIVEMATCH" in opts and not set(opts) - {"RECURSIVEMATCH", "REMOTE"}:
+        return "RECURSIVEMATCH needs another selection option"
+    return None
+
+
 def listed(mailboxes: Mapping[str, Mailbox], subscribed: set[str], reference: str,
            patterns: list[str], opts: list[str], returns: list[str], lsub: bool
-           ) -> list[tuple[str, list[str]]]:
-    """(name, attributes) of every name the command lists, INBOX first, then by name."""
+           ) -> list[tuple[str, list[str], bool]]:
+    """(name, attributes, CHILDINFO SUBSCRIBED) of every name the command lists, INBOX
+    first, then by name. With RECURSIVEMATCH (RFC 5258 3.5), a name that matches but is
+    not subscribed is listed, with CHILDINFO, when a subscribed name below it is not
+    listed itself (it matches no pattern)."""
     candidates = subscribed if lsub or "SUBSCRIBED" in opts else set(mailboxes)
+    fulls = [reference + utf7_decode(pattern) for pattern in patterns]
+    childinfo: set[str] = set()
+    if "RECURSIVEMATCH" in opts and "SUBSCRIBED" in opts:
+        for name in set(mailboxes) | parents(subscribed):
+            if name in subscribed or not any(match(full, name) for full in fulls):
+                continue
+            if any(other.startswith(name + "/") and not any(match(f, other) for f in fulls)
+                   for other in subscribed):
+                childinfo.add(name)
     lines: dict[str, list[str]] = {}
-    for pattern in patterns:
-        full = reference + utf7_decode(pattern)
-        for name in sorted(candidates | parents(candidates)):
+    for full in fulls:
+        for name in sorted(candidates | parents(candidates) | childinfo):
             # A level above matching names that is not itself listed: RFC 3501 returns
             # it (\Noselect) for a "%" pattern; LIST-EXTENDED's SUBSCRIBED does not.
-            gap = name not in candidates
+            gap = name not in candidates and name not in childinfo
             if (gap and ("%" not in full or "SUBSCRIBED" in opts)) or not match(full, name):
                 continue
             mailbox = mailboxes.get(name)
@@ -70,7 +96,7 @@ def listed(mailboxes: Mapping[str, Mailbox], subscribed: set[str], reference: st
             attrs: list[str] = []
             if gap or (mailbox is not None and mailbox.noselect):
                 attrs.append("\\Noselect")
-            elif mailbox is None and not lsub:
+            elif mailbox is None and not lsub and name not in childinfo:
                 attrs.append("\\NonExistent")
             if not lsub:
                 has = any(other.startswith(name + "/") for other in mailboxes)
@@ -80,4 +106,5 @@ def listed(mailboxes: Mapping[str, Mailbox], subscribed: set[str], reference: st
                 if name in subscribed and ("SUBSCRIBED" in opts or "SUBSCRIBED" in returns):
                     attrs.append("\\Subscribed")
             lines[name] = list(dict.fromkeys(attrs))
-    return [(name, lines[name]) for name in sorted(lines, key=lambda n: (n != INBOX, n))]
+    return [(name, lines[name], name in childinfo)
+            for name in sorted(lines, key=lambda n: (n != INBOX, n))]

@@ -19,6 +19,7 @@ from typing import Any
 
 from .commands import (
     Append,
+    AppendMessage,
     Authenticate,
     Command,
     Copy,
@@ -51,6 +52,7 @@ PRE_AUTH_COMMAND_LIMIT = 64 * 1024
 LINE_LIMIT = 64 * 1024  # one line of a command, literals excluded
 COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND's message
 COMMAND_LIMIT = 256 * 1024
+_NEXT_MESSAGE = re.compile(rb' (\([^()\r\n]*\) )?("[^"\r\n]*" )?~?\{\d{1,20}\+?\}\r?\n')
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n?$")
 
 
@@ -110,7 +112,8 @@ class Reader:
         self.buffer = bytearray()
         self.parts: list[bytes] = []  # the command so far, joined once when it is whole
         self.held = 0  # bytes in parts, APPEND's message literal excluded
-        self.message = False  # APPEND's message literal is among the parts
+        self.message = 0  # bytes of APPEND's message literals among the parts (MULTIAPPEND)
+        self.after_message = False  # the line being read follows a message literal
         self.literal = 0  # bytes of a literal still to read into parts
         self.skip = 0  # bytes of a rejected literal still to throw away
         self.discard = False  # rest of a rejected command: drop lines until one ends it
@@ -130,7 +133,8 @@ class Reader:
     def _reset(self) -> None:
         self.parts = []
         self.held = 0
-        self.message = False
+        self.message = 0
+        self.after_message = False
 
     def next(self) -> Frame | Continue | Reject | Line | Bye | None:
         """The next event, or None until more bytes arrive."""
@@ -200,16 +204,21 @@ class Reader:
             head = line[:match.start()] + b"{%d}\r\n" % size
             self.parts.append(head)
             self.held += len(head)
-            message = (self.authenticated and not self.message and len(self.parts) <= 3
-                       and _append_message(b"".join(self.parts)))
-            if message and size > self.append_limit:
+            # APPEND's first message, or the next one of a MULTIAPPEND (RFC 3502): a line
+            # that follows a message literal and holds only [flags] [date] and a literal.
+            message = self.authenticated and (
+                (not self.message and len(self.parts) <= 3
+                 and _append_message(b"".join(self.parts)))
+                or (self.after_message and _NEXT_MESSAGE.fullmatch(line) is not None))
+            self.after_message = bool(message)
+            if message and self.message + size > self.append_limit:  # all of them together
                 return self._refuse("NO [TOOBIG] Message too large", line, match)
             if not message and size > literal_limit:
                 return self._refuse("BAD [TOOBIG] Literal too large", line, match)
             if not message and self.held + size > command_limit:
                 return self._refuse("BAD [TOOBIG] Command too long", line, match)
             if message:
-                self.message = True
+                self.message += size
             else:
                 self.held += size
             self.literal = size
@@ -859,17 +868,21 @@ def _status(p: Parser, tag: str, name: str) -> Status:
 
 
 def _append(p: Parser, tag: str, name: str) -> Append:
-    command = Append(tag, name, _one_name(p))
-    p.sp()
-    if p.peek() == b"(":
-        command.flags = p.flag_list()
-        p.sp()
-    if p.peek() == b'"':
-        command.date = p.date_time()
-        p.sp()
-    if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
-        p.pos += 1
-    command.message = p.literal()
+    command = Append(tag, name, _one_name(p), [])
+    while p.maybe(b" "):  # one message, or several (MULTIAPPEND, RFC 3502)
+        flags: list[str] = []
+        date = None
+        if p.peek() == b"(":
+            flags = p.flag_list()
+            p.sp()
+        if p.peek() == b'"':
+            date = p.date_time()
+            p.sp()
+        if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
+            p.pos += 1
+        command.messages.append(AppendMessage(p.literal(), flags, date))
+    if not command.messages:
+        raise ParseError("APPEND needs a message")
     return command
 
 

@@ -52,9 +52,8 @@ from .wire import quote
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
-# LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
-# LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
+             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
+             "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
@@ -593,15 +592,19 @@ class Session:
         patterns = command.patterns
         opts = command.select_opts
         returns = [r.upper() for r in command.returns]
+        problem = listing.check_options(opts, returns)
+        if problem:
+            raise Bad(problem)
         if patterns == [""] and not opts:
             self.send(f'* {"LSUB" if lsub else "LIST"} (\\Noselect) "/" ""')
             return f"{command.name} completed"
         mailboxes = {m.name: m for m in self.mail.mailboxes(self.user)}
         subscribed = set(self.mail.subscriptions(self.user))
-        for name, attrs in listing.listed(mailboxes, subscribed, reference, patterns, opts,
-                                          returns, lsub):
+        for name, attrs, childinfo in listing.listed(mailboxes, subscribed, reference,
+                                                     patterns, opts, returns, lsub):
+            extra = ' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else ""
             self.send(f'* {"LSUB" if lsub else "LIST"} ({" ".join(attrs)}) "/" '
-                      f'{self._wire_name(name)}')
+                      f'{self._wire_name(name)}{extra}')
             if command.status and name in mailboxes and not mailboxes[name].noselect:
                 self._status_line(mailboxes[name], command.status)
         return f"{command.name} completed"
@@ -642,14 +645,27 @@ class Session:
             raise No("[TRYCREATE] Mailbox does not exist")
         if mailbox.noselect:
             raise No("[CANNOT] Mailbox is \\Noselect")
-        data = crlf(command.message)
-        if not data:
-            raise No("Cannot append an empty message")
-        flags = _check_flags(command.flags)
-        stamp, zone = command.date or (None, 0)
-        _, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp, zone)
-        self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
-        return f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed"
+        # Every message checked before any is stored: a MULTIAPPEND is all or none.
+        messages = []
+        for message in command.messages:
+            data = crlf(message.data)
+            if not data:
+                raise No("Cannot append an empty message")
+            messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
+        uids: list[int] = []
+        try:
+            for data, flags, stamp, zone in messages:
+                mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp,
+                                                   zone)
+                uids.append(uid)
+                self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
+        except DiskFull:
+            # The store offers no transaction over several appends with flags and dates:
+            # the ones already stored are taken back, so none of them stays.
+            if uids:
+                self.mail.expunge(mailbox_id, uids)
+            raise
+        return f"[APPENDUID {mailbox.uidvalidity} {format_set(uids)}] APPEND completed"
 
     # --- selected --------------------------------------------------------------------
 
@@ -817,10 +833,10 @@ class Session:
                     seen_now.add(message.uid)
         missing = False
         for uid in uids:
-            items, gone = fetch.items(view, uid, atts, self._entity, uid in seen_now,
+            found, lost = fetch.items(view, uid, atts, self._entity, uid in seen_now,
                                       "CONDSTORE" in self.enabled)
-            missing = missing or gone
-            self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")")
+            missing = missing or lost
+            self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(found) + b")")
         if missing:  # RFC 5530's code, as Dovecot answers: what was known has been sent
             return "[EXPUNGEISSUED] Some messages were expunged meanwhile"
         return f"{command.name} completed"
