@@ -341,3 +341,64 @@ def test_address_searches_match_parsed_addresses(key, expected):
         if all(search.matches(k, candidate, search.Context(7, 7)) for k in keys):
             found.append(seq)
     assert found == expected
+
+
+@pytest.mark.parametrize(("subject", "base", "reply"), [
+    ("Hello", "HELLO", False),
+    ("Re: hello", "HELLO", True),
+    ("RE: Fwd[2]: [list] Re:  hello (fwd)", "HELLO", True),
+    ("[list] hello", "HELLO", False),  # a leading blob goes when something is left
+    ("[only a blob]", "[ONLY A BLOB]", False),
+    ("[fwd: re: hello]", "HELLO", True),
+    ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=  \t  aus  Bern", "GRÜSSE AUS BERN", False),
+    ("", "", False),
+])
+def test_base_subject(subject, base, reply):
+    from services.imap.sort import base_subject
+
+    assert base_subject(subject) == (base, reply)
+
+
+def _items(*headers: bytes) -> list:
+    from services.imap import sort
+
+    return [sort.Item(seq, seq * 10, 1000.0 - seq, len(h), sort.Keys.of(Entity.parse(h + b"\r\n")))
+            for seq, h in enumerate(headers, 1)]
+
+
+def test_sort_keys_reverse_and_ties_in_sequence_order():
+    from services.imap.sort import sort
+
+    items = _items(b"From: b@x\r\nSubject: re: b\r\n", b"From: Zed <a@y>\r\nSubject: a\r\n",
+                   b"From: b@z\r\nSubject: B\r\n")
+
+    def order(criteria: list[tuple[str, bool]]) -> list[int]:
+        return [i.seq for i in sort(items, criteria)]
+
+    assert order([("FROM", False)]) == [2, 1, 3]  # the mailbox (local part); ties by number
+    assert order([("FROM", True)]) == [1, 3, 2]  # REVERSE turns the key, not the tie-break
+    assert order([("SUBJECT", False), ("ARRIVAL", False)]) == [2, 3, 1]  # arrival: 1000 - seq
+    assert order([("SUBJECT", False), ("ARRIVAL", True)]) == [2, 1, 3]
+    assert order([("DISPLAYFROM", False)]) == [1, 3, 2]  # b@x, b@z, "zed"
+    assert order([("DATE", False)]) == [3, 2, 1]  # no Date: the INTERNALDATE
+
+
+def test_threads_by_subject_and_by_references():
+    from services.imap import thread
+
+    items = _items(
+        b"Message-ID: <1@x>\r\nSubject: one\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n",
+        b"Message-ID: <2@x>\r\nSubject: re: one\r\nReferences: <1@x>\r\n"
+        b"Date: Mon, 1 Jan 2024 11:00:00 +0000\r\n",
+        b"Message-ID: <3@x>\r\nSubject: other\r\nDate: Mon, 1 Jan 2024 09:00:00 +0000\r\n",
+        b"Message-ID: <4@x>\r\nSubject: re: one\r\nIn-Reply-To: <1@x>\r\n"
+        b"Date: Mon, 1 Jan 2024 12:00:00 +0000\r\n",
+        b"Message-ID: <5@x>\r\nSubject: re: lost\r\nReferences: <gone@x>\r\n"
+        b"Date: Mon, 1 Jan 2024 13:00:00 +0000\r\n",
+        b"Message-ID: <6@x>\r\nSubject: Re: lost\r\nReferences: <gone@x>\r\n"
+        b"Date: Mon, 1 Jan 2024 14:00:00 +0000\r\n",
+    )
+    assert thread.render(thread.ordered_subject(items), False) == "(3)(1 (2)(4))(5 6)"
+    # 5 and 6 answer a message that is not there: a dummy at the top holds them.
+    assert thread.render(thread.references(items), False) == "(3)(1 (2)(4))((5)(6))"
+    assert thread.render(thread.references(items[:2]), True) == "(10 20)"

@@ -186,6 +186,21 @@ class Search(Command):
 
 
 @dataclass
+class Sort(Command):
+    """SORT (RFC 5256), with ESORT's RETURN (RFC 5267)."""
+
+    criteria: list[tuple[str, bool]]  # (key, REVERSE)
+    keys: list[SearchKey]
+    returns: list[str] | None = None
+
+
+@dataclass
+class Thread(Command):
+    algorithm: str  # ORDEREDSUBJECT or REFERENCES
+    keys: list[SearchKey]
+
+
+@dataclass
 class Copy(Command):
     """COPY and MOVE (and UID forms)."""
 

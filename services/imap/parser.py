@@ -37,8 +37,10 @@ from .commands import (
     Section,
     Select,
     SeqSet,
+    Sort,
     Status,
     Store,
+    Thread,
     UidExpunge,
     UnknownCharset,
 )
@@ -270,6 +272,9 @@ def _append_message(prefix: bytes) -> bool:
     except ParseError:
         return False
 
+
+SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
+             "DISPLAYTO"}  # RFC 5256, RFC 5957
 
 # --- tokens ------------------------------------------------------------------------------
 
@@ -730,6 +735,47 @@ def _search(p: Parser, tag: str, name: str) -> Search:
     return Search(tag, name, _search_keys(p), returns)
 
 
+def _charset(p: Parser) -> None:
+    charset = p.astr().upper()
+    if charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset(charset)
+    p.sp()
+
+
+def _sort(p: Parser, tag: str, name: str) -> Sort:
+    p.sp()
+    returns = None
+    if p.maybe(b"RETURN "):  # ESORT (RFC 5267)
+        returns = [w.upper() for w in p.paren_list(p.atom)]
+        p.sp()
+    words = [w.upper() for w in p.paren_list(p.atom)]
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for word in words:
+        if word == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if word not in SORT_KEYS:
+            raise ParseError(f"unknown sort key {word[:40]}")
+        criteria.append((word, reverse))
+        reverse = False
+    if reverse or not criteria:
+        raise ParseError("a sort criterion is missing")
+    p.sp()
+    _charset(p)
+    return Sort(tag, name, criteria, _search_keys(p), returns)
+
+
+def _thread(p: Parser, tag: str, name: str) -> Thread:
+    p.sp()
+    algorithm = p.atom().upper()
+    if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+        raise ParseError(f"unknown thread algorithm {algorithm[:40]}")
+    p.sp()
+    _charset(p)
+    return Thread(tag, name, algorithm, _search_keys(p))
+
+
 def _select(p: Parser, tag: str, name: str) -> Select:
     command = Select(tag, name, _one_name(p))
     if not p.maybe(b" "):
@@ -927,5 +973,5 @@ _COMMANDS: dict[str, Callable[[Parser, str, str], Command]] = {
     "APPEND": _append, "FETCH": _fetch, "STORE": _store, "SEARCH": _search, "COPY": _copy,
     "MOVE": _copy, "UID FETCH": _fetch, "UID STORE": _store, "UID SEARCH": _search,
     "UID COPY": _copy, "UID MOVE": _copy, "UID EXPUNGE": _uid_expunge, "ENABLE": _enable,
-    "ID": _id,
+    "ID": _id, "SORT": _sort, "UID SORT": _sort, "THREAD": _thread, "UID THREAD": _thread,
 }

@@ -20,7 +20,7 @@ from typing import Any
 from ..credentials import Credentials
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
-from . import fetch, listing, search, utf7
+from . import fetch, listing, search, sort, thread, utf7
 from .cache import LRU
 from .commands import (
     Append,
@@ -36,10 +36,13 @@ from .commands import (
     MailboxCommand,
     Rename,
     Search,
+    SearchKey,
     Section,
     Select,
+    Sort,
     Status,
     Store,
+    Thread,
     UidExpunge,
     UnknownCharset,
     format_set,
@@ -53,15 +56,16 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
-             "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS"]
+             "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS", "SORT", "SORT=DISPLAY", "ESORT",
+             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
 SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
             "UNSELECT", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
-            "UID EXPUNGE"}
+            "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
-NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
 
@@ -724,19 +728,7 @@ class Session:
         view = self.view
         assert view is not None
         keys = command.keys
-        content = search.needs_content(keys)
-        ctx = search.Context(len(view), view.largest_uid())
-        found = []
-        for seq, uid in enumerate(view.uids, 1):
-            message = view.index[uid]
-            load: Callable[[], Entity | None] = partial(self._entity, uid) if content \
-                else _no_entity
-            candidate = search.Candidate(
-                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags,
-                uid in view.recent, message.internaldate + message.zone * 60, message.size,
-                message.modseq, load)
-            if all(search.matches(key, candidate, ctx) for key in keys):
-                found.append((seq, uid))
+        found = self._found(keys)
         numbers = [uid if command.uid else seq for seq, uid in found]
         uses_modseq = _uses_modseq(keys)
         if uses_modseq:
@@ -751,6 +743,61 @@ class Session:
         self.send(text)
         return "SEARCH completed"
 
+    def _found(self, keys: list[SearchKey]) -> list[tuple[int, int]]:
+        """(seq, uid) of the view's messages that match every key, ascending."""
+        view = self.view
+        assert view is not None
+        content = search.needs_content(keys)
+        ctx = search.Context(len(view), view.largest_uid())
+        found = []
+        for seq, uid in enumerate(view.uids, 1):
+            message = view.index[uid]
+            load: Callable[[], Entity | None] = partial(self._entity, uid) if content \
+                else _no_entity
+            candidate = search.Candidate(
+                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags,
+                uid in view.recent, message.internaldate + message.zone * 60, message.size,
+                message.modseq, load)
+            if all(search.matches(key, candidate, ctx) for key in keys):
+                found.append((seq, uid))
+        return found
+
+    def _sort_items(self, found: list[tuple[int, int]]) -> list[sort.Item]:
+        view = self.view
+        assert view is not None
+        items = []
+        for seq, uid in found:
+            message = view.index[uid]
+            keys = sort.keys((view.id, view.mailbox.uidvalidity, uid),
+                             partial(self._entity, uid))
+            items.append(sort.Item(seq, uid, message.internaldate, message.size, keys))
+        return items
+
+    def do_SORT(self, command: Sort) -> str:
+        """RFC 5256 SORT; with RETURN, ESORT's ESEARCH answer in sort order (RFC 5267)."""
+        found = self._found(command.keys)
+        uses_modseq = _uses_modseq(command.keys)
+        if uses_modseq:
+            self._condstore()
+        ordered = [(i.seq, i.uid) for i in sort.sort(self._sort_items(found), command.criteria)]
+        if command.returns is not None:
+            self._esearch(command, ordered, command.returns, uses_modseq)
+        else:
+            self.send("* SORT" + "".join(f" {uid if command.uid else seq}"
+                                         for seq, uid in ordered))
+        return f"{command.name} completed"
+
+    do_UID_SORT = do_SORT
+
+    def do_THREAD(self, command: Thread) -> str:
+        items = self._sort_items(self._found(command.keys))
+        threads = thread.references(items) if command.algorithm == "REFERENCES" \
+            else thread.ordered_subject(items)
+        self.send("* THREAD " + thread.render(threads, command.uid))
+        return f"{command.name} completed"
+
+    do_UID_THREAD = do_THREAD
+
     def _condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the client hears HIGHESTMODSEQ."""
         if "CONDSTORE" not in self.enabled:
@@ -758,7 +805,7 @@ class Session:
             if self.view is not None:
                 self.send(f"* OK [HIGHESTMODSEQ {self.view.modseq}] Highest")
 
-    def _esearch(self, command: Search, found: list[tuple[int, int]], returns: list[str],
+    def _esearch(self, command: Search | Sort, found: list[tuple[int, int]], returns: list[str],
                  modseq: bool) -> None:
         """RFC 4731's answer; with a MODSEQ key, the highest mod-sequence of the messages
         it names (RFC 7162 3.1.10)."""
