@@ -242,7 +242,7 @@ def recent(store: Store, service: str | None = None, since: float = 0.0, limit: 
         params.append(service)
     rows = store.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
     keys = ("ts", "service", "session", "peer", "user", "kind", "text")
-    return [dict(zip(keys, row)) for row in reversed(rows)]
+    return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -1,0 +1,107 @@
+"""`protolab class ...`: import a roster into the store, export it, print the slips."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .roster import Plan, RosterError, Student, generate_password, parse, plan, render
+
+if TYPE_CHECKING:
+    from ..config import LabConfig
+    from ..store import Store
+
+
+def current(store: Store) -> list[Student]:
+    return [Student(*row) for row in store.roster.members()]
+
+
+def apply(store: Store, todo: Plan) -> list[Student]:
+    """Make the plan true in the store; returns the students added, with their passwords.
+    Users are added in parallel: PBKDF2 releases the GIL, and a class of 30 is 30 hashes."""
+    added = [Student(s.name, s.team, s.password or generate_password()) for s in todo.add]
+
+    def add(student: Student) -> None:
+        store.users.add(student.name, student.password)
+        store.roster.put(student.name, student.team, student.password)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(add, added))
+    for student in todo.move:
+        before = dict((name, pw) for name, _, pw in store.roster.members())[student.name]
+        if student.password != before:
+            store.users.set_password(student.name, student.password)
+        store.roster.put(student.name, student.team, student.password)
+    for name in todo.remove:
+        if store.users.get(name) is not None:
+            store.users.delete(name)
+        store.roster.forget(name)
+    return added
+
+
+def add_commands(subparsers: Any, common: Any) -> None:
+    group = subparsers.add_parser("class", help="a roster in, a class out: students and their slips")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load = sub.add_parser("import", help="make the lab's students those of a roster CSV "
+                                         "(name, team, password); again: only the difference")
+    common(load)
+    load.add_argument("roster", metavar="ROSTER.csv")
+    load.add_argument("--sheet", metavar="FILE",
+                      help="where the credentials slips go (default DATA/class/sheet.html)")
+    out = sub.add_parser("export", help="write the roster back as CSV (stdout, or FILE)")
+    common(out)
+    out.add_argument("file", metavar="FILE", nargs="?")
+    slips = sub.add_parser("sheet", help="write the credentials slips again")
+    common(slips)
+    slips.add_argument("--sheet", metavar="FILE", help="default DATA/class/sheet.html")
+    group.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CLIError, _config, _data
+    from ..store import Store
+
+    config, data = _config(args), _data(args)
+    store = Store(data)
+    try:
+        if args.action == "import":
+            try:
+                wanted = parse(Path(args.roster).read_text(encoding="utf-8-sig"), args.roster)
+                todo = plan(current(store), wanted, {u.name for u in store.users.list()})
+            except OSError as error:
+                raise CLIError(f"{args.roster}: {error.strerror}") from None
+            except RosterError as error:
+                raise CLIError(str(error)) from None
+            apply(store, todo)
+            sheet = write_sheet(store, config, data, args.sheet)
+            print(f"added {len(todo.add)}, changed {len(todo.move)}, removed {len(todo.remove)} "
+                  f"({len(current(store))} students); slips: {sheet}")
+        elif args.action == "export":
+            text = render(current(store))
+            if args.file:
+                Path(args.file).write_text(text)
+            else:
+                sys.stdout.write(text)
+        else:
+            print(f"slips: {write_sheet(store, config, data, args.sheet)}")
+    finally:
+        store.close()
+    return 0
+
+
+def write_sheet(store: Store, config: LabConfig, data: Path, where: str | None) -> Path:
+    from .sheet import ca_fingerprint
+    from .sheet import render as render_sheet
+
+    path = Path(where) if where else data / "class" / "sheet.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ca = data / "tls" / "ca.crt"
+    fingerprint = ca_fingerprint(ca) if ca.is_file() else "(the lab has not started yet)"
+    address = config.lab.address
+    hosts = {"lab DNS": address, "portal": f"http://{address}/", "domain": config.lab.domain}
+    path.touch(mode=0o600)  # passwords: for the teacher's eyes
+    path.write_text(render_sheet(current(store), config.lab.domain, hosts, fingerprint))
+    return path
