@@ -61,10 +61,14 @@ class Section:
     fields: tuple[str, ...] = ()
     partial: tuple[int, int] | None = None  # (origin, count)
     peek: bool = False
+    kind: str = "BODY"  # or BINARY, BINARY.SIZE (RFC 3516: the content decoded)
 
     def name(self) -> str:
         """As the response names it: BODY[spec]<origin>."""
         spec = ".".join(map(str, self.part))
+        if self.kind != "BODY":
+            origin = f"<{self.partial[0]}>" if self.partial else ""
+            return f"{self.kind}[{spec}]{origin}"
         if self.text:
             spec = f"{spec}.{self.text}" if spec else self.text
         if self.fields:

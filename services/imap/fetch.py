@@ -13,6 +13,11 @@ from .mime import Entity
 from .view import View
 from .wire import literal
 
+
+class UnknownEncoding(Exception):
+    """BINARY of a part whose Content-Transfer-Encoding is unknown: NO [UNKNOWN-CTE]."""
+
+
 # Items that need the message parsed; the rest come from the view's index.
 STRUCTURE_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}
 CONTENT_ATTS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT", *STRUCTURE_ATTS}
@@ -58,6 +63,17 @@ def items(view: View, uid: int, atts: list[FetchAtt], load: Callable[[int], Enti
 
 def _content(att: FetchAtt, entity: Entity) -> bytes:
     """An item made of the message's bytes or structure."""
+    if isinstance(att, Section) and att.kind != "BODY":
+        decoded = entity.binary(att.part)
+        if decoded is None:
+            raise UnknownEncoding(att.name())
+        if att.kind == "BINARY.SIZE":
+            return f"{att.name()} {len(decoded)}".encode()
+        if att.partial:
+            origin, count = att.partial
+            decoded = decoded[origin:origin + count]
+        # literal8 (~{n}) only when the bytes need it: a NUL cannot go in a literal.
+        return att.name().encode() + b" " + (b"~" if b"\0" in decoded else b"") + literal(decoded)
     if isinstance(att, Section):
         data = entity.section(att.part, att.text, att.fields)
         if data is None:

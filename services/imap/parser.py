@@ -547,6 +547,8 @@ def _fetch_att(p: Parser) -> FetchAtt:
     name = p.word(b" ()[<]")
     if name in ("BODY", "BODY.PEEK") and p.peek() == b"[":
         return _section(p, peek=name == "BODY.PEEK")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and p.peek() == b"[":
+        return _binary_section(p, name)
     if name in SIMPLE_ATTS:
         return name
     raise ParseError(f"unknown fetch attribute {name!r}")
@@ -586,6 +588,26 @@ def _section(p: Parser, peek: bool) -> Section:
         p.expect(b">")
         partial = (origin, count)
     return Section(tuple(part), text, fields, partial, peek)
+
+
+def _binary_section(p: Parser, name: str) -> Section:
+    """BINARY[part]<partial>, BINARY.PEEK, BINARY.SIZE[part] (RFC 3516): part numbers only."""
+    p.expect(b"[")
+    part: list[int] = []
+    while p.peek().isdigit():
+        part.append(p.nz_number())
+        if not p.maybe(b"."):
+            break
+    p.expect(b"]")
+    partial = None
+    if name != "BINARY.SIZE" and p.maybe(b"<"):
+        origin = p.number()
+        p.expect(b".")
+        count = p.nz_number()
+        p.expect(b">")
+        partial = (origin, count)
+    kind = "BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY"
+    return Section(tuple(part), "", (), partial, name != "BINARY", kind)
 
 
 def _fetch_atts(p: Parser) -> list[FetchAtt]:

@@ -47,7 +47,7 @@ from .commands import (
     UnknownCharset,
     format_set,
 )
-from .mime import Entity, crlf
+from .mime import Entity, crlf, without_nul
 from .parser import Bye, Continue, Frame, Line, ParseError, Reject, parse_command
 from .view import View
 from .wire import quote
@@ -57,7 +57,7 @@ BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
              "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS", "SORT", "SORT=DISPLAY", "ESORT",
-             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
+             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
@@ -652,7 +652,7 @@ class Session:
         # Every message checked before any is stored: a MULTIAPPEND is all or none.
         messages = []
         for message in command.messages:
-            data = crlf(message.data)
+            data = crlf(without_nul(message.data))  # BINARY (RFC 3516 4.4): stored 7-bit
             if not data:
                 raise No("Cannot append an empty message")
             messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
@@ -880,8 +880,11 @@ class Session:
                     seen_now.add(message.uid)
         missing = False
         for uid in uids:
-            found, lost = fetch.items(view, uid, atts, self._entity, uid in seen_now,
-                                      "CONDSTORE" in self.enabled)
+            try:
+                found, lost = fetch.items(view, uid, atts, self._entity, uid in seen_now,
+                                          "CONDSTORE" in self.enabled)
+            except fetch.UnknownEncoding as error:
+                raise No(f"[UNKNOWN-CTE] {error}: unknown Content-Transfer-Encoding") from None
             missing = missing or lost
             self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(found) + b")")
         if missing:  # RFC 5530's code, as Dovecot answers: what was known has been sent

@@ -402,3 +402,25 @@ def test_threads_by_subject_and_by_references():
     # 5 and 6 answer a message that is not there: a dummy at the top holds them.
     assert thread.render(thread.references(items), False) == "(3)(1 (2)(4))((5)(6))"
     assert thread.render(thread.references(items[:2]), True) == "(10 20)"
+
+
+def test_binary_sections_decode_the_content():
+    """RFC 3516: BINARY[part] undoes the transfer encoding; BINARY[] is the message."""
+    from services.imap.mime import decode_qp, without_nul
+
+    section = parse_command(b"t FETCH 1 (BINARY.PEEK[2]<1.4> BINARY.SIZE[1])").atts
+    assert [s.name() for s in section] == ["BINARY[2]<1>", "BINARY.SIZE[1]"]
+    assert section[0].peek and section[1].peek
+    with pytest.raises(ParseError):
+        parse_command(b"t FETCH 1 BINARY[1.TEXT]")  # part numbers only
+    data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n aGVs\r\nbG8=  \r\n--b\r\n"
+            b"Content-Transfer-Encoding: x-unknown\r\n\r\nzz\r\n--b--\r\n")
+    entity = Entity.parse(data)
+    assert entity.binary((1,)) == b"hello" and entity.binary(()) == data
+    assert entity.binary((2,)) is None and entity.binary((9,)) == b""
+    assert decode_qp(b"a  \r\nb=\r\nc= \t\r\nd=3D=41") == b"a\r\nbcd=A"
+    stored = without_nul(b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\n")
+    assert b"\x00" not in stored and Entity.parse(stored).binary((1,)) == b"\x00\x01\n"
+    plain = b"Subject: x\r\n\r\nno NUL here\r\n"
+    assert without_nul(plain) is plain

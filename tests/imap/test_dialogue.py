@@ -463,3 +463,16 @@ def test_sort_thread_multiappend_and_list_extended(imap, raw):
     assert client.sort("(FROM)", "UTF-8", "ALL") == ("OK", [b"2 3 1"])
     assert client.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(1 2)(3)"])
     client.logout()
+
+
+def test_binary_append_and_fetch(raw):
+    """RFC 3516: a literal8 with NUL bytes is stored 7-bit (base64) and comes back
+    decoded from BINARY[], in a literal8; BINARY.SIZE counts the decoded bytes."""
+    data = b"Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02 bytes\r\n"
+    assert raw.cmd(b"APPEND INBOX ~{%d+}\r\n%s" % (len(data), data))[-1].startswith(b"t OK")
+    raw.cmd("SELECT INBOX")
+    lines = raw.cmd("FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BODY.PEEK[1])")
+    assert lines[0] == b"* 1 FETCH (BINARY.SIZE[1] 11 BINARY[1] ~{11}\r\n"
+    assert lines[1] == b"\x00\x01\x02 bytes\r\n"
+    assert b"\x00" not in b"".join(lines[2:])  # BODY[1]: the base64 the store holds
+    assert raw.cmd("FETCH 1 FLAGS")[0] == b"* 1 FETCH (FLAGS (\\Recent))\r\n"  # PEEK: no \Seen
