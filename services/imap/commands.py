@@ -157,6 +157,8 @@ class AppendMessage:
     data: bytes
     flags: list[str] = field(default_factory=list)
     date: tuple[float, int] | None = None  # (timestamp, zone in minutes)
+    # CATENATE (RFC 4469): the message is made of these, ("TEXT", bytes) or ("URL", url)
+    catenate: list[tuple[str, bytes]] | None = None
 
 
 @dataclass

@@ -590,6 +590,14 @@ def _section(p: Parser, peek: bool) -> Section:
     return Section(tuple(part), text, fields, partial, peek)
 
 
+def parse_section(text: bytes) -> Section:
+    """A section spec alone ("1.HEADER", "TEXT", ""), as IMAP URLs name one (RFC 5092)."""
+    p = Parser(b"[" + text + b"]")
+    section = _section(p, peek=True)
+    p.end()
+    return section
+
+
 def _binary_section(p: Parser, name: str) -> Section:
     """BINARY[part]<partial>, BINARY.PEEK, BINARY.SIZE[part] (RFC 3516): part numbers only."""
     p.expect(b"[")
@@ -683,10 +691,13 @@ def _search_key(p: Parser, depth: int) -> SearchKey:
 
 
 def _mailbox(p: Parser) -> str:
+    return mailbox_name(p.astring())
+
+
+def mailbox_name(raw: bytes) -> str:
     """A mailbox name from the wire (modified UTF-7) as Unicode; INBOX in any case."""
     from . import utf7
 
-    raw = p.astring()
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -946,12 +957,33 @@ def _append(p: Parser, tag: str, name: str) -> Append:
         if p.peek() == b'"':
             date = p.date_time()
             p.sp()
+        if p.maybe(b"CATENATE "):
+            command.messages.append(AppendMessage(b"", flags, date, _catenate(p)))
+            continue
         if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
             p.pos += 1
         command.messages.append(AppendMessage(p.literal(), flags, date))
     if not command.messages:
         raise ParseError("APPEND needs a message")
     return command
+
+
+def _catenate(p: Parser) -> list[tuple[str, bytes]]:
+    """CATENATE's parts (RFC 4469): TEXT literal or URL astring."""
+    def part() -> tuple[str, bytes]:
+        kind = p.atom().upper()
+        p.sp()
+        if kind == "TEXT":
+            p.maybe(b"~")
+            return kind, p.literal()
+        if kind == "URL":
+            return kind, p.astring()
+        raise ParseError(f"unknown CATENATE part {kind[:40]}")
+
+    parts = p.paren_list(part)
+    if not parts:
+        raise ParseError("CATENATE needs a part")
+    return parts
 
 
 def _copy(p: Parser, tag: str, name: str) -> Copy:

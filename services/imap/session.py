@@ -20,7 +20,7 @@ from typing import Any
 from ..credentials import Credentials
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
-from . import fetch, listing, search, sort, thread, utf7
+from . import fetch, listing, search, sort, thread, urls, utf7
 from .cache import LRU
 from .commands import (
     Append,
@@ -48,7 +48,17 @@ from .commands import (
     format_set,
 )
 from .mime import Entity, crlf, without_nul
-from .parser import Bye, Continue, Frame, Line, ParseError, Reject, parse_command
+from .parser import (
+    Bye,
+    Continue,
+    Frame,
+    Line,
+    ParseError,
+    Reject,
+    mailbox_name,
+    parse_command,
+    parse_section,
+)
 from .view import View
 from .wire import quote
 
@@ -57,7 +67,7 @@ BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
              "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS", "SORT", "SORT=DISPLAY", "ESORT",
-             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY"]
+             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY", "CATENATE"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
@@ -652,7 +662,8 @@ class Session:
         # Every message checked before any is stored: a MULTIAPPEND is all or none.
         messages = []
         for message in command.messages:
-            data = crlf(without_nul(message.data))  # BINARY (RFC 3516 4.4): stored 7-bit
+            raw = message.data if message.catenate is None else self._catenated(message.catenate)
+            data = crlf(without_nul(raw))  # BINARY (RFC 3516 4.4): stored 7-bit
             if not data:
                 raise No("Cannot append an empty message")
             messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
@@ -670,6 +681,38 @@ class Session:
                 self.mail.expunge(mailbox_id, uids)
             raise
         return f"[APPENDUID {mailbox.uidvalidity} {format_set(uids)}] APPEND completed"
+
+    def _catenated(self, parts: list[tuple[str, bytes]]) -> bytes:
+        """CATENATE's message (RFC 4469): its TEXT parts and what its URLs name, in order."""
+        out = []
+        for kind, value in parts:
+            out.append(value if kind == "TEXT" else self._url_data(value))
+        return b"".join(out)
+
+    def _url_data(self, value: bytes) -> bytes:
+        """The bytes an IMAP URL names, from this user's mailboxes only."""
+        assert self.user is not None
+        text = value.decode("utf-8", "replace")
+        bad = No(f"[BADURL {quote(text[:200])}] The URL names no message of yours")
+        try:
+            url = urls.parse(text)
+            section = parse_section(url.section.upper().encode())
+        except (urls.BadUrl, ParseError):
+            raise bad from None
+        mailbox = self.mail.mailbox(self.user, mailbox_name(url.mailbox.encode()))
+        if mailbox is None or mailbox.noselect or url.uidvalidity not in (None,
+                                                                        mailbox.uidvalidity):
+            raise bad
+        data = self.mail.data(mailbox.id, url.uid)
+        if data is None:
+            raise bad
+        found = Entity.parse(crlf(data)).section(section.part, section.text, section.fields)
+        if found is None:
+            raise bad
+        if url.partial is not None:
+            origin, length = url.partial
+            found = found[origin:] if length is None else found[origin:origin + length]
+        return found
 
     # --- selected --------------------------------------------------------------------
 

@@ -424,3 +424,16 @@ def test_binary_sections_decode_the_content():
     assert b"\x00" not in stored and Entity.parse(stored).binary((1,)) == b"\x00\x01\n"
     plain = b"Subject: x\r\n\r\nno NUL here\r\n"
     assert without_nul(plain) is plain
+
+
+def test_imap_urls_of_catenate():
+    from services.imap import urls
+
+    assert urls.parse("/INBOX;UIDVALIDITY=3/;UID=7/;SECTION=1.TEXT/;PARTIAL=0.100") == \
+        urls.MessageUrl("INBOX", 7, 3, "1.TEXT", (0, 100))
+    assert urls.parse("imap://alice@lab.test/a%20b/;uid=2/;partial=5") == \
+        urls.MessageUrl("a b", 2, None, "", (5, None))
+    for bad in ("INBOX/;UID=1", "/INBOX", "/INBOX/;UID=x", "/INBOX;FOO=1/;UID=1",
+                "/INBOX/;UID=1/;UID=2", "/INBOX/;UID=1/;URLAUTH=x", "imap://host"):
+        with pytest.raises(urls.BadUrl):
+            urls.parse(bad)

@@ -147,3 +147,19 @@ def test_multiappend_stores_all_or_none(tmp_path):
     assert list_out.endswith(b"e OK LIST completed\r\n")
     assert h.feed(b'f LIST (RECURSIVEMATCH) "" %\r\n').startswith(b"f BAD")
     store.close()
+
+
+def test_catenate_builds_a_message_from_text_and_urls(tmp_path):
+    """RFC 4469: TEXT parts and the sections IMAP URLs name; a URL of nothing is BADURL."""
+    store, journal = make_store(tmp_path)
+    h = Harness(store, journal)
+    h.feed(b"a LOGIN alice alice\r\n")
+    out = h.feed(b'b APPEND Drafts CATENATE (URL "/INBOX/;UID=1/;SECTION=HEADER" '
+                 b'TEXT {5+}\r\nnew\r\n URL "/INBOX/;UID=2/;SECTION=2.TEXT/;PARTIAL=0.3")\r\n')
+    assert out.startswith(b"b OK [APPENDUID ")
+    h.feed(b"c SELECT Drafts\r\n")
+    assert b"From: a@b\r\nSubject: x\r\n\r\nnew\r\ntwo)" in h.feed(b"d FETCH 1 BODY.PEEK[]\r\n")
+    out = h.feed(b'e APPEND Drafts CATENATE (TEXT {2+}\r\nhi URL "/INBOX;UIDVALIDITY=1234/;UID=1")\r\n')
+    assert out.startswith(b'e NO [BADURL "/INBOX;UIDVALIDITY=1234/;UID=1"]')
+    assert h.feed(b"g STATUS Drafts (MESSAGES)\r\n").startswith(b'* STATUS "Drafts" (MESSAGES 1)')  # none
+    store.close()
