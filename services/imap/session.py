@@ -48,17 +48,7 @@ from .commands import (
     format_set,
 )
 from .mime import Entity, crlf, without_nul
-from .parser import (
-    Bye,
-    Continue,
-    Frame,
-    Line,
-    ParseError,
-    Reject,
-    mailbox_name,
-    parse_command,
-    parse_section,
-)
+from .parser import Bye, Continue, Frame, Line, ParseError, Reject, parse_command
 from .view import View
 from .wire import quote
 
@@ -686,33 +676,16 @@ class Session:
         """CATENATE's message (RFC 4469): its TEXT parts and what its URLs name, in order."""
         out = []
         for kind, value in parts:
-            out.append(value if kind == "TEXT" else self._url_data(value))
+            if kind == "TEXT":
+                out.append(value)
+                continue
+            assert self.user is not None
+            try:
+                out.append(urls.resolve(self.mail, self.user, value))
+            except urls.BadUrl:
+                text = value.decode("utf-8", "replace")[:200]
+                raise No(f"[BADURL {quote(text)}] The URL names no message of yours") from None
         return b"".join(out)
-
-    def _url_data(self, value: bytes) -> bytes:
-        """The bytes an IMAP URL names, from this user's mailboxes only."""
-        assert self.user is not None
-        text = value.decode("utf-8", "replace")
-        bad = No(f"[BADURL {quote(text[:200])}] The URL names no message of yours")
-        try:
-            url = urls.parse(text)
-            section = parse_section(url.section.upper().encode())
-        except (urls.BadUrl, ParseError):
-            raise bad from None
-        mailbox = self.mail.mailbox(self.user, mailbox_name(url.mailbox.encode()))
-        if mailbox is None or mailbox.noselect or url.uidvalidity not in (None,
-                                                                        mailbox.uidvalidity):
-            raise bad
-        data = self.mail.data(mailbox.id, url.uid)
-        if data is None:
-            raise bad
-        found = Entity.parse(crlf(data)).section(section.part, section.text, section.fields)
-        if found is None:
-            raise bad
-        if url.partial is not None:
-            origin, length = url.partial
-            found = found[origin:] if length is None else found[origin:origin + length]
-        return found
 
     # --- selected --------------------------------------------------------------------
 

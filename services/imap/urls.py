@@ -1,11 +1,15 @@
 """IMAP URLs (RFC 5092) as CATENATE (RFC 4469) names the messages and parts it copies:
 "/INBOX;UIDVALIDITY=3/;UID=7/;SECTION=1.TEXT/;PARTIAL=0.100", or the same after
-"imap://user@host". Parsing only: the session looks the message up (its user's only)."""
+"imap://user@host"; `resolve` gives the bytes one names, from the user's own mailboxes."""
 
 from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
+
+from ..store.mail import Mail
+from .mime import Entity, crlf
+from .parser import ParseError, mailbox_name, parse_section
 
 
 class BadUrl(ValueError):
@@ -55,3 +59,25 @@ def parse(url: str) -> MessageUrl:
     if fields or not mailbox or uid < 1:
         raise BadUrl("not a URL of one message")
     return MessageUrl(urllib.parse.unquote(mailbox), uid, uidvalidity, section, partial)
+
+
+def resolve(mail: Mail, user: str, value: bytes) -> bytes:
+    """The bytes a URL names (its section and partial) among `user`'s messages, whoever
+    the URL says it belongs to; BadUrl when there is no such message or part."""
+    url = parse(value.decode("utf-8", "replace"))
+    try:
+        section = parse_section(url.section.upper().encode())
+    except ParseError:
+        raise BadUrl("bad section") from None
+    mailbox = mail.mailbox(user, mailbox_name(url.mailbox.encode()))
+    if mailbox is None or mailbox.noselect or url.uidvalidity not in (None, mailbox.uidvalidity):
+        raise BadUrl("no such mailbox (or another UIDVALIDITY)")
+    data = mail.data(mailbox.id, url.uid)
+    found = None if data is None else Entity.parse(crlf(data)).section(
+        section.part, section.text, section.fields)
+    if found is None:
+        raise BadUrl("no such message or part")
+    if url.partial is not None:
+        origin, length = url.partial
+        found = found[origin:] if length is None else found[origin:origin + length]
+    return found
