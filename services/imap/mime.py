@@ -9,7 +9,10 @@ are the client's to decode).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -87,7 +90,9 @@ def params(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _split_semicolons(text: str) -> list[str]:
-    out, current, quoted, escaped = [], [], False, False
+    out: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False
@@ -164,6 +169,36 @@ class Entity:
     @property
     def params(self) -> dict[str, str]:
         return self._type[2]
+
+    def walk(self) -> Iterator[Entity]:
+        """This entity and every one inside it, depth first in part order, into the
+        messages of message/rfc822 parts too: the one tree walk SEARCH's texts use."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+        if self.message is not None:
+            yield from self.message.walk()
+
+    @property
+    def leaf(self) -> bool:
+        """A part with content of its own: neither multipart nor an attached message."""
+        return not self.children and self.message is None
+
+    def decoded(self) -> bytes | None:
+        """The body with its Content-Transfer-Encoding undone (BINARY, RFC 3516); None
+        for an encoding nobody knows."""
+        encoding = (self.get("content-transfer-encoding") or "").strip().lower()
+        if encoding in ("", "7bit", "8bit", "binary"):
+            return self.body
+        if encoding == "base64":
+            try:
+                return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", self.body))
+            except (binascii.Error, ValueError):  # bad padding: what decodes, as Dovecot
+                clean = re.sub(rb"[^A-Za-z0-9+/]", b"", self.body)
+                return base64.b64decode(clean[:len(clean) // 4 * 4])
+        if encoding == "quoted-printable":
+            return decode_qp(self.body)
+        return None
 
     def lines(self) -> int:
         return self.body.count(b"\n")  # as Dovecot counts: line ends, not a last partial line
@@ -248,6 +283,16 @@ class Entity:
                 return None
         return part if part is not None else message
 
+    def binary(self, path: tuple[int, ...]) -> bytes | None:
+        """BINARY[path]: a leaf part's content decoded, anything else as BODY[path] has
+        it; b"" for no such part. None: the part's encoding is unknown (UNKNOWN-CTE)."""
+        entity = self.find(path)
+        if entity is None:
+            return b""
+        if not path:
+            return self.header + self.body
+        return entity.decoded() if entity.leaf else entity.body
+
     def section(self, path: tuple[int, ...], text: str, fields: tuple[str, ...]) -> bytes | None:
         """The bytes of BODY[path.text (fields)], or None when there is no such part."""
         entity = self.find(path)
@@ -268,10 +313,70 @@ class Entity:
         return select_fields(entity.header, fields, text.endswith(".NOT"))
 
 
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_qp(body: bytes) -> bytes:
+    """Quoted-printable (RFC 2045 6.7): trailing spaces of a line dropped, "=" at a line's
+    end (spaces after it too) a soft break. quopri keeps the spaces and misses "=  \r\n"."""
+    out = []
+    lines = body.split(b"\r\n")
+    for i, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        last = i == len(lines) - 1
+        if line.endswith(b"="):
+            out.append(line[:-1])
+        else:
+            out.append(line if last else line + b"\r\n")
+    return _QP_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), b"".join(out))
+
+
+def without_nul(data: bytes, depth: int = 0) -> bytes:
+    """A message whose leaf parts hold NUL bytes (BINARY's APPEND of a literal8) with those
+    parts re-encoded as base64, as Dovecot stores them: BODY[] stays a valid literal and
+    BINARY[] decodes the bytes back. Other messages (and parts) are left byte for byte."""
+    if b"\0" not in data or depth > 20:
+        return data
+    entity = Entity.parse(data)
+    if entity.children:
+        out, pos = [], 0
+        for child in entity.children:
+            raw = child.header + child.body  # the part's bytes, as split from the body
+            start = entity.body.find(raw, pos)
+            if start < 0:
+                return data
+            out += [entity.body[pos:start], without_nul(raw, depth + 1)]
+            pos = start + len(raw)
+        return entity.header + b"".join(out) + entity.body[pos:]
+    if entity.message is not None:
+        return entity.header + without_nul(entity.body, depth + 1)
+    if b"\0" not in entity.body:
+        return data
+    content = entity.decoded()
+    encoded = base64.encodebytes(entity.body if content is None else content)
+    return _with_encoding(entity.header, "base64") + encoded.replace(b"\n", b"\r\n")
+
+
+def _with_encoding(header: bytes, encoding: str) -> bytes:
+    """A header with its Content-Transfer-Encoding field (folded lines too) replaced."""
+    lines = header.split(b"\r\n")[:-2]  # the fields' lines, without the blank line
+    kept: list[bytes] = []
+    dropping = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and dropping:
+            continue
+        dropping = line.lower().startswith(b"content-transfer-encoding:")
+        if not dropping:
+            kept.append(line)
+    kept.append(b"Content-Transfer-Encoding: " + encoding.encode())
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
 def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
     delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary.encode("utf-8", "replace"))
                            + rb"(--)?[ \t]*(?:\r\n|$)")
-    parts, start = [], None
+    parts: list[bytes] = []
+    start: int | None = None
     for match in delimiter.finditer(body):
         if start is not None:
             parts.append(body[start:match.start()])
@@ -334,7 +439,7 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
         elif char == "<":
             j = value.find(">", i)
             j = len(value) if j < 0 else j
-            angle = value[i + 1:j].strip()
+            angle = _uncomment(value[i + 1:j]).strip()  # <a (c)@ (c) b>: Dovecot drops them
             i = j + 1
         elif char == ",":
             finish()
@@ -348,11 +453,11 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             out.append((None, None, None, None))
             in_group = False
             i += 1
-        elif char in " \t" or char == ";":  # a ";" outside a group ends nothing: skipped
+        elif char in " \t\r\n" or char == ";":  # a ";" outside a group ends nothing: skipped
             i += 1
         else:
             j = i
-            while j < len(value) and value[j] not in ' \t"(<,;' \
+            while j < len(value) and value[j] not in ' \t\r\n"(<,;' \
                     and not (value[j] == ":" and not in_group):
                 j += 1
             phrase.append(value[i:j])
@@ -367,7 +472,20 @@ def _spec(spec: str) -> tuple[str | None, str | None]:
     local, at, domain = spec.strip().rpartition("@")
     if not at:
         return spec.strip() or None, None
-    return local, domain
+    return local.strip(), domain.strip()
+
+
+def _uncomment(text: str) -> str:
+    """Text without its (nested) RFC 5322 comments."""
+    out, depth = [], 0
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(char)
+    return "".join(out)
 
 
 def address_list(value: str) -> str:

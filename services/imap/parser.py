@@ -13,17 +13,48 @@ from __future__ import annotations
 
 import datetime
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from .commands import (
+    Append,
+    AppendMessage,
+    Authenticate,
+    Command,
+    Copy,
+    Create,
+    Enable,
+    Fetch,
+    FetchAtt,
+    Id,
+    ListCommand,
+    Login,
+    MailboxCommand,
+    Rename,
+    Search,
+    SearchKey,
+    Section,
+    Select,
+    SeqSet,
+    Sort,
+    Status,
+    Store,
+    Thread,
+    UidExpunge,
+    UnknownCharset,
+)
 
 # What one command may hold. Before login nobody is known, so a command is small (LOGIN's
 # credentials); after it, APPEND's message literal may be `size_limit` and everything else
 # of a command (lines and other literals together) COMMAND_LIMIT.
 PRE_AUTH_LITERAL_LIMIT = 4 * 1024
-PRE_AUTH_COMMAND_LIMIT = 16 * 1024
+# 64 KiB as Dovecot's imap_max_line_length: imaptest's `id` sends a 31 KiB ID before login.
+PRE_AUTH_COMMAND_LIMIT = 64 * 1024
 LINE_LIMIT = 64 * 1024  # one line of a command, literals excluded
 COMMAND_LITERAL_LIMIT = 64 * 1024  # a literal in anything but APPEND's message
 COMMAND_LIMIT = 256 * 1024
+_NEXT_MESSAGE = re.compile(rb' (\([^()\r\n]*\) )?("[^"\r\n]*" )?~?\{\d{1,20}\+?\}\r?\n')
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n?$")
 
 
@@ -83,7 +114,8 @@ class Reader:
         self.buffer = bytearray()
         self.parts: list[bytes] = []  # the command so far, joined once when it is whole
         self.held = 0  # bytes in parts, APPEND's message literal excluded
-        self.message = False  # APPEND's message literal is among the parts
+        self.message = 0  # bytes of APPEND's message literals among the parts (MULTIAPPEND)
+        self.after_message = False  # the line being read follows a message literal
         self.literal = 0  # bytes of a literal still to read into parts
         self.skip = 0  # bytes of a rejected literal still to throw away
         self.discard = False  # rest of a rejected command: drop lines until one ends it
@@ -103,7 +135,8 @@ class Reader:
     def _reset(self) -> None:
         self.parts = []
         self.held = 0
-        self.message = False
+        self.message = 0
+        self.after_message = False
 
     def next(self) -> Frame | Continue | Reject | Line | Bye | None:
         """The next event, or None until more bytes arrive."""
@@ -173,16 +206,21 @@ class Reader:
             head = line[:match.start()] + b"{%d}\r\n" % size
             self.parts.append(head)
             self.held += len(head)
-            message = (self.authenticated and not self.message and len(self.parts) <= 3
-                       and _append_message(b"".join(self.parts)))
-            if message and size > self.append_limit:
+            # APPEND's first message, or the next one of a MULTIAPPEND (RFC 3502): a line
+            # that follows a message literal and holds only [flags] [date] and a literal.
+            message = self.authenticated and (
+                (not self.message and len(self.parts) <= 3
+                 and _append_message(b"".join(self.parts)))
+                or (self.after_message and _NEXT_MESSAGE.fullmatch(line) is not None))
+            self.after_message = bool(message)
+            if message and self.message + size > self.append_limit:  # all of them together
                 return self._refuse("NO [TOOBIG] Message too large", line, match)
             if not message and size > literal_limit:
                 return self._refuse("BAD [TOOBIG] Literal too large", line, match)
             if not message and self.held + size > command_limit:
                 return self._refuse("BAD [TOOBIG] Command too long", line, match)
             if message:
-                self.message = True
+                self.message += size
             else:
                 self.held += size
             self.literal = size
@@ -234,6 +272,9 @@ def _append_message(prefix: bytes) -> bool:
     except ParseError:
         return False
 
+
+SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
+             "DISPLAYTO"}  # RFC 5256, RFC 5957
 
 # --- tokens ------------------------------------------------------------------------------
 
@@ -384,7 +425,7 @@ class Parser:
     def paren_list(self, item: Any) -> list:
         """ "(" [item *(SP item)] ")" """
         self.expect(b"(")
-        items = []
+        items: list = []
         if self.maybe(b")"):
             return items
         while True:
@@ -492,79 +533,7 @@ def _text(value: bytes) -> str:
         raise ParseError("string is not UTF-8") from None
 
 
-# --- sequence sets ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SeqSet:
-    """Ranges of sequence numbers or UIDs; None stands for "*" (the largest in use)."""
-
-    ranges: list[tuple[int | None, int | None]]
-
-    def resolve(self, largest: int) -> list[tuple[int, int]]:
-        out = []
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            out.append((min(a, b), max(a, b)))
-        return out
-
-    def contains(self, number: int, largest: int) -> bool:
-        return any(lo <= number <= hi for lo, hi in self.resolve(largest))
-
-    def has_star(self) -> bool:
-        return any(lo is None or hi is None for lo, hi in self.ranges)
-
-
-def format_set(numbers: list[int]) -> str:
-    """Ascending numbers as a compact sequence set ("1:3,7")."""
-    out: list[str] = []
-    start = prev = None
-    for n in numbers:
-        if prev is not None and n == prev + 1:
-            prev = n
-            continue
-        if start is not None:
-            out.append(str(start) if start == prev else f"{start}:{prev}")
-        start = prev = n
-    if start is not None:
-        out.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(out)
-
-
-# --- commands -----------------------------------------------------------------------------
-
-
-@dataclass
-class Command:
-    tag: str
-    name: str  # upper case; "UID FETCH" etc. for the UID forms
-    args: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uid(self) -> bool:
-        return self.name.startswith("UID ")
-
-
-@dataclass(frozen=True)
-class Section:
-    """BODY[section]<partial> of FETCH."""
-
-    part: tuple[int, ...]
-    text: str  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
-    fields: tuple[str, ...] = ()
-    partial: tuple[int, int] | None = None  # (origin, count)
-    peek: bool = False
-
-    def name(self) -> str:
-        """As the response names it: BODY[spec]<origin>."""
-        spec = ".".join(map(str, self.part))
-        if self.text:
-            spec = f"{spec}.{self.text}" if spec else self.text
-        if self.fields:
-            spec += " (" + " ".join(self.fields) + ")"
-        origin = f"<{self.partial[0]}>" if self.partial else ""
-        return f"BODY[{spec}]{origin}"
+# --- commands ---------------------------------------------------------------------------
 
 
 MACROS = {"ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
@@ -574,10 +543,12 @@ SIMPLE_ATTS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE"
                "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
 
 
-def _fetch_att(p: Parser) -> str | Section:
+def _fetch_att(p: Parser) -> FetchAtt:
     name = p.word(b" ()[<]")
     if name in ("BODY", "BODY.PEEK") and p.peek() == b"[":
         return _section(p, peek=name == "BODY.PEEK")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and p.peek() == b"[":
+        return _binary_section(p, name)
     if name in SIMPLE_ATTS:
         return name
     raise ParseError(f"unknown fetch attribute {name!r}")
@@ -619,7 +590,35 @@ def _section(p: Parser, peek: bool) -> Section:
     return Section(tuple(part), text, fields, partial, peek)
 
 
-def _fetch_atts(p: Parser) -> list[str | Section]:
+def parse_section(text: bytes) -> Section:
+    """A section spec alone ("1.HEADER", "TEXT", ""), as IMAP URLs name one (RFC 5092)."""
+    p = Parser(b"[" + text + b"]")
+    section = _section(p, peek=True)
+    p.end()
+    return section
+
+
+def _binary_section(p: Parser, name: str) -> Section:
+    """BINARY[part]<partial>, BINARY.PEEK, BINARY.SIZE[part] (RFC 3516): part numbers only."""
+    p.expect(b"[")
+    part: list[int] = []
+    while p.peek().isdigit():
+        part.append(p.nz_number())
+        if not p.maybe(b"."):
+            break
+    p.expect(b"]")
+    partial = None
+    if name != "BINARY.SIZE" and p.maybe(b"<"):
+        origin = p.number()
+        p.expect(b".")
+        count = p.nz_number()
+        p.expect(b">")
+        partial = (origin, count)
+    kind = "BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY"
+    return Section(tuple(part), "", (), partial, name != "BINARY", kind)
+
+
+def _fetch_atts(p: Parser) -> list[FetchAtt]:
     if p.peek() == b"(":
         atts = p.paren_list(lambda: _fetch_att(p))
         if not atts:
@@ -633,7 +632,7 @@ def _fetch_atts(p: Parser) -> list[str | Section]:
     return [_fetch_att(p)]
 
 
-def _search_keys(p: Parser, depth: int = 0) -> list:
+def _search_keys(p: Parser, depth: int = 0) -> list[SearchKey]:
     keys = [_search_key(p, depth)]
     while p.maybe(b" "):
         keys.append(_search_key(p, depth))
@@ -646,7 +645,7 @@ _STRING_ARG = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
 _DATE_ARG = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
 
-def _search_key(p: Parser, depth: int) -> tuple:
+def _search_key(p: Parser, depth: int) -> SearchKey:
     if depth > 50:
         raise ParseError("search too deeply nested")
     c = p.peek()
@@ -692,10 +691,13 @@ def _search_key(p: Parser, depth: int) -> tuple:
 
 
 def _mailbox(p: Parser) -> str:
+    return mailbox_name(p.astring())
+
+
+def mailbox_name(raw: bytes) -> str:
     """A mailbox name from the wire (modified UTF-7) as Unicode; INBOX in any case."""
     from . import utf7
 
-    raw = p.astring()
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -708,11 +710,13 @@ def _mailbox(p: Parser) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
 
-def _store_args(p: Parser, args: dict) -> None:
-    args["set"] = p.seq_set()
+def _store(p: Parser, tag: str, name: str) -> Store:
     p.sp()
+    seqset = p.seq_set()
+    p.sp()
+    unchangedsince = None
     if p.maybe(b"(UNCHANGEDSINCE "):
-        args["unchangedsince"] = p.number()
+        unchangedsince = p.number()
         p.expect(b")")
         p.sp()
     word = p.word(b" ()")
@@ -720,53 +724,99 @@ def _store_args(p: Parser, args: dict) -> None:
             "FLAGS.SILENT": "set", "+FLAGS.SILENT": "add", "-FLAGS.SILENT": "remove"}.get(word)
     if mode is None:
         raise ParseError("expected FLAGS, +FLAGS or -FLAGS")
-    args["mode"], args["silent"] = mode, word.endswith(".SILENT")
     p.sp()
     if p.peek() == b"(":
-        args["flags"] = p.flag_list()
+        flags = p.flag_list()
     else:
         flags = [p.flag()]
         while p.maybe(b" "):
             flags.append(p.flag())
-        args["flags"] = flags
+    return Store(tag, name, seqset, mode, word.endswith(".SILENT"), flags, unchangedsince)
 
 
-def _fetch_args(p: Parser, args: dict) -> None:
-    args["set"] = p.seq_set()
+def _fetch(p: Parser, tag: str, name: str) -> Fetch:
     p.sp()
-    args["atts"] = _fetch_atts(p)
+    command = Fetch(tag, name, p.seq_set(), [])
+    p.sp()
+    command.atts = _fetch_atts(p)
     if p.maybe(b" "):
-        def modifier() -> tuple[str, int | None]:
-            name = p.atom().upper()
-            if name == "CHANGEDSINCE":
+        def modifier() -> str:
+            word = p.atom().upper()
+            if word == "CHANGEDSINCE":
                 p.sp()
-                return name, p.number()
-            if name == "VANISHED":
-                return name, None
-            raise ParseError(f"unknown fetch modifier {name}")
-        for name, value in p.paren_list(modifier):
-            args[name.lower()] = True if value is None else value
+                command.changedsince = p.number()
+            elif word == "VANISHED":
+                command.vanished = True
+            else:
+                raise ParseError(f"unknown fetch modifier {word}")
+            return word
+        p.paren_list(modifier)
+    return command
 
 
-def _search_args(p: Parser, args: dict) -> None:
+def _search(p: Parser, tag: str, name: str) -> Search:
+    p.sp()
+    returns = None
     if p.maybe(b"RETURN "):  # ESEARCH form (RFC 4731)
-        args["return"] = [w.upper() for w in p.paren_list(p.atom)]
+        returns = [w.upper() for w in p.paren_list(p.atom)]
         p.sp()
     if p.maybe(b"CHARSET "):
         charset = p.astr().upper()
         if charset not in ("UTF-8", "US-ASCII"):
             raise BadCharset(charset)
         p.sp()
-    args["keys"] = _search_keys(p)
+    return Search(tag, name, _search_keys(p), returns)
 
 
-def _select_params(p: Parser, args: dict) -> None:
+def _charset(p: Parser) -> None:
+    charset = p.astr().upper()
+    if charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset(charset)
+    p.sp()
+
+
+def _sort(p: Parser, tag: str, name: str) -> Sort:
+    p.sp()
+    returns = None
+    if p.maybe(b"RETURN "):  # ESORT (RFC 5267)
+        returns = [w.upper() for w in p.paren_list(p.atom)]
+        p.sp()
+    words = [w.upper() for w in p.paren_list(p.atom)]
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for word in words:
+        if word == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if word not in SORT_KEYS:
+            raise ParseError(f"unknown sort key {word[:40]}")
+        criteria.append((word, reverse))
+        reverse = False
+    if reverse or not criteria:
+        raise ParseError("a sort criterion is missing")
+    p.sp()
+    _charset(p)
+    return Sort(tag, name, criteria, _search_keys(p), returns)
+
+
+def _thread(p: Parser, tag: str, name: str) -> Thread:
+    p.sp()
+    algorithm = p.atom().upper()
+    if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+        raise ParseError(f"unknown thread algorithm {algorithm[:40]}")
+    p.sp()
+    _charset(p)
+    return Thread(tag, name, algorithm, _search_keys(p))
+
+
+def _select(p: Parser, tag: str, name: str) -> Select:
+    command = Select(tag, name, _one_name(p))
     if not p.maybe(b" "):
-        return
+        return command
 
     def param() -> str:
-        name = p.atom().upper()
-        if name == "QRESYNC":
+        word = p.atom().upper()
+        if word == "QRESYNC":
             p.sp()
             p.expect(b"(")
             uidvalidity = p.nz_number()
@@ -782,35 +832,37 @@ def _select_params(p: Parser, args: dict) -> None:
                 p.seq_set()
                 p.expect(b")")
             p.expect(b")")
-            args["qresync"] = (uidvalidity, modseq, known)
-        elif name != "CONDSTORE":
-            raise ParseError(f"unknown select parameter {name}")
-        return name
+            command.qresync = (uidvalidity, modseq, known)
+        elif word != "CONDSTORE":
+            raise ParseError(f"unknown select parameter {word}")
+        return word
 
-    args["params"] = [x.upper() for x in p.paren_list(param)]
+    command.params = p.paren_list(param)
+    return command
 
 
-def _list_args(p: Parser, args: dict) -> None:
-    args["select_opts"] = []
+def _list(p: Parser, tag: str, name: str) -> ListCommand:
+    p.sp()
+    select_opts = []
     if p.peek() == b"(":
-        args["select_opts"] = [a.upper() for a in p.paren_list(p.atom)]
+        select_opts = [a.upper() for a in p.paren_list(p.atom)]
         p.sp()
-    args["reference"] = _mailbox(p)
+    reference = _mailbox(p)
     p.sp()
     if p.peek() == b"(":
-        args["patterns"] = p.paren_list(p.list_mailbox)
+        patterns = p.paren_list(p.list_mailbox)
     else:
-        args["patterns"] = [p.list_mailbox()]
-    args["return"] = []
-    args["status"] = []
+        patterns = [p.list_mailbox()]
+    command = ListCommand(tag, name, reference, patterns, select_opts)
     if p.maybe(b" RETURN "):
         def option() -> str:
-            name = p.atom().upper()
-            if name == "STATUS":
+            word = p.atom().upper()
+            if word == "STATUS":
                 p.sp()
-                args["status"] = [a.upper() for a in p.paren_list(p.atom)]
-            return name
-        args["return"] = p.paren_list(option)
+                command.status = [a.upper() for a in p.paren_list(p.atom)]
+            return word
+        command.returns = p.paren_list(option)
+    return command
 
 
 def parse_command(raw: bytes) -> Command:
@@ -825,148 +877,148 @@ def parse_command(raw: bytes) -> Command:
         if name == "UID":
             p.sp()
             name = "UID " + p.atom().upper()
-        command = Command(tag, name)
-        args = command.args
-        _ARGS.get(name, _unknown)(p, args)
+        command = _COMMANDS.get(name, _unknown)(p, tag, name)
         p.end()
         return command
     except ParseError as error:
-        error.tag = tag  # type: ignore[attr-defined]
+        error.tag = tag
         raise
     except BadCharset as error:
-        return Command(tag or "*", "BADCHARSET", {"charset": str(error)})
+        return UnknownCharset(tag or "*", "BADCHARSET", str(error))
 
 
-def _unknown(p: Parser, args: dict) -> None:
+def _unknown(p: Parser, tag: str, name: str) -> Command:
     raise ParseError("unknown command")
 
 
-def _none(p: Parser, args: dict) -> None:
-    pass
+def _none(p: Parser, tag: str, name: str) -> Command:
+    return Command(tag, name)
 
 
-def _one_mailbox(p: Parser, args: dict) -> None:
+def _one_name(p: Parser) -> str:
     p.sp()
-    args["mailbox"] = _mailbox(p)
+    return _mailbox(p)
 
 
-def _login(p: Parser, args: dict) -> None:
+def _one_mailbox(p: Parser, tag: str, name: str) -> MailboxCommand:
+    return MailboxCommand(tag, name, _one_name(p))
+
+
+def _login(p: Parser, tag: str, name: str) -> Login:
     p.sp()
-    args["user"] = p.astr()
+    user = p.astr()
     p.sp()
-    args["password"] = p.astr()
+    return Login(tag, name, user, p.astr())
 
 
-def _authenticate(p: Parser, args: dict) -> None:
+def _authenticate(p: Parser, tag: str, name: str) -> Authenticate:
     p.sp()
-    args["mechanism"] = p.atom().upper()
-    args["initial"] = None
+    mechanism = p.atom().upper()
+    initial = None
     if p.maybe(b" "):
-        args["initial"] = p._chars(lambda c: c > 0x20 and c < 0x7F).decode()
+        initial = p._chars(lambda c: c > 0x20 and c < 0x7F).decode()
+    return Authenticate(tag, name, mechanism, initial)
 
 
-def _select(p: Parser, args: dict) -> None:
-    _one_mailbox(p, args)
-    _select_params(p, args)
-
-
-def _create(p: Parser, args: dict) -> None:
-    _one_mailbox(p, args)
-    args["use"] = []
+def _create(p: Parser, tag: str, name: str) -> Create:
+    command = Create(tag, name, _one_name(p))
     if p.maybe(b" "):
         p.expect(b"(USE ")
-        args["use"] = p.flag_list()
+        command.use = p.flag_list()
         p.expect(b")")
+    return command
 
 
-def _rename(p: Parser, args: dict) -> None:
-    _one_mailbox(p, args)
+def _rename(p: Parser, tag: str, name: str) -> Rename:
+    old = _one_name(p)
+    return Rename(tag, name, old, _one_name(p))
+
+
+def _lsub(p: Parser, tag: str, name: str) -> ListCommand:
+    reference = _one_name(p)
     p.sp()
-    args["new"] = _mailbox(p)
+    return ListCommand(tag, name, reference, [p.list_mailbox()])
 
 
-def _list(p: Parser, args: dict) -> None:
+def _status(p: Parser, tag: str, name: str) -> Status:
+    mailbox = _one_name(p)
     p.sp()
-    _list_args(p, args)
+    return Status(tag, name, mailbox, [a.upper() for a in p.paren_list(p.atom)])
 
 
-def _lsub(p: Parser, args: dict) -> None:
-    p.sp()
-    args["reference"] = _mailbox(p)
-    p.sp()
-    args["patterns"] = [p.list_mailbox()]
+def _append(p: Parser, tag: str, name: str) -> Append:
+    command = Append(tag, name, _one_name(p), [])
+    while p.maybe(b" "):  # one message, or several (MULTIAPPEND, RFC 3502)
+        flags: list[str] = []
+        date = None
+        if p.peek() == b"(":
+            flags = p.flag_list()
+            p.sp()
+        if p.peek() == b'"':
+            date = p.date_time()
+            p.sp()
+        if p.maybe(b"CATENATE "):
+            command.messages.append(AppendMessage(b"", flags, date, _catenate(p)))
+            continue
+        if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
+            p.pos += 1
+        command.messages.append(AppendMessage(p.literal(), flags, date))
+    if not command.messages:
+        raise ParseError("APPEND needs a message")
+    return command
 
 
-def _status(p: Parser, args: dict) -> None:
-    _one_mailbox(p, args)
-    p.sp()
-    args["items"] = [a.upper() for a in p.paren_list(p.atom)]
-
-
-def _append(p: Parser, args: dict) -> None:
-    _one_mailbox(p, args)
-    p.sp()
-    args["flags"] = []
-    args["date"] = None
-    if p.peek() == b"(":
-        args["flags"] = p.flag_list()
+def _catenate(p: Parser) -> list[tuple[str, bytes]]:
+    """CATENATE's parts (RFC 4469): TEXT literal or URL astring."""
+    def part() -> tuple[str, bytes]:
+        kind = p.atom().upper()
         p.sp()
-    if p.peek() == b'"':
-        args["date"] = p.date_time()
-        p.sp()
-    if p.peek() == b"~":  # literal8 (BINARY): taken as a plain literal
-        p.pos += 1
-    args["message"] = p.literal()
+        if kind == "TEXT":
+            p.maybe(b"~")
+            return kind, p.literal()
+        if kind == "URL":
+            return kind, p.astring()
+        raise ParseError(f"unknown CATENATE part {kind[:40]}")
+
+    parts = p.paren_list(part)
+    if not parts:
+        raise ParseError("CATENATE needs a part")
+    return parts
 
 
-def _fetch(p: Parser, args: dict) -> None:
+def _copy(p: Parser, tag: str, name: str) -> Copy:
     p.sp()
-    _fetch_args(p, args)
+    seqset = p.seq_set()
+    return Copy(tag, name, seqset, _one_name(p))
 
 
-def _store(p: Parser, args: dict) -> None:
+def _uid_expunge(p: Parser, tag: str, name: str) -> UidExpunge:
     p.sp()
-    _store_args(p, args)
+    return UidExpunge(tag, name, p.seq_set())
 
 
-def _search(p: Parser, args: dict) -> None:
-    p.sp()
-    _search_args(p, args)
-
-
-def _copy(p: Parser, args: dict) -> None:
-    p.sp()
-    args["set"] = p.seq_set()
-    p.sp()
-    args["mailbox"] = _mailbox(p)
-
-
-def _uid_expunge(p: Parser, args: dict) -> None:
-    p.sp()
-    args["set"] = p.seq_set()
-
-
-def _enable(p: Parser, args: dict) -> None:
-    args["caps"] = []
+def _enable(p: Parser, tag: str, name: str) -> Enable:
+    caps = []
     while p.maybe(b" "):
-        args["caps"].append(p.atom().upper())
-    if not args["caps"]:
+        caps.append(p.atom().upper())
+    if not caps:
         raise ParseError("ENABLE needs a capability")
+    return Enable(tag, name, caps)
 
 
-def _id(p: Parser, args: dict) -> None:
+def _id(p: Parser, tag: str, name: str) -> Id:
     p.sp()
     if p.maybe(b"NIL"):
-        args["params"] = None
-        return
+        return Id(tag, name, None)
     items = p.paren_list(lambda: p.nstring())
     if len(items) % 2:
         raise ParseError("ID needs name/value pairs")
-    args["params"] = {(k or b"").decode("utf-8", "replace"): (v or b"").decode("utf-8", "replace")
-                      for k, v in zip(items[::2], items[1::2])}
+    return Id(tag, name, {(k or b"").decode("utf-8", "replace"):
+                          (v or b"").decode("utf-8", "replace")
+                          for k, v in zip(items[::2], items[1::2], strict=True)})
 
 
-_ARGS = {
+_COMMANDS: dict[str, Callable[[Parser, str, str], Command]] = {
     "CAPABILITY": _none, "NOOP": _none, "LOGOUT": _none, "STARTTLS": _none, "CHECK": _none,
     "CLOSE": _none, "EXPUNGE": _none, "UNSELECT": _none, "IDLE": _none, "NAMESPACE": _none,
     "LOGIN": _login, "AUTHENTICATE": _authenticate, "SELECT": _select, "EXAMINE": _select,
@@ -975,5 +1027,5 @@ _ARGS = {
     "APPEND": _append, "FETCH": _fetch, "STORE": _store, "SEARCH": _search, "COPY": _copy,
     "MOVE": _copy, "UID FETCH": _fetch, "UID STORE": _store, "UID SEARCH": _search,
     "UID COPY": _copy, "UID MOVE": _copy, "UID EXPUNGE": _uid_expunge, "ENABLE": _enable,
-    "ID": _id,
+    "ID": _id, "SORT": _sort, "UID SORT": _sort, "THREAD": _thread, "UID THREAD": _thread,
 }

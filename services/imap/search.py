@@ -13,14 +13,12 @@ import datetime
 import email.header
 import email.utils
 import quopri
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
-from .mime import Entity
+from .cache import LRU
+from .mime import Entity, parse_addresses
 
 # Keys that need the message's bytes; the rest are answered from the index alone.
 _CONTENT_KEYS = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO", "HEADER",
@@ -41,29 +39,42 @@ def needs_content(keys: list) -> bool:
     return False
 
 
-class _LRU:
-    """Decoded headers of messages searched lately, shared by every session of the
-    process (messages never change, and the key includes the UIDVALIDITY): what
-    Dovecot's index cache does for repeated header searches. Searches run in worker
-    threads, hence the lock."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            return self._items.get(key)
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
+# Decoded headers of messages searched lately, shared by every session of the process:
+# messages never change, and the key includes the UIDVALIDITY.
+HEADERS: LRU[Headers] = LRU(50_000)
+ADDRESS_KEYS = ("from", "to", "cc", "bcc")
 
 
-HEADERS = _LRU(50_000)
+@dataclass
+class Headers:
+    """A message's header fields, decoded and case-folded, as searches compare them."""
+
+    fields: dict[str, list[str]]  # by lower-case name, every occurrence
+    addresses: dict[str, list[str]]  # FROM/TO/CC/BCC: each parsed address, written out
+
+    @classmethod
+    def of(cls, entity: Entity) -> Headers:
+        fields: dict[str, list[str]] = {}
+        addresses: dict[str, list[str]] = {}
+        for name, _, value in entity.fields:
+            fields.setdefault(name, []).append(decode_header(value).casefold())
+            if name in ADDRESS_KEYS:
+                addresses.setdefault(name, []).extend(
+                    text.casefold() for text in _written_addresses(value))
+        return cls(fields, addresses)
+
+
+def _written_addresses(value: str) -> list[str]:
+    """Each address as Dovecot writes it for FROM/TO/CC/BCC searches: `Name <local@domain>`
+    (comments dropped; a trailing comment is the name when there is none), a bare
+    `local@domain` without a name; a group's name is an entry of its own."""
+    out = []
+    for name, _, mailbox, host in parse_addresses(value):
+        if mailbox is None:
+            continue  # the end of a group
+        spec = f"{mailbox}@{host}" if host else mailbox
+        out.append(f"{decode_header(name)} <{spec}>" if name else spec)
+    return out
 
 
 @dataclass
@@ -83,14 +94,13 @@ class Candidate:
         return self.load()
 
     @cached_property
-    def header_text(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] | None = HEADERS.get(self.key)
+    def headers(self) -> Headers:
+        out = HEADERS.get(self.key)
         if out is None:
-            out = {}
-            if self.entity is not None:
-                for name, _, value in self.entity.fields:
-                    out.setdefault(name, []).append(decode_header(value).casefold())
-                HEADERS.put(self.key, out)
+            if self.entity is None:
+                return Headers({}, {})
+            out = Headers.of(self.entity)
+            HEADERS.put(self.key, out)
         return out
 
     @cached_property
@@ -113,14 +123,13 @@ def decode_header(value: str) -> str:
 def _texts(entity: Entity, headers: bool) -> list[str]:
     """The decoded text of the leaf parts (headers=False), or the headers of the messages
     attached inside (headers=True)."""
-    if entity.children:
-        return [t for child in entity.children for t in _texts(child, headers)]
-    if entity.message is not None:
-        inner = _texts(entity.message, headers)
-        return [decode_header(entity.message.header.decode("utf-8", "replace")), *inner] \
-            if headers else inner
     if headers:
-        return []
+        return [decode_header(e.message.header.decode("utf-8", "replace"))
+                for e in entity.walk() if e.message is not None]
+    return [text for e in entity.walk() if e.leaf for text in _leaf_text(e)]
+
+
+def _leaf_text(entity: Entity) -> list[str]:
     body = entity.body
     encoding = (entity.get("content-transfer-encoding") or "").strip().lower()
     try:
@@ -206,15 +215,17 @@ def matches(key: tuple, c: Candidate, ctx: Context) -> bool:
         return _compare(name, _day(c.internaldate), datetime.date(*key[1]))
     if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
         return _compare(name[4:], _sent_day(c), datetime.date(*key[1]))
-    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-        return _contains(c.header_text.get(name.lower(), []), key[1])
+    if name in ("FROM", "TO", "CC", "BCC"):  # the parsed addresses, as Dovecot
+        return _contains(c.headers.addresses.get(name.lower(), []), key[1])
+    if name == "SUBJECT":
+        return _contains(c.headers.fields.get("subject", []), key[1])
     if name == "HEADER":
-        values = c.header_text.get(key[1].lower())
+        values = c.headers.fields.get(key[1].lower())
         return values is not None and _contains(values, key[2])
     if name == "BODY":
         return _contains([c.body_text], key[1])
     if name == "TEXT":
-        headers = [v for values in c.header_text.values() for v in values]
+        headers = [v for values in c.headers.fields.values() for v in values]
         return _contains([*headers, c.body_text, c.inner_headers], key[1])
     raise ValueError(f"unknown search key {name}")
 

@@ -33,7 +33,8 @@ _log = Logger()
 # thousands of messages, FETCH 1:* BODY[], a message of thousands of MIME parts, COPY of
 # everything): run in a worker thread, so the reactor that every service shares goes on.
 # The rest are quick and stay in the reactor thread.
-WORKER_COMMANDS = {b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE"}
+WORKER_COMMANDS = {b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT",
+                   b"THREAD"}
 # Unread input kept while a command runs or the client does not read our output; beyond
 # it the socket is not read (TCP then holds the client back).
 INPUT_HELD = 256 * 1024

@@ -13,45 +13,59 @@ import base64
 import binascii
 import bisect
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..credentials import Credentials
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
-from . import search, utf7
-from .mime import Entity, crlf
-from .parser import (
-    Bye,
+from . import fetch, listing, search, sort, thread, urls, utf7
+from .cache import LRU
+from .commands import (
+    Append,
+    Authenticate,
     Command,
-    Continue,
-    Frame,
-    Line,
-    ParseError,
-    Reject,
+    Copy,
+    Create,
+    Enable,
+    Fetch,
+    Id,
+    ListCommand,
+    Login,
+    MailboxCommand,
+    Rename,
+    Search,
+    SearchKey,
     Section,
+    Select,
+    Sort,
+    Status,
+    Store,
+    Thread,
+    UidExpunge,
+    UnknownCharset,
     format_set,
-    parse_command,
 )
+from .mime import Entity, crlf, without_nul
+from .parser import Bye, Continue, Frame, Line, ParseError, Reject, parse_command
 from .view import View
-from .wire import literal, quote
+from .wire import quote
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE"]
-# LIST's RFC 5258 selection and RETURN options are understood (clients send them), but
-# LIST-EXTENDED is not claimed: RECURSIVEMATCH with CHILDINFO is not done.
+             "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
+             "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS", "SORT", "SORT=DISPLAY", "ESORT",
+             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY", "CATENATE"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
 SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
             "UNSELECT", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
-            "UID EXPUNGE"}
+            "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
-NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
 
@@ -98,7 +112,8 @@ class Session:
         self.wants_tls = False  # the adapter must start TLS now
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
-        self._cache: OrderedDict[tuple[int, int], Entity] = OrderedDict()
+        # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
+        self._cache: LRU[Entity] = LRU(16, CACHE_BYTES, lambda e: len(e.header) + len(e.body))
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
 
@@ -169,10 +184,10 @@ class Session:
         self.run(command)
 
     def _journal_text(self, command: Command, raw: bytes) -> str:
-        if command.name == "LOGIN":
-            return f"{command.tag} LOGIN {command.args['user']} {self.journal.secret('')}"
-        if command.name == "AUTHENTICATE" and command.args.get("initial"):
-            mechanism = command.args["mechanism"]
+        if isinstance(command, Login):
+            return f"{command.tag} LOGIN {command.user} {self.journal.secret('')}"
+        if isinstance(command, Authenticate) and command.initial:
+            mechanism = command.mechanism
             return f"{command.tag} AUTHENTICATE {mechanism} {self.journal.secret('')}"
         return _summary(raw)
 
@@ -181,7 +196,7 @@ class Session:
         self._fetches = 0
         handler = getattr(self, "do_" + name.replace(" ", "_"), None)
         try:
-            if name == "BADCHARSET":
+            if isinstance(command, UnknownCharset):
                 raise No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
             if handler is None:
                 raise Bad("Unknown command")
@@ -277,23 +292,8 @@ class Session:
                 self.send(f"* {seq} EXPUNGE")
 
     def _flags_items(self, uid: int, with_uid: bool = False) -> str:
-        view = self.view
-        assert view is not None
-        message = view.index[uid]
-        items = f"FLAGS {self._flag_text(uid)}"
-        if with_uid:
-            items = f"UID {uid} " + items
-        if "CONDSTORE" in self.enabled:
-            items += f" MODSEQ ({message.modseq})"
-        return items
-
-    def _flag_text(self, uid: int) -> str:
-        view = self.view
-        assert view is not None
-        flags = sorted(view.flags(uid), key=_flag_order)
-        if uid in view.recent:
-            flags.append("\\Recent")
-        return "(" + " ".join(flags) + ")"
+        assert self.view is not None
+        return self.view.flags_items(uid, with_uid, "CONDSTORE" in self.enabled)
 
     # --- any state -------------------------------------------------------------------
 
@@ -311,9 +311,9 @@ class Session:
         self.send(f"{command.tag} OK LOGOUT completed")
         return None
 
-    def do_ID(self, command: Command) -> str:
+    def do_ID(self, command: Id) -> str:
         self.send('* ID ("name" "protolab" "vendor" "protolab" "support-url" "https://lab.test/")')
-        params = command.args["params"]
+        params = command.params
         if params:
             self.journal.event("id", " ".join(f"{k}={v}" for k, v in params.items())[:300])
         return "ID completed"
@@ -337,9 +337,9 @@ class Session:
             raise No("[PRIVACYREQUIRED] Plaintext authentication disallowed without TLS; "
                      "use STARTTLS first")
 
-    def do_LOGIN(self, command: Command) -> str | None:
+    def do_LOGIN(self, command: Login) -> str | None:
         self._plaintext_allowed()
-        return self._login(command.args["user"], command.args["password"], "LOGIN")
+        return self._login(command.user, command.password, "LOGIN")
 
     def _login(self, user: str, password: str, mechanism: str) -> str:
         name = self.credentials.check(user, password)
@@ -349,13 +349,13 @@ class Session:
         self.user = name
         return f"[CAPABILITY {' '.join(self.capabilities())}] Logged in"
 
-    def do_AUTHENTICATE(self, command: Command) -> str | None:
-        mechanism = command.args["mechanism"]
+    def do_AUTHENTICATE(self, command: Authenticate) -> str | None:
+        mechanism = command.mechanism
         if mechanism not in ("PLAIN", "LOGIN"):
             raise No("Unsupported authentication mechanism")
         self._plaintext_allowed()
         self.authenticating = {"command": command, "mechanism": mechanism, "step": 0}
-        initial = command.args["initial"]
+        initial = command.initial
         if initial is not None:
             self._auth_step(b"" if initial == "=" else initial.encode())
             return None
@@ -410,9 +410,9 @@ class Session:
         self.send('* NAMESPACE (("" "/")) NIL NIL')
         return "NAMESPACE completed"
 
-    def do_ENABLE(self, command: Command) -> str:
+    def do_ENABLE(self, command: Enable) -> str:
         done = []
-        for cap in command.args["caps"]:
+        for cap in command.caps:
             if cap in ("CONDSTORE", "QRESYNC") and cap not in self.enabled:
                 self.enabled.add(cap)
                 done.append(cap)
@@ -449,18 +449,18 @@ class Session:
         self.close()
         self.view = None
 
-    def do_SELECT(self, command: Command, readonly: bool = False) -> str:
+    def do_SELECT(self, command: Select, readonly: bool = False) -> str:
         if self.view is not None:
             self._deselect()
             if "QRESYNC" in self.enabled:
                 self.send("* OK [CLOSED] Previous mailbox closed")
-        params = command.args.get("params", [])
+        params = command.params
         if "CONDSTORE" in params:
             self.enabled.add("CONDSTORE")
-        qresync = command.args.get("qresync")
+        qresync = command.qresync
         if qresync and "QRESYNC" not in self.enabled:
             raise Bad("QRESYNC is not enabled")
-        mailbox = self._selectable(command.args["mailbox"])
+        mailbox = self._selectable(command.mailbox)
         view = View(self.mail, mailbox, readonly)
         self.view = view
         self._send_flags()
@@ -497,7 +497,7 @@ class Session:
             if view.index[uid].modseq > modseq:
                 self.send(f"* {view.seq(uid)} FETCH ({self._flags_items(uid, with_uid=True)})")
 
-    def do_EXAMINE(self, command: Command) -> str:
+    def do_EXAMINE(self, command: Select) -> str:
         return self.do_SELECT(command, readonly=True)
 
     def _check_name(self, name: str) -> str:
@@ -508,12 +508,12 @@ class Session:
             raise No("[LIMIT] Mailbox name too long")
         return name
 
-    def do_CREATE(self, command: Command) -> str:
+    def do_CREATE(self, command: Create) -> str:
         assert self.user is not None
-        name = self._check_name(command.args["mailbox"])
+        name = self._check_name(command.mailbox)
         if name == INBOX:
             raise No("[ALREADYEXISTS] INBOX always exists")
-        use = command.args["use"]
+        use = command.use
         known = {u.lower(): u for u in SPECIAL.values()}
         if any(u.lower() not in known for u in use):
             raise No("[USEATTR] Unsupported special-use attribute")
@@ -538,9 +538,9 @@ class Session:
                 except MailboxExists:
                     pass
 
-    def do_DELETE(self, command: Command) -> str:
+    def do_DELETE(self, command: MailboxCommand) -> str:
         assert self.user is not None
-        name = command.args["mailbox"]
+        name = command.mailbox
         if name == INBOX:
             raise No("[CANNOT] INBOX cannot be deleted")
         mailbox = self._mailbox(name)
@@ -555,9 +555,9 @@ class Session:
             raise No("[NONEXISTENT] Mailbox does not exist") from None
         return "DELETE completed"
 
-    def do_RENAME(self, command: Command) -> str:
+    def do_RENAME(self, command: Rename) -> str:
         assert self.user is not None
-        old, new = command.args["mailbox"], self._check_name(command.args["new"])
+        old, new = command.mailbox, self._check_name(command.new)
         source = self._mailbox(old)
         if self.mail.mailbox(self.user, new) is not None:
             raise No("[ALREADYEXISTS] Target mailbox exists")
@@ -575,72 +575,50 @@ class Session:
             raise No(f"[CANNOT] {error}") from None
         return "RENAME completed"
 
-    def do_SUBSCRIBE(self, command: Command) -> str:
+    def do_SUBSCRIBE(self, command: MailboxCommand) -> str:
         assert self.user is not None
-        self._mailbox(command.args["mailbox"])
-        self.mail.subscribe(self.user, command.args["mailbox"], True)
+        self._mailbox(command.mailbox)
+        self.mail.subscribe(self.user, command.mailbox, True)
         return "SUBSCRIBE completed"
 
-    def do_UNSUBSCRIBE(self, command: Command) -> str:
+    def do_UNSUBSCRIBE(self, command: MailboxCommand) -> str:
         assert self.user is not None
-        self.mail.subscribe(self.user, command.args["mailbox"], False)
+        self.mail.subscribe(self.user, command.mailbox, False)
         return "UNSUBSCRIBE completed"
 
     def _wire_name(self, name: str) -> str:
         return quote(utf7.encode(name))
 
-    def do_LIST(self, command: Command, lsub: bool = False) -> str:
+    def do_LIST(self, command: ListCommand, lsub: bool = False) -> str:
         assert self.user is not None
-        args = command.args
-        _check_status_items(args.get("status") or [])  # LIST-STATUS: before any line goes out
-        reference = args["reference"]
-        patterns = args["patterns"]
-        opts = args.get("select_opts", [])
-        returns = [r.upper() for r in args.get("return", [])]
+        _check_status_items(command.status)  # LIST-STATUS: before any line goes out
+        reference = command.reference
+        patterns = command.patterns
+        opts = command.select_opts
+        returns = [r.upper() for r in command.returns]
+        problem = listing.check_options(opts, returns)
+        if problem:
+            raise Bad(problem)
         if patterns == [""] and not opts:
             self.send(f'* {"LSUB" if lsub else "LIST"} (\\Noselect) "/" ""')
             return f"{command.name} completed"
         mailboxes = {m.name: m for m in self.mail.mailboxes(self.user)}
         subscribed = set(self.mail.subscriptions(self.user))
-        candidates = subscribed if lsub or "SUBSCRIBED" in opts else set(mailboxes)
-        lines: dict[str, list[str]] = {}
-        for pattern in patterns:
-            full = reference + utf7_decode(pattern)
-            for name in sorted(candidates | _parents(candidates)):
-                # A level above matching names that is not itself listed: RFC 3501 returns
-                # it (\Noselect) for a "%" pattern; LIST-EXTENDED's SUBSCRIBED does not.
-                gap = name not in candidates
-                if (gap and ("%" not in full or "SUBSCRIBED" in opts)) or not _match(full, name):
-                    continue
-                mailbox = mailboxes.get(name)
-                if "SPECIAL-USE" in opts and not (mailbox and mailbox.special_use):
-                    continue
-                attrs: list[str] = []
-                if gap or (mailbox is not None and mailbox.noselect):
-                    attrs.append("\\Noselect")
-                elif mailbox is None and not lsub:
-                    attrs.append("\\NonExistent")
-                if not lsub:
-                    has = any(other.startswith(name + "/") for other in mailboxes)
-                    attrs.append("\\HasChildren" if has else "\\HasNoChildren")
-                    if mailbox is not None and mailbox.special_use:
-                        attrs.append(mailbox.special_use)
-                    if name in subscribed and ("SUBSCRIBED" in opts or "SUBSCRIBED" in returns):
-                        attrs.append("\\Subscribed")
-                lines[name] = attrs
-        for name in sorted(lines, key=lambda n: (n != INBOX, n)):
-            attrs = " ".join(dict.fromkeys(lines[name]))
-            self.send(f'* {"LSUB" if lsub else "LIST"} ({attrs}) "/" {self._wire_name(name)}')
-            if args.get("status") and name in mailboxes and not mailboxes[name].noselect:
-                self._status_line(mailboxes[name], args["status"])
+        for name, attrs, childinfo in listing.listed(mailboxes, subscribed, reference,
+                                                     patterns, opts, returns, lsub):
+            extra = ' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else ""
+            self.send(f'* {"LSUB" if lsub else "LIST"} ({" ".join(attrs)}) "/" '
+                      f'{self._wire_name(name)}{extra}')
+            if command.status and name in mailboxes and not mailboxes[name].noselect:
+                self._status_line(mailboxes[name], command.status)
         return f"{command.name} completed"
 
-    def do_LSUB(self, command: Command) -> str:
+    def do_LSUB(self, command: ListCommand) -> str:
         return self.do_LIST(command, lsub=True)
 
-    def do_STATUS(self, command: Command) -> str:
-        mailbox = self._selectable(command.args["mailbox"])
-        items = command.args["items"]
+    def do_STATUS(self, command: Status) -> str:
+        mailbox = self._selectable(command.mailbox)
+        items = command.items
         if not items:
             raise Bad("Unknown STATUS item")
         _check_status_items(items)
@@ -664,22 +642,50 @@ class Session:
         body = " ".join(f"{item} {values[item]}" for item in items)
         self.send(f"* STATUS {self._wire_name(mailbox.name)} ({body})")
 
-    def do_APPEND(self, command: Command) -> str:
+    def do_APPEND(self, command: Append) -> str:
         assert self.user is not None
-        args = command.args
-        mailbox = self.mail.mailbox(self.user, args["mailbox"])
+        mailbox = self.mail.mailbox(self.user, command.mailbox)
         if mailbox is None:
             raise No("[TRYCREATE] Mailbox does not exist")
         if mailbox.noselect:
             raise No("[CANNOT] Mailbox is \\Noselect")
-        data = crlf(args["message"])
-        if not data:
-            raise No("Cannot append an empty message")
-        flags = _check_flags(args["flags"])
-        stamp, zone = args["date"] or (None, 0)
-        mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp, zone)
-        self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
-        return f"[APPENDUID {mailbox.uidvalidity} {uid}] APPEND completed"
+        # Every message checked before any is stored: a MULTIAPPEND is all or none.
+        messages = []
+        for message in command.messages:
+            raw = message.data if message.catenate is None else self._catenated(message.catenate)
+            data = crlf(without_nul(raw))  # BINARY (RFC 3516 4.4): stored 7-bit
+            if not data:
+                raise No("Cannot append an empty message")
+            messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
+        uids: list[int] = []
+        try:
+            for data, flags, stamp, zone in messages:
+                mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp,
+                                                   zone)
+                uids.append(uid)
+                self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
+        except DiskFull:
+            # The store offers no transaction over several appends with flags and dates:
+            # the ones already stored are taken back, so none of them stays.
+            if uids:
+                self.mail.expunge(mailbox_id, uids)
+            raise
+        return f"[APPENDUID {mailbox.uidvalidity} {format_set(uids)}] APPEND completed"
+
+    def _catenated(self, parts: list[tuple[str, bytes]]) -> bytes:
+        """CATENATE's message (RFC 4469): its TEXT parts and what its URLs name, in order."""
+        out = []
+        for kind, value in parts:
+            if kind == "TEXT":
+                out.append(value)
+                continue
+            assert self.user is not None
+            try:
+                out.append(urls.resolve(self.mail, self.user, value))
+            except urls.BadUrl:
+                text = value.decode("utf-8", "replace")[:200]
+                raise No(f"[BADURL {quote(text)}] The URL names no message of yours") from None
+        return b"".join(out)
 
     # --- selected --------------------------------------------------------------------
 
@@ -714,8 +720,8 @@ class Session:
         self._expunged(gone)
         return f"{command.name} completed"
 
-    def do_UID_EXPUNGE(self, command: Command) -> str:
-        return self.do_EXPUNGE(command, set(self._uids(command.args["set"], True)))
+    def do_UID_EXPUNGE(self, command: UidExpunge) -> str:
+        return self.do_EXPUNGE(command, set(self._uids(command.set, True)))
 
     def _uids(self, seqset: Any, uid: bool) -> list[int]:
         """The view's UIDs a sequence set names (UID sets ignore UIDs not present). Ranges
@@ -734,27 +740,16 @@ class Session:
             raise Bad("Invalid message sequence number")
         return [uid for lo, hi in _merge(ranges) for uid in view.uids[lo - 1:hi]]
 
-    def do_SEARCH(self, command: Command) -> str:
+    def do_SEARCH(self, command: Search) -> str:
         view = self.view
         assert view is not None
-        keys = command.args["keys"]
-        content = search.needs_content(keys)
-        ctx = search.Context(len(view), view.largest_uid())
-        found = []
-        for seq, uid in enumerate(view.uids, 1):
-            message = view.index[uid]
-            candidate = search.Candidate(
-                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags,
-                uid in view.recent, message.internaldate + message.zone * 60, message.size,
-                message.modseq,
-                (lambda u=uid: self._entity(u)) if content else (lambda: None))
-            if all(search.matches(key, candidate, ctx) for key in keys):
-                found.append((seq, uid))
+        keys = command.keys
+        found = self._found(keys)
         numbers = [uid if command.uid else seq for seq, uid in found]
         uses_modseq = _uses_modseq(keys)
         if uses_modseq:
             self._condstore()
-        returns = command.args.get("return")
+        returns = command.returns
         if returns is not None:
             self._esearch(command, found, returns, uses_modseq)
             return "SEARCH completed"
@@ -764,6 +759,61 @@ class Session:
         self.send(text)
         return "SEARCH completed"
 
+    def _found(self, keys: list[SearchKey]) -> list[tuple[int, int]]:
+        """(seq, uid) of the view's messages that match every key, ascending."""
+        view = self.view
+        assert view is not None
+        content = search.needs_content(keys)
+        ctx = search.Context(len(view), view.largest_uid())
+        found = []
+        for seq, uid in enumerate(view.uids, 1):
+            message = view.index[uid]
+            load: Callable[[], Entity | None] = partial(self._entity, uid) if content \
+                else _no_entity
+            candidate = search.Candidate(
+                (view.id, view.mailbox.uidvalidity, uid), seq, uid, message.flags,
+                uid in view.recent, message.internaldate + message.zone * 60, message.size,
+                message.modseq, load)
+            if all(search.matches(key, candidate, ctx) for key in keys):
+                found.append((seq, uid))
+        return found
+
+    def _sort_items(self, found: list[tuple[int, int]]) -> list[sort.Item]:
+        view = self.view
+        assert view is not None
+        items = []
+        for seq, uid in found:
+            message = view.index[uid]
+            keys = sort.keys((view.id, view.mailbox.uidvalidity, uid),
+                             partial(self._entity, uid))
+            items.append(sort.Item(seq, uid, message.internaldate, message.size, keys))
+        return items
+
+    def do_SORT(self, command: Sort) -> str:
+        """RFC 5256 SORT; with RETURN, ESORT's ESEARCH answer in sort order (RFC 5267)."""
+        found = self._found(command.keys)
+        uses_modseq = _uses_modseq(command.keys)
+        if uses_modseq:
+            self._condstore()
+        ordered = [(i.seq, i.uid) for i in sort.sort(self._sort_items(found), command.criteria)]
+        if command.returns is not None:
+            self._esearch(command, ordered, command.returns, uses_modseq)
+        else:
+            self.send("* SORT" + "".join(f" {uid if command.uid else seq}"
+                                         for seq, uid in ordered))
+        return f"{command.name} completed"
+
+    do_UID_SORT = do_SORT
+
+    def do_THREAD(self, command: Thread) -> str:
+        items = self._sort_items(self._found(command.keys))
+        threads = thread.references(items) if command.algorithm == "REFERENCES" \
+            else thread.ordered_subject(items)
+        self.send("* THREAD " + thread.render(threads, command.uid))
+        return f"{command.name} completed"
+
+    do_UID_THREAD = do_THREAD
+
     def _condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the client hears HIGHESTMODSEQ."""
         if "CONDSTORE" not in self.enabled:
@@ -771,7 +821,7 @@ class Session:
             if self.view is not None:
                 self.send(f"* OK [HIGHESTMODSEQ {self.view.modseq}] Highest")
 
-    def _esearch(self, command: Command, found: list[tuple[int, int]], returns: list[str],
+    def _esearch(self, command: Search | Sort, found: list[tuple[int, int]], returns: list[str],
                  modseq: bool) -> None:
         """RFC 4731's answer; with a MODSEQ key, the highest mod-sequence of the messages
         it names (RFC 7162 3.1.10)."""
@@ -808,37 +858,30 @@ class Session:
             if data is None:
                 return None
             entity = Entity.parse(crlf(data))
-            self._cache[key] = entity
-            # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
-            while len(self._cache) > 16 or (len(self._cache) > 1 and sum(
-                    len(e.header) + len(e.body) for e in self._cache.values()) > CACHE_BYTES):
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+            self._cache.put(key, entity)
         return entity
 
-    def do_FETCH(self, command: Command) -> str:
+    def do_FETCH(self, command: Fetch) -> str:
         view = self.view
         assert view is not None
-        args = command.args
-        atts = list(args["atts"])
-        changedsince = args.get("changedsince")
-        if args.get("vanished") and not (command.uid and "QRESYNC" in self.enabled
+        atts = list(command.atts)
+        changedsince = command.changedsince
+        if command.vanished and not (command.uid and "QRESYNC" in self.enabled
                                          and changedsince is not None):
             raise Bad("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
         if changedsince is not None or "MODSEQ" in atts:
             self._condstore()
-        uids = self._uids(args["set"], command.uid)
+        uids = self._uids(command.set, command.uid)
         if command.uid and "UID" not in atts:
             atts.insert(0, "UID")
         if changedsince is not None:
             uids = [u for u in uids if view.index[u].modseq > changedsince]
             if "MODSEQ" not in atts:
                 atts.append("MODSEQ")
-            if args.get("vanished"):
+            if command.vanished:
                 largest = view.largest_uid()
                 gone = [u for u in self.mail.vanished(view.id, changedsince)
-                        if args["set"].contains(u, max(largest, u))]
+                        if command.set.contains(u, max(largest, u))]
                 if gone:
                     self.send(f"* VANISHED (EARLIER) {format_set(gone)}")
         sets_seen = not view.readonly and any(
@@ -853,82 +896,31 @@ class Session:
                     seen_now.add(message.uid)
         missing = False
         for uid in uids:
-            items = self._fetch_items(uid, atts, uid in seen_now)
-            if items is None:
-                missing = True
-                continue
-            self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")")
-        if missing:
-            raise No("Some messages were expunged meanwhile and were not fetched")
+            try:
+                found, lost = fetch.items(view, uid, atts, self._entity, uid in seen_now,
+                                          "CONDSTORE" in self.enabled)
+            except fetch.UnknownEncoding as error:
+                raise No(f"[UNKNOWN-CTE] {error}: unknown Content-Transfer-Encoding") from None
+            missing = missing or lost
+            self.send(b"* %d FETCH (" % view.seq(uid) + b" ".join(found) + b")")
+        if missing:  # RFC 5530's code, as Dovecot answers: what was known has been sent
+            return "[EXPUNGEISSUED] Some messages were expunged meanwhile"
         return f"{command.name} completed"
 
     do_UID_FETCH = do_FETCH
 
-    def _fetch_items(self, uid: int, atts: list, flags_changed: bool) -> list[bytes] | None:
-        view = self.view
-        assert view is not None
-        message = view.index[uid]
-        out: list[bytes] = []
-        entity = None
-        wrote_flags = False
-        for att in atts:
-            if isinstance(att, Section) or att in ("RFC822", "RFC822.HEADER", "RFC822.TEXT",
-                                                   "ENVELOPE", "BODY", "BODYSTRUCTURE"):
-                if entity is None:
-                    entity = self._entity(uid)
-                    if entity is None:
-                        return None
-            if isinstance(att, Section):
-                data = entity.section(att.part, att.text, att.fields)
-                if data is None:
-                    data = b""
-                if att.partial:
-                    origin, count = att.partial
-                    data = data[origin:origin + count]
-                out.append(att.name().encode() + b" " + literal(data))
-            elif att == "UID":
-                out.append(b"UID %d" % uid)
-            elif att == "FLAGS":
-                out.append(b"FLAGS " + self._flag_text(uid).encode())
-                wrote_flags = True
-            elif att == "INTERNALDATE":
-                out.append(f'INTERNALDATE "{_internaldate(message)}"'.encode())
-            elif att == "RFC822.SIZE":
-                out.append(b"RFC822.SIZE %d" % message.size)
-            elif att == "MODSEQ":
-                out.append(b"MODSEQ (%d)" % message.modseq)
-            elif att == "RFC822":
-                out.append(b"RFC822 " + literal(entity.header + entity.body))
-            elif att == "RFC822.HEADER":
-                out.append(b"RFC822.HEADER " + literal(entity.header))
-            elif att == "RFC822.TEXT":
-                out.append(b"RFC822.TEXT " + literal(entity.body))
-            elif att == "ENVELOPE":
-                out.append(b"ENVELOPE " + entity.envelope().encode())
-            elif att == "BODY":
-                out.append(b"BODY " + entity.bodystructure(False).encode())
-            elif att == "BODYSTRUCTURE":
-                out.append(b"BODYSTRUCTURE " + entity.bodystructure(True).encode())
-        if flags_changed and not wrote_flags:  # \Seen just set: said first, as Dovecot does
-            out.insert(1 if out and out[0].startswith(b"UID ") else 0,
-                       b"FLAGS " + self._flag_text(uid).encode())
-        if "CONDSTORE" in self.enabled and "MODSEQ" not in atts and (wrote_flags or flags_changed):
-            out.append(b"MODSEQ (%d)" % message.modseq)
-        return out
-
-    def do_STORE(self, command: Command) -> str:
+    def do_STORE(self, command: Store) -> str:
         view = self.view
         assert view is not None
         if view.readonly:
             raise No("[READ-ONLY] Mailbox is read-only")
-        args = command.args
-        flags = _check_flags(args["flags"])
-        unchanged = args.get("unchangedsince")
+        flags = _check_flags(command.flags)
+        unchanged = command.unchangedsince
         if unchanged is not None:
             self._condstore()
-        uids = self._uids(args["set"], command.uid)
+        uids = self._uids(command.set, command.uid)
         live = [u for u in uids if u not in view.ghosts]
-        changed, failed = self.mail.set_flags(view.id, live, flags, args["mode"], unchanged)
+        changed, failed = self.mail.set_flags(view.id, live, flags, command.mode, unchanged)
         for message in changed:
             view.update(message)
         changed_uids = {m.uid for m in changed}
@@ -938,7 +930,7 @@ class Session:
         for uid in uids:
             if uid in failed_set or uid in view.ghosts:
                 continue
-            if args["silent"] and not (unchanged is not None and uid in changed_uids):
+            if command.silent and not (unchanged is not None and uid in changed_uids):
                 continue
             items = self._flags_items(uid, with_uid=command.uid)
             if unchanged is not None and "MODSEQ" not in items:
@@ -951,12 +943,12 @@ class Session:
 
     do_UID_STORE = do_STORE
 
-    def do_COPY(self, command: Command, move: bool = False) -> str:
+    def do_COPY(self, command: Copy, move: bool = False) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
-        uids = self._uids(command.args["set"], command.uid)
-        target = self.mail.mailbox(self.user, command.args["mailbox"])
+        uids = self._uids(command.set, command.uid)
+        target = self.mail.mailbox(self.user, command.mailbox)
         if target is None:
             raise No("[TRYCREATE] Target mailbox does not exist")
         if target.noselect:
@@ -982,48 +974,10 @@ class Session:
 
     do_UID_COPY = do_COPY
 
-    def do_MOVE(self, command: Command) -> str:
+    def do_MOVE(self, command: Copy) -> str:
         return self.do_COPY(command, move=True)
 
     do_UID_MOVE = do_MOVE
-
-
-def utf7_decode(pattern: str) -> str:
-    try:
-        return utf7.decode(pattern)
-    except utf7.UTF7Error:
-        return pattern
-
-
-def _parents(names: set[str]) -> set[str]:
-    out = set()
-    for name in names:
-        parts = name.split("/")
-        out.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    return out
-
-
-def _match(pattern: str, name: str) -> bool:
-    """LIST wildcards: * matches anything, % anything but the delimiter; INBOX in any case.
-    Dynamic programming over (pattern, name) positions: linear in each, so no pattern of
-    many wildcards can make it backtrack for ever."""
-    if pattern[:5].upper() == INBOX and name.startswith(INBOX):
-        pattern = INBOX + pattern[5:]
-    reach = [True] + [False] * len(name)  # reach[j]: the pattern so far matches name[:j]
-    for char in pattern:
-        nxt = [False] * (len(name) + 1)
-        if char in "*%":
-            ok = False
-            for j in range(len(name) + 1):
-                if char == "%" and j and name[j - 1] == "/":
-                    ok = False  # % never spans a delimiter
-                ok = ok or reach[j]
-                nxt[j] = ok
-        else:
-            for j in range(1, len(name) + 1):
-                nxt[j] = reach[j - 1] and name[j - 1] == char
-        reach = nxt
-    return reach[-1]
 
 
 def _check_flags(flags: list[str]) -> list[str]:
@@ -1049,16 +1003,9 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _internaldate(message: Any) -> str:
-    """INTERNALDATE in the zone it was given in (RFC 3501 date-time)."""
-    local = time.gmtime(message.internaldate + message.zone * 60)
-    sign = "-" if message.zone < 0 else "+"
-    zone = abs(message.zone)
-    return time.strftime("%d-%b-%Y %H:%M:%S ", local) + f"{sign}{zone // 60:02d}{zone % 60:02d}"
-
-
-def _flag_order(flag: str) -> tuple[int, str]:
-    return (0 if flag.startswith("\\") else 1, flag)
+def _no_entity() -> None:
+    """A SEARCH whose keys need no message bytes never loads one."""
+    return None
 
 
 def _uses_modseq(keys: list) -> bool:

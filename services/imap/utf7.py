@@ -19,7 +19,8 @@ def _b64(chunk: str) -> str:
 
 
 def encode(name: str) -> str:
-    out, pending = [], []
+    out: list[str] = []
+    pending: list[str] = []
     for char in name:
         if 0x20 <= ord(char) <= 0x7E:
             if pending:

@@ -71,6 +71,23 @@ class View:
     def flags(self, uid: int) -> frozenset[str]:
         return self.index[uid].flags
 
+    def flag_text(self, uid: int) -> str:
+        """The parenthesised FLAGS of a message as this session sees it: system flags
+        first, then keywords, and \\Recent when this session holds it."""
+        flags = sorted(self.flags(uid), key=_flag_order)
+        if uid in self.recent:
+            flags.append("\\Recent")
+        return "(" + " ".join(flags) + ")"
+
+    def flags_items(self, uid: int, with_uid: bool, modseq: bool) -> str:
+        """The FETCH items of a flag change: [UID n] FLAGS (...) [MODSEQ (m)] (CONDSTORE)."""
+        items = f"FLAGS {self.flag_text(uid)}"
+        if with_uid:
+            items = f"UID {uid} " + items
+        if modseq:
+            items += f" MODSEQ ({self.index[uid].modseq})"
+        return items
+
     def unseen_first(self) -> int:
         for seq, uid in enumerate(self.uids, 1):
             if "\\Seen" not in self.index[uid].flags:
@@ -142,3 +159,7 @@ class View:
         if allow_expunge and self.ghosts:
             changes.expunged = sorted(self.ghosts)
         return changes
+
+
+def _flag_order(flag: str) -> tuple[int, str]:
+    return (0 if flag.startswith("\\") else 1, flag)

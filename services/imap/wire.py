@@ -11,7 +11,7 @@ def quote(value: str | bytes) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     if any(c in "\r\n\0" or ord(c) > 0x7E for c in text):
         raw = text.encode("utf-8")
-        return "{%d}\r\n%s" % (len(raw), text)
+        return f"{{{len(raw)}}}\r\n{text}"
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -155,10 +155,11 @@ service stats {{
 """
 
 
-def start_dovecot(tmp: Path, port: int) -> subprocess.Popen:
+def start_dovecot(tmp: Path, port: int, users: dict[str, str] | None = None) -> subprocess.Popen:
     (tmp / "mail").mkdir()
     shutil.chown(tmp / "mail", "dovecot", "dovecot")
-    (tmp / "passwd").write_text("alice:{PLAIN}alice\n")
+    users = users or {"alice": "alice"}
+    (tmp / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
     conf = tmp / "dovecot.conf"
     conf.write_text(DOVECOT_CONF.format(tmp=tmp, port=port))
     process = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stderr=subprocess.PIPE)
@@ -166,14 +167,17 @@ def start_dovecot(tmp: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def start_protolab(tmp: Path) -> tuple[subprocess.Popen, int]:
+def start_protolab(tmp: Path, users: dict[str, str] | None = None
+                   ) -> tuple[subprocess.Popen, int]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if users:
+        env["PROTOLAB_USERS"] = ",".join(f"{u}:{p}" for u, p in users.items())
     for _ in range(5):
         offset = random.randrange(10000, 29000)
         process = subprocess.Popen(
             [sys.executable, "-m", "services", "serve", "--only", "imap", "--data",
              str(tmp / "data"), "--bind", "127.0.0.1", "--port-offset", str(offset)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
         for line in process.stdout:
             if line.startswith("protolab ready"):
                 return process, 143 + offset

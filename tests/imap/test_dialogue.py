@@ -424,3 +424,55 @@ def test_list_status_with_an_unknown_item_is_bad_and_the_session_goes_on(raw):
     lines = raw.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES))')
     assert any(line.startswith(b"* STATUS \"INBOX\" (MESSAGES ") for line in lines), lines
     assert lines[-1].startswith(b"t OK")
+
+
+def test_sort_thread_multiappend_and_list_extended(imap, raw):
+    """What webmails ask for (Roundcube sorts and threads on the server), and imaplib's
+    sort() and thread() as a client drives them."""
+    import imaplib
+
+    def message(subject: str, sender: str, date: str, extra: str = "") -> bytes:
+        return (f"From: {sender}\r\nSubject: {subject}\r\nDate: {date}\r\n{extra}\r\nx\r\n").encode()
+
+    one = message("Plans", "Zoe <zoe@lab.test>", "Mon, 2 Feb 2026 10:00:00 +0000",
+                  "Message-ID: <p@lab.test>\r\n")
+    two = message("Re: plans", "adam@lab.test", "Mon, 2 Feb 2026 09:00:00 +0000",
+                  "Message-ID: <r@lab.test>\r\nIn-Reply-To: <p@lab.test>\r\n")
+    three = message("[news] Agenda", "Bob <bob@lab.test>", "Mon, 2 Feb 2026 11:00:00 +0000")
+    lines = raw.cmd(b"APPEND INBOX {%d+}\r\n%s (\\Seen) {%d+}\r\n%s {%d+}\r\n%s" % (
+        len(one), one, len(two), two, len(three), three))  # MULTIAPPEND: one APPENDUID set
+    assert lines[-1].startswith(b"t OK [APPENDUID ") and b" 1:3] " in lines[-1]
+    raw.cmd("SELECT INBOX")
+    assert raw.cmd("SORT (SUBJECT) UTF-8 ALL")[0] == b"* SORT 3 1 2\r\n"  # base subjects
+    assert raw.cmd("SORT (REVERSE DATE) UTF-8 ALL")[0] == b"* SORT 3 1 2\r\n"
+    assert raw.cmd("SORT (DISPLAYFROM) UTF-8 ALL")[0] == b"* SORT 2 3 1\r\n"  # adam, bob, zoe
+    assert raw.cmd("UID SORT RETURN (MIN COUNT) (FROM) UTF-8 1:2")[0] == \
+        b'* ESEARCH (TAG "t") UID MIN 2 COUNT 2\r\n'  # ESORT: MIN is first in sort order
+    assert raw.cmd("THREAD REFERENCES UTF-8 ALL")[0] == b"* THREAD (1 2)(3)\r\n"
+    assert raw.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 1)(3)\r\n"
+    assert raw.cmd("SORT (SUBJECT) KOI8-R ALL")[-1].startswith(b"t NO [BADCHARSET")
+    assert raw.cmd("SORT (REVERSE) UTF-8 ALL")[-1].startswith(b"t BAD")
+    raw.cmd("CREATE a/b")
+    raw.cmd("SUBSCRIBE a/b")
+    assert raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" a RETURN (CHILDREN)')[:-1] == [
+        b'* LIST (\\HasChildren) "/" "a" ("CHILDINFO" ("SUBSCRIBED"))\r\n']
+    assert raw.cmd('LIST (RECURSIVEMATCH) "" %')[-1].startswith(b"t BAD")
+    client = imaplib.IMAP4("127.0.0.1", imap.port("imap", "imap"))
+    client.login("alice", "alice")
+    client.select("INBOX")
+    assert client.sort("(FROM)", "UTF-8", "ALL") == ("OK", [b"2 3 1"])
+    assert client.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(1 2)(3)"])
+    client.logout()
+
+
+def test_binary_append_and_fetch(raw):
+    """RFC 3516: a literal8 with NUL bytes is stored 7-bit (base64) and comes back
+    decoded from BINARY[], in a literal8; BINARY.SIZE counts the decoded bytes."""
+    data = b"Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02 bytes\r\n"
+    assert raw.cmd(b"APPEND INBOX ~{%d+}\r\n%s" % (len(data), data))[-1].startswith(b"t OK")
+    raw.cmd("SELECT INBOX")
+    lines = raw.cmd("FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BODY.PEEK[1])")
+    assert lines[0] == b"* 1 FETCH (BINARY.SIZE[1] 11 BINARY[1] ~{11}\r\n"
+    assert lines[1] == b"\x00\x01\x02 bytes\r\n"
+    assert b"\x00" not in b"".join(lines[2:])  # BODY[1]: the base64 the store holds
+    assert raw.cmd("FETCH 1 FLAGS")[0] == b"* 1 FETCH (FLAGS (\\Recent))\r\n"  # PEEK: no \Seen

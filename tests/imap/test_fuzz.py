@@ -25,12 +25,15 @@ FUZZ = settings(max_examples=EXAMPLES or 1000, derandomize=True, deadline=None,
 
 NAMES = [b"FETCH", b"UID FETCH", b"STORE", b"UID STORE", b"SEARCH", b"UID SEARCH", b"COPY",
          b"MOVE", b"SELECT", b"EXAMINE", b"STATUS", b"LIST", b"LSUB", b"APPEND", b"LOGIN",
-         b"AUTHENTICATE", b"CREATE", b"RENAME", b"ENABLE", b"ID", b"UID EXPUNGE", b"NOOP"]
+         b"AUTHENTICATE", b"CREATE", b"RENAME", b"ENABLE", b"ID", b"UID EXPUNGE", b"NOOP",
+         b"SORT", b"UID SORT", b"THREAD", b"UID THREAD"]
 ARG_BYTES = st.sampled_from([b" ", b"(", b")", b"[", b"]", b"<", b">", b".", b":", b",", b"*",
                              b'"', b"\\", b"{", b"}", b"+", b"-", b"~", b"1", b"0", b"9" * 30,
                              b"\xff", b"\x00", b"\x7f", b"\xc3\xa9", b"NIL", b"BODY", b"PEEK",
                              b"HEADER.FIELDS", b"MIME", b"TEXT", b"FLAGS", b"\\Seen", b"OR",
-                             b"NOT", b"UID", b"CHARSET", b"RETURN", b"INBOX", b"1-Jan-2020"])
+                             b"NOT", b"UID", b"CHARSET", b"RETURN", b"INBOX", b"1-Jan-2020",
+                             b"BINARY", b"BINARY.SIZE", b"CATENATE", b"URL", b"REVERSE",
+                             b"REFERENCES", b"UTF-8", b"SUBJECT", b"RECURSIVEMATCH"])
 
 
 def _one_line(data: bytes) -> bytes:

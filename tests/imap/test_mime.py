@@ -74,13 +74,13 @@ def everything(data: bytes) -> None:
     entity.bodystructure(True)
     entity.bodystructure(False)
     for att in SECTIONS:
-        section = parse_command(b"t FETCH 1 " + att).args["atts"][0]
+        section = parse_command(b"t FETCH 1 " + att).atts[0]
         entity.section(section.part, section.text, section.fields)
     candidate = search.Candidate(("mime test", id(data)), 1, 1, frozenset(), False, 0.0,
                                  len(data), 1, lambda: entity)
     context = search.Context(1, 1)
     for key in KEYS:
-        for parsed in parse_command(b"t SEARCH " + key).args["keys"]:
+        for parsed in parse_command(b"t SEARCH " + key).keys:
             search.matches(parsed, candidate, context)
 
 

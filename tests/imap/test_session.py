@@ -70,6 +70,11 @@ COMMANDS = [
     "APPEND INBOX (\\Seen) {{5+}}\r\nhello", "APPEND x/{n} {{3+}}\r\nabc",
     "IDLE", "DONE", "AUTHENTICATE PLAIN", "AGpvZQBqb2U=", "*", "STARTTLS",
     "FETCH {n} BODY[{n}.{m}.HEADER.FIELDS ({n})]", "SEARCH HEADER {n} {m}",
+    "SORT (REVERSE SUBJECT DISPLAYFROM) UTF-8 {n}:*", "UID SORT RETURN (MIN ALL) (DATE) UTF-8 ALL",
+    "THREAD REFERENCES UTF-8 ALL", "UID THREAD ORDEREDSUBJECT US-ASCII {n}",
+    "FETCH {n} (BINARY.SIZE[{m}] BINARY.PEEK[{n}]<{m}.{n}>)",
+    'APPEND INBOX CATENATE (URL "/INBOX/;UID={n}/;SECTION={m}" TEXT {{2+}}\r\nhi)',
+    'LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (CHILDREN STATUS (MESSAGES))',
 ]
 
 
@@ -117,3 +122,49 @@ def test_two_sessions_interleaved_never_crash(tmp_path_factory, script):
         for h in pair:
             h.session.close()
         store.close()
+
+
+def test_fetch_of_a_message_expunged_meanwhile_says_what_is_known(tmp_path):
+    """RFC 5530 EXPUNGEISSUED, as Dovecot: UID and FLAGS, NIL for the bytes, OK."""
+    store, journal = make_store(tmp_path)
+    one, two = Harness(store, journal), Harness(store, journal)
+    for h in (one, two):
+        h.feed(b"a LOGIN alice alice\r\nb SELECT INBOX\r\n")
+    assert b"c OK" in two.feed(b"c STORE 1 +FLAGS (\\Deleted)\r\nd EXPUNGE\r\n")
+    out = one.feed(b"e FETCH 1 (UID FLAGS BODY.PEEK[] ENVELOPE)\r\n")
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) BODY[] NIL)\r\n" in out
+    assert out.endswith(b"e OK [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n")
+    assert b"* 1 EXPUNGE" in one.feed(b"f NOOP\r\n")
+    store.close()
+
+
+def test_multiappend_stores_all_or_none(tmp_path):
+    """RFC 3502: one APPENDUID for the set; an invalid message stores none of them."""
+    store, journal = make_store(tmp_path)
+    h = Harness(store, journal)
+    h.feed(b"a LOGIN alice alice\r\n")
+    out = h.feed(b"b APPEND INBOX {3+}\r\none (\\Seen) {3+}\r\ntwo\r\n")
+    assert out.startswith(b"b OK [APPENDUID ") and out.split()[4] == b"3:4]"
+    out = h.feed(b"c APPEND INBOX {5+}\r\nthree (\\Bogus) {4+}\r\nfour\r\n")
+    assert out.startswith(b"c BAD Invalid system flag")
+    assert b"* 4 EXISTS" in h.feed(b"d SELECT INBOX\r\n")
+    list_out = h.feed(b'e LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (CHILDREN)\r\n')
+    assert list_out.endswith(b"e OK LIST completed\r\n")
+    assert h.feed(b'f LIST (RECURSIVEMATCH) "" %\r\n').startswith(b"f BAD")
+    store.close()
+
+
+def test_catenate_builds_a_message_from_text_and_urls(tmp_path):
+    """RFC 4469: TEXT parts and the sections IMAP URLs name; a URL of nothing is BADURL."""
+    store, journal = make_store(tmp_path)
+    h = Harness(store, journal)
+    h.feed(b"a LOGIN alice alice\r\n")
+    out = h.feed(b'b APPEND Drafts CATENATE (URL "/INBOX/;UID=1/;SECTION=HEADER" '
+                 b'TEXT {5+}\r\nnew\r\n URL "/INBOX/;UID=2/;SECTION=2.TEXT/;PARTIAL=0.3")\r\n')
+    assert out.startswith(b"b OK [APPENDUID ")
+    h.feed(b"c SELECT Drafts\r\n")
+    assert b"From: a@b\r\nSubject: x\r\n\r\nnew\r\ntwo)" in h.feed(b"d FETCH 1 BODY.PEEK[]\r\n")
+    out = h.feed(b'e APPEND Drafts CATENATE (TEXT {2+}\r\nhi URL "/INBOX;UIDVALIDITY=1234/;UID=1")\r\n')
+    assert out.startswith(b'e NO [BADURL "/INBOX;UIDVALIDITY=1234/;UID=1"]')
+    assert h.feed(b"g STATUS Drafts (MESSAGES)\r\n").startswith(b'* STATUS "Drafts" (MESSAGES 1)')  # none
+    store.close()
