@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
-from ..smtp.lines import Conversation
-from ..smtp.sasl import Exchange, Outcome
+from ..line.conversation import Conversation
+from ..line.sasl import Exchange, Outcome
 
 if TYPE_CHECKING:
     from ..journal import Session

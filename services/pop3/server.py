@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 
-from ..smtp.adapter import LineFactory
+from ..line.adapter import LineFactory
 from .core import Options, POP3Conversation
 
 if TYPE_CHECKING:

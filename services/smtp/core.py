@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
 from .delivery import Delivery, MailDrop, valid_address
-from .lines import Conversation
-from .sasl import Exchange, Outcome, mechanisms
+from ..line.conversation import Conversation
+from ..line.sasl import Exchange, Outcome, mechanisms
 
 if TYPE_CHECKING:
     from ..journal import Session

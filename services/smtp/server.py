@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 
-from .adapter import LineFactory
+from ..line.adapter import LineFactory
 from .commit import GroupCommit
 from .core import Options, SMTPConversation
 from .delivery import MailDrop

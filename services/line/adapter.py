@@ -12,7 +12,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from ..journal import Session
-from .lines import Conversation
+from .conversation import Conversation
 
 # Makes the conversation of one connection: (journal session, secure already, peer address).
 Maker = Callable[[Session, bool, str], Conversation]
