@@ -22,7 +22,7 @@ from ..credentials import Credentials
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import search, utf7
-from .mime import Entity, crlf
+from .mime import Entity
 from .parser import (
     Bye,
     Command,
@@ -672,7 +672,7 @@ class Session:
             raise No("[TRYCREATE] Mailbox does not exist")
         if mailbox.noselect:
             raise No("[CANNOT] Mailbox is \\Noselect")
-        data = crlf(args["message"])
+        data = args["message"]  # the store makes its line ends CRLF
         if not data:
             raise No("Cannot append an empty message")
         flags = _check_flags(args["flags"])
@@ -807,7 +807,7 @@ class Session:
             data = self.mail.data(view.id, uid)
             if data is None:
                 return None
-            entity = Entity.parse(crlf(data))
+            entity = Entity.parse(data)
             self._cache[key] = entity
             # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
             while len(self._cache) > 16 or (len(self._cache) > 1 and sum(

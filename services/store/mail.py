@@ -5,8 +5,10 @@ is made anew, UIDs ascend and are never reused, every change takes the next mod-
 (CONDSTORE), and expunged UIDs leave a tombstone with their mod-sequence (QRESYNC).
 Mailbox names are Unicode with "/" as the hierarchy delimiter; "INBOX" is matched in any
 case. Message bytes live in the database, so a message is either wholly there or not.
-They are kept as they go on the wire, with CRLF line ends (SMTP and IMAP APPEND store them
-so): IMAP's RFC822.SIZE is `size`, the length of what FETCH BODY[] sends.
+They are kept as they go on the wire, with CRLF line ends: append() and append_many(), the
+ways in, make every bare LF or CR a CRLF (SMTP from netcat, a script's message, an APPEND
+of a Unix file), so readers send what is stored and IMAP's RFC822.SIZE, POP3's LIST and
+STAT are `size`, the length of what FETCH BODY[] and RETR send.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ MIGRATIONS = [
     """
     ALTER TABLE mailboxes ADD COLUMN noselect INTEGER NOT NULL DEFAULT 0;
     """,
+    # CRLF line ends for what older versions stored as given (what crlf() does, in SQL;
+    # CAST keeps the bytes a BLOB), and sizes to match.
+    """
+    UPDATE bodies SET data = CAST(replace(replace(replace(data, x'0d0a', x'0a'), x'0d', x'0a'),
+                                          x'0a', x'0d0a') AS BLOB);
+    UPDATE messages SET size = (SELECT length(data) FROM bodies WHERE message = messages.id)
+        WHERE size != (SELECT length(data) FROM bodies WHERE message = messages.id);
+    """,
 ]
 
 DELIMITER = "/"
@@ -128,6 +138,14 @@ class Status:
     uidvalidity: int
     modseq: int
     size: int
+
+
+def crlf(data: bytes) -> bytes:
+    """`data` with CRLF line ends: every bare LF or bare CR becomes CRLF. The counts
+    first, so a message that is CRLF already (nearly all) costs three passes in C."""
+    if data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
@@ -338,7 +356,9 @@ class Mail:
 
     def append(self, user: str, mailbox: str, data: bytes, flags: Iterable[str] = (),
                internaldate: float | None = None, zone: int = 0) -> tuple[int, int]:
-        """Store a message; returns (mailbox id, uid). On disk when this returns."""
+        """Store a message (its line ends made CRLF); returns (mailbox id, uid). On disk
+        when this returns."""
+        data = crlf(data)
         with self.db.write() as tx:
             row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "
                              "AND NOT noselect", (user, _name(mailbox))).fetchone()
@@ -481,9 +501,11 @@ class Mail:
     def append_many(self, items: list[tuple[str, str, bytes]]
                     ) -> list[tuple[int, int] | None]:
         """Store several messages, (user, mailbox, data) each, in one transaction: one
-        fsync for all (SMTP's group commit). Returns (mailbox id, uid) per item, None for
-        an item whose mailbox is missing. On disk when this returns."""
+        fsync for all (SMTP's group commit); line ends made CRLF as in append(). Returns
+        (mailbox id, uid) per item, None for an item whose mailbox is missing. On disk when
+        this returns."""
         results: list[tuple[int, int] | None] = []
+        items = [(user, mailbox, crlf(data)) for user, mailbox, data in items]
         with self.db.write() as tx:
             for user, mailbox, data in items:
                 row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "

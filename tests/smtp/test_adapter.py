@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from services.credentials import Credentials
 from services.journal import Journal
-from services.smtp.adapter import LineFactory
+from services.line.adapter import LineFactory
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop
 from services.store import Store
