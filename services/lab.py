@@ -106,7 +106,7 @@ class Lab:
         refused client of an implicit TLS port reads its busy line over TLS."""
         from twisted.internet import reactor
 
-        from .serving import LimitedFactory, Limits, ListenerService
+        from .serving import LabContextFactory, LimitedFactory, Limits, ListenerService
 
         settings = self.config.lab
         if settings.max_connections or settings.max_connections_per_peer:
@@ -114,7 +114,7 @@ class Lab:
                 settings.max_connections, settings.max_connections_per_peer))
             factory = LimitedFactory(factory, limits, busy)
         if listener.tls == "implicit":
-            context = self.tls.twisted()
+            context = LabContextFactory(self.tls)
             return ListenerService(self, listener, lambda address: reactor.listenSSL(
                 listener.port, factory, context, interface=address))
         return ListenerService(self, listener, lambda address: reactor.listenTCP(

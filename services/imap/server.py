@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..flow import Flow, HalfClose
+from ..serving import LabContextFactory
 from .parser import Frame, Reader
 from .session import Session
 
@@ -165,7 +166,7 @@ class IMAPProtocol(HalfClose, Protocol):
             session.wants_tls = False
             # Bytes pipelined after STARTTLS came in clear: never run them as commands.
             self.reader.buffer.clear()
-            self.transport.startTLS(self.lab.tls.twisted())
+            self.transport.startTLS(LabContextFactory(self.lab.tls))
             session.tls_started()
 
     def _in_worker(self, raw: bytes) -> None:
