@@ -24,7 +24,7 @@ class LineFactory(Factory):
         self.service, self.journal, self.tls, self.make = service, journal, tls, make
         self.listener, self.implicit_tls = listener, implicit_tls
 
-    def buildProtocol(self, addr: Any) -> LineProtocol:
+    def buildProtocol(self, addr: Any) -> Protocol:
         protocol = LineProtocol()
         protocol.factory = self
         return protocol
@@ -37,6 +37,8 @@ class LineProtocol(HalfClose, Protocol, TimeoutMixin):
 
     log = Logger()
     factory: LineFactory
+    # A TCP or TLS transport; Twisted's zope interfaces (ITransport | None) do not type-check.
+    transport: Any
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()

@@ -14,8 +14,9 @@ STAT are `size`, the length of what FETCH BODY[] and RETR send.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .db import Database, StoreError, Tx
 
@@ -185,11 +186,11 @@ _MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use, n
 _MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq, zone"
 
 
-def _mailbox(row: tuple) -> Mailbox:
-    return Mailbox(*row[:-1], noselect=bool(row[-1]))
+def _mailbox(row: Sequence[Any]) -> Mailbox:
+    return Mailbox(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
 
 
-def _message(row: tuple) -> Message:
+def _message(row: Sequence[Any]) -> Message:
     return Message(row[0], row[1], _flags(row[2]), row[3], row[4], row[5])
 
 
@@ -430,7 +431,9 @@ class Mail:
                     (_flags_text(new), modseq, mailbox_id, uid),
                 )
                 changed.append(uid)
-        by_uid = {m.uid: m for m in self.messages(mailbox_id, modseq - 1)} if changed else {}
+        if modseq is None:  # nothing changed
+            return [], failed
+        by_uid = {m.uid: m for m in self.messages(mailbox_id, modseq - 1)}
         return [by_uid[uid] for uid in changed if uid in by_uid], failed
 
     def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
