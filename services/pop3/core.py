@@ -71,6 +71,9 @@ class Entry:
 
 
 class POP3Conversation(Conversation):
+    timeout_reply = "-ERR Disconnected for inactivity"
+    crash_reply = "-ERR [SYS/TEMP] Internal server error, closing the connection"
+
     def __init__(self, journal: Session, options: Options, store: Store,
                  credentials: Credentials, secure: bool) -> None:
         super().__init__(journal)
@@ -111,14 +114,6 @@ class POP3Conversation(Conversation):
     def greet(self) -> None:
         self.send("+OK protolab POP3 server ready" +
                   (f" {self.banner}" if self.options.apop else ""))
-
-    def timed_out(self) -> None:
-        self.send("-ERR Disconnected for inactivity")
-        self.close("idle timeout")
-
-    def crashed(self) -> None:
-        self.send("-ERR [SYS/TEMP] Internal server error, closing the connection")
-        self.close("internal error")
 
     def tls_started(self) -> None:
         super().tls_started()

@@ -58,6 +58,9 @@ class Options:
 
 
 class SMTPConversation(Conversation):
+    timeout_reply = "421 4.4.2 Idle timeout, closing the connection"
+    crash_reply = "421 4.3.0 Internal server error, closing the connection"
+
     def __init__(self, journal: Session, options: Options, drop: MailDrop,
                  credentials: Credentials, secure: bool, peer: str) -> None:
         super().__init__(journal)
@@ -98,14 +101,6 @@ class SMTPConversation(Conversation):
 
     def greet(self) -> None:
         self.send(f"220 {self.options.hostname} ESMTP protolab")
-
-    def timed_out(self) -> None:
-        self.send("421 4.4.2 Idle timeout, closing the connection")
-        self.close("idle timeout")
-
-    def crashed(self) -> None:
-        self.send("421 4.3.0 Internal server error, closing the connection")
-        self.close("internal error")
 
     def tls_started(self) -> None:
         super().tls_started()
