@@ -49,6 +49,20 @@ HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 DOMAIN_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
 
+USER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+RESERVED_NAMES = {"public"}  # share and folder names the lab uses for itself
+
+
+def check_name(name: str, key: str = "name") -> None:
+    """A lab user name: what [[users]], the store and every protocol's settings accept."""
+    if not USER_NAME_RE.match(name) or name in RESERVED_NAMES:
+        raise Invalid(
+            key,
+            f"{name!r} is not a valid user name (1-32 of a-z 0-9 . _ -, starting with a letter "
+            f"or digit; not {', '.join(sorted(RESERVED_NAMES))})",
+        )
+
+
 def check_address(key: str, value: str) -> None:
     try:
         ipaddress.ip_address(value)
@@ -99,8 +113,6 @@ class UserSeed:
     password: str = setting("", "the password, used only when the user is first created")
 
     def validate(self) -> None:
-        from .store.users import check_name
-
         check_name(self.name, key="name")
         if not self.password:
             raise Invalid("password", "must not be empty")
@@ -456,7 +468,7 @@ def example(config: LabConfig | None = None) -> str:
         "# Users created when the lab first starts (later changes: protolab user ...).",
     ]
     for user in config.users:
-        out += _section_lines("users", user, "[[users]]") + [""]
+        out += [*_section_lines("users", user, "[[users]]"), ""]
     for name in registry.names():
         doc = (registry.module(name).__doc__ or name).strip().splitlines()[0]
         out += [f"# {doc}", *_section_lines(name, config.services[name], f"[{name}]"), ""]

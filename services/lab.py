@@ -112,7 +112,7 @@ class Lab:
         refused client of an implicit TLS port reads its busy line over TLS."""
         from twisted.internet import reactor
 
-        from .serving import LimitedFactory, Limits, ListenerService
+        from .serving import LabContextFactory, LimitedFactory, Limits, ListenerService
 
         settings = self.config.lab
         if settings.max_connections or settings.max_connections_per_peer:
@@ -122,7 +122,7 @@ class Lab:
         if listener.tls == "implicit":
             from twisted.internet.interfaces import IReactorSSL
 
-            context, ssl = self.tls.twisted(), IReactorSSL(reactor)
+            context, ssl = LabContextFactory(self.tls), IReactorSSL(reactor)
             return ListenerService(self, listener, lambda address: ssl.listenSSL(
                 listener.port, factory, context, interface=address))
         return ListenerService(self, listener, lambda address: reactor.listenTCP(

@@ -81,8 +81,10 @@ class Chore:
 
 @implementer(IOpenSSLContextFactory)
 class LabContextFactory:
-    """Every TLS listener and STARTTLS shares the lab's one context (and so its key log).
-    Declaring the interface keeps Twisted from warning about a legacy factory."""
+    """What Twisted's listenSSL and transport.startTLS take: every TLS listener and
+    STARTTLS shares the lab's one context (and so its key log). Declaring the interface
+    keeps Twisted from warning about a legacy factory. Here, not in tls.py, which must not
+    import Twisted (commands that serve nothing import it)."""
 
     def __init__(self, tls: LabTLS) -> None:
         self._tls = tls

@@ -158,13 +158,6 @@ class LabTLS:
             self._context = ctx
         return self._context
 
-    def twisted(self) -> Any:
-        """What Twisted's listenSSL and transport.startTLS take (an IOpenSSLContextFactory
-        serving the lab context)."""
-        from .serving import LabContextFactory
-
-        return LabContextFactory(self)
-
 
 class _KeyLog:
     """Appends NSS key log lines; O_APPEND keeps lines whole when processes share the file."""

@@ -18,8 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from ..config import Invalid
-from ..store.users import check_name
+from ..config import Invalid, check_name
 
 TEAM_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")  # one DNS label
 # No 0/O, 1/l/I: a password read off a paper slip is typed right the first time.

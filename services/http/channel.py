@@ -15,8 +15,9 @@ every body to a temporary file before the resource sees it. Here:
 - lines may end in a bare LF, as `nc` sends them (RFC 9112 2.2 allows it; Twisted waits
   for a CRLF that never comes);
 - a client that half-closes (`nc -N`, shutdown(SHUT_WR)) after its requests gets every
-  complete one answered, then the close: Twisted's channel is not IHalfCloseableProtocol,
-  so the FIN became connectionLost and dropped the answer still in the write buffer;
+  complete one answered, then the close (services/flow.py's rule: Twisted's channel is
+  not IHalfCloseableProtocol, so the FIN became connectionLost and dropped the answer
+  still in the write buffer);
 - message framing as RFC 9112 6.1-6.3 requires (Twisted took "chunked" followed by a
   second "Transfer-Encoding: identity" line, and answered the request smuggled behind):
   see framing_error();
@@ -36,10 +37,9 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import reactor
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.web import http, server
-from zope.interface import implementer
 
+from ..flow import HalfClose
 from ..store import is_disk_full
 from . import fast
 
@@ -108,12 +108,10 @@ class BodySink(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
-@implementer(IHalfCloseableProtocol)
-class LabChannel(http.HTTPChannel):
+class LabChannel(HalfClose, http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
-    read_closed = False  # the client has sent its FIN
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -132,23 +130,17 @@ class LabChannel(http.HTTPChannel):
 
     # --- half-close ---------------------------------------------------------------------
 
-    def readConnectionLost(self) -> None:
-        """The client's FIN: nothing more will arrive. A request being answered is
-        finished (and pipelined ones after it, see requestDone); an incomplete one never
-        will be, so then the connection ends, once what was written is sent."""
-        self.read_closed = True
-        if self.refused:
-            self.transport.loseConnection()
-        elif not self._handlingRequest:
-            self.loseConnection()
+    def answered(self) -> bool:
+        """After the client's FIN: a request being answered is finished (and pipelined
+        ones after it, see requestDone); an incomplete one never will be."""
+        return self.refused or not self._handlingRequest
 
-    def writeConnectionLost(self) -> None:
-        """Our own half-close (a refusal's lingering close): nothing to do."""
+    def close_when_sent(self) -> None:
+        self.loseConnection()  # HTTPChannel's: it is its own producer, and unregisters it
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)  # may answer buffered pipelined requests meanwhile
-        if self.read_closed and not self._handlingRequest:
-            self.loseConnection()
+        self.close_if_done()
 
     # --- timeouts ----------------------------------------------------------------------
 

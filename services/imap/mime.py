@@ -2,7 +2,7 @@
 
 Python's email package re-serialises what it parses, so BODY[1.2]<0.100> would not be the
 bytes the client stored; this module only finds offsets and reads headers, and every
-section is a slice of the original message (after line ends are made CRLF, as on the wire).
+section is a slice of the original message (whose line ends the store made CRLF).
 ENVELOPE and BODYSTRUCTURE strings are raw header text, as RFC 3501 asks (encoded words
 are the client's to decode).
 """
@@ -18,15 +18,7 @@ from functools import cached_property
 
 from .wire import nstring, quote_list
 
-_BARE_LF = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-
-
-def crlf(data: bytes) -> bytes:
-    """Line ends as IMAP sends them: every bare LF (or CR) becomes CRLF."""
-    if b"\n" in data and _BARE_LF.search(data):
-        return _BARE_LF.sub(b"\r\n", data)
-    return data
 
 
 def split_header(data: bytes) -> tuple[bytes, bytes]:

@@ -17,13 +17,13 @@ from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
+from ..flow import Flow, HalfClose
+from ..serving import LabContextFactory
 from .parser import Frame, Reader
 from .session import Session
 
@@ -48,11 +48,10 @@ def _worker_command(raw: bytes) -> bool:
     return name in WORKER_COMMANDS
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class IMAPProtocol(Protocol):
-    """Also the producer of its own output: when the socket's buffer is full (a client
-    that does not read) no more commands are run and a worker's output is held back, so
-    what the server keeps for one connection stays bounded."""
+class IMAPProtocol(HalfClose, Protocol):
+    """When the socket's buffer is full (a client that does not read: see services/flow.py)
+    no more commands are run and a worker's output is held back, so what the server keeps
+    for one connection stays bounded."""
 
     def __init__(self, lab: Any, settings: Any, implicit_tls: bool, clock: Any = reactor) -> None:
         self.lab = lab
@@ -64,18 +63,13 @@ class IMAPProtocol(Protocol):
         self.journal: Any = None
         self.timer: Any = None
         self.busy = False  # a command runs in a worker thread
-        self.paused = False  # the socket's send buffer is full (or TLS is handshaking)
-        self.reading_paused = False  # INPUT_HELD reached: the socket is not read
-        self.lost = False
-        self.eof = False  # the client half-closed: close once everything is answered
-        self.waiting: list[Deferred] = []  # worker writes held back while paused
         self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
 
     def connectionMade(self) -> None:
         # Replies go out whole in one write; Nagle would hold the next one back for the
         # client's delayed ACK (40 ms on Linux) when a client pipelines.
         self.transport.setTcpNoDelay(True)
-        self.transport.registerProducer(self, True)
+        self.flow = Flow(self.transport, self._go_on)
         peer = self.transport.getPeer()
         self.journal = self.lab.journal.open(
             "imap", f"{peer.host}:{peer.port}", "imaps" if self.implicit_tls else "imap")
@@ -98,32 +92,11 @@ class IMAPProtocol(Protocol):
         else:
             blockingCallFromThread(reactor, self._write_from_worker, data)
 
-    def _write_from_worker(self, data: bytes) -> Deferred | None:
-        if self.lost:
+    def _write_from_worker(self, data: bytes) -> Deferred[None] | None:
+        if self.flow.lost:
             raise ConnectionDone("the client went away")  # ends the worker's command
         self.transport.write(data)
-        if not self.paused:
-            return None
-        waiter: Deferred = Deferred()
-        self.waiting.append(waiter)
-        return waiter
-
-    def pauseProducing(self) -> None:
-        # Not reading here: TLS pauses its producer during the handshake, which needs reads.
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        waiting, self.waiting = self.waiting, []
-        for waiter in waiting:
-            waiter.callback(None)
-        self._go_on()
-
-    def stopProducing(self) -> None:
-        self.lost = True
-        waiting, self.waiting = self.waiting, []
-        for waiter in waiting:
-            waiter.errback(ConnectionDone("the client went away"))
+        return self.flow.drained()
 
     # --- input ----------------------------------------------------------------------------
 
@@ -136,19 +109,12 @@ class IMAPProtocol(Protocol):
     def _go_on(self) -> None:
         """Run what was received, unless a command is in a worker or the client does not
         read; then read on, or not, by how much input waits."""
-        if self.lost:
+        if self.flow.lost:
             return
-        if not self.busy and not self.paused:
+        if not self.busy and not self.flow.blocked:
             self._guarded(self._pump)
-        held = len(self.reader.buffer) > INPUT_HELD
-        if held != self.reading_paused:
-            self.reading_paused = held
-            if held:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
-        if self.eof and not self.busy and not self.paused:
-            self._close()  # everything it sent is answered
+        self.flow.hold(len(self.reader.buffer) > INPUT_HELD)
+        self.close_if_done()
 
     def _guarded(self, work: Callable[[], None]) -> None:
         """Run session work; a bug costs this session (logged), never the reactor or the
@@ -177,7 +143,7 @@ class IMAPProtocol(Protocol):
         session = self.session
         assert session is not None
         while not session.closing:
-            if self.busy or self.paused:
+            if self.busy or self.flow.blocked:
                 return
             event = self.reader.next()
             if event is None:
@@ -201,7 +167,7 @@ class IMAPProtocol(Protocol):
             session.wants_tls = False
             # Bytes pipelined after STARTTLS came in clear: never run them as commands.
             self.reader.buffer.clear()
-            self.transport.startTLS(self.lab.tls.twisted())
+            self.transport.startTLS(LabContextFactory(self.lab.tls))
             session.tls_started()
 
     def _in_worker(self, raw: bytes) -> None:
@@ -214,7 +180,7 @@ class IMAPProtocol(Protocol):
         self.busy = False
         session = self.session
         assert session is not None
-        if self.lost:
+        if self.flow.lost:
             session.close()
             return
         if isinstance(result, Failure):
@@ -223,20 +189,12 @@ class IMAPProtocol(Protocol):
         self._guarded(self._settle)
         self._go_on()
 
-    def readConnectionLost(self) -> None:
-        """The client half-closed (`printf ... | nc -N`): what it sent before is answered,
-        and then the connection closes; without this Twisted drops the unsent answers."""
-        self.eof = True
-        self._go_on()
-
-    def writeConnectionLost(self) -> None:
-        self._close()
+    def answered(self) -> bool:
+        """For the half close (`printf ... | nc -N`): all it sent before is answered."""
+        return not self.busy and not self.flow.blocked
 
     def _close(self) -> None:
-        """Close once what was written is sent. The producer goes first: Twisted's TLS
-        never shuts down while a producer is registered (the session hung to the timeout)."""
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self.flow.close()
 
     def _autologout(self) -> None:
         self.bye("Autologout; idle for too long")
@@ -252,7 +210,7 @@ class IMAPProtocol(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         if self.factory is not None:
             self.factory.live.discard(self)
-        self.stopProducing()
+        self.flow.stopProducing()
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         if self.session is not None and not self.busy:  # else closed when the worker ends

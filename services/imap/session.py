@@ -47,7 +47,7 @@ from .commands import (
     UnknownCharset,
     format_set,
 )
-from .mime import Entity, crlf, without_nul
+from .mime import Entity, without_nul
 from .parser import Bye, Continue, Frame, Line, ParseError, Reject, parse_command
 from .view import View
 from .wire import quote
@@ -653,7 +653,8 @@ class Session:
         messages = []
         for message in command.messages:
             raw = message.data if message.catenate is None else self._catenated(message.catenate)
-            data = crlf(without_nul(raw))  # BINARY (RFC 3516 4.4): stored 7-bit
+            # BINARY (RFC 3516 4.4): stored 7-bit; the store makes its line ends CRLF
+            data = without_nul(raw)
             if not data:
                 raise No("Cannot append an empty message")
             messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
@@ -857,7 +858,7 @@ class Session:
             data = self.mail.data(view.id, uid)
             if data is None:
                 return None
-            entity = Entity.parse(crlf(data))
+            entity = Entity.parse(data)  # CRLF already: the store makes it so
             self._cache.put(key, entity)
         return entity
 

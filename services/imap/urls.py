@@ -8,7 +8,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from ..store.mail import Mail
-from .mime import Entity, crlf
+from .mime import Entity
 from .parser import ParseError, mailbox_name, parse_section
 
 
@@ -73,7 +73,7 @@ def resolve(mail: Mail, user: str, value: bytes) -> bytes:
     if mailbox is None or mailbox.noselect or url.uidvalidity not in (None, mailbox.uidvalidity):
         raise BadUrl("no such mailbox (or another UIDVALIDITY)")
     data = mail.data(mailbox.id, url.uid)
-    found = None if data is None else Entity.parse(crlf(data)).section(
+    found = None if data is None else Entity.parse(data).section(
         section.part, section.text, section.fields)
     if found is None:
         raise BadUrl("no such message or part")

@@ -5,8 +5,8 @@ Concurrent sessions get snapshots rather than RFC 1939's exclusive lock: at logi
 session numbers the INBOX's messages as they are then, and keeps that numbering (mail
 arriving later waits for the next session). DELE only marks; at QUIT the marked messages
 are expunged from the store, which IMAP sessions see as EXPUNGE. A message another session
-removed meanwhile answers -ERR. Messages are kept as received (CRLF); lone LFs from other
-sources are sent as CRLF, and lines starting with "." are dot-stuffed.
+removed meanwhile answers -ERR. Messages are sent as the store keeps them (CRLF line ends,
+so LIST and STAT give the octets RETR sends), with lines starting with "." dot-stuffed.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
-from ..smtp.lines import Conversation
-from ..smtp.sasl import Exchange, Outcome
+from ..line.conversation import Conversation
+from ..line.sasl import Exchange, Outcome
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -41,10 +41,9 @@ class Options:
 
 
 def to_wire(data: bytes) -> bytes:
-    """A stored message as RETR sends it: CRLF lines, dot-stuffed, with the final ".""."""
-    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    """A stored message (CRLF lines) as RETR sends it: dot-stuffed, with the final "."."""
     if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
+        data += b"\r\n"  # a last line without its end (an APPEND may store one)
     if data.startswith(b"."):
         data = b"." + data
     return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
@@ -52,12 +51,15 @@ def to_wire(data: bytes) -> bytes:
 
 def top(data: bytes, lines: int) -> bytes:
     """The header, the blank line and the first `lines` lines of the body (RFC 1939 TOP)."""
-    data = data.replace(b"\r\n", b"\n")
-    head, blank, body = data.partition(b"\n\n")
-    if blank:
-        kept = body.split(b"\n")[:lines] if lines else []
-        data = head + b"\n\n" + b"\n".join(kept) + (b"\n" if kept else b"")
-    return data.replace(b"\n", b"\r\n")
+    head, blank, body = data.partition(b"\r\n\r\n")
+    end = 0
+    for _ in range(lines if blank else 0):
+        end = body.find(b"\r\n", end)
+        if end < 0:
+            end = len(body)  # fewer lines than asked: all of them
+            break
+        end += 2
+    return head + blank + body[:end]
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Entry:
 
 
 class POP3Conversation(Conversation):
+    timeout_reply = "-ERR Disconnected for inactivity"
+    crash_reply = "-ERR [SYS/TEMP] Internal server error, closing the connection"
+
     def __init__(self, journal: Session, options: Options, store: Store,
                  credentials: Credentials, secure: bool) -> None:
         super().__init__(journal)
@@ -109,14 +114,6 @@ class POP3Conversation(Conversation):
     def greet(self) -> None:
         self.send("+OK protolab POP3 server ready" +
                   (f" {self.banner}" if self.options.apop else ""))
-
-    def timed_out(self) -> None:
-        self.send("-ERR Disconnected for inactivity")
-        self.close("idle timeout")
-
-    def crashed(self) -> None:
-        self.send("-ERR [SYS/TEMP] Internal server error, closing the connection")
-        self.close("internal error")
 
     def tls_started(self) -> None:
         super().tls_started()

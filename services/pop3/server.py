@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 
-from ..smtp.adapter import LineFactory
+from ..line.adapter import LineFactory
+from ..serving import LabContextFactory
 from .core import Options, POP3Conversation
 
 if TYPE_CHECKING:
+    from ..journal import Session
     from ..lab import Lab
 
 
@@ -26,10 +28,11 @@ def make_service(lab: Lab) -> MultiService:
                           stls=listener.tls == "starttls",
                           idle_timeout=settings.idle_timeout, max_errors=settings.max_errors)
 
-        def make(journal, secure, peer, options=options):  # type: ignore[no-untyped-def]
+        def make(journal: Session, secure: bool, peer: str,
+                 options: Options = options) -> POP3Conversation:
             return POP3Conversation(journal, options, lab.store, credentials, secure)
 
-        factory = LineFactory("pop3", lab.journal, lab.tls.twisted(), make, listener.name,
-                              listener.tls == "implicit")
+        factory = LineFactory("pop3", lab.journal, LabContextFactory(lab.tls), make,
+                              listener.name, listener.tls == "implicit")
         lab.tcp(listener, factory, busy=b"-ERR [SYS/TEMP] too many connections\r\n").setServiceParent(root)
     return root

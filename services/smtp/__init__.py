@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import DOMAIN_RE, Invalid, ServiceSettings, setting
+from ..config import DOMAIN_RE, Invalid, ServiceSettings, check_name, setting
 from ..listeners import Listener, Reach
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ class Settings(ServiceSettings):
 
     def validate(self) -> None:
         super().validate()
-        from ..store.users import check_name
-
         for key in ("size_limit", "idle_timeout", "max_errors"):
             if getattr(self, key) <= 0:
                 raise Invalid(key, "must be positive")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
+from ..line.conversation import Conversation
+from ..line.sasl import Exchange, Outcome, mechanisms
 from .delivery import Delivery, MailDrop, valid_address
-from .lines import Conversation
-from .sasl import Exchange, Outcome, mechanisms
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -58,6 +58,9 @@ class Options:
 
 
 class SMTPConversation(Conversation):
+    timeout_reply = "421 4.4.2 Idle timeout, closing the connection"
+    crash_reply = "421 4.3.0 Internal server error, closing the connection"
+
     def __init__(self, journal: Session, options: Options, drop: MailDrop,
                  credentials: Credentials, secure: bool, peer: str) -> None:
         super().__init__(journal)
@@ -98,14 +101,6 @@ class SMTPConversation(Conversation):
 
     def greet(self) -> None:
         self.send(f"220 {self.options.hostname} ESMTP protolab")
-
-    def timed_out(self) -> None:
-        self.send("421 4.4.2 Idle timeout, closing the connection")
-        self.close("idle timeout")
-
-    def crashed(self) -> None:
-        self.send("421 4.3.0 Internal server error, closing the connection")
-        self.close("internal error")
 
     def tls_started(self) -> None:
         super().tls_started()
@@ -336,13 +331,16 @@ class SMTPConversation(Conversation):
         else:
             body = data[:cut]
         if body:
-            body = body.replace(b"\r\n", b"\n")
-            if max(map(len, body.split(b"\n"))) + 2 > TEXT_LIMIT:
+            # Line ends stay as sent (a CR before each LF or not, as netcat sends): the
+            # store makes them CRLF, and the size counts them so. (A bare-LF line may be
+            # one byte longer than TEXT_LIMIT allows a CRLF one: not worth a Python loop.)
+            if max(map(len, body.split(b"\n"))) + 1 > TEXT_LIMIT:
                 self.long_line = True
             if body.startswith(b"."):
                 body = body[1:]  # dot-stuffing (RFC 5321 section 4.5.2)
-            body = body.replace(b"\n.", b"\n").replace(b"\n", b"\r\n")
-            self.size += len(body)
+            body = body.replace(b"\n.", b"\n")
+            crlfs = body.count(b"\r\n")
+            self.size += len(body) + body.count(b"\n") + body.count(b"\r") - 2 * crlfs
             if self.size > self.options.size_limit:
                 self.oversize = True
                 self.body.clear()  # nothing of it will be kept: do not hold it in memory

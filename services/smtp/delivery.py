@@ -131,8 +131,8 @@ class MailDrop:
             if isinstance(results, Exception):
                 then(Delivery(queue_id, [], str(results), is_disk_full(results)))
                 return
-            delivered = [(item[0], r[1]) for item, r in zip(items, results) if r]
-            missing = [item[0] for item, r in zip(items, results) if r is None]
+            delivered = [(item[0], r[1]) for item, r in zip(items, results, strict=True) if r]
+            missing = [item[0] for item, r in zip(items, results, strict=True) if r is None]
             then(Delivery(queue_id, delivered, f"no INBOX for {', '.join(missing)}"
                           if missing and not delivered else ""))
 

@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 
-from .adapter import LineFactory
+from ..line.adapter import LineFactory
+from ..serving import LabContextFactory
 from .commit import GroupCommit
 from .core import Options, SMTPConversation
 from .delivery import MailDrop
 
 if TYPE_CHECKING:
+    from ..journal import Session
     from ..lab import Lab
 
 
@@ -43,10 +45,12 @@ def make_service(lab: Lab) -> MultiService:
             starttls=listener.tls == "starttls",
             idle_timeout=settings.idle_timeout, max_errors=settings.max_errors)
 
-        def make(journal, secure, peer, options=options):  # type: ignore[no-untyped-def]
+        def make(journal: Session, secure: bool, peer: str,
+                 options: Options = options) -> SMTPConversation:
             return SMTPConversation(journal, options, drop, credentials, secure, peer)
 
-        factory = LineFactory("smtp", lab.journal, lab.tls.twisted(), make, listener.name,
-                              listener.tls == "implicit")
-        lab.tcp(listener, factory, busy=b"421 4.7.0 Too many connections, try later\r\n").setServiceParent(root)
+        factory = LineFactory("smtp", lab.journal, LabContextFactory(lab.tls), make,
+                              listener.name, listener.tls == "implicit")
+        busy = b"421 4.7.0 Too many connections, try later\r\n"
+        lab.tcp(listener, factory, busy=busy).setServiceParent(root)
     return root

@@ -15,9 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config import Invalid
+from ..config import Invalid, check_name
 from .db import StoreError
-from .users import check_name
 
 # Files being uploaded (FTP STOR, HTTP PUT) are written under this prefix beside their
 # name and renamed over it only when whole; every protocol hides them from listings.

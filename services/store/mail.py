@@ -5,15 +5,18 @@ is made anew, UIDs ascend and are never reused, every change takes the next mod-
 (CONDSTORE), and expunged UIDs leave a tombstone with their mod-sequence (QRESYNC).
 Mailbox names are Unicode with "/" as the hierarchy delimiter; "INBOX" is matched in any
 case. Message bytes live in the database, so a message is either wholly there or not.
-They are kept as they go on the wire, with CRLF line ends (SMTP and IMAP APPEND store them
-so): IMAP's RFC822.SIZE is `size`, the length of what FETCH BODY[] sends.
+They are kept as they go on the wire, with CRLF line ends: append() and append_many(), the
+ways in, make every bare LF or CR a CRLF (SMTP from netcat, a script's message, an APPEND
+of a Unix file), so readers send what is stored and IMAP's RFC822.SIZE, POP3's LIST and
+STAT are `size`, the length of what FETCH BODY[] and RETR send.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .db import Database, StoreError, Tx
 
@@ -70,6 +73,14 @@ MIGRATIONS = [
     # placeholder without messages: LIST shows it \Noselect, nothing can be stored in it.
     """
     ALTER TABLE mailboxes ADD COLUMN noselect INTEGER NOT NULL DEFAULT 0;
+    """,
+    # CRLF line ends for what older versions stored as given (what crlf() does, in SQL;
+    # CAST keeps the bytes a BLOB), and sizes to match.
+    """
+    UPDATE bodies SET data = CAST(replace(replace(replace(data, x'0d0a', x'0a'), x'0d', x'0a'),
+                                          x'0a', x'0d0a') AS BLOB);
+    UPDATE messages SET size = (SELECT length(data) FROM bodies WHERE message = messages.id)
+        WHERE size != (SELECT length(data) FROM bodies WHERE message = messages.id);
     """,
 ]
 
@@ -130,6 +141,14 @@ class Status:
     size: int
 
 
+def crlf(data: bytes) -> bytes:
+    """`data` with CRLF line ends: every bare LF or bare CR becomes CRLF. The counts
+    first, so a message that is CRLF already (nearly all) costs three passes in C."""
+    if data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 def canonical_flags(flags: Iterable[str]) -> frozenset[str]:
     """System flags in their RFC 3501 spelling; keywords as given (one spelling per flag)."""
     out: dict[str, str] = {}
@@ -167,11 +186,11 @@ _MAILBOX_COLUMNS = "id, user, name, uidvalidity, uidnext, modseq, special_use, n
 _MESSAGE_COLUMNS = "uid, size, flags, internaldate, modseq, zone"
 
 
-def _mailbox(row: tuple) -> Mailbox:
-    return Mailbox(*row[:-1], noselect=bool(row[-1]))
+def _mailbox(row: Sequence[Any]) -> Mailbox:
+    return Mailbox(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
 
 
-def _message(row: tuple) -> Message:
+def _message(row: Sequence[Any]) -> Message:
     return Message(row[0], row[1], _flags(row[2]), row[3], row[4], row[5])
 
 
@@ -338,7 +357,9 @@ class Mail:
 
     def append(self, user: str, mailbox: str, data: bytes, flags: Iterable[str] = (),
                internaldate: float | None = None, zone: int = 0) -> tuple[int, int]:
-        """Store a message; returns (mailbox id, uid). On disk when this returns."""
+        """Store a message (its line ends made CRLF); returns (mailbox id, uid). On disk
+        when this returns."""
+        data = crlf(data)
         with self.db.write() as tx:
             row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "
                              "AND NOT noselect", (user, _name(mailbox))).fetchone()
@@ -410,7 +431,9 @@ class Mail:
                     (_flags_text(new), modseq, mailbox_id, uid),
                 )
                 changed.append(uid)
-        by_uid = {m.uid: m for m in self.messages(mailbox_id, modseq - 1)} if changed else {}
+        if modseq is None:  # nothing changed
+            return [], failed
+        by_uid = {m.uid: m for m in self.messages(mailbox_id, modseq - 1)}
         return [by_uid[uid] for uid in changed if uid in by_uid], failed
 
     def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
@@ -481,9 +504,11 @@ class Mail:
     def append_many(self, items: list[tuple[str, str, bytes]]
                     ) -> list[tuple[int, int] | None]:
         """Store several messages, (user, mailbox, data) each, in one transaction: one
-        fsync for all (SMTP's group commit). Returns (mailbox id, uid) per item, None for
-        an item whose mailbox is missing. On disk when this returns."""
+        fsync for all (SMTP's group commit); line ends made CRLF as in append(). Returns
+        (mailbox id, uid) per item, None for an item whose mailbox is missing. On disk when
+        this returns."""
         results: list[tuple[int, int] | None] = []
+        items = [(user, mailbox, crlf(data)) for user, mailbox, data in items]
         with self.db.write() as tx:
             for user, mailbox, data in items:
                 row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "

@@ -11,14 +11,13 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import Invalid
+from ..config import Invalid, check_name
 from .db import Database, StoreError, Tx
 
 MIGRATIONS = [
@@ -34,22 +33,11 @@ MIGRATIONS = [
     """,
 ]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 ITERATIONS = 100_000  # PBKDF2-SHA256: about 25 ms here; verified logins are cached below
-RESERVED = {"public"}  # share and folder names the lab uses for itself
 
 
 class UserError(StoreError):
     pass
-
-
-def check_name(name: str, key: str = "name") -> None:
-    if not NAME_RE.match(name) or name in RESERVED:
-        raise Invalid(
-            key,
-            f"{name!r} is not a valid user name (1-32 of a-z 0-9 . _ -, starting with a letter "
-            f"or digit; not {', '.join(sorted(RESERVED))})",
-        )
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:

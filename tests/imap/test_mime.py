@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.imap import search
-from services.imap.mime import Entity, crlf
+from services.imap.mime import Entity
 from services.imap.parser import parse_command
+from services.store.mail import crlf
 from tests.imap.test_dialogue import Raw
 
 EXAMPLES = int(os.environ.get("PROTOLAB_FUZZ_EXAMPLES", "0"))

@@ -15,6 +15,7 @@ from services.credentials import Credentials
 from services.journal import Journal
 from services.pop3.core import Options, POP3Conversation, to_wire, top
 from services.store import Store
+from services.store.mail import crlf
 
 
 @pytest.fixture
@@ -51,10 +52,12 @@ class Client:
 
 def test_wire_form():
     assert to_wire(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
-    assert to_wire(b".x\nno crlf") == b"..x\r\nno crlf\r\n.\r\n"
+    # Bare LFs are made CRLF where messages enter the store (crlf), no more on every read.
+    assert to_wire(crlf(b".x\nno crlf")) == b"..x\r\nno crlf\r\n.\r\n"
     assert to_wire(b"") == b".\r\n"
     assert top(b"H: 1\r\n\r\nb1\r\nb2\r\n", 1) == b"H: 1\r\n\r\nb1\r\n"
-    assert top(b"H: 1\n\nb1\n", 0) == b"H: 1\r\n\r\n"
+    assert top(crlf(b"H: 1\n\nb1\n"), 0) == b"H: 1\r\n\r\n"
+    assert top(b"H: 1\r\n\r\nb1\r\n", 9) == b"H: 1\r\n\r\nb1\r\n"  # no blank line added
     assert top(b"H: 1\r\n", 5) == b"H: 1\r\n"
 
 

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from tests.pop3.test_server import deliver
 from tests.lab.test_connection_costs import status
+from tests.pop3.test_server import deliver
 
 
 def login(server, user: str, password: str | None = None) -> poplib.POP3:

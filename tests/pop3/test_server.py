@@ -48,7 +48,7 @@ def test_user_pass_list_retr_dele_and_check(lab):
     client.pass_("alice")
     assert client.stat()[0] == 2
     first_uidl = client.uidl()[1]
-    response, lines, _ = client.retr(1)
+    _, lines, _ = client.retr(1)
     assert lines == [b"Subject: a", b"", b".starts with a dot", b"end"]  # poplib un-stuffs
     assert client.top(2, 0)[1] == [b"Subject: b", b""]
     client.dele(1)
@@ -84,6 +84,19 @@ def test_stls_and_pop3s(lab):
     secure.pass_("bob")
     assert secure.retr(1)[1][0] == b"Subject: tls"
     secure.quit()
+
+
+def test_quit_over_tls_closes_without_waiting_for_the_client(lab):
+    # Twisted's TLS never closes while a producer is registered: the server's close after
+    # QUIT waited for the client to hang up (services/flow.py unregisters it first).
+    server = lab.start(only="pop3")
+    raw = socket.create_connection(("127.0.0.1", server.port("pop3", "pop3s")), timeout=10)
+    with tls_context(server).wrap_socket(raw, server_hostname="localhost") as tls:
+        file = tls.makefile("rb")
+        assert file.readline().startswith(b"+OK")
+        tls.sendall(b"QUIT\r\n")
+        assert file.readline().startswith(b"+OK")
+        assert file.read() == b""  # the server's close_notify and FIN, before our timeout
 
 
 def test_apop_works_when_passwords_are_kept(lab):

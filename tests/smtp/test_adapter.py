@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from services.credentials import Credentials
 from services.journal import Journal
-from services.smtp.adapter import LineFactory
+from services.line.adapter import LineFactory
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop
 from services.store import Store
@@ -88,7 +88,7 @@ def test_commands_sent_before_tls_are_not_run_after_it(lab):
 
 
 def test_our_own_failure_is_a_421_not_a_dropped_reactor(tmp_path):
-    protocol, transport, store = connect(tmp_path)
+    protocol, transport, _ = connect(tmp_path)
     replies(transport)
 
     def broken(address: str):
@@ -99,3 +99,19 @@ def test_our_own_failure_is_a_421_not_a_dropped_reactor(tmp_path):
     assert replies(transport) == ["250 mail.lab.test Hello pc [192.168.1.1]", "250 2.1.0 Ok",
                                   "421 4.3.0 Internal server error, closing the connection"]
     assert transport.disconnecting
+
+
+def test_a_client_that_does_not_read_then_half_closes_gets_every_answer(tmp_path):
+    """services/flow.py: while the write buffer is full nothing more is run or read; the
+    client's FIN (`nc -N`) closes the connection only once all it sent is answered."""
+    protocol, transport, _ = connect(tmp_path)
+    replies(transport)
+    protocol.flow.pauseProducing()  # what the transport says when its buffer is full
+    protocol.dataReceived(b"NOOP\r\nRSET\r\n")
+    assert replies(transport) == []
+    assert transport.producerState == "paused"  # the socket is not read meanwhile
+    protocol.readConnectionLost()
+    assert not transport.disconnecting
+    protocol.flow.resumeProducing()
+    assert replies(transport) == ["250 2.0.0 Ok", "250 2.0.0 Ok"]
+    assert transport.disconnecting and transport.producer is None

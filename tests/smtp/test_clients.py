@@ -97,6 +97,6 @@ def test_100_messages_over_10_connections_then_exactly_those_over_pop3(lab):
     received = []
     for number in range(1, count + 1):
         lines = client.retr(number)[1]
-        received.append(next(l for l in lines if l.startswith(b"Subject: "))[9:].decode())
+        received.append(next(line for line in lines if line.startswith(b"Subject: "))[9:].decode())
     client.quit()
     assert sorted(received) == sent

@@ -15,6 +15,7 @@ from services.journal import Journal
 from services.smtp.core import COMMAND_LIMIT, Options, SMTPConversation
 from services.smtp.delivery import MailDrop, valid_address
 from services.store import Store
+from services.store.mail import crlf
 
 DOMAINS = {"lab.test", "mail.lab.test"}
 
@@ -244,14 +245,15 @@ def test_any_lines_get_replies_never_exceptions(store, tmp_path, lines):
 
 
 class Capturing(MailDrop):
-    """Records what would be delivered instead of storing it."""
+    """Records what would be delivered instead of storing it (as the store keeps it: with
+    CRLF line ends, which the store gives to whatever enters it)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store, "h", DOMAINS, {}, "")
         self.bodies: list[bytes] = []
 
     def deliver(self, sender, recipients, body, *, helo, peer, protocol, then):
-        self.bodies.append(body)
+        self.bodies.append(crlf(body))
 
 
 def bare(store: Store, tmp: Path, drop: MailDrop) -> SMTPConversation:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import smtplib
 
-from tests.smtp.test_server import inbox, message
 from tests.lab.test_connection_costs import fill, status
+from tests.smtp.test_server import inbox, message
 
 
 def test_full_disk_answers_452_stores_nothing_and_recovers(lab, small_disk):

@@ -63,7 +63,7 @@ class Raw:
 def test_mx_delivery_and_check(lab):
     server = lab.start(only="smtp")
     with smtplib.SMTP("127.0.0.1", server.port("smtp", "smtp"), timeout=10) as client:
-        code, text = client.ehlo("pc1")
+        code, _ = client.ehlo("pc1")
         assert code == 250
         for feature in ("pipelining", "size", "8bitmime", "enhancedstatuscodes", "starttls",
                         "auth"):
@@ -202,7 +202,7 @@ def test_250_survives_kill_9(lab):
     assert len(stored) == KILL_ROUNDS
     assert [b"Subject: round %d\r\n" % n in m for n, m in enumerate(stored)] == \
         [True] * KILL_ROUNDS
-    assert [m.endswith(body) for m, body in zip(stored, sent)] == [True] * KILL_ROUNDS
+    assert [m.endswith(body) for m, body in zip(stored, sent, strict=True)] == [True] * KILL_ROUNDS
 
 
 def test_cram_md5_when_passwords_are_kept_and_the_journal(lab):

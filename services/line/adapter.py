@@ -1,18 +1,18 @@
-"""The Twisted side of a line Conversation (lines.py): bytes, TLS, timeouts, the journal."""
+"""The Twisted side of a line Conversation (conversation.py): bytes, TLS, timeouts, the
+journal; backpressure and the half close as services/flow.py has them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
+from ..flow import Flow, HalfClose
 from ..journal import Session
-from .lines import Conversation
+from .conversation import Conversation
 
 # Makes the conversation of one connection: (journal session, secure already, peer address).
 Maker = Callable[[Session, bool, str], Conversation]
@@ -24,20 +24,21 @@ class LineFactory(Factory):
         self.service, self.journal, self.tls, self.make = service, journal, tls, make
         self.listener, self.implicit_tls = listener, implicit_tls
 
-    def buildProtocol(self, addr: Any) -> LineProtocol:
+    def buildProtocol(self, addr: Any) -> Protocol:
         protocol = LineProtocol()
         protocol.factory = self
         return protocol
 
 
-@implementer(IPushProducer)
-class LineProtocol(Protocol, TimeoutMixin):
+class LineProtocol(HalfClose, Protocol, TimeoutMixin):
     """Reads no further while a command waits (a delivery), nor while the client does not
     read its replies (the transport's write buffer is full: pipelined RETRs), so what one
     connection holds stays bounded: a line, a write buffer, one command's reply."""
 
     log = Logger()
     factory: LineFactory
+    # A TCP or TLS transport; Twisted's zope interfaces (ITransport | None) do not type-check.
+    transport: Any
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -47,11 +48,9 @@ class LineProtocol(Protocol, TimeoutMixin):
         self.buffer = b""
         self.discarding = False  # inside an over-long line, dropping bytes up to its end
         self.processing = False
-        self.paused = False  # the transport is not reading
-        self.backlog = False  # the transport's write buffer is full
-        self.transport.registerProducer(self, True)
         self.core = self.factory.make(self.session, self.factory.implicit_tls, host)
         self.core.wake = self._wake
+        self.flow = Flow(self.transport, self._wake)
         self.setTimeout(self.core.idle_timeout)
         self.core.greet()
         self._flush()
@@ -65,7 +64,7 @@ class LineProtocol(Protocol, TimeoutMixin):
         core = self.core
         buffer, pos = self.buffer, 0
         self.processing = True
-        while not core.closing and not core.waiting and not self.backlog:
+        while not core.closing and not core.waiting and not self.flow.blocked:
             if core.text_mode and not self.discarding:
                 taken = self._call(core.text, buffer[pos:] if pos else buffer)
                 if taken:
@@ -90,7 +89,7 @@ class LineProtocol(Protocol, TimeoutMixin):
             else:
                 self._call(core.receive, line)
             if core.out:
-                self._flush()  # may tell pauseProducing() the client is not reading
+                self._flush()  # may tell the flow that the client is not reading
             if core.want_tls:
                 # Whatever the client sent after STARTTLS/STLS in clear is dropped, never
                 # read as if it came over TLS (the command injection of CVE-2011-0411).
@@ -103,32 +102,20 @@ class LineProtocol(Protocol, TimeoutMixin):
         self.buffer = buffer[pos:]
         self._flush()
         # Hold further pipelined input in the kernel while a command waits or replies pile up.
-        hold = (core.waiting or self.backlog) and not core.closing
-        if hold != self.paused:
-            self.paused = hold
-            if hold:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
+        self.flow.hold((core.waiting or self.flow.blocked) and not core.closing)
+        self.close_if_done()
 
     def _wake(self) -> None:
-        """The conversation finished waiting (a delivery is on disk): answer, read on."""
+        """The conversation finished waiting (a delivery is on disk), or the client reads
+        its replies again: answer, read on."""
         if self.processing:
             return  # woken from inside _process (no wait after all): its loop goes on
         self._process()
 
-    # --- IPushProducer: the transport's write buffer says when the client reads
-
-    def pauseProducing(self) -> None:
-        self.backlog = True
-
-    def resumeProducing(self) -> None:
-        self.backlog = False
-        if not self.processing and hasattr(self, "core"):
-            self._process()
-
-    def stopProducing(self) -> None:
-        self.backlog = True
+    def answered(self) -> bool:
+        """Every complete line received is handled (what is left has no line end, and
+        after the client's FIN never will)."""
+        return not self.core.waiting and not self.flow.blocked
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         before = len(self.core.out)
@@ -147,12 +134,12 @@ class LineProtocol(Protocol, TimeoutMixin):
             self.transport.write(data)
         if self.core.closing:
             self.setTimeout(None)
-            self.transport.loseConnection()
+            self.flow.close()
 
     def timeoutConnection(self) -> None:
         self.core.timed_out()
         self._flush()
-        self.transport.loseConnection()
+        self.flow.close()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)

@@ -24,6 +24,9 @@ class Conversation:
     """Sans-IO base: `receive(line)` in; `take()` bytes, `want_tls` and `closing` out."""
 
     line_limit = 1000  # bytes per line including CRLF; the adapter enforces it
+    # The protocol's last words before it closes: after idle_timeout, after our own bug.
+    timeout_reply = ""
+    crash_reply = ""
     idle_timeout: float = 300
     max_errors = 10  # errors in a row before the session is closed
 
@@ -59,11 +62,13 @@ class Conversation:
         raise NotImplementedError
 
     def timed_out(self) -> None:
-        raise NotImplementedError
+        self.send(self.timeout_reply)
+        self.close("idle timeout")
 
     def crashed(self) -> None:
         """Our own bug while handling a line: say so and close."""
-        raise NotImplementedError
+        self.send(self.crash_reply)
+        self.close("internal error")
 
     def tls_started(self) -> None:
         """The transport now speaks TLS (after want_tls)."""
