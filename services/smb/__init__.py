@@ -9,7 +9,7 @@ from ..config import Invalid, ServiceSettings, setting
 from ..listeners import Listener
 
 if TYPE_CHECKING:
-    from twisted.application.service import IService
+    from twisted.application.service import Service
 
     from ..check import ProbeTarget
     from ..config import LabConfig
@@ -44,7 +44,7 @@ def listeners(config: LabConfig) -> list[Listener]:
     return [Listener("smb", "smb", PORT, note="SMB 2.0.2, NTLMv2; shares: USER, public")]
 
 
-def service(lab: Lab) -> IService:
+def service(lab: Lab) -> Service:  # an IService (zope's @implementer: mypy cannot see it)
     from .server import SMBService
 
     return SMBService(lab)

@@ -17,7 +17,12 @@ fixes (library-facts.md; each has a test in tests/test_smb.py):
   (upstream #1883): services.smb.mechlistmic adds it.
 - IPC$ had an empty path, so CREATE names resolved against the process's working
   directory (the data directory in the container: lab.db and its NT hashes): here IPC$
-  opens named pipes only, and the lab registers none (STATUS_OBJECT_NAME_NOT_FOUND).
+  opens the lab's named pipes only (srvsvc, in memory: services.smb.srvsvc), anything
+  else is STATUS_OBJECT_NAME_NOT_FOUND, and a pipe open takes only pipe requests.
+- Its srvsvc listed one global share table to everybody, through a thread and a
+  loopback TCP port per server: services.smb.srvsvc lists what the user may open.
+- CREATE answered CreateAction = the request's disposition (4 and 5 are no action in
+  MS-SMB2 2.2.14; smbprotocol refuses them) and never set ChangeTime.
 - Paths were checked by impacket's own jail, with its own folding ("//x" is "/x"), search
   patterns could climb ("../bob/*"), file ids worked in any tree of the connection, and
   TREE_CONNECT parsed the share name apart from the lab's rule: services.smb.rules, and
@@ -50,12 +55,14 @@ import threading
 from typing import Any
 
 from impacket import smb3structs as smb2
+from impacket import uuid
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BAD_NETWORK_NAME,
     STATUS_DIRECTORY_NOT_EMPTY,
     STATUS_DISK_FULL,
     STATUS_FILE_CLOSED,
+    STATUS_INVALID_DEVICE_REQUEST,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
     STATUS_MORE_PROCESSING_REQUIRED,
@@ -70,13 +77,23 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 from .. import paths
 from ..store import is_disk_full
 from . import fastpath, mechlistmic, negotiate, rules, wire
-from .access import IPC, Denied, StoreCredentials, grant, share_name
+from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
+from .srvsvc import SrvsvcPipe
 
 log = logging.getLogger(__name__)
 IDLE_TIMEOUT = 300  # seconds a connection may stay silent
 DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwrite",
                 5: "overwrite-if"}
+# CreateAction (MS-SMB2 2.2.14) for each disposition, when the file (was there, was not);
+# impacket echoes the disposition, and 4 and 5 mean nothing there.
+SUPERSEDED, OPENED, CREATED, OVERWRITTEN = 0, 1, 2, 3
+CREATE_ACTIONS = {0: (SUPERSEDED, CREATED), 1: (OPENED, OPENED), 2: (CREATED, CREATED),
+                  3: (OPENED, CREATED), 4: (OVERWRITTEN, OVERWRITTEN), 5: (OVERWRITTEN, CREATED)}
+PIPES = {"srvsvc"}  # the named pipes IPC$ serves
+# What a pipe open takes; anything else on it (QUERY_INFO, ...) would reach impacket's
+# file code with a name that is no file.
+PIPE_REQUESTS = {smb2.SMB2_READ, smb2.SMB2_WRITE, smb2.SMB2_IOCTL, smb2.SMB2_CLOSE, smb2.SMB2_FLUSH}
 
 
 def _ntlm_message_type(blob: bytes) -> int:
@@ -197,6 +214,9 @@ class LabSMBServer(SMBSERVER):
 
     def __init__(self, listening: socket.socket, lab: Any, settings: Any) -> None:
         self._listening = listening
+        # socketserver's own (impacket's base is untyped, so say its type): __init__ below
+        # makes a new one, which server_bind swaps for this one
+        self.socket: socket.socket = listening
         self.lab, self.settings = lab, settings
         self.store, self.journal = lab.store, lab.journal
         self.local = threading.local()
@@ -219,9 +239,9 @@ class LabSMBServer(SMBSERVER):
     # --- the pre-bound socket (bound in the reactor thread, so `ready` means listening)
 
     def server_bind(self) -> None:
-        self.socket.close()
+        self.socket.close()  # socketserver's own, made in its __init__
         self.socket = self._listening
-        self.server_address = self.socket.getsockname()
+        self.server_address = self._listening.getsockname()
 
     def server_activate(self) -> None:
         """Already listening."""
@@ -286,6 +306,9 @@ class LabSMBServer(SMBSERVER):
         opened = conn["OpenedFiles"].get(rules.file_id(conn, command, body))
         if opened is not None and opened.get("LabTree") != packet["TreeID"]:
             return STATUS_FILE_CLOSED  # a file id of another tree of this connection
+        if opened is not None and opened["FileHandle"] == PIPE_FILE_DESCRIPTOR \
+                and command not in PIPE_REQUESTS:
+            return STATUS_INVALID_DEVICE_REQUEST
         if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > rules.MAX_READ:
             return STATUS_INVALID_PARAMETER
         if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > rules.MAX_WRITE:
@@ -419,9 +442,8 @@ class LabSMBServer(SMBSERVER):
             return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
         request = smb2.SMB2Create(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
-        if tree["pipe"]:  # IPC$: named pipes only, and the lab serves none
-            self.session.event("create", f"IPC$\\{name} refused: no such pipe")
-            return _error(STATUS_OBJECT_NAME_NOT_FOUND)
+        if tree["pipe"]:  # IPC$: named pipes only
+            return self._open_pipe(conn_id, packet, name, request["CreateOptions"])
         try:
             canonical = rules.canonical(name)
             paths.resolve(tree["path"], canonical)
@@ -429,6 +451,7 @@ class LabSMBServer(SMBSERVER):
             self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
             return _error(STATUS_OBJECT_NAME_INVALID)
         packet["Data"] = rules.with_name(request, canonical)
+        existed = os.path.lexists(paths.resolve(tree["path"], canonical))
         commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
         options = request["CreateOptions"]
         detail = " ".join(filter(None, [
@@ -436,6 +459,10 @@ class LabSMBServer(SMBSERVER):
             "dir" if options & smb2.FILE_DIRECTORY_FILE else "",
             "delete-on-close" if options & smb2.FILE_DELETE_ON_CLOSE else ""]))
         if status == STATUS_SUCCESS:
+            actions = CREATE_ACTIONS.get(request["CreateDisposition"], (OPENED, CREATED))
+            commands[0]["CreateAction"] = actions[0 if existed else 1]
+            # impacket fills "LastChangeTime", a field its own structure does not have
+            commands[0]["ChangeTime"] = commands[0].fields.get("LastChangeTime", 0)
             file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
             file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
             self.getConnectionData(conn_id)["OpenedFiles"][file_id]["LabTree"] = packet["TreeID"]
@@ -443,6 +470,28 @@ class LabSMBServer(SMBSERVER):
         self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
                                      f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    def _open_pipe(self, conn_id: str, packet: Any, name: str, options: int) -> Any:
+        """A CREATE on IPC$: a named pipe the lab serves (srvsvc), opened as impacket's
+        pipe code expects (a "socket" that takes requests and gives answers)."""
+        pipe = name.replace("/", "\\").lstrip("\\").lower()
+        if pipe not in PIPES or options & smb2.FILE_DIRECTORY_FILE:
+            self.session.event("create", f"IPC$\\{name} refused: no such pipe")
+            return _error(STATUS_OBJECT_NAME_NOT_FOUND)
+        conn = self.getConnectionData(conn_id)
+        file_id = uuid.generate()
+        conn["OpenedFiles"][file_id] = {
+            "FileHandle": PIPE_FILE_DESCRIPTOR, "FileName": f"\\PIPE\\{pipe}",
+            "DeleteOnClose": False, "LabTree": packet["TreeID"],
+            "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""},
+            "Socket": SrvsvcPipe(visible(conn.get("LabUser")), self.settings.host.upper()[:15])}
+        answer = smb2.SMB2Create_Response()
+        answer["CreateAction"], answer["AllocationSize"] = OPENED, 4096
+        answer["FileAttributes"] = 0x80  # FILE_ATTRIBUTE_NORMAL, as Windows answers for a pipe
+        answer["FileID"], answer["Buffer"] = file_id, b""
+        conn["LastRequest"]["SMB2_CREATE"] = answer
+        self.session.event("create", f"IPC$\\{name} -> ok")
+        return [answer], None, STATUS_SUCCESS
 
     def _opened(self, conn_id: str, command: int, packet: Any) -> dict | None:
         conn = self.getConnectionData(conn_id)
@@ -507,7 +556,7 @@ class LabSMBServer(SMBSERVER):
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
 
-    def count(self, file_id: bytes, index: int, amount: int) -> None:
+    def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
         counters = self.local.__dict__.get("transfers", {})
         if file_id in counters:
@@ -547,6 +596,9 @@ class LabSMBServer(SMBSERVER):
         opened = conn["OpenedFiles"].get(file_id)
         tree = self._tree(conn_id, packet)
         written = self.local.__dict__.get("transfers", {}).pop(file_id, [0, 0])
+        if opened is not None and isinstance(opened.get("Socket"), SrvsvcPipe):
+            calls = opened["Socket"].calls
+            self.session.event("srvsvc", ", ".join(calls) if calls else "no calls")
         if opened is not None and tree is not None and not tree["pipe"]:
             name = opened["FileName"]
             if opened["DeleteOnClose"] and os.path.isdir(name):
