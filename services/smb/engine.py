@@ -54,8 +54,8 @@ import struct
 import threading
 from typing import Any
 
+from impacket import smb, uuid
 from impacket import smb3structs as smb2
-from impacket import uuid
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BAD_NETWORK_NAME,
@@ -76,7 +76,7 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import paths
 from ..store import is_disk_full
-from . import fastpath, mechlistmic, negotiate, rules, wire
+from . import dialects, fastpath, mechlistmic, negotiate, rules, wire
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
 from .srvsvc import SrvsvcPipe
@@ -117,6 +117,15 @@ def _error(status: int) -> tuple[list, None, int]:
     return [smb2.SMB2Error()], None, status
 
 
+def _append(path: str, line: bytes) -> None:
+    """A line to a key log: O_APPEND keeps lines whole when processes share the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def _sync(handle: int, name: str) -> None:
     """What the client wrote, and the file's name in its directory, durable (CLOSE)."""
     os.fsync(handle)
@@ -143,6 +152,7 @@ class Handler(socketserver.BaseRequestHandler):
         local = server.local
         local.session = server.journal.open("smb", f"{ip}:{port}")
         local.challenge = os.urandom(8)
+        local.crypto = dialects.Connection()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
         self.request.settimeout(IDLE_TIMEOUT)
@@ -160,17 +170,11 @@ class Handler(socketserver.BaseRequestHandler):
                         wire.send(self.request, negotiate.smb1_no_common_dialect(data))
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
-                fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data)
-                if fast is not None:
-                    reply, file_id, counter, count = fast
-                    server.count(file_id, counter, count)
+                for reply in self._answer(conn_id, data):
                     wire.send(self.request, reply)
-                    continue
-                for reply in server.processRequest(conn_id, data):
-                    wire.send(self.request, reply.getData() if hasattr(reply, "getData") else reply)
         except TimeoutError:
             reason = "idle timeout"
-        except wire.TooLong as error:
+        except (wire.TooLong, dialects.Refused) as error:
             reason = str(error)
         except OSError:
             reason = "connection lost" if not server.stopping else "server stopping"
@@ -179,6 +183,40 @@ class Handler(socketserver.BaseRequestHandler):
             log.debug("smb connection %s:%s", ip, port, exc_info=True)
         finally:
             local.session.close(reason)
+
+    def _answer(self, conn_id: str, data: bytes) -> list[bytes]:
+        """The replies to one SMB2 message: unsealed if sealed, answered by the fast path
+        or impacket, signed as the dialect signs, sealed when the session encrypts; the
+        3.1.1 preauth hash follows NEGOTIATE and SESSION_SETUP on the way."""
+        server, crypto = self.server, self.server.local.crypto
+        sealed = data[:4] == dialects.TRANSFORM_MAGIC
+        if sealed:
+            data = crypto.decrypt(data)
+        command = struct.unpack_from("<H", data, 12)[0] if data[:4] == b"\xfeSMB" else -1
+        if crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
+                                                                 smb2.SMB2_SESSION_SETUP):
+            # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
+            return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
+        if command == smb2.SMB2_SESSION_SETUP:
+            if not struct.unpack_from("<Q", data, 40)[0]:  # SessionId 0: a new session
+                crypto.reset_session()
+            crypto.hash_session(data)
+        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto)
+        if fast is not None:
+            reply, file_id, counter, count = fast
+            server.count(file_id, counter, count)
+            replies = [reply]
+        else:
+            replies = [r.getData() if hasattr(r, "getData") else r
+                       for r in server.processRequest(conn_id, data)]
+        if command == smb2.SMB2_NEGOTIATE and replies:
+            crypto.hash_negotiate(data, replies[0])
+        elif command == smb2.SMB2_SESSION_SETUP and replies and \
+                struct.unpack_from("<I", replies[0], 8)[0] == STATUS_MORE_PROCESSING_REQUIRED:
+            crypto.hash_session(replies[0])
+        if (sealed or (crypto.encrypt_all and command != smb2.SMB2_SESSION_SETUP)) and crypto.encryption_key:
+            replies = [crypto.encrypt(reply) for reply in replies]
+        return replies
 
     def finish(self) -> None:
         """Whatever way the connection went: its open files, impacket's state for it, the
@@ -223,6 +261,7 @@ class LabSMBServer(SMBSERVER):
         self.connections: set[socket.socket] = set()
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_peer)
         self.stopping = False
+        self.guid = os.urandom(16)  # impacket's is b"A" * 16 for every server
         super().__init__(listening.getsockname()[:2], handler_class=Handler,
                          config_parser=self._config())
         self.processConfigFile()
@@ -329,11 +368,12 @@ class LabSMBServer(SMBSERVER):
     def _validate_negotiate(self, conn_id: str, server: Any, request: Any) -> tuple[bytes, int]:
         """What NEGOTIATE said, again: a signing client compares the two and hangs up on any
         difference (impacket always says "signing enabled, not required")."""
+        crypto = self.local.crypto
         answer = smb2.VALIDATE_NEGOTIATE_INFO_RESPONSE()
-        answer["Capabilities"] = 0
-        answer["Guid"] = b"A" * 16  # impacket's NEGOTIATE sends this GUID
+        answer["Capabilities"] = crypto.capabilities()
+        answer["Guid"] = self.guid
         answer["SecurityMode"] = self._security_mode()
-        answer["Dialect"] = smb2.SMB2_DIALECT_002
+        answer["Dialect"] = crypto.dialect
         return answer.getData(), STATUS_SUCCESS
 
     @property
@@ -341,19 +381,60 @@ class LabSMBServer(SMBSERVER):
         return self.local.session
 
     def _negotiate(self, conn_id: str, server: Any, packet: Any, isSMB1: bool = False) -> Any:  # noqa: N803
+        crypto = self.local.crypto
+        offer, dialect = None, dialects.SMB202
         if not isSMB1:  # (an SMB1 NEGOTIATE got here only if it offers SMB 2: Handler)
-            dialects = negotiate.smb2_dialects(packet["Data"])
-            if dialects is None:
+            offer = dialects.parse_offer(packet.getData())
+            if offer is None or negotiate.smb2_dialects(packet["Data"]) is None:
                 self.session.event("negotiate", "malformed: refused")
                 return _error(STATUS_INVALID_PARAMETER)
-            if negotiate.SMB2_DIALECT_202 not in dialects:
-                offered = " ".join(f"0x{d:04x}" for d in dialects)
+            chosen = dialects.choose(offer)
+            if chosen is None:
+                offered = " ".join(f"0x{d:04x}" for d in offer.dialects)
                 self.session.event("negotiate", f"no common dialect (offered {offered})")
                 return _error(STATUS_NOT_SUPPORTED)
+            dialect = chosen
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
-        packets[0]["Data"]["SecurityMode"] = self._security_mode()
-        self.session.event("negotiate", "SMB 2.0.2" + (" (from an SMB1 negotiate)" if isSMB1 else ""))
+        answer = packets[0]["Data"]
+        answer["SecurityMode"] = self._security_mode()
+        answer["ServerGuid"] = self.guid
+        if offer is None:
+            # SMB1 multi-protocol NEGOTIATE: "SMB 2.???" asks for the wildcard, and the
+            # client negotiates again in SMB2 (MS-SMB2 3.3.5.3.1); "SMB 2.002" alone: 2.0.2
+            smb1 = smb.SMBCommand(packet["Data"][0])["Data"]
+            dialect = dialects.WILDCARD if b"SMB 2.???\0" in smb1.split(b"\x02") else dialects.SMB202
+            answer["DialectRevision"] = dialect
+            self.session.event("negotiate", f"{dialects.NAMES[dialect]} (from an SMB1 negotiate)")
+            return commands, packets, status
+        crypto.negotiated(offer, dialect)
+        answer["DialectRevision"] = dialect
+        answer["Capabilities"] = crypto.capabilities()
+        detail = ""
+        if dialect == dialects.SMB311:
+            contexts, count = crypto.contexts()
+            blob_end = answer["SecurityBufferOffset"] + answer["SecurityBufferLength"]
+            answer["NegotiateContextOffset"] = blob_end + -blob_end % 8
+            answer["NegotiateContextCount"] = count
+            answer["Padding"] = b"\0" * (-blob_end % 8)
+            answer["NegotiateContextList"] = contexts
+            detail = (f", SHA-512 preauth, signing {dialects.SIGNER_NAMES[crypto.signer]}, "
+                      f"cipher {dialects.CIPHER_NAMES.get(crypto.cipher, 'none')}")
+        elif dialect >= dialects.SMB300:
+            detail = f", signing AES-128-CMAC, cipher {'AES-128-CCM' if crypto.cipher else 'none'}"
+        self.session.event("negotiate", dialects.NAMES[dialect] + detail)
         return commands, packets, status
+
+    def signSMBv2(self, packet: Any, session_key: bytes, padLength: int = 0) -> None:  # noqa: N803 (impacket passes padLength by name)
+        """impacket's signing of a response, as the dialect signs (HMAC-SHA256, AES-CMAC or
+        AES-GMAC). impacket also "signs" every request it receives, for nothing: skipped."""
+        if not packet["Flags"] & smb2.SMB2_FLAGS_SERVER_TO_REDIR:
+            return
+        crypto = self.local.crypto
+        if not crypto.signing_key:
+            crypto.signing_key = session_key  # 2.x: the session key itself
+        packet["Signature"] = b"\0" * 16
+        packet["Flags"] |= smb2.SMB2_FLAGS_SIGNED
+        packet["Signature"] = crypto.signature(packet.getData() + b"\0" * padLength)
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -365,6 +446,9 @@ class LabSMBServer(SMBSERVER):
             conn["LabMechTypes"] = mechlistmic.offered_mechanisms(setup["Buffer"])
         commands, packets, status = self._original[smb2.SMB2_SESSION_SETUP](conn_id, server, packet)
         conn = self.getConnectionData(conn_id, checkStatus=False)
+        if message == 1 and status == STATUS_MORE_PROCESSING_REQUIRED and "NEGOTIATE_MESSAGE" in conn:
+            commands[0]["Buffer"] = mechlistmic.echo_seal(commands[0]["Buffer"],
+                                                          conn["NEGOTIATE_MESSAGE"]["flags"])
         if message == 3:
             user = (self.lab.credentials.smb_name("", str(conn.get("user_name") or "")) or ""
                     if status == STATUS_SUCCESS else "")
@@ -374,9 +458,21 @@ class LabSMBServer(SMBSERVER):
                     status = STATUS_LOGON_FAILURE  # impacket would grant guest access
                 conn["LabUser"] = None
                 self.session.auth("anonymous", ok=status == STATUS_SUCCESS, mechanism="NTLM null session")
+            elif status == STATUS_SUCCESS and self.settings.encrypt and not self.local.crypto.cipher:
+                # MS-SMB2 3.3.5.5 (RejectUnencryptedAccess): this connection cannot seal
+                self.session.event("session-setup", f"{user} refused: [smb] encrypt = true, and "
+                                   f"{dialects.NAMES[self.local.crypto.dialect]} without a cipher "
+                                   "cannot encrypt")
+                status = STATUS_ACCESS_DENIED
             elif status == STATUS_SUCCESS:
                 conn["LabUser"] = user
                 self.session.auth(user, ok=True, mechanism="NTLMv2")
+                crypto = self.local.crypto
+                crypto.session_established(conn["Uid"], conn["SigningSessionKey"], self.settings.encrypt)
+                if self.settings.keylog and crypto.smb3:
+                    _append(self.settings.keylog, crypto.keylog_line(conn["SigningSessionKey"]))
+                if crypto.encrypt_all:
+                    commands[0]["SessionFlags"] = smb2.SMB2_SESSION_FLAG_ENCRYPT_DATA
                 if conn.get("LabMechTypes") and conn.get("SigningSessionKey"):
                     token = mechlistmic.accept_with_mic(
                         conn["LabMechTypes"], conn["AUTHENTICATE_MESSAGE"]["flags"],

@@ -13,10 +13,9 @@ announced, end of file, errors) still goes to impacket, behind the lab's rules.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
+from typing import Any
 
 from .rules import MAX_READ, MAX_WRITE
 
@@ -30,8 +29,9 @@ SERVER_TO_REDIR, RELATED, SIGNED = 0x1, 0x4, 0x8
 READ, WRITTEN = 0, 1  # which counter a transfer adds to
 
 
-def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
-    """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None."""
+def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int] | None:
+    """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None;
+    `signer` (a services.smb.dialects.Connection) signs it as the dialect does."""
     if len(data) < HEADER.size + READ_REQUEST.size or data[:4] != b"\xfeSMB":
         return None
     fields = HEADER.unpack_from(data)
@@ -58,11 +58,12 @@ def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
             if not content:
                 return None  # STATUS_END_OF_FILE: impacket's
             body = READ_RESPONSE.pack(17, 0x50, 0, len(content), 0, 0) + content
-            return _reply(conn, fields, body), file_id, READ, len(content)
+            return _reply(conn, fields, body, signer), file_id, READ, len(content)
         write_all(opened["FileHandle"], memoryview(data)[at:at + length], offset)
     except OSError:
         return None  # the engine answers it again, with the right status
-    return _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0)), file_id, WRITTEN, length
+    reply = _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0), signer)
+    return reply, file_id, WRITTEN, length
 
 
 def write_all(fd: int, data: memoryview, offset: int) -> None:
@@ -71,7 +72,7 @@ def write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
-def _reply(conn: dict, request: tuple, body: bytes) -> bytes:
+def _reply(conn: dict, request: tuple, body: bytes, signer: Any) -> bytes:
     """The response header for `request` (credits, ids echoed), signed if the session is."""
     _, _, charge, _, command, credits, _, _, message_id, process_id, tree_id, _, _ = request
     signed = bool(conn["SignatureEnabled"])
@@ -80,6 +81,5 @@ def _reply(conn: dict, request: tuple, body: bytes) -> bytes:
                          process_id, tree_id, conn["Uid"], b"\0" * 16)
     packet = header + body
     if signed:
-        signature = hmac.new(conn["SigningSessionKey"], packet, hashlib.sha256).digest()[:16]
-        packet = packet[:48] + signature + packet[64:]
+        packet = packet[:48] + signer.signature(packet) + packet[64:]
     return packet
