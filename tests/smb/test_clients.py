@@ -91,7 +91,7 @@ def test_impacket_client(lab):
 
     server = lab.start(only="smb")
     connection = impacket_login(server, "bob")
-    assert connection.getDialect() == 0x0311  # test_smb_dialects has the others
+    assert connection.getDialect() == 0x0311  # test_dialects has the others
     connection.createDirectory("bob", "dir")
     connection.putFile("bob", "dir\\a.txt", io.BytesIO(b"from impacket").read)
     connection.rename("bob", "dir\\a.txt", "dir\\b.txt")

@@ -57,7 +57,7 @@ def test_ipc_serves_no_files_whatever_the_working_directory(lab, tmp_path):
         result = smbclient(server, "IPC$", f"get {name} stolen")
         assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in result.stdout + result.stderr, result.stdout
         assert not (tmp_path / "stolen").exists()
-    piped = smbclient(server, "IPC$", "get srvsvc stolen")  # the pipe (test_smb_shares), no file
+    piped = smbclient(server, "IPC$", "get srvsvc stolen")  # the pipe (test_shares), no file
     assert "NT_STATUS_INVALID_DEVICE_REQUEST" in piped.stdout
     stolen = tmp_path / "stolen"  # smbclient made it before it asked; nothing came
     assert not stolen.exists() or stolen.read_bytes() == b""
