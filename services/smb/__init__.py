@@ -9,7 +9,7 @@ from ..config import Invalid, ServiceSettings, setting
 from ..listeners import Listener
 
 if TYPE_CHECKING:
-    from twisted.application.service import Service
+    from twisted.application.service import IService
 
     from ..check import ProbeTarget
     from ..config import LabConfig
@@ -51,7 +51,7 @@ def listeners(config: LabConfig) -> list[Listener]:
     return [Listener("smb", "smb", PORT, note="SMB 2.0.2-3.1.1, NTLMv2; shares: USER, public")]
 
 
-def service(lab: Lab) -> Service:  # an IService (zope's @implementer: mypy cannot see it)
+def service(lab: Lab) -> IService:
     from .server import SMBService
 
     return SMBService(lab)

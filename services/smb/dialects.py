@@ -45,6 +45,9 @@ HMAC_SHA256, AES_CMAC, AES_GMAC = 0, 1, 2
 SIGNERS = (AES_GMAC, AES_CMAC)
 SIGNER_NAMES = {HMAC_SHA256: "HMAC-SHA256", AES_CMAC: "AES-128-CMAC", AES_GMAC: "AES-128-GMAC"}
 CAP_LARGE_MTU, CAP_ENCRYPTION = 0x04, 0x40
+# READ/WRITE sizes NEGOTIATE announces: 2.0.2 takes one credit (64 KiB) per request; from
+# 2.1 on, multi-credit requests (large MTU) up to what smbd announces.
+SMALL_IO, LARGE_IO = 65536, 8 << 20
 NEGOTIATE_REQUEST = struct.Struct("<HHHHI16sIHH")  # MS-SMB2 2.2.3, 3.1.1 form
 CONTEXT = struct.Struct("<HHI")  # type, data length, reserved
 TRANSFORM = struct.Struct("<4s16s16sIHHQ")  # MS-SMB2 2.2.41, 52 bytes
@@ -142,6 +145,10 @@ class Connection:
     answer_contexts: set[int] = field(default_factory=set)
 
     @property
+    def max_io(self) -> int:
+        return LARGE_IO if self.dialect >= SMB210 and self.dialect != WILDCARD else SMALL_IO
+
+    @property
     def smb3(self) -> bool:
         return self.dialect >= SMB300
 
@@ -156,8 +163,10 @@ class Connection:
             self.signer = AES_CMAC
 
     def capabilities(self) -> int:
-        """NEGOTIATE's Capabilities: ENCRYPTION says 3.0/3.0.2 can seal (3.1.1: a context)."""
-        return CAP_ENCRYPTION if self.cipher and self.dialect < SMB311 else 0
+        """NEGOTIATE's Capabilities: LARGE_MTU from 2.1 on; ENCRYPTION says 3.0/3.0.2 can
+        seal (3.1.1 says it in a context)."""
+        large = CAP_LARGE_MTU if self.max_io == LARGE_IO else 0
+        return large | (CAP_ENCRYPTION if self.cipher and self.dialect < SMB311 else 0)
 
     def contexts(self) -> tuple[bytes, int]:
         """The 3.1.1 NEGOTIATE response's context list (each 8-aligned) and its count: the

@@ -159,7 +159,7 @@ class Handler(socketserver.BaseRequestHandler):
         reason = "client closed"
         try:
             while True:
-                kind, data = wire.receive(self.request, rules.MAX_MESSAGE)
+                kind, data = wire.receive(self.request, local.crypto.max_io + rules.HEADROOM)
                 if kind == wire.SESSION_REQUEST:
                     wire.positive_response(self.request)
                     continue
@@ -348,9 +348,10 @@ class LabSMBServer(SMBSERVER):
         if opened is not None and opened["FileHandle"] == PIPE_FILE_DESCRIPTOR \
                 and command not in PIPE_REQUESTS:
             return STATUS_INVALID_DEVICE_REQUEST
-        if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > rules.MAX_READ:
+        max_io = self.local.crypto.max_io
+        if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > max_io:
             return STATUS_INVALID_PARAMETER
-        if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > rules.MAX_WRITE:
+        if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > max_io:
             return STATUS_INVALID_PARAMETER
         if command == smb2.SMB2_QUERY_DIRECTORY:
             pattern = smb2.SMB2QueryDirectory(body)["Buffer"].decode("utf-16le", "replace")
@@ -409,6 +410,7 @@ class LabSMBServer(SMBSERVER):
         crypto.negotiated(offer, dialect)
         answer["DialectRevision"] = dialect
         answer["Capabilities"] = crypto.capabilities()
+        answer["MaxTransactSize"] = answer["MaxReadSize"] = answer["MaxWriteSize"] = crypto.max_io
         detail = ""
         if dialect == dialects.SMB311:
             contexts, count = crypto.contexts()

@@ -17,8 +17,6 @@ import os
 import struct
 from typing import Any
 
-from .rules import MAX_READ, MAX_WRITE
-
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 sync header
 READ_REQUEST = struct.Struct("<HBBIQ16sIIIHH")  # MS-SMB2 2.2.19, without its Buffer byte
 READ_RESPONSE = struct.Struct("<HBBIII")  # MS-SMB2 2.2.20, the data follows at 0x50
@@ -31,7 +29,8 @@ READ, WRITTEN = 0, 1  # which counter a transfer adds to
 
 def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int] | None:
     """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None;
-    `signer` (a services.smb.dialects.Connection) signs it as the dialect does."""
+    `signer` (a services.smb.dialects.Connection) signs it as the dialect does and says
+    the largest READ/WRITE the connection takes."""
     if len(data) < HEADER.size + READ_REQUEST.size or data[:4] != b"\xfeSMB":
         return None
     fields = HEADER.unpack_from(data)
@@ -43,11 +42,11 @@ def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int
         return None
     if command == SMB2_READ:
         _, _, _, length, offset, file_id, *_ = READ_REQUEST.unpack_from(data, HEADER.size)
-        if length > MAX_READ:
+        if length > signer.max_io:
             return None
     else:
         _, at, length, offset, file_id, *_ = WRITE_REQUEST.unpack_from(data, HEADER.size)
-        if tree.get("read only") == "yes" or at + length > len(data) or length > MAX_WRITE:
+        if tree.get("read only") == "yes" or at + length > len(data) or length > signer.max_io:
             return None
     opened = conn["OpenedFiles"].get(file_id)
     if opened is None or opened["FileHandle"] < 0 or opened.get("LabTree") != tree_id:

@@ -50,9 +50,7 @@ class SMBService(Service):
         self._socket = sock
         self._stopping = self._serving = False
         self._thread = threading.Thread(target=self._serve, name="smb-accept", daemon=True)
-        # mypy reads zope interface methods (IReactorTime.callLater) as if their first
-        # argument were self; no mypy-zope plugin in this project's lint gate.
-        self._start_call = reactor.callLater(0, self._thread.start)  # type: ignore[arg-type]
+        self._start_call = reactor.callLater(0, self._thread.start)
         super().startService()
 
     def _serve(self) -> None:

@@ -77,7 +77,7 @@ def test_smb3_replies_carry_the_aes_cmac(tmp_path):
 
 def test_everything_else_goes_to_impacket(tmp_path):
     conn = connection(tmp_path)
-    for data in (read(offset=10), read(file_id=b"\xff" * 16), read(file_id=b"x" * 16),
+    for data in (read(length=65537), read(offset=10), read(file_id=b"\xff" * 16), read(file_id=b"x" * 16),
                  read(tree=8), read(flags=fastpath.RELATED), read(next_command=128),
                  read(command=5), read()[:80], b"\xffSMB" + b"\0" * 200,
                  write(b"abc", 0)[:-1]):  # a WRITE shorter than it says
