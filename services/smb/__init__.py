@@ -26,6 +26,13 @@ class Settings(ServiceSettings):
     signing_required: bool = setting(
         False, "tell clients that every message must be signed (the server always signs once "
                "a user is logged in)")
+    encrypt: bool = setting(
+        False, "seal every message of every session (SMB 3: AES-CCM/GCM); a client that "
+               "cannot encrypt (SMB 2.x) is refused at login (ACCESS_DENIED)")
+    keylog: str = setting(
+        "", "append each SMB 3 session's keys to this file as lines of Wireshark's SMB2 "
+            "\"Secret session keys\" table (smb2_seskey_list), so captures of sealed "
+            "sessions decrypt; empty = off")
     max_connections: int = setting(
         256, "most SMB connections at once (impacket runs a thread for each); one more is "
              "closed as soon as it is accepted")
@@ -41,7 +48,7 @@ class Settings(ServiceSettings):
 
 
 def listeners(config: LabConfig) -> list[Listener]:
-    return [Listener("smb", "smb", PORT, note="SMB 2.0.2, NTLMv2; shares: USER, public")]
+    return [Listener("smb", "smb", PORT, note="SMB 2.0.2-3.1.1, NTLMv2; shares: USER, public")]
 
 
 def service(lab: Lab) -> IService:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .srvsvc import STYPE_DISKTREE, STYPE_IPC, STYPE_SPECIAL, Share
+
 PUBLIC = "public"
 IPC = "ipc$"
 
@@ -44,6 +46,13 @@ def grant(files: Any, users: Any, user: str | None, share: str) -> Grant:
     if users.get(share) is not None:
         raise Denied("access denied")  # another user's home
     raise Denied("no such share")
+
+
+def visible(user: str | None) -> list[Share]:
+    """The shares `user` (None: anonymous) is shown (srvsvc): exactly those grant opens."""
+    shares = [Share(user, STYPE_DISKTREE, f"{user}'s home")] if user else []
+    return [*shares, Share(PUBLIC, STYPE_DISKTREE, "files every lab user shares"),
+            Share("IPC$", STYPE_IPC | STYPE_SPECIAL, "Remote IPC")]
 
 
 class StoreCredentials:

@@ -17,7 +17,12 @@ fixes (library-facts.md; each has a test in tests/smb/test_clients.py):
   (upstream #1883): services.smb.mechlistmic adds it.
 - IPC$ had an empty path, so CREATE names resolved against the process's working
   directory (the data directory in the container: lab.db and its NT hashes): here IPC$
-  opens named pipes only, and the lab registers none (STATUS_OBJECT_NAME_NOT_FOUND).
+  opens the lab's named pipes only (srvsvc, in memory: services.smb.srvsvc), anything
+  else is STATUS_OBJECT_NAME_NOT_FOUND, and a pipe open takes only pipe requests.
+- Its srvsvc listed one global share table to everybody, through a thread and a
+  loopback TCP port per server: services.smb.srvsvc lists what the user may open.
+- CREATE answered CreateAction = the request's disposition (4 and 5 are no action in
+  MS-SMB2 2.2.14; smbprotocol refuses them) and never set ChangeTime.
 - Paths were checked by impacket's own jail, with its own folding ("//x" is "/x"), search
   patterns could climb ("../bob/*"), file ids worked in any tree of the connection, and
   TREE_CONNECT parsed the share name apart from the lab's rule: services.smb.rules, and
@@ -49,6 +54,7 @@ import struct
 import threading
 from typing import Any
 
+from impacket import smb, uuid
 from impacket import smb3structs as smb2
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
@@ -56,6 +62,7 @@ from impacket.nt_errors import (
     STATUS_DIRECTORY_NOT_EMPTY,
     STATUS_DISK_FULL,
     STATUS_FILE_CLOSED,
+    STATUS_INVALID_DEVICE_REQUEST,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
     STATUS_MORE_PROCESSING_REQUIRED,
@@ -69,14 +76,24 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import paths
 from ..store import is_disk_full
-from . import fastpath, mechlistmic, negotiate, rules, wire
-from .access import IPC, Denied, StoreCredentials, grant, share_name
+from . import dialects, fastpath, mechlistmic, negotiate, rules, wire
+from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
+from .srvsvc import SrvsvcPipe
 
 log = logging.getLogger(__name__)
 IDLE_TIMEOUT = 300  # seconds a connection may stay silent
 DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwrite",
                 5: "overwrite-if"}
+# CreateAction (MS-SMB2 2.2.14) for each disposition, when the file (was there, was not);
+# impacket echoes the disposition, and 4 and 5 mean nothing there.
+SUPERSEDED, OPENED, CREATED, OVERWRITTEN = 0, 1, 2, 3
+CREATE_ACTIONS = {0: (SUPERSEDED, CREATED), 1: (OPENED, OPENED), 2: (CREATED, CREATED),
+                  3: (OPENED, CREATED), 4: (OVERWRITTEN, OVERWRITTEN), 5: (OVERWRITTEN, CREATED)}
+PIPES = {"srvsvc"}  # the named pipes IPC$ serves
+# What a pipe open takes; anything else on it (QUERY_INFO, ...) would reach impacket's
+# file code with a name that is no file.
+PIPE_REQUESTS = {smb2.SMB2_READ, smb2.SMB2_WRITE, smb2.SMB2_IOCTL, smb2.SMB2_CLOSE, smb2.SMB2_FLUSH}
 
 
 def _ntlm_message_type(blob: bytes) -> int:
@@ -98,6 +115,15 @@ def _status_of(error: OSError) -> int:
 
 def _error(status: int) -> tuple[list, None, int]:
     return [smb2.SMB2Error()], None, status
+
+
+def _append(path: str, line: bytes) -> None:
+    """A line to a key log: O_APPEND keeps lines whole when processes share the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _sync(handle: int, name: str) -> None:
@@ -126,13 +152,14 @@ class Handler(socketserver.BaseRequestHandler):
         local = server.local
         local.session = server.journal.open("smb", f"{ip}:{port}")
         local.challenge = os.urandom(8)
+        local.crypto = dialects.Connection()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
         self.request.settimeout(IDLE_TIMEOUT)
         reason = "client closed"
         try:
             while True:
-                kind, data = wire.receive(self.request, rules.MAX_MESSAGE)
+                kind, data = wire.receive(self.request, local.crypto.max_io + rules.HEADROOM)
                 if kind == wire.SESSION_REQUEST:
                     wire.positive_response(self.request)
                     continue
@@ -143,17 +170,11 @@ class Handler(socketserver.BaseRequestHandler):
                         wire.send(self.request, negotiate.smb1_no_common_dialect(data))
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
-                fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data)
-                if fast is not None:
-                    reply, file_id, counter, count = fast
-                    server.count(file_id, counter, count)
+                for reply in self._answer(conn_id, data):
                     wire.send(self.request, reply)
-                    continue
-                for reply in server.processRequest(conn_id, data):
-                    wire.send(self.request, reply.getData() if hasattr(reply, "getData") else reply)
         except TimeoutError:
             reason = "idle timeout"
-        except wire.TooLong as error:
+        except (wire.TooLong, dialects.Refused) as error:
             reason = str(error)
         except OSError:
             reason = "connection lost" if not server.stopping else "server stopping"
@@ -162,6 +183,40 @@ class Handler(socketserver.BaseRequestHandler):
             log.debug("smb connection %s:%s", ip, port, exc_info=True)
         finally:
             local.session.close(reason)
+
+    def _answer(self, conn_id: str, data: bytes) -> list[bytes]:
+        """The replies to one SMB2 message: unsealed if sealed, answered by the fast path
+        or impacket, signed as the dialect signs, sealed when the session encrypts; the
+        3.1.1 preauth hash follows NEGOTIATE and SESSION_SETUP on the way."""
+        server, crypto = self.server, self.server.local.crypto
+        sealed = data[:4] == dialects.TRANSFORM_MAGIC
+        if sealed:
+            data = crypto.decrypt(data)
+        command = struct.unpack_from("<H", data, 12)[0] if data[:4] == b"\xfeSMB" else -1
+        if crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
+                                                                 smb2.SMB2_SESSION_SETUP):
+            # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
+            return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
+        if command == smb2.SMB2_SESSION_SETUP:
+            if not struct.unpack_from("<Q", data, 40)[0]:  # SessionId 0: a new session
+                crypto.reset_session()
+            crypto.hash_session(data)
+        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto)
+        if fast is not None:
+            reply, file_id, counter, count = fast
+            server.count(file_id, counter, count)
+            replies = [reply]
+        else:
+            replies = [r.getData() if hasattr(r, "getData") else r
+                       for r in server.processRequest(conn_id, data)]
+        if command == smb2.SMB2_NEGOTIATE and replies:
+            crypto.hash_negotiate(data, replies[0])
+        elif command == smb2.SMB2_SESSION_SETUP and replies and \
+                struct.unpack_from("<I", replies[0], 8)[0] == STATUS_MORE_PROCESSING_REQUIRED:
+            crypto.hash_session(replies[0])
+        if (sealed or (crypto.encrypt_all and command != smb2.SMB2_SESSION_SETUP)) and crypto.encryption_key:
+            replies = [crypto.encrypt(reply) for reply in replies]
+        return replies
 
     def finish(self) -> None:
         """Whatever way the connection went: its open files, impacket's state for it, the
@@ -197,12 +252,16 @@ class LabSMBServer(SMBSERVER):
 
     def __init__(self, listening: socket.socket, lab: Any, settings: Any) -> None:
         self._listening = listening
+        # socketserver's own (impacket's base is untyped, so say its type): __init__ below
+        # makes a new one, which server_bind swaps for this one
+        self.socket: socket.socket = listening
         self.lab, self.settings = lab, settings
         self.store, self.journal = lab.store, lab.journal
         self.local = threading.local()
         self.connections: set[socket.socket] = set()
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_peer)
         self.stopping = False
+        self.guid = os.urandom(16)  # impacket's is b"A" * 16 for every server
         super().__init__(listening.getsockname()[:2], handler_class=Handler,
                          config_parser=self._config())
         self.processConfigFile()
@@ -219,9 +278,9 @@ class LabSMBServer(SMBSERVER):
     # --- the pre-bound socket (bound in the reactor thread, so `ready` means listening)
 
     def server_bind(self) -> None:
-        self.socket.close()
+        self.socket.close()  # socketserver's own, made in its __init__
         self.socket = self._listening
-        self.server_address = self.socket.getsockname()
+        self.server_address = self._listening.getsockname()
 
     def server_activate(self) -> None:
         """Already listening."""
@@ -286,9 +345,13 @@ class LabSMBServer(SMBSERVER):
         opened = conn["OpenedFiles"].get(rules.file_id(conn, command, body))
         if opened is not None and opened.get("LabTree") != packet["TreeID"]:
             return STATUS_FILE_CLOSED  # a file id of another tree of this connection
-        if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > rules.MAX_READ:
+        if opened is not None and opened["FileHandle"] == PIPE_FILE_DESCRIPTOR \
+                and command not in PIPE_REQUESTS:
+            return STATUS_INVALID_DEVICE_REQUEST
+        max_io = self.local.crypto.max_io
+        if command == smb2.SMB2_READ and smb2.SMB2Read(body)["Length"] > max_io:
             return STATUS_INVALID_PARAMETER
-        if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > rules.MAX_WRITE:
+        if command == smb2.SMB2_WRITE and smb2.SMB2Write(body)["Length"] > max_io:
             return STATUS_INVALID_PARAMETER
         if command == smb2.SMB2_QUERY_DIRECTORY:
             pattern = smb2.SMB2QueryDirectory(body)["Buffer"].decode("utf-16le", "replace")
@@ -306,11 +369,12 @@ class LabSMBServer(SMBSERVER):
     def _validate_negotiate(self, conn_id: str, server: Any, request: Any) -> tuple[bytes, int]:
         """What NEGOTIATE said, again: a signing client compares the two and hangs up on any
         difference (impacket always says "signing enabled, not required")."""
+        crypto = self.local.crypto
         answer = smb2.VALIDATE_NEGOTIATE_INFO_RESPONSE()
-        answer["Capabilities"] = 0
-        answer["Guid"] = b"A" * 16  # impacket's NEGOTIATE sends this GUID
+        answer["Capabilities"] = crypto.capabilities()
+        answer["Guid"] = self.guid
         answer["SecurityMode"] = self._security_mode()
-        answer["Dialect"] = smb2.SMB2_DIALECT_002
+        answer["Dialect"] = crypto.dialect
         return answer.getData(), STATUS_SUCCESS
 
     @property
@@ -318,19 +382,61 @@ class LabSMBServer(SMBSERVER):
         return self.local.session
 
     def _negotiate(self, conn_id: str, server: Any, packet: Any, isSMB1: bool = False) -> Any:  # noqa: N803
+        crypto = self.local.crypto
+        offer, dialect = None, dialects.SMB202
         if not isSMB1:  # (an SMB1 NEGOTIATE got here only if it offers SMB 2: Handler)
-            dialects = negotiate.smb2_dialects(packet["Data"])
-            if dialects is None:
+            offer = dialects.parse_offer(packet.getData())
+            if offer is None or negotiate.smb2_dialects(packet["Data"]) is None:
                 self.session.event("negotiate", "malformed: refused")
                 return _error(STATUS_INVALID_PARAMETER)
-            if negotiate.SMB2_DIALECT_202 not in dialects:
-                offered = " ".join(f"0x{d:04x}" for d in dialects)
+            chosen = dialects.choose(offer)
+            if chosen is None:
+                offered = " ".join(f"0x{d:04x}" for d in offer.dialects)
                 self.session.event("negotiate", f"no common dialect (offered {offered})")
                 return _error(STATUS_NOT_SUPPORTED)
+            dialect = chosen
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
-        packets[0]["Data"]["SecurityMode"] = self._security_mode()
-        self.session.event("negotiate", "SMB 2.0.2" + (" (from an SMB1 negotiate)" if isSMB1 else ""))
+        answer = packets[0]["Data"]
+        answer["SecurityMode"] = self._security_mode()
+        answer["ServerGuid"] = self.guid
+        if offer is None:
+            # SMB1 multi-protocol NEGOTIATE: "SMB 2.???" asks for the wildcard, and the
+            # client negotiates again in SMB2 (MS-SMB2 3.3.5.3.1); "SMB 2.002" alone: 2.0.2
+            smb1 = smb.SMBCommand(packet["Data"][0])["Data"]
+            dialect = dialects.WILDCARD if b"SMB 2.???\0" in smb1.split(b"\x02") else dialects.SMB202
+            answer["DialectRevision"] = dialect
+            self.session.event("negotiate", f"{dialects.NAMES[dialect]} (from an SMB1 negotiate)")
+            return commands, packets, status
+        crypto.negotiated(offer, dialect)
+        answer["DialectRevision"] = dialect
+        answer["Capabilities"] = crypto.capabilities()
+        answer["MaxTransactSize"] = answer["MaxReadSize"] = answer["MaxWriteSize"] = crypto.max_io
+        detail = ""
+        if dialect == dialects.SMB311:
+            contexts, count = crypto.contexts()
+            blob_end = answer["SecurityBufferOffset"] + answer["SecurityBufferLength"]
+            answer["NegotiateContextOffset"] = blob_end + -blob_end % 8
+            answer["NegotiateContextCount"] = count
+            answer["Padding"] = b"\0" * (-blob_end % 8)
+            answer["NegotiateContextList"] = contexts
+            detail = (f", SHA-512 preauth, signing {dialects.SIGNER_NAMES[crypto.signer]}, "
+                      f"cipher {dialects.CIPHER_NAMES.get(crypto.cipher, 'none')}")
+        elif dialect >= dialects.SMB300:
+            detail = f", signing AES-128-CMAC, cipher {'AES-128-CCM' if crypto.cipher else 'none'}"
+        self.session.event("negotiate", dialects.NAMES[dialect] + detail)
         return commands, packets, status
+
+    def signSMBv2(self, packet: Any, session_key: bytes, padLength: int = 0) -> None:  # noqa: N803 (impacket passes padLength by name)
+        """impacket's signing of a response, as the dialect signs (HMAC-SHA256, AES-CMAC or
+        AES-GMAC). impacket also "signs" every request it receives, for nothing: skipped."""
+        if not packet["Flags"] & smb2.SMB2_FLAGS_SERVER_TO_REDIR:
+            return
+        crypto = self.local.crypto
+        if not crypto.signing_key:
+            crypto.signing_key = session_key  # 2.x: the session key itself
+        packet["Signature"] = b"\0" * 16
+        packet["Flags"] |= smb2.SMB2_FLAGS_SIGNED
+        packet["Signature"] = crypto.signature(packet.getData() + b"\0" * padLength)
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -342,6 +448,9 @@ class LabSMBServer(SMBSERVER):
             conn["LabMechTypes"] = mechlistmic.offered_mechanisms(setup["Buffer"])
         commands, packets, status = self._original[smb2.SMB2_SESSION_SETUP](conn_id, server, packet)
         conn = self.getConnectionData(conn_id, checkStatus=False)
+        if message == 1 and status == STATUS_MORE_PROCESSING_REQUIRED and "NEGOTIATE_MESSAGE" in conn:
+            commands[0]["Buffer"] = mechlistmic.echo_seal(commands[0]["Buffer"],
+                                                          conn["NEGOTIATE_MESSAGE"]["flags"])
         if message == 3:
             user = (self.lab.credentials.smb_name("", str(conn.get("user_name") or "")) or ""
                     if status == STATUS_SUCCESS else "")
@@ -351,9 +460,21 @@ class LabSMBServer(SMBSERVER):
                     status = STATUS_LOGON_FAILURE  # impacket would grant guest access
                 conn["LabUser"] = None
                 self.session.auth("anonymous", ok=status == STATUS_SUCCESS, mechanism="NTLM null session")
+            elif status == STATUS_SUCCESS and self.settings.encrypt and not self.local.crypto.cipher:
+                # MS-SMB2 3.3.5.5 (RejectUnencryptedAccess): this connection cannot seal
+                self.session.event("session-setup", f"{user} refused: [smb] encrypt = true, and "
+                                   f"{dialects.NAMES[self.local.crypto.dialect]} without a cipher "
+                                   "cannot encrypt")
+                status = STATUS_ACCESS_DENIED
             elif status == STATUS_SUCCESS:
                 conn["LabUser"] = user
                 self.session.auth(user, ok=True, mechanism="NTLMv2")
+                crypto = self.local.crypto
+                crypto.session_established(conn["Uid"], conn["SigningSessionKey"], self.settings.encrypt)
+                if self.settings.keylog and crypto.smb3:
+                    _append(self.settings.keylog, crypto.keylog_line(conn["SigningSessionKey"]))
+                if crypto.encrypt_all:
+                    commands[0]["SessionFlags"] = smb2.SMB2_SESSION_FLAG_ENCRYPT_DATA
                 if conn.get("LabMechTypes") and conn.get("SigningSessionKey"):
                     token = mechlistmic.accept_with_mic(
                         conn["LabMechTypes"], conn["AUTHENTICATE_MESSAGE"]["flags"],
@@ -419,9 +540,8 @@ class LabSMBServer(SMBSERVER):
             return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
         request = smb2.SMB2Create(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
-        if tree["pipe"]:  # IPC$: named pipes only, and the lab serves none
-            self.session.event("create", f"IPC$\\{name} refused: no such pipe")
-            return _error(STATUS_OBJECT_NAME_NOT_FOUND)
+        if tree["pipe"]:  # IPC$: named pipes only
+            return self._open_pipe(conn_id, packet, name, request["CreateOptions"])
         try:
             canonical = rules.canonical(name)
             paths.resolve(tree["path"], canonical)
@@ -429,6 +549,7 @@ class LabSMBServer(SMBSERVER):
             self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
             return _error(STATUS_OBJECT_NAME_INVALID)
         packet["Data"] = rules.with_name(request, canonical)
+        existed = os.path.lexists(paths.resolve(tree["path"], canonical))
         commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
         options = request["CreateOptions"]
         detail = " ".join(filter(None, [
@@ -436,6 +557,10 @@ class LabSMBServer(SMBSERVER):
             "dir" if options & smb2.FILE_DIRECTORY_FILE else "",
             "delete-on-close" if options & smb2.FILE_DELETE_ON_CLOSE else ""]))
         if status == STATUS_SUCCESS:
+            actions = CREATE_ACTIONS.get(request["CreateDisposition"], (OPENED, CREATED))
+            commands[0]["CreateAction"] = actions[0 if existed else 1]
+            # impacket fills "LastChangeTime", a field its own structure does not have
+            commands[0]["ChangeTime"] = commands[0].fields.get("LastChangeTime", 0)
             file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
             file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
             self.getConnectionData(conn_id)["OpenedFiles"][file_id]["LabTree"] = packet["TreeID"]
@@ -443,6 +568,28 @@ class LabSMBServer(SMBSERVER):
         self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
                                      f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    def _open_pipe(self, conn_id: str, packet: Any, name: str, options: int) -> Any:
+        """A CREATE on IPC$: a named pipe the lab serves (srvsvc), opened as impacket's
+        pipe code expects (a "socket" that takes requests and gives answers)."""
+        pipe = name.replace("/", "\\").lstrip("\\").lower()
+        if pipe not in PIPES or options & smb2.FILE_DIRECTORY_FILE:
+            self.session.event("create", f"IPC$\\{name} refused: no such pipe")
+            return _error(STATUS_OBJECT_NAME_NOT_FOUND)
+        conn = self.getConnectionData(conn_id)
+        file_id = uuid.generate()
+        conn["OpenedFiles"][file_id] = {
+            "FileHandle": PIPE_FILE_DESCRIPTOR, "FileName": f"\\PIPE\\{pipe}",
+            "DeleteOnClose": False, "LabTree": packet["TreeID"],
+            "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""},
+            "Socket": SrvsvcPipe(visible(conn.get("LabUser")), self.settings.host.upper()[:15])}
+        answer = smb2.SMB2Create_Response()
+        answer["CreateAction"], answer["AllocationSize"] = OPENED, 4096
+        answer["FileAttributes"] = 0x80  # FILE_ATTRIBUTE_NORMAL, as Windows answers for a pipe
+        answer["FileID"], answer["Buffer"] = file_id, b""
+        conn["LastRequest"]["SMB2_CREATE"] = answer
+        self.session.event("create", f"IPC$\\{name} -> ok")
+        return [answer], None, STATUS_SUCCESS
 
     def _opened(self, conn_id: str, command: int, packet: Any) -> dict | None:
         conn = self.getConnectionData(conn_id)
@@ -507,7 +654,7 @@ class LabSMBServer(SMBSERVER):
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
 
-    def count(self, file_id: bytes, index: int, amount: int) -> None:
+    def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
         counters = self.local.__dict__.get("transfers", {})
         if file_id in counters:
@@ -547,6 +694,9 @@ class LabSMBServer(SMBSERVER):
         opened = conn["OpenedFiles"].get(file_id)
         tree = self._tree(conn_id, packet)
         written = self.local.__dict__.get("transfers", {}).pop(file_id, [0, 0])
+        if opened is not None and isinstance(opened.get("Socket"), SrvsvcPipe):
+            calls = opened["Socket"].calls
+            self.session.event("srvsvc", ", ".join(calls) if calls else "no calls")
         if opened is not None and tree is not None and not tree["pipe"]:
             name = opened["FileName"]
             if opened["DeleteOnClose"] and os.path.isdir(name):

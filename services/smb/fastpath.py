@@ -13,12 +13,9 @@ announced, end of file, errors) still goes to impacket, behind the lab's rules.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
-
-from .rules import MAX_READ, MAX_WRITE
+from typing import Any
 
 HEADER = struct.Struct("<4sHHIHHIIQIIQ16s")  # the 64-byte SMB2 sync header
 READ_REQUEST = struct.Struct("<HBBIQ16sIIIHH")  # MS-SMB2 2.2.19, without its Buffer byte
@@ -30,8 +27,10 @@ SERVER_TO_REDIR, RELATED, SIGNED = 0x1, 0x4, 0x8
 READ, WRITTEN = 0, 1  # which counter a transfer adds to
 
 
-def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
-    """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None."""
+def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int] | None:
+    """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None;
+    `signer` (a services.smb.dialects.Connection) signs it as the dialect does and says
+    the largest READ/WRITE the connection takes."""
     if len(data) < HEADER.size + READ_REQUEST.size or data[:4] != b"\xfeSMB":
         return None
     fields = HEADER.unpack_from(data)
@@ -43,11 +42,11 @@ def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
         return None
     if command == SMB2_READ:
         _, _, _, length, offset, file_id, *_ = READ_REQUEST.unpack_from(data, HEADER.size)
-        if length > MAX_READ:
+        if length > signer.max_io:
             return None
     else:
         _, at, length, offset, file_id, *_ = WRITE_REQUEST.unpack_from(data, HEADER.size)
-        if tree.get("read only") == "yes" or at + length > len(data) or length > MAX_WRITE:
+        if tree.get("read only") == "yes" or at + length > len(data) or length > signer.max_io:
             return None
     opened = conn["OpenedFiles"].get(file_id)
     if opened is None or opened["FileHandle"] < 0 or opened.get("LabTree") != tree_id:
@@ -58,11 +57,12 @@ def answer(conn: dict, data: bytes) -> tuple[bytes, bytes, int, int] | None:
             if not content:
                 return None  # STATUS_END_OF_FILE: impacket's
             body = READ_RESPONSE.pack(17, 0x50, 0, len(content), 0, 0) + content
-            return _reply(conn, fields, body), file_id, READ, len(content)
+            return _reply(conn, fields, body, signer), file_id, READ, len(content)
         write_all(opened["FileHandle"], memoryview(data)[at:at + length], offset)
     except OSError:
         return None  # the engine answers it again, with the right status
-    return _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0)), file_id, WRITTEN, length
+    reply = _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0), signer)
+    return reply, file_id, WRITTEN, length
 
 
 def write_all(fd: int, data: memoryview, offset: int) -> None:
@@ -71,7 +71,7 @@ def write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
-def _reply(conn: dict, request: tuple, body: bytes) -> bytes:
+def _reply(conn: dict, request: tuple, body: bytes, signer: Any) -> bytes:
     """The response header for `request` (credits, ids echoed), signed if the session is."""
     _, _, charge, _, command, credits, _, _, message_id, process_id, tree_id, _, _ = request
     signed = bool(conn["SignatureEnabled"])
@@ -80,6 +80,5 @@ def _reply(conn: dict, request: tuple, body: bytes) -> bytes:
                          process_id, tree_id, conn["Uid"], b"\0" * 16)
     packet = header + body
     if signed:
-        signature = hmac.new(conn["SigningSessionKey"], packet, hashlib.sha256).digest()[:16]
-        packet = packet[:48] + signature + packet[64:]
+        packet = packet[:48] + signer.signature(packet) + packet[64:]
     return packet

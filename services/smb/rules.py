@@ -10,7 +10,8 @@ and WRITE lengths as given. The lab's rules:
 - a QUERY_DIRECTORY search pattern is one name in the open directory (no separator, no
   "..", in any Unicode spelling), as on Windows (STATUS_OBJECT_NAME_INVALID);
 - a file id works only in the tree that opened it (STATUS_FILE_CLOSED elsewhere);
-- READ and WRITE lengths stay within what NEGOTIATE announced (STATUS_INVALID_PARAMETER).
+- READ and WRITE lengths stay within what NEGOTIATE announced (STATUS_INVALID_PARAMETER):
+  64 KiB for 2.0.2, 8 MiB from 2.1 on (dialects.Connection.max_io).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from impacket import smb3structs as smb2
 
 from .. import paths
 
-# What impacket's NEGOTIATE announces (MaxTransactSize, MaxReadSize, MaxWriteSize).
-MAX_READ = MAX_WRITE = 65536
-# The longest message taken: a full WRITE (or a compound around it) and its headers.
-MAX_MESSAGE = MAX_WRITE + 4096
+# The longest message taken is a full WRITE (MaxWriteSize, services.smb.dialects: max_io)
+# or a compound around it, with its headers (and a transform header): this much more.
+HEADROOM = 4096
 LAST_CREATED = b"\xff" * 16  # "the file the previous request of this compound created"
 
 # Requests that name an open file, and the structure that holds its FileID.

@@ -3,9 +3,10 @@
 startService binds and listens in the reactor thread (so `protolab ready` means port 445
 answers, and a port in use is a one-line StartError); right after, on the reactor's next
 turn (once `ready` is out), one thread imports impacket (about 0.3 s, kept out of the
-start-up path) and serves; connections that arrive meanwhile wait in the listen backlog. stopService stops accepting (shutdown(), then
-server_close(): impacket's own stop() only closes the socket and leaves serve_forever
-spinning at 100 % CPU), and ends every connection; all threads are daemons.
+start-up path) and serves; connections that arrive meanwhile wait in the listen backlog.
+stopService stops accepting (shutdown(), then server_close(): impacket's own stop() only
+closes the socket and leaves serve_forever spinning at 100 % CPU), and ends every
+connection; all threads are daemons.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SMBService(Service):
             with self._lock:
                 if self._stopping:
                     return
+                assert self._socket is not None  # set before this thread starts
                 server = LabSMBServer(self._socket, self.lab, self.lab.settings("smb"))
                 self.server, self._serving = server, True
         except Exception:

@@ -1,4 +1,5 @@
-"""SMB speed: smbclient get of one big file, the lab's server vs Samba's smbd, side by side.
+"""SMB speed: smbclient get and put of one big file, the lab's server vs Samba's smbd,
+side by side.
 
     python3 -m tests.bench.smb [--size 200] [--rounds 2]
     python3 -m tests.bench.smb --logins 1000
@@ -9,9 +10,9 @@ RSS before and after (tests/smb/test_resources.py does a smaller count and asser
 
 A private smbd (its own smb.conf, state and passdb in a temp directory, loopback port)
 shares the very same directory as the lab's `alice` share; Samba's smbclient gets the
-file from each in turn, for a few rounds. Prints bytes/s and the ratio of the best rounds
-(aim: 0.3x smbd). smbd speaks SMB 3.1.1 with 8 MiB reads; impacket's server speaks SMB
-2.0.2 with 64 KiB reads, in Python: that is most of the gap. The load average is printed.
+file from each in turn, then puts it back (into a directory of its own on each side), for
+a few rounds. Prints bytes/s and the ratio of the best rounds (aim: 0.7x smbd, issue 15).
+Both speak SMB 3.1.1 to smbclient. The load average is printed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ from tests.smb.test_resources import login_and_drop, settle
 
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:
+    return transfer(port, share, user, password, size, "get big.bin /dev/null")
+
+
+def put(port: int, share: str, user: str, password: str, size: int, source: Path) -> float:
+    return transfer(port, share, user, password, size, f"put {source} put.bin")
+
+
+def transfer(port: int, share: str, user: str, password: str, size: int, command: str) -> float:
     started = time.monotonic()
     out = subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), "-U",
-                          f"{user}%{password}", "-c", "get big.bin /dev/null"],
+                          f"{user}%{password}", "-c", command],
                          capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - started
     if out.returncode or "NT_STATUS" in out.stdout + out.stderr:
@@ -42,7 +51,7 @@ def get(port: int, share: str, user: str, password: str, size: int) -> float:
     return size / elapsed
 
 
-def smbd_config(directory: Path, share: Path, port: int) -> Path:
+def smbd_config(directory: Path, share: Path, uploads: Path, port: int) -> Path:
     state = directory / "samba"
     for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc"):
         (state / sub).mkdir(parents=True, exist_ok=True)
@@ -68,6 +77,9 @@ def smbd_config(directory: Path, share: Path, port: int) -> Path:
 [alice]
     path = {share}
     read only = yes
+[uploads]
+    path = {uploads}
+    read only = no
 """)
     return config
 
@@ -95,7 +107,9 @@ def main() -> int:
             home = data / "homes/alice"
             big_file(home / "big.bin", args.size)
             smbd_port = args.offset + 1445
-            config = smbd_config(tmpdir, home, smbd_port)
+            uploads = tmpdir / "uploads"
+            uploads.mkdir()
+            config = smbd_config(tmpdir, home, uploads, smbd_port)
             # smbd needs a system user: root, with the password "bench", in its own passdb.
             subprocess.run(["smbpasswd", "-c", str(config), "-a", "-s", "root"],
                            input="bench\nbench\n", text=True, check=True, capture_output=True)
@@ -116,7 +130,13 @@ def main() -> int:
             best = best_of_rounds(
                 {name: (lambda p=peer: get(p[0], "alice", p[1], p[2], size))
                  for name, peer in peers.items()}, args.rounds, f"{args.size} MiB get")
-            report_ratio(best, "protolab", "smbd", "aim 0.3x")
+            report_ratio(best, "protolab", "smbd", "aim 0.7x")
+            source = home / "big.bin"
+            targets = {"protolab": "alice", "smbd": "uploads"}
+            best = best_of_rounds(
+                {name: (lambda p=peer, n=name: put(p[0], targets[n], p[1], p[2], size, source))
+                 for name, peer in peers.items()}, args.rounds, f"{args.size} MiB put")
+            report_ratio(best, "protolab", "smbd", "aim 0.7x")
         finally:
             stop(smbd, lab)
     print(f"load average after: {os.getloadavg()}")

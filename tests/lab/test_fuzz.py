@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.hardening import ALL, HOST, rss_kib, send_mail, smb_client
+from tests.hardening import ALL, HOST, TIMEOUT, rss_kib, send_mail
 
 LONG = bool(os.environ.get("PROTOLAB_LONG"))
 FUZZ_INPUTS = 20_000 if LONG else 2_000
@@ -263,6 +263,18 @@ def smb_session_setup() -> bytes:
     blob["MechToken"] = ntlm.getNTLMSSPType1("", "", False).getData()
     token = blob.getData()
     return smb_header(1, 1) + struct.pack("<HBBIIHHQ", 25, 0, 1, 0, 0, 88, len(token), 0) + token
+
+
+def smb_client(server):
+    """impacket's client at SMB 2.0.2: from 3.0 on it seals every message, and a sealed
+    message mutated is only a message that does not decrypt."""
+    from impacket.smb3structs import SMB2_DIALECT_002
+    from impacket.smbconnection import SMBConnection
+
+    connection = SMBConnection("FILES", HOST, sess_port=server.port("smb", "smb"),
+                               timeout=TIMEOUT, preferredDialect=SMB2_DIALECT_002)
+    connection.login("alice", "alice")
+    return connection
 
 
 def recorded_smb_session(server) -> list[bytes]:

@@ -7,9 +7,13 @@ import hashlib
 import hmac
 import os
 
-from services.smb import fastpath
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import algorithms
+
+from services.smb import dialects, fastpath
 
 FILE_ID = bytes(range(16))
+SIGNER = dialects.Connection(signing_key=b"k" * 16)  # SMB 2.x: HMAC-SHA256
 
 
 def header(command: int, tree: int = 7, flags: int = 0, next_command: int = 0) -> bytes:
@@ -37,7 +41,7 @@ def connection(tmp_path, signed: bool = False, read_only: bool = False) -> dict:
 
 
 def test_a_plain_read_is_answered(tmp_path):
-    packet, file_id, counter, count = fastpath.answer(connection(tmp_path), read())
+    packet, file_id, counter, count = fastpath.answer(connection(tmp_path), read(), SIGNER)
     fields = fastpath.HEADER.unpack_from(packet)
     assert fields[4] == fastpath.SMB2_READ and fields[3] == 0  # command, STATUS_SUCCESS
     assert fields[5] == 31 and fields[8] == 42 and fields[10] == 7 and fields[11] == 99
@@ -48,27 +52,36 @@ def test_a_plain_read_is_answered(tmp_path):
 
 def test_writes_land_where_asked_even_past_the_end(tmp_path):
     conn = connection(tmp_path)
-    packet, _, counter, count = fastpath.answer(conn, write(b"ab", 3))
+    packet, _, counter, count = fastpath.answer(conn, write(b"ab", 3), SIGNER)
     assert fastpath.WRITE_RESPONSE.unpack_from(packet, 64)[:3] == (17, 0, 2)
     assert (counter, count) == (fastpath.WRITTEN, 2)
-    fastpath.answer(conn, write(b"END", 20))  # impacket would drop this one
+    fastpath.answer(conn, write(b"END", 20), SIGNER)  # impacket would drop this one
     assert (tmp_path / "f.bin").read_bytes() == b"012ab56789" + b"\0" * 10 + b"END"
 
 
 def test_signed_replies_carry_the_hmac(tmp_path):
-    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read())
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), SIGNER)
     assert fastpath.HEADER.unpack_from(packet)[6] & fastpath.SIGNED
     unsigned = packet[:48] + b"\0" * 16 + packet[64:]
     assert packet[48:64] == hmac.new(b"k" * 16, unsigned, hashlib.sha256).digest()[:16]
 
 
+def test_smb3_replies_carry_the_aes_cmac(tmp_path):
+    signer = dialects.Connection(dialect=dialects.SMB300, signer=dialects.AES_CMAC,
+                                 signing_key=b"s" * 16)
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), signer)
+    mac = cmac.CMAC(algorithms.AES(b"s" * 16))
+    mac.update(packet[:48] + b"\0" * 16 + packet[64:])
+    assert packet[48:64] == mac.finalize()
+
+
 def test_everything_else_goes_to_impacket(tmp_path):
     conn = connection(tmp_path)
-    for data in (read(offset=10), read(file_id=b"\xff" * 16), read(file_id=b"x" * 16),
+    for data in (read(length=65537), read(offset=10), read(file_id=b"\xff" * 16), read(file_id=b"x" * 16),
                  read(tree=8), read(flags=fastpath.RELATED), read(next_command=128),
                  read(command=5), read()[:80], b"\xffSMB" + b"\0" * 200,
                  write(b"abc", 0)[:-1]):  # a WRITE shorter than it says
-        assert fastpath.answer(conn, data) is None
-    assert fastpath.answer({**conn, "Authenticated": False}, read()) is None
-    assert fastpath.answer(connection(tmp_path, read_only=True), write(b"x", 0)) is None
+        assert fastpath.answer(conn, data, SIGNER) is None
+    assert fastpath.answer({**conn, "Authenticated": False}, read(), SIGNER) is None
+    assert fastpath.answer(connection(tmp_path, read_only=True), write(b"x", 0), SIGNER) is None
     assert (tmp_path / "f.bin").read_bytes() == b"0123456789"

@@ -52,16 +52,23 @@ def test_ipc_serves_no_files_whatever_the_working_directory(lab, tmp_path):
     server = start_in_data_dir(lab)
     assert (server.data / "lab.db").exists()
     os.chdir(tmp_path)
-    for name in ("lab.db", "lab.db-wal", "tls\\ca.key", "homes\\bob\\secret.txt", "srvsvc"):
+    (server.data / "srvsvc").write_text("a file named like the lab's one pipe\n")
+    for name in ("lab.db", "lab.db-wal", "tls\\ca.key", "homes\\bob\\secret.txt"):
         result = smbclient(server, "IPC$", f"get {name} stolen")
         assert "NT_STATUS_OBJECT_NAME_NOT_FOUND" in result.stdout + result.stderr, result.stdout
         assert not (tmp_path / "stolen").exists()
+    piped = smbclient(server, "IPC$", "get srvsvc stolen")  # the pipe (test_shares), no file
+    assert "NT_STATUS_INVALID_DEVICE_REQUEST" in piped.stdout
+    stolen = tmp_path / "stolen"  # smbclient made it before it asked; nothing came
+    assert not stolen.exists() or stolen.read_bytes() == b""
     listing = smbclient(server, "IPC$", "ls")
     assert "lab.db" not in listing.stdout and "homes" not in listing.stdout
     connection = impacket_login(server)
     tree = connection.connectTree("IPC$")
-    for name in ("lab.db", "", ".", "journal", "/etc/passwd", "\\srvsvc", "srvsvc", "wkssvc"):
+    for name in ("lab.db", "", ".", "journal", "/etc/passwd", "wkssvc"):
         assert create(connection, tree, name)[0] == OBJECT_NAME_NOT_FOUND, name
+        assert create(connection, tree, name, directory=True)[0] == OBJECT_NAME_NOT_FOUND, name
+    for name in ("\\srvsvc", "srvsvc"):  # a pipe is no directory
         assert create(connection, tree, name, directory=True)[0] == OBJECT_NAME_NOT_FOUND, name
     connection.close()
 
@@ -180,14 +187,16 @@ def test_renames_and_links_stay_in_the_share(lab):
     status, fid = create(connection, tree, "move.txt",
                          access=smb2.DELETE | smb2.FILE_READ_DATA | smb2.FILE_WRITE_DATA)
     assert status == STATUS_SUCCESS
-    for target in ["../bob/secret.txt", "..\\bob\\secret.txt", "../../lab.db", "/" + str(server.data / "lab.db"),
+    for target in ["../bob/secret.txt", "..\\bob\\secret.txt", "../../lab.db",
+                   "/" + str(server.data / "lab.db"),
                    "\\\\" + str(server.data / "x").replace("/", "\\"), "\uff0e\uff0e\\bob\\x",
                    "../../journal/x", "a:b", "..\\..\\tls\\ca.key"]:
         # refused by the path rule, or (absolute spellings) a missing directory in alice's share
         assert _set_info(connection, tree, fid, smb2.SMB2_FILE_RENAME_INFO, _rename_info(target)) \
             in (OBJECT_NAME_INVALID, 0xC0000022), target
         assert (home / "move.txt").exists()
-    link = b"\x01" + b"\0" * 7 + b"\0" * 8 + struct_len("../bob/hard.txt") + "../bob/hard.txt".encode("utf-16le")
+    link = (b"\x01" + b"\0" * 7 + b"\0" * 8 + struct_len("../bob/hard.txt")
+            + "../bob/hard.txt".encode("utf-16le"))
     assert _set_info(connection, tree, fid, 11, link) != STATUS_SUCCESS  # FileLinkInformation
     assert (server.data / "homes/bob/secret.txt").read_bytes() == SECRET
     assert (server.data / "lab.db").read_bytes()[:16] == b"SQLite format 3\x00"
