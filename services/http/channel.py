@@ -26,7 +26,8 @@ every body to a temporary file before the resource sees it. Here:
   request head may take from its first byte (Twisted resets its timer on every byte, so
   a head trickled a byte at a time held a connection forever); a head cut short by the
   timeout gets 408;
-- every connection is a journal session; every request is a command and a reply line.
+- every connection is a journal session; every request is a command and a reply line;
+- HTTP/2 (ALPN h2, the h2c preface, Upgrade: h2c) hands the connection over to http2.py.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from ..store import is_disk_full
-from . import fast
+from . import fast, http2
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -112,6 +113,7 @@ class BodySink(Protocol):
 class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
+    site: Any  # the LabSite (set by its buildProtocol)
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
     read_closed = False  # the client has sent its FIN
 
@@ -120,6 +122,7 @@ class LabChannel(http.HTTPChannel):
         self.refused = False
         self._discarded = 0
         self._linger: Any = None
+        self.h2_unchecked = True  # until the first bytes say whether this is HTTP/2
         peer = self.transport.getPeer()
         kind = "https" if self.isSecure() else "http"
         self.session = self.site.lab.journal.open("http", f"{peer.host}:{peer.port}", kind)
@@ -206,6 +209,12 @@ class LabChannel(http.HTTPChannel):
             if self._discarded > LINGER_BYTES:
                 self.transport.loseConnection()
             return
+        if self.h2_unchecked:
+            self.h2_unchecked = False
+            if data.startswith(http2.PREFACE_LINE) or (
+                    getattr(self.transport, "negotiatedProtocol", None) == b"h2"):
+                http2.take_over(self, data)
+                return
         # The fast path, only between requests: nothing buffered, no request in progress
         # (HTTPChannel's private state: its line buffer and first-line flag).
         if (self.line_mode and not self._buffer and not self.requests
@@ -357,6 +366,11 @@ class LabRequest(server.Request):
         self.channel.session.command(
             f"{self.method.decode('latin-1')} {self.uri.decode('latin-1')} "
             f"{self.clientproto.decode('latin-1')}")
+        if self.requestHeaders.hasHeader(b"Upgrade") and isinstance(self.channel, LabChannel):
+            settings = http2.wants_h2c(self)
+            if settings is not None:
+                http2.upgrade(self.channel, self, settings)
+                return
         super().process()
 
     def write(self, data: bytes) -> None:

@@ -127,7 +127,8 @@ class ChunkProducer:
             data = self.handle.read(min(CHUNK, self.remaining))
             if not data:  # the file shrank under us: end the connection, not the response
                 self.stopProducing()
-                self.request.channel.transport.abortConnection()
+                channel = self.request.channel  # an HTTP/2 stream has no transport: reset it
+                (channel.transport or channel).abortConnection()
                 return
             self.remaining -= len(data)
             self.request.write(data)  # may call pauseProducing at once

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 
-from . import api, autoconfig, dashboard, exercises, portal, userweb
+from . import api, autoconfig, dashboard, exercises, http2, portal, userweb
 from .responses import Body
 from .site import LabSite, Router
 
@@ -43,6 +43,8 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=
 
 def make_service(lab: Lab) -> MultiService:
     lab.tls.ensure()  # the portal offers ca.crt even when only port 80 is open
+    if lab.settings("http").https:
+        http2.offer_h2(lab.tls.context())
     site = LabSite(lab, build_router(lab))
     parent = MultiService()
     for listener in lab.listeners("http"):
