@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from services.http import codings, ranges
 from services.http.ranges import UNSATISFIABLE
-
-from .conftest import need
-from .test_http import curl, running_web, status_of, url
+from tests.conftest import need
+from tests.http.test_server import curl, running_web, status_of, url
 
 # --- sans-IO: ranges ----------------------------------------------------------------------
 

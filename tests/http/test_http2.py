@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from .conftest import need
-from .test_http import curl, running_web, url
-from .test_http_ranges import headers_of, parse_byteranges
+from tests.conftest import need
+from tests.http.test_ranges import headers_of, parse_byteranges
+from tests.http.test_server import curl, running_web, url
 
 UPLOAD_LIMIT = 200_000
 
