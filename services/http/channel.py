@@ -230,7 +230,7 @@ class LabChannel(http.HTTPChannel):
 
     def answer_fast(self, head: fast.Head, body: Any) -> None:
         keep_alive = head.keep_alive()
-        data, status, length = fast.response(head, body, keep_alive)
+        data, status, length = fast.response(head, body, keep_alive, self.site.alt_svc)
         self.session.command(f"{head.method.decode()} {head.target.decode()} "
                              f"{head.version.decode()}")
         self.transport.write(data)
@@ -374,6 +374,8 @@ class LabRequest(server.Request):
         super().process()
 
     def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.channel.site.alt_svc:
+            self.responseHeaders.setRawHeaders(b"Alt-Svc", [self.channel.site.alt_svc])
         if not self.startedWriting and self.keep_alive_10 and \
                 not self.responseHeaders.hasHeader(b"Content-Length") and \
                 self.code not in http.NO_BODY_CODES and self.method != b"HEAD":

@@ -108,6 +108,37 @@ def compression_page() -> bytes:
         "or <code>-H 'Accept-Encoding: gzip'</code> to see the raw compressed bytes.</p>"))
 
 
+def protocols_page() -> bytes:
+    return _page("HTTP/1.1, HTTP/2 and HTTP/3 side by side", (
+        "<p>This server answers the same pages in three versions of HTTP. Capture all three "
+        "with the lab's key log (<code>[tls] keylog</code>) set in Wireshark's TLS "
+        "preferences, then fetch this page each way:</p>\n"
+        "<table><tr><th></th><th>HTTP/1.1</th><th>HTTP/2</th><th>HTTP/3</th></tr>\n"
+        "<tr><td>transport</td><td>TCP 80, or TLS on TCP 443</td><td>TLS on TCP 443 (ALPN "
+        "<code>h2</code>), or cleartext h2c on 80</td><td>QUIC on UDP 443 (TLS 1.3 inside "
+        "QUIC)</td></tr>\n"
+        "<tr><td>how a client finds it</td><td>the default</td><td>ALPN in the TLS "
+        "ClientHello; on 80 the preface <code>PRI * HTTP/2.0</code> or "
+        "<code>Upgrade: h2c</code></td><td>the <code>Alt-Svc: h3=\":443\"</code> header "
+        "of a TCP answer</td></tr>\n"
+        "<tr><td>the request line</td><td>text: <code>GET /path HTTP/1.1</code></td><td>a "
+        "HEADERS frame: <code>:method</code>, <code>:path</code>, HPACK-compressed</td>"
+        "<td>a HEADERS frame on a QUIC stream, QPACK-compressed</td></tr>\n"
+        "<tr><td>several requests at once</td><td>one per connection at a time (or "
+        "several connections)</td><td>streams on one connection; one lost TCP segment "
+        "holds them all</td><td>streams on one connection; a lost packet holds only its "
+        "stream</td></tr>\n"
+        "<tr><td>the end of a body</td><td><code>Content-Length</code> or "
+        "<code>chunked</code></td><td>END_STREAM flag</td><td>the stream's FIN</td></tr>\n"
+        "</table>\n"
+        "<p>Try <code>curl --http1.1 -v</code>, <code>curl --http2 -v</code> and "
+        "<code>curl --http2-prior-knowledge http://HOST/</code>; a browser picks HTTP/2 by "
+        "itself and HTTP/3 once it has seen <code>Alt-Svc</code> (Chromium: "
+        "<code>--origin-to-force-quic-on=HOST:443</code>). In Wireshark, filter on "
+        "<code>http</code>, <code>http2</code> and <code>quic</code>; the journal shows "
+        "the version on each request line.</p>"))
+
+
 CHUNKS = 5
 CHUNK_INTERVAL = 0.2  # seconds between chunks: each travels in a segment of its own
 
@@ -231,6 +262,7 @@ def register(router: Router, lab: Lab) -> None:
         "compression.html": Body(compression_page(), HTML, STARTED),
         "text.html": Body(text_page(), HTML, STARTED),
         "text-plain.html": Body(text_page(), HTML, STARTED, compress=False),
+        "protocols.html": Body(protocols_page(), HTML, STARTED),
     }
     for name, body in pages.items():
         router.body(BASE + name, body)

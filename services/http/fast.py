@@ -90,11 +90,14 @@ REASONS = {200: b"OK", 206: b"Partial Content", 304: b"Not Modified",
            416: RANGE_NOT_SATISFIABLE}  # as the ordinary path says them
 
 
-def response(head: Head, body: Body, keep_alive: bool) -> tuple[bytes, int, int]:
+def response(head: Head, body: Body, keep_alive: bool,
+             alt_svc: bytes = b"") -> tuple[bytes, int, int]:
     """(the response bytes, status, body length) for `body`, as twisted.web would send
     them: same status line, headers and connection handling."""
     answer, data = body.answer(head)
     lines = [b"Server: " + server_version, b"Date: " + http_date()]
+    if alt_svc:
+        lines.append(b"Alt-Svc: " + alt_svc)
     lines += [name + b": " + value for name, value in answer.headers]
     payload = b""
     if answer.length is not None:

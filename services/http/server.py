@@ -48,6 +48,13 @@ def make_service(lab: Lab) -> MultiService:
     site = LabSite(lab, build_router(lab))
     parent = MultiService()
     for listener in lab.listeners("http"):
-        if listener.active:
+        if not listener.active:
+            continue
+        if listener.transport == "udp":
+            from .http3 import Http3Port  # aioquic only when HTTP/3 is on
+
+            lab.udp(listener, Http3Port(lab, site)).setServiceParent(parent)
+            site.alt_svc = b'h3=":%d"; ma=3600' % listener.port
+        else:
             lab.tcp(listener, site, busy=BUSY).setServiceParent(parent)
     return parent

@@ -98,6 +98,7 @@ class LabSite(server.Site):
         self.settings = lab.settings("http")
         self.router = router
         self.displayTracebacks = False
+        self.alt_svc = b""  # the Alt-Svc every answer carries (HTTP/3's port), if any
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

@@ -179,9 +179,8 @@ def test_headless_chromium_loads_the_portal_over_h2(web, tmp_path):
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--ignore-certificate-errors", "--dump-dom",
-         f"https://localhost:{port}/lab/http/embedded.html?chromium"],
+         f"https://localhost:{port}/?chromium"],
         capture_output=True, text=True, timeout=120)
-    assert "A page with embedded images" in result.stdout, result.stderr[-2000:]
-    journal = web.journal_until("http", "GET /lab/http/img/local.png HTTP/2")
-    assert "C: GET /lab/http/embedded.html?chromium HTTP/2" in journal
-    assert "C: GET /lab/http/img/local.png HTTP/2" in journal
+    assert "protolab" in result.stdout, result.stderr[-2000:]
+    journal = web.journal_until("http", "GET /?chromium HTTP/2")
+    assert "C: GET /?chromium HTTP/2" in journal
