@@ -140,6 +140,7 @@ def protocols_page() -> bytes:
 
 
 CHUNKS = 5
+clock: Any = reactor  # (mypy cannot type the reactor's zope interface methods)
 CHUNK_INTERVAL = 0.2  # seconds between chunks: each travels in a segment of its own
 
 
@@ -165,7 +166,7 @@ def chunked(request: Any) -> Any:
         pending.clear()
         request.write(chunked_line(number))
         if number + 1 < CHUNKS:
-            pending.append(reactor.callLater(CHUNK_INTERVAL, step, number + 1))
+            pending.append(clock.callLater(CHUNK_INTERVAL, step, number + 1))
         else:
             request.finish()
 

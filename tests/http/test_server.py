@@ -16,7 +16,6 @@ from contextlib import contextmanager
 import pytest
 
 from services import registry
-
 from tests.conftest import LabFactory, Server, need
 
 CONFIG = """
@@ -261,7 +260,7 @@ def test_check_probes_http(web):
 def response_parts(answer: bytes) -> tuple[bytes, list[bytes], bytes]:
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
-    return lines[0], sorted(l for l in lines[1:] if not l.startswith(b"Date:")), body
+    return lines[0], sorted(x for x in lines[1:] if not x.startswith(b"Date:")), body
 
 
 @pytest.mark.parametrize("version, extra", [
