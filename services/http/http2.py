@@ -81,6 +81,11 @@ class LabStream(H2Stream):
         if not self.refused:
             super().requestComplete()
 
+    def _send100Continue(self) -> None:
+        # Twisted sends it after gotLength, even when the request was refused there.
+        if not self.refused:
+            super()._send100Continue()
+
     def refuse(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
         if self.refused:
             return

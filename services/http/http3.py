@@ -354,7 +354,8 @@ class Http3Port(DatagramProtocol):
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         transport: Any = self.transport
-        transport.write(data, address)
+        if transport is not None:  # None once the port has closed (stopProtocol)
+            transport.write(data, address)
 
     def address(self) -> Any:
         transport: Any = self.transport
@@ -395,6 +396,7 @@ class Http3Port(DatagramProtocol):
             del self.connections[cid]
 
     def stopProtocol(self) -> None:
+        """The socket is closed already: the connections end without a word (clients
+        find out by their idle timeout)."""
         for connection in set(self.connections.values()):
-            connection.quic.close()
             connection.terminated("the lab stops")

@@ -92,6 +92,10 @@ def test_uploads_auth_and_limits_over_http2(web, tmp_path):
     refused = curl("-i", "-u", "bob:bob", "-T", str(source),
                    *MODES["alpn"](web, "/~alice/h2.html")).stdout
     assert status_of_h2(refused) == [403]
+    # Refused from its headers alone (it waits for 100 Continue): before its stream is set up.
+    early = curl("-i", "-u", "bob:bob", "-H", "Expect: 100-continue", "-T", str(source),
+                 *MODES["prior-knowledge"](web, "/~alice/h2.html")).stdout
+    assert status_of_h2(early) == [403], early
     big = tmp_path / "big"
     big.write_bytes(os.urandom(UPLOAD_LIMIT + 1))
     for mode in ("alpn", "prior-knowledge"):
@@ -152,6 +156,23 @@ def test_tshark_decrypts_the_h2_session(web, keylog, capture):
                         decode_as=(f"tcp.port=={port},tls",))
     assert "200" in statuses and "206" in statuses, statuses
     assert not cap.problems(keylog=keylog, decode_as=(f"tcp.port=={port},tls",))
+
+
+def test_broken_frames_end_one_connection_only(web):
+    """A client that sends the preface and then garbage gets a GOAWAY and the close; the
+    server goes on serving (the module's fixture checks its stderr for tracebacks)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", web.port("http", "http")), timeout=10) as s:
+        # The preface, then a DATA frame on stream 0 where SETTINGS must come: an error.
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    # The server's SETTINGS, then a GOAWAY (frame type 7) with PROTOCOL_ERROR (1).
+    goaway = received.find(b"\x07\x00\x00\x00\x00\x00")
+    assert goaway > 0 and received[goaway + 10:goaway + 14] == b"\x00\x00\x00\x01", received
+    assert status_of_h2(curl("-i", *MODES["prior-knowledge"](web, "/lab/http/basic.html")).stdout) == [200]
 
 
 def test_tshark_dissects_h2c(web, capture):

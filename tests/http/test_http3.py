@@ -1,4 +1,4 @@
-"""HTTP/3 over QUIC on UDP 443 with aioquic's client (tests/h3client.py) and headless
+"""HTTP/3 over QUIC on UDP 443 with aioquic's client (tests/http/h3client.py) and headless
 Chromium forced onto QUIC: the same site (ranges, codings, big files under flow control,
 uploads and their limit), the same journal; Alt-Svc on every TCP answer; tshark decrypts
 the QUIC session from the lab's key log."""
@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.h3client import fetch
+from tests.http.h3client import fetch
 from tests.http.test_ranges import headers_of
 from tests.http.test_server import curl, running_web, url
 
@@ -130,3 +130,27 @@ def spki_hash(web) -> str:
     spki = cert.public_key().public_bytes(serialization.Encoding.DER,
                                           serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def test_garbage_datagrams_leave_http3_serving(web):
+    """Random datagrams, truncated and corrupted Initials: nothing answered that should
+    not be, no traceback (the module's fixture checks stderr), and the port still serves."""
+    import random
+    import socket
+
+    rng = random.Random(19)
+    port = web.port("http", "h3")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for size in (0, 1, 5, 20, 1199, 1200, 1350):
+            for first in (0x00, 0x40, 0xC0, 0xC3, 0xFF):
+                packet = bytes([first]) + rng.randbytes(max(0, size - 1))
+                s.sendto(packet[:size], ("127.0.0.1", port))
+        # A long-header Initial of QUIC v1 with random contents: a connection is made for
+        # it, the packet fails to decrypt and is dropped.
+        for _ in range(50):
+            cid = rng.randbytes(8)
+            packet = bytes([0xC0]) + b"\x00\x00\x00\x01" + bytes([8]) + cid + bytes([0]) + \
+                b"\x00" + b"\x44\xd0" + rng.randbytes(1250)
+            s.sendto(packet, ("127.0.0.1", port))
+    status, _, _ = h3(web, {"path": "/lab/http/basic.html"})[0]
+    assert status == 200
