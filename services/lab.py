@@ -31,6 +31,8 @@ from .tls import LabTLS
 if TYPE_CHECKING:
     from twisted.application.service import IService, MultiService
 
+    from .faults import Board
+
 
 SYSTEM_DATA_DIR = Path("/var/lib/protolab")  # root's: a system service's place, not ~root
 
@@ -71,6 +73,13 @@ class Lab:
     def credentials(self) -> Credentials:
         """The one identity rule (services.credentials): every protocol's logins."""
         return Credentials(self.store.users, self.config.mail_domains())
+
+    @cached_property
+    def faults(self) -> Board:
+        """The faults switched on (services.faults): `lab.faults.find(KIND, *targets)`."""
+        from .faults import Board
+
+        return Board(self.store)
 
     @cached_property
     def tls(self) -> LabTLS:

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from ..config import LabConfig
     from ..lab import Lab
 
+# What can break (services/faults.py): `protolab fault add ftp.NAME [--target USER|ADDRESS]`.
+FAULTS = {
+    "wrong-pasv-address": "PASV announces 192.0.2.1, where nobody answers (EPSV is refused, "
+                          "so clients fall back to PASV): the transfer hangs, then times out",
+    "dead-data-port": "PASV and EPSV announce a port nobody listens on: the data connection "
+                      "is refused at once",
+}
+
 CONTROL_PORT = 21
 DATA_PORT = 20  # active-mode data connections come from here, as RFC 959 says
 IMPLICIT_PORT = 990

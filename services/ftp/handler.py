@@ -23,7 +23,12 @@ CHUNK = 1 << 20  # bytes per send()/sendfile()/recv() on a data channel (pyftpdl
 NO_SPACE = "452 Insufficient storage space; nothing was stored."
 
 
-class _TLSFailureHangsUp:
+# The mixin goes in front of pyftpdlib's TLS handlers; to mypy its base is Any (they are
+# untyped), at run time plain object, so the handlers' own MRO is unchanged.
+_TLSHandler: Any = object
+
+
+class _TLSFailureHangsUp(_TLSHandler):
     """A TLS error after the handshake (a corrupt record, a bad MAC: garbage under TLS)
     ends that connection only. pyftpdlib's SSLConnectionMixin.recv()/send() handle
     would-block and EOF; any other SSL.Error escaped into its handle_error() as an
@@ -74,6 +79,7 @@ class _ResetAborts(DTPHandler):
 class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler, _ResetAborts):
     ac_in_buffer_size = CHUNK
     ac_out_buffer_size = CHUNK
+    transfer_finished: bool  # pyftpdlib's: the whole file came, then the close
 
     def handle_error(self) -> None:
         # Called inside pyftpdlib's except clause: a write that found the disk full gets
@@ -163,6 +169,7 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
     active_dtp = LabActiveDTP
     passive_dtp = LabPassiveDTP
     journal: Any = None
+    faults: Any = None  # services.faults.Board
     public_root = ""
     implicit = False  # TLS from the first byte (the 990 listener)
     session: Any = None
@@ -211,7 +218,8 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
             return
         if self._discarding:
             self._discarding = False
-            self._in_buffer, self._in_buffer_len = [], 0  # the long line's tail
+            self._in_buffer: list[bytes] = []  # the long line's tail
+            self._in_buffer_len = 0
             return
         super().found_terminator()
 
@@ -227,6 +235,42 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
         except PassiveRangeFull:
             low, high = self.passive_ports[0], self.passive_ports[-1]
             self.respond(f"425 No free passive port in {low}-{high}; try again later.")
+
+    # --- faults (services/faults.py; the kinds are FAULTS in __init__.py) -------------------
+
+    def _fault(self, kind: str) -> Any:
+        user = self.session.user if self.session is not None else ""
+        fault = self.faults.find(f"ftp.{kind}", self.remote_ip, user) if self.faults else None
+        if fault is not None and self.session is not None:
+            self.session.event("fault", f"{fault.kind} #{fault.id}")
+        return fault
+
+    def ftp_PASV(self, line: str) -> Any:
+        if self._fault("wrong-pasv-address"):
+            # TEST-NET-1 (RFC 5737): nobody answers there, so the data connection hangs
+            return self._pasv_reply("192.0.2.1", self.passive_ports[0])
+        if self._fault("dead-data-port"):
+            host = self.masquerade_address or self.socket.getsockname()[0]
+            return self._pasv_reply(host, self._dead_port())
+        return super().ftp_PASV(line)
+
+    def _pasv_reply(self, host: str, port: int) -> None:
+        self.respond(f"227 Entering passive mode ({host.replace('.', ',')},{port >> 8},{port & 255}).")
+
+    def ftp_EPSV(self, line: str) -> Any:
+        if self._fault("wrong-pasv-address"):
+            # EPSV carries no address: refused, so the client falls back to PASV
+            return self.respond("502 EPSV not available; use PASV.")
+        if self._fault("dead-data-port"):
+            return self.respond(f"229 Entering extended passive mode (|||{self._dead_port()}|).")
+        return super().ftp_EPSV(line)
+
+    @staticmethod
+    def _dead_port() -> int:
+        """A port nobody listens on: one the kernel just gave out and took back."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
 
     def respond(self, resp: str, logfun: Any = None) -> None:
         if self.session is not None:
@@ -294,6 +338,7 @@ def make_handler(lab: Any, settings: Any, authorizer: Any, implicit: bool) -> ty
         "authorizer": authorizer,
         "abstracted_fs": LabFS,
         "journal": lab.journal,
+        "faults": lab.faults,
         "public_root": str(lab.store.files.public),
         "implicit": implicit,
         "active_dtp": active,

@@ -55,7 +55,7 @@ def test_roots_cannot_be_removed_or_renamed(lab):
     server = lab.start(only="ftp")
     ftp = ftp_login(server)
     for command in ("RMD /public", "DELE public", "RNFR /public", "RMD /", "RNFR /"):
-        with pytest.raises(ftplib.error_perm, match="^550"):
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
             ftp.sendcmd(command)
     assert (server.data / "public").is_dir()
     ftp.quit()
@@ -101,7 +101,7 @@ def test_port_and_eprt_to_foreign_addresses_are_refused(lab):
     server = lab.start(only="ftp")
     ftp = ftp_login(server)
     for command in ("PORT 127,0,0,2,100,1", "EPRT |1|10.1.2.3|25600|", "PORT 127,0,0,1,0,25"):
-        with pytest.raises(ftplib.error_perm, match="^501"):
+        with pytest.raises(ftplib.error_perm, match=r"^501"):
             ftp.sendcmd(command)
     ftp.quit()
 
@@ -130,7 +130,7 @@ def test_tls_required_refuses_clear_logins(lab):
     server = lab.start(only="ftp", config="[ftp]\ntls_required = true\n")
     ftp = ftplib.FTP()
     ftp.connect("127.0.0.1", server.port("ftp", "ftp"), timeout=15)
-    with pytest.raises(ftplib.error_perm, match="^550"):
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
         ftp.login("alice", "alice")
     ftp.close()
     ftp_login(server, tls=True).quit()
@@ -138,21 +138,21 @@ def test_tls_required_refuses_clear_logins(lab):
 
 def test_logins_follow_the_store_at_run_time(lab):
     server = lab.start(only="ftp")
-    with pytest.raises(ftplib.error_perm, match="^530"):
+    with pytest.raises(ftplib.error_perm, match=r"^530"):
         ftp_login(server, "alice", "wrong")
-    with pytest.raises(ftplib.error_perm, match="^530"):
+    with pytest.raises(ftplib.error_perm, match=r"^530"):
         ftp_login(server, "carol", "carol")
     assert server.cli("user", "add", "carol", "--password", "carol").returncode == 0
     ftp_login(server, "carol").quit()
     assert server.cli("user", "passwd", "carol", "--password", "new").returncode == 0
-    with pytest.raises(ftplib.error_perm, match="^530"):
+    with pytest.raises(ftplib.error_perm, match=r"^530"):
         ftp_login(server, "carol", "carol")
     ftp_login(server, "carol", "new").quit()
 
 
 def test_anonymous_is_off_by_default_and_read_only_when_on(lab, tmp_path):
     server = lab.start(only="ftp")
-    with pytest.raises(ftplib.error_perm, match="^530"):
+    with pytest.raises(ftplib.error_perm, match=r"^530"):
         ftp_login(server, "anonymous", "guest@")
     server.stop()
     (server.data / "public/readme.txt").write_text("welcome")
@@ -162,7 +162,7 @@ def test_anonymous_is_off_by_default_and_read_only_when_on(lab, tmp_path):
     assert get(ftp, "readme.txt") == b"welcome"
     for action in (lambda: put(ftp, "x.txt", b"no"), lambda: ftp.mkd("d"),
                    lambda: ftp.delete("readme.txt"), lambda: ftp.cwd("/../homes")):
-        with pytest.raises(ftplib.error_perm, match="^550"):
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
             action()
     assert ftp.pwd() == "/"
     ftp.quit()
@@ -365,7 +365,7 @@ def test_corrupt_tls_record_on_a_data_channel_aborts_that_transfer(lab):
     data.sendall(b"first bytes")
     under = socket.socket(fileno=data.detach())
     under.sendall(b"\x17\x03\x03\x00\x20" + b"\x01" * 32)  # application data, bad MAC
-    with pytest.raises(ftplib.error_temp, match="^426"):
+    with pytest.raises(ftplib.error_temp, match=r"^426"):
         ftp.voidresp()
     under.close()
     ftp.voidcmd("NOOP")  # the control channel lives on

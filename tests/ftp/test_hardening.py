@@ -94,7 +94,7 @@ def test_aborted_uploads_leave_no_partial_file(lab):
     data.sendall(os.urandom(1 << 20))
     data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     data.close()
-    with pytest.raises(ftplib.error_temp, match="^426"):
+    with pytest.raises(ftplib.error_temp, match=r"^426"):
         ftp.voidresp()
     assert not (home / "reset.bin").exists() and _temporaries(home) == []
     ftp.voidcmd("NOOP")
@@ -137,7 +137,7 @@ def test_full_passive_range_answers_425_never_a_port_outside(lab):
         ports.append(numbers[4] * 256 + numbers[5])
     assert sorted(ports) == list(allowed)
     for command in ("PASV", "EPSV"):
-        with pytest.raises(ftplib.error_temp, match="^425 No free passive port"):
+        with pytest.raises(ftplib.error_temp, match=r"^425 No free passive port"):
             holders[2].sendcmd(command)
     holders[2].voidcmd("NOOP")  # the session goes on
     holders[0].quit()  # frees its port

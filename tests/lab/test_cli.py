@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shlex
@@ -15,7 +16,6 @@ import pytest
 
 from services import registry
 from services.config import load
-
 from tests.conftest import ROOT, cli, need, need_root
 
 ALL = ",".join(registry.names())
@@ -104,7 +104,7 @@ def test_serve_all_then_check_then_stop(lab):
 def test_check_fails_when_nothing_answers():
     offset = random.randrange(10000, 29000)
     result = cli("check", "--only", ALL, "--port-offset", str(offset), "--timeout", "1")
-    active = [l for l in result.stdout.splitlines() if " off " not in l]
+    active = [row for row in result.stdout.splitlines() if " off " not in row]
     assert result.returncode == 1 or not active, result.stdout
     assert all(" FAIL " in line for line in active), result.stdout
 
@@ -114,7 +114,7 @@ def test_strict_a_port_in_use_is_one_line_naming_service_and_address(lab, tmp_pa
     from services.config import default
 
     name = registry.names()[0]
-    listener = next(l for l in registry.module(name).listeners(default()) if l.active)
+    listener = next(one for one in registry.module(name).listeners(default()) if one.active)
     offset = random.randrange(10000, 29000)
     kind = socket.SOCK_STREAM if listener.transport == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as squatter:
@@ -231,9 +231,9 @@ def test_a_record_of_a_process_that_is_gone_is_ignored(tmp_path):
     run.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (run / f"serve-{dead.pid}.json").write_text(
-        '{"pid": %d, "data": "/nonexistent", "bind": "127.0.0.1", "offset": 7, '
-        '"services": ["smtp"]}' % dead.pid)
+    (run / f"serve-{dead.pid}.json").write_text(json.dumps(
+        {"pid": dead.pid, "data": "/nonexistent", "bind": "127.0.0.1", "offset": 7,
+         "services": ["smtp"]}))
     listed = cli("user", "list", env={"PROTOLAB_RUN_DIR": str(run), "PROTOLAB_DATA": ""})
     assert "/nonexistent" not in listed.stderr
     assert not list(run.glob("serve-*.json"))

@@ -25,7 +25,6 @@ import yaml
 
 from services import config as config_module
 from services import registry
-
 from tests.conftest import need, need_root
 from tests.containers import engine
 

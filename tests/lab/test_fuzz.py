@@ -199,7 +199,7 @@ def dns_queries() -> list[bytes]:
         ("_imap._tcp.lab.test", "SRV"), ("example.com", "A"))]
     edns = DNSRecord.question("www.lab.test", "TXT")
     edns.add_ar(EDNS0(udp_len=4096))
-    return queries + [edns.pack()]
+    return [*queries, edns.pack()]
 
 
 def fuzz_lines(server, table: Table, rng: random.Random, budget: int, crlf: bool = True,
@@ -328,10 +328,15 @@ def fuzz_smb(server, rng: random.Random, budget: int) -> int:
 
 PROTOCOL_TABLES: dict[str, Table] = {"smtp": SMTP, "pop3": POP3, "imap": IMAP, "ftp": FTP,
                                      "http": HTTP}
+
+
+def line_campaign(table: Table) -> Callable[[object, random.Random, int], int]:
+    return lambda server, rng, budget: fuzz_lines(
+        server, table, rng, budget, crlf=table is not HTTP, greeting=table is not HTTP)
+
+
 CAMPAIGNS: dict[str, Callable[[object, random.Random, int], int]] = {
-    **{name: (lambda table: lambda server, rng, budget: fuzz_lines(
-        server, table, rng, budget, crlf=table is not HTTP, greeting=table is not HTTP))(table)
-       for name, table in PROTOCOL_TABLES.items()},
+    **{name: line_campaign(table) for name, table in PROTOCOL_TABLES.items()},
     "dns": fuzz_dns, "smb": fuzz_smb,
 }
 

@@ -18,8 +18,8 @@ ALL = os.environ.get("LAB_ONLY") or ",".join(registry.names())
 
 
 def listeners():
-    return [l for name in ALL.split(",") for l in registry.module(name).listeners(default())
-            if l.active]
+    return [one for name in ALL.split(",") for one in registry.module(name).listeners(default())
+            if one.active]
 
 
 def garbage(rng: random.Random) -> list[bytes]:

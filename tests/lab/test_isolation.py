@@ -133,7 +133,7 @@ def test_ftp(planted):
     replies: list[bytes] = []
     # FTP's "/" is alice's home as a chroot: ".." above it stays there, so "../../lab.db"
     # may well be a file of her own. What counts is what comes back and where writes land.
-    escapes = targets(1) + [str(server.data / "lab.db"), "/public/../../lab.db"]
+    escapes = [*targets(1), str(server.data / "lab.db"), "/public/../../lab.db"]
     for path in escapes:
         out = io.BytesIO()
         try:
@@ -176,7 +176,7 @@ def test_ftp(planted):
 def test_ftp_refuses_logins_without_the_password(planted):
     server, _ = planted
     for user, password in bad_logins(server):
-        with pytest.raises(ftplib.error_perm, match="^530"):
+        with pytest.raises(ftplib.error_perm, match=r"^530"):
             ftp_login(server, user, password)
 
 
@@ -390,7 +390,7 @@ def test_imap_refuses_logins_without_the_password(planted):
     for authzid in ("bob", "bob@lab.test"):
         client = imap_client(server)
         with pytest.raises(imaplib.IMAP4.error):
-            client.authenticate("PLAIN", lambda _: f"{authzid}\0alice\0alice".encode())
+            client.authenticate("PLAIN", lambda _, authzid=authzid: f"{authzid}\0alice\0alice".encode())
         client.shutdown()
 
 
@@ -447,8 +447,7 @@ def test_smb_refuses_logins_without_the_password(planted):
     from impacket.smbconnection import SessionError
 
     server, _ = planted
-    for user, password in bad_logins(server) + [("guest", ""), ("alice", " "),
-                                                ("LAB\\bob", "alice")]:
+    for user, password in [*bad_logins(server), ("guest", ""), ("alice", " "), ("LAB\\bob", "alice")]:
         try:
             connection = smb_client(server, user, password)
         except (SessionError, OSError):

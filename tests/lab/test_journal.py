@@ -11,7 +11,6 @@ import pytest
 from services import journal as journal_module
 from services.journal import MASK, Journal, format_event, recent
 from services.store import Store
-
 from tests.conftest import cli
 
 

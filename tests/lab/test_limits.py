@@ -59,7 +59,7 @@ def test_500_idle_connections_from_one_peer_do_not_lock_out_another(lab):
         served = [a for a in answers if a.startswith(b"220 ")]
         refused = [a for a in answers if a.startswith(BUSY["smtp", "smtp"])]
         assert len(served) == 50 and len(refused) == 450, answers[:3] + answers[-3:]
-        assert all(read_until_closed(sock) == b"" for sock, a in zip(hog, answers)
+        assert all(read_until_closed(sock) == b"" for sock, a in zip(hog, answers, strict=True)
                    if a.startswith(b"421"))  # then closed
         # Everyone else is served, on that port and on the others.
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:

@@ -17,7 +17,6 @@ import pytest
 
 from services import registry
 from services.listeners import ephemeral_range
-
 from tests.conftest import ROOT, cli, need, need_root, read_until
 from tests.netns import Network
 
@@ -52,7 +51,7 @@ def test_a_taken_port_costs_its_listener_only(lab):
         server = lab.start(only="http,imap", offset=offset, env=LENIENT)
         line = f"imap: cannot listen on tcp 127.0.0.1:{taken} (imap): Address already in use"
         assert server.stderr().strip() == f"protolab: {line}"  # one line, and only that
-        rows = {l.split()[1]: l for l in server.output if l.startswith(("http ", "imap "))}
+        rows = {row.split()[1]: row for row in server.output if row.startswith(("http ", "imap "))}
         assert "FAILED: cannot listen on tcp" in rows["imap"], server.output
         assert "FAILED" not in rows["imaps"] and "FAILED" not in rows["http"]
         assert server.output[-1].endswith("; failed: imap"), server.output[-1]
@@ -64,7 +63,7 @@ def test_a_taken_port_costs_its_listener_only(lab):
         client.logout()
         checked = server.cli("check", "--only", "http,imap", "--port-offset", str(offset))
         assert checked.returncode == 1
-        state = {l.split()[0]: l for l in checked.stdout.splitlines()}
+        state = {row.split()[0]: row for row in checked.stdout.splitlines()}
         assert " ok " in state["http"] and " FAIL " in state["imap"] and line in state["imap"]
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port('http', 'http')}/",
                                     timeout=10) as page:
@@ -133,7 +132,7 @@ def test_ports_in_the_ephemeral_range_are_warned_about(lab):
         pytest.skip("no usable ephemeral port range here")
     offset = random.randrange(ephemeral[0], min(ephemeral[1], 64000) - 1000)
     server = lab.start(only="imap", offset=offset)
-    warning = [l for l in server.output if l.startswith("warning: ports ")]
+    warning = [row for row in server.output if row.startswith("warning: ports ")]
     assert warning and f"{143 + offset} {993 + offset}" in warning[0], server.output
     assert "ephemeral range" in warning[0]
 
@@ -176,7 +175,7 @@ def test_dns_binds_around_a_resolver_holding_127_0_0_53(tmp_path):
                 "--port-offset", "0", "--data", str(tmp_path / "data"), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
             lines = output_until(serve, "protolab ready")
-            rows = [l for l in lines if l.startswith("dns ")]
+            rows = [row for row in lines if row.startswith("dns ")]
             assert all(f"0.0.0.0:53 is taken: bound to 10.199.{net.subnet}.10 127.0.0.1" in r
                        for r in rows), lines
             for address in ("127.0.0.1", host.address):

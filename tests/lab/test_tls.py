@@ -13,7 +13,6 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from services.tls import LabTLS
-
 from tests.conftest import ROOT
 
 NAMES = ["lab.test", "*.lab.test", "imap.lab.test", "localhost", "127.0.0.1"]

@@ -12,7 +12,6 @@ import pytest
 from services.store import Store, StoreError, UserError
 from services.store.mail import HasChildren, MailboxExists, MailError, NoMailbox
 from services.store.users import verify_hash
-
 from tests.conftest import ROOT
 
 

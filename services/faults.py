@@ -1,0 +1,137 @@
+"""Faults switched on while the lab runs: broken networks to troubleshoot (issue 17).
+
+    protolab fault kinds                      what can break, per service
+    protolab fault add KIND [--target T] [--for 10m]
+    protolab fault list / fault clear [ID]
+
+A protocol package declares what can break in it (`FAULTS = {"name": "what a student
+sees"}` in its __init__), giving kinds named `SERVICE.NAME`; where it would act, it asks
+`lab.faults.find(KIND, *targets)` with what identifies the client there (its address, its
+login, the name it asked for) and journals the fault when it acts. A fault with a target
+touches only that target; one without touches everyone. The faults live in the store, so
+`protolab fault` works on a running lab and every process sees the change within the
+store's poll (0.2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import registry
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .store.faults import Fault
+
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class FaultError(Exception):
+    """A bad kind or duration, as one line."""
+
+
+def kinds() -> dict[str, str]:
+    """Every fault kind of every protocol: SERVICE.NAME -> what a student sees."""
+    found = {}
+    for name in registry.names():
+        for fault, effect in getattr(registry.module(name), "FAULTS", {}).items():
+            found[f"{name}.{fault}"] = effect
+    return found
+
+
+def duration(text: str) -> float:
+    """'90', '90s', '10m', '2h', '1d' -> seconds."""
+    match = DURATION_RE.match(text.strip())
+    if not match or float(match[1]) <= 0:
+        raise FaultError(f"--for {text!r}: a duration such as 30s, 10m, 2h")
+    return float(match[1]) * UNITS[match[2]]
+
+
+class Board:
+    """What the services ask on their hot paths: the store's faults, cached, and read
+    again when the store says they changed (its `faults` topic)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._faults: list[Fault] | None = None
+        store.subscribe("faults", self._changed)
+
+    def _changed(self, topics: set[str]) -> None:
+        self._faults = None
+
+    def find(self, kind: str, *targets: str | None) -> Fault | None:
+        """The active fault of KIND for any of `targets` (or for everyone), else None."""
+        faults = self._faults
+        if faults is None:
+            faults = self._faults = self.store.faults.active()
+        if not faults:
+            return None
+        now = time.time()
+        wanted = {target.lower() for target in targets if target}
+        for fault in faults:
+            if fault.kind == kind and (fault.until is None or fault.until > now) \
+                    and (not fault.target or fault.target.lower() in wanted):
+                return fault
+        return None
+
+
+def describe(fault: Fault, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    left = "until cleared" if fault.until is None else f"{max(0, fault.until - now):.0f} s left"
+    return f"#{fault.id} {fault.kind} for {fault.target or 'everyone'}, {left}"
+
+
+# --- the commands ----------------------------------------------------------------------
+
+def add_commands(subparsers: Any, common: Any) -> None:
+    fault = subparsers.add_parser("fault", help="break the lab on purpose, while it runs")
+    sub = fault.add_subparsers(dest="action", required=True, metavar="ACTION")
+    common(sub.add_parser("kinds", help="what can break, per service"))
+    add = sub.add_parser("add", help="switch a fault on")
+    common(add)
+    add.add_argument("kind", metavar="KIND", help="SERVICE.NAME (protolab fault kinds)")
+    add.add_argument("--target", metavar="NAME|ADDRESS|USER", default="",
+                     help="only this client address, user or name (default: everyone)")
+    add.add_argument("--for", dest="seconds", metavar="DURATION", help="e.g. 30s, 10m, 2h")
+    common(sub.add_parser("list", help="the faults that are on"))
+    clear = sub.add_parser("clear", help="switch one fault off (by its #ID), or all of them")
+    common(clear)
+    clear.add_argument("id", nargs="?", type=int, metavar="ID")
+    fault.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import CLIError, _data
+    from .store import Store
+
+    known = kinds()
+    if args.action == "kinds":
+        width = max(len(kind) for kind in known)
+        for kind, effect in sorted(known.items()):
+            print(f"{kind:{width}}  {effect}")
+        return 0
+    store = Store(_data(args))
+    try:
+        if args.action == "add":
+            if args.kind not in known:
+                raise CLIError(f"unknown fault {args.kind!r} (known: {', '.join(sorted(known))})", 2)
+            try:
+                seconds = duration(args.seconds) if args.seconds else None
+            except FaultError as error:
+                raise CLIError(str(error), 2) from None
+            print(f"on: {describe(store.faults.add(args.kind, args.target.strip(), seconds))}")
+        elif args.action == "list":
+            for fault in store.faults.active():
+                print(describe(fault))
+        else:
+            count = store.faults.clear(args.id)
+            if args.id is not None and not count:
+                raise CLIError(f"no fault #{args.id} (protolab fault list)")
+            print(f"cleared {count} fault{'s' if count != 1 else ''}")
+    finally:
+        store.close()
+    return 0
