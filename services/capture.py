@@ -32,10 +32,13 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .journal import read as read_journal
 from .running import alive
+
+if TYPE_CHECKING:
+    from .cli import Commands
 
 
 class CaptureError(Exception):
@@ -242,8 +245,9 @@ def _count(pcap: Path) -> int:
 
 # --- the commands ----------------------------------------------------------------------
 
-def add_commands(subparsers: Any, common: Any) -> None:
-    capture = subparsers.add_parser(
+def add_commands(commands: Commands) -> None:
+    common = commands.common
+    capture = commands.add(
         "capture", help="record the lab's traffic; export captures that decrypt themselves")
     sub = capture.add_subparsers(dest="action", required=True, metavar="ACTION")
     begin = sub.add_parser("start", help="start tcpdump in the background (root or CAP_NET_RAW)")
@@ -267,13 +271,11 @@ def add_commands(subparsers: Any, common: Any) -> None:
     out.add_argument("--from", dest="source", metavar="PCAP",
                      help="the capture to cut (default: the running or the latest one)")
     out.add_argument("--keylog", metavar="FILE", help="the key log (default: [tls] keylog)")
-    capture.set_defaults(func=run)
+    capture.set_defaults(func=lambda args: run(args, commands))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _config, _data
-
-    data = _data(args)
+def run(args: argparse.Namespace, commands: Commands) -> int:
+    data = commands.data(args)
     try:
         if args.action == "start":
             interface = args.interface or default_interface(data)
@@ -287,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
             since, until = _when(args.since), _when(args.until)
             source = Path(args.source) if args.source else latest(data)
             keylog = Path(args.keylog) if args.keylog else (
-                Path(_config(args).tls.keylog) if _config(args).tls.keylog else None)
+                Path(commands.config(args).tls.keylog) if commands.config(args).tls.keylog else None)
             client, sessions = args.client or "", None
             if client and not _is_address(client):
                 sessions, client = user_sessions(data / "journal", client), ""
@@ -296,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
             note = "" if keylog else " (no key log: set [tls] keylog to embed TLS secrets)"
             print(f"wrote {args.out}: {packets} packets, secrets of {secrets} TLS sessions{note}")
     except CaptureError as error:
-        raise CLIError(str(error)) from None
+        raise commands.Error(str(error)) from None
     return 0
 
 

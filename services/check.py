@@ -24,10 +24,10 @@ class ProbeTarget:
     timeout: float
 
     def listeners(self, service: str) -> list[Listener]:
-        return [l.shifted(self.offset) for l in registry.module(service).listeners(self.config)]
+        return registry.listeners(self.config, service, self.offset)
 
     def listener(self, service: str, name: str) -> Listener:
-        return next(l for l in self.listeners(service) if l.name == name)
+        return registry.listener(self.config, service, name, self.offset)
 
     def port(self, service: str, name: str) -> int:
         return self.listener(service, name).port
@@ -43,15 +43,17 @@ class Result:
 
 
 def probe(service: str, target: ProbeTarget) -> Result:
-    if not any(l.active for l in target.listeners(service)):
-        notes = "; ".join(l.note for l in target.listeners(service) if l.note)
+    if not any(item.active for item in target.listeners(service)):
+        notes = "; ".join(item.note for item in target.listeners(service) if item.note)
         return Result(service, True, f"off ({notes or 'not active in this config'})", 0.0, True)
     start = time.monotonic()
     try:
         detail = registry.module(service).probe(target)
         ok = True
     except Exception as error:  # any failure of any client library is a failed probe
-        detail = f"{type(error).__name__}: {error}".strip().splitlines()[0] if str(error) else type(error).__name__
+        detail = type(error).__name__
+        if str(error):
+            detail = f"{detail}: {error}".strip().splitlines()[0]
         ok = False
     return Result(service, ok, detail, time.monotonic() - start)
 
@@ -75,8 +77,8 @@ def run(target: ProbeTarget, names: list[str]) -> list[Result]:
 def table(target: ProbeTarget, results: list[Result]) -> str:
     lines = []
     for result in results:
-        ports = ",".join(f"{l.port}/{l.transport}" for l in target.listeners(result.service)
-                         if l.active)
+        ports = ",".join(f"{item.port}/{item.transport}" for item in target.listeners(result.service)
+                         if item.active)
         state = "off" if result.skipped else "ok" if result.ok else "FAIL"
         lines.append(f"{result.service:<6} {target.host}:{ports or '-':<18} {state:<4} "
                      f"{result.seconds * 1000:6.0f} ms  {result.detail}")

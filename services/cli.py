@@ -77,6 +77,39 @@ def _store(args: argparse.Namespace, config: LabConfig, create: bool = True) -> 
     return store
 
 
+class Commands:
+    """What a protocol package's `add_commands(commands)` (and the lab-wide ones') gets: a place for
+    its own `protolab NAME ...` commands, and the helpers every command uses. A handler
+    (`parser.set_defaults(func=...)`) takes the parsed arguments and returns the exit
+    status; a user's error is `raise commands.Error("one line", code)` (2: usage)."""
+
+    Error = CLIError
+
+    def __init__(self, subparsers: Any, common: Callable[..., None]) -> None:
+        self._subparsers, self._common = subparsers, common
+
+    def add(self, name: str, help: str) -> argparse.ArgumentParser:
+        """A new top-level command `protolab NAME`."""
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(name, help=help)
+        return parser
+
+    def common(self, parser: argparse.ArgumentParser, data: bool = True) -> None:
+        """--config (and, with `data`, --data) as every command has them."""
+        self._common(parser, data)
+
+    def config(self, args: argparse.Namespace) -> LabConfig:
+        """The lab config the command line names (a bad one is a one-line error)."""
+        return _config(args)
+
+    def data(self, args: argparse.Namespace) -> Path:
+        """The data directory: --data, else the running lab's, else the default."""
+        return _data(args)
+
+    def store(self, args: argparse.Namespace, config: LabConfig, create: bool = True) -> Any:
+        """The lab's store (`create=False`: an error when there is no lab there yet)."""
+        return _store(args, config, create)
+
+
 def _process_uptime() -> float | None:
     """Seconds since this process was exec'd (Linux), for the ready line."""
     try:
@@ -266,7 +299,7 @@ def _say_if_nobody_serves(data: Path) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import ProbeTarget, run, table, with_failures
-    from .listeners import auto_offset, failures
+    from .listeners import failures, port_offset
 
     config = _config(args)
     names = _names(args.only, config)
@@ -274,12 +307,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     data = _data(args)
     lab = find(data)  # the running lab on it says its offset and address
-    requested = args.port_offset
-    if requested is None and config.lab.port_offset >= 0:
-        requested = config.lab.port_offset
-    if requested is None and lab is not None:
-        requested = lab.offset
-    offset, _ = auto_offset(requested)
+    offset, _ = port_offset(args.port_offset, config.lab.port_offset,
+                            lab.offset if lab is not None else None)
     host = args.host
     if host is None:
         host = lab.bind if lab is not None and lab.bind not in ("0.0.0.0", "::") else "127.0.0.1"
@@ -304,7 +333,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     config = _config(args)
     dynamic: list[tuple[str, str]] = []
     if (_data(args) / "lab.db").exists():  # names from leases and `protolab dns add`
-        dynamic = [(r.name, r.value) for r in _store(args, config).net.records()
+        dynamic = [(r.name, r.value) for r in _store(args, config).net.live_records()
                    if r.type in ("A", "AAAA")]
     print(hosts.render(config, hosts.entries(config, dynamic, args.address)), end="")
     return 0
@@ -457,14 +486,15 @@ def parser() -> argparse.ArgumentParser:
     from .faults import add_commands as add_fault_commands
     from .labnet import add_commands as add_net_commands
 
-    add_net_commands(sub, common)
-    add_capture_commands(sub, common)
-    add_class_commands(sub, common)
-    add_fault_commands(sub, common)
+    commands = Commands(sub, common)
+    add_net_commands(commands)
+    add_capture_commands(commands)
+    add_class_commands(commands)
+    add_fault_commands(commands)
     for name in registry.names():  # protocols may add commands of their own (protolab dns ...)
         add_commands = getattr(registry.module(name), "add_commands", None)
         if add_commands is not None:
-            add_commands(sub, common)
+            add_commands(commands)
     _own_errors(sub)
     return p
 

@@ -75,6 +75,9 @@ class LabSettings:
     max_connections_per_peer: int = setting(
         50, "open connections one client address may hold to each of those services; "
         "0 = no limit")
+    ttl: int = setting(
+        60, "TTL of the lab's names: every record of its zones (DHCP clients' too), and of "
+        "negative answers")
 
     def validate(self) -> None:
         if not DOMAIN_RE.match(self.domain):
@@ -86,6 +89,8 @@ class LabSettings:
         for key in ("max_connections", "max_connections_per_peer"):
             if getattr(self, key) < 0:
                 raise Invalid(key, "must not be negative (0 = no limit)")
+        if not 0 <= self.ttl <= 2**31 - 1:
+            raise Invalid("ttl", "must be 0..2147483647")
 
 
 @dataclass
@@ -188,6 +193,24 @@ class LabConfig:
 
     def fqdn(self, host: str) -> str:
         return f"{host}.{self.lab.domain}"
+
+    def host_of(self, service: str) -> str:
+        """A service's host name in the lab zone ("" when it has none). The keys every
+        section shares (host, aliases, enabled) are the lab's: any part may read them."""
+        settings = self.services.get(service)
+        return settings.host if settings is not None else ""
+
+    def hosts_with_role(self, role: str) -> list[str]:
+        """The hosts of the services that have a listener of `role` (listeners.ROLES), in
+        table order: how one protocol finds another's host without naming it."""
+        from . import registry
+
+        found: list[str] = []
+        for listener in registry.every_listener(self):
+            host = self.host_of(listener.service)
+            if listener.role == role and host and host not in found:
+                found.append(host)
+        return found
 
     def mail_domains(self) -> set[str]:
         """The domains whose addresses are the lab's users (lower case): the lab's own, its

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import registry
 
 if TYPE_CHECKING:
+    from .cli import Commands
     from .store import Store
     from .store.faults import Fault
 
@@ -87,8 +88,9 @@ def describe(fault: Fault, now: float | None = None) -> str:
 
 # --- the commands ----------------------------------------------------------------------
 
-def add_commands(subparsers: Any, common: Any) -> None:
-    fault = subparsers.add_parser("fault", help="break the lab on purpose, while it runs")
+def add_commands(commands: Commands) -> None:
+    common = commands.common
+    fault = commands.add("fault", help="break the lab on purpose, while it runs")
     sub = fault.add_subparsers(dest="action", required=True, metavar="ACTION")
     common(sub.add_parser("kinds", help="what can break, per service"))
     add = sub.add_parser("add", help="switch a fault on")
@@ -101,28 +103,25 @@ def add_commands(subparsers: Any, common: Any) -> None:
     clear = sub.add_parser("clear", help="switch one fault off (by its #ID), or all of them")
     common(clear)
     clear.add_argument("id", nargs="?", type=int, metavar="ID")
-    fault.set_defaults(func=run)
+    fault.set_defaults(func=lambda args: run(args, commands))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _data
-    from .store import Store
-
+def run(args: argparse.Namespace, commands: Commands) -> int:
     known = kinds()
     if args.action == "kinds":
         width = max(len(kind) for kind in known)
         for kind, effect in sorted(known.items()):
             print(f"{kind:{width}}  {effect}")
         return 0
-    store = Store(_data(args))
+    store = commands.store(args, commands.config(args))
     try:
         if args.action == "add":
             if args.kind not in known:
-                raise CLIError(f"unknown fault {args.kind!r} (known: {', '.join(sorted(known))})", 2)
+                raise commands.Error(f"unknown fault {args.kind!r} (known: {', '.join(sorted(known))})", 2)
             try:
                 seconds = duration(args.seconds) if args.seconds else None
             except FaultError as error:
-                raise CLIError(str(error), 2) from None
+                raise commands.Error(str(error), 2) from None
             print(f"on: {describe(store.faults.add(args.kind, args.target.strip(), seconds))}")
         elif args.action == "list":
             for fault in store.faults.active():
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             count = store.faults.clear(args.id)
             if args.id is not None and not count:
-                raise CLIError(f"no fault #{args.id} (protolab fault list)")
+                raise commands.Error(f"no fault #{args.id} (protolab fault list)")
             print(f"cleared {count} fault{'s' if count != 1 else ''}")
     finally:
         store.close()

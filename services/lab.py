@@ -24,7 +24,7 @@ from . import registry
 from .config import LabConfig
 from .credentials import Credentials
 from .journal import Journal
-from .listeners import Listener, auto_offset
+from .listeners import Listener, port_offset
 from .store import Store
 from .tls import LabTLS
 
@@ -54,9 +54,7 @@ class Lab:
         adopt(config)  # a `protolab net up` network: DHCP on its bridge, its address the lab's
         self.config = config
         self.data = data
-        if offset is None and config.lab.port_offset >= 0:
-            offset = config.lab.port_offset
-        self.offset, self.offset_reason = auto_offset(offset)
+        self.offset, self.offset_reason = port_offset(offset, config.lab.port_offset)
         self.bind = bind or config.lab.bind
         self.store = Store(data, keep_plaintext=config.auth.keep_plaintext)
         self.journal = Journal(data / "journal", self.store, config.journal.show_secrets,
@@ -102,11 +100,10 @@ class Lab:
         return base + self.offset
 
     def listeners(self, name: str) -> list[Listener]:
-        module = registry.module(name)
-        return [listener.shifted(self.offset) for listener in module.listeners(self.config)]
+        return registry.listeners(self.config, name, self.offset)
 
     def listener(self, name: str, listener_name: str) -> Listener:
-        return next(l for l in self.listeners(name) if l.name == listener_name)
+        return registry.listener(self.config, name, listener_name, self.offset)
 
     def tcp(self, listener: Listener, factory: Any, busy: bytes = b"") -> IService:
         """`busy` is what a connection refused by the lab's connection limits is sent
@@ -123,19 +120,23 @@ class Lab:
                 settings.max_connections, settings.max_connections_per_peer))
             factory = LimitedFactory(factory, limits, busy)
         if listener.tls == "implicit":
-            context = self.tls.twisted()
-            return ListenerService(self, listener, lambda address: reactor.listenSSL(
+            from twisted.internet.interfaces import IReactorSSL
+
+            context, ssl = self.tls.twisted(), IReactorSSL(reactor)
+            return ListenerService(self, listener, lambda address: ssl.listenSSL(
                 listener.port, factory, context, interface=address))
         return ListenerService(self, listener, lambda address: reactor.listenTCP(
             listener.port, factory, interface=address))
 
     def udp(self, listener: Listener, protocol: Any, interface: str | None = None) -> IService:
         from twisted.internet import reactor
+        from twisted.internet.interfaces import IReactorUDP
 
         from .serving import ListenerService
 
-        return ListenerService(self, listener, lambda address: reactor.listenUDP(
-            listener.port, protocol, interface=address), interface)
+        udp = IReactorUDP(reactor)
+        return ListenerService(self, listener, lambda address: udp.listenUDP(
+            listener.port, protocol, interface=address, maxPacketSize=8192), interface)
 
     # --- what start-up made of the listeners (ListenerService and LabService call these)
 
@@ -164,7 +165,7 @@ class Lab:
     def serving(self, names: list[str]) -> bool:
         """Whether any listener of these services listens (after start)."""
         return any(name not in self.failed_services and any(
-            l.active and (name, l.name) not in self.failed for l in self.listeners(name))
+            item.active and (name, item.name) not in self.failed for item in self.listeners(name))
             for name in names)
 
     def failures(self, name: str) -> dict[str, str]:

@@ -27,9 +27,12 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .config import LabConfig, LabSettings
+
+if TYPE_CHECKING:
+    from .cli import Commands
 
 BRIDGE = "protolab0"
 STATE = Path("/run/protolab/net.json")  # /run: gone at reboot, like the bridge itself
@@ -292,22 +295,20 @@ def describe(net: Net) -> str:
 
 # --- the commands ----------------------------------------------------------------------
 
-def add_commands(subparsers: Any, common: Any) -> None:
-    net = subparsers.add_parser("net", help="a network of client hosts (namespaces) on a bridge")
+def add_commands(commands: Commands) -> None:
+    net = commands.add("net", help="a network of client hosts (namespaces) on a bridge")
     sub = net.add_subparsers(dest="action", required=True, metavar="ACTION")
     make = sub.add_parser("up", help="make the bridge and hosts pc1..pcN (root)")
-    common(make, data=False)
+    commands.common(make, data=False)
     make.add_argument("--hosts", type=int, default=2, metavar="N", help="how many hosts (default 2)")
     sub.add_parser("down", help="remove everything 'net up' made, also after a crash (root)")
-    net.set_defaults(func=run)
+    net.set_defaults(func=lambda args: run(args, commands))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _config
-
+def run(args: argparse.Namespace, commands: Commands) -> int:
     try:
         if args.action == "up":
-            net, made = up(_config(args), args.hosts)
+            net, made = up(commands.config(args), args.hosts)
             print(f"{'made' if made else 'already up:'} {describe(net)}")
             print(f"next: sudo protolab serve, then: sudo ip netns exec {net.hosts[0]} dhclient -v eth0")
         else:
@@ -315,5 +316,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"removed {describe(removed)}" if removed
                   else f"no lab network is up (no {state_path()})")
     except NetError as error:
-        raise CLIError(str(error)) from None
+        raise commands.Error(str(error)) from None
     return 0

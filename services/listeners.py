@@ -1,5 +1,6 @@
-"""What a service listens on, the port offset rule shared by serve and check, and what
-a running serve records about listeners that failed (for check and the portal)."""
+"""What a service listens on (and what the rest of the lab may know of it: its SRV name,
+its role, how clients reach it), the one port offset rule shared by serve and check, and
+what a running serve records about listeners that failed (for check and the portal)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from pathlib import Path
 
 # GreenMail's convention: unprivileged, every standard port + 3000 (SMTP 3025, IMAP 3143...).
 UNPRIVILEGED_OFFSET = 3000
+
+# What a listener is for, when other parts of the lab must find it without naming its
+# protocol: DHCP hands out the nameserver's address, DNS points MX at the mail relay,
+# the autoconfig offers mail-access (incoming) and mail-submission (outgoing) servers.
+ROLES = ("nameserver", "mail-relay", "mail-submission", "mail-access")
 
 
 @dataclass(frozen=True)
@@ -26,9 +32,44 @@ class Listener:
     # bind each local address that is free instead.
     around: bool = False
     address: str = ""  # its own address, when not the lab's bind address (DNS's fake root)
+    srv: str = ""  # its SRV owner label in the lab zone, e.g. "_imaps._tcp" (RFC 6186)
+    role: str = ""  # one of ROLES, or "" (nobody else needs to find it)
+    # Lower first where clients choose among listeners of one role: the SRV priority
+    # (RFC 6186 3.4: IMAP before POP3) and the autoconfig's order.
+    preference: int = 0
 
     def shifted(self, offset: int) -> Listener:
         return replace(self, port=self.port + offset)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How a client reaches one listener, for the command lines a protocol package
+    suggests (its optional `clients(reach) -> list[str]`, shown on the portal)."""
+
+    listener: Listener  # the port offset applied
+    host: str  # the service's fully qualified name, or "localhost" when it has none
+    address: str  # its address in the lab zone
+    user: str  # a lab user of the default lab (whose password is the name)
+    domain: str  # the lab's domain
+
+
+def curl(reach: Reach, scheme: str, login: bool = True) -> str:
+    """curl's command line for a listener of a URL scheme whose implicit-TLS twin is
+    SCHEME + "s" (http, ftp, pop3, imap), trusting the lab CA (the portal offers ca.crt)."""
+    listener = reach.listener
+    options = " --cacert ca.crt" if listener.tls else ""
+    options += " --ssl-reqd" if listener.tls == "starttls" else ""
+    options += f" -u {reach.user}:{reach.user}" if login else ""
+    secure = "s" if listener.tls == "implicit" else ""
+    return f"curl -v{options} {scheme}{secure}://{reach.host}:{listener.port}/"
+
+
+def default_clients(reach: Reach) -> list[str]:
+    """What any TCP listener can be tried with, for packages that suggest nothing."""
+    if reach.listener.tls == "implicit":
+        return [f"openssl s_client -connect {reach.host}:{reach.listener.port} -CAfile ca.crt"]
+    return [f"nc {reach.host} {reach.listener.port}"]
 
 
 def can_bind_low_ports() -> bool:
@@ -48,10 +89,17 @@ def can_bind_low_ports() -> bool:
     return False
 
 
-def auto_offset(requested: int | None) -> tuple[int, str]:
-    """The port offset to use and the reason the table gives for it."""
+def port_offset(requested: int | None, configured: int = -1,
+                running: int | None = None) -> tuple[int, str]:
+    """The one port offset rule, and the reason the table gives: the command line's (or
+    environment's) offset, else [lab] port_offset (-1: unset), else the offset of the lab
+    that runs (for commands that talk to it), else 0 or 3000 by what this process may bind."""
     if requested is not None and requested >= 0:
         return requested, "as asked"
+    if configured >= 0:
+        return configured, "[lab] port_offset"
+    if running is not None:
+        return running, "the running lab's"
     if can_bind_low_ports():
         return 0, "this process may bind ports below 1024"
     return UNPRIVILEGED_OFFSET, "this process may not bind ports below 1024"

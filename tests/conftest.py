@@ -96,10 +96,7 @@ class Server:
         from services import registry
 
         config = config_module.load(self.config_path)
-        for item in registry.module(service).listeners(config):
-            if item.name == listener:
-                return item.port + self.offset
-        raise KeyError(f"{service} has no listener {listener!r}")
+        return registry.listener(config, service, listener, self.offset).port
 
     @property
     def run_dir(self) -> Path:

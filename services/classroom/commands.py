@@ -8,13 +8,14 @@ import io
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..journal import read as read_journal
 from .exercises import Exercise, ExerciseError, Progress, catalogue, evaluate
 from .roster import Plan, RosterError, Student, generate_password, parse, plan, render
 
 if TYPE_CHECKING:
+    from ..cli import Commands
     from ..config import LabConfig
     from ..store import Store
 
@@ -46,8 +47,9 @@ def apply(store: Store, todo: Plan) -> list[Student]:
     return added
 
 
-def add_commands(subparsers: Any, common: Any) -> None:
-    group = subparsers.add_parser("class", help="a roster in, a class out: students and their slips")
+def add_commands(commands: Commands) -> None:
+    common = commands.common
+    group = commands.add("class", help="a roster in, a class out: students and their slips")
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     load = sub.add_parser("import", help="make the lab's students those of a roster CSV "
                                          "(name, team, password); again: only the difference")
@@ -64,14 +66,13 @@ def add_commands(subparsers: Any, common: Any) -> None:
     slips = sub.add_parser("sheet", help="write the credentials slips again")
     common(slips)
     slips.add_argument("--sheet", metavar="FILE", help="default DATA/class/sheet.html")
-    group.set_defaults(func=run)
+    group.set_defaults(func=lambda args: run(args, commands))
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..cli import CLIError, _config, _data
+def run(args: argparse.Namespace, commands: Commands) -> int:
     from ..store import Store
 
-    config, data = _config(args), _data(args)
+    config, data = commands.config(args), commands.data(args)
     store = Store(data)
     try:
         if args.action == "import":
@@ -79,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
                 wanted = parse(Path(args.roster).read_text(encoding="utf-8-sig"), args.roster)
                 todo = plan(current(store), wanted, {u.name for u in store.users.list()})
             except OSError as error:
-                raise CLIError(f"{args.roster}: {error.strerror}") from None
+                raise commands.Error(f"{args.roster}: {error.strerror}") from None
             except RosterError as error:
-                raise CLIError(str(error)) from None
+                raise commands.Error(str(error)) from None
             apply(store, todo)
             sheet = write_sheet(store, config, data, args.sheet)
             print(f"added {len(todo.add)}, changed {len(todo.move)}, removed {len(todo.remove)} "
@@ -96,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 exercises = catalogue(data / "exercises")
             except ExerciseError as error:
-                raise CLIError(str(error)) from None
+                raise commands.Error(str(error)) from None
             students = sorted(s.name for s in current(store))
             if not students:
-                raise CLIError("no students yet (protolab class import ROSTER.csv)")
+                raise commands.Error("no students yet (protolab class import ROSTER.csv)")
             leases = {lease.ip: lease.hostname for lease in store.net.leases() if lease.hostname}
             progress = evaluate(exercises, list(read_journal(data / "journal")), set(students),
                                 leases)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -106,3 +106,7 @@ def probe(target: ProbeTarget) -> str:
     from .client import inform
 
     return inform(target)
+
+
+def clients(reach: Reach) -> list[str]:
+    return ["udhcpc -i IFACE -f -q   # on a network the [dhcp] section names"]

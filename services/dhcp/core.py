@@ -344,7 +344,7 @@ class DHCPCore:
             # S: we update A and PTR; O: we overrode a client that asked to do it itself
             out = (flags & 0x04) | 0x01 | (0x02 if not flags & 0x01 else 0)
             name = f"{fqdn}.{pool.domain}"
-            encoded = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00" \
+            encoded = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00" \
                 if flags & 0x04 else name.encode()
             available[codec.FQDN] = bytes([out, 255, 255]) + encoded
         options = {codec.MESSAGE_TYPE: bytes([kind]),
@@ -368,11 +368,13 @@ class DHCPCore:
         return "255.255.255.255", CLIENT_PORT
 
     def expired(self, now: float) -> list[str]:
-        """MACs whose leases ended by time since the last call (their DNS names go)."""
-        ended = [l.mac for l in self.leases.values() if l.state == "bound" and l.expires <= now]
+        """MACs whose leases ended by time since the last call, marked so; offers past
+        their time go. (Their names leave DNS by the store's rule, not by this call.)"""
+        ended = [lease.mac for lease in self.leases.values()
+                 if lease.state == "bound" and lease.expires <= now]
         for mac in ended:
             self.leases[mac].state = "expired"
-        for mac, (ip, until) in list(self.offers.items()):
+        for mac, (_, until) in list(self.offers.items()):
             if until <= now:
                 self._drop_offer(mac)
         return ended

@@ -1,5 +1,6 @@
 """The Twisted side of DHCP: UDP 67 on the configured interface only, the store as the
-lease database, and the sweep that takes ended leases' names out of DNS."""
+lease database, and a sweep that forgets stale offers and ended leases' record rows (DNS
+never waits for it: the store's live records leave ended leases out by themselves)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import protocol, reactor
+from twisted.internet.interfaces import IReactorSocket
 
 from ..serving import Chore, describe
 from . import NO_ROUTER, parse_range
@@ -30,8 +32,8 @@ class StoreBackend:
         self.net = net
 
     def leases(self) -> list[Held]:
-        return [Held(l.mac, l.ip, l.hostname, l.client_id, l.expires, l.state)
-                for l in self.net.leases(include_expired=True)]
+        return [Held(lease.mac, lease.ip, lease.hostname, lease.client_id, lease.expires, lease.state)
+                for lease in self.net.leases(include_expired=True)]
 
     def bind(self, lease: Held, record: tuple[str, int] | None) -> None:
         self.net.bind_lease(lease.mac, lease.ip, lease.hostname, lease.client_id,
@@ -63,22 +65,26 @@ def make_pool(lab: Lab) -> Pool:
             raise RuntimeError(f"range {first}-{last} is not in {s.interface}'s network {network}")
     dns = tuple(s.dns_servers)
     if not dns:
-        lab_dns = lab.config.host_names().get(lab.settings("dns").host) if "dns" in lab.config.services else None
+        # the lab's name server, wherever the zone puts it (unless that is loopback:
+        # then this host, which the clients can reach)
+        nameservers = lab.config.hosts_with_role("nameserver")
+        lab_dns = lab.config.host_names().get(nameservers[0]) if nameservers else None
         dns = (lab_dns,) if lab_dns and not ipaddress.ip_address(lab_dns).is_loopback else (server,)
     router = "" if s.router == NO_ROUTER else s.router or server
-    return Pool(server=server, first=first, last=last, netmask=netmask, router=router, dns=dns, domain=s.domain or lab.config.lab.domain,
-                lease_time=s.lease_time, reservations={k.lower(): v for k, v in s.reservations.items()})
+    return Pool(server=server, first=first, last=last, netmask=netmask, router=router, dns=dns,
+                domain=s.domain or lab.config.lab.domain, lease_time=s.lease_time,
+                reservations={k.lower(): v for k, v in s.reservations.items()})
 
 
 class DHCPProtocol(protocol.DatagramProtocol):
-    def __init__(self, service: DHCPService) -> None:
-        self.service = service
+    def __init__(self, service: DHCPService, core: DHCPCore) -> None:
+        self.service, self.core = service, core
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         service = self.service
         session = service.lab.journal.open("dhcp", f"{addr[0]}:{addr[1]}")
         try:
-            result = service.core.handle(data, addr[:2], time.time())
+            result = self.core.handle(data, addr[:2], time.time())
         except Exception as error:  # the store could not record the lease (a full disk...)
             session.event("error", f"{len(data)} bytes not answered: {describe(error)}")
             session.close()
@@ -87,6 +93,8 @@ class DHCPProtocol(protocol.DatagramProtocol):
         for reply in result.replies:
             # replies leave through the interface-bound socket: broadcasts must go out there
             port = service.sender if reply.to[0] == "255.255.255.255" else self.transport
+            if port is None:
+                break  # the port closed under us (the lab is stopping): nothing goes out
             try:
                 port.write(reply.data, reply.to)
             except OSError as error:  # e.g. a unicast to an unreachable relay
@@ -107,7 +115,7 @@ class DHCPService(MultiService):
         self.core: DHCPCore | None = None
         self.ports: list[Any] = []
         self.sender: Any = None
-        self.sweeper = Chore(lab, "dhcp lease sweep", self.sweep, SWEEP_SECONDS)
+        self.sweeper = Chore(lab, "dhcp sweep", self.sweep, SWEEP_SECONDS)
 
     def startService(self) -> None:
         from ..serving import StartError
@@ -119,17 +127,17 @@ class DHCPService(MultiService):
         except RuntimeError as error:
             raise StartError(f"dhcp: cannot start: {error}") from None
         names = set(self.lab.config.host_names())
-        dns_ttl = self.lab.settings("dns").ttl if "dns" in self.lab.config.services else 60
-        self.core = DHCPCore(pool, StoreBackend(self.lab.store.net), dns_ttl=dns_ttl,
-                             static_names=names)
+        core = self.core = DHCPCore(pool, StoreBackend(self.lab.store.net),
+                                    dns_ttl=self.lab.config.lab.ttl, static_names=names)
         port = self.listener.port
         try:
             # Broadcasts from clients without an address: 0.0.0.0, tied to the interface.
-            self.sender = self._listen(DHCPProtocol(self), "0.0.0.0", port, self.settings.interface)
+            self.sender = self._listen(DHCPProtocol(self, core), "0.0.0.0", port,
+                                       self.settings.interface)
             self.ports.append(self.sender)
             # Unicasts to our own address (renewals, relays, `protolab check` from this host,
             # which the kernel routes through lo, not through the bound interface).
-            self.ports.append(self._listen(DHCPProtocol(self), pool.server, port, None))
+            self.ports.append(self._listen(DHCPProtocol(self, core), pool.server, port, None))
         except OSError as error:
             for opened in self.ports:
                 opened.stopListening()
@@ -149,11 +157,14 @@ class DHCPService(MultiService):
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
             sock.bind((address, port))
             sock.setblocking(False)
-            return reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, handler)
+            return IReactorSocket(reactor).adoptDatagramPort(
+                sock.fileno(), socket.AF_INET, handler, maxPacketSize=8192)  # Twisted's default
         finally:
             sock.close()  # the reactor has its own duplicate of the descriptor
 
     def sweep(self) -> None:
+        """Housekeeping only: memory (offers) and rows nobody reads (ended leases'
+        records); nothing anyone sees changes with it."""
         if self.core is not None:
             self.core.expired(time.time())
         self.lab.store.net.sweep()

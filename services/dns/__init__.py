@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
 
     from ..check import ProbeTarget
+    from ..cli import Commands
     from ..config import LabConfig
     from ..lab import Lab
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 @dataclass
 class Settings(ServiceSettings):
     host: str = setting("ns", "the name server's host name in the lab zone (the NS record)")
-    ttl: int = setting(60, "TTL of every record of the lab's zones, and of negative answers")
     mx: str = setting("", "host of the domain's MX record; empty = the smtp service's host")
     txt: list[str] = setting(["protolab teaching lab"], "TXT strings of the domain itself")
     axfr: bool = setting(True, "answer zone transfers (AXFR over TCP)")
@@ -38,8 +38,6 @@ class Settings(ServiceSettings):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.ttl <= 2**31 - 1:
-            raise Invalid("ttl", "must be 0..2147483647")
         for network in self.axfr_clients:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -76,7 +74,7 @@ def listeners(config: LabConfig) -> list[Listener]:
         note += ", forwarding to " + " ".join(s.forwarders)
     # around: a resolver on one address of port 53 (systemd-resolved) must not cost the
     # lab its DNS; the others are bound one by one.
-    out = [Listener("dns", "dns", 53, "udp", note=note, around=True),
+    out = [Listener("dns", "dns", 53, "udp", note=note, around=True, role="nameserver"),
            Listener("dns", "dns-tcp", 53, "tcp", around=True)]
     if s.fake_root:
         out += [Listener("dns", "root", 53, "udp", note="fake root", address=s.root_address),
@@ -103,7 +101,13 @@ def probe(target: ProbeTarget) -> str:
     return f"SOA {domain} serial {reply.rr[0].rdata.times[0]}"
 
 
-def add_commands(subparsers: Any, common: Any) -> None:
+def add_commands(commands: Commands) -> None:
     from .commands import add_commands as add
 
-    add(subparsers, common)
+    add(commands)
+
+
+def clients(reach: Reach) -> list[str]:
+    listener = reach.listener
+    tcp = " +tcp" if listener.transport == "tcp" else ""
+    return [f"dig @{reach.address} -p {listener.port}{tcp} www.{reach.domain}"]

@@ -1,5 +1,5 @@
 """The Twisted side of DNS: UDP and TCP listeners around answers.Engine, the forwarder,
-and the zone rebuilt when the store's records or leases change."""
+and the zone rebuilt when the store's live records change."""
 
 from __future__ import annotations
 
@@ -219,8 +219,9 @@ class TCPFactory(protocol.ServerFactory):
 
 
 class DNSService(MultiService):
-    """The listeners, plus the zone: built at start, rebuilt when records or leases change
-    (and when the next lease expires), each time with a higher SOA serial."""
+    """The listeners, plus the zone: built at start, rebuilt when the store's live records
+    change (its "dns" topic, and the moment the next lease-owned record ends), each time
+    with a higher SOA serial; a wake-up that finds the same records keeps zone and serial."""
 
     def __init__(self, lab: Lab) -> None:
         super().__init__()
@@ -231,7 +232,8 @@ class DNSService(MultiService):
                              axfr=self.settings.axfr,
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
-        self._unsubscribe: list[Callable[[], None]] = []
+        self._unsubscribe: Callable[[], None] | None = None
+        self._live: list[DynamicRecord] | None = None  # what the zone was built from
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -260,8 +262,8 @@ class DNSService(MultiService):
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
 
-            def start(address: str, l: Any = listener, f: TCPFactory = tcp) -> Any:
-                return reactor.listenTCP(l.port, f, interface=address)
+            def start(address: str, bound: Any = listener, f: TCPFactory = tcp) -> Any:
+                return reactor.listenTCP(bound.port, f, interface=address)
 
             ListenerService(self.lab, listener, start, where).setServiceParent(self)
 
@@ -282,15 +284,13 @@ class DNSService(MultiService):
             self._forward_port = reactor.listenUDP(0, self.forwarder)
         super().startService()
         self.query_log.loop.start(1.0, now=False)
-        store = self.lab.store
-        self._unsubscribe = [store.subscribe("dns", self._changed),
-                             store.subscribe("leases", self._changed)]
+        self._unsubscribe = self.lab.store.subscribe("dns", self._changed)
 
     def stopService(self) -> Any:
         if self.query_log.loop.running:
             self.query_log.loop.stop()
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         if self.forwarder is not None and self._forward_port is not None:
@@ -309,23 +309,21 @@ class DNSService(MultiService):
     def rebuild(self) -> None:
         net = self.lab.store.net
         now = time.time()
-        leases = {lease.mac: lease for lease in net.leases()}
-        dynamic, ends = [], []
-        for record in net.records():
-            if record.owner.startswith("lease:"):
-                lease = leases.get(record.owner[6:])
-                if lease is None:
-                    continue  # its lease has ended (the DHCP server may not have swept it yet)
-                ends.append(lease.expires)
-            dynamic.append(DynamicRecord(record.name, record.type, record.value, record.ttl))
-        # The serial moves on every change and never goes back, also across restarts.
-        self.serial = max(self.serial + 1, int(now))
-        net.set_serial(self.lab.config.lab.domain, self.serial)
-        self.engine.set_zone(build(self.lab.config, self.lab.offset, dynamic, self.serial))
+        live = [DynamicRecord(r.name, r.type, r.value, r.ttl) for r in net.live_records(now)]
+        if live != self._live:
+            # The serial moves on every change and never goes back, also across restarts.
+            self.serial = max(self.serial + 1, int(now))
+            net.set_serial(self.lab.config.lab.domain, self.serial)
+            self.engine.set_zone(build(self.lab.config, self.lab.offset, live, self.serial))
+            self._live = live
+            self.lab.journal.add("dns", "-", "-", "", "event",
+                                 f"zone {self.lab.config.lab.domain} serial {self.serial}: "
+                                 f"{len(live)} records from the store")
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
-        if ends:  # a name goes when its lease ends, even with no store change to say so
-            self._expiry = reactor.callLater(max(0.0, min(ends) - now) + 0.5, self._changed, set())
+        ends = net.next_expiry(now)
+        if ends is not None:  # a name goes when its lease ends, with no store change to say so
+            self._expiry = reactor.callLater(max(0.0, ends - now) + 0.05, self._changed, set())
 
 
 def make_service(lab: Lab) -> DNSService:

@@ -13,24 +13,9 @@ from typing import Any
 
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A, DNSLabel
 
+from .. import registry
+
 Name = tuple[bytes, ...]
-
-# RFC 6186 (and RFC 8314 for submissions): SRV label -> (package, its listener, standard port)
-MAIL_SRV = (("_imap._tcp", "imap", "imap", 143), ("_imaps._tcp", "imap", "imaps", 993),
-            ("_pop3._tcp", "pop3", "pop3", 110), ("_pop3s._tcp", "pop3", "pop3s", 995),
-            ("_submission._tcp", "smtp", "submission", 587),
-            ("_submissions._tcp", "smtp", "smtps", 465))
-
-
-def listener_port(package: str, listener: str, standard: int, config: Any) -> int:
-    """Where a service's listener is configured (before the offset), if it is registered."""
-    from .. import registry
-
-    if package in registry.names():
-        for item in registry.module(package).listeners(config):
-            if item.name == listener:
-                return item.port
-    return standard
 
 TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SRV", "TXT")
 
@@ -91,7 +76,8 @@ def rdata(rtype: str, value: str, domain: str) -> Any:
             data = value.encode()
             return TXT([data[i:i + 255] for i in range(0, len(data), 255)] or [b""])
     except ipaddress.AddressValueError as error:
-        raise ValueError(f"{rtype} wants an IPv{6 if rtype == 'AAAA' else 4} address: {error}")
+        raise ValueError(
+            f"{rtype} wants an IPv{6 if rtype == 'AAAA' else 4} address: {error}") from None
     raise ValueError(f"unsupported record type {rtype!r} (supported: {', '.join(TYPES)})")
 
 
@@ -151,7 +137,7 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
     """The lab's forward zone and the reverse zones of its addresses."""
     s = config.service("dns")
     domain = config.lab.domain.lower()
-    ttl = s.ttl
+    ttl = config.lab.ttl
     ns_host = config.fqdn(s.host)
     zone = Zone(serial=serial)
     zone.apexes[name(domain)] = soa(domain, ns_host, domain, serial, ttl)
@@ -173,21 +159,20 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
         zone.add(RR(fqdn + ".", getattr(QTYPE, rtype), ttl=ttl, rdata=rdata(rtype, address, domain)))
         addresses.append((fqdn, address))
 
-    def service_host(package: str) -> str | None:
-        settings = config.services.get(package)
-        return config.fqdn(settings.host) if settings is not None and settings.host else None
-
     if s.fake_root:
         zone.add(RR(config.fqdn("root") + ".", QTYPE.A, ttl=ttl, rdata=A(s.root_address)))
         zone.add(RR(config.fqdn("tld") + ".", QTYPE.A, ttl=ttl, rdata=A(s.tld_address)))
-    mail = config.fqdn(s.mx) if s.mx else service_host("smtp")
+    relays = config.hosts_with_role("mail-relay")
+    mail = s.mx or (relays[0] if relays else "")
     if mail:
-        zone.add(RR(domain + ".", QTYPE.MX, ttl=ttl, rdata=MX(mail + ".", 10)))
-    for label, package, listener, standard in MAIL_SRV:
-        target = service_host(package)
-        if target:
-            port = listener_port(package, listener, standard, config) + offset
-            zone.add(RR(f"{label}.{domain}.", QTYPE.SRV, ttl=ttl, rdata=SRV(0, 1, port, target + ".")))
+        zone.add(RR(domain + ".", QTYPE.MX, ttl=ttl, rdata=MX(config.fqdn(mail) + ".", 10)))
+    # SRV records (RFC 6186, 8314) for the listeners that name one, at the ports the lab
+    # really listens on, preferred as their packages say
+    for listener in registry.every_listener(config, offset):
+        target = config.host_of(listener.service)
+        if listener.srv and target:
+            zone.add(RR(f"{listener.srv}.{domain}.", QTYPE.SRV, ttl=ttl, rdata=SRV(
+                listener.preference, 1, listener.port, config.fqdn(target) + ".")))
 
     for record in dynamic:
         owner = name(record.name)
@@ -226,7 +211,7 @@ def fake_root(config: Any, lab_address: str) -> tuple[Zone, Zone]:
     s = config.service("dns")
     domain = config.lab.domain.lower()
     tld = domain.rsplit(".", 1)[-1]
-    ttl = s.ttl
+    ttl = config.lab.ttl
     root, top = Zone(serial=1), Zone(serial=1)
     # Named inside the lab's domain: dig +trace looks the root servers' names up through
     # the system resolver, which in the lab is this server.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, check_address, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach, curl
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -111,3 +111,7 @@ def probe(target: ProbeTarget) -> str:
         greeting = ftp.connect(target.host, target.port("ftp", "ftp"), timeout=target.timeout)
         features = ftp.sendcmd("FEAT").splitlines()[1:-1]
         return f"{greeting.splitlines()[0]}; FEAT {len(features)} features"
+
+
+def clients(reach: Reach) -> list[str]:
+    return [curl(reach, "ftp")]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach, curl
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -89,3 +89,7 @@ def probe(target: ProbeTarget) -> str:
     if response.status != 200:
         raise RuntimeError(f"GET /lab/http/basic.html: {response.status} {response.reason}")
     return f"HTTP/1.1 {response.status} {response.reason}, {len(body)} bytes"
+
+
+def clients(reach: Reach) -> list[str]:
+    return [curl(reach, "http", login=False)]

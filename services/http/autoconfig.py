@@ -2,8 +2,8 @@
 
 Thunderbird's account wizard asks http://autoconfig.DOMAIN/mail/config-v1.1.xml and
 /.well-known/autoconfig/mail/config-v1.1.xml on the domain; both are served here on every
-host name. The servers come from the registry's listeners, so only the mail services this
-tree has (and the config enables) are offered, TLS variants first.
+host name. The servers are the registry's listeners by role (mail-access, mail-submission),
+so only the mail services this tree has (and the config enables) are offered, TLS first.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from ..listeners import Listener
 from .labinfo import ServiceInfo, services
 from .responses import Body
 
@@ -21,38 +22,37 @@ if TYPE_CHECKING:
 
 PATHS = ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml")
 SOCKET = {"implicit": "SSL", "starttls": "STARTTLS", "": "plain"}
-PREFERENCE = {"implicit": 0, "starttls": 1, "": 2}
-KINDS = (("imap", "incomingServer", "imap"), ("pop3", "incomingServer", "pop3"),
-         ("smtp", "outgoingServer", "smtp"))
-RELAY_PORT = 25  # SMTP between servers: mail clients submit on 587 or 465 instead
+TLS_FIRST = {"implicit": 0, "starttls": 1, "": 2}
 
 
-def server_entries(info: ServiceInfo) -> list[tuple[str, int, str]]:
-    """(host, port, socketType) for each usable listener, TLS first."""
-    listeners = [l for l in info.listeners if l.active and l.transport == "tcp"]
-    if info.name == "smtp":
-        submission = [l for l in listeners if info.base_ports.get(l.name) != RELAY_PORT]
-        listeners = submission or listeners
-    listeners.sort(key=lambda l: PREFERENCE.get(l.tls, 3))
-    return [(info.host, l.port, SOCKET.get(l.tls, "plain")) for l in listeners]
+def server_entries(info: ServiceInfo) -> list[tuple[str, Listener]]:
+    """(element, listener) for each usable listener: its mail-access listeners are
+    incoming servers, its mail-submission ones outgoing (a relay only when it has none:
+    mail clients submit on 587 or 465, servers relay on 25)."""
+    listeners = [item for item in info.listeners if item.active and item.transport == "tcp"]
+    incoming = [("incomingServer", item) for item in listeners if item.role == "mail-access"]
+    outgoing = [item for item in listeners if item.role == "mail-submission"] or \
+        [item for item in listeners if item.role == "mail-relay"]
+    return incoming + [("outgoingServer", item) for item in outgoing]
 
 
 def document(domain: str, infos: list[ServiceInfo]) -> bytes:
-    by_name = {info.name: info for info in infos if info.enabled}
+    hosts = {info.name: info.host for info in infos if info.enabled}
+    entries = [entry for info in infos if info.enabled for entry in server_entries(info)]
+    # Incoming first, the preferred protocol first (IMAP before POP3), TLS first.
+    entries.sort(key=lambda e: (e[0] != "incomingServer", e[1].preference,
+                                TLS_FIRST.get(e[1].tls, 3)))
     servers = []
-    for name, element, kind in KINDS:
-        info = by_name.get(name)
-        if info is None:
-            continue
-        for host, port, socket_type in server_entries(info):
-            servers.append(
-                f'    <{element} type="{kind}">\n'
-                f"      <hostname>{escape(host or domain)}</hostname>\n"
-                f"      <port>{port}</port>\n"
-                f"      <socketType>{socket_type}</socketType>\n"
-                f"      <authentication>password-cleartext</authentication>\n"
-                f"      <username>%EMAILLOCALPART%</username>\n"
-                f"    </{element}>\n")
+    for element, listener in entries:
+        # the type is the protocol's name in autoconfig's terms: imap, pop3, smtp
+        servers.append(
+            f'    <{element} type="{escape(listener.service)}">\n'
+            f"      <hostname>{escape(hosts[listener.service] or domain)}</hostname>\n"
+            f"      <port>{listener.port}</port>\n"
+            f"      <socketType>{SOCKET.get(listener.tls, 'plain')}</socketType>\n"
+            f"      <authentication>password-cleartext</authentication>\n"
+            f"      <username>%EMAILLOCALPART%</username>\n"
+            f"    </{element}>\n")
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<clientConfig version="1.1">\n'

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import registry
-from ..listeners import Listener, failures, is_served
+from ..listeners import Listener, Reach, default_clients, failures, is_served
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -23,15 +23,20 @@ class ServiceInfo:
     aliases: list[str]
     address: str
     listeners: list[Listener]  # with the port offset applied
-    base_ports: dict[str, int]  # listener name -> standard port (before the offset)
     # what the serving process could not start: listener name ("*": all) -> one line
     failed: dict[str, str] = field(default_factory=dict)
 
     def listener(self, name: str) -> Listener | None:
-        return next((l for l in self.listeners if l.name == name), None)
+        return next((item for item in self.listeners if item.name == name), None)
 
     def failure(self, listener: Listener) -> str:
         return self.failed.get("*") or self.failed.get(listener.name, "")
+
+    def clients(self, listener: Listener, user: str, domain: str) -> list[str]:
+        """Command lines that reach `listener`, as its package suggests them."""
+        reach = Reach(listener, self.host or "localhost", self.address, user, domain)
+        suggest = getattr(registry.module(self.name), "clients", default_clients)
+        return list(suggest(reach))
 
 
 def services(lab: Lab) -> list[ServiceInfo]:
@@ -48,7 +53,7 @@ def services(lab: Lab) -> list[ServiceInfo]:
         # A served service runs only where it listens: DHCP without an interface, or a
         # service whose every port was taken, holds its lock and serves nothing.
         running = is_served(lab.data, name) and "*" not in failed and any(
-            l.active and l.name not in failed for l in listeners)
+            item.active and item.name not in failed for item in listeners)
         out.append(ServiceInfo(
             name=name, summary=summary, enabled=settings.enabled,
             running=running, failed=failed,
@@ -56,7 +61,6 @@ def services(lab: Lab) -> list[ServiceInfo]:
             aliases=[config.fqdn(a) for a in settings.aliases],
             address=hosts.get(host, config.lab.address),
             listeners=listeners,
-            base_ports={l.name: l.port for l in module.listeners(config)},
         ))
     return out
 

@@ -1,13 +1,13 @@
 """The portal at /: what this lab is, every service with its host, address, ports and TLS,
-how to reach each with common clients, the lab CA and the mail autoconfig."""
+how to reach each with common clients (each protocol package's `clients`), the lab CA and
+the mail autoconfig."""
 
 from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
 
-from ..listeners import Listener
-from .labinfo import ServiceInfo, services
+from .labinfo import services
 from .responses import send
 from .style import html_page
 
@@ -16,36 +16,6 @@ if TYPE_CHECKING:
 
 TLS_TEXT = {"": "cleartext", "starttls": "STARTTLS", "implicit": "TLS"}
 CA = "/ca.crt"
-
-def _clients(info: ServiceInfo, listener: Listener, user: str, domain: str) -> list[str]:
-    """Command lines that reach one listener with the usual clients."""
-    host, port, tls = info.host or "localhost", listener.port, listener.tls
-    mail = f"{user}@{domain}"
-    s = "s" if tls == "implicit" else ""
-    ssl_reqd = " --ssl-reqd" if tls == "starttls" else ""
-    cacert = " --cacert ca.crt"
-    name = info.name
-    if name == "http":
-        return [f"curl -v{cacert if s else ''} http{s}://{host}:{port}/"]
-    if name == "smtp":
-        tls_opt = {"implicit": " --tlsc", "starttls": " --tls"}.get(tls, "")
-        return [f"swaks --server {host}:{port}{tls_opt} --to {mail} --from {mail}"
-                + (f" --auth-user {user} --auth-password {user}"
-                   if info.base_ports.get(listener.name) != 25 else "")]
-    if name in ("pop3", "imap", "ftp"):
-        scheme = f"{name}{s}"
-        return [f"curl -v{cacert if tls else ''}{ssl_reqd} -u {user}:{user} "
-                f"{scheme}://{host}:{port}/"]
-    if name == "dns":
-        flag = " +tcp" if listener.transport == "tcp" else ""
-        return [f"dig @{info.address} -p {port}{flag} www.{domain}"]
-    if name == "dhcp":
-        return ["udhcpc -i IFACE -f -q   # on a network the [dhcp] section names"]
-    if name == "smb":
-        return [f"smbclient //{host}/{user} -p {port} -U {user}%{user}"]
-    if tls == "implicit":
-        return [f"openssl s_client -connect {host}:{port} -CAfile ca.crt"]
-    return [f"nc {host} {port}"]
 
 
 def render(lab: Lab, request: Any) -> bytes:
@@ -65,7 +35,7 @@ def render(lab: Lab, request: Any) -> bytes:
             shown = (f'<span class="down">FAIL: {html.escape(failure)}</span>' if failure else
                      '<span class="off">off</span>' if not listener.active else state)
             clients = "<br>".join(f"<code>{html.escape(c)}</code>"
-                                  for c in _clients(info, listener, user, domain))
+                                  for c in info.clients(listener, user, domain))
             rows.append(
                 f"<tr{cls}><td>{info.name}</td><td>{names}</td><td>{info.address}</td>"
                 f"<td>{listener.name}</td><td>{listener.port}/{listener.transport}</td>"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach, curl
 
 if TYPE_CHECKING:
     from ..check import ProbeTarget
@@ -36,8 +36,9 @@ class Settings(ServiceSettings):
 
 def listeners(config: LabConfig) -> list[Listener]:
     s = config.service("imap")
-    return [Listener("imap", "imap", s.port, tls="starttls"),
-            Listener("imap", "imaps", s.tls_port, tls="implicit")]
+    return [Listener("imap", "imap", s.port, tls="starttls", srv="_imap._tcp", role="mail-access"),
+            Listener("imap", "imaps", s.tls_port, tls="implicit", srv="_imaps._tcp",
+                     role="mail-access")]
 
 
 def service(lab: Lab) -> Any:
@@ -72,3 +73,7 @@ def probe(target: ProbeTarget) -> str:
     if "IMAP4rev1" not in caps.split():
         raise RuntimeError("no IMAP4rev1 in CAPABILITY")
     return f"{greeting[:60]} ({len(caps.split())} capabilities)"
+
+
+def clients(reach: Reach) -> list[str]:
+    return [curl(reach, "imap")]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach, curl
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -45,8 +45,11 @@ class Settings(ServiceSettings):
 def listeners(config: LabConfig) -> list[Listener]:
     s = config.service("pop3")
     return [
-        Listener("pop3", "pop3", s.pop3_port, tls="starttls"),
-        Listener("pop3", "pop3s", s.pop3s_port, tls="implicit"),
+        # preference 10: RFC 6186 3.4, clients that can choose take IMAP first
+        Listener("pop3", "pop3", s.pop3_port, tls="starttls", srv="_pop3._tcp",
+                 role="mail-access", preference=10),
+        Listener("pop3", "pop3s", s.pop3s_port, tls="implicit", srv="_pop3s._tcp",
+                 role="mail-access", preference=10),
     ]
 
 
@@ -67,3 +70,7 @@ def probe(target: ProbeTarget) -> str:
     finally:
         client.close()
     return f"{greeting.split(' <')[0]}; CAPA: {capabilities}"
+
+
+def clients(reach: Reach) -> list[str]:
+    return [curl(reach, "pop3")]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -63,3 +63,8 @@ def probe(target: ProbeTarget) -> str:
     finally:
         connection.close()
     return f"negotiated dialect 0x{dialect:04x}" + (f", server {name}" if name else "")
+
+
+def clients(reach: Reach) -> list[str]:
+    user, listener = reach.user, reach.listener
+    return [f"smbclient //{reach.host}/{user} -p {listener.port} -U {user}%{user}"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import DOMAIN_RE, Invalid, ServiceSettings, setting
-from ..listeners import Listener
+from ..listeners import Listener, Reach
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -68,9 +68,12 @@ class Settings(ServiceSettings):
 def listeners(config: LabConfig) -> list[Listener]:
     s = config.service("smtp")
     return [
-        Listener("smtp", "smtp", s.smtp_port, tls="starttls", note="MX: local domains, no AUTH"),
-        Listener("smtp", "submission", s.submission_port, tls="starttls", note="AUTH required"),
-        Listener("smtp", "smtps", s.smtps_port, tls="implicit", note="AUTH required"),
+        Listener("smtp", "smtp", s.smtp_port, tls="starttls", note="MX: local domains, no AUTH",
+                 role="mail-relay"),
+        Listener("smtp", "submission", s.submission_port, tls="starttls", note="AUTH required",
+                 srv="_submission._tcp", role="mail-submission"),
+        Listener("smtp", "smtps", s.smtps_port, tls="implicit", note="AUTH required",
+                 srv="_submissions._tcp", role="mail-submission"),  # RFC 8314
     ]
 
 
@@ -96,3 +99,12 @@ def probe(target: ProbeTarget) -> str:
     finally:
         client.close()
     return f"220 {banner.decode(errors='replace').split()[0]}; EHLO: {features}"
+
+
+def clients(reach: Reach) -> list[str]:
+    """swaks, as a mail client submits (with AUTH) or as a server relays (without)."""
+    listener, mail = reach.listener, f"{reach.user}@{reach.domain}"
+    tls = {"implicit": " --tlsc", "starttls": " --tls"}.get(listener.tls, "")
+    auth = "" if listener.role == "mail-relay" else \
+        f" --auth-user {reach.user} --auth-password {reach.user}"
+    return [f"swaks --server {reach.host}:{listener.port}{tls} --to {mail} --from {mail}{auth}"]

@@ -1,4 +1,11 @@
-"""DHCP leases and the dynamic DNS records that follow them (and `protolab dns`)."""
+"""DHCP leases and the dynamic DNS records that follow them (and `protolab dns`).
+
+The lease-to-name rule lives here, with the two tables it joins: a record a lease owns is
+live while its lease is (`expires > now`), and nowhere else is that decided. Readers ask
+for `live_records()` and `next_expiry()`; the owner string that ties a record to its lease
+is this module's own business. The "dns" topic means "the live records changed" (or their
+next expiry came earlier): a renewal that changes no name says nothing to DNS.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +64,15 @@ class Record:
     owner: str  # "" for records added by hand, "lease:MAC" for a DHCP client's
 
 
+def _owner(mac: str) -> str:
+    return f"lease:{mac}"
+
+
+# A record is live when no lease owns it, or its lease has not ended: the one rule.
+_LIVE = ("(r.owner NOT LIKE 'lease:%' OR EXISTS (SELECT 1 FROM leases l "
+         "WHERE r.owner = 'lease:' || l.mac AND l.expires > ?))")
+
+
 class Net:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -69,8 +85,24 @@ class Net:
         return [Lease(*r) for r in self.db.query(sql + " ORDER BY ip")]
 
     def records(self) -> list[Record]:
+        """Every record row, live or not (the sweep removes the ended ones later)."""
         rows = self.db.query("SELECT id, name, type, value, ttl, owner FROM dns_records ORDER BY name, type")
         return [Record(*r) for r in rows]
+
+    def live_records(self, now: float | None = None) -> list[Record]:
+        """The records to answer with now: those added by hand, and those of the leases
+        that have not ended (whether or not a sweep has removed the ended ones yet)."""
+        now = time.time() if now is None else now
+        rows = self.db.query("SELECT id, name, type, value, ttl, owner FROM dns_records r "
+                             f"WHERE {_LIVE} ORDER BY name, type, value", (now,))
+        return [Record(*r) for r in rows]
+
+    def next_expiry(self, now: float | None = None) -> float | None:
+        """When the next live record goes because its lease ends (None: none will)."""
+        now = time.time() if now is None else now
+        row = self.db.one("SELECT min(l.expires) FROM leases l WHERE l.expires > ? AND EXISTS "
+                          "(SELECT 1 FROM dns_records r WHERE r.owner = 'lease:' || l.mac)", (now,))
+        return float(row[0]) if row and row[0] is not None else None
 
     def add_record(self, name: str, type: str, value: str, ttl: int = 300, owner: str = "") -> None:
         self.add_records([(name, type, value)], ttl, owner)
@@ -90,7 +122,7 @@ class Net:
         with self.db.write() as tx:
             sql, params = "DELETE FROM dns_records WHERE name = ?", [name.lower().rstrip(".")]
             if type:
-                sql, params = sql + " AND type = ?", params + [type.upper()]
+                sql, params = sql + " AND type = ?", [*params, type.upper()]
             count = tx.execute(sql, params).rowcount
             if count:
                 tx.changed("dns")
@@ -108,27 +140,33 @@ class Net:
         """Give `ip` to `mac` until `expires` (durable when this returns). Whatever held the
         address before (an ended lease, a declined mark) goes, with its DNS records; a live
         lease of another client on it is an error (the UNIQUE constraint), never a share.
-        `record` = (fully qualified name, ttl): the A record the lease's host name gets."""
+        `record` = (fully qualified name, ttl): the A record the lease's host name gets.
+        A renewal that keeps the name and moves the end later changes no live record:
+        no "dns" topic, so the zone and its serial stay."""
+        now = time.time()
         with self.db.write() as tx:
             old = tx.execute("SELECT mac, expires FROM leases WHERE ip = ? AND mac != ?",
                              (ip, mac)).fetchone()
             if old is not None:
-                if old[1] > time.time():
+                if old[1] > now:
                     raise ValueError(f"{ip} is leased to {old[0]}")
                 tx.execute("DELETE FROM leases WHERE mac = ?", (old[0],))
-                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{old[0]}",))
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (_owner(old[0]),))
+            before = tx.execute("SELECT expires FROM leases WHERE mac = ?", (mac,)).fetchone()
             tx.execute("INSERT OR REPLACE INTO leases (mac, ip, hostname, client_id, expires, "
                        "state) VALUES (?, ?, ?, ?, ?, 'bound')",
                        (mac, ip, hostname, client_id, expires))
-            current = tx.execute("SELECT name, value FROM dns_records WHERE owner = ?",
-                                 (f"lease:{mac}",)).fetchall()
-            wanted = [(record[0].lower(), ip)] if record else []
+            current = tx.execute("SELECT name, value, ttl FROM dns_records WHERE owner = ?",
+                                 (_owner(mac),)).fetchall()
+            wanted = [(record[0].lower(), ip, record[1])] if record else []
             if [tuple(r) for r in current] != wanted:
-                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",))
-                for name, value in wanted:
-                    tx.execute("INSERT OR REPLACE INTO dns_records (name, type, value, ttl, owner) "
-                               "VALUES (?, 'A', ?, ?, ?)", (name, value, record[1], f"lease:{mac}"))
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (_owner(mac),))
+                tx.executemany("INSERT OR REPLACE INTO dns_records (name, type, value, ttl, "
+                               "owner) VALUES (?, 'A', ?, ?, ?)",
+                               [(*r, _owner(mac)) for r in wanted])
                 tx.changed("dns")
+            elif wanted and (before is None or before[0] <= now or expires < before[0]):
+                tx.changed("dns")  # its name comes back to life, or ends sooner than said
             tx.changed("leases")
 
     def end_lease(self, mac: str, state: str = "released") -> None:
@@ -137,7 +175,7 @@ class Net:
         with self.db.write() as tx:
             tx.execute("UPDATE leases SET expires = min(expires, ?), state = ? WHERE mac = ?",
                        (time.time(), state, mac))
-            if tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",)).rowcount:
+            if tx.execute("DELETE FROM dns_records WHERE owner = ?", (_owner(mac),)).rowcount:
                 tx.changed("dns")
             tx.changed("leases")
 
@@ -145,22 +183,19 @@ class Net:
         """Set `ip` aside until `until` (a client found it in use: DHCPDECLINE)."""
         with self.db.write() as tx:
             for (mac,) in tx.execute("SELECT mac FROM leases WHERE ip = ?", (ip,)).fetchall():
-                tx.execute("DELETE FROM dns_records WHERE owner = ?", (f"lease:{mac}",))
+                tx.execute("DELETE FROM dns_records WHERE owner = ?", (_owner(mac),))
             tx.execute("DELETE FROM leases WHERE ip = ?", (ip,))
             tx.execute("INSERT INTO leases (mac, ip, expires, state) VALUES (?, ?, ?, 'declined')",
                        (f"declined:{ip}", ip, until))
             tx.changed("leases", "dns")
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove the DNS records of leases that have ended; returns how many went."""
+        """Remove the records of leases that have ended; returns how many went. Only
+        housekeeping: live_records() already leaves them out, so no topic."""
         now = time.time() if now is None else now
         with self.db.write() as tx:
-            count = tx.execute(
-                "DELETE FROM dns_records WHERE owner IN "
-                "(SELECT 'lease:' || mac FROM leases WHERE expires <= ?)", (now,)).rowcount
-            if count:
-                tx.changed("dns", "leases")
-            return count
+            return int(tx.execute(f"DELETE FROM dns_records AS r WHERE NOT {_LIVE}",
+                                  (now,)).rowcount)
 
     # -- the SOA serial, kept so that it never goes back across restarts ----------------------
 

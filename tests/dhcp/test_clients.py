@@ -152,6 +152,10 @@ def parse_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
+def soa_serial(labnet: LabNet) -> int:
+    return int(labnet.dig(labnet.observer, "+short", "lab.test", "SOA").split()[2])
+
+
 def test_udhcpc_lease_name_and_release(labnet: LabNet):
     client = labnet.client("udhcpc")
     capture = Capture(labnet.tmp / "wire.pcap", "port 67 or port 68 or port 53",
@@ -182,9 +186,24 @@ def test_udhcpc_lease_name_and_release(labnet: LabNet):
         assert client.run("getent", "hosts", "pc-one").stdout.split()[0] == ip
         assert f"Address: {ip}" in client.run("nslookup", "pc-one.lab.test").stdout
         # renew: unicast to the server, same address, still named
+        serial = soa_serial(labnet)
         daemon.send_signal(10)  # SIGUSR1: renew
         wait_line(daemon, "script: renew done")
         assert parse_env(labnet.tmp / "udhcpc.renew")["ip"] == ip
+        # ...and no name changed, so the zone did not: same serial, no rebuild in the
+        # journal between the lease's and a record added afterwards (the store's changes
+        # reach DNS in order: once the marker resolves, the renewal's would have too)
+        assert soa_serial(labnet) == serial
+        assert labnet.cli("dns", "add", "marker", "A", "10.9.9.9")
+        assert labnet.wait_name(labnet.observer, "marker.lab.test", "10.9.9.9") == "10.9.9.9"
+        after = soa_serial(labnet)
+        assert after > serial
+        deadline = time.monotonic() + 5  # the journal is flushed twice a second
+        while f"serial {after}:" not in (journal := labnet.cli("journal", "--service", "dns")):
+            assert time.monotonic() < deadline, journal
+            time.sleep(0.1)
+        zones = re.findall(r"zone lab\.test serial (\d+):", journal)
+        assert zones[-2:] == [str(serial), str(after)], zones
         # release: the name goes
         daemon.send_signal(12)  # SIGUSR2: release
         wait_line(daemon, "released", "entering released state")

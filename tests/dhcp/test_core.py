@@ -54,7 +54,8 @@ def test_codec_agrees_with_scapy():
         ("message-type", "request"), ("requested_addr", "10.0.0.150"), ("hostname", b"pc1"),
         ("param_req_list", [1, 3, 6, 15, 51]), ("client_id", b"\x01" + mac(1)), "end"]))
     packet = codec.parse(theirs)
-    assert (packet.type, packet.xid, packet.mac, packet.flags) == (codec.REQUEST, 0x1234, "52:54:00:00:00:01", 0x8000)
+    assert (packet.type, packet.xid, packet.mac, packet.flags) == \
+        (codec.REQUEST, 0x1234, "52:54:00:00:00:01", 0x8000)
     assert packet.address(codec.REQUESTED_IP) == "10.0.0.150"
     assert packet.options[codec.HOSTNAME] == b"pc1"
     reply = codec.pack(codec.Packet(op=2, xid=9, yiaddr="10.0.0.150", chaddr=mac(1), options={
@@ -108,7 +109,8 @@ def test_renew_rebind_and_init_reboot():
     reboot = core.handle(message(codec.REQUEST, mac(1), options={codec.REQUESTED_IP: codec.ip_option(ip)}),
                          ("0.0.0.0", 68), NOW + 700)
     assert reboot.replies[0].packet.yiaddr == ip
-    wrong = core.handle(message(codec.REQUEST, mac(1), options={codec.REQUESTED_IP: codec.ip_option("192.168.1.5")}),
+    wrong = core.handle(message(codec.REQUEST, mac(1),
+                                options={codec.REQUESTED_IP: codec.ip_option("192.168.1.5")}),
                         ("0.0.0.0", 68), NOW + 700)
     assert wrong.replies[0].packet.type == codec.NAK and wrong.replies[0].to == ("255.255.255.255", 68)
     # a client renewing a lease we have no record of (a wiped store): free in the range,
@@ -181,7 +183,8 @@ def test_a_thousand_clients_never_share_an_address():
     core = DHCPCore(BIG, backend)
     given_out = [dora(core, mac(n)) for n in range(1000)]
     assert len(set(given_out)) == 1000
-    assert all(ipaddress.IPv4Address(BIG.first) <= ipaddress.IPv4Address(ip) <= ipaddress.IPv4Address(BIG.last)
+    first, last = ipaddress.IPv4Address(BIG.first), ipaddress.IPv4Address(BIG.last)
+    assert all(first <= ipaddress.IPv4Address(ip) <= last
                for ip in given_out)
     # half of them come back asking again, interleaved with 24 new clients: same answers
     for n in range(0, 1000, 2):
@@ -202,7 +205,8 @@ def test_leases_survive_a_restart_through_the_store(tmp_path):
     store.close()
     store = Store(tmp_path / "data")
     again = DHCPCore(POOL, StoreBackend(store.net))
-    assert {l.mac: l.ip for l in store.net.leases()} == {f"52:54:00:00:00:0{n}": ip for n, ip in ips.items()}
+    assert {lease.mac: lease.ip for lease in store.net.leases()} == \
+        {f"52:54:00:00:00:0{n}": ip for n, ip in ips.items()}
     assert {r.name for r in store.net.records()} == {f"pc{n}.lab.test" for n in range(1, 6)}
     assert dora(again, mac(99), now=time.time()) not in ips.values()
     assert dora(again, mac(3), now=time.time()) == ips[3]
@@ -249,4 +253,38 @@ def test_expired_leases_lose_their_names_and_addresses(tmp_path):
     assert not core.free_for("10.0.0.121", "52:54:00:00:00:09", time.time())
     with pytest.raises(ValueError):  # the store itself never lets two clients share one
         store.net.bind_lease("52:54:00:00:00:09", "10.0.0.121", "", "", time.time() + 60)
+    store.close()
+
+
+def test_the_store_decides_which_lease_names_live_and_renewals_say_nothing_to_dns(tmp_path):
+    from services.dhcp.core import Held
+    from services.dhcp.server import StoreBackend
+    from services.store import Store
+
+    store = Store(tmp_path / "data")
+    net, backend = store.net, StoreBackend(store.net)
+    now = time.time()
+    one = Held("52:54:00:00:00:01", "10.0.0.120", "pc1", "", now + 600)
+    backend.bind(one, ("pc1.lab.test", 60))
+    net.add_record("www2.lab.test", "A", "10.0.0.8")
+    assert "dns" in store.poll()
+    assert [r.name for r in net.live_records()] == ["pc1.lab.test", "www2.lab.test"]
+    assert net.next_expiry() == pytest.approx(now + 600)
+    # a renewal: same name, a later end: the live records are the same, DNS hears nothing
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now + 1200), ("pc1.lab.test", 60))
+    assert store.poll() == {"leases"}
+    assert net.next_expiry() == pytest.approx(now + 1200)
+    # the end is by time alone: no sweep, no write, and the name is no longer live
+    assert [r.name for r in net.live_records(now + 1300)] == ["www2.lab.test"]
+    assert net.next_expiry(now + 1300) is None
+    # an ended lease renewed (before any sweep took its row): its name lives again, and
+    # DNS is told, although the record rows did not change
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now - 1), ("pc1.lab.test", 60))
+    store.poll()
+    backend.bind(Held(one.mac, one.ip, "pc1", "", now + 600), ("pc1.lab.test", 60))
+    assert "dns" in store.poll()
+    # a new name for the same lease changes a live record
+    backend.bind(Held(one.mac, one.ip, "pc1b", "", now + 900), ("pc1b.lab.test", 60))
+    assert "dns" in store.poll()
+    assert net.sweep(now + 1000) == 1 and store.poll() == set()  # housekeeping: no topic
     store.close()

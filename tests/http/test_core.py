@@ -133,10 +133,15 @@ def test_fast_parse_never_raises(data):
 
 
 def info(name: str, listeners: list[tuple[str, int, str]]) -> ServiceInfo:
+    from services import config, registry
+
+    # the roles and preferences the package gives its listeners of these names
+    real = {item.name: item for item in registry.listeners(config.default(), name)}
     return ServiceInfo(name=name, summary="", enabled=True, running=True,
                        host="mail.lab.test", aliases=[], address="127.0.0.1",
-                       listeners=[Listener(name, n, p + 3000, tls=t) for n, p, t in listeners],
-                       base_ports={n: p for n, p, _ in listeners})
+                       listeners=[Listener(name, n, p + 3000, tls=t, role=real[n].role,
+                                           preference=real[n].preference)
+                                  for n, p, t in listeners])
 
 
 def test_autoconfig_lists_tls_first_and_submission_not_relay():
