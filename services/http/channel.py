@@ -114,6 +114,8 @@ class LabChannel(http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
     site: Any  # the LabSite (set by its buildProtocol)
+    transport: Any  # TCP or TLS: the sendfile path and the half-close look at which
+    _HTTPChannel__first_line: int  # HTTPChannel's private flag, as mangled (the fast path)
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
     read_closed = False  # the client has sent its FIN
 
@@ -157,7 +159,7 @@ class LabChannel(http.HTTPChannel):
 
     def in_head(self) -> bool:
         """Whether part of a request head (line, headers) has arrived but not all of it."""
-        return self.line_mode and (bool(self._buffer) or hasattr(self, "_command"))
+        return bool(self.line_mode) and (bool(self._buffer) or hasattr(self, "_command"))
 
     def resetTimeout(self) -> None:
         if not self.in_head():  # the timer runs from the head's first byte, not its last
@@ -331,6 +333,7 @@ class LabRequest(server.Request):
     lab_user = ""  # who authenticated on this request (for the journal)
     body_size = 0
     sink: Any = None
+    content: Any  # the spool file, or an empty BytesIO when a sink took the body
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel

@@ -213,6 +213,7 @@ class UploadSink:
             if kind == "part":
                 self._part, self._hash, self._size, self._value = value, hashlib.sha256(), 0, b""
             elif kind == "data":
+                assert isinstance(value, bytes)  # the parser's "data" events carry bytes
                 self._hash.update(value)
                 self._size += len(value)
                 if self._part.filename is None and len(self._value) < 1024:

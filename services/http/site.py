@@ -88,7 +88,7 @@ class Root(resource.Resource):
 class LabSite(server.Site):
     # The channel itself, without Twisted's HTTP/2 switch in front (a proxy object that
     # costs a call per event; no ALPN is offered, so it would only ever pass through).
-    protocol = LabChannel
+    protocol: Callable[[], Any] = LabChannel
     requestFactory = LabRequest
 
     def __init__(self, lab: Lab, router: Router) -> None:
