@@ -1,6 +1,7 @@
 """HTTP: the class web server, users' web space, mail autoconfig and the lab's JSON API.
 
-twisted.web on port 80 and 443 (implicit TLS with the lab CA): the portal at /, exercise
+twisted.web on port 80 and 443 (implicit TLS with the lab CA; HTTP/1.1 and HTTP/2 on both,
+HTTP/3 on UDP 443): the portal at /, exercise
 pages under /lab/http/, /~USER/ from the shared store (GET, and PUT/DELETE as that user),
 Thunderbird autoconfig, the admin dashboard at /lab/dashboard and the API under /api/v1.
 """
@@ -31,6 +32,8 @@ class Settings(ServiceSettings):
     image_host: str = setting(
         "images", "the host name /lab/http/embedded.html loads its second image from")
     https: bool = setting(True, "also serve the site over TLS (port 443) with the lab CA")
+    http3: bool = setting(
+        True, "also serve HTTP/3 over QUIC on UDP 443 (with https), advertised by Alt-Svc")
     long_page_size: int = setting(4608, "size in bytes of /lab/http/long.html (> one TCP segment)")
     upload_limit: int = setting(
         10 * 1024 * 1024, "largest request body (uploads, PUT), in bytes; larger -> 413")
@@ -60,6 +63,8 @@ def listeners(config: LabConfig) -> list[Listener]:
         Listener("http", "http", 80),
         Listener("http", "https", 443, tls="implicit", active=s.https,
                  note="" if s.https else "[http] https = false"),
+        Listener("http", "h3", 443, transport="udp", tls="implicit", active=s.https and s.http3,
+                 note="" if s.https and s.http3 else "[http] https or http3 = false"),
     ]
 
 

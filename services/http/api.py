@@ -87,7 +87,7 @@ class Route:
         if len(mine) != len(segments):
             return None
         params = {}
-        for pattern, value in zip(mine, segments):
+        for pattern, value in zip(mine, segments, strict=True):
             if pattern.startswith("{"):
                 params[pattern[1:-1]] = value
             elif pattern != value:
@@ -101,9 +101,9 @@ def _services(call: Call) -> Any:
     return [{
         "name": s.name, "summary": s.summary, "enabled": s.enabled, "running": s.running,
         "host": s.host, "aliases": s.aliases, "address": s.address,
-        "listeners": [{"name": l.name, "port": l.port, "transport": l.transport,
-                       "tls": l.tls or "none", "active": l.active, "note": l.note}
-                      for l in s.listeners],
+        "listeners": [{"name": x.name, "port": x.port, "transport": x.transport,
+                       "tls": x.tls or "none", "active": x.active, "note": x.note}
+                      for x in s.listeners],
     } for s in services(call.lab)]
 
 
@@ -232,9 +232,9 @@ def _delete_message(call: Call) -> Any:
 
 
 def _leases(call: Call) -> Any:
-    return [{"mac": l.mac, "ip": l.ip, "hostname": l.hostname, "client_id": l.client_id,
-             "expires": l.expires, "state": l.state}
-            for l in call.lab.store.net.leases(include_expired=call.query("all") == "1")]
+    return [{"mac": x.mac, "ip": x.ip, "hostname": x.hostname, "client_id": x.client_id,
+             "expires": x.expires, "state": x.state}
+            for x in call.lab.store.net.leases(include_expired=call.query("all") == "1")]
 
 
 def _records(call: Call) -> Any:

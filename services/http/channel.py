@@ -27,7 +27,8 @@ every body to a temporary file before the resource sees it. Here:
   request head may take from its first byte (Twisted resets its timer on every byte, so
   a head trickled a byte at a time held a connection forever); a head cut short by the
   timeout gets 408;
-- every connection is a journal session; every request is a command and a reply line.
+- every connection is a journal session; every request is a command and a reply line;
+- HTTP/2 (ALPN h2, the h2c preface, Upgrade: h2c) hands the connection over to http2.py.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from twisted.web import http, server
 
 from ..flow import HalfClose
 from ..store import is_disk_full
-from . import fast
+from . import fast, http2
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -111,6 +112,9 @@ class BodySink(Protocol):
 class LabChannel(HalfClose, http.HTTPChannel):
     session: Session
     settings: Any  # services.http.Settings
+    site: Any  # the LabSite (set by its buildProtocol)
+    transport: Any  # TCP or TLS: the sendfile path and the half-close look at which
+    _HTTPChannel__first_line: int  # HTTPChannel's private flag, as mangled (the fast path)
     delimiter = b"\n"  # and a CR before it is dropped in lineReceived
 
     def connectionMade(self) -> None:
@@ -118,6 +122,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
         self.refused = False
         self._discarded = 0
         self._linger: Any = None
+        self.h2_unchecked = True  # until the first bytes say whether this is HTTP/2
         peer = self.transport.getPeer()
         kind = "https" if self.isSecure() else "http"
         self.session = self.site.lab.journal.open("http", f"{peer.host}:{peer.port}", kind)
@@ -146,7 +151,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
 
     def in_head(self) -> bool:
         """Whether part of a request head (line, headers) has arrived but not all of it."""
-        return self.line_mode and (bool(self._buffer) or hasattr(self, "_command"))
+        return bool(self.line_mode) and (bool(self._buffer) or hasattr(self, "_command"))
 
     def resetTimeout(self) -> None:
         if not self.in_head():  # the timer runs from the head's first byte, not its last
@@ -198,6 +203,12 @@ class LabChannel(HalfClose, http.HTTPChannel):
             if self._discarded > LINGER_BYTES:
                 self.transport.loseConnection()
             return
+        if self.h2_unchecked:
+            self.h2_unchecked = False
+            if data.startswith(http2.PREFACE_LINE) or (
+                    getattr(self.transport, "negotiatedProtocol", None) == b"h2"):
+                http2.take_over(self, data)
+                return
         # The fast path, only between requests: nothing buffered, no request in progress
         # (HTTPChannel's private state: its line buffer and first-line flag).
         if (self.line_mode and not self._buffer and not self.requests
@@ -213,7 +224,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
 
     def answer_fast(self, head: fast.Head, body: Any) -> None:
         keep_alive = head.keep_alive()
-        data, status, length = fast.response(head, body, keep_alive)
+        data, status, length = fast.response(head, body, keep_alive, self.site.alt_svc)
         self.session.command(f"{head.method.decode()} {head.target.decode()} "
                              f"{head.version.decode()}")
         self.transport.write(data)
@@ -314,6 +325,7 @@ class LabRequest(server.Request):
     lab_user = ""  # who authenticated on this request (for the journal)
     body_size = 0
     sink: Any = None
+    content: Any  # the spool file, or an empty BytesIO when a sink took the body
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel
@@ -349,9 +361,16 @@ class LabRequest(server.Request):
         self.channel.session.command(
             f"{self.method.decode('latin-1')} {self.uri.decode('latin-1')} "
             f"{self.clientproto.decode('latin-1')}")
+        if self.requestHeaders.hasHeader(b"Upgrade") and isinstance(self.channel, LabChannel):
+            settings = http2.wants_h2c(self)
+            if settings is not None:
+                http2.upgrade(self.channel, self, settings)
+                return
         super().process()
 
     def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.channel.site.alt_svc:
+            self.responseHeaders.setRawHeaders(b"Alt-Svc", [self.channel.site.alt_svc])
         if not self.startedWriting and self.keep_alive_10 and \
                 not self.responseHeaders.hasHeader(b"Content-Length") and \
                 self.code not in http.NO_BODY_CODES and self.method != b"HEAD":

@@ -93,8 +93,8 @@ def render(lab: Lab, request: Any) -> bytes:
     sessions = [s for s in live_sessions(events) if s["last"]["session"] != mine]
     session_rows = [[s["service"], s["peer"], s["user"] or "-", _clock(s["opened"]),
                      f"{s['last']['kind']}: {s['last']['text'][:80]}"] for s in sessions]
-    lease_rows = [[l.ip, l.mac, l.hostname or "-", l.state,
-                   f"{max(0, int(l.expires - now))} s"] for l in lab.store.net.leases()]
+    lease_rows = [[x.ip, x.mac, x.hostname or "-", x.state,
+                   f"{max(0, int(x.expires - now))} s"] for x in lab.store.net.leases()]
     mail_rows = []
     for user in lab.store.users.list():
         for box in lab.store.mail.mailboxes(user.name):

@@ -10,6 +10,9 @@ import urllib.parse
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import reactor
+from twisted.web.server import NOT_DONE_YET
+
 from .auth import challenge, login
 from .multipart import MultipartError, MultipartParser, boundary_of
 from .responses import HTML, TEXT, Body, error_page, redirect, send
@@ -81,6 +84,101 @@ def embedded_page(image_host: str) -> bytes:
         'width="96" height="96"></p>'))
 
 
+def text_page() -> bytes:
+    """A page of repetitive text: it shrinks to a few percent of its size when compressed."""
+    verse = ("<p>Every request says what codings it reads in <code>Accept-Encoding</code>; the "
+             "answer says which one it used in <code>Content-Encoding</code>.</p>\n")
+    return _page("A page of text", verse * 200)
+
+
+def compression_page() -> bytes:
+    return _page("Compressed and plain", (
+        "<p>The two frames below show the same page of text. The browser asks for both with "
+        "<code>Accept-Encoding: gzip, deflate, br, zstd</code>. The left one, "
+        '<a href="/lab/http/text.html">text.html</a>, is sent compressed: find '
+        "<code>Content-Encoding</code>, <code>Vary: Accept-Encoding</code> and an "
+        "<code>ETag</code> ending in the coding's name, and compare the "
+        "<code>Content-Length</code> with the right one, "
+        '<a href="/lab/http/text-plain.html">text-plain.html</a>, which this server always '
+        "sends as it is. Wireshark shows the compressed body decoded "
+        '("Content-encoded entity body").</p>\n'
+        '<p><iframe src="/lab/http/text.html" width="45%" height="300"></iframe>\n'
+        '<iframe src="/lab/http/text-plain.html" width="45%" height="300"></iframe></p>\n'
+        "<p>With curl: <code>curl -sv --compressed http://HOST/lab/http/text.html</code>, "
+        "or <code>-H 'Accept-Encoding: gzip'</code> to see the raw compressed bytes.</p>"))
+
+
+def protocols_page() -> bytes:
+    return _page("HTTP/1.1, HTTP/2 and HTTP/3 side by side", (
+        "<p>This server answers the same pages in three versions of HTTP. Capture all three "
+        "with the lab's key log (<code>[tls] keylog</code>) set in Wireshark's TLS "
+        "preferences, then fetch this page each way:</p>\n"
+        "<table><tr><th></th><th>HTTP/1.1</th><th>HTTP/2</th><th>HTTP/3</th></tr>\n"
+        "<tr><td>transport</td><td>TCP 80, or TLS on TCP 443</td><td>TLS on TCP 443 (ALPN "
+        "<code>h2</code>), or cleartext h2c on 80</td><td>QUIC on UDP 443 (TLS 1.3 inside "
+        "QUIC)</td></tr>\n"
+        "<tr><td>how a client finds it</td><td>the default</td><td>ALPN in the TLS "
+        "ClientHello; on 80 the preface <code>PRI * HTTP/2.0</code> or "
+        "<code>Upgrade: h2c</code></td><td>the <code>Alt-Svc: h3=\":443\"</code> header "
+        "of a TCP answer</td></tr>\n"
+        "<tr><td>the request line</td><td>text: <code>GET /path HTTP/1.1</code></td><td>a "
+        "HEADERS frame: <code>:method</code>, <code>:path</code>, HPACK-compressed</td>"
+        "<td>a HEADERS frame on a QUIC stream, QPACK-compressed</td></tr>\n"
+        "<tr><td>several requests at once</td><td>one per connection at a time (or "
+        "several connections)</td><td>streams on one connection; one lost TCP segment "
+        "holds them all</td><td>streams on one connection; a lost packet holds only its "
+        "stream</td></tr>\n"
+        "<tr><td>the end of a body</td><td><code>Content-Length</code> or "
+        "<code>chunked</code></td><td>END_STREAM flag</td><td>the stream's FIN</td></tr>\n"
+        "</table>\n"
+        "<p>Try <code>curl --http1.1 -v</code>, <code>curl --http2 -v</code> and "
+        "<code>curl --http2-prior-knowledge http://HOST/</code>; a browser picks HTTP/2 by "
+        "itself and HTTP/3 once it has seen <code>Alt-Svc</code> (Chromium: "
+        "<code>--origin-to-force-quic-on=HOST:443</code>). In Wireshark, filter on "
+        "<code>http</code>, <code>http2</code> and <code>quic</code>; the journal shows "
+        "the version on each request line.</p>"))
+
+
+CHUNKS = 5
+clock: Any = reactor  # (mypy cannot type the reactor's zope interface methods)
+CHUNK_INTERVAL = 0.2  # seconds between chunks: each travels in a segment of its own
+
+
+def chunked_line(number: int) -> bytes:
+    return (f"chunk {number + 1} of {CHUNKS}: written {CHUNK_INTERVAL * number:.1f} s after the "
+            "headers, so the server could not know the length up front\n").encode()
+
+
+def chunked(request: Any) -> Any:
+    """An answer of unknown length: HTTP/1.1 frames it with Transfer-Encoding: chunked
+    (HTTP/1.0 ends it with the close, HTTP/2 with an END_STREAM flag)."""
+    if request.method not in (b"GET", b"HEAD"):
+        return error_page(request, 405, "GET only.", {b"Allow": b"GET, HEAD"})
+    request.setHeader(b"Content-Type", TEXT)
+    request.setHeader(b"Cache-Control", b"no-store")
+    if request.method == b"HEAD":
+        if request.clientproto == b"HTTP/1.1":  # what the GET would say (Twisted adds it then)
+            request.setHeader(b"Transfer-Encoding", b"chunked")
+        return b""
+    pending: list[Any] = []
+
+    def step(number: int) -> None:
+        pending.clear()
+        request.write(chunked_line(number))
+        if number + 1 < CHUNKS:
+            pending.append(clock.callLater(CHUNK_INTERVAL, step, number + 1))
+        else:
+            request.finish()
+
+    def gone(_: Any) -> None:
+        for call in pending:
+            call.cancel()
+
+    request.notifyFinish().addErrback(gone)
+    step(0)
+    return NOT_DONE_YET
+
+
 class UploadSink:
     """Takes an upload as it arrives: multipart (each file part hashed on its own) or a raw
     body (hashed whole). Nothing is kept but counts and digests."""
@@ -115,6 +213,7 @@ class UploadSink:
             if kind == "part":
                 self._part, self._hash, self._size, self._value = value, hashlib.sha256(), 0, b""
             elif kind == "data":
+                assert isinstance(value, bytes)  # the parser's "data" events carry bytes
                 self._hash.update(value)
                 self._size += len(value)
                 if self._part.filename is None and len(self._value) < 1024:
@@ -162,6 +261,10 @@ def register(router: Router, lab: Lab) -> None:
         "long.html": Body(long_page(settings.long_page_size), HTML, STARTED),
         "img/local.png": Body(png(96, 96, (40, 120, 220)), b"image/png", STARTED),
         "img/remote.png": Body(png(96, 96, (220, 90, 40)), b"image/png", STARTED),
+        "compression.html": Body(compression_page(), HTML, STARTED),
+        "text.html": Body(text_page(), HTML, STARTED),
+        "text-plain.html": Body(text_page(), HTML, STARTED, compress=False),
+        "protocols.html": Body(protocols_page(), HTML, STARTED),
     }
     for name, body in pages.items():
         router.body(BASE + name, body)
@@ -174,6 +277,7 @@ def register(router: Router, lab: Lab) -> None:
         return Body(embedded_page(host), HTML, STARTED).serve(request)
 
     router.page(BASE + "embedded.html", embedded)
+    router.page(BASE + "chunked", chunked)
     router.page(BASE.rstrip("/"), lambda request: redirect(request, BASE))
     router.page(BASE, lambda request: redirect(request, "/"))
 

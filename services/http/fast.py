@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 
 from twisted.web import http
-from twisted.web.server import version as SERVER
+from twisted.web.server import version as server_version
 
-from .responses import Body, not_modified
+from .responses import RANGE_NOT_SATISFIABLE, Body, assemble
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 TARGET = re.compile(rb"/[!-~]*\Z")  # origin-form, printable ASCII, no spaces
@@ -86,21 +86,27 @@ def http_date() -> bytes:
     return _date[1]
 
 
-def response(head: Head, body: Body, keep_alive: bool) -> tuple[bytes, int, int]:
+REASONS = {200: b"OK", 206: b"Partial Content", 304: b"Not Modified",
+           416: RANGE_NOT_SATISFIABLE}  # as the ordinary path says them
+
+
+def response(head: Head, body: Body, keep_alive: bool,
+             alt_svc: bytes = b"") -> tuple[bytes, int, int]:
     """(the response bytes, status, body length) for `body`, as twisted.web would send
     them: same status line, headers and connection handling."""
-    lines = [b"Server: " + SERVER, b"Date: " + http_date(), b"ETag: " + body.etag,
-             b"Last-Modified: " + body.last_modified]
-    lines += [name + b": " + value for name, value in body.headers.items()]
-    if not_modified(head, body.etag, body.mtime):
-        status, reason, payload = 304, b"Not Modified", b""
-    else:
-        status, reason = 200, b"OK"
-        payload = b"" if head.method == b"HEAD" else body.data
-        lines += [b"Content-Type: " + body.ctype, b"Content-Length: %d" % len(body.data)]
+    answer, data = body.answer(head)
+    lines = [b"Server: " + server_version, b"Date: " + http_date()]
+    if alt_svc:
+        lines.append(b"Alt-Svc: " + alt_svc)
+    lines += [name + b": " + value for name, value in answer.headers]
+    payload = b""
+    if answer.length is not None:
+        lines.append(b"Content-Length: %d" % answer.length)
+        if head.method != b"HEAD":
+            payload = assemble(answer.pieces, data)
     if head.version == b"HTTP/1.1" and not keep_alive:
         lines.append(b"Connection: close")
     elif head.version == b"HTTP/1.0" and keep_alive:
         lines.append(b"Connection: keep-alive")
-    first = head.version + b" %d " % status + reason
-    return b"\r\n".join([first, *lines, b"", b""]) + payload, status, len(payload)
+    first = head.version + b" %d " % answer.status + REASONS[answer.status]
+    return b"\r\n".join([first, *lines, b"", b""]) + payload, answer.status, len(payload)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import interfaces, reactor
 from twisted.internet.tcp import Server as TCPServer
+from twisted.web import http
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from .responses import Body
+from .responses import Body, Piece, apply, assemble, plan, send_no_body
 
 SMALL = 256 * 1024  # files up to this size are served from memory
 CACHE_BYTES = 32 * 1024 * 1024
@@ -67,29 +68,33 @@ def etag(st: os.stat_result) -> bytes:
 
 
 def serve(request: Any, path: Path, st: os.stat_result, cache: FileCache) -> Any:
-    """Answer GET/HEAD for a regular file."""
+    """Answer GET/HEAD for a regular file: whole, or the byte ranges asked for."""
     if st.st_size <= SMALL:
         return cache.get(path, st).serve(request)
-    header = Body(b"", content_type(path), st.st_mtime, etag=etag(st))
-    answered = header.serve(request)
-    if request.code == 304:
-        return answered
-    request.setHeader(b"Content-Length", b"%d" % st.st_size)
-    request.write(b"")  # the headers
+    # Big files are sent as they are (no content coding): from disk, with sendfile.
+    answer = plan(request, st.st_size, content_type(path), etag(st),
+                  http.datetimeToString(int(st.st_mtime)), st.st_mtime)
+    apply(request, answer)
+    if answer.status == 304:
+        return send_no_body(request)
+    assert answer.length is not None
+    request.setHeader(b"Content-Length", b"%d" % answer.length)
+    if answer.status == 416:
+        return assemble(answer.pieces, b"")  # one literal piece
     if request.method == b"HEAD":
-        request.finish()
-        return NOT_DONE_YET
+        return b""  # (an empty body leaves the Content-Length above as it is)
+    request.write(b"")  # the headers
     handle = open(path, "rb")
-    send_body(request, handle, st.st_size)
+    send_body(request, handle, answer.pieces)
     return NOT_DONE_YET
 
 
-def send_body(request: Any, handle: Any, size: int) -> None:
+def send_body(request: Any, handle: Any, pieces: list[Piece]) -> None:
     transport = request.channel.transport
     if type(transport) is TCPServer and hasattr(os, "sendfile"):
-        sender: Any = SendfileWriter(request, transport, handle, size)
+        sender: Any = SendfileWriter(request, transport, handle, pieces)
     else:
-        sender = ChunkProducer(request, handle, size)
+        sender = ChunkProducer(request, handle, pieces)
     sender.start()
 
 
@@ -97,8 +102,10 @@ def send_body(request: Any, handle: Any, size: int) -> None:
 class ChunkProducer:
     """Reads the file in large chunks while the transport keeps up (TLS, other transports)."""
 
-    def __init__(self, request: Any, handle: Any, size: int) -> None:
-        self.request, self.handle, self.remaining = request, handle, size
+    def __init__(self, request: Any, handle: Any, pieces: list[Piece]) -> None:
+        self.request, self.handle = request, handle
+        self.pieces = deque(pieces)
+        self.remaining = 0  # of the file range being sent
         self.paused = False
         self.stopped = False
 
@@ -109,15 +116,23 @@ class ChunkProducer:
 
     def resumeProducing(self) -> None:
         self.paused = False
-        while not self.paused and not self.stopped and self.remaining:
+        while not self.paused and not self.stopped and (self.remaining or self.pieces):
+            if not self.remaining:
+                piece = self.pieces.popleft()
+                if isinstance(piece, bytes):
+                    self.request.write(piece)
+                    continue
+                self.handle.seek(piece[0])
+                self.remaining = piece[1]
             data = self.handle.read(min(CHUNK, self.remaining))
             if not data:  # the file shrank under us: end the connection, not the response
                 self.stopProducing()
-                self.request.channel.transport.abortConnection()
+                channel = self.request.channel  # an HTTP/2 stream has no transport: reset it
+                (channel.transport or channel).abortConnection()
                 return
             self.remaining -= len(data)
             self.request.write(data)  # may call pauseProducing at once
-        if not self.remaining and not self.stopped:
+        if not self.remaining and not self.pieces and not self.stopped:
             self.stopped = True
             self.handle.close()
             self.request.unregisterProducer()
@@ -139,12 +154,16 @@ class SendfileWriter:
 
     The headers were written through the transport; what it has not sent yet is taken out
     of its buffer and sent first, so the bytes stay in order. Meanwhile the channel writes
-    nothing (it is busy with this request) and the transport keeps reading as usual."""
+    nothing (it is busy with this request) and the transport keeps reading as usual.
+    Literal pieces (multipart/byteranges part headers) are written between file ranges."""
 
-    def __init__(self, request: Any, transport: TCPServer, handle: Any, size: int) -> None:
+    def __init__(self, request: Any, transport: TCPServer, handle: Any,
+                 pieces: list[Piece]) -> None:
         self.request, self.transport, self.handle = request, transport, handle
-        self.remaining = size
+        self.pieces = deque(pieces)
         self.offset = 0
+        self.remaining = 0  # of the file range being sent
+        self.sent = 0  # body bytes, for the journal
         self.fd = -1
         # Twisted's private buffers (abstract.FileDescriptor): the unsent headers.
         self.pending = (bytes(transport.dataBuffer[transport.offset:])
@@ -167,16 +186,26 @@ class SendfileWriter:
 
     def doWrite(self) -> None:
         try:
-            while self.pending:
-                sent = os.write(self.fd, self.pending)
-                self.pending = self.pending[sent:]
-            while self.remaining:
-                sent = os.sendfile(self.fd, self.handle.fileno(), self.offset,
-                                   min(self.remaining, SENDFILE_MAX))
-                if sent == 0:  # the file shrank: the promised length cannot be kept
-                    raise EOFError("file shorter than its Content-Length")
-                self.offset += sent
-                self.remaining -= sent
+            while True:
+                while self.pending:
+                    sent = os.write(self.fd, self.pending)
+                    self.pending = self.pending[sent:]
+                while self.remaining:
+                    sent = os.sendfile(self.fd, self.handle.fileno(), self.offset,
+                                       min(self.remaining, SENDFILE_MAX))
+                    if sent == 0:  # the file shrank: the promised length cannot be kept
+                        raise EOFError("file shorter than its Content-Length")
+                    self.offset += sent
+                    self.remaining -= sent
+                    self.sent += sent
+                if not self.pieces:
+                    break
+                piece = self.pieces.popleft()
+                if isinstance(piece, bytes):
+                    self.pending = piece
+                    self.sent += len(piece)
+                else:
+                    self.offset, self.remaining = piece
         except BlockingIOError:
             return None
         except (OSError, EOFError):
@@ -196,7 +225,7 @@ class SendfileWriter:
         reactor.removeWriter(self)
         os.close(self.fd)
         self.handle.close()
-        self.request.sentLength += self.offset
+        self.request.sentLength += self.sent
         if not lost:
             self.request.finish()
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 
-from . import api, autoconfig, dashboard, exercises, portal, userweb
+from . import api, autoconfig, dashboard, exercises, http2, portal, userweb
 from .responses import Body
 from .site import LabSite, Router
 
@@ -43,9 +43,18 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=
 
 def make_service(lab: Lab) -> MultiService:
     lab.tls.ensure()  # the portal offers ca.crt even when only port 80 is open
+    if lab.settings("http").https:
+        http2.offer_h2(lab.tls.context())
     site = LabSite(lab, build_router(lab))
     parent = MultiService()
     for listener in lab.listeners("http"):
-        if listener.active:
+        if not listener.active:
+            continue
+        if listener.transport == "udp":
+            from .http3 import Http3Port  # aioquic only when HTTP/3 is on
+
+            lab.udp(listener, Http3Port(lab, site)).setServiceParent(parent)
+            site.alt_svc = b'h3=":%d"; ma=3600' % listener.port
+        else:
             lab.tcp(listener, site, busy=BUSY).setServiceParent(parent)
     return parent

@@ -88,7 +88,7 @@ class Root(resource.Resource):
 class LabSite(server.Site):
     # The channel itself, without Twisted's HTTP/2 switch in front (a proxy object that
     # costs a call per event; no ALPN is offered, so it would only ever pass through).
-    protocol = LabChannel
+    protocol: Callable[[], Any] = LabChannel
     requestFactory = LabRequest
 
     def __init__(self, lab: Lab, router: Router) -> None:
@@ -98,6 +98,7 @@ class LabSite(server.Site):
         self.settings = lab.settings("http")
         self.router = router
         self.displayTracebacks = False
+        self.alt_svc = b""  # the Alt-Svc every answer carries (HTTP/3's port), if any
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

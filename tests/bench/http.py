@@ -3,9 +3,12 @@
     python3 -m tests.bench.http [--seconds 5] [--big-mb 100] [--stall-only]
 
 1. A small static page (the same file for all three), wrk with 20 connections: requests/s.
-   Target: protolab >= 1.5x twist web.
-2. A big file over one connection with curl: bytes/s. Target: protolab >= 0.8x nginx.
-3. The reactor's worst stall: a probe fetching a small page in a loop on its own
+   Target: protolab >= 1.5x twist web, >= 0.35x nginx.
+2. The same page over HTTP/2 in cleartext (h2c, prior knowledge), h2load with 20
+   connections of 10 concurrent streams each: requests/s, protolab against nginx (twist
+   web speaks HTTP/2 only over TLS). Target: protolab >= 0.3x nginx.
+3. A big file over one connection with curl: bytes/s. Target: protolab >= 0.8x nginx.
+4. The reactor's worst stall: a probe fetching a small page in a loop on its own
    connection while another client lists a directory of --listing files in /~alice/
    (protolab only). Target: a few tens of milliseconds.
 
@@ -58,6 +61,18 @@ def wrk(url: str, seconds: int) -> float:
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match or "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk {url}:\n{out}")
+    return float(match.group(1))
+
+
+def h2load(url: str, seconds: int) -> float:
+    out = subprocess.run(["h2load", "-c20", "-m10", "-t2", f"-D{seconds}", url],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    match = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    failed = re.search(r"(\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not match or not failed or failed.groups() != ("0", "0") or not codes or \
+            any(n != "0" for n in codes.groups()[1:]):
+        raise RuntimeError(f"h2load {url}:\n{out}")
     return float(match.group(1))
 
 
@@ -161,8 +176,9 @@ def start_twist(site: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def start_nginx(site: Path, work: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_nginx(site: Path, work: Path) -> tuple[subprocess.Popen, int, int]:
+    """nginx on two ports: HTTP/1.1, and h2c (prior knowledge) for h2load."""
+    port, h2_port = free_port(), free_port()
     conf = work / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -181,13 +197,14 @@ http {{
     uwsgi_temp_path {work}/nginx-uwsgi;
     scgi_temp_path {work}/nginx-scgi;
     types {{ text/html html; application/octet-stream bin; }}
-    server {{ listen 127.0.0.1:{port}; root {site}; }}
+    server {{ listen 127.0.0.1:{port}; listen 127.0.0.1:{h2_port} http2; root {site}; }}
 }}
 """)
     process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    return process, port
+    wait_port(h2_port)
+    return process, port, h2_port
 
 
 def main() -> int:
@@ -209,7 +226,7 @@ def main() -> int:
             lab.wait(10)
             shutil.rmtree(work, ignore_errors=True)
         return 0
-    for tool in ("wrk", "curl", "nginx", "twist"):
+    for tool in ("wrk", "h2load", "curl", "nginx", "twist"):
         if shutil.which(tool) is None:
             print(f"needs {tool}", file=sys.stderr)
             return 2
@@ -231,7 +248,7 @@ def main() -> int:
             os.link(site / name, public_html / name)  # the very same files
         twist, twist_port = start_twist(site)
         processes.append(twist)
-        nginx, nginx_port = start_nginx(site, work)
+        nginx, nginx_port, nginx_h2_port = start_nginx(site, work)
         processes.append(nginx)
         urls = {"protolab": f"http://127.0.0.1:{lab_port}/~alice/",
                 "twist web": f"http://127.0.0.1:{twist_port}/",
@@ -244,7 +261,17 @@ def main() -> int:
             rps[name] = wrk(base + "small.html", args.seconds)
             print(f"  {name:<10} {rps[name]:>10.0f} requests/s")
         print(f"  protolab / twist web = {rps['protolab'] / rps['twist web']:.2f}x (target >= 1.5)")
-        print(f"  protolab / nginx     = {rps['protolab'] / rps['nginx']:.2f}x")
+        print(f"  protolab / nginx     = {rps['protolab'] / rps['nginx']:.2f}x (target >= 0.35)")
+        print(f"\nsmall page over HTTP/2 (h2c), h2load -c20 -m10 -D{args.seconds}:")
+        h2_urls = {"protolab": urls["protolab"],
+                   "nginx": f"http://127.0.0.1:{nginx_h2_port}/"}
+        h2_rps = {}
+        for name, base in h2_urls.items():
+            h2load(base + "small.html", 1)
+            h2_rps[name] = h2load(base + "small.html", args.seconds)
+            print(f"  {name:<10} {h2_rps[name]:>10.0f} requests/s")
+        print(f"  protolab / nginx     = {h2_rps['protolab'] / h2_rps['nginx']:.2f}x "
+              "(target >= 0.3)")
         print(f"\nbig file ({args.big_mb} MB), one connection, curl, median of {args.runs}:")
         bps = {}
         for name, base in urls.items():

@@ -13,7 +13,6 @@ import pytest
 
 from services import registry
 from services.store import Store
-
 from tests.http.test_server import curl, running_web, status_of
 
 MESSAGE = (b"From: Carol <carol@lab.test>\r\nTo: alice@lab.test\r\n"
@@ -74,7 +73,7 @@ def test_openapi_document_matches_the_served_routes(web):
         concrete = path
         for parameter in op["parameters"]:
             if parameter["in"] == "path":
-                concrete = concrete.replace("{%s}" % parameter["name"], str(parameter["example"]))
+                concrete = concrete.replace(f"{{{parameter['name']}}}", str(parameter["example"]))
         status, headers, payload = call(web, "GET", "/api/v1" + concrete.rstrip("/") or "/")
         expected = next(iter(op["responses"]))
         assert str(status) == expected, (path, status, payload[:200])
@@ -83,7 +82,7 @@ def test_openapi_document_matches_the_served_routes(web):
         if op.get("x-access") != "public":  # documented as protected: refused without a login
             assert call(web, "GET", "/api/v1" + concrete, auth=None)[0] == 401, path
     # The other methods exist where documented and nowhere else.
-    for method, path, op in operations:
+    for _, path, _ in operations:
         allowed = {m.upper() for m in document["paths"][path]}
         concrete = path.replace("{user}", "nobody").replace("{mailbox}", "INBOX").replace(
             "{uid}", "99")
@@ -147,7 +146,7 @@ def test_services_records_leases_and_journal(web):
     assert [s["name"] for s in services] == list(registry.names())
     mine = next(s for s in services if s["name"] == "http")
     assert mine["running"] and mine["host"] == "www.lab.test"
-    assert {l["port"] for l in mine["listeners"]} == {web.port("http", "http"),
+    assert {x["port"] for x in mine["listeners"]} == {web.port("http", "http"),
                                                        web.port("http", "https")}
     others = [s for s in services if s["name"] != "http"]
     assert not any(s["running"] for s in others)  # only http is served in this lab

@@ -29,7 +29,7 @@ def test_capture_of_curl_sessions_dissects_cleanly(lab, capture, tmp_path):
     curl("-u", "alice:alice", base + "/lab/http/protected/")
     curl("-F", "file=@" + str(Path(__file__)), base + "/lab/http/upload")
     assert status_of(curl("-i", "-H", 'If-None-Match: "x"', page).stdout) == [200]
-    curl("--cacert", str(server.data / "tls" / "ca.crt"),
+    curl("--http1.1", "--cacert", str(server.data / "tls" / "ca.crt"),  # (h2: test_http2.py)
          f"https://localhost:{tls_port}/lab/http/basic.html")
     requests = running.read("http.request && !(http.request.uri contains \"warm-up\")",
                             "http.request.method", "http.request.uri", keylog=keylog,

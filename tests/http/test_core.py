@@ -35,7 +35,7 @@ def run(body: bytes, cuts: list[int], boundary: str = BOUNDARY) -> list[tuple[st
     parser = MultipartParser(boundary)
     events = []
     start = 0
-    for cut in sorted(set(c % (len(body) + 1) for c in cuts)) + [len(body)]:
+    for cut in [*sorted({c % (len(body) + 1) for c in cuts}), len(body)]:
         events += parser.feed(body[start:cut])
         start = cut
     parser.close()

@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 from services.http.channel import framing_error
-
 from tests.conftest import need
 from tests.http.test_server import running_web, status_of
 

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.http.test_server import running_web, status_of
 from tests.http.test_framing import half_closed
 from tests.http.test_resources import fds, rss_kib, settled_fds
+from tests.http.test_server import running_web, status_of
 
 EXAMPLES = int(os.environ.get("PROTOLAB_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,

@@ -12,7 +12,6 @@ import os
 import pytest
 
 from services.store import Store
-
 from tests.http.test_server import raw, running_web
 
 SECRETS = (b"BOB-PRIVATE", b"BOB-MAIL", b"PRIVATE KEY", b"pbkdf2_sha256", b'"session"')

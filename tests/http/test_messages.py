@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.http.headers import raw_headers, summary
-
-from tests.http.test_server import curl, status_of
 from tests.http.test_api import as_json, call
+from tests.http.test_server import curl, status_of
 
 PARENS = b"(" * 5000  # made email's header parser recurse past the interpreter's limit
 NASTY = [
@@ -72,7 +71,7 @@ def test_delivered_over_smtp_then_listed_over_the_api(lab):
     assert status == 200 and len(listing) == len(NASTY) + 1
     assert listing[0]["headers"] == {"from": "Carol <carol@lab.test>", "subject": "fine"}
     assert listing[1]["headers"]["from"] == PARENS.decode()  # the raw header text
-    for item, sent in zip(listing[1:], NASTY):
+    for item, sent in zip(listing[1:], NASTY, strict=True):
         status, one = as_json(server, "GET", f"{path}/{item['uid']}", auth=("alice", "alice"))
         assert status == 200 and one["headers"] == item["headers"]
         status, _, data = call(server, "GET", f"{path}/{item['uid']}/raw", auth=("alice", "alice"))

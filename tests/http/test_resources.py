@@ -14,7 +14,6 @@ import time
 import pytest
 
 from services.http.userweb import MAX_LISTED
-
 from tests.http.test_server import raw, running_web, status_of
 
 IDLE = 2  # seconds, [http] idle_timeout for these tests

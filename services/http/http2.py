@@ -1,0 +1,313 @@
+"""HTTP/2 on the same site: over TLS when ALPN picks h2 (port 443), and in cleartext (h2c)
+on port 80 with prior knowledge (the client's first bytes are the connection preface) or
+with "Upgrade: h2c" on a GET or HEAD (RFC 7540 3.2; curl --http2 does this).
+
+Twisted's H2Connection (through the h2 library) does the framing, flow control and
+priorities. A connection always starts as a LabChannel (journal session, limits, the
+fast path for HTTP/1.1); when it turns out to be HTTP/2 the channel hands its transport
+to a LabH2Connection, which keeps the channel's journal session (so the session's entries
+are the same, request lines saying HTTP/2), and ends through the channel's connectionLost
+(which closes the session and lets the lab's connection limits count it out).
+
+Twisted builds plain H2Streams, which lack what LabRequest expects of its channel (the
+journal session, the settings, refusals), so _requestReceived is Twisted's with LabStream
+in their place.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import h2.errors
+import h2.events
+import priority
+from h2.exceptions import H2Error
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection, H2Stream
+from twisted.web.server import version as server_version
+
+from . import fast
+from .responses import assemble
+
+if TYPE_CHECKING:
+    from .channel import LabChannel
+
+PREFACE_LINE = b"PRI * HTTP/2.0\r\n"  # the connection preface's first line (RFC 9113 3.4)
+ALPN = (b"h2", b"http/1.1")  # the server's order of preference
+# Request headers that belong to the HTTP/1.1 connection and may not go into HTTP/2.
+CONNECTION_HEADERS = {b"connection", b"upgrade", b"http2-settings", b"keep-alive",
+                      b"proxy-connection", b"transfer-encoding", b"host", b"te"}
+
+
+def select_alpn(connection: Any, offered: list[bytes]) -> Any:  # bytes or pyOpenSSL's marker
+    """h2 if the client offers it, else http/1.1; a client offering neither (the lab's
+    other TLS services share this context: IMAPS, SMTPS...) gets no ALPN answer."""
+    for protocol in ALPN:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def offer_h2(context: SSL.Context) -> None:
+    context.set_alpn_select_callback(select_alpn)
+
+
+class LabStream(H2Stream):
+    """A stream with what LabRequest asks of its channel: the connection's journal session
+    and settings, and refuse() (413 for a body over the limit, 401/403 for a PUT that waits
+    for 100-continue), answered on this stream alone."""
+
+    def __init__(self, stream_id: int, connection: LabH2Connection, *args: Any) -> None:
+        self.session = connection.session
+        self.settings = connection.settings
+        self.refused = False
+        self.registered = False  # in connection.streams (refusals during __init__ wait)
+        self.pending: tuple[int, str, dict[bytes, bytes]] | None = None
+        super().__init__(stream_id, connection, *args)
+
+    @property
+    def _command(self) -> bytes:
+        return self.command or b"?"
+
+    @property
+    def _path(self) -> bytes:
+        return self.path or b"?"
+
+    def requestComplete(self) -> None:
+        if not self.refused:
+            super().requestComplete()
+
+    def _send100Continue(self) -> None:
+        # Twisted sends it after gotLength, even when the request was refused there.
+        if not self.refused:
+            super()._send100Continue()
+
+    def refuse(self, status: int, why: str, headers: dict[bytes, bytes] | None = None) -> None:
+        if self.refused:
+            return
+        self.refused = True
+        if not self.registered:
+            self.pending = (status, why, headers or {})
+            return
+        self.session.command(f"{self._command.decode('latin-1')} "
+                             f"{self._path.decode('latin-1')[:200]} HTTP/2")
+        self.session.reply(f"{status} {why}")
+        body = f"{status}: {why}\n".encode()
+        fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"%d" % len(body)),
+                  *((name.lower(), value) for name, value in (headers or {}).items())]
+        conn = self._conn
+        try:
+            conn.conn.send_headers(self.streamID, fields)
+            conn.conn.send_data(self.streamID, body, end_stream=True)
+            # The answer is whole; the client may stop sending the body (RFC 9113 8.1).
+            conn.conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
+        except H2Error:
+            pass  # the client reset the stream first, or its window is shut: nothing to say
+        if conn._tryToWriteControlData():
+            self.connectionLost(Failure(ConnectionLost("refused")))
+            conn._requestDone(self.streamID)
+
+
+class LabH2Connection(H2Connection):
+    site: Any  # the LabSite (Twisted's attribute, declared None there)
+
+    def __init__(self, channel: LabChannel,
+                 upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None) -> None:
+        super().__init__()
+        self.channel = channel
+        self.session = channel.session
+        self.settings = channel.settings
+        self.site = channel.site
+        self.factory = channel.factory
+        self.requestFactory = channel.requestFactory
+        self.timeOut = channel.timeOut
+        self.upgrade = upgrade
+        self.upgraded_request: list[tuple[bytes, bytes]] | None = None  # stream 1's
+        self.ended = False
+
+    def connectionMade(self) -> None:
+        if self.upgrade is None:
+            super().connectionMade()
+            return
+        # h2c by Upgrade: the client's HTTP2-Settings stand for its first SETTINGS frame,
+        # and its request is stream 1, already complete (RFC 7540 3.2).
+        settings, headers = self.upgrade
+        transport: Any = self.transport  # (zope interfaces confuse mypy)
+        self.setTimeout(self.timeOut)
+        try:
+            self.conn.initiate_upgrade_connection(settings)
+        except (H2Error, ValueError):  # HTTP2-Settings not base64url SETTINGS
+            self.conn.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            transport.write(self.conn.data_to_send())
+            transport.loseConnection()
+            return
+        transport.write(self.conn.data_to_send())
+        # Answered once the client's preface has come: it sends that only after reading
+        # the 101, and an answer in the same burst as the 101 overflows curl's buffer
+        # ("connection buffer size is too small ... following HTTP Upgrade", curl 7.88).
+        self.upgraded_request = headers
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.upgraded_request is not None and not self.ended:
+            headers, self.upgraded_request = self.upgraded_request, None
+            ended = h2.events.StreamEnded(stream_id=1)
+            self._requestReceived(h2.events.RequestReceived(stream_id=1, headers=headers,
+                                                            stream_ended=ended))
+            self._requestEnded(ended)
+            self._tryToWriteControlData()
+
+    def connectionLost(self, reason: Any = None, *args: Any, **options: Any) -> None:
+        super().connectionLost(reason, *args, **options)  # (Twisted's own _cancelTimeouts)
+        # Twisted calls this twice when the client says GOAWAY (once itself, once from the
+        # transport); the channel's (the session's close, the limits' count) goes once.
+        if not self.ended:
+            self.ended = True
+            self.channel.connectionLost(reason)
+
+    # A stream refused (and reset) while its frames were being read: h2 still reports the
+    # rest of that read's events for it, which Twisted would look up and not find.
+    def _requestDataReceived(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
+
+    def _requestReceived(self, event: Any) -> None:
+        if event.stream_ended is not None and self.answer_fast(event.stream_id, event.headers):
+            return  # (the StreamEnded that follows is for a stream Twisted never knew)
+        # Twisted's, building a LabStream (see the module's docstring).
+        stream = LabStream(event.stream_id, self, event.headers, self.requestFactory,
+                           self.site, self.factory)
+        self.streams[event.stream_id] = stream
+        self._streamCleanupCallbacks[event.stream_id] = Deferred()
+        self._outboundStreamQueues[event.stream_id] = deque()
+        try:
+            self.priority.insert_stream(event.stream_id)
+        except priority.DuplicateStreamError:  # a PRIORITY frame came before the HEADERS
+            pass
+        else:
+            self.priority.block(event.stream_id)
+        stream.registered = True
+        if stream.pending is not None:
+            stream.refused = False
+            stream.refuse(*stream.pending)
+
+    def answer_fast(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        """HTTP/1.1's fast path (fast.py) for a stream: a bodiless GET or HEAD of a page
+        in memory, answered at once with HEADERS and DATA frames, without a Request, a
+        stream object or Twisted's per-frame scheduling (one reactor turn per frame:
+        about 0.01x nginx's requests/s with it). Declines - the ordinary way answers -
+        when anything is unusual, when the answer does not fit the stream's flow-control
+        window, or while the client is not reading (Twisted's own buffer then decides)."""
+        if self._consumerBlocked is not None or self._bufferedControlFrames:
+            return False
+        method = target = None
+        fields: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                target = value
+            elif name.startswith(b":"):
+                continue
+            elif name in fast.DECLINE or name in fields:
+                return False
+            else:
+                fields[name] = value
+        if method not in (b"GET", b"HEAD") or target is None or not fast.TARGET.match(target):
+            return False
+        path = target.partition(b"?")[0]
+        body = self.site.fast_body(path)
+        if body is None:
+            return False
+        answer, data = body.answer(fast.Head(method, target, path, b"HTTP/2", fields))
+        payload = assemble(answer.pieces, data) if answer.length is not None and \
+            method == b"GET" else b""
+        if len(payload) > self.conn.local_flow_control_window(stream_id):
+            return False
+        response = [(b":status", b"%d" % answer.status), (b"server", server_version),
+                    (b"date", fast.http_date())]
+        if self.site.alt_svc:
+            response.append((b"alt-svc", self.site.alt_svc))
+        response += [(name.lower(), value) for name, value in answer.headers]
+        if answer.length is not None:
+            response.append((b"content-length", b"%d" % answer.length))
+        self.session.command(f"{method.decode()} {target.decode()} HTTP/2")
+        self.conn.send_headers(stream_id, response, end_stream=not payload)
+        size = self.conn.max_outbound_frame_size
+        for start in range(0, len(payload), size):
+            self.conn.send_data(stream_id, payload[start:start + size],
+                                end_stream=start + size >= len(payload))
+        self.session.reply(f"{answer.status} {len(payload)} bytes")
+        return True
+
+
+def upgrade_headers(request: Any) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 form of an HTTP/1.1 request's head, for stream 1 of an upgrade."""
+    scheme = b"https" if request.isSecure() else b"http"
+    host = request.requestHeaders.getRawHeaders(b"Host", [b""])[0]
+    fields = [(b":method", request.method), (b":scheme", scheme), (b":authority", host),
+              (b":path", request.uri)]
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        name = name.lower()
+        if name not in CONNECTION_HEADERS:
+            fields += [(name, value) for value in values]
+    return fields
+
+
+def wants_h2c(request: Any) -> bytes | None:
+    """The HTTP2-Settings of a request asking to upgrade to h2c, or None. Only a GET or
+    HEAD (no body to carry over) in HTTP/1.1 over cleartext, with the header fields RFC
+    7540 3.2 requires; anything else is answered in HTTP/1.1, as if Upgrade were absent."""
+    if request.clientproto != b"HTTP/1.1" or request.method not in (b"GET", b"HEAD"):
+        return None
+    if request.isSecure():
+        return None
+    headers = request.requestHeaders
+    upgrade = b",".join(headers.getRawHeaders(b"Upgrade", []))
+    connection = b",".join(headers.getRawHeaders(b"Connection", []))
+    settings = headers.getRawHeaders(b"HTTP2-Settings", [])
+    if b"h2c" not in {token.strip().lower() for token in upgrade.split(b",")}:
+        return None
+    tokens = {token.strip().lower() for token in connection.split(b",")}
+    if b"upgrade" not in tokens or b"http2-settings" not in tokens or len(settings) != 1:
+        return None
+    return settings[0].strip()
+
+
+def take_over(channel: LabChannel, data: bytes = b"",
+              upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None) -> None:
+    """Hand `channel`'s transport to a new LabH2Connection (as Twisted's own ALPN switch in
+    _GenericHTTPChannelProtocol does, without a proxy in front of every connection), then
+    give it the bytes that arrived."""
+    connection = LabH2Connection(channel, upgrade)
+    transport: Any = channel.transport
+    channel.setTimeout(None)
+    producer = channel._networkProducer
+    producer.unregisterProducer()
+    if getattr(transport, "wrappedProtocol", None) is channel:  # TLS: the wrapper delivers
+        transport.wrappedProtocol = connection
+    else:  # TCP: the transport itself
+        transport.protocol = connection
+    channel.session.event("protocol", "h2" if channel.isSecure() else "h2c")
+    connection.makeConnection(transport)
+    producer.registerProducer(connection, True)
+    if data:
+        connection.dataReceived(data)
+
+
+def upgrade(channel: LabChannel, request: Any, settings: bytes) -> None:
+    """101 to h2c; the request goes on as stream 1 of the new connection."""
+    transport: Any = channel.transport
+    transport.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    channel.session.reply("101 Switching Protocols")
+    take_over(channel, upgrade=(settings, upgrade_headers(request)))

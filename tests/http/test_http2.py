@@ -1,0 +1,207 @@
+"""HTTP/2 with real clients: curl --http2 (ALPN h2 on the TLS port, Upgrade: h2c on the
+cleartext one), curl --http2-prior-knowledge, nghttp and h2load (many streams on one
+connection); the same site (ranges, codings, uploads, limits) and the same journal; tshark
+decrypts the h2 session from the lab's key log and dissects it without errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import need
+from tests.http.test_ranges import headers_of, parse_byteranges
+from tests.http.test_server import curl, running_web, url
+
+UPLOAD_LIMIT = 200_000
+
+
+@pytest.fixture(scope="module")
+def keylog(tmp_path_factory):
+    return tmp_path_factory.mktemp("h2keys") / "keys.log"
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory, keylog):
+    config = f'[tls]\nkeylog = "{keylog}"\n[http]\nupload_limit = {UPLOAD_LIMIT}\n'
+    with running_web(tmp_path_factory, "h2", config) as server:
+        curl(url(server, "/~alice/"))  # the web space exists once alice is known
+        (server.data / "homes" / "alice" / "public_html" / "big.bin").write_bytes(
+            os.urandom(3 * 1024 * 1024 + 5))
+        yield server
+
+
+def tls(web) -> tuple[str, ...]:
+    return ("--cacert", str(web.data / "tls" / "ca.crt"))
+
+
+MODES = {
+    "alpn": lambda web, path: ("--http2", *tls(web), url(web, path, tls=True)),
+    "prior-knowledge": lambda web, path: ("--http2-prior-knowledge", url(web, path)),
+    "upgrade": lambda web, path: ("--http2", url(web, path)),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_curl_speaks_http2_in_each_way(web, mode):
+    result = curl("-i", "-w", "\nversion=%{http_version}", *MODES[mode](web, "/lab/http/basic.html"))
+    assert result.stdout.endswith(b"version=2")
+    if mode == "upgrade":
+        assert result.stdout.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert re.search(rb"^HTTP/2 200", result.stdout, re.M)
+    assert b"<h1>A small page</h1>" in result.stdout
+
+
+def test_http2_serves_the_same_site(web):
+    for path in ("/", "/lab/http/long.html", "/ca.crt", "/lab/http/img/local.png"):
+        over_h1 = curl(url(web, path)).stdout
+        over_h2 = curl(*MODES["alpn"](web, path)).stdout
+        if path != "/":  # the portal says what it was asked over
+            assert over_h2 == over_h1, path
+    missing = curl("-i", *MODES["prior-knowledge"](web, "/nothing-here")).stdout
+    assert re.match(rb"HTTP/2 404", missing)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ranges_and_codings_over_http2(web, mode):
+    whole = curl(url(web, "/~alice/big.bin")).stdout
+    single = curl("-r", "1000-1999", *MODES[mode](web, "/~alice/big.bin")).stdout
+    assert single == whole[1000:2000]
+    answer = curl("-i", "-r", "0-9,-10", *MODES[mode](web, "/~alice/big.bin")).stdout
+    body = answer.split(b"\r\n\r\n", 2 if mode == "upgrade" else 1)[-1]  # after 101's head too
+    head = headers_of(answer)
+    assert parse_byteranges(head["content-type"], body) == [
+        (f"bytes 0-9/{len(whole)}", whole[:10]),
+        (f"bytes {len(whole) - 10}-{len(whole) - 1}/{len(whole)}", whole[-10:])]
+    packed = headers_of(curl("-i", "--compressed", *MODES[mode](web, "/lab/http/text.html")).stdout)
+    assert packed["content-encoding"] == "br" and packed["vary"] == "Accept-Encoding"
+    full = curl(*MODES[mode](web, "/~alice/big.bin")).stdout  # flow control, many windows
+    assert hashlib.sha256(full).digest() == hashlib.sha256(whole).digest()
+
+
+def test_uploads_auth_and_limits_over_http2(web, tmp_path):
+    source = tmp_path / "page.html"
+    source.write_bytes(b"<p>sent over HTTP/2</p>\n")
+    created = curl("-i", "-u", "alice:alice", "-T", str(source),
+                   *MODES["alpn"](web, "/~alice/h2.html")).stdout
+    assert status_of_h2(created) == [201]
+    assert curl(*MODES["prior-knowledge"](web, "/~alice/h2.html")).stdout == source.read_bytes()
+    refused = curl("-i", "-u", "bob:bob", "-T", str(source),
+                   *MODES["alpn"](web, "/~alice/h2.html")).stdout
+    assert status_of_h2(refused) == [403]
+    # Refused from its headers alone (it waits for 100 Continue): before its stream is set up.
+    early = curl("-i", "-u", "bob:bob", "-H", "Expect: 100-continue", "-T", str(source),
+                 *MODES["prior-knowledge"](web, "/~alice/h2.html")).stdout
+    assert status_of_h2(early) == [403], early
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(UPLOAD_LIMIT + 1))
+    for mode in ("alpn", "prior-knowledge"):
+        over = curl("-i", "--data-binary", f"@{big}",
+                    *MODES[mode](web, "/lab/http/upload"), check=False).stdout
+        assert status_of_h2(over) == [413], over[:300]
+        # The connection is still good for other streams: the refusal ended one stream.
+        after = curl("-i", *MODES[mode](web, "/lab/http/basic.html"), "-H", "X-After: 1").stdout
+        assert status_of_h2(after) == [200]
+    small = curl("--data-binary", f"@{source}", *MODES["alpn"](web, "/lab/http/upload")).stdout
+    assert hashlib.sha256(source.read_bytes()).hexdigest().encode() in small
+
+
+def status_of_h2(output: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"^HTTP/2 (\d{3})", output, re.M)]
+
+
+def test_journal_says_http2(web):
+    curl(*MODES["prior-knowledge"](web, "/lab/http/basic.html?journal-h2"))
+    journal = web.journal_until("http", "basic.html?journal-h2 HTTP/2")
+    assert "C: GET /lab/http/basic.html?journal-h2 HTTP/2" in journal
+    curl(*MODES["upgrade"](web, "/lab/http/basic.html?journal-upgrade"))
+    journal = web.journal_until("http", "journal-upgrade HTTP/2")
+    lines = [line for line in journal.splitlines() if "journal-upgrade" in line
+             or "101 Switching" in line or "protocol h2c" in line]
+    assert any("journal-upgrade HTTP/1.1" in line for line in lines)
+    assert any("S: 101 Switching Protocols" in line for line in lines)
+    assert any("journal-upgrade HTTP/2" in line for line in lines)
+
+
+def test_nghttp_and_h2load_multiplex_many_streams(web):
+    need("nghttp", "h2load")
+    port = web.port("http", "https")
+    result = subprocess.run(
+        ["nghttp", "-ns", "-m", "20", f"https://localhost:{port}/lab/http/long.html"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("/lab/http/long.html") >= 20  # one line per stream
+    load = subprocess.run(
+        ["h2load", "-n", "400", "-c", "4", "-m", "10",
+         f"http://127.0.0.1:{web.port('http', 'http')}/lab/http/basic.html"],
+        capture_output=True, text=True, timeout=120)
+    assert load.returncode == 0, load.stderr
+    assert re.search(r"requests: 400 total, 400 started, 400 done, 400 succeeded", load.stdout), \
+        load.stdout
+    assert "status codes: 400 2xx" in load.stdout
+
+
+def test_tshark_decrypts_the_h2_session(web, keylog, capture):
+    port = web.port("http", "https")
+    cap = capture(f"tcp port {port}")
+    curl("--compressed", *MODES["alpn"](web, "/lab/http/text.html"))
+    curl("-r", "0-9", *MODES["alpn"](web, "/lab/http/long.html"))
+    paths = cap.read("http2.type == 1", "http2.headers.path", keylog=keylog,
+                     decode_as=(f"tcp.port=={port},tls",))
+    assert "/lab/http/text.html" in paths and "/lab/http/long.html" in paths, paths
+    statuses = cap.read("http2.headers.status", "http2.headers.status", keylog=keylog,
+                        decode_as=(f"tcp.port=={port},tls",))
+    assert "200" in statuses and "206" in statuses, statuses
+    assert not cap.problems(keylog=keylog, decode_as=(f"tcp.port=={port},tls",))
+
+
+def test_broken_frames_end_one_connection_only(web):
+    """A client that sends the preface and then garbage gets a GOAWAY and the close; the
+    server goes on serving (the module's fixture checks its stderr for tracebacks)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", web.port("http", "http")), timeout=10) as s:
+        # The preface, then a DATA frame on stream 0 where SETTINGS must come: an error.
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    # The server's SETTINGS, then a GOAWAY (frame type 7) with PROTOCOL_ERROR (1).
+    goaway = received.find(b"\x07\x00\x00\x00\x00\x00")
+    assert goaway > 0 and received[goaway + 10:goaway + 14] == b"\x00\x00\x00\x01", received
+    assert status_of_h2(curl("-i", *MODES["prior-knowledge"](web, "/lab/http/basic.html")).stdout) == [200]
+
+
+def test_tshark_dissects_h2c(web, capture):
+    port = web.port("http", "http")
+    cap = capture(f"tcp port {port}")
+    curl(*MODES["prior-knowledge"](web, "/lab/http/basic.html"))
+    curl(*MODES["upgrade"](web, "/lab/http/long.html"))
+    paths = cap.read("http2.type == 1", "http2.headers.path",
+                     decode_as=(f"tcp.port=={port},http2",))
+    assert "/lab/http/basic.html" in paths, paths
+    assert not cap.problems(decode_as=(f"tcp.port=={port},http2",))
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (tests/run "
+                    "installs it)")
+def test_headless_chromium_loads_the_portal_over_h2(web, tmp_path):
+    port = web.port("http", "https")
+    profile = tmp_path / "profile"
+    # --ignore-certificate-errors: a fresh profile does not trust the lab CA, and importing
+    # it takes NSS tools; what is judged here is the protocol Chromium picks by ALPN.
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--ignore-certificate-errors", "--dump-dom",
+         f"https://localhost:{port}/?chromium"],
+        capture_output=True, text=True, timeout=120)
+    assert "protolab" in result.stdout, result.stderr[-2000:]
+    journal = web.journal_until("http", "GET /?chromium HTTP/2")
+    assert "C: GET /?chromium HTTP/2" in journal
