@@ -1,9 +1,10 @@
-"""Answers to queries, packed once per (name, type) and patched per query (sans-IO).
+"""Answers to queries (sans-IO): what records an answer holds, and the per-query path.
 
 `Engine.respond(data, tcp, peer)` takes a datagram or a TCP message and says what to send:
-the reply messages, or that the query goes to a forwarder, or nothing (dropped). Bodies are
-packed with dnslib the first time a (name, type, class) is asked and kept until the zone
-changes, so a repeated query costs a dict lookup and a header: that is the speed target.
+the reply messages, or that the query goes to a forwarder, or nothing (dropped). `resolve()`
+says which records answer a name and type; `set_zone` has packed.py pack all of those
+answers when the zone is built, so a query costs a parse, a few dict lookups and a header,
+whether or not the name exists. Whole UDP replies are also kept by query bytes (bounded).
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dnslib import QTYPE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import QTYPE, RR, DNSLabel
 
-from . import wire
+from . import packed, wire
+from .packed import Body, Sections
 from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
-from .zone import Zone
+from .zone import Name, Zone
 
 ANY, AXFR, IXFR = 255, 252, 251
 CLASS_IN, CLASS_ANY = 1, 255
-CACHE_LIMIT = 50_000  # distinct (name, type) bodies kept; a random-name flood just resets it
+CACHE_LIMIT = 50_000  # whole UDP replies kept; a random-name flood just resets them
 AXFR_CHUNK = 64  # records per AXFR message
 GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
-
-Body = tuple[int, bool, tuple[int, int, int], bytes]  # rcode, aa, counts, packed sections
 
 
 @dataclass
@@ -56,19 +56,19 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
                  axfr_allowed: Callable[[str], bool] = lambda peer: True) -> None:
-        self.zone = zone
         self.forwarding = forwarding
         self.axfr = axfr
         self.axfr_allowed = axfr_allowed
-        self._cache: dict[tuple[tuple[bytes, ...], int], Body | None] = {}
+        self.set_zone(zone)
+
+    def set_zone(self, zone: Zone) -> None:
+        """Packs every answer of `zone` (packed.py), and forgets the replies of the last."""
+        self.zone = zone
+        self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
+                                   lambda labels, qtype: resolve(zone, labels, qtype))
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
-
-    def set_zone(self, zone: Zone) -> None:
-        self.zone = zone
-        self._cache = {}
-        self.replies = {}
 
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
         """respond() for a datagram, through the cache of whole replies."""
@@ -103,89 +103,18 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         if query.qtype in (AXFR, IXFR):
             return self._transfer(query, tcp, peer)
-        key = (query.labels, query.qtype)
-        body = self._cache.get(key, False)
-        if body is False:
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache = {}
-            body = self._cache[key] = self.resolve(query.labels, query.qtype)
+        body = self.tables.body(query.labels, query.qtype)
         if body is None:  # not ours
             if self.forwarding:
                 return Outcome(query=query, forward=True)
             return self._bare(query, REFUSED, limit)
-        rcode, aa, counts, packed = body
-        return Outcome([wire.reply(query, rcode, aa, counts, packed, limit=limit)], query, rcode=rcode)
+        data = body.at(len(query.question) - 4)
+        return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, data, limit=limit)],
+                       query, rcode=body.rcode)
 
     def _bare(self, query: Query, rcode: int, limit: int) -> Outcome:
         return Outcome([wire.reply(query, rcode, False, (0, 0, 0), b"", limit=limit)], query,
                        rcode=rcode)
-
-    # -- building bodies ------------------------------------------------------------------
-
-    def resolve(self, labels: tuple[bytes, ...], qtype: int) -> Body | None:
-        """The packed answer for a name and type, or None when the name is not ours."""
-        zone = self.zone
-        apex = zone.apex_of(labels)
-        if apex is None:
-            return None
-        for i in range(len(labels) - len(apex)):  # below a delegation (the fake root/TLD)
-            cut = labels[i:]
-            if cut in zone.delegations:
-                ns = [rr for rr in zone.delegations[cut] if rr.rtype == QTYPE.NS]
-                glue = [rr for rr in zone.delegations[cut] if rr.rtype != QTYPE.NS]
-                return self._pack(labels, qtype, NOERROR, False, [], ns, glue)
-        by_type = zone.records.get(labels)
-        answer: list[RR] = []
-        if by_type is not None:
-            if qtype == ANY:
-                answer = [rr for rrs in by_type.values() for rr in rrs]
-            elif qtype in by_type:
-                answer = list(by_type[qtype])
-            elif QTYPE.CNAME in by_type:
-                answer = self._chase(by_type[QTYPE.CNAME], qtype)
-        if answer:
-            return self._pack(labels, qtype, NOERROR, True, answer, [], self._glue(answer))
-        soa = zone.apexes[apex]
-        negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
-        exists = by_type is not None or labels in zone.nonterminals
-        return self._pack(labels, qtype, NOERROR if exists else NXDOMAIN, True, [], [negative], [])
-
-    def _chase(self, cnames: list[RR], qtype: int) -> list[RR]:
-        """The CNAME and, when its target is ours, the target's records (a few links deep)."""
-        chain = list(cnames)
-        for _ in range(8):
-            target = tuple(label.lower() for label in chain[-1].rdata.label.label)
-            by_type = self.zone.records.get(target, {})
-            if qtype in by_type:
-                return chain + by_type[qtype]
-            if QTYPE.CNAME not in by_type or by_type[QTYPE.CNAME][0] in chain:
-                break
-            chain += by_type[QTYPE.CNAME]
-        return chain
-
-    def _glue(self, answer: list[RR]) -> list[RR]:
-        """Addresses of the hosts NS, MX and SRV answers name, when they are ours."""
-        extra = []
-        for rr in answer:
-            if rr.rtype in (QTYPE.NS, QTYPE.MX):
-                target = rr.rdata.label
-            elif rr.rtype == QTYPE.SRV:
-                target = rr.rdata.target
-            else:
-                continue
-            by_type = self.zone.records.get(tuple(l.lower() for l in target.label), {})
-            for rtype in GLUE_TYPES:
-                extra += [g for g in by_type.get(rtype, []) if g not in extra]
-        return extra
-
-    @staticmethod
-    def _pack(labels: tuple[bytes, ...], qtype: int, rcode: int, aa: bool, answer: list[RR],
-              authority: list[RR], additional: list[RR]) -> Body:
-        record = DNSRecord(DNSHeader(qr=1), q=DNSQuestion(DNSLabel(labels), qtype))
-        record.rr, record.auth, record.ar = answer, authority, additional
-        packed = record.pack()
-        question = sum(len(l) + 1 for l in labels) + 1 + 4
-        return rcode, aa, (len(answer), len(authority), len(additional)), packed[12 + question:]
 
     # -- zone transfers -------------------------------------------------------------------
 
@@ -200,10 +129,105 @@ class Engine:
         records = [soa, *self.zone.rrs(query.labels), soa]
         messages = []
         for start in range(0, len(records), AXFR_CHUNK):
-            chunk = records[start:start + AXFR_CHUNK]
-            _, _, counts, body = self._pack(query.labels, AXFR, NOERROR, True, chunk, [], [])
-            messages.append(wire.reply(query, NOERROR, True, counts, body))
+            body = Body(Sections(NOERROR, True, records[start:start + AXFR_CHUNK]),
+                        query.labels, len(query.labels))
+            messages.append(wire.reply(query, NOERROR, True, body.counts, body.data))
         return Outcome(messages, query)
+
+
+# -- what an answer holds ---------------------------------------------------------------------
+
+def names(zone: Zone) -> set[Name]:
+    """Every name that exists in `zone`: owners, empty non-terminals, apexes, cuts."""
+    return {*zone.records, *zone.nonterminals, *zone.apexes, *zone.delegations}
+
+
+def query_types(zone: Zone, owner: Name) -> set[int]:
+    """The query types that have an answer of their own at `owner`: its types, ANY, and
+    the types at the end of its CNAME chain. Every other type gets the same answer."""
+    by_type = zone.records.get(owner)
+    if by_type is None:
+        return set()
+    found = {*by_type, ANY}
+    for _ in range(8):
+        if QTYPE.CNAME not in by_type:
+            break
+        by_type = zone.records.get(packed.lower(by_type[QTYPE.CNAME][0].rdata.label.label), {})
+        found |= set(by_type)
+    return found
+
+
+def resolve(zone: Zone, labels: Name, qtype: int) -> Sections | None:
+    """The records answering a name and type, or None when the name is not ours."""
+    apex = zone.apex_of(labels)
+    if apex is None:
+        return None
+    for i in range(len(labels) - len(apex)):  # below a delegation (the fake root/TLD)
+        cut = labels[i:]
+        if cut in zone.delegations:
+            ns = [rr for rr in zone.delegations[cut] if rr.rtype == QTYPE.NS]
+            glue = [rr for rr in zone.delegations[cut] if rr.rtype != QTYPE.NS]
+            return Sections(NOERROR, False, [], ns, glue)
+    by_type = zone.records.get(labels)
+    exists = by_type is not None or labels in zone.nonterminals
+    wildcard = None
+    if not exists:  # RFC 4592: the wildcard child of the closest encloser, if there is one
+        wildcard = (b"*", *closest_encloser(zone, labels, apex))
+        by_type = zone.records.get(wildcard)
+    answer: list[RR] = []
+    if by_type is not None:
+        if qtype == ANY:
+            answer = [rr for rrs in by_type.values() for rr in rrs]
+        elif qtype in by_type:
+            answer = list(by_type[qtype])
+        elif QTYPE.CNAME in by_type:
+            answer = _chase(zone, by_type[QTYPE.CNAME], qtype)
+    if wildcard is not None:  # synthesised: the wildcard's records under the asked name
+        owner = DNSLabel(list(labels))
+        answer = [RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+                  if packed.lower(rr.rname.label) == wildcard else rr for rr in answer]
+    if answer:
+        return Sections(NOERROR, True, answer, [], _glue(zone, answer))
+    soa = zone.apexes[apex]
+    negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
+    found = exists or by_type is not None
+    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative], [])
+
+
+def closest_encloser(zone: Zone, labels: Name, apex: Name) -> Name:
+    for i in range(1, len(labels) - len(apex)):
+        if labels[i:] in zone.records or labels[i:] in zone.nonterminals:
+            return labels[i:]
+    return apex
+
+
+def _chase(zone: Zone, cnames: list[RR], qtype: int) -> list[RR]:
+    """The CNAME and, when its target is ours, the target's records (a few links deep)."""
+    chain = list(cnames)
+    for _ in range(8):
+        by_type = zone.records.get(packed.lower(chain[-1].rdata.label.label), {})
+        if qtype in by_type:
+            return chain + by_type[qtype]
+        if QTYPE.CNAME not in by_type or by_type[QTYPE.CNAME][0] in chain:
+            break
+        chain += by_type[QTYPE.CNAME]
+    return chain
+
+
+def _glue(zone: Zone, answer: list[RR]) -> list[RR]:
+    """Addresses of the hosts NS, MX and SRV answers name, when they are ours."""
+    extra = []
+    for rr in answer:
+        if rr.rtype in (QTYPE.NS, QTYPE.MX):
+            target = rr.rdata.label
+        elif rr.rtype == QTYPE.SRV:
+            target = rr.rdata.target
+        else:
+            continue
+        by_type = zone.records.get(packed.lower(target.label), {})
+        for rtype in GLUE_TYPES:
+            extra += [g for g in by_type.get(rtype, []) if g not in extra]
+    return extra
 
 
 def describe(query: Query | None, rcode: int) -> str:
