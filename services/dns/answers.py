@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from dnslib import QTYPE, RR, DNSLabel
 
 from . import packed, wire
+from .dnssec import Signed
 from .packed import Body, Sections
 from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
 from .zone import Name, Zone
 
-ANY, AXFR, IXFR = 255, 252, 251
+ANY, AXFR, IXFR, DS = 255, 252, 251, 43
 CLASS_IN, CLASS_ANY = 1, 255
 CACHE_LIMIT = 50_000  # whole UDP replies kept; a random-name flood just resets them
 AXFR_CHUNK = 64  # records per AXFR message
 GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     messages: list[bytes] = field(default_factory=list)
     query: Query | None = None
@@ -55,34 +56,70 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
 
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
-                 axfr_allowed: Callable[[str], bool] = lambda peer: True) -> None:
+                 axfr_allowed: Callable[[str], bool] = lambda peer: True,
+                 signed: Signed | None = None) -> None:
         self.forwarding = forwarding
         self.axfr = axfr
         self.axfr_allowed = axfr_allowed
-        self.set_zone(zone)
+        self.set_zone(zone, signed)
 
-    def set_zone(self, zone: Zone) -> None:
-        """Packs every answer of `zone` (packed.py), and forgets the replies of the last."""
-        self.zone = zone
+    def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
+        """Packs every answer of `zone` (packed.py), and forgets the replies of the last.
+        With `signed` (dnssec.py), queries with the DO bit get signatures and proofs."""
+        self.zone, self.signed = zone, signed
+        # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
+        self._proven: dict[tuple[Name, int], Body | None] = {}
         self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
                                    lambda labels, qtype: resolve(zone, labels, qtype))
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
+        # Names that do not exist, by shape: the query after the ID without its first
+        # label's bytes -> the reply around them (see quick()).
+        self.shapes: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self.existing = {packed.wire_name(owner) for owner in self.tables.names}
 
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
-        """respond() for a datagram, through the cache of whole replies."""
+        """respond() for a datagram, through the cache of whole replies (names that exist)
+        or of reply shapes (names that do not: a random-name flood fills no cache)."""
         hit = self.replies.get(data[2:])
         if hit is not None:
             return data[:2] + hit[0], hit[1]
         outcome = self.respond(data, False, peer)
         if not outcome.messages:
             return None, outcome
-        if outcome.query is not None and outcome.query.qtype not in (AXFR, IXFR):
-            if len(self.replies) >= CACHE_LIMIT:
-                self.replies = {}
-            self.replies[data[2:]] = (outcome.messages[0][2:], outcome)
-        return outcome.messages[0], outcome
+        query, reply = outcome.query, outcome.messages[0]
+        if query is not None and query.qtype not in (AXFR, IXFR):
+            if query.do and self.signed is not None:
+                pass  # a denial's proof depends on the name: neither cache nor shape
+            elif query.labels in self.tables.names or not query.labels:
+                if len(self.replies) >= CACHE_LIMIT:
+                    self.replies = {}
+                self.replies[data[2:]] = (reply[2:], outcome)
+            else:
+                if len(self.shapes) >= CACHE_LIMIT:
+                    self.shapes = {}
+                first = 13 + len(query.labels[0])
+                self.shapes[data[2:13] + data[first:]] = (reply[2:12], reply[first:],
+                                                          len(query.question) - 4)
+        return reply, outcome
+
+    def quick(self, data: bytes) -> bytes | None:
+        """The reply to a datagram asking for a name that does not exist, made from the reply
+        to an earlier one that differed only in its first label: below an existing name,
+        every child that does not exist has the same answer, and that answer moves only
+        with the question's length (the label's length is part of the shape). None: no
+        such reply yet, or the name exists; respond_udp() then answers and learns."""
+        if len(data) < 14 or not 0 < data[12] < 64:
+            return None
+        first = 13 + data[12]
+        shape = self.shapes.get(data[2:13] + data[first:])
+        if shape is None:
+            return None
+        head, tail, length = shape
+        if data[12:12 + length].lower() in self.existing:
+            return None
+        return data[:2] + head + data[12:first] + tail
 
     # -- the per-query path ---------------------------------------------------------------
 
@@ -103,7 +140,10 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         if query.qtype in (AXFR, IXFR):
             return self._transfer(query, tcp, peer)
-        body = self.tables.body(query.labels, query.qtype)
+        if query.do and self.signed is not None:
+            body = self._with_proofs(query.labels, query.qtype)
+        else:
+            body = self.tables.body(query.labels, query.qtype)
         if body is None:  # not ours
             if self.forwarding:
                 return Outcome(query=query, forward=True)
@@ -111,6 +151,20 @@ class Engine:
         data = body.at(len(query.question) - 4)
         return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, data, limit=limit)],
                        query, rcode=body.rcode)
+
+    def _with_proofs(self, labels: Name, qtype: int) -> Body | None:
+        key = (labels, qtype)
+        if key in self._proven:
+            return self._proven[key]
+        assert self.signed is not None
+        sections = resolve(self.zone, labels, qtype)
+        body = None
+        if sections is not None:
+            body = Body(self.signed.add_proofs(sections, labels, qtype), labels, len(labels))
+        if len(self._proven) >= CACHE_LIMIT:
+            self._proven = {}
+        self._proven[key] = body
+        return body
 
     def _bare(self, query: Query, rcode: int, limit: int) -> Outcome:
         return Outcome([wire.reply(query, rcode, False, (0, 0, 0), b"", limit=limit)], query,
@@ -162,11 +216,17 @@ def resolve(zone: Zone, labels: Name, qtype: int) -> Sections | None:
     apex = zone.apex_of(labels)
     if apex is None:
         return None
+    if qtype == DS and labels == apex and labels and labels in zone.delegations:
+        parent = zone.apex_of(labels[1:])  # a DS is the parent's (RFC 4035 3.1.4.1)
+        apex = apex if parent is None else parent
     for i in range(len(labels) - len(apex)):  # below a delegation (the fake root/TLD)
         cut = labels[i:]
         if cut in zone.delegations:
+            ds = [rr for rr in zone.delegations[cut] if rr.rtype == DS]
+            if i == 0 and qtype == DS and ds:
+                return Sections(NOERROR, True, ds)
             ns = [rr for rr in zone.delegations[cut] if rr.rtype == QTYPE.NS]
-            glue = [rr for rr in zone.delegations[cut] if rr.rtype != QTYPE.NS]
+            glue = [rr for rr in zone.delegations[cut] if rr.rtype in GLUE_TYPES]
             return Sections(NOERROR, False, [], ns, glue)
     by_type = zone.records.get(labels)
     exists = by_type is not None or labels in zone.nonterminals

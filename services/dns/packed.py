@@ -45,6 +45,10 @@ def wire_length(name: Name) -> int:
     return sum(len(label) + 1 for label in name) + 1
 
 
+def wire_name(name: Name) -> bytes:
+    return b"".join(bytes([len(label)]) + label for label in name) + b"\x00"
+
+
 def lower(name: Iterable[bytes]) -> Name:
     return tuple(label.lower() for label in name)
 
@@ -117,7 +121,7 @@ class Body:
     """The sections after the question, packed for a question name of `qlen` bytes, with
     the positions of the pointers that move with that length."""
 
-    __slots__ = ("rcode", "aa", "counts", "data", "qlen", "moving", "_by_length")
+    __slots__ = ("_by_length", "aa", "counts", "data", "moving", "qlen", "rcode")
 
     def __init__(self, sections: Sections, qname: Name, known: int) -> None:
         writer = Writer(qname, known)
