@@ -113,3 +113,32 @@ def test_lesson_switches_break_validation(mode, failure):
         ds = ask(engine, "lab.test.", "DS")
         key = ring[dns.name.from_text("lab.test.")][0]
         assert dns.dnssec.make_ds("lab.test.", key, "SHA256") == ds.answer[0][0]
+
+
+def delv(server, mode: str, *args: str) -> str:
+    import subprocess
+
+    anchor = server.data / "dns" / "trust-anchor.conf"
+    result = subprocess.run(["delv", "-a", str(anchor), "@127.0.0.1", "-p",
+                             str(server.port("dns", "dns")), "+root=.", *args],
+                            capture_output=True, text=True, timeout=60)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mode, verdict", [("on", "; fully validated"),
+                                           ("broken", "resolution failed"),
+                                           ("expired", "resolution failed")])
+def test_delv_validates_from_the_fake_root(lab, mode, verdict):
+    """delv (BIND's validating lookup tool) with the lab's root trust anchor: the answer is
+    proven root -> test -> lab.test, and the lesson switches make it fail."""
+    from tests.conftest import need
+
+    need("delv")
+    server = lab.start(only="dns", config=f'[hosts]\npc9 = "10.9.8.7"\n'
+                                          f'[dns]\nfake_root = true\ndnssec = "{mode}"\n')
+    out = delv(server, mode, "pc9.lab.test", "A")
+    assert verdict in out, out
+    if mode == "on":
+        assert "10.9.8.7" in out and "RRSIG" in out
+        nx = delv(server, mode, "nothing.lab.test", "A")
+        assert "fully validated" in nx or "ncache nxdomain" in nx, nx

@@ -33,6 +33,10 @@ class Settings(ServiceSettings):
         "`dig +trace @ROOT_ADDRESS host.DOMAIN` walks the delegations offline")
     root_address: str = setting("127.0.0.2", "where the fake root zone answers (fake_root)")
     tld_address: str = setting("127.0.0.3", "where the fake TLD zone answers (fake_root)")
+    dnssec: str = setting(
+        "off", "sign the zones (DNSKEY, RRSIG, NSEC, DS; ECDSA P-256): on, off, or a lesson's "
+        "broken form: expired (signatures that ended yesterday), broken (a wrong DS above the "
+        "lab's zone)")
     log_queries: int = setting(
         100, "journal at most this many queries per second (then a count of those skipped)")
 
@@ -50,6 +54,8 @@ class Settings(ServiceSettings):
                 parse_server(server)
             except ValueError as error:
                 raise Invalid("forwarders", str(error)) from None
+        if self.dnssec not in ("off", "on", "expired", "broken"):
+            raise Invalid("dnssec", "must be on, off, expired or broken")
         for key in ("root_address", "tld_address"):
             try:
                 ipaddress.IPv4Address(getattr(self, key))

@@ -184,16 +184,17 @@ class Signed:
 
 
 def sign(zone: Zone, keys: Keys, mode: str = "on", children: list[Name] | None = None,
-         now: float | None = None) -> Signed:
+         now: float | None = None, lab: Name | None = None) -> Signed:
     """Adds DNSKEY and NSEC records to `zone`, DS records for `children` (zones below
-    delegations whose keys are in `keys`) and signs every authoritative RRset."""
+    delegations whose keys are in `keys`) and signs every authoritative RRset. In mode
+    `broken` the DS of `lab` (of every child when None) matches no key."""
     now = time.time() if now is None else now
     inception, expiration = now - 3600, now + VALIDITY
     if mode == "expired":
         inception, expiration = now - VALIDITY, now - 86400
     for child in children or []:
         if child in zone.delegations:
-            ds = keys.ds(child, broken=mode == "broken")
+            ds = keys.ds(child, broken=mode == "broken" and lab in (None, child))
             zone.delegations[child] = [rr for rr in zone.delegations[child] if rr.rtype != DS]
             ttl = zone.delegations[child][0].ttl
             zone.delegations[child].append(raw(child, DS, ttl, ds))

@@ -17,7 +17,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from . import parse_server, wire
 from .answers import Engine, Outcome, allow_list, describe
-from .zone import DynamicRecord, Zone, build, fake_root
+from .dnssec import Keys, Signed, combined, sign
+from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -241,6 +242,7 @@ class DNSService(MultiService):
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self.keys = Keys(lab.data / "dns" / "keys")  # made when first signing (dnssec.py)
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -258,13 +260,10 @@ class DNSService(MultiService):
 
         # The TLD's glue for the lab's NS: the name server's address in the lab zone, unless
         # that is loopback and this server listens on a real address.
-        address = self.lab.config.host_names().get(self.settings.host, self.lab.config.lab.address)
-        if self.lab.bind not in ("0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
-            address = self.lab.bind
-        root, tld = fake_root(self.lab.config, address)
+        root, tld = self._fake_zones()
         for listener_name, zone, where in (("root", root, self.settings.root_address),
                                            ("tld", tld, self.settings.tld_address)):
-            engine = Engine(zone, axfr=False)
+            engine = Engine(zone, axfr=False, signed=self._sign(zone, list(zone.delegations)))
             listener = self.lab.listener("dns", listener_name)
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
@@ -273,6 +272,28 @@ class DNSService(MultiService):
                 return reactor.listenTCP(l.port, f, interface=address)
 
             ListenerService(self.lab, listener, start, where).setServiceParent(self)
+
+    def _fake_zones(self) -> tuple[Zone, Zone]:
+        # The TLD's glue for the lab's NS: the name server's address in the lab zone, unless
+        # that is loopback and this server listens on a real address.
+        address = self.lab.config.host_names().get(self.settings.host, self.lab.config.lab.address)
+        if self.lab.bind not in ("0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
+            address = self.lab.bind
+        return fake_root(self.lab.config, address)
+
+    def _sign(self, zone: Zone, children: list[Any], anchor: bool = False) -> Signed | None:
+        """The zone signed as `[dns] dnssec` says (None: off); with `anchor`, the trust
+        anchor of the top of its chain written where `delv -a` (and the class) find it."""
+        mode = self.settings.dnssec
+        if mode == "off":
+            return None
+        signed = sign(zone, self.keys, mode, children, lab=name(self.lab.config.lab.domain))
+        if anchor:
+            path = self.lab.data / "dns" / "trust-anchor.conf"
+            text = self.keys.anchor(min(zone.apexes, key=len))
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+        return signed
 
     def _udp(self, listener: Any, server: Callable[[], UDPServer], interface: str) -> None:
         """A protocol per port: bound around a taken wildcard, each address has its own
@@ -330,7 +351,12 @@ class DNSService(MultiService):
         # The serial moves on every change and never goes back, also across restarts.
         self.serial = max(self.serial + 1, int(now))
         net.set_serial(self.lab.config.lab.domain, self.serial)
-        self.engine.set_zone(build(self.lab.config, self.lab.offset, dynamic, self.serial))
+        zone = build(self.lab.config, self.lab.offset, dynamic, self.serial)
+        if self.settings.dnssec != "off" and self.settings.fake_root:
+            # one server with the whole chain: a validator (delv) asks it for every DS and DNSKEY
+            root, tld = self._fake_zones()
+            zone = combined(zone, root, tld)
+        self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         if ends:  # a name goes when its lease ends, even with no store change to say so
