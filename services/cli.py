@@ -452,9 +452,13 @@ def parser() -> argparse.ArgumentParser:
                          help="how many days back to show (default 1)")
     journal.set_defaults(func=cmd_journal)
 
+    from .capture import add_commands as add_capture_commands
+    from .classroom.commands import add_commands as add_class_commands
     from .labnet import add_commands as add_net_commands
 
     add_net_commands(sub, common)
+    add_capture_commands(sub, common)
+    add_class_commands(sub, common)
     for name in registry.names():  # protocols may add commands of their own (protolab dns ...)
         add_commands = getattr(registry.module(name), "add_commands", None)
         if add_commands is not None:

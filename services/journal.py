@@ -22,6 +22,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,7 +243,20 @@ def recent(store: Store, service: str | None = None, since: float = 0.0, limit: 
         params.append(service)
     rows = store.db.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
     keys = ("ts", "service", "session", "peer", "user", "kind", "text")
-    return [dict(zip(keys, row)) for row in reversed(rows)]
+    return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+
+def read(directory: Path, days: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every event of the journal files (DATA/journal/DATE.jsonl), oldest first; the last
+    `days` files only when given. A line still being written is skipped."""
+    files = sorted(directory.glob("*.jsonl"))
+    for path in files[-days:] if days else files:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
 
 
 def format_event(event: dict[str, Any]) -> str:

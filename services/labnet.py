@@ -311,8 +311,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'made' if made else 'already up:'} {describe(net)}")
             print(f"next: sudo protolab serve, then: sudo ip netns exec {net.hosts[0]} dhclient -v eth0")
         else:
-            net = down()
-            print(f"removed {describe(net)}" if net else f"no lab network is up (no {state_path()})")
+            removed = down()
+            print(f"removed {describe(removed)}" if removed
+                  else f"no lab network is up (no {state_path()})")
     except NetError as error:
         raise CLIError(str(error)) from None
     return 0

@@ -71,7 +71,8 @@ def forget(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process PID lives (a zombie counts as alive until its parent reaps it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,7 +103,7 @@ def running() -> list[Running]:
                 item = Running(**json.loads(path.read_text()))
             except (OSError, ValueError, TypeError):
                 continue  # being written, or not ours
-            if _alive(item.pid):
+            if alive(item.pid):
                 found.append(item)
             elif os.access(directory, os.W_OK):
                 path.unlink(missing_ok=True)

@@ -15,8 +15,14 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory, ISSLTransport
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from .listeners import WILDCARDS, Listener, local_addresses
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
 
     from .lab import Lab
     from .tls import LabTLS
+
+_log = Logger()
 
 POLL_SECONDS = 0.2  # how often a process looks for other processes' changes (< 1 s promised)
 FLUSH_SECONDS = 0.5  # journal buffer to disk and store
@@ -93,6 +101,7 @@ class Refused(Protocol):
 
     LINGER_SECONDS = 10.0  # then a reset: a client that never closes gets no more time
     MAX_LINGERING = 64
+    transport: ITCPTransport  # a TCP or TLS connection, set by Twisted before connectionMade
 
     def __init__(self, busy: bytes, limits: Limits) -> None:
         self.busy, self.limits = busy, limits
@@ -113,7 +122,7 @@ class Refused(Protocol):
     def dataReceived(self, data: bytes) -> None:
         pass  # what a refused client sends is not the service's
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self._linger is not None:
             self.limits.lingering -= 1
             if self._linger.active():
@@ -281,9 +290,10 @@ class LabService(MultiService):
             chore.start()
         # Upload temporaries a kill -9 left behind: a walk of every home, in a thread so
         # that start-up does not wait for it.
-        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThread
 
-        reactor.callInThread(self.lab.store.files.sweep_temporaries)
+        deferToThread(self.lab.store.files.sweep_temporaries).addErrback(
+            lambda failure: _log.failure("sweeping upload temporaries failed", failure))
 
     @staticmethod
     def _stop_all(services: list[Any]) -> None:

@@ -296,7 +296,7 @@ def mail_stored(data, written):
     texts = mail_texts(data, "alice")
     # SMTP puts its trace (Received:) in front of what was sent; IMAP stores it as it is.
     assert len(texts) == len(written), f"{len(texts)} messages stored of {len(written)} acknowledged"
-    for i, (text, body) in enumerate(zip(texts, written)):
+    for i, (text, body) in enumerate(zip(texts, written, strict=True)):
         assert text.endswith(body), f"message {i} is not what was acknowledged"
 
 

@@ -23,7 +23,12 @@ CHUNK = 1 << 20  # bytes per send()/sendfile()/recv() on a data channel (pyftpdl
 NO_SPACE = "452 Insufficient storage space; nothing was stored."
 
 
-class _TLSFailureHangsUp:
+# The mixin goes in front of pyftpdlib's TLS handlers; to mypy its base is Any (they are
+# untyped), at run time plain object, so the handlers' own MRO is unchanged.
+_TLSHandler: Any = object
+
+
+class _TLSFailureHangsUp(_TLSHandler):
     """A TLS error after the handshake (a corrupt record, a bad MAC: garbage under TLS)
     ends that connection only. pyftpdlib's SSLConnectionMixin.recv()/send() handle
     would-block and EOF; any other SSL.Error escaped into its handle_error() as an
@@ -74,6 +79,7 @@ class _ResetAborts(DTPHandler):
 class LabDTPHandler(_TLSFailureHangsUp, TLS_DTPHandler, _ResetAborts):
     ac_in_buffer_size = CHUNK
     ac_out_buffer_size = CHUNK
+    transfer_finished: bool  # pyftpdlib's: the whole file came, then the close
 
     def handle_error(self) -> None:
         # Called inside pyftpdlib's except clause: a write that found the disk full gets
@@ -211,7 +217,8 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
             return
         if self._discarding:
             self._discarding = False
-            self._in_buffer, self._in_buffer_len = [], 0  # the long line's tail
+            self._in_buffer: list[bytes] = []  # the long line's tail
+            self._in_buffer_len = 0
             return
         super().found_terminator()
 

@@ -1,7 +1,7 @@
 """impacket's SMB server with the lab's rules: a subclass and hooks on its SMB2 commands.
 
 impacket 0.13.1's server was written as a pentest tool; as a lab server it needs these
-fixes (library-facts.md; each has a test in tests/test_smb.py):
+fixes (library-facts.md; each has a test in tests/smb/test_clients.py):
 
 - A failed (or unfinished) session setup left the connection "Authenticated", able to
   tree-connect and list files: here only STATUS_SUCCESS authenticates.

@@ -20,10 +20,11 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from .db import Database, DiskFull, StoreError, is_disk_full
+from .db import Database, DiskFull, StoreError, Tx, is_disk_full
 from .files import Files
 from .mail import Mail
 from .net import Net
+from .roster import Roster
 from .users import UserError, Users
 
 __all__ = ["DiskFull", "Store", "StoreError", "UserError", "is_disk_full"]
@@ -36,21 +37,27 @@ class Store:
         self.data = data
         _check_directory(data)
         self.db = Database(data / "lab.db")
-        from . import mail, net, users
+        from . import mail, net, roster, users
 
         self.db.migrate("users", users.MIGRATIONS)
         self.db.migrate("mail", mail.MIGRATIONS)
         self.db.migrate("net", net.MIGRATIONS)
+        self.db.migrate("roster", roster.MIGRATIONS)
         self.users = Users(self.db, keep_plaintext)
         self.mail = Mail(self.db)
         self.net = Net(self.db)
+        self.roster = Roster(self.db)
         self.files = Files(data)
         self.files.ensure()
         self.users.on_add.append(self.mail.create_defaults)
-        self.users.on_add.append(lambda tx, name: self.files.home(name))
+        self.users.on_add.append(self._make_home)
         self._seq = self.db.one("SELECT coalesce(max(seq), 0) FROM changes")[0]
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._locks: list[int] = []
+
+    def _make_home(self, tx: Tx, name: str) -> None:
+        """A new user's home exists as soon as the user does (FTP and SMB open it)."""
+        self.files.home(name)
 
     def subscribe(self, prefix: str, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(topics)` from poll() when topics starting with `prefix` change.

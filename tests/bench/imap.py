@@ -106,7 +106,7 @@ def worker(args: tuple[int, float, int, int]) -> tuple[list[float], int]:
 def measure(name: str, port: int, clients: int, seconds: float, count: int) -> dict[str, float]:
     with multiprocessing.Pool(clients) as pool:
         results = pool.map(worker, [(port, seconds, count, i) for i in range(clients)])
-    latencies = sorted(l for lat, _ in results for l in lat)
+    latencies = sorted(one for lat, _ in results for one in lat)
     figures = {
         "commands/s": len(latencies) / seconds,
         "logins/s": sum(n for _, n in results) / seconds,

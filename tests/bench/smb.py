@@ -5,7 +5,7 @@
 
 With --logins N: N sequential connections that log in, leave a file open half the time
 and vanish (no CLOSE, no LOGOFF); prints logins/s and the server's open descriptors and
-RSS before and after (tests/test_smb_resources.py does a smaller count and asserts).
+RSS before and after (tests/smb/test_resources.py does a smaller count and asserts).
 
 A private smbd (its own smb.conf, state and passdb in a temp directory, loopback port)
 shares the very same directory as the lab's `alice` share; Samba's smbclient gets the
@@ -28,7 +28,7 @@ from pathlib import Path
 from tests.bench.lab import CHUNK, big_file, serve, stop
 from tests.bench.rounds import best_of_rounds, report_ratio
 from tests.hardening import rss_kib
-from tests.test_smb_resources import login_and_drop, settle
+from tests.smb.test_resources import login_and_drop, settle
 
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:

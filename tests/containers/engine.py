@@ -1,4 +1,4 @@
-"""Driving podman and podman-compose for the container tests (tests/test_containers.py).
+"""Driving podman and podman-compose for the container tests (tests/lab/test_containers.py).
 
 This machine has no Docker engine and reaches no registry: setup.sh prepares podman and a
 stand-in for the official Python base image once per machine; here we build the project's

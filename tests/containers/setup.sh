@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare podman on this machine for the container tests (tests/test_containers.py), as root.
+# Prepare podman on this machine for the container tests (tests/lab/test_containers.py), as root.
 # Idempotent and cached: a second run on the same machine takes a few seconds.
 #
 # The machine has no Docker engine and reaches no container registry, only the package
