@@ -17,7 +17,7 @@ import pytest
 from services.dns.answers import Engine
 from services.dns.dnssec import Keys, combined, sign
 from services.dns.zone import DynamicRecord, build, fake_root
-from tests.test_dns_core import lab_config
+from tests.dns.test_core import lab_config
 
 LAB, TLD = (b"lab", b"test"), (b"test",)
 IN = dns.rdataclass.IN

@@ -17,7 +17,7 @@ from dnslib import EDNS0, QTYPE, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from services.dns import wire
 from services.dns.answers import Engine, resolve
 from services.dns.zone import DynamicRecord, build
-from tests.test_dns_core import lab_config
+from tests.dns.test_core import lab_config
 
 RECORDS = [
     DynamicRecord("*.w.lab.test", "A", "10.0.0.42", 30),  # a wildcard (RFC 4592)
