@@ -209,7 +209,7 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
             factory.forwarder.forward(data, outcome.query, self._late, tcp=True)
         for message in outcome.messages:
             self.sendString(message)
-        factory.log("tcp", self.peer, outcome)
+        factory.log(factory.transport, self.peer, outcome)
         if not outcome.messages and not outcome.forward:
             self.transport.loseConnection()  # a message we could not even answer FORMERR
 
@@ -224,8 +224,10 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
 class TCPFactory(protocol.ServerFactory):
     protocol = TCPServer
 
-    def __init__(self, engine: Engine, log: QueryLog, forwarder: Forwarder | None) -> None:
+    def __init__(self, engine: Engine, log: QueryLog, forwarder: Forwarder | None,
+                 transport: str = "tcp") -> None:
         self.engine, self.log, self.forwarder = engine, log, forwarder
+        self.transport = transport  # what the journal calls it: tcp or dot
 
 
 class DNSService(MultiService):
@@ -252,6 +254,14 @@ class DNSService(MultiService):
         plain, tcp = lab.listener("dns", "dns"), lab.listener("dns", "dns-tcp")
         self._udp(plain, lambda: UDPServer(self.engine, log, self.forwarder), lab.bind)
         lab.tcp(tcp, TCPFactory(self.engine, log, self.forwarder)).setServiceParent(self)
+        names = {listener.name for listener in lab.listeners("dns")}
+        if "dot" in names:  # the same length-framed messages, inside the lab's TLS
+            lab.tcp(lab.listener("dns", "dot"),
+                    TCPFactory(self.engine, log, self.forwarder, "dot")).setServiceParent(self)
+        if "doh" in names:
+            from .doh import site
+
+            lab.tcp(lab.listener("dns", "doh"), site(self.engine, log)).setServiceParent(self)
         if self.settings.fake_root:
             self._fake_views(log)
 
