@@ -70,7 +70,8 @@ class Engine:
         # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
         self._proven: dict[tuple[Name, int], Body | None] = {}
         self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
-                                   lambda labels, qtype: resolve(zone, labels, qtype))
+                                   lambda labels, qtype: resolve(zone, labels, qtype),
+                                   [*zone.apexes, *zone.delegations])
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}

@@ -65,6 +65,10 @@ class Keys:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self._keys: dict[Name, ec.EllipticCurvePrivateKey] = {}
+        self._dnskeys: dict[Name, dns.rdtypes.ANY.DNSKEY.DNSKEY] = {}
+        # The last signing's RRSIGs by what they sign: a rebuild re-signs only what changed
+        # (a lease's A and PTR, the SOA, the NSEC around them), not the whole zone.
+        self.signatures: dict[tuple[object, ...], tuple[float, RR]] = {}
 
     def key(self, apex: Name) -> ec.EllipticCurvePrivateKey:
         key = self._keys.get(apex)
@@ -90,7 +94,11 @@ class Keys:
         return key
 
     def dnskey(self, apex: Name) -> dns.rdtypes.ANY.DNSKEY.DNSKEY:
-        return dns.dnssec.make_dnskey(self.key(apex).public_key(), ALGORITHM, flags=257)
+        dnskey = self._dnskeys.get(apex)
+        if dnskey is None:
+            dnskey = dns.dnssec.make_dnskey(self.key(apex).public_key(), ALGORITHM, flags=257)
+            self._dnskeys[apex] = dnskey
+        return dnskey
 
     def ds(self, apex: Name, broken: bool = False) -> dns.rdata.Rdata:
         ds = dns.dnssec.make_ds(dns.name.Name([*apex, b""]), self.dnskey(apex), "SHA256")
@@ -199,6 +207,7 @@ def sign(zone: Zone, keys: Keys, mode: str = "on", children: list[Name] | None =
             ttl = zone.delegations[child][0].ttl
             zone.delegations[child].append(raw(child, DS, ttl, ds))
     signed = Signed(zone)
+    previous, keys.signatures = keys.signatures, {}
     for apex, soa in zone.apexes.items():
         zone.add(raw(apex, DNSKEY, soa.ttl, keys.dnskey(apex)))
     authoritative: dict[Name, dict[int, list[RR]]] = {}
@@ -209,9 +218,12 @@ def sign(zone: Zone, keys: Keys, mode: str = "on", children: list[Name] | None =
             authoritative[owner] = dict(by_type)  # NSEC goes in here, not in the zone
     for cut in zone.delegations:  # a cut is in its parent's chain, with NS (and DS)
         authoritative.setdefault(cut, {})
+    by_apex: dict[Name, list[Name]] = {apex: [] for apex in zone.apexes}
+    for owner in authoritative:
+        by_apex[zone.apex_of(owner) or ()].append(owner)
     for apex, soa in zone.apexes.items():
         # a cut that is also a zone we serve (the merged view) is in the child's chain only
-        owners = sorted((o for o in authoritative if zone.apex_of(o) == apex), key=canonical)
+        owners = sorted(by_apex[apex], key=canonical)
         records = []
         for i, owner in enumerate(owners):
             types = set(authoritative[owner]) | {RRSIG, NSEC}
@@ -233,20 +245,31 @@ def sign(zone: Zone, keys: Keys, mode: str = "on", children: list[Name] | None =
         for rtype, rrs in by_type.items():
             if owner in zone.delegations and owner not in zone.apexes and rtype != NSEC:
                 continue  # the NS of a cut belongs to the child: not signed by the parent
-            _sign(signed, keys, own, owner, rtype, rrs, inception, expiration)
+            _sign(signed, keys, previous, own, owner, rtype, rrs, (inception, expiration, now))
         parent = zone.apex_of(owner[1:]) if owner else None
         ds_set = [rr for rr in zone.delegations.get(owner, []) if rr.rtype == DS]
         if ds_set and parent is not None:  # the DS is the parent's, signed with its key
-            _sign(signed, keys, parent, owner, DS, ds_set, inception, expiration)
+            _sign(signed, keys, previous, parent, owner, DS, ds_set, (inception, expiration, now))
     return signed
 
 
-def _sign(signed: Signed, keys: Keys, apex: Name, owner: Name, rtype: int, rrs: list[RR],
-          inception: float, expiration: float) -> None:
+def _sign(signed: Signed, keys: Keys, previous: dict[tuple[object, ...], tuple[float, RR]],
+          apex: Name, owner: Name, rtype: int, rrs: list[RR],
+          times: tuple[float, float, float]) -> None:
+    inception, expiration, now = times
+    what = (apex, owner, rtype, tuple(sorted((rr.ttl, rdata_wire(rr)) for rr in rrs)))
+    kept = previous.get(what)
+    if kept is not None and kept[0] - now > VALIDITY / 2:  # unchanged, and valid for long
+        keys.signatures[what] = kept
+        signed.rrsigs[(owner, rtype)] = [kept[1]]
+        return
     signer = dns.name.Name([*apex, b""])
     rrsig = dns.dnssec.sign(to_dnspython(owner, rrs), keys.key(apex), signer, keys.dnskey(apex),
-                            inception=inception, expiration=expiration)
-    signed.rrsigs[(owner, rtype)] = [raw(owner, RRSIG, rrs[0].ttl, rrsig)]
+                            inception=inception, expiration=expiration,
+                            deterministic=False)  # RFC 6979 in dnspython is pure Python: slow
+    record = raw(owner, RRSIG, rrs[0].ttl, rrsig)
+    keys.signatures[what] = (expiration, record)
+    signed.rrsigs[(owner, rtype)] = [record]
 
 
 def combined(*zones: Zone) -> Zone:

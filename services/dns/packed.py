@@ -174,14 +174,21 @@ class Tables:
 
 
 def build(existing: Iterable[Name], types: Callable[[Name], Iterable[int]],
-          resolve: Resolver) -> Tables:
+          resolve: Resolver, tops: Iterable[Name]) -> Tables:
     """Packs the answers for every name in `existing`, for each query type in
-    types(name) and one for every other type, and those for names below each of them."""
+    types(name) and one for every other type, and those for names below each of them.
+    Below a name that is not in `tops` (apexes and cuts) and has no wildcard at or above
+    it, a missing name gets what it gets below the nearest top: the search walks on up to
+    that, so most names need no entry of their own for their missing children."""
     tables = Tables()
+    tops = set(tops)
+    wild = {owner[1:] for owner in existing if owner[:1] == (b"*",)}
     for owner in existing:
         entry = _entry(owner, len(owner), types(owner), resolve)
         if entry is not None:
             tables.names[owner] = entry
+        if owner not in tops and not any(owner[i:] in wild for i in range(len(owner) + 1)):
+            continue
         stand_in = (STAND_IN, *owner)
         entry = _entry(stand_in, len(owner), types((b"*", *owner)), resolve)
         if entry is not None:
