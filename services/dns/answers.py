@@ -12,14 +12,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dnslib import QTYPE, RR, DNSLabel
 
 from . import packed, wire
-from .dnssec import Signed
 from .packed import Body, Sections
 from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
 from .zone import Name, Zone
+
+if TYPE_CHECKING:  # dnssec.py imports dnspython: only a lab that signs pays for it
+    from .dnssec import Signed
 
 ANY, AXFR, IXFR, DS = 255, 252, 251, 43
 CLASS_IN, CLASS_ANY = 1, 255

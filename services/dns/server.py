@@ -17,11 +17,11 @@ from twisted.protocols.policies import TimeoutMixin
 
 from . import parse_server, wire
 from .answers import Engine, Outcome, allow_list, describe
-from .dnssec import Keys, Signed, combined, sign
 from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
     from ..lab import Lab
+    from .dnssec import Signed
 
 logger = Logger()
 FORWARD_TIMEOUT = 3.0
@@ -244,7 +244,7 @@ class DNSService(MultiService):
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self.keys = Keys(lab.data / "dns" / "keys")  # made when first signing (dnssec.py)
+        self.keys: Any = None  # dnssec.Keys, when the zones are signed
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -278,8 +278,8 @@ class DNSService(MultiService):
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
 
-            def start(address: str, l: Any = listener, f: TCPFactory = tcp) -> Any:
-                return reactor.listenTCP(l.port, f, interface=address)
+            def start(address: str, item: Any = listener, f: TCPFactory = tcp) -> Any:
+                return reactor.listenTCP(item.port, f, interface=address)
 
             ListenerService(self.lab, listener, start, where).setServiceParent(self)
 
@@ -297,6 +297,10 @@ class DNSService(MultiService):
         mode = self.settings.dnssec
         if mode == "off":
             return None
+        from .dnssec import Keys, sign  # dnspython: imported by signing labs only
+
+        if self.keys is None:
+            self.keys = Keys(self.lab.data / "dns" / "keys")
         signed = sign(zone, self.keys, mode, children, lab=name(self.lab.config.lab.domain))
         if anchor:
             path = self.lab.data / "dns" / "trust-anchor.conf"
@@ -364,8 +368,9 @@ class DNSService(MultiService):
         zone = build(self.lab.config, self.lab.offset, dynamic, self.serial)
         if self.settings.dnssec != "off" and self.settings.fake_root:
             # one server with the whole chain: a validator (delv) asks it for every DS and DNSKEY
-            root, tld = self._fake_zones()
-            zone = combined(zone, root, tld)
+            from .dnssec import combined
+
+            zone = combined(zone, *self._fake_zones())
         self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
