@@ -166,3 +166,19 @@ def test_wildcard_answers_carry_the_asked_name():
         dns.message.make_query("a.cw.lab.test", "A").to_wire(), False).messages[0])
     assert [r.rdtype for r in chain.answer] == [QTYPE.CNAME, QTYPE.CNAME, QTYPE.CNAME, QTYPE.A]
     assert chain.answer[0].name == dns.name.from_text("a.cw.lab.test")
+
+
+def test_caches_stay_bounded_under_a_flood_of_shapes(monkeypatch):
+    from services.dns import answers
+
+    monkeypatch.setattr(answers, "CACHE_LIMIT", 50)
+    _, engine = zone_and_engine()
+    rng = random.Random(7)
+    for i in range(400):  # every query a new shape: another parent name each time
+        name = f"{random_label(rng)}.{random_label(rng)}.lab.test"
+        engine.respond_udp(dns.message.make_query(name, "A").to_wire(), "127.0.0.1")
+        engine.respond_udp(dns.message.make_query("pc9.lab.test", "A", payload=512 + i,
+                                                  use_edns=0).to_wire(), "127.0.0.1")
+    assert 0 < len(engine.shapes) <= 50 and 0 < len(engine.replies) <= 50
+    assert all(len(body._by_length) <= 256 for entry in engine.tables.below.values()
+               for body in (entry[1], *entry[0].values()))
