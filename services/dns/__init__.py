@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
         "`dig +trace @ROOT_ADDRESS host.DOMAIN` walks the delegations offline")
     root_address: str = setting("127.0.0.2", "where the fake root zone answers (fake_root)")
     tld_address: str = setting("127.0.0.3", "where the fake TLD zone answers (fake_root)")
+    dnssec: str = setting(
+        "off", "sign the zones (DNSKEY, RRSIG, NSEC, DS; ECDSA P-256): on, off, or a lesson's "
+        "broken form: expired (signatures that ended yesterday), broken (a wrong DS above the "
+        "lab's zone)")
+    dot_port: int = setting(853, "DNS over TLS port (RFC 7858); 0 = none")
+    doh_port: int = setting(
+        8443, "DNS over HTTPS port (RFC 8484, https://HOST:PORT/dns-query); 0 = none")
     log_queries: int = setting(
         100, "journal at most this many queries per second (then a count of those skipped)")
 
@@ -48,6 +55,8 @@ class Settings(ServiceSettings):
                 parse_server(server)
             except ValueError as error:
                 raise Invalid("forwarders", str(error)) from None
+        if self.dnssec not in ("off", "on", "expired", "broken"):
+            raise Invalid("dnssec", "must be on, off, expired or broken")
         for key in ("root_address", "tld_address"):
             try:
                 ipaddress.IPv4Address(getattr(self, key))
@@ -76,6 +85,11 @@ def listeners(config: LabConfig) -> list[Listener]:
     # lab its DNS; the others are bound one by one.
     out = [Listener("dns", "dns", 53, "udp", note=note, around=True, role="nameserver"),
            Listener("dns", "dns-tcp", 53, "tcp", around=True)]
+    if s.dot_port:
+        out.append(Listener("dns", "dot", s.dot_port, tls="implicit", note="DNS over TLS"))
+    if s.doh_port:
+        out.append(Listener("dns", "doh", s.doh_port, tls="implicit",
+                            note="DNS over HTTPS: /dns-query"))
     if s.fake_root:
         out += [Listener("dns", "root", 53, "udp", note="fake root", address=s.root_address),
                 Listener("dns", "tld", 53, "udp", note="fake TLD", address=s.tld_address)]

@@ -1,9 +1,10 @@
-"""Answers to queries, packed once per (name, type) and patched per query (sans-IO).
+"""Answers to queries (sans-IO): what records an answer holds, and the per-query path.
 
 `Engine.respond(data, tcp, peer)` takes a datagram or a TCP message and says what to send:
-the reply messages, or that the query goes to a forwarder, or nothing (dropped). Bodies are
-packed with dnslib the first time a (name, type, class) is asked and kept until the zone
-changes, so a repeated query costs a dict lookup and a header: that is the speed target.
+the reply messages, or that the query goes to a forwarder, or nothing (dropped). `resolve()`
+says which records answer a name and type; `set_zone` has packed.py pack all of those
+answers when the zone is built, so a query costs a parse, a few dict lookups and a header,
+whether or not the name exists. Whole UDP replies are also kept by query bytes (bounded).
 """
 
 from __future__ import annotations
@@ -11,23 +12,26 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dnslib import QTYPE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import QTYPE, RR, DNSLabel
 
-from . import wire
+from . import packed, wire
+from .packed import Body, Sections
 from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
-from .zone import Zone
+from .zone import Name, Zone
 
-ANY, AXFR, IXFR = 255, 252, 251
+if TYPE_CHECKING:  # dnssec.py imports dnspython: only a lab that signs pays for it
+    from .dnssec import Signed
+
+ANY, AXFR, IXFR, DS = 255, 252, 251, 43
 CLASS_IN, CLASS_ANY = 1, 255
-CACHE_LIMIT = 50_000  # distinct (name, type) bodies kept; a random-name flood just resets it
+CACHE_LIMIT = 50_000  # whole UDP replies kept; a random-name flood just resets them
 AXFR_CHUNK = 64  # records per AXFR message
 GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
 
-Body = tuple[int, bool, tuple[int, int, int], bytes]  # rcode, aa, counts, packed sections
 
-
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     messages: list[bytes] = field(default_factory=list)
     query: Query | None = None
@@ -55,34 +59,71 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
 
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
-                 axfr_allowed: Callable[[str], bool] = lambda peer: True) -> None:
-        self.zone = zone
+                 axfr_allowed: Callable[[str], bool] = lambda peer: True,
+                 signed: Signed | None = None) -> None:
         self.forwarding = forwarding
         self.axfr = axfr
         self.axfr_allowed = axfr_allowed
-        self._cache: dict[tuple[tuple[bytes, ...], int], Body | None] = {}
+        self.set_zone(zone, signed)
+
+    def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
+        """Packs every answer of `zone` (packed.py), and forgets the replies of the last.
+        With `signed` (dnssec.py), queries with the DO bit get signatures and proofs."""
+        self.zone, self.signed = zone, signed
+        # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
+        self._proven: dict[tuple[Name, int], Body | None] = {}
+        self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
+                                   lambda labels, qtype: resolve(zone, labels, qtype),
+                                   [*zone.apexes, *zone.delegations])
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
-
-    def set_zone(self, zone: Zone) -> None:
-        self.zone = zone
-        self._cache = {}
-        self.replies = {}
+        # Names that do not exist, by shape: the query after the ID without its first
+        # label's bytes -> the reply around them (see quick()).
+        self.shapes: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self.existing = {packed.wire_name(owner) for owner in self.tables.names}
 
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
-        """respond() for a datagram, through the cache of whole replies."""
+        """respond() for a datagram, through the cache of whole replies (names that exist)
+        or of reply shapes (names that do not: a random-name flood fills no cache)."""
         hit = self.replies.get(data[2:])
         if hit is not None:
             return data[:2] + hit[0], hit[1]
         outcome = self.respond(data, False, peer)
         if not outcome.messages:
             return None, outcome
-        if outcome.query is not None and outcome.query.qtype not in (AXFR, IXFR):
-            if len(self.replies) >= CACHE_LIMIT:
-                self.replies = {}
-            self.replies[data[2:]] = (outcome.messages[0][2:], outcome)
-        return outcome.messages[0], outcome
+        query, reply = outcome.query, outcome.messages[0]
+        if query is not None and query.qtype not in (AXFR, IXFR):
+            if query.do and self.signed is not None:
+                pass  # a denial's proof depends on the name: neither cache nor shape
+            elif query.labels in self.tables.names or not query.labels:
+                if len(self.replies) >= CACHE_LIMIT:
+                    self.replies = {}
+                self.replies[data[2:]] = (reply[2:], outcome)
+            else:
+                if len(self.shapes) >= CACHE_LIMIT:
+                    self.shapes = {}
+                first = 13 + len(query.labels[0])
+                self.shapes[data[2:13] + data[first:]] = (reply[2:12], reply[first:],
+                                                          len(query.question) - 4)
+        return reply, outcome
+
+    def quick(self, data: bytes) -> bytes | None:
+        """The reply to a datagram asking for a name that does not exist, made from the reply
+        to an earlier one that differed only in its first label: below an existing name,
+        every child that does not exist has the same answer, and that answer moves only
+        with the question's length (the label's length is part of the shape). None: no
+        such reply yet, or the name exists; respond_udp() then answers and learns."""
+        if len(data) < 14 or not 0 < data[12] < 64:
+            return None
+        first = 13 + data[12]
+        shape = self.shapes.get(data[2:13] + data[first:])
+        if shape is None:
+            return None
+        head, tail, length = shape
+        if data[12:12 + length].lower() in self.existing:
+            return None
+        return data[:2] + head + data[12:first] + tail
 
     # -- the per-query path ---------------------------------------------------------------
 
@@ -103,89 +144,35 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         if query.qtype in (AXFR, IXFR):
             return self._transfer(query, tcp, peer)
-        key = (query.labels, query.qtype)
-        body = self._cache.get(key, False)
-        if body is False:
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache = {}
-            body = self._cache[key] = self.resolve(query.labels, query.qtype)
+        if query.do and self.signed is not None:
+            body = self._with_proofs(query.labels, query.qtype)
+        else:
+            body = self.tables.body(query.labels, query.qtype)
         if body is None:  # not ours
             if self.forwarding:
                 return Outcome(query=query, forward=True)
             return self._bare(query, REFUSED, limit)
-        rcode, aa, counts, packed = body
-        return Outcome([wire.reply(query, rcode, aa, counts, packed, limit=limit)], query, rcode=rcode)
+        data = body.at(len(query.question) - 4)
+        return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, data, limit=limit)],
+                       query, rcode=body.rcode)
+
+    def _with_proofs(self, labels: Name, qtype: int) -> Body | None:
+        key = (labels, qtype)
+        if key in self._proven:
+            return self._proven[key]
+        assert self.signed is not None
+        sections = resolve(self.zone, labels, qtype)
+        body = None
+        if sections is not None:
+            body = Body(self.signed.add_proofs(sections, labels, qtype), labels, len(labels))
+        if len(self._proven) >= CACHE_LIMIT:
+            self._proven = {}
+        self._proven[key] = body
+        return body
 
     def _bare(self, query: Query, rcode: int, limit: int) -> Outcome:
         return Outcome([wire.reply(query, rcode, False, (0, 0, 0), b"", limit=limit)], query,
                        rcode=rcode)
-
-    # -- building bodies ------------------------------------------------------------------
-
-    def resolve(self, labels: tuple[bytes, ...], qtype: int) -> Body | None:
-        """The packed answer for a name and type, or None when the name is not ours."""
-        zone = self.zone
-        apex = zone.apex_of(labels)
-        if apex is None:
-            return None
-        for i in range(len(labels) - len(apex)):  # below a delegation (the fake root/TLD)
-            cut = labels[i:]
-            if cut in zone.delegations:
-                ns = [rr for rr in zone.delegations[cut] if rr.rtype == QTYPE.NS]
-                glue = [rr for rr in zone.delegations[cut] if rr.rtype != QTYPE.NS]
-                return self._pack(labels, qtype, NOERROR, False, [], ns, glue)
-        by_type = zone.records.get(labels)
-        answer: list[RR] = []
-        if by_type is not None:
-            if qtype == ANY:
-                answer = [rr for rrs in by_type.values() for rr in rrs]
-            elif qtype in by_type:
-                answer = list(by_type[qtype])
-            elif QTYPE.CNAME in by_type:
-                answer = self._chase(by_type[QTYPE.CNAME], qtype)
-        if answer:
-            return self._pack(labels, qtype, NOERROR, True, answer, [], self._glue(answer))
-        soa = zone.apexes[apex]
-        negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
-        exists = by_type is not None or labels in zone.nonterminals
-        return self._pack(labels, qtype, NOERROR if exists else NXDOMAIN, True, [], [negative], [])
-
-    def _chase(self, cnames: list[RR], qtype: int) -> list[RR]:
-        """The CNAME and, when its target is ours, the target's records (a few links deep)."""
-        chain = list(cnames)
-        for _ in range(8):
-            target = tuple(label.lower() for label in chain[-1].rdata.label.label)
-            by_type = self.zone.records.get(target, {})
-            if qtype in by_type:
-                return chain + by_type[qtype]
-            if QTYPE.CNAME not in by_type or by_type[QTYPE.CNAME][0] in chain:
-                break
-            chain += by_type[QTYPE.CNAME]
-        return chain
-
-    def _glue(self, answer: list[RR]) -> list[RR]:
-        """Addresses of the hosts NS, MX and SRV answers name, when they are ours."""
-        extra = []
-        for rr in answer:
-            if rr.rtype in (QTYPE.NS, QTYPE.MX):
-                target = rr.rdata.label
-            elif rr.rtype == QTYPE.SRV:
-                target = rr.rdata.target
-            else:
-                continue
-            by_type = self.zone.records.get(tuple(l.lower() for l in target.label), {})
-            for rtype in GLUE_TYPES:
-                extra += [g for g in by_type.get(rtype, []) if g not in extra]
-        return extra
-
-    @staticmethod
-    def _pack(labels: tuple[bytes, ...], qtype: int, rcode: int, aa: bool, answer: list[RR],
-              authority: list[RR], additional: list[RR]) -> Body:
-        record = DNSRecord(DNSHeader(qr=1), q=DNSQuestion(DNSLabel(labels), qtype))
-        record.rr, record.auth, record.ar = answer, authority, additional
-        packed = record.pack()
-        question = sum(len(l) + 1 for l in labels) + 1 + 4
-        return rcode, aa, (len(answer), len(authority), len(additional)), packed[12 + question:]
 
     # -- zone transfers -------------------------------------------------------------------
 
@@ -200,10 +187,111 @@ class Engine:
         records = [soa, *self.zone.rrs(query.labels), soa]
         messages = []
         for start in range(0, len(records), AXFR_CHUNK):
-            chunk = records[start:start + AXFR_CHUNK]
-            _, _, counts, body = self._pack(query.labels, AXFR, NOERROR, True, chunk, [], [])
-            messages.append(wire.reply(query, NOERROR, True, counts, body))
+            body = Body(Sections(NOERROR, True, records[start:start + AXFR_CHUNK]),
+                        query.labels, len(query.labels))
+            messages.append(wire.reply(query, NOERROR, True, body.counts, body.data))
         return Outcome(messages, query)
+
+
+# -- what an answer holds ---------------------------------------------------------------------
+
+def names(zone: Zone) -> set[Name]:
+    """Every name that exists in `zone`: owners, empty non-terminals, apexes, cuts."""
+    return {*zone.records, *zone.nonterminals, *zone.apexes, *zone.delegations}
+
+
+def query_types(zone: Zone, owner: Name) -> set[int]:
+    """The query types that have an answer of their own at `owner`: its types, ANY, and
+    the types at the end of its CNAME chain. Every other type gets the same answer."""
+    by_type = zone.records.get(owner)
+    if by_type is None:
+        return set()
+    found = {*by_type, ANY}
+    for _ in range(8):
+        if QTYPE.CNAME not in by_type:
+            break
+        by_type = zone.records.get(packed.lower(by_type[QTYPE.CNAME][0].rdata.label.label), {})
+        found |= set(by_type)
+    return found
+
+
+def resolve(zone: Zone, labels: Name, qtype: int) -> Sections | None:
+    """The records answering a name and type, or None when the name is not ours."""
+    apex = zone.apex_of(labels)
+    if apex is None:
+        return None
+    if qtype == DS and labels == apex and labels and labels in zone.delegations:
+        parent = zone.apex_of(labels[1:])  # a DS is the parent's (RFC 4035 3.1.4.1)
+        apex = apex if parent is None else parent
+    for i in range(len(labels) - len(apex)):  # below a delegation (the fake root/TLD)
+        cut = labels[i:]
+        if cut in zone.delegations:
+            ds = [rr for rr in zone.delegations[cut] if rr.rtype == DS]
+            if i == 0 and qtype == DS and ds:
+                return Sections(NOERROR, True, ds)
+            ns = [rr for rr in zone.delegations[cut] if rr.rtype == QTYPE.NS]
+            glue = [rr for rr in zone.delegations[cut] if rr.rtype in GLUE_TYPES]
+            return Sections(NOERROR, False, [], ns, glue)
+    by_type = zone.records.get(labels)
+    exists = by_type is not None or labels in zone.nonterminals
+    wildcard = None
+    if not exists:  # RFC 4592: the wildcard child of the closest encloser, if there is one
+        wildcard = (b"*", *closest_encloser(zone, labels, apex))
+        by_type = zone.records.get(wildcard)
+    answer: list[RR] = []
+    if by_type is not None:
+        if qtype == ANY:
+            answer = [rr for rrs in by_type.values() for rr in rrs]
+        elif qtype in by_type:
+            answer = list(by_type[qtype])
+        elif QTYPE.CNAME in by_type:
+            answer = _chase(zone, by_type[QTYPE.CNAME], qtype)
+    if wildcard is not None:  # synthesised: the wildcard's records under the asked name
+        owner = DNSLabel(list(labels))
+        answer = [RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+                  if packed.lower(rr.rname.label) == wildcard else rr for rr in answer]
+    if answer:
+        return Sections(NOERROR, True, answer, [], _glue(zone, answer))
+    soa = zone.apexes[apex]
+    negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
+    found = exists or by_type is not None
+    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative], [])
+
+
+def closest_encloser(zone: Zone, labels: Name, apex: Name) -> Name:
+    for i in range(1, len(labels) - len(apex)):
+        if labels[i:] in zone.records or labels[i:] in zone.nonterminals:
+            return labels[i:]
+    return apex
+
+
+def _chase(zone: Zone, cnames: list[RR], qtype: int) -> list[RR]:
+    """The CNAME and, when its target is ours, the target's records (a few links deep)."""
+    chain = list(cnames)
+    for _ in range(8):
+        by_type = zone.records.get(packed.lower(chain[-1].rdata.label.label), {})
+        if qtype in by_type:
+            return chain + by_type[qtype]
+        if QTYPE.CNAME not in by_type or by_type[QTYPE.CNAME][0] in chain:
+            break
+        chain += by_type[QTYPE.CNAME]
+    return chain
+
+
+def _glue(zone: Zone, answer: list[RR]) -> list[RR]:
+    """Addresses of the hosts NS, MX and SRV answers name, when they are ours."""
+    extra = []
+    for rr in answer:
+        if rr.rtype in (QTYPE.NS, QTYPE.MX):
+            target = rr.rdata.label
+        elif rr.rtype == QTYPE.SRV:
+            target = rr.rdata.target
+        else:
+            continue
+        by_type = zone.records.get(packed.lower(target.label), {})
+        for rtype in GLUE_TYPES:
+            extra += [g for g in by_type.get(rtype, []) if g not in extra]
+    return extra
 
 
 def describe(query: Query | None, rcode: int) -> str:

@@ -17,10 +17,11 @@ from twisted.protocols.policies import TimeoutMixin
 
 from . import parse_server, wire
 from .answers import Engine, Outcome, allow_list, describe
-from .zone import DynamicRecord, Zone, build, fake_root
+from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
     from ..lab import Lab
+    from .dnssec import Signed
 
 logger = Logger()
 FORWARD_TIMEOUT = 3.0
@@ -169,6 +170,15 @@ class FastUDPPort(udp.Port):
                 else:
                     journal.count += 1
                 continue
+            if journal.count >= limit:  # not journaled: a name that does not exist, fast
+                reply = engine.quick(data)
+                if reply is not None:
+                    journal.count += 1
+                    try:
+                        send(reply, addr)
+                    except OSError:
+                        pass
+                    continue
             try:
                 reply = answer(data, addr[:2])
             except Exception:  # a bug must cost one query, never the listener
@@ -199,7 +209,7 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
             factory.forwarder.forward(data, outcome.query, self._late, tcp=True)
         for message in outcome.messages:
             self.sendString(message)
-        factory.log("tcp", self.peer, outcome)
+        factory.log(factory.transport, self.peer, outcome)
         if not outcome.messages and not outcome.forward:
             self.transport.loseConnection()  # a message we could not even answer FORMERR
 
@@ -214,8 +224,10 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
 class TCPFactory(protocol.ServerFactory):
     protocol = TCPServer
 
-    def __init__(self, engine: Engine, log: QueryLog, forwarder: Forwarder | None) -> None:
+    def __init__(self, engine: Engine, log: QueryLog, forwarder: Forwarder | None,
+                 transport: str = "tcp") -> None:
         self.engine, self.log, self.forwarder = engine, log, forwarder
+        self.transport = transport  # what the journal calls it: tcp or dot
 
 
 class DNSService(MultiService):
@@ -234,6 +246,7 @@ class DNSService(MultiService):
         self._expiry: Any = None
         self._unsubscribe: Callable[[], None] | None = None
         self._live: list[DynamicRecord] | None = None  # what the zone was built from
+        self.keys: Any = None  # dnssec.Keys, when the zones are signed
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -243,6 +256,14 @@ class DNSService(MultiService):
         plain, tcp = lab.listener("dns", "dns"), lab.listener("dns", "dns-tcp")
         self._udp(plain, lambda: UDPServer(self.engine, log, self.forwarder), lab.bind)
         lab.tcp(tcp, TCPFactory(self.engine, log, self.forwarder)).setServiceParent(self)
+        names = {listener.name for listener in lab.listeners("dns")}
+        if "dot" in names:  # the same length-framed messages, inside the lab's TLS
+            lab.tcp(lab.listener("dns", "dot"),
+                    TCPFactory(self.engine, log, self.forwarder, "dot")).setServiceParent(self)
+        if "doh" in names:
+            from .doh import site
+
+            lab.tcp(lab.listener("dns", "doh"), site(self.engine, log)).setServiceParent(self)
         if self.settings.fake_root:
             self._fake_views(log)
 
@@ -251,21 +272,44 @@ class DNSService(MultiService):
 
         # The TLD's glue for the lab's NS: the name server's address in the lab zone, unless
         # that is loopback and this server listens on a real address.
-        address = self.lab.config.host_names().get(self.settings.host, self.lab.config.lab.address)
-        if self.lab.bind not in ("0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
-            address = self.lab.bind
-        root, tld = fake_root(self.lab.config, address)
+        root, tld = self._fake_zones()
         for listener_name, zone, where in (("root", root, self.settings.root_address),
                                            ("tld", tld, self.settings.tld_address)):
-            engine = Engine(zone, axfr=False)
+            engine = Engine(zone, axfr=False, signed=self._sign(zone, list(zone.delegations)))
             listener = self.lab.listener("dns", listener_name)
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)
 
-            def start(address: str, bound: Any = listener, f: TCPFactory = tcp) -> Any:
-                return reactor.listenTCP(bound.port, f, interface=address)
+            def start(address: str, item: Any = listener, f: TCPFactory = tcp) -> Any:
+                return reactor.listenTCP(item.port, f, interface=address)
 
             ListenerService(self.lab, listener, start, where).setServiceParent(self)
+
+    def _fake_zones(self) -> tuple[Zone, Zone]:
+        # The TLD's glue for the lab's NS: the name server's address in the lab zone, unless
+        # that is loopback and this server listens on a real address.
+        address = self.lab.config.host_names().get(self.settings.host, self.lab.config.lab.address)
+        if self.lab.bind not in ("0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
+            address = self.lab.bind
+        return fake_root(self.lab.config, address)
+
+    def _sign(self, zone: Zone, children: list[Any], anchor: bool = False) -> Signed | None:
+        """The zone signed as `[dns] dnssec` says (None: off); with `anchor`, the trust
+        anchor of the top of its chain written where `delv -a` (and the class) find it."""
+        mode = self.settings.dnssec
+        if mode == "off":
+            return None
+        from .dnssec import Keys, sign  # dnspython: imported by signing labs only
+
+        if self.keys is None:
+            self.keys = Keys(self.lab.data / "dns" / "keys")
+        signed = sign(zone, self.keys, mode, children, lab=name(self.lab.config.lab.domain))
+        if anchor:
+            path = self.lab.data / "dns" / "trust-anchor.conf"
+            text = self.keys.anchor(min(zone.apexes, key=len))
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+        return signed
 
     def _udp(self, listener: Any, server: Callable[[], UDPServer], interface: str) -> None:
         """A protocol per port: bound around a taken wildcard, each address has its own
@@ -314,7 +358,14 @@ class DNSService(MultiService):
             # The serial moves on every change and never goes back, also across restarts.
             self.serial = max(self.serial + 1, int(now))
             net.set_serial(self.lab.config.lab.domain, self.serial)
-            self.engine.set_zone(build(self.lab.config, self.lab.offset, live, self.serial))
+            zone = build(self.lab.config, self.lab.offset, live, self.serial)
+            if self.settings.dnssec != "off" and self.settings.fake_root:
+                # one server with the whole chain: a validator (delv) asks it for every DS
+                # and DNSKEY
+                from .dnssec import combined
+
+                zone = combined(zone, *self._fake_zones())
+            self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
             self._live = live
             self.lab.journal.add("dns", "-", "-", "", "event",
                                  f"zone {self.lab.config.lab.domain} serial {self.serial}: "

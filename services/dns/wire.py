@@ -9,7 +9,7 @@ the question as the client sent it, and a body packed once per (name, type) by a
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct("!HBBHHHH")
 OPT_TYPE = 41
@@ -24,8 +24,7 @@ class Malformed(Exception):
     """The message is not a well-formed query: answer FORMERR (if it has a header) or drop."""
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(NamedTuple):  # a tuple: made per query, five times cheaper than a dataclass
     id: int
     opcode: int
     rd: bool
@@ -37,6 +36,7 @@ class Query:
     edns: bool
     udp_size: int  # the client's EDNS0 buffer (512 without EDNS0)
     edns_version: int
+    do: bool = False  # EDNS0's DNSSEC OK bit: the client wants signatures and proofs
 
 
 def parse(data: bytes) -> Query:
@@ -51,6 +51,7 @@ def parse(data: bytes) -> Query:
         raise Malformed(f"counts qd={qd} an={an} ns={ns} ar={ar}")
     labels = []
     pos, end = 12, len(data)
+    lowered = data[:min(end, 12 + 256)].lower()  # once, not label by label
     while True:
         if pos >= end:
             raise Malformed("name runs past the end")
@@ -60,21 +61,21 @@ def parse(data: bytes) -> Query:
             break
         if length > 63:  # a compression pointer (never useful in a lone question) or junk
             raise Malformed("label pointer or bad label length in the question")
-        labels.append(data[pos + 1:pos + 1 + length].lower())
         pos += 1 + length
-        if pos - 12 > 255:
+        if pos > 12 + 255:
             raise Malformed("name longer than 255 bytes")
+        labels.append(lowered[pos - length:pos])
     if pos + 4 > end:
         raise Malformed("question runs past the end")
     qtype, qclass = struct.unpack_from("!HH", data, pos)
     question = data[12:pos + 4]
     pos += 4
-    edns, size, version = False, 512, 0
+    edns, size, version, flags = False, 512, 0, 0
     if ar:
         # exactly one OPT record: root name, type 41, class = buffer size, ttl, rdata
         if end - pos < 11 or data[pos] != 0 or data[pos + 1:pos + 3] != b"\x00\x29":
             raise Malformed("additional record is not an EDNS0 OPT record")
-        size, _ext, version, _flags, rdlen = struct.unpack_from("!HBBHH", data, pos + 3)
+        size, _ext, version, flags, rdlen = struct.unpack_from("!HBBHH", data, pos + 3)
         if pos + 11 + rdlen != end:
             raise Malformed("OPT record length does not match the message")
         edns, size = True, max(512, size)
@@ -82,11 +83,13 @@ def parse(data: bytes) -> Query:
     elif pos != end:
         raise Malformed("bytes after the question")
     return Query(ident, opcode, bool(b1 & 1), bool(b2 & 0x10), question, tuple(labels),
-                 qtype, qclass, edns, size, version)
+                 qtype, qclass, edns, size, version, bool(flags & 0x8000))
 
 
-def opt_record(rcode_high: int = 0) -> bytes:
-    return b"\x00" + struct.pack("!HHBBHH", OPT_TYPE, OUR_UDP_SIZE, rcode_high, 0, 0, 0)
+def opt_record(rcode_high: int = 0, do: bool = False) -> bytes:
+    """Our OPT record; the DO bit echoes the query's (RFC 3225)."""
+    return b"\x00" + struct.pack("!HHBBHH", OPT_TYPE, OUR_UDP_SIZE, rcode_high, 0,
+                                  0x8000 if do else 0, 0)
 
 
 def reply(query: Query, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
@@ -98,7 +101,7 @@ def reply(query: Query, rcode: int, aa: bool, counts: tuple[int, int, int], body
     an, ns, ar = counts
     opt = b""
     if query.edns:
-        opt = opt_record(rcode >> 4)
+        opt = opt_record(rcode >> 4, query.do)
         ar += 1
     b1 = 0x80 | (query.opcode << 3) | (0x04 if aa else 0) | (0x01 if query.rd else 0)
     b2 = (0x80 if ra else 0) | (0x10 if query.cd else 0) | (rcode & 0x0F)
