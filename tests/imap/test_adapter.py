@@ -43,11 +43,11 @@ def test_autologout_after_thirty_minutes_of_silence(tmp_path):
 
 
 def test_logout_closes_and_a_bug_costs_only_the_session(tmp_path, monkeypatch):
-    protocol, transport, clock, lab = make(tmp_path)
+    protocol, transport, _clock, lab = make(tmp_path)
     protocol.dataReceived(b"a LOGOUT\r\nb NOOP\r\n")
     assert transport.value().endswith(b"* BYE protolab IMAP server logging out\r\na OK LOGOUT completed\r\n")
     assert transport.disconnecting
-    protocol, transport, clock, lab2 = make(tmp_path / "second")
+    protocol, transport, _clock, lab2 = make(tmp_path / "second")
 
     def broken(command):
         raise RuntimeError("boom")

@@ -50,7 +50,8 @@ def test_reader_takes_every_message_of_a_multiappend_as_a_message_literal():
     reader = Reader(append_limit=100_000)
     reader.authenticated = True
     big = b"x" * 70_000  # over the 64 KiB of a literal that is not a message
-    got = events(reader, b"a APPEND INBOX {70000+}\r\n" + big + b' (\\Seen) "2-Feb-2024 10:00:00 +0100" {5+}\r\nhello\r\n')
+    got = events(reader, b"a APPEND INBOX {70000+}\r\n" + big
+                 + b' (\\Seen) "2-Feb-2024 10:00:00 +0100" {5+}\r\nhello\r\n')
     assert len(got) == 1 and isinstance(got[0], Frame)
     assert [m.data for m in parse_command(got[0].raw).messages] == [big, b"hello"]
     # The messages of one command share the message limit.
@@ -68,7 +69,8 @@ def test_reader_line_too_long_and_raw_lines():
 
 
 def test_parse_fetch_sections():
-    command = parse_command(b"7 UID FETCH 1:*,4 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From \"To\")]<0.100> BODY[])")
+    command = parse_command(
+        b"7 UID FETCH 1:*,4 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From \"To\")]<0.100> BODY[])")
     assert command.name == "UID FETCH"
     assert command.set.resolve(9) == [(1, 9), (4, 4)]
     flags, section, whole = command.atts
@@ -274,7 +276,7 @@ def test_settings_validation():
         config.apply(lab, {"imap": {"autologout": 60}}, "lab.toml")
     config.apply(lab, {"imap": {"plaintext_auth": False, "port": 1143}}, "lab.toml")
     assert lab.service("imap").plaintext_auth is False
-    assert [l.port for l in __import__("services.imap").imap.listeners(lab)] == [1143, 993]
+    assert [one.port for one in __import__("services.imap").imap.listeners(lab)] == [1143, 993]
 
 
 def test_store_flags_are_case_insensitive(tmp_path):

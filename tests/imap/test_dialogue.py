@@ -322,8 +322,8 @@ def test_condstore_qresync(raw):
         append(raw, subject)
     assert raw.cmd("ENABLE QRESYNC")[0] == b"* ENABLED QRESYNC\r\n"
     lines = raw.cmd("SELECT INBOX")
-    uidvalidity = [l for l in lines if b"UIDVALIDITY" in l][0].split()[3].rstrip(b"]")
-    modseq = int([l for l in lines if b"HIGHESTMODSEQ" in l][0].split()[3].rstrip(b"]"))
+    uidvalidity = next(one for one in lines if b"UIDVALIDITY" in one).split()[3].rstrip(b"]")
+    modseq = int(next(one for one in lines if b"HIGHESTMODSEQ" in one).split()[3].rstrip(b"]"))
     lines = raw.cmd("STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)")
     assert lines[-1].startswith(b"t OK [MODIFIED 1]")
     raw.cmd("STORE 2 +FLAGS (\\Deleted)")

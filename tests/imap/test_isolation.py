@@ -44,7 +44,7 @@ def _bob_unchanged(bob: Raw) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_no_mailbox_name_spelling_reaches_bobs(imap_pair, command):
-    server, alice, bob = imap_pair
+    _server, alice, bob = imap_pair
     for name in NAMES:
         lines = alice.cmd(command.format(name))
         # None of these names is one of alice's mailboxes, so nothing may succeed; what
@@ -56,7 +56,7 @@ def test_no_mailbox_name_spelling_reaches_bobs(imap_pair, command):
 
 
 def test_list_and_lsub_show_only_ones_own(imap_pair):
-    server, alice, bob = imap_pair
+    _server, alice, _bob = imap_pair
     for command in ('LIST "" "*"', 'LIST "" "%"', 'LIST "../" "*"', 'LIST "/" "*"',
                     'LIST "" "../*"', 'LIST "#" "*"', 'LIST "~bob/" "*"', 'LSUB "" "*"',
                     'LIST (SUBSCRIBED) "" "*"', 'LIST "" "*" RETURN (STATUS (MESSAGES))',
@@ -69,7 +69,7 @@ def test_list_and_lsub_show_only_ones_own(imap_pair):
 
 
 def test_copy_move_and_search_stay_within_ones_own(imap_pair):
-    server, alice, bob = imap_pair
+    _server, alice, bob = imap_pair
     data = b"Subject: alice's\r\n\r\nmine\r\n"
     assert alice.cmd(b"APPEND INBOX {%d+}\r\n" % len(data) + data)[-1].startswith(b"t OK")
     assert alice.cmd("SELECT INBOX")[-1].startswith(b"t OK")

@@ -53,13 +53,13 @@ def test_partial_fetch_and_header_fields(imap):
     client = connect(imap)
     client.append("INBOX", None, None, MESSAGE)
     client.select("INBOX")
-    typ, data = client.fetch("1", "(BODY.PEEK[]<5.10>)")
+    _typ, data = client.fetch("1", "(BODY.PEEK[]<5.10>)")
     assert data[0][0].endswith(b"BODY[]<5> {10}") and data[0][1] == MESSAGE[5:15]
-    typ, data = client.fetch("1", "(BODY.PEEK[]<1000.10>)")
+    _typ, data = client.fetch("1", "(BODY.PEEK[]<1000.10>)")
     assert data[0][0].endswith(b"BODY[]<1000> {0}") or b'BODY[]<1000> ""' in data[0][0]
-    typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+    _typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
     assert data[0][1] == b"From: Bob <bob@lab.test>\r\nSubject: hello\r\n\r\n"
-    typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT FROM)])")
+    _typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT FROM)])")
     assert b"Subject" not in data[0][1] and b"Message-ID: <1@lab.test>" in data[0][1]
 
 
@@ -195,7 +195,7 @@ def test_uidplus_condstore_and_folders(imap):
                 b"UNSELECT", b"ENABLE", b"ID", b"CHILDREN", b"CONDSTORE"):
         assert cap in caps, cap
     server_id = client.id_({"name": "pytest"})[0]
-    assert dict(zip(server_id[::2], server_id[1::2]))[b"name"] == b"protolab"
+    assert dict(zip(server_id[::2], server_id[1::2], strict=True))[b"name"] == b"protolab"
     client.create_folder("Projects/2026/Grüße")
     names = [name for _, _, name in client.list_folders()]
     assert "Projects/2026/Grüße" in names and "Projects/2026" in names

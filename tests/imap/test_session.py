@@ -59,7 +59,8 @@ def test_logged_in_session_answers_every_tag(tmp_path):
 COMMANDS = [
     "NOOP", "CAPABILITY", "LOGIN alice alice", "LOGIN alice wrong", "SELECT INBOX",
     "EXAMINE Sent", "SELECT {n}", "CREATE x/{n}", "DELETE x/{n}", "RENAME x/{n} y/{n}",
-    "LIST \"\" *", "LIST \"\" %/{n}", "LSUB \"\" *", "SUBSCRIBE x/{n}", "STATUS INBOX (MESSAGES UNSEEN RECENT)",
+    "LIST \"\" *", "LIST \"\" %/{n}", "LSUB \"\" *", "SUBSCRIBE x/{n}",
+    "STATUS INBOX (MESSAGES UNSEEN RECENT)",
     "FETCH {n} (FLAGS BODY.PEEK[{n}.MIME] BODY[]<{n}.{m}>)", "FETCH {n}:* ALL", "FETCH * FULL",
     "UID FETCH {n}:{m} (UID BODYSTRUCTURE ENVELOPE RFC822.SIZE)",
     "STORE {n} +FLAGS (\\Deleted $k{m})", "STORE {n}:{m} -FLAGS.SILENT (\\Seen)",

@@ -47,7 +47,8 @@ class Tracker:
             elif m := SEARCH.match(line):
                 found = [int(x) for x in m.group(1).split()]
                 assert len(found) == len(self.uids), (command, found, self.uids)
-                assert all(k in (None, f) for k, f in zip(self.uids, found)), (command, found, self.uids)
+                assert all(k in (None, f) for k, f in zip(self.uids, found, strict=True)), \
+                    (command, found, self.uids)
                 assert found == sorted(found)
 
     def catch_up(self) -> None:
