@@ -361,6 +361,10 @@ def apply(config: LabConfig, data: dict[str, Any], label: str) -> None:
             raise ConfigError(f"{label}: [{section}]: unknown section (known: {known})")
 
 
+# Keys that moved between sections: an old lab.toml is told where its key went.
+MOVED = {"[dns] ttl": "[lab] ttl"}
+
+
 def _merge(base: Any, data: Any, where: str) -> Any:
     """A copy of dataclass instance `base` with the keys of table `data` replaced."""
     if not isinstance(data, dict):
@@ -370,6 +374,9 @@ def _merge(base: Any, data: Any, where: str) -> Any:
     changes = {}
     for key, value in data.items():
         if key not in fields:
+            moved = MOVED.get(f"{where.rsplit(': ', 1)[-1]} {key}")
+            if moved:
+                raise ConfigError(f"{where} {key}: moved to {moved}")
             raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(sorted(fields))})")
         changes[key] = _convert(value, hints[key], f"{where} {key}")
         if isinstance(changes[key], int) and key.endswith("port") and not 0 < changes[key] < 65536:

@@ -55,6 +55,7 @@ def test_example_documents_every_key_and_loads_back_to_the_default(tmp_path):
     ("[lab\n", "invalid TOML"),
     ("[nosuch]\nx = 1\n", "[nosuch]: unknown section"),
     ("[lab]\ndomian = 'x.test'\n", "[lab] domian: unknown key"),
+    ("[dns]\nttl = 60\n", "[dns] ttl: moved to [lab] ttl"),
     ("[lab]\nport_offset = 'big'\n", "[lab] port_offset: expected an integer, got a string (\"big\")"),
     ("[lab]\nport_offset = true\n", "[lab] port_offset: expected an integer, got a boolean"),
     ("[lab]\ndomain = 'not a domain'\n", "[lab] domain: 'not a domain' is not a DNS domain name"),
