@@ -40,8 +40,10 @@ def student(server, name: str, address: str, tmp: Path) -> None:
     message = tmp / f"{name}.eml"
     message.write_text(f"From: {name}@lab.test\r\nSubject: from {name}\r\n\r\nhello\r\n")
     for command in (
+        # a PUT into their own web space, a request that logs in; HTTP/1.1, whose request
+        # line tshark shows as http.request.uri (ALPN would choose HTTP/2)
         [f"https://127.0.0.1:{server.port('http', 'https')}/~{name}/secret-{name}", "-T",
-         str(message)],  # a PUT into their own web space: a request that logs in
+         str(message), "--http1.1"],
         [f"imaps://127.0.0.1:{server.port('imap', 'imaps')}/INBOX", "-X", "EXAMINE INBOX"],
         [f"smtp://127.0.0.1:{server.port('smtp', 'submission')}", "--ssl-reqd",
          "--mail-from", f"{name}@lab.test", "--mail-rcpt", f"{name}@lab.test", "-T", str(message)],
