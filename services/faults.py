@@ -37,7 +37,9 @@ class FaultError(Exception):
 
 def kinds() -> dict[str, str]:
     """Every fault kind of every protocol: SERVICE.NAME -> what a student sees."""
-    found = {}
+    from . import tls  # TLS is no package of the registry: its faults act in every service
+
+    found = {f"tls.{fault}": effect for fault, effect in tls.FAULTS.items()}
     for name in registry.names():
         for fault, effect in getattr(registry.module(name), "FAULTS", {}).items():
             found[f"{name}.{fault}"] = effect

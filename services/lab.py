@@ -81,7 +81,11 @@ class Lab:
 
     @cached_property
     def tls(self) -> LabTLS:
-        return LabTLS(self.data / "tls", self.certificate_names(), self.config.tls.keylog)
+        # tls.* faults act in tls.py, and are journaled as the service whose port it is.
+        services = {listener.port: name for name in registry.names()
+                    for listener in self.listeners(name) if listener.tls}
+        return LabTLS(self.data / "tls", self.certificate_names(), self.config.tls.keylog,
+                      faults=self.faults, journal=self.journal, services=services)
 
     def certificate_names(self) -> list[str]:
         domain = self.config.lab.domain

@@ -18,6 +18,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
     ISSLTransport,
     ITCPTransport,
 )
@@ -79,17 +80,29 @@ class Chore:
             self.loop.stop()
 
 
-@implementer(IOpenSSLContextFactory)
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class LabContextFactory:
     """What Twisted's listenSSL and transport.startTLS take: every TLS listener and
-    STARTTLS shares the lab's one context (and so its key log). Declaring the interface
-    keeps Twisted from warning about a legacy factory. Here, not in tls.py, which must not
-    import Twisted (commands that serve nothing import it)."""
+    STARTTLS shares the lab's one context (and so its key log). Each connection carries
+    its TLS protocol as app data (as Twisted's own client connections do), so the context
+    can tell whose handshake starts and serve a TLS fault's certificate to that client
+    only (services/tls.py). Declaring the interfaces keeps Twisted from warning about a
+    legacy factory. Here, not in tls.py, which must not import Twisted (commands that
+    serve nothing import it)."""
 
     def __init__(self, tls: LabTLS) -> None:
         self._tls = tls
 
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(self._tls.context(), None)
+        connection.set_app_data(protocol)
+        return connection
+
     def getContext(self) -> SSL.Context:
+        """What listenSSL's signature asks for; Twisted calls serverConnectionForTLS when
+        a creator provides it, as this one does."""
         return self._tls.context()
 
 
