@@ -190,7 +190,10 @@ class LabTLS:
         if not where & SSL.SSL_CB_HANDSHAKE_START or self.faults is None:
             return
         try:
-            (host, port), local = _addresses(connection)
+            addresses = _addresses(connection)
+            if addresses is None:
+                return  # a connection of nobody we know (no faults for it)
+            (host, port), local = addresses
             for name, (cert, key) in self._fault_pairs.items():
                 fault = self.faults.find(f"tls.{name}", host)
                 if fault is not None:
@@ -206,15 +209,19 @@ class LabTLS:
                                  f"TLS fault not applied: {type(error).__name__}: {error}")
 
 
-def _addresses(connection: SSL.Connection) -> tuple[tuple[str, int], int]:
-    """((the client's address, its port), the server's port): Twisted's connections carry
-    their TLS protocol as the app data (serving.LabContextFactory sets it, as Twisted's
-    own client side does); a socket's connection (pyftpdlib's) knows both itself."""
+def _addresses(connection: SSL.Connection) -> tuple[tuple[str, int], int] | None:
+    """((the client's address, its port), the server's port), or None if unknown:
+    Twisted's connections carry their TLS protocol as the app data (serving.
+    LabContextFactory sets it, as Twisted's own client side does); a socket's connection
+    (pyftpdlib's) knows both itself; a memory one without app data knows neither."""
     owner = connection.get_app_data()
     if owner is not None:
         peer = owner.transport.getPeer()
         return (peer.host, peer.port), owner.transport.getHost().port
-    peer, local = connection.getpeername(), connection.getsockname()
+    try:
+        peer, local = connection.getpeername(), connection.getsockname()
+    except AttributeError:  # no socket: pyOpenSSL has nothing to delegate to
+        return None
     return (peer[0], peer[1]), local[1]
 
 
