@@ -237,6 +237,15 @@ def export(source: Path, out: Path, keylog: Path | None, client: str = "",
     return packets, len(randoms)
 
 
+def export_for(data: Path, source: Path, out: Path, keylog: Path | None, who: str = "",
+               since: float | None = None, until: float | None = None) -> tuple[int, int]:
+    """export() for `who`: a client address (all its traffic), a lab user (the sessions the
+    journal says they logged in to), or "" (everyone)."""
+    if who and not _is_address(who):
+        return export(source, out, keylog, "", user_sessions(data / "journal", who), since, until)
+    return export(source, out, keylog, who, None, since, until)
+
+
 def _count(pcap: Path) -> int:
     result = subprocess.run([_tool("tshark"), "-r", str(pcap), "-T", "fields", "-e", "frame.number"],
                             capture_output=True, text=True, timeout=600)
@@ -290,11 +299,8 @@ def run(args: argparse.Namespace, commands: Commands) -> int:
             source = Path(args.source) if args.source else latest(data)
             keylog = Path(args.keylog) if args.keylog else (
                 Path(commands.config(args).tls.keylog) if commands.config(args).tls.keylog else None)
-            client, sessions = args.client or "", None
-            if client and not _is_address(client):
-                sessions, client = user_sessions(data / "journal", client), ""
-            packets, secrets = export(source, Path(args.out), keylog, client, sessions,
-                                      since, until)
+            packets, secrets = export_for(data, source, Path(args.out), keylog, args.client or "",
+                                          since, until)
             note = "" if keylog else " (no key log: set [tls] keylog to embed TLS secrets)"
             print(f"wrote {args.out}: {packets} packets, secrets of {secrets} TLS sessions{note}")
     except CaptureError as error:

@@ -31,6 +31,10 @@ def web(tmp_path_factory):
         store.mail.create_mailbox("alice", "Folder/Sub")
         store.mail.delete_mailbox("alice", "Folder")
         store.close()
+        # a capture with no packets yet (a pcap's header alone), for /captures/export
+        (server.data / "captures").mkdir()
+        (server.data / "captures" / "empty.pcap").write_bytes(
+            bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
         yield server
 
 

@@ -4,6 +4,7 @@ secrets (issue 17, "captures that decrypt themselves")."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 import subprocess
@@ -120,6 +121,18 @@ def test_export_per_student_decrypts_alone_and_holds_only_theirs(lab, tmp_path):
         alice = exported["alice", ("127.0.0.2", "alice")[pick]]
         bob = exported["bob", ("127.0.0.3", "bob")[pick]]
         assert not alice & bob and alice | bob == every
+    # The teacher downloads the same from the dashboard and the API (the latest capture)
+    (server.data / "captures").mkdir(exist_ok=True)
+    shutil.copyfile(pcap, server.data / "captures" / "class.pcap")
+    web = f"http://127.0.0.1:{server.port('http', 'http')}"
+    for path, name in (("/lab/dashboard/capture?client=alice", "alice"),
+                       ("/api/v1/captures/export?client=127.0.0.3", "bob")):
+        out = tmp_path / f"download-{name}.pcapng"
+        got = subprocess.run(["curl", "-sS", "--fail", "-u", "admin:admin", "-o", str(out), "-D", "-",
+                              web + path], capture_output=True, text=True, timeout=120)
+        assert got.returncode == 0 and "filename=" in got.stdout, got.stderr
+        assert tshark(out, decode, "http.request", "http.request.uri") == [f"/~{name}/secret-{name}"]
+        assert {line.split()[1] for line in secrets_block(out)} == exported[name, name]
 
 
 def test_errors_are_one_line(lab, tmp_path):
