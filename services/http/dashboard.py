@@ -110,12 +110,13 @@ def faults_section(lab: Lab, now: float) -> str:
              if active else "<p><i>no faults: the lab works as it should</i></p>")
     options = "".join(f'<option value="{html.escape(k)}" title="{html.escape(v)}">{html.escape(k)}</option>'
                       for k, v in sorted(faults.kinds().items()))
-    add = (f'<form method="post" action="/lab/dashboard/faults">'
-           f'<input type="hidden" name="action" value="add">'
+    add = (f'<form method="post" action="/lab/dashboard/faults" style="margin:1em 0">'
+           f'<input type="hidden" name="action" value="add"><b>Switch one on:</b> '
            f'<label>kind <select name="kind">{options}</select></label> '
            f'<label>for <input name="target" placeholder="everyone, or a user / address / name" '
            f'size="30"></label> <label>during <input name="for" placeholder="10m" size="6"></label> '
-           f"<button>switch on</button></form>")
+           f"<button>switch on</button> <small>(<code>protolab fault kinds</code> says what "
+           f"each does)</small></form>")
     running = {f.scenario for f in active if f.scenario}
     items = []
     for name, scenario in scenarios.catalogue(lab.data / "scenarios").items():
