@@ -249,7 +249,7 @@ def _leases(call: Call) -> Any:
 
 def _records(call: Call) -> Any:
     return [{"name": r.name, "type": r.type, "value": r.value, "ttl": r.ttl, "owner": r.owner}
-            for r in call.lab.store.net.records()]
+            for r in call.lab.store.net.live_records()]
 
 
 def _journal(call: Call) -> Any:
@@ -437,8 +437,8 @@ ROUTES = [
           _delete_message, status=204),
     Route("GET", "/leases", "public", "DHCP leases (current; all=1 adds expired ones)",
           _leases, query={"all": "1 includes expired leases"}),
-    Route("GET", "/dns/records", "public", "Dynamic DNS records (DHCP clients' and "
-          "added ones)", _records),
+    Route("GET", "/dns/records", "public", "The dynamic DNS records the lab answers "
+          "with now (those of leases that have not ended, and added ones)", _records),
     Route("GET", "/fault-kinds", "public", "What can break, per service", _fault_kinds),
     Route("GET", "/scenarios", "admin", "The fault scenarios, with the symptoms a "
           "student sees and what they should find", _scenarios),
