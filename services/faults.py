@@ -107,24 +107,23 @@ def add_commands(commands: Commands) -> None:
     fault = commands.add("fault", help="break the lab on purpose, while it runs")
     sub = fault.add_subparsers(dest="action", required=True, metavar="ACTION")
     common(sub.add_parser("kinds", help="what can break, per service"))
-    add = sub.add_parser("add", help="switch a fault on")
-    common(add)
-    add.add_argument("kind", metavar="KIND", help="SERVICE.NAME (protolab fault kinds)")
-    add.add_argument("--target", metavar="NAME|ADDRESS|USER", default="",
-                     help="only this client address, user or name (default: everyone)")
-    add.add_argument("--for", dest="seconds", metavar="DURATION", help="e.g. 30s, 10m, 2h")
+    def switch(name: str, help: str, what: str, target: str, seconds: str) -> None:
+        parser = sub.add_parser(name, help=help)
+        common(parser)
+        parser.add_argument(what.lower(), metavar=what, help=f"its name (protolab fault {what.lower()}s)")
+        parser.add_argument("--target", metavar="NAME|ADDRESS|USER", default="", help=target)
+        parser.add_argument("--for", dest="seconds", metavar="DURATION", help=seconds)
+
+    switch("add", "switch a fault on", "KIND",
+           "only this client address, user or name (default: everyone)", "e.g. 30s, 10m, 2h")
     common(sub.add_parser("list", help="the faults that are on"))
     clear = sub.add_parser("clear", help="switch one fault off (by its #ID), or all of them")
     common(clear)
     clear.add_argument("id", nargs="?", type=int, metavar="ID")
     common(sub.add_parser("scenarios", help="the scenarios: several faults with their symptoms"))
-    begin = sub.add_parser("start", help="switch a scenario's faults on")
-    common(begin)
-    begin.add_argument("scenario", metavar="SCENARIO", help="its name (protolab fault scenarios)")
-    begin.add_argument("--target", metavar="NAME|ADDRESS|USER", default="",
-                       help="for the scenario's faults that name no target (default: everyone)")
-    begin.add_argument("--for", dest="seconds", metavar="DURATION",
-                       help="for those that give no duration (default: until stopped)")
+    switch("start", "switch a scenario's faults on", "SCENARIO",
+           "for the scenario's faults that name no target (default: everyone)",
+           "for those that give no duration (default: until stopped)")
     end = sub.add_parser("stop", help="switch a scenario's faults off")
     common(end)
     end.add_argument("scenario", metavar="SCENARIO")
