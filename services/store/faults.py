@@ -18,8 +18,23 @@ MIGRATIONS = [
         created REAL NOT NULL
     );
     """,
-    # the scenario (services/scenarios) that switched the fault on, so it can be ended whole
-    "ALTER TABLE faults ADD COLUMN scenario TEXT NOT NULL DEFAULT ''",
+    # The scenario (services/scenarios) that switched the fault on, so it can be ended
+    # whole; and AUTOINCREMENT, so a cleared fault's #ID is never given to the next one
+    # (the journal names faults by #ID: "fault dns.servfail #3" must mean one fault).
+    """
+    CREATE TABLE faults_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        until REAL,
+        created REAL NOT NULL,
+        scenario TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO faults_new (id, kind, target, until, created)
+        SELECT id, kind, target, until, created FROM faults;
+    DROP TABLE faults;
+    ALTER TABLE faults_new RENAME TO faults;
+    """,
 ]
 
 

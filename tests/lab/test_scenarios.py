@@ -200,3 +200,13 @@ def test_capture_download_needs_a_capture_and_the_administrator(ftp_web):
     assert status == 404 and b"no capture in" in body
     assert json.loads(request(server, "GET", "/api/v1/captures")[2]) == {"running": None, "files": []}
     assert "no capture yet" in request(server, "GET", "/lab/dashboard")[2].decode()
+
+
+def test_a_cleared_faults_id_is_never_given_again(tmp_path):
+    store = Store(tmp_path / "data")
+    try:
+        first = store.faults.add("ftp.dead-data-port")
+        store.faults.clear()
+        assert store.faults.add("ftp.dead-data-port").id == first.id + 1
+    finally:
+        store.close()
