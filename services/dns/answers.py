@@ -34,6 +34,7 @@ GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
 # asked) -> what the journal calls the fault that acts ("dns.servfail #3"), or None.
 FaultCheck = Callable[[str, str, str], "str | None"]
 SLOW_SECONDS = 4.0  # the slow fault: under dig's 5 s timeout, so dig waits rather than retries
+FAULT_NAMES = ("truncate-no-tcp", "servfail", "nxdomain", "wrong-address", "ttl-zero", "slow")
 WRONG_ADDRESSES = {QTYPE.A: A("192.0.2.1"), QTYPE.AAAA: AAAA("2001:db8::1")}  # TEST-NET-1, RFC 3849
 
 
@@ -176,47 +177,52 @@ class Engine:
     def _faulty(self, query: Query, tcp: bool, peer: str, limit: int) -> Outcome:
         """The answer with the faults that are on for this client or name (FAULTS in
         __init__.py): an error or truncation instead of the answer, or the answer with its
-        addresses or TTLs changed, or the answer late. Signed answers lose their proofs."""
+        addresses or TTLs changed, or the answer late. Signed answers lose their proofs.
+        The records are looked up again (slow, dnslib's) only when a fault changes them."""
+        apex = self.zone.apex_of(query.labels)
+        if apex is None:  # not ours (forwarded or refused): the faults are the lab's names'
+            return self._answer(query, limit)
         check = self.faults
         assert check is not None
         asked = b".".join(query.labels).decode("ascii", "backslashreplace")
-        acted: list[str] = []
-
-        def on(fault: str) -> bool:
-            label = check(fault, peer, asked)
-            if label is not None:
-                acted.append(label)
-            return label is not None
-
+        on = {fault: label for fault in FAULT_NAMES
+              if (label := check(fault, peer, asked)) is not None}
+        if not on:
+            return self._answer(query, limit)
+        acted = []
         outcome: Outcome | None = None
-        sections = resolve(self.zone, query.labels, query.qtype)
-        if sections is None:
-            pass  # not ours (forwarded or refused): the faults are about the lab's names
-        elif on("truncate-no-tcp"):
+        for fault in ("truncate-no-tcp", "servfail", "nxdomain"):  # one of them, in this order
+            if fault in on:
+                acted.append(on[fault])
+                break
+        if acted and "truncate-no-tcp" in on:
             # UDP: TC and no records, so the client asks over TCP, where nothing answers
             outcome = Outcome([] if tcp else [wire.reply(query, NOERROR, True, (0, 0, 0), b"",
                                                           limit=0)], query)
-        elif on("servfail"):
+        elif acted and "servfail" in on:
             outcome = self._bare(query, SERVFAIL, limit)
-        elif on("nxdomain"):
-            apex = self.zone.apex_of(query.labels)
-            assert apex is not None  # resolve() found one
-            sections = Sections(NXDOMAIN, True, [], [negative(self.zone, apex)], [])
-            outcome = self._packed(query, sections, limit)
-        else:
+        elif acted:
+            outcome = self._packed(query, Sections(NXDOMAIN, True, [], [negative(self.zone, apex)]),
+                                   limit)
+        elif "wrong-address" in on or "ttl-zero" in on:
+            sections = resolve(self.zone, query.labels, query.qtype)
+            assert sections is not None  # the name has an apex
             wrong = WRONG_ADDRESSES.get(query.qtype)
-            if wrong is not None and any(rr.rtype == query.qtype for rr in sections.answer) \
-                    and on("wrong-address"):
+            if "wrong-address" in on and wrong is not None \
+                    and any(rr.rtype == query.qtype for rr in sections.answer):
+                acted.append(on["wrong-address"])
                 sections.answer = [RR(rr.rname, rr.rtype, rr.rclass, rr.ttl, wrong)
                                    if rr.rtype == query.qtype else rr for rr in sections.answer]
-                outcome = self._packed(query, sections, limit)
-            if on("ttl-zero"):
+            if "ttl-zero" in on:
+                acted.append(on["ttl-zero"])
                 for rrs in (sections.answer, sections.authority, sections.additional):
                     rrs[:] = [RR(rr.rname, rr.rtype, rr.rclass, 0, rr.rdata) for rr in rrs]
+            if acted:
                 outcome = self._packed(query, sections, limit)
         if outcome is None:
             outcome = self._answer(query, limit)
-        if outcome.messages and sections is not None and on("slow"):
+        if outcome.messages and "slow" in on:
+            acted.append(on["slow"])
             outcome.delay = SLOW_SECONDS
         outcome.faults = tuple(acted)
         return outcome
