@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dnslib import QTYPE, RR, DNSLabel
+from dnslib import AAAA, QTYPE, RR, A, DNSLabel
 
 from . import packed, wire
 from .packed import Body, Sections
-from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
+from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Malformed, Query
 from .zone import Name, Zone
 
 if TYPE_CHECKING:  # dnssec.py imports dnspython: only a lab that signs pays for it
@@ -30,6 +30,13 @@ CACHE_LIMIT = 50_000  # whole UDP replies kept; a random-name flood just resets 
 AXFR_CHUNK = 64  # records per AXFR message
 GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
 
+# Asked where a fault would act (services/dns FAULTS): (fault name, client address, name
+# asked) -> what the journal calls the fault that acts ("dns.servfail #3"), or None.
+FaultCheck = Callable[[str, str, str], "str | None"]
+SLOW_SECONDS = 4.0  # the slow fault: under dig's 5 s timeout, so dig waits rather than retries
+FAULT_NAMES = ("truncate-no-tcp", "servfail", "nxdomain", "wrong-address", "ttl-zero", "slow")
+WRONG_ADDRESSES = {QTYPE.A: A("192.0.2.1"), QTYPE.AAAA: AAAA("2001:db8::1")}  # TEST-NET-1, RFC 3849
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -37,6 +44,8 @@ class Outcome:
     query: Query | None = None
     forward: bool = False
     rcode: int = NOERROR
+    faults: tuple[str, ...] = ()  # the faults that acted (never cached)
+    delay: float = 0.0  # send the messages this many seconds later (the slow fault)
 
 
 def allow_list(networks: list[str]) -> Callable[[str], bool]:
@@ -64,6 +73,9 @@ class Engine:
         self.forwarding = forwarding
         self.axfr = axfr
         self.axfr_allowed = axfr_allowed
+        # Set (by the service) only while a DNS fault is on: the hot path's one check.
+        # While it is set, no cached reply is served, and a faulty reply is never cached.
+        self.faults: FaultCheck | None = None
         self.set_zone(zone, signed)
 
     def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
@@ -86,12 +98,13 @@ class Engine:
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
         """respond() for a datagram, through the cache of whole replies (names that exist)
         or of reply shapes (names that do not: a random-name flood fills no cache)."""
-        hit = self.replies.get(data[2:])
-        if hit is not None:
-            return data[:2] + hit[0], hit[1]
+        if self.faults is None:
+            hit = self.replies.get(data[2:])
+            if hit is not None:
+                return data[:2] + hit[0], hit[1]
         outcome = self.respond(data, False, peer)
-        if not outcome.messages:
-            return None, outcome
+        if not outcome.messages or outcome.faults:
+            return (outcome.messages[0] if outcome.messages else None), outcome
         query, reply = outcome.query, outcome.messages[0]
         if query is not None and query.qtype not in (AXFR, IXFR):
             if query.do and self.signed is not None:
@@ -144,6 +157,11 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         if query.qtype in (AXFR, IXFR):
             return self._transfer(query, tcp, peer)
+        if self.faults is not None:
+            return self._faulty(query, tcp, peer, limit)
+        return self._answer(query, limit)
+
+    def _answer(self, query: Query, limit: int) -> Outcome:
         if query.do and self.signed is not None:
             body = self._with_proofs(query.labels, query.qtype)
         else:
@@ -154,6 +172,64 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         data = body.at(len(query.question) - 4)
         return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, data, limit=limit)],
+                       query, rcode=body.rcode)
+
+    def _faulty(self, query: Query, tcp: bool, peer: str, limit: int) -> Outcome:
+        """The answer with the faults that are on for this client or name (FAULTS in
+        __init__.py): an error or truncation instead of the answer, or the answer with its
+        addresses or TTLs changed, or the answer late. Signed answers lose their proofs.
+        The records are looked up again (slow, dnslib's) only when a fault changes them."""
+        apex = self.zone.apex_of(query.labels)
+        if apex is None:  # not ours (forwarded or refused): the faults are the lab's names'
+            return self._answer(query, limit)
+        check = self.faults
+        assert check is not None
+        asked = b".".join(query.labels).decode("ascii", "backslashreplace")
+        on = {fault: label for fault in FAULT_NAMES
+              if (label := check(fault, peer, asked)) is not None}
+        if not on:
+            return self._answer(query, limit)
+        acted = []
+        outcome: Outcome | None = None
+        for fault in ("truncate-no-tcp", "servfail", "nxdomain"):  # one of them, in this order
+            if fault in on:
+                acted.append(on[fault])
+                break
+        if acted and "truncate-no-tcp" in on:
+            # UDP: TC and no records, so the client asks over TCP, where nothing answers
+            outcome = Outcome([] if tcp else [wire.reply(query, NOERROR, True, (0, 0, 0), b"",
+                                                          limit=0)], query)
+        elif acted and "servfail" in on:
+            outcome = self._bare(query, SERVFAIL, limit)
+        elif acted:
+            outcome = self._packed(query, Sections(NXDOMAIN, True, [], [negative(self.zone, apex)]),
+                                   limit)
+        elif "wrong-address" in on or "ttl-zero" in on:
+            sections = resolve(self.zone, query.labels, query.qtype)
+            assert sections is not None  # the name has an apex
+            wrong = WRONG_ADDRESSES.get(query.qtype)
+            if "wrong-address" in on and wrong is not None \
+                    and any(rr.rtype == query.qtype for rr in sections.answer):
+                acted.append(on["wrong-address"])
+                sections.answer = [RR(rr.rname, rr.rtype, rr.rclass, rr.ttl, wrong)
+                                   if rr.rtype == query.qtype else rr for rr in sections.answer]
+            if "ttl-zero" in on:
+                acted.append(on["ttl-zero"])
+                for rrs in (sections.answer, sections.authority, sections.additional):
+                    rrs[:] = [RR(rr.rname, rr.rtype, rr.rclass, 0, rr.rdata) for rr in rrs]
+            if acted:
+                outcome = self._packed(query, sections, limit)
+        if outcome is None:
+            outcome = self._answer(query, limit)
+        if outcome.messages and "slow" in on:
+            acted.append(on["slow"])
+            outcome.delay = SLOW_SECONDS
+        outcome.faults = tuple(acted)
+        return outcome
+
+    def _packed(self, query: Query, sections: Sections, limit: int) -> Outcome:
+        body = Body(sections, query.labels, len(query.labels))
+        return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, body.data, limit=limit)],
                        query, rcode=body.rcode)
 
     def _with_proofs(self, labels: Name, qtype: int) -> Body | None:
@@ -252,10 +328,14 @@ def resolve(zone: Zone, labels: Name, qtype: int) -> Sections | None:
                   if packed.lower(rr.rname.label) == wildcard else rr for rr in answer]
     if answer:
         return Sections(NOERROR, True, answer, [], _glue(zone, answer))
-    soa = zone.apexes[apex]
-    negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
     found = exists or by_type is not None
-    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative], [])
+    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative(zone, apex)], [])
+
+
+def negative(zone: Zone, apex: Name) -> RR:
+    """The SOA of a negative answer, with the negative TTL (RFC 2308)."""
+    soa = zone.apexes[apex]
+    return RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
 
 
 def closest_encloser(zone: Zone, labels: Name, apex: Name) -> Name:

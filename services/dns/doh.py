@@ -12,7 +12,9 @@ import base64
 import binascii
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.web import resource
+from twisted.web.server import NOT_DONE_YET
 
 from .answers import Engine
 
@@ -35,18 +37,18 @@ class DNSQuery(resource.Resource):
         super().__init__()
         self.engine, self.log = engine, log
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Any) -> bytes | int:
         values = request.args.get(b"dns")
         message = decode_get(values[0]) if values else None
         return self._answer(request, message)
 
-    def render_POST(self, request: Any) -> bytes:
+    def render_POST(self, request: Any) -> bytes | int:
         if request.getHeader("content-type") != MESSAGE_TYPE.decode():
             request.setResponseCode(415)
             return b"send application/dns-message\n"
         return self._answer(request, request.content.read(MAX_MESSAGE + 1))
 
-    def _answer(self, request: Any, message: bytes | None) -> bytes:
+    def _answer(self, request: Any, message: bytes | None) -> bytes | int:
         if not message or len(message) > MAX_MESSAGE:
             request.setResponseCode(400)
             return b"a DNS query is missing (GET ?dns=BASE64URL or POST application/dns-message)\n"
@@ -60,7 +62,18 @@ class DNSQuery(resource.Resource):
         request.setHeader(b"content-type", MESSAGE_TYPE)
         # RFC 8484 5.1: cache no longer than the answer's smallest TTL; ours are short
         request.setHeader(b"cache-control", b"max-age=0")
+        if outcome.delay:  # the slow fault: answered later, never blocking the reactor
+            gone: list[bool] = []
+            request.notifyFinish().addErrback(lambda _: gone.append(True))
+            reactor.callLater(outcome.delay, self._late, request, reply, gone)
+            return NOT_DONE_YET
         return reply
+
+    @staticmethod
+    def _late(request: Any, reply: bytes, gone: list[bool]) -> None:
+        if not gone:  # the client is still there
+            request.write(reply)
+            request.finish()
 
 
 def site(engine: Engine, log: Any) -> Any:

@@ -16,7 +16,7 @@ from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 
 from . import parse_server, wire
-from .answers import Engine, Outcome, allow_list, describe
+from .answers import Engine, FaultCheck, Outcome, allow_list, describe
 from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
@@ -51,7 +51,10 @@ class QueryLog:
             return
         note = " (forwarded)" if outcome.forward else ""
         text = f"{transport} {describe(outcome.query, outcome.rcode)}{note}"
-        self.lab.journal.add("dns", "-", f"{peer[0]}:{peer[1]}", "", "packet", text)
+        where = f"{peer[0]}:{peer[1]}"
+        self.lab.journal.add("dns", "-", where, "", "packet", text)
+        for fault in outcome.faults:
+            self.lab.journal.add("dns", "-", where, "", "event", f"fault {fault}")
 
 
 class StreamQuery(Int16StringReceiver):
@@ -132,9 +135,16 @@ class UDPServer(protocol.DatagramProtocol):
         """The reply to send back to `addr` now, if any (FastUDPPort sends it)."""
         reply, outcome = self.engine.respond_udp(data, addr[0])
         if reply is None and outcome.forward and self.forwarder is not None:
-            self.forwarder.forward(data, outcome.query, lambda late: self.transport.write(late, addr))
+            self.forwarder.forward(data, outcome.query, lambda late: self._late(late, addr))
         self.log("udp", addr, outcome)
+        if reply is not None and outcome.delay:  # the slow fault: later, never blocking
+            reactor.callLater(outcome.delay, self._late, reply, addr)
+            return None
         return reply
+
+    def _late(self, reply: bytes, addr: Any) -> None:
+        if self.transport is not None:  # None once the port has closed
+            self.transport.write(reply, addr)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         reply = self.answer(data, addr)
@@ -159,26 +169,27 @@ class FastUDPPort(udp.Port):
                 return
             except OSError:  # an ICMP error from an earlier send: nothing to read now
                 continue
-            hit = engine.replies.get(data[2:])  # Engine.respond_udp's cache, inlined
-            if hit is not None:
-                try:
-                    send(data[:2] + hit[0], addr)
-                except OSError:
-                    pass
-                if journal.count < limit:
-                    journal("udp", addr, hit[1])
-                else:
-                    journal.count += 1
-                continue
-            if journal.count >= limit:  # not journaled: a name that does not exist, fast
-                reply = engine.quick(data)
-                if reply is not None:
-                    journal.count += 1
+            if engine.faults is None:  # while a fault is on, every query takes the long way
+                hit = engine.replies.get(data[2:])  # Engine.respond_udp's cache, inlined
+                if hit is not None:
                     try:
-                        send(reply, addr)
+                        send(data[:2] + hit[0], addr)
                     except OSError:
                         pass
+                    if journal.count < limit:
+                        journal("udp", addr, hit[1])
+                    else:
+                        journal.count += 1
                     continue
+                if journal.count >= limit:  # not journaled: a name that does not exist, fast
+                    reply = engine.quick(data)
+                    if reply is not None:
+                        journal.count += 1
+                        try:
+                            send(reply, addr)
+                        except OSError:
+                            pass
+                        continue
             try:
                 reply = answer(data, addr[:2])
             except Exception:  # a bug must cost one query, never the listener
@@ -208,10 +219,14 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
         if outcome.forward and factory.forwarder is not None:
             factory.forwarder.forward(data, outcome.query, self._late, tcp=True)
         for message in outcome.messages:
-            self.sendString(message)
+            if outcome.delay:  # the slow fault: later, never blocking
+                reactor.callLater(outcome.delay, self._late, message)
+            else:
+                self.sendString(message)
         factory.log(factory.transport, self.peer, outcome)
         if not outcome.messages and not outcome.forward:
-            self.transport.loseConnection()  # a message we could not even answer FORMERR
+            # a message we could not even answer FORMERR, or the truncate-no-tcp fault
+            self.transport.loseConnection()
 
     def _late(self, reply: bytes) -> None:
         if self.transport is not None and self.transport.connected:
@@ -246,6 +261,7 @@ class DNSService(MultiService):
         self._expiry: Any = None
         self._unsubscribe: Callable[[], None] | None = None
         self._live: list[DynamicRecord] | None = None  # what the zone was built from
+        self._fault_timer: Any = None
         self.keys: Any = None  # dnssec.Keys, when the zones are signed
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
@@ -329,12 +345,17 @@ class DNSService(MultiService):
         super().startService()
         self.query_log.loop.start(1.0, now=False)
         self._unsubscribe = self.lab.store.subscribe("dns", self._changed)
+        self._unsubscribe_faults = self.lab.store.subscribe("faults", self._faults_changed)
+        self._faults_changed(set())
 
     def stopService(self) -> Any:
         if self.query_log.loop.running:
             self.query_log.loop.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe_faults()
+        if self._fault_timer is not None and self._fault_timer.active():
+            self._fault_timer.cancel()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         if self.forwarder is not None and self._forward_port is not None:
@@ -343,6 +364,27 @@ class DNSService(MultiService):
                 if timer.active():
                     timer.cancel()
         return super().stopService()
+
+    def _faults_changed(self, topics: set[str]) -> None:
+        """Hands the engine a fault check while a DNS fault is on, and None otherwise (its
+        hot path's only cost), again when the first of them runs out."""
+        if self._fault_timer is not None and self._fault_timer.active():
+            self._fault_timer.cancel()
+        now = time.time()
+        on = [f for f in self.lab.store.faults.active(now) if f.kind.startswith("dns.")]
+        self.engine.faults = self._fault_check() if on else None
+        ends = [f.until for f in on if f.until is not None]
+        if ends:
+            self._fault_timer = reactor.callLater(min(ends) - now + 0.05, self._faults_changed, set())
+
+    def _fault_check(self) -> FaultCheck:
+        board = self.lab.faults
+
+        def check(fault: str, peer: str, asked: str) -> str | None:
+            found = board.find(f"dns.{fault}", peer, asked, f"{asked}.")
+            return None if found is None else f"{found.kind} #{found.id}"
+
+        return check
 
     def _changed(self, topics: set[str]) -> None:
         try:
