@@ -60,6 +60,10 @@ def test_http_over_both_families_and_the_journal_writes_ipv4_clients_as_ipv4(lab
     for url, option in ((f"http://[::1]:{port}/", "-6"), (f"http://127.0.0.1:{port}/", "-4")):
         out = run("curl", "-sS", option, "-o", "/dev/null", "-w", "%{http_code}", url)
         assert out == "200"
+    # a redirect over IPv6 keeps the client on [::1]:PORT (Location is a path)
+    moved = run("curl", "-sS", "-6", "-L", "-o", "/dev/null", "-w", "%{http_code} %{url_effective}",
+                f"http://[::1]:{port}/lab/http")
+    assert moved == f"200 http://[::1]:{port}/lab/http/", moved
     seen = {peer.rsplit(":", 1)[0] for peer in peers(server, "http", "200")}
     assert {"[::1]", "127.0.0.1"} <= seen, seen
     assert not any("ffff" in peer for peer in seen), seen
@@ -212,3 +216,52 @@ def test_a_host_without_ipv6_serves_ipv4_on_the_default_bind(lab, tmp_path):
         finally:
             serve.terminate()
             serve.wait(10)
+
+
+HOLDER = """
+import socket, time
+held = []
+for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.53", 53))
+    if kind == socket.SOCK_STREAM:
+        sock.listen()
+    held.append(sock)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_dns_on_the_dual_stack_wildcard_binds_around_a_resolver_on_127_0_0_53(tmp_path):
+    """systemd-resolved's 127.0.0.53:53 takes the IPv4 wildcard: 53/udp keeps its IPv6
+    socket and binds the IPv4 addresses around; 53/tcp binds every address of both."""
+    need_root()
+    need("dig")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with Network() as net:
+        host = net.host("six", address="10")
+        holder = host.popen(sys.executable, "-c", HOLDER, stdout=subprocess.PIPE)
+        serve = None
+        try:
+            assert read_until(holder, "held", 30, [])
+            serve = host.popen(
+                sys.executable, "-m", "services", "serve", "--only", "dns", "--port-offset", "0",
+                "--data", str(tmp_path / "data"), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=ROOT, env=env)
+            lines: list[str] = []
+            assert read_until(serve, "protolab ready", 60, lines), lines
+            rows = {tuple(row.split()[:2]): row for row in lines if row.startswith("dns ")}
+            v4 = f"10.199.{net.subnet}.10 127.0.0.1"
+            assert f"0.0.0.0:53 is taken: bound to :: {v4}" in rows[("dns", "dns")], lines
+            assert f"[::]:53 is taken: bound to {v4} ::1" in rows[("dns", "dns-tcp")], lines
+            for address in ("127.0.0.1", "::1", host.address):
+                for transport in ("+notcp", "+tcp"):
+                    answer = host.run("dig", transport, "+short", f"@{address}", "ns.lab.test",
+                                      "AAAA")
+                    assert answer.stdout.strip() == "::1", (address, transport, answer)
+        finally:
+            for process in (serve, holder):
+                if process is not None:
+                    process.terminate()
+                    process.wait(10)
+        assert serve is not None and serve.returncode == 0, serve.stderr
