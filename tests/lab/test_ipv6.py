@@ -61,9 +61,12 @@ def test_http_over_both_families_and_the_journal_writes_ipv4_clients_as_ipv4(lab
         out = run("curl", "-sS", option, "-o", "/dev/null", "-w", "%{http_code}", url)
         assert out == "200"
     # a redirect over IPv6 keeps the client on [::1]:PORT (Location is a path)
-    moved = run("curl", "-sS", "-6", "-L", "-o", "/dev/null", "-w", "%{http_code} %{url_effective}",
+    moved = run("curl", "-sS", "-6", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
                 f"http://[::1]:{port}/lab/http")
-    assert moved == f"200 http://[::1]:{port}/lab/http/", moved
+    assert moved == f"301 http://[::1]:{port}/lab/http/", moved
+    followed = run("curl", "-sS", "-6", "-L", "-o", "/dev/null", "-w",
+                   "%{http_code} %{url_effective}", f"http://[::1]:{port}/lab/http")
+    assert followed == f"200 http://[::1]:{port}/", followed
     seen = {peer.rsplit(":", 1)[0] for peer in peers(server, "http", "200")}
     assert {"[::1]", "127.0.0.1"} <= seen, seen
     assert not any("ffff" in peer for peer in seen), seen
