@@ -78,7 +78,8 @@ class LabSettings:
     )
     address6: str = setting(
         "::1", "the IPv6 address (AAAA) the lab zone gives every host that [hosts] does not "
-        "list; \"\" = no AAAA records")
+        "list; \"\" = no AAAA records (nor are there with a loopback address6 when address "
+        "is not loopback)")
     bind: str = setting(
         "::", "the address every service listens on (serve --bind overrides): :: is every "
         "address of both IPv4 and IPv6 (IPv4 only where the host has no IPv6), 0.0.0.0 every "
@@ -213,11 +214,22 @@ class LabConfig:
             names[host] = address
         return names
 
+    def address6(self) -> str:
+        """[lab] address6, unless it is loopback (the default ::1) while [lab] address is
+        not (a lab moved onto a network, `protolab net up`): an AAAA of ::1 would send the
+        network's hosts to themselves."""
+        address6 = self.lab.address6
+        if address6 and ipaddress.ip_address(address6).is_loopback and \
+                not ipaddress.ip_address(self.lab.address).is_loopback:
+            return ""
+        return address6
+
     def host_names6(self) -> dict[str, str]:
         """The hosts of the lab zone that have an IPv6 address (short name -> address):
         every host at [lab] address6 (when set), unless [hosts] gives it its address."""
-        names = {host: self.lab.address6 for host in self.host_names()
-                 if host not in self.hosts and self.lab.address6}
+        address6 = self.address6()
+        names = {host: address6 for host in self.host_names()
+                 if host not in self.hosts and address6}
         names.update((host, address) for host, address in self.hosts.items() if ":" in address)
         return names
 

@@ -70,7 +70,7 @@ def services(lab: Lab) -> list[ServiceInfo]:
 
 def _address6(config: LabConfig, hosts6: dict[str, str], host: str) -> str:
     """A host's AAAA ("" when none, or when its only address is IPv6: `address` has it)."""
-    address6 = hosts6.get(host, "" if host in config.hosts else config.lab.address6)
+    address6 = hosts6.get(host, "" if host in config.hosts else config.address6())
     return "" if address6 == config.hosts.get(host) else address6
 
 

@@ -115,6 +115,12 @@ def test_every_host_has_aaaa_at_the_lab_ipv6_address_and_its_ip6_arpa_ptr():
     config.lab.address6 = ""  # no IPv6 address: no AAAA
     quiet = Engine(build(config, 0, [], 7))
     assert rrset(ask(quiet, "ns.lab.test", "AAAA")) == set()
+    moved = lab_config()
+    moved.lab.address = "10.203.0.1"  # on a network (net up): ::1 is no address of the lab
+    assert rrset(ask(Engine(build(moved, 0, [], 7)), "ns.lab.test", "AAAA")) == set()
+    moved.lab.address6 = "fd00:203::1"
+    assert rrset(ask(Engine(build(moved, 0, [], 7)), "ns.lab.test", "AAAA")) == {
+        "ns.lab.test. AAAA fd00:203::1"}
 
 
 def test_question_case_is_echoed():
