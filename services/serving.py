@@ -206,7 +206,7 @@ class LimitedFactory(ServerFactory):
 def _unmapped(address: tuple[Any, ...]) -> tuple[Any, ...]:
     """A socket address with a v4-mapped IPv6 host as the IPv4 (host, port) it is."""
     host = client_address(address[0])
-    return (host, address[1]) if host is not address[0] else address
+    return (host, address[1]) if host != address[0] else address
 
 
 def _address(address: tuple[Any, ...]) -> IPv4Address | IPv6Address:
@@ -223,6 +223,8 @@ class _Connection(tcp.Server):
         super().__init__(sock, protocol, _unmapped(client), server, sessionno, reactor)
 
     def getHost(self) -> IPv4Address | IPv6Address:
+        # Twisted's own builds the address with the type the peer's tuple had, which the
+        # unmapped peer changed; _getsockname is what it reads (scope ids included)
         return _address(_unmapped(tcp._getsockname(self.socket)))
 
 
