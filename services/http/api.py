@@ -110,7 +110,7 @@ class Route:
 def _services(call: Call) -> Any:
     return [{
         "name": s.name, "summary": s.summary, "enabled": s.enabled, "running": s.running,
-        "host": s.host, "aliases": s.aliases, "address": s.address,
+        "host": s.host, "aliases": s.aliases, "address": s.address, "address6": s.address6,
         "listeners": [{"name": x.name, "port": x.port, "transport": x.transport,
                        "tls": x.tls or "none", "active": x.active, "note": x.note}
                       for x in s.listeners],

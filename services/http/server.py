@@ -53,7 +53,7 @@ def make_service(lab: Lab) -> MultiService:
         if listener.transport == "udp":
             from .http3 import Http3Port  # aioquic only when HTTP/3 is on
 
-            lab.udp(listener, Http3Port(lab, site)).setServiceParent(parent)
+            lab.udp(listener, lambda: Http3Port(lab, site)).setServiceParent(parent)
             site.alt_svc = b'h3=":%d"; ma=3600' % listener.port
         else:
             lab.tcp(listener, site, busy=BUSY).setServiceParent(parent)

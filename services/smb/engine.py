@@ -74,7 +74,7 @@ from impacket.nt_errors import (
 )
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
-from .. import paths
+from .. import listeners, paths
 from ..store import is_disk_full
 from . import dialects, fastpath, mechlistmic, negotiate, rules, wire
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
@@ -278,6 +278,11 @@ class LabSMBServer(SMBSERVER):
         self.processConfigFile()
         self._credentials = StoreCredentials(lab.credentials)
         self._hook()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """An IPv4 client of the dual-stack socket is its IPv4 address to the lab."""
+        request, address = self.socket.accept()
+        return request, (listeners.client_address(address[0]), address[1])
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Over a connection limit: socketserver closes the socket at once."""

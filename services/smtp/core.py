@@ -11,6 +11,7 @@ passwords in clear). NOOP, RSET, VRFY (252), HELP, QUIT.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..credentials import Credentials
 from ..line.conversation import Conversation, FaultFinder
 from ..line.sasl import Exchange, Outcome, mechanisms
-from .delivery import Delivery, MailDrop, valid_address
+from .delivery import Delivery, MailDrop, address_literal, valid_address
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -38,6 +39,19 @@ GREYLIST_SECONDS = 5  # a retry of the same triple after this is accepted
 SLOW_BANNER_SECONDS = 8  # RFC 5321 4.5.3.2 gives clients 5 minutes for the greeting
 
 PATH_RE = re.compile(r"^(FROM|TO):\s*(<[^<>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+
+
+def valid_literal(text: str) -> bool:
+    """Whether `[...]` is an IPv4 or `IPv6:` address literal (RFC 5321 4.1.3)."""
+    inner = text[1:-1] if text.endswith("]") else ""
+    want: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = ipaddress.IPv4Address
+    if inner[:5].upper() == "IPV6:":
+        inner, want = inner[5:], ipaddress.IPv6Address
+    try:
+        want(inner)
+    except ValueError:
+        return False
+    return True
 
 
 def final_dot(data: bytes, limit: int) -> tuple[int, int] | None:
@@ -196,9 +210,13 @@ class SMTPConversation(Conversation):
             self.reply(501, "5.5.4 Syntax: EHLO hostname" if esmtp else
                        "5.5.4 Syntax: HELO hostname")
             return
+        if arg.startswith("[") and not valid_literal(arg):
+            self.reply(501, "5.5.4 Invalid address literal (RFC 5321 4.1.3: [192.0.2.1] "
+                            "or [IPv6:2001:db8::1])")
+            return
         self._reset()
         self.helo, self.esmtp = arg, esmtp
-        greeting = f"{self.options.hostname} Hello {arg} [{self.peer}]"
+        greeting = f"{self.options.hostname} Hello {arg} {address_literal(self.peer)}"
         if not esmtp:
             self.reply(250, greeting)
             return
