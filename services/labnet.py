@@ -5,10 +5,12 @@ address of [dhcp] network, 10.203.0.0/24 by default) and N client hosts: network
 pc1..pcN, each with a veth on the bridge and no address until DHCP gives one. Each host's
 /etc/resolv.conf (and /etc/dhcp, for dhclient) comes from /etc/netns/pcN/, which `ip netns
 exec` mounts over /etc: the lab DNS is their resolver, the lab's domain their search domain.
+IPv6 too: the bridge takes PREFIX::1 of [dhcp] ipv6_prefix (fd00:203::/64 by default), the
+lab's router advertisements give the hosts SLAAC addresses, and dhclient -6 leases more.
 
-Nothing of the machine's own interfaces, routes or resolver changes: the only route added is
-the bridge's own network, forwarding is off on the bridge, and DHCP gives no router, so the
-hosts reach the bridge and nothing beyond it.
+Nothing of the machine's own interfaces, routes or resolver changes: the only routes added
+are the bridge's own networks, forwarding is off on the bridge, and DHCP gives no router
+(the RAs say router lifetime 0), so the hosts reach the bridge and nothing beyond it.
 
 What `up` makes is written to the state file *before* it is made, so `down` removes it from
 that file alone, also after a crash halfway. `protolab serve` reads the same file (adopt()):
@@ -113,7 +115,7 @@ def _clashes(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str
                 found.append(f"{link['ifname']} has {info['local']}/{info['prefixlen']}")
     for route in json.loads(_ip("-j", family, "route", "show", "table", "all").stdout or "[]"):
         dst = route.get("dst", "")
-        if dst in ("", "default") or route.get("type") in ("local", "broadcast", "multicast") \
+        if dst in ("", "default") or route.get("type") in ("local", "broadcast", "multicast", "anycast") \
                 or dst.startswith(("fe80:", "ff00:")):
             continue
         if ipaddress.ip_network(dst, strict=False).overlaps(network):
@@ -128,7 +130,9 @@ def plan(config: LabConfig, hosts: int) -> Net:
     network = net_network(dhcp.network)
     return Net(bridge=BRIDGE, network=str(network), address=str(network.network_address + 1),
                domain=config.lab.domain, hosts=[f"pc{n}" for n in range(1, hosts + 1)],
-               prefix6=str(ipv6_prefix(dhcp.ipv6_prefix or NET_PREFIX6)))
+               # no IPv6 on a machine that has it off (ipv6.disable=1): IPv4 alone, as before
+               prefix6=str(ipv6_prefix(dhcp.ipv6_prefix or NET_PREFIX6))
+               if Path("/proc/sys/net/ipv6").exists() else "")
 
 
 def need_root(action: str) -> None:
@@ -155,7 +159,7 @@ def up(config: LabConfig, hosts: int) -> tuple[Net, bool]:
     if clashes:
         raise NetError(f"{net.network} is in use on this machine ({'; '.join(clashes)}): "
                        f"choose another [dhcp] network")
-    clashes = _clashes(ipaddress.IPv6Network(net.prefix6))
+    clashes = _clashes(ipaddress.IPv6Network(net.prefix6)) if net.prefix6 else []
     if clashes:
         raise NetError(f"{net.prefix6} is in use on this machine ({'; '.join(clashes)}): "
                        f"choose another [dhcp] ipv6_prefix")
@@ -313,8 +317,8 @@ def adopt(config: LabConfig) -> Net | None:
 
 def describe(net: Net) -> str:
     hosts = net.hosts[0] if len(net.hosts) == 1 else f"{net.hosts[0]}..{net.hosts[-1]}"
-    v6 = f" and {net.address6} on {net.prefix6}" if net.prefix6 else ""
-    return f"bridge {net.bridge} {net.address} on {net.network}{v6}, hosts {hosts}"
+    v6 = f", IPv6 {net.address6} on {net.prefix6}" if net.prefix6 else ""
+    return f"bridge {net.bridge} {net.address} on {net.network}, hosts {hosts}{v6}"
 
 
 # --- the commands ----------------------------------------------------------------------
