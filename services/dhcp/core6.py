@@ -131,6 +131,7 @@ class DHCPv6Core:
         self.size = min(POOL_SIZE, self.network.num_addresses - POOL_FIRST - 1)
         self.leases: dict[tuple[str, int], Held6] = {}
         self.holder: dict[str, tuple[str, int]] = {}  # ip -> key of the row that has it
+        self.names: dict[str, tuple[str, int]] = {}  # host name -> key of the lease that had it last
         for lease in backend.leases():
             self._remember(lease)
 
@@ -143,6 +144,8 @@ class DHCPv6Core:
             self.leases.pop(previous, None)
         self.leases[lease.key] = lease
         self.holder[lease.ip] = lease.key
+        if lease.hostname:
+            self.names[lease.hostname] = lease.key
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -368,11 +371,10 @@ class DHCPv6Core:
         name = host_label(labels[0]) if labels else ""
         if not name or name in self.static_names:
             return ""
-        duid = (request.client_duid or b"").hex()
-        for lease in self.leases.values():
-            if lease.hostname == name and lease.duid != duid and lease.state == "bound" and \
-                    lease.expires > now:
-                return ""
+        owner = self.leases.get(self.names.get(name, ("", 0)))
+        if owner is not None and owner.duid != (request.client_duid or b"").hex() and \
+                owner.hostname == name and owner.state == "bound" and owner.expires > now:
+            return ""
         return name
 
     def _fqdn(self, request: Message, reply: Message, hostname: str) -> None:
