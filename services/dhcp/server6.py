@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime, IReadDescriptor
+from twisted.logger import Logger
 from twisted.python import failure
 from zope.interface import implementer
 
@@ -34,6 +35,7 @@ ICMP6_FILTER = 1  # <netinet/icmp6.h>: a socket option of level IPPROTO_ICMPV6
 ALL_DHCP = "ff02::1:2"  # All_DHCP_Relay_Agents_and_Servers (RFC 8415 7.1)
 ALL_ROUTERS = "ff02::2"
 READ_BUDGET = 64  # datagrams read per wake-up: a flood cannot hold the reactor
+logger = Logger()
 
 
 class StoreBackend6:
@@ -90,8 +92,14 @@ class Reader:
             except OSError as error:
                 if error.errno in (errno.EINTR, errno.ECONNREFUSED, errno.ENETUNREACH):
                     continue
-                raise
-            self.handle(data, source)
+                logger.error("{name}: cannot read: {error}", name=self.name, error=error)
+                return
+            try:
+                self.handle(data, source)
+            except Exception:  # a bug with one datagram: logged; the socket goes on serving
+                # (raised from doRead, the reactor would drop the socket for good)
+                logger.failure("{name}: a datagram from {source} not handled", name=self.name,
+                               source=source)
 
     def connectionLost(self, reason: failure.Failure) -> None:
         self.sock.close()

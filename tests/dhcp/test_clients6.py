@@ -230,8 +230,34 @@ def test_dhclient6_stateful_lease_name_and_release(lab6: Lab6):
     assert capture.read("icmpv6.type == 133")
 
 
-def test_dhclient6_stateless_information_request(lab6: Lab6):
+FLOOD = """
+import os, socket, sys
+from services.dhcp import codec6
+index = socket.if_nametoindex("eth0")
+with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+    for n in range(300):  # garbage, then SOLICITs from made-up DUIDs (rapid commit: none)
+        sock.sendto(os.urandom(n % 90), ("ff02::1:2", 547, 0, index))
+        ia = (codec6.IA_NA, codec6.IANA(n).pack())
+        solicit = codec6.Message(codec6.SOLICIT, n, [(codec6.CLIENTID, b"\\0\\4" + os.urandom(16)), ia])
+        sock.sendto(codec6.pack(solicit), ("ff02::1:2", 547, 0, index))
+with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as raw:
+    raw.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    for n in range(50):  # router solicitations with broken options
+        raw.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0, 1, 0]) + os.urandom(n), ("ff02::2", 0, 0, index))
+"""
+
+
+def test_a_flood_leaves_nothing_and_stateless_dhclient6_is_answered(lab6: Lab6):
+    import os
+    import sys
+
+    from services.store import Store
+    from tests.conftest import ROOT
+
     client = lab6.client("stateless")
+    flood = client.run(sys.executable, "-c", FLOOD, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert flood.returncode == 0, flood.stderr
     got = lab6.dhclient(client, "stateless", "-S", "-1")
     assert got.returncode == 0, got.stderr
     envs = [parse_env(path) for path in lab6.tmp.glob("stateless.*6")]
@@ -241,6 +267,14 @@ def test_dhclient6_stateless_information_request(lab6: Lab6):
     assert informed[0]["new_dhcp6_domain_search"] == "lab.test."
     assert all("new_ip6_address" not in env for env in envs)  # no address: stateless
     wait_for(lambda: "INFORMATION-REQUEST" in lab6.journal(), "INFORMATION-REQUEST in the journal")
+    # the flood was answered (what the socket's buffer held of it), and kept nothing
+    assert "DHCPv6 ADVERTISE" in lab6.journal()
+    store = Store(lab6.data)
+    try:
+        assert store.net.leases6(include_expired=True) == []
+    finally:
+        store.close()
+    assert "Traceback" not in (lab6.tmp / "serve.stderr").read_text()
 
 
 def test_leases6_survive_a_restart_and_never_collide(lab6: Lab6):
