@@ -68,11 +68,24 @@ class Board:
     def _changed(self, topics: set[str]) -> None:
         self._faults = None
 
-    def find(self, kind: str, *targets: str | None) -> Fault | None:
-        """The active fault of KIND for any of `targets` (or for everyone), else None."""
+    def _active(self) -> list[Fault]:
         faults = self._faults
         if faults is None:
             faults = self._faults = self.store.faults.active()
+        return faults
+
+    def any_on(self, service: str) -> bool:
+        """Whether some fault of SERVICE is on, for anyone: a hot path that skips its fault
+        checks (or its fast path declines) while none is, at the cost of this test."""
+        faults = self._active()
+        if not faults:
+            return False
+        now, prefix = time.time(), service + "."
+        return any(f.kind.startswith(prefix) and (f.until is None or f.until > now) for f in faults)
+
+    def find(self, kind: str, *targets: str | None) -> Fault | None:
+        """The active fault of KIND for any of `targets` (or for everyone), else None."""
+        faults = self._active()
         if not faults:
             return None
         now = time.time()

@@ -9,7 +9,6 @@ without one pays a single test of a cached flag per request.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,22 +32,10 @@ ERROR_TEXT = b"500 Internal Server Error\n\nThe server could not answer this req
 class HttpFaults:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self._http: list[Fault] | None = None  # the HTTP faults in the store, when known
-        lab.store.subscribe("faults", self._changed)
-
-    def _changed(self, topics: set[str]) -> None:
-        self._http = None
 
     def any_on(self) -> bool:
         """Whether some HTTP fault may act (for someone): the fast path then declines."""
-        faults = self._http
-        if faults is None:
-            faults = self._http = [fault for fault in self.lab.store.faults.active()
-                                   if fault.kind.startswith("http.")]
-        if not faults:
-            return False
-        now = time.time()
-        return any(fault.until is None or fault.until > now for fault in faults)
+        return self.lab.faults.any_on("http")
 
     def find(self, request: Any) -> Fault | None:
         """The HTTP fault that acts on this request, journaled, or None."""
