@@ -57,6 +57,13 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
     return allowed
 
 
+def pack(zone: Zone) -> packed.Tables:
+    """Every answer of `zone`, packed (pure: may run in a worker thread)."""
+    return packed.build(names(zone), lambda owner: query_types(zone, owner),
+                        lambda labels, qtype: resolve(zone, labels, qtype),
+                        [*zone.apexes, *zone.delegations])
+
+
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
                  axfr_allowed: Callable[[str], bool] = lambda peer: True,
@@ -66,15 +73,15 @@ class Engine:
         self.axfr_allowed = axfr_allowed
         self.set_zone(zone, signed)
 
-    def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
-        """Packs every answer of `zone` (packed.py), and forgets the replies of the last.
-        With `signed` (dnssec.py), queries with the DO bit get signatures and proofs."""
+    def set_zone(self, zone: Zone, signed: Signed | None = None,
+                 tables: packed.Tables | None = None) -> None:
+        """Packs every answer of `zone` (packed.py; `tables`: pack(zone) done already, off
+        the reactor), and forgets the replies of the last. With `signed` (dnssec.py),
+        queries with the DO bit get signatures and proofs."""
         self.zone, self.signed = zone, signed
         # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
         self._proven: dict[tuple[Name, int], Body | None] = {}
-        self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
-                                   lambda labels, qtype: resolve(zone, labels, qtype),
-                                   [*zone.apexes, *zone.delegations])
+        self.tables = pack(zone) if tables is None else tables
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
