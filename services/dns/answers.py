@@ -85,6 +85,9 @@ class Engine:
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
+        # The same for names spelt in mixed case (0x20), by packed.fold()'s key: (reply
+        # header after the ID, reply after the question name, outcome).
+        self.folded: dict[bytes, tuple[bytes, bytes, Outcome]] = {}
         # Names that do not exist, by shape: the query after the ID without its first
         # label's bytes -> the reply around them (see quick()).
         self.shapes: dict[bytes, tuple[bytes, bytes, int]] = {}
@@ -96,6 +99,11 @@ class Engine:
         hit = self.replies.get(data[2:])
         if hit is not None:
             return data[:2] + hit[0], hit[1]
+        folded = packed.fold(data)  # a mixed-case name (0x20): the lower-case spelling's
+        if folded is not None:
+            spelt = self.folded.get(folded[0])
+            if spelt is not None:
+                return data[:2] + spelt[0] + data[12:folded[1]] + spelt[1], spelt[2]
         outcome = self.respond(data, False, peer)
         if not outcome.messages:
             return None, outcome
@@ -103,6 +111,10 @@ class Engine:
         if query is not None and query.qtype not in (AXFR, IXFR):
             if query.do and self.signed is not None:
                 pass  # a denial's proof depends on the name: neither cache nor shape
+            elif folded is not None and query.labels in self.tables.names:
+                if len(self.folded) >= CACHE_LIMIT:
+                    self.folded = {}
+                self.folded[folded[0]] = (reply[2:12], reply[folded[1]:], outcome)
             elif query.labels in self.tables.names or not query.labels:
                 if len(self.replies) >= CACHE_LIMIT:
                     self.replies = {}
