@@ -103,7 +103,9 @@ class Engine:
         if folded is not None:
             spelt = self.folded.get(folded[0])
             if spelt is not None:
-                return data[:2] + spelt[0] + data[12:folded[1]] + spelt[1], spelt[2]
+                reply = data[:2] + spelt[0] + data[12:folded[1]] + spelt[1]
+                self._keep(data, reply, spelt[2])  # this spelling again: the inlined path
+                return reply, spelt[2]
         outcome = self.respond(data, False, peer)
         if not outcome.messages:
             return None, outcome
@@ -111,14 +113,12 @@ class Engine:
         if query is not None and query.qtype not in (AXFR, IXFR):
             if query.do and self.signed is not None:
                 pass  # a denial's proof depends on the name: neither cache nor shape
-            elif folded is not None and query.labels in self.tables.names:
-                if len(self.folded) >= CACHE_LIMIT:
-                    self.folded = {}
-                self.folded[folded[0]] = (reply[2:12], reply[folded[1]:], outcome)
             elif query.labels in self.tables.names or not query.labels:
-                if len(self.replies) >= CACHE_LIMIT:
-                    self.replies = {}
-                self.replies[data[2:]] = (reply[2:], outcome)
+                if folded is not None:
+                    if len(self.folded) >= CACHE_LIMIT:
+                        self.folded = {}
+                    self.folded[folded[0]] = (reply[2:12], reply[folded[1]:], outcome)
+                self._keep(data, reply, outcome)
             else:
                 if len(self.shapes) >= CACHE_LIMIT:
                     self.shapes = {}
@@ -126,6 +126,11 @@ class Engine:
                 self.shapes[data[2:13] + data[first:]] = (reply[2:12], reply[first:],
                                                           len(query.question) - 4)
         return reply, outcome
+
+    def _keep(self, data: bytes, reply: bytes, outcome: Outcome) -> None:
+        if len(self.replies) >= CACHE_LIMIT:
+            self.replies = {}
+        self.replies[data[2:]] = (reply[2:], outcome)
 
     def quick(self, data: bytes) -> bytes | None:
         """The reply to a datagram asking for a name that does not exist, made from the reply
