@@ -567,6 +567,7 @@ class Http3Port(DatagramProtocol):
                 supported_versions=self.config.supported_versions), address)
             return
         connection = self.connections.get(header.destination_cid)
+        new = connection is None
         if connection is None:
             if (header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_INITIAL
                     or len(self.live) >= MAX_CONNECTIONS):
@@ -581,8 +582,10 @@ class Http3Port(DatagramProtocol):
                 connection.session.event("error", f"HTTP/3: {error!r}"[:200])
             connection.terminated("internal error")
             raise
-        if not connection.decrypted():  # junk: no state kept for it
+        if not connection.decrypted():  # junk: no state kept for it, nobody evicted
             connection.terminated("undecryptable Initial")
+        elif new and not connection.closed:
+            self.half_opened(connection)
 
     def accept(self, header: Any, address: tuple[str, int]) -> Http3Connection | None:
         """A connection for a new client's Initial, unless the lab is under pressure and
@@ -606,10 +609,6 @@ class Http3Port(DatagramProtocol):
                     address=address, original_destination_connection_id=header.destination_cid,
                     retry_source_connection_id=source_cid, now=time.monotonic())), address)
             return None
-        from_host = self.half_open_from.setdefault(address[0], {})
-        for crowd, cap in ((from_host, HALF_OPEN_PER_HOST), (self.half_open, HALF_OPEN)):
-            while len(crowd) >= cap:
-                next(iter(crowd)).terminated("evicted: too many handshakes")
         quic = QuicConnection(configuration=self.config,
                               original_destination_connection_id=original,
                               retry_source_connection_id=retry_source)
@@ -617,9 +616,20 @@ class Http3Port(DatagramProtocol):
         self.connections[header.destination_cid] = connection
         self.connections[quic.host_cid] = connection
         self.live.add(connection)
-        self.half_open[connection] = None
-        self.half_open_from.setdefault(address[0], {})[connection] = None
         return connection
+
+    def half_opened(self, connection: Http3Connection) -> None:
+        """A new connection whose Initial decrypted: counted as half-open until its
+        handshake completes, the oldest evicted if there are too many."""
+        host = connection.address[0]
+        for crowd, cap in ((self.half_open_from.get(host, {}), HALF_OPEN_PER_HOST),
+                           (self.half_open, HALF_OPEN)):
+            while len(crowd) >= cap:
+                oldest = next(iter(crowd))
+                oldest.terminated("evicted: too many handshakes")
+                self.established(oldest)  # out of the count, even if it had closed
+        self.half_open[connection] = None
+        self.half_open_from.setdefault(host, {})[connection] = None
 
     def pressure(self, host: str) -> bool:
         return (len(self.half_open) >= RETRY_ABOVE

@@ -244,7 +244,7 @@ class H2Client:
                 elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
                     return status, body
                 elif isinstance(event, h2.events.ConnectionTerminated):
-                    return None, b"%d" % event.error_code
+                    return None, b"%d" % (event.error_code or 0)
             self.sock.sendall(self.conn.data_to_send())
         return None, b"closed"
 
