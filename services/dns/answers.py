@@ -66,6 +66,13 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
     return allowed
 
 
+def pack(zone: Zone) -> packed.Tables:
+    """Every answer of `zone`, packed (pure: may run in a worker thread)."""
+    return packed.build(names(zone), lambda owner: query_types(zone, owner),
+                        lambda labels, qtype: resolve(zone, labels, qtype),
+                        [*zone.apexes, *zone.delegations])
+
+
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
                  axfr_allowed: Callable[[str], bool] = lambda peer: True,
@@ -78,18 +85,21 @@ class Engine:
         self.faults: FaultCheck | None = None
         self.set_zone(zone, signed)
 
-    def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
-        """Packs every answer of `zone` (packed.py), and forgets the replies of the last.
-        With `signed` (dnssec.py), queries with the DO bit get signatures and proofs."""
+    def set_zone(self, zone: Zone, signed: Signed | None = None,
+                 tables: packed.Tables | None = None) -> None:
+        """Packs every answer of `zone` (packed.py; `tables`: pack(zone) done already, off
+        the reactor), and forgets the replies of the last. With `signed` (dnssec.py),
+        queries with the DO bit get signatures and proofs."""
         self.zone, self.signed = zone, signed
         # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
         self._proven: dict[tuple[Name, int], Body | None] = {}
-        self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
-                                   lambda labels, qtype: resolve(zone, labels, qtype),
-                                   [*zone.apexes, *zone.delegations])
+        self.tables = pack(zone) if tables is None else tables
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
+        # The same for names spelt in mixed case (0x20), by packed.fold()'s key: (reply
+        # header after the ID, reply after the question name, outcome).
+        self.folded: dict[bytes, tuple[bytes, bytes, Outcome]] = {}
         # Names that do not exist, by shape: the query after the ID without its first
         # label's bytes -> the reply around them (see quick()).
         self.shapes: dict[bytes, tuple[bytes, bytes, int]] = {}
@@ -98,10 +108,17 @@ class Engine:
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
         """respond() for a datagram, through the cache of whole replies (names that exist)
         or of reply shapes (names that do not: a random-name flood fills no cache)."""
-        if self.faults is None:
+        if self.faults is None:  # while a fault is on, no cached reply is served
             hit = self.replies.get(data[2:])
             if hit is not None:
                 return data[:2] + hit[0], hit[1]
+        folded = packed.fold(data)  # a mixed-case name (0x20): the lower-case spelling's
+        if folded is not None and self.faults is None:
+            spelt = self.folded.get(folded[0])
+            if spelt is not None:
+                reply = data[:2] + spelt[0] + data[12:folded[1]] + spelt[1]
+                self._keep(data, reply, spelt[2])  # this spelling again: the inlined path
+                return reply, spelt[2]
         outcome = self.respond(data, False, peer)
         if not outcome.messages or outcome.faults:
             return (outcome.messages[0] if outcome.messages else None), outcome
@@ -110,9 +127,11 @@ class Engine:
             if query.do and self.signed is not None:
                 pass  # a denial's proof depends on the name: neither cache nor shape
             elif query.labels in self.tables.names or not query.labels:
-                if len(self.replies) >= CACHE_LIMIT:
-                    self.replies = {}
-                self.replies[data[2:]] = (reply[2:], outcome)
+                if folded is not None:
+                    if len(self.folded) >= CACHE_LIMIT:
+                        self.folded = {}
+                    self.folded[folded[0]] = (reply[2:12], reply[folded[1]:], outcome)
+                self._keep(data, reply, outcome)
             else:
                 if len(self.shapes) >= CACHE_LIMIT:
                     self.shapes = {}
@@ -120,6 +139,11 @@ class Engine:
                 self.shapes[data[2:13] + data[first:]] = (reply[2:12], reply[first:],
                                                           len(query.question) - 4)
         return reply, outcome
+
+    def _keep(self, data: bytes, reply: bytes, outcome: Outcome) -> None:
+        if len(self.replies) >= CACHE_LIMIT:
+            self.replies = {}
+        self.replies[data[2:]] = (reply[2:], outcome)
 
     def quick(self, data: bytes) -> bytes | None:
         """The reply to a datagram asking for a name that does not exist, made from the reply

@@ -3,6 +3,7 @@ and the zone rebuilt when the store's live records change."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import time
@@ -17,7 +18,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from ..serving import UDPPort
 from . import parse_server, wire
-from .answers import Engine, FaultCheck, Outcome, allow_list, describe
+from .answers import Engine, FaultCheck, Outcome, allow_list, describe, pack
+from .background import ZoneWorker
 from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
@@ -264,6 +266,7 @@ class DNSService(MultiService):
         self._live: list[DynamicRecord] | None = None  # what the zone was built from
         self._fault_timer: Any = None
         self.keys: Any = None  # dnssec.Keys, when the zones are signed
+        self.worker: ZoneWorker[tuple[Any, ...]] | None = None  # from startService on
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -343,6 +346,7 @@ class DNSService(MultiService):
     def startService(self) -> None:
         if self.forwarder is not None:
             self._forward_port = reactor.listenUDP(0, self.forwarder)
+        self.worker = ZoneWorker(self._install)
         super().startService()
         self.query_log.loop.start(1.0, now=False)
         self._unsubscribe = self.lab.store.subscribe("dns", self._changed)
@@ -387,6 +391,25 @@ class DNSService(MultiService):
 
         return check
 
+    def _make(self, live: list[DynamicRecord], serial: int) -> tuple[Any, ...]:
+        """The zone of `live`, signed and packed: pure, so it may run in the worker."""
+        zone = build(self.lab.config, self.lab.offset, live, serial)
+        if self.settings.dnssec != "off" and self.settings.fake_root:
+            # one server with the whole chain: a validator (delv) asks it for every DS
+            # and DNSKEY
+            from .dnssec import combined
+
+            zone = combined(zone, *self._fake_zones())
+        signed = self._sign(zone, list(zone.delegations), anchor=True)
+        return zone, signed, pack(zone), serial, len(live)
+
+    def _install(self, made: tuple[Any, ...]) -> None:
+        zone, signed, tables, serial, count = made
+        self.engine.set_zone(zone, signed, tables)
+        self.lab.journal.add("dns", "-", "-", "", "event",
+                             f"zone {self.lab.config.lab.domain} serial {serial}: "
+                             f"{count} records from the store")
+
     def _changed(self, topics: set[str]) -> None:
         try:
             self.rebuild()
@@ -401,18 +424,15 @@ class DNSService(MultiService):
             # The serial moves on every change and never goes back, also across restarts.
             self.serial = max(self.serial + 1, int(now))
             net.set_serial(self.lab.config.lab.domain, self.serial)
-            zone = build(self.lab.config, self.lab.offset, live, self.serial)
-            if self.settings.dnssec != "off" and self.settings.fake_root:
-                # one server with the whole chain: a validator (delv) asks it for every DS
-                # and DNSKEY
-                from .dnssec import combined
-
-                zone = combined(zone, *self._fake_zones())
-            self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
             self._live = live
-            self.lab.journal.add("dns", "-", "-", "", "event",
-                                 f"zone {self.lab.config.lab.domain} serial {self.serial}: "
-                                 f"{len(live)} records from the store")
+            work = functools.partial(self._make, live, self.serial)
+            if self.worker is None:  # at start-up, before the lab says ready: at once
+                self._install(work())
+            else:  # the zone we have answers until the new one is made (background.py)
+                self.lab.journal.add("dns", "-", "-", "", "event",
+                                     f"zone {self.lab.config.lab.domain} serial {self.serial}:"
+                                     " rebuilding in the background")
+                self.worker.submit(work)
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         ends = net.next_expiry(now)

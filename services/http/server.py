@@ -31,6 +31,11 @@ def build_router(lab: Lab) -> Router:
     autoconfig.register(router, lab)
     api.register(router, lab)
     dashboard.register(router, lab)
+    from ..dns.doh import lab_relay, serve  # DoH on the HTTPS port too (issue 21)
+
+    relay = lab_relay(lab)
+    if relay is not None:
+        router.page("/dns-query", lambda request: serve(request, relay))
     return router
 
 
