@@ -296,9 +296,10 @@ def link_exists(name: str) -> bool:
 
 def adopt(config: LabConfig) -> Net | None:
     """Serve the hosts of a network that is up: DHCP on its bridge when [dhcp] interface is
-    unset (without a router: the hosts reach only the bridge), and the bridge's address as
-    the lab's when [lab] address is the default 127.0.0.1, which means nothing to a host in
-    a namespace. Also correct on the machine itself: the bridge's address is local."""
+    unset (without a router: the hosts reach only the bridge), and the bridge's addresses as
+    the lab's when [lab] address is the default 127.0.0.1 (and address6 the default ::1),
+    which mean nothing to a host in a namespace. Also correct on the machine itself: the
+    bridge's addresses are local."""
     try:
         net = load_state()
     except NetError:
@@ -312,6 +313,9 @@ def adopt(config: LabConfig) -> Net | None:
         dhcp.ipv6_prefix = dhcp.ipv6_prefix or net.prefix6
     if config.lab.address == LabSettings().address:
         config.lab.address = net.address
+        # likewise the AAAA records: the bridge's IPv6 address, where the hosts reach us
+        if net.address6 and config.lab.address6 == LabSettings().address6:
+            config.lab.address6 = net.address6
     return net
 
 
