@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 TLS_TEXT = {"": "cleartext", "starttls": "STARTTLS", "implicit": "TLS"}
 CA = "/ca.crt"
+TRUST_ANCHOR = "/dns/trust-anchor.conf"
 
 
 def render(lab: Lab, request: Any) -> bytes:
@@ -85,7 +86,7 @@ View Certificates &gt; Authorities &gt; Import, tick "identify websites" (and em
 "Trusted Root Certification Authorities". macOS: add it to the System keychain in
 Keychain Access and set it to "Always Trust".</li>
 </ul>
-<h2>Mail clients</h2>
+{dnssec(lab)}<h2>Mail clients</h2>
 <p>Thunderbird's account wizard finds the settings for <code>{user}@{domain}</code> by itself
 from <a href="/.well-known/autoconfig/mail/config-v1.1.xml">the autoconfig file</a>
 (served as <code>autoconfig.{domain}/mail/config-v1.1.xml</code> too).</p>
@@ -106,3 +107,20 @@ reload it to see a conditional GET answered 304.</li>
 (<a href="/api/v1/openapi.json">OpenAPI document</a>); the live
 <a href="/lab/dashboard">dashboard</a> needs the administrator's login.</p>"""
     return send(request, html_page(f"protolab: {domain}", body).encode())
+
+
+def dnssec(lab: Lab) -> str:
+    """How to validate the signed lab zones, when they are signed."""
+    settings = lab.settings("dns")
+    if settings.dnssec == "off":
+        return ""
+    top = "." if settings.fake_root else f"{lab.config.lab.domain}."
+    return f"""<h2 id="dnssec">DNSSEC: the lab's trust anchor</h2>
+<p>The lab DNS signs its zones (ECDSA P-256), so answers can be validated offline from
+<a href="{TRUST_ANCHOR}" download="protolab-trust-anchor.conf">the trust anchor</a> of
+<code>{html.escape(top)}</code>:
+<code>delv -a protolab-trust-anchor.conf @ADDRESS{' +root=.' if settings.fake_root else ''}
+www.{html.escape(lab.config.lab.domain)}</code> prints "fully validated";
+<code>dig +dnssec +multi www.{html.escape(lab.config.lab.domain)}</code> shows the RRSIG
+records.</p>
+"""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import MultiService
 
 from . import api, autoconfig, dashboard, exercises, http2, portal, userweb
-from .responses import Body
+from .responses import Body, error_page
 from .site import LabSite, Router
 
 if TYPE_CHECKING:
@@ -26,6 +26,20 @@ def build_router(lab: Lab) -> Router:
         return body.serve(request)
 
     router.page(portal.CA, ca)
+
+    def anchor(request: Any) -> bytes:
+        """The DNSSEC trust anchor the DNS service writes when it signs (delv -a FILE)."""
+        path = lab.data / "dns" / "trust-anchor.conf"
+        try:
+            data, mtime = path.read_bytes(), path.stat().st_mtime
+        except OSError:
+            return error_page(request, 404, "The lab DNS does not sign its zones "
+                              "([dns] dnssec = \"on\" makes it), or has not started yet.")
+        body = Body(data, b"text/plain; charset=utf-8", mtime, headers={
+            b"Content-Disposition": b'attachment; filename="protolab-trust-anchor.conf"'})
+        return body.serve(request)
+
+    router.page(portal.TRUST_ANCHOR, anchor)
     exercises.register(router, lab)
     userweb.register(router, lab)
     autoconfig.register(router, lab)

@@ -142,3 +142,34 @@ def test_delv_validates_from_the_fake_root(lab, mode, verdict):
         assert "10.9.8.7" in out and "RRSIG" in out
         nx = delv(server, mode, "nothing.lab.test", "A")
         assert "fully validated" in nx or "ncache nxdomain" in nx, nx
+
+
+def test_the_portal_offers_the_trust_anchor_delv_validates_with(lab, tmp_path):
+    import subprocess
+
+    from tests.conftest import need
+
+    need("delv", "curl")
+    server = lab.start(only="dns,http", config='[dns]\nfake_root = true\ndnssec = "on"\n')
+    web = f"http://127.0.0.1:{server.port('http', 'http')}"
+    portal = subprocess.run(["curl", "-sS", web + "/"], capture_output=True, text=True, timeout=30)
+    assert 'href="/dns/trust-anchor.conf"' in portal.stdout and "+root=." in portal.stdout
+    anchor = tmp_path / "anchor.conf"
+    got = subprocess.run(["curl", "-sS", "--fail", "-o", str(anchor), web + "/dns/trust-anchor.conf"],
+                         capture_output=True, text=True, timeout=30)
+    assert got.returncode == 0, got.stderr
+    out = subprocess.run(["delv", "-a", str(anchor), "@127.0.0.1", "-p", str(server.port("dns", "dns")),
+                          "+root=.", "www.lab.test", "A"], capture_output=True, text=True, timeout=60)
+    assert "; fully validated" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_no_trust_anchor_from_an_unsigned_lab(lab):
+    import subprocess
+
+    server = lab.start(only="http")
+    web = f"http://127.0.0.1:{server.port('http', 'http')}"
+    got = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                          web + "/dns/trust-anchor.conf"], capture_output=True, text=True, timeout=30)
+    assert got.stdout == "404"
+    portal = subprocess.run(["curl", "-sS", web + "/"], capture_output=True, text=True, timeout=30)
+    assert "trust-anchor" not in portal.stdout
