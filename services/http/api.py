@@ -242,9 +242,14 @@ def _delete_message(call: Call) -> Any:
 
 
 def _leases(call: Call) -> Any:
-    return [{"mac": x.mac, "ip": x.ip, "hostname": x.hostname, "client_id": x.client_id,
+    every = call.query("all") == "1"
+    net = call.lab.store.net
+    return [{"family": 4, "mac": x.mac, "ip": x.ip, "hostname": x.hostname,
+             "client_id": x.client_id, "expires": x.expires, "state": x.state}
+            for x in net.leases(include_expired=every)] + [
+            {"family": 6, "duid": x.duid, "iaid": x.iaid, "ip": x.ip, "hostname": x.hostname,
              "expires": x.expires, "state": x.state}
-            for x in call.lab.store.net.leases(include_expired=call.query("all") == "1")]
+            for x in net.leases6(include_expired=every)]
 
 
 def _records(call: Call) -> Any:
@@ -435,7 +440,8 @@ ROUTES = [
           _raw, produces="message/rfc822"),
     Route("DELETE", MAILBOX + "/messages/{uid}", "owner", "Delete (expunge) one message",
           _delete_message, status=204),
-    Route("GET", "/leases", "public", "DHCP leases (current; all=1 adds expired ones)",
+    Route("GET", "/leases", "public", "DHCP leases, DHCPv4's (family 4, by MAC) then "
+          "DHCPv6's (family 6, by DUID and IAID); current ones, all=1 adds expired ones",
           _leases, query={"all": "1 includes expired leases"}),
     Route("GET", "/dns/records", "public", "The dynamic DNS records the lab answers "
           "with now (those of leases that have not ended, and added ones)", _records),

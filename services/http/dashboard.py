@@ -199,7 +199,10 @@ def render(lab: Lab, request: Any, problem: str = "") -> bytes:
     session_rows = [[s["service"], s["peer"], s["user"] or "-", _clock(s["opened"]),
                      f"{s['last']['kind']}: {s['last']['text'][:80]}"] for s in sessions]
     lease_rows = [[x.ip, x.mac, x.hostname or "-", x.state,
-                   f"{max(0, int(x.expires - now))} s"] for x in lab.store.net.leases()]
+                   f"{max(0, int(x.expires - now))} s"] for x in lab.store.net.leases()] + [
+                  [x.ip, f"DUID {x.duid[:24]}{'...' if len(x.duid) > 24 else ''} IAID {x.iaid}",
+                   x.hostname or "-", x.state, f"{max(0, int(x.expires - now))} s"]
+                  for x in lab.store.net.leases6()]
     mail_rows = []
     for user in lab.store.users.list():
         for box in lab.store.mail.mailboxes(user.name):
@@ -214,7 +217,7 @@ def render(lab: Lab, request: Any, problem: str = "") -> bytes:
 <h2 id="sessions">Live sessions ({len(sessions)})</h2>
 {_table(["service", "peer", "user", "opened", "last event"], session_rows, "no open sessions")}
 <h2 id="leases">DHCP leases ({len(lease_rows)})</h2>
-{_table(["address", "MAC", "host name", "state", "expires in"], lease_rows, "no leases")}
+{_table(["address", "MAC (DHCPv6: DUID)", "host name", "state", "expires in"], lease_rows, "no leases")}
 <h2 id="mail">Mailboxes</h2>
 {_table(["user", "mailbox", "messages", "unseen", "bytes"], mail_rows, "no users")}
 {faults_section(lab, now)}

@@ -28,6 +28,7 @@ def web(tmp_path_factory):
         store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="manual")
         # a lease's record with no lease behind it (ended): the DNS does not answer it
         store.net.add_record("gone.lab.test", "A", "10.0.0.6", owner="lease:aa")
+        store.net.bind_lease6("000100011234", 7, "fd00:203::1001", "pc6", time.time() + 600)
         # Folder becomes a \Noselect placeholder, as after IMAP DELETE of a mailbox with inferiors.
         store.mail.create_mailbox("alice", "Folder")
         store.mail.create_mailbox("alice", "Folder/Sub")
@@ -160,7 +161,9 @@ def test_services_records_leases_and_journal(web):
     assert {"name": "pc1.lab.test", "type": "A", "value": "10.0.0.5", "ttl": 300,
             "owner": "manual"} in records
     assert not any(r["name"] == "gone.lab.test" for r in records)
-    assert as_json(web, "GET", "/api/v1/leases", auth=None) == (200, [])
+    status, leases = as_json(web, "GET", "/api/v1/leases", auth=None)
+    assert status == 200 and [(x["family"], x["ip"], x["hostname"], x["iaid"]) for x in leases] == [
+        (6, "fd00:203::1001", "pc6", 7)]
     start = time.time()
     call(web, "GET", "/lab/http/basic.html")
     status, events = as_json(web, "GET", f"/api/v1/journal?service=http&since={start}")
@@ -203,5 +206,6 @@ def test_dashboard_for_the_admin_only(web):
     assert '<meta http-equiv="refresh"' in page
     assert "GET /lab/http/basic.html HTTP/1.1" in page
     assert "<td>alice</td><td>INBOX</td>" in page
+    assert "<td>fd00:203::1001</td><td>DUID 000100011234 IAID 7</td><td>pc6</td>" in page
     live = page.split('id="sessions"')[1].split("<h2")[0]
     assert "Live sessions (0)" not in page and "<td>http</td>" in live
