@@ -53,6 +53,7 @@ CONTEXT = struct.Struct("<HHI")  # type, data length, reserved
 TRANSFORM = struct.Struct("<4s16s16sIHHQ")  # MS-SMB2 2.2.41, 52 bytes
 TRANSFORM_MAGIC = b"\xfdSMB"
 SERVER_TO_REDIR, SIGNED = 0x1, 0x8
+UNSIGNED_COMMANDS = {0x0000, 0x0001, 0x000C}  # NEGOTIATE, SESSION_SETUP, CANCEL
 
 
 def error_reply(request: bytes, status: int) -> bytes:
@@ -141,6 +142,10 @@ class Connection:
     encryption_key: bytes = b""  # server to client
     decryption_key: bytes = b""  # client to server
     encrypt_all: bool = False  # the session encrypts every message (SessionFlags)
+    # Session.SigningRequired (MS-SMB2 3.3.5.5.3): the server requires signing, or the
+    # client's SESSION_SETUP said it does (client_requires_signing, noted on the way)
+    signing_required: bool = False
+    client_requires_signing: bool = False
     salt: bytes = field(default_factory=lambda: os.urandom(32))
     answer_contexts: set[int] = field(default_factory=set)
 
@@ -199,13 +204,16 @@ class Connection:
     def reset_session(self) -> None:
         self.session_preauth = None
         self.signing_key = self.encryption_key = self.decryption_key = b""
-        self.encrypt_all = False
+        self.encrypt_all = self.signing_required = False
 
     # --- keys
 
-    def session_established(self, session_id: int, session_key: bytes, encrypt_all: bool) -> None:
-        """Derive the session's keys (MS-SMB2 3.3.5.5.3) from the NTLM session key."""
+    def session_established(self, session_id: int, session_key: bytes, encrypt_all: bool,
+                            signing_required: bool = False) -> None:
+        """Derive the session's keys (MS-SMB2 3.3.5.5.3) from the NTLM session key;
+        `signing_required`: the server requires signing of this session."""
         self.session_id = session_id
+        self.signing_required = signing_required or self.client_requires_signing
         key = session_key[:16]
         if self.dialect == SMB311:
             context = self.session_preauth or self.preauth
@@ -243,6 +251,28 @@ class Connection:
         mac = cmac.CMAC(algorithms.AES(self.signing_key))
         mac.update(bytes(message))
         return mac.finalize()
+
+    def refusal(self, message: bytes | bytearray | memoryview) -> str | None:
+        """Why one unsealed request (a message of a chain) fails the session's signing rule
+        (MS-SMB2 3.3.5.2.4: a signed request must verify; an unsigned one is refused when
+        the session requires signing), or None. NEGOTIATE and SESSION_SETUP come before
+        the session's key (or start a new session); CANCEL is not signed on Windows.
+
+        impacket's server never checks a request's signature (it computes one and throws
+        it away): this is the lab's check, called by the engine's Handler for every chain."""
+        if not self.signing_key:
+            return None  # no session yet, or an anonymous one: nothing to sign with
+        command, flags = struct.unpack_from("<HHI", message, 12)[::2]
+        if command in UNSIGNED_COMMANDS:
+            return None
+        if not flags & SIGNED:
+            return "unsigned, and the session requires signing" if self.signing_required else None
+        packet = bytearray(message)
+        claimed = bytes(packet[48:64])
+        packet[48:64] = bytes(16)
+        if not hmac.compare_digest(self.signature(packet), claimed):
+            return "bad signature"
+        return None
 
     def sign(self, message: bytes) -> bytes:
         """`message` signed: SIGNED set, the signature in place."""
