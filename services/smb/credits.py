@@ -26,6 +26,13 @@ class Window:
         self.low, self.high = 0, 1  # NEGOTIATE's id 0 is granted from the start
         self.used: set[int] = set()
 
+    def begin_at(self, message_id: int) -> None:
+        """A connection's first NEGOTIATE with another id than 0 starts the window there:
+        impacket's client, handed an open NetBIOS session, starts at 1 (it counts a reply
+        it never got). Only before any id was spent."""
+        if (self.low, self.high) == (0, 1):
+            self.low, self.high = message_id, message_id + 1
+
     @property
     def available(self) -> int:
         return self.high - self.low - len(self.used)

@@ -239,17 +239,22 @@ class Connection:
 
     # --- signing
 
-    def signature(self, message: bytes | bytearray | memoryview) -> bytes:
-        """The 16-byte signature of a message (its Signature field zero, SIGNED set)."""
+    def signature(self, *parts: bytes | bytearray | memoryview) -> bytes:
+        """The 16-byte signature of a message given whole or in parts, the first holding the
+        64-byte header (its Signature field zero, SIGNED set): parts spare copying a WRITE."""
         if not self.smb3:
-            return hmac.new(self.signing_key, message, hashlib.sha256).digest()[:16]
+            digest = hmac.new(self.signing_key, digestmod=hashlib.sha256)
+            for part in parts:
+                digest.update(part)
+            return digest.digest()[:16]
         if self.signer == AES_GMAC:
-            message_id, flags = struct.unpack_from("<Q", message, 24)[0], message[16]
+            message_id, flags = struct.unpack_from("<Q", parts[0], 24)[0], parts[0][16]
             role = 1 if flags & SERVER_TO_REDIR else 0  # bit 1 (CANCEL) never set: no async
             nonce = struct.pack("<QI", message_id, role)
-            return AESGCM(self.signing_key).encrypt(nonce, b"", bytes(message))
+            return AESGCM(self.signing_key).encrypt(nonce, b"", b"".join(parts))
         mac = cmac.CMAC(algorithms.AES(self.signing_key))
-        mac.update(bytes(message))
+        for part in parts:
+            mac.update(bytes(part))  # (typed bytes only)
         return mac.finalize()
 
     def refusal(self, message: bytes | bytearray | memoryview) -> str | None:
@@ -267,10 +272,9 @@ class Connection:
             return None
         if not flags & SIGNED:
             return "unsigned, and the session requires signing" if self.signing_required else None
-        packet = bytearray(message)
-        claimed = bytes(packet[48:64])
-        packet[48:64] = bytes(16)
-        if not hmac.compare_digest(self.signature(packet), claimed):
+        view = memoryview(message)
+        if not hmac.compare_digest(self.signature(bytes(view[:48]) + bytes(16), view[64:]),
+                                   bytes(view[48:64])):
             return "bad signature"
         return None
 

@@ -117,6 +117,19 @@ def _error(status: int) -> tuple[list, None, int]:
     return [smb2.SMB2Error()], None, status
 
 
+def _bounded(data: bytes, grants: list[int]) -> bytes:
+    """The chain with each message's CreditRequest set to what the window grants it:
+    impacket echoes a request's CreditRequest as the reply's grant."""
+    if data[:4] != compound.MAGIC:
+        return data  # an SMB1 NEGOTIATE
+    pieces, at = [], 0
+    for (start, _), credit in zip(compound.split(data), grants, strict=True):
+        if struct.unpack_from("<H", data, start + 14)[0] != credit:
+            pieces += [data[at:start + 14], struct.pack("<H", credit)]
+            at = start + 16
+    return b"".join([*pieces, data[at:]]) if pieces else data
+
+
 def _append(path: str, line: bytes) -> None:
     """A line to a key log: O_APPEND keeps lines whole when processes share the file."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -198,10 +211,9 @@ class Handler(socketserver.BaseRequestHandler):
         command = struct.unpack_from("<H", data, 12)[0] if data[:4] == b"\xfeSMB" else -1
         if command < 0:
             self.window.consume(0, 1)  # an SMB1 NEGOTIATE takes id 0 (MS-SMB2 3.3.5.3.1)
-            replies = self._process(conn_id, data, data, command)
+            replies = self._process(conn_id, data, command, [1])
         else:
-            original = data  # what the client sent (and hashed, 3.1.1 preauth)
-            data, refused = self._admit(data, sealed)
+            grants, refused = self._admit(data, sealed)
             if refused is not None:
                 replies = [refused]
             elif crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
@@ -209,7 +221,7 @@ class Handler(socketserver.BaseRequestHandler):
                 # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
                 replies = [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
             else:
-                replies = self._process(conn_id, data, original, command)
+                replies = self._process(conn_id, data, command, grants)
         for reply in replies:
             if reply[:4] == b"\xfeSMB":
                 self.window.granted(sum(struct.unpack_from("<H", reply, start + 14)[0]
@@ -218,37 +230,36 @@ class Handler(socketserver.BaseRequestHandler):
             replies = [crypto.encrypt(reply) for reply in replies]
         return replies
 
-    def _process(self, conn_id: str, data: bytes, original: bytes, command: int) -> list[bytes]:
-        """`data` answered (`original`: as the client sent it, before _admit bounded its
-        credit requests: the preauth hash is over those bytes)."""
+    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes]:
+        """The replies to an admitted chain, granting `grants` credits (one a message)."""
         server, crypto = self.server, self.server.local.crypto
         if command == smb2.SMB2_SESSION_SETUP:
             if not struct.unpack_from("<Q", data, 40)[0]:  # SessionId 0: a new session
                 crypto.reset_session()
             crypto.client_requires_signing = bool(data[67] & smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED)
-            crypto.hash_session(original)
-        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto)
+            crypto.hash_session(data)
+        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto,
+                               grants[0])
         if fast is not None:
             reply, file_id, counter, count = fast
             server.count(file_id, counter, count)
             replies = [reply]
         else:
             replies = [r.getData() if hasattr(r, "getData") else r
-                       for r in server.processRequest(conn_id, data)]
+                       for r in server.processRequest(conn_id, _bounded(data, grants))]
         if command == smb2.SMB2_NEGOTIATE and replies:
-            crypto.hash_negotiate(original, replies[0])
+            crypto.hash_negotiate(data, replies[0])
         elif command == smb2.SMB2_SESSION_SETUP and replies and \
                 struct.unpack_from("<I", replies[0], 8)[0] == STATUS_MORE_PROCESSING_REQUIRED:
             crypto.hash_session(replies[0])
         return replies
 
-    def _admit(self, data: bytes, sealed: bool) -> tuple[bytes, bytes | None]:
+    def _admit(self, data: bytes, sealed: bool) -> tuple[list[int], bytes | None]:
         """Each message of the chain checked before anything answers it: its MessageIds
         spent from the credit window (outside it the connection ends: Refused), its
         CreditCharge enough for its READ/WRITE (MS-SMB2 3.3.5.2.5), its signature right
-        when it is not sealed (dialects.Connection.refusal). Returns the chain with each
-        CreditRequest bounded to what the window grants (impacket and the fast path echo
-        it in the reply), and None; or the chain's error replies when a check fails."""
+        when it is not sealed (dialects.Connection.refusal). Returns the credits the window
+        grants each message, and the chain's error replies when a check fails (else None)."""
         crypto, window = self.server.local.crypto, self.window
         try:
             spans = compound.split(data)
@@ -260,6 +271,8 @@ class Handler(socketserver.BaseRequestHandler):
             if crypto.dialect == dialects.SMB202:
                 charge = 1  # CreditCharge is reserved in 2.0.2: one credit a request
             message_id = struct.unpack_from("<Q", data, start + 24)[0]
+            if command == smb2.SMB2_NEGOTIATE:
+                window.begin_at(message_id)
             if command != smb2.SMB2_CANCEL and not window.consume(message_id, charge):
                 raise dialects.Refused(
                     f"MessageId {message_id} (charge {charge}) outside the credit window "
@@ -280,15 +293,10 @@ class Handler(socketserver.BaseRequestHandler):
                                                      f"{message_id}: {problem[1]}")
             problems.append(problem)
         if any(problems):
-            return data, compound.join([
+            return grants, compound.join([
                 self._refused(data[start:end], problem or (STATUS_ACCESS_DENIED, ""), credit)
                 for (start, end), problem, credit in zip(spans, problems, grants, strict=True)])
-        pieces, at = [], 0
-        for (start, _), credit in zip(spans, grants, strict=True):
-            if struct.unpack_from("<H", data, start + 14)[0] != credit:
-                pieces += [data[at:start + 14], struct.pack("<H", credit)]
-                at = start + 16
-        return (b"".join([*pieces, data[at:]]) if pieces else data), None
+        return grants, None
 
     def _refused(self, request: bytes, problem: tuple[int, str], credit: int) -> bytes:
         """The error reply to one refused request: signed, unless its own signature was the
@@ -477,6 +485,10 @@ class LabSMBServer(SMBSERVER):
                 return _error(STATUS_NOT_SUPPORTED)
             dialect = chosen
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
+        # impacket grants 1 credit here whatever was asked; the request's CreditRequest is
+        # already what the credit window grants (Handler._admit)
+        if not isSMB1:
+            packets[0]["CreditRequestResponse"] = packet["CreditRequestResponse"]
         answer = packets[0]["Data"]
         answer["SecurityMode"] = self._security_mode()
         answer["ServerGuid"] = self.guid

@@ -178,6 +178,9 @@ def test_read_and_write_beyond_the_announced_sizes_are_invalid_parameter(lab, di
     for length in (max_io + 1, 16 << 20, 0xFFFFFFFF):
         answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, length), charge)
         assert answer["Status"] == STATUS_INVALID_PARAMETER, hex(answer["Status"])
+    if dialect != 0x0202:  # the CreditCharge must pay for the length (MS-SMB2 3.3.5.2.5)
+        answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, max_io), 1)
+        assert answer["Status"] == STATUS_INVALID_PARAMETER, hex(answer["Status"])
     answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, max_io),
                      max_io // 65536)
     assert answer["Status"] == STATUS_SUCCESS
@@ -203,8 +206,8 @@ def test_a_message_longer_than_the_server_takes_ends_that_connection_unread(lab)
     assert "Traceback" not in server.stderr()
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    data = bytearray(data)
+def _mutate(rng: random.Random, message: bytes) -> bytes:
+    data = bytearray(message)
     for _ in range(rng.randint(1, 4)):
         kind = rng.randrange(5)
         at = rng.randrange(len(data)) if data else 0
