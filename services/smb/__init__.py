@@ -36,8 +36,8 @@ class Settings(ServiceSettings):
     anonymous: bool = setting(
         False, "let anonymous (null session) clients read the 'public' share, read-only")
     signing_required: bool = setting(
-        False, "tell clients that every message must be signed (the server always signs once "
-               "a user is logged in)")
+        False, "every message must be signed: clients are told so, unsigned requests are refused "
+               "(the server always signs once a user is logged in, and checks signed requests)")
     encrypt: bool = setting(
         False, "seal every message of every session (SMB 3: AES-CCM/GCM); a client that "
                "cannot encrypt (SMB 2.x) is refused at login (ACCESS_DENIED)")

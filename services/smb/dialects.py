@@ -53,6 +53,7 @@ CONTEXT = struct.Struct("<HHI")  # type, data length, reserved
 TRANSFORM = struct.Struct("<4s16s16sIHHQ")  # MS-SMB2 2.2.41, 52 bytes
 TRANSFORM_MAGIC = b"\xfdSMB"
 SERVER_TO_REDIR, SIGNED = 0x1, 0x8
+UNSIGNED_COMMANDS = {0x0000, 0x0001, 0x000C}  # NEGOTIATE, SESSION_SETUP, CANCEL
 
 
 def error_reply(request: bytes, status: int) -> bytes:
@@ -141,6 +142,10 @@ class Connection:
     encryption_key: bytes = b""  # server to client
     decryption_key: bytes = b""  # client to server
     encrypt_all: bool = False  # the session encrypts every message (SessionFlags)
+    # Session.SigningRequired (MS-SMB2 3.3.5.5.3): the server requires signing, or the
+    # client's SESSION_SETUP said it does (client_requires_signing, noted on the way)
+    signing_required: bool = False
+    client_requires_signing: bool = False
     salt: bytes = field(default_factory=lambda: os.urandom(32))
     answer_contexts: set[int] = field(default_factory=set)
 
@@ -199,13 +204,16 @@ class Connection:
     def reset_session(self) -> None:
         self.session_preauth = None
         self.signing_key = self.encryption_key = self.decryption_key = b""
-        self.encrypt_all = False
+        self.encrypt_all = self.signing_required = False
 
     # --- keys
 
-    def session_established(self, session_id: int, session_key: bytes, encrypt_all: bool) -> None:
-        """Derive the session's keys (MS-SMB2 3.3.5.5.3) from the NTLM session key."""
+    def session_established(self, session_id: int, session_key: bytes, encrypt_all: bool,
+                            signing_required: bool = False) -> None:
+        """Derive the session's keys (MS-SMB2 3.3.5.5.3) from the NTLM session key;
+        `signing_required`: the server requires signing of this session."""
         self.session_id = session_id
+        self.signing_required = signing_required or self.client_requires_signing
         key = session_key[:16]
         if self.dialect == SMB311:
             context = self.session_preauth or self.preauth
@@ -231,18 +239,44 @@ class Connection:
 
     # --- signing
 
-    def signature(self, message: bytes | bytearray | memoryview) -> bytes:
-        """The 16-byte signature of a message (its Signature field zero, SIGNED set)."""
+    def signature(self, *parts: bytes | bytearray | memoryview) -> bytes:
+        """The 16-byte signature of a message given whole or in parts, the first holding the
+        64-byte header (its Signature field zero, SIGNED set): parts spare copying a WRITE."""
         if not self.smb3:
-            return hmac.new(self.signing_key, message, hashlib.sha256).digest()[:16]
+            digest = hmac.new(self.signing_key, digestmod=hashlib.sha256)
+            for part in parts:
+                digest.update(part)
+            return digest.digest()[:16]
         if self.signer == AES_GMAC:
-            message_id, flags = struct.unpack_from("<Q", message, 24)[0], message[16]
+            message_id, flags = struct.unpack_from("<Q", parts[0], 24)[0], parts[0][16]
             role = 1 if flags & SERVER_TO_REDIR else 0  # bit 1 (CANCEL) never set: no async
             nonce = struct.pack("<QI", message_id, role)
-            return AESGCM(self.signing_key).encrypt(nonce, b"", bytes(message))
+            return AESGCM(self.signing_key).encrypt(nonce, b"", b"".join(parts))
         mac = cmac.CMAC(algorithms.AES(self.signing_key))
-        mac.update(bytes(message))
+        for part in parts:
+            mac.update(bytes(part))  # (typed bytes only)
         return mac.finalize()
+
+    def refusal(self, message: bytes | bytearray | memoryview) -> str | None:
+        """Why one unsealed request (a message of a chain) fails the session's signing rule
+        (MS-SMB2 3.3.5.2.4: a signed request must verify; an unsigned one is refused when
+        the session requires signing), or None. NEGOTIATE and SESSION_SETUP come before
+        the session's key (or start a new session); CANCEL is not signed on Windows.
+
+        impacket's server never checks a request's signature (it computes one and throws
+        it away): this is the lab's check, called by the engine's Handler for every chain."""
+        if not self.signing_key:
+            return None  # no session yet, or an anonymous one: nothing to sign with
+        command, flags = struct.unpack_from("<HHI", message, 12)[::2]
+        if command in UNSIGNED_COMMANDS:
+            return None
+        if not flags & SIGNED:
+            return "unsigned, and the session requires signing" if self.signing_required else None
+        view = memoryview(message)
+        if not hmac.compare_digest(self.signature(bytes(view[:48]) + bytes(16), view[64:]),
+                                   bytes(view[48:64])):
+            return "bad signature"
+        return None
 
     def sign(self, message: bytes) -> bytes:
         """`message` signed: SIGNED set, the signature in place."""

@@ -76,7 +76,7 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import listeners, paths
 from ..store import is_disk_full
-from . import dialects, fastpath, mechlistmic, negotiate, rules, wire
+from . import compound, credits, dialects, fastpath, mechlistmic, negotiate, rules, wire
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
 from .srvsvc import SrvsvcPipe
@@ -117,6 +117,19 @@ def _error(status: int) -> tuple[list, None, int]:
     return [smb2.SMB2Error()], None, status
 
 
+def _bounded(data: bytes, grants: list[int]) -> bytes:
+    """The chain with each message's CreditRequest set to what the window grants it:
+    impacket echoes a request's CreditRequest as the reply's grant."""
+    if data[:4] != compound.MAGIC:
+        return data  # an SMB1 NEGOTIATE
+    pieces, at = [], 0
+    for (start, _), credit in zip(compound.split(data), grants, strict=True):
+        if struct.unpack_from("<H", data, start + 14)[0] != credit:
+            pieces += [data[at:start + 14], struct.pack("<H", credit)]
+            at = start + 16
+    return b"".join([*pieces, data[at:]]) if pieces else data
+
+
 def _append(path: str, line: bytes) -> None:
     """A line to a key log: O_APPEND keeps lines whole when processes share the file."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -144,6 +157,7 @@ class Handler(socketserver.BaseRequestHandler):
     stderr for every dropped connection) and to release all the connection held."""
 
     server: LabSMBServer
+    window: credits.Window  # the connection's MessageIds (services.smb.credits)
 
     def handle(self) -> None:
         server = self.server
@@ -156,6 +170,7 @@ class Handler(socketserver.BaseRequestHandler):
         local.announced = False  # its NEGOTIATE said signing is required
         local.challenge = os.urandom(8)
         local.crypto = dialects.Connection()
+        self.window = credits.Window()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
         self.request.settimeout(IDLE_TIMEOUT)
@@ -188,46 +203,116 @@ class Handler(socketserver.BaseRequestHandler):
             local.session.close(reason)
 
     def _answer(self, conn_id: str, data: bytes) -> list[bytes]:
-        """The replies to one SMB2 message: unsealed if sealed, answered by the fast path
-        or impacket, signed as the dialect signs, sealed when the session encrypts; the
-        3.1.1 preauth hash follows NEGOTIATE and SESSION_SETUP on the way."""
-        server, crypto = self.server, self.server.local.crypto
+        """The replies to one SMB2 message: unsealed if sealed, admitted (credits,
+        signatures: _admit), answered by the fast path or impacket, signed as the dialect
+        signs, sealed when the session encrypts; the 3.1.1 preauth hash follows NEGOTIATE
+        and SESSION_SETUP on the way, and the window learns the credits the replies grant."""
+        crypto = self.server.local.crypto
         sealed = data[:4] == dialects.TRANSFORM_MAGIC
         if sealed:
             data = crypto.decrypt(data)
         command = struct.unpack_from("<H", data, 12)[0] if data[:4] == b"\xfeSMB" else -1
-        if crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
-                                                                 smb2.SMB2_SESSION_SETUP):
-            # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
-            return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
-        if server.local.signing is not None and not sealed and not data[16] & dialects.SIGNED \
-                and command not in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
-                and server.getConnectionData(conn_id, checkStatus=False).get("Authenticated"):
-            # MS-SMB2 3.3.5.2.4: a session that must sign takes no unsigned request
-            fault = server.local.signing
-            server.session.event("fault", f"{fault.kind} #{fault.id}: an unsigned request "
-                                 "refused (ACCESS_DENIED)")
-            return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
+        if command < 0:
+            self.window.consume(0, 1)  # an SMB1 NEGOTIATE takes id 0 (MS-SMB2 3.3.5.3.1)
+            replies = self._process(conn_id, data, command, [1])
+        else:
+            grants, refused = self._admit(data, sealed)
+            if refused is not None:
+                replies = [refused]
+            elif crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
+                                                                       smb2.SMB2_SESSION_SETUP):
+                # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
+                replies = [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
+            else:
+                replies = self._process(conn_id, data, command, grants)
+        for reply in replies:
+            if reply[:4] == b"\xfeSMB":
+                self.window.granted(sum(struct.unpack_from("<H", reply, start + 14)[0]
+                                        for start, _ in compound.split(reply)))
+        if (sealed or (crypto.encrypt_all and command != smb2.SMB2_SESSION_SETUP)) and crypto.encryption_key:
+            replies = [crypto.encrypt(reply) for reply in replies]
+        return replies
+
+    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes]:
+        """The replies to an admitted chain, granting `grants` credits (one a message)."""
+        server, crypto = self.server, self.server.local.crypto
         if command == smb2.SMB2_SESSION_SETUP:
             if not struct.unpack_from("<Q", data, 40)[0]:  # SessionId 0: a new session
                 crypto.reset_session()
+            crypto.client_requires_signing = bool(data[67] & smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED)
             crypto.hash_session(data)
-        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto)
+        fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto,
+                               grants[0])
         if fast is not None:
             reply, file_id, counter, count = fast
             server.count(file_id, counter, count)
             replies = [reply]
         else:
             replies = [r.getData() if hasattr(r, "getData") else r
-                       for r in server.processRequest(conn_id, data)]
+                       for r in server.processRequest(conn_id, _bounded(data, grants))]
         if command == smb2.SMB2_NEGOTIATE and replies:
             crypto.hash_negotiate(data, replies[0])
         elif command == smb2.SMB2_SESSION_SETUP and replies and \
                 struct.unpack_from("<I", replies[0], 8)[0] == STATUS_MORE_PROCESSING_REQUIRED:
             crypto.hash_session(replies[0])
-        if (sealed or (crypto.encrypt_all and command != smb2.SMB2_SESSION_SETUP)) and crypto.encryption_key:
-            replies = [crypto.encrypt(reply) for reply in replies]
         return replies
+
+    def _admit(self, data: bytes, sealed: bool) -> tuple[list[int], bytes | None]:
+        """Each message of the chain checked before anything answers it: its MessageIds
+        spent from the credit window (outside it the connection ends: Refused), its
+        CreditCharge enough for its READ/WRITE (MS-SMB2 3.3.5.2.5), its signature right
+        when it is not sealed (dialects.Connection.refusal). Returns the credits the window
+        grants each message, and the chain's error replies when a check fails (else None)."""
+        crypto, window = self.server.local.crypto, self.window
+        try:
+            spans = compound.split(data)
+        except compound.Malformed as error:
+            raise dialects.Refused(str(error)) from error
+        grants, problems, promised = [], [], 0
+        for start, end in spans:
+            charge, command, asked = struct.unpack_from("<H4xHH", data, start + 6)
+            if crypto.dialect == dialects.SMB202:
+                charge = 1  # CreditCharge is reserved in 2.0.2: one credit a request
+            message_id = struct.unpack_from("<Q", data, start + 24)[0]
+            if command == smb2.SMB2_NEGOTIATE:
+                window.begin_at(message_id)
+            if command != smb2.SMB2_CANCEL and not window.consume(message_id, charge):
+                raise dialects.Refused(
+                    f"MessageId {message_id} (charge {charge}) outside the credit window "
+                    f"[{window.low}, {window.high})")
+            grants.append(window.offer(asked, promised))
+            promised += grants[-1]
+            problem = None
+            if crypto.dialect != dialects.SMB202 and command in (smb2.SMB2_READ, smb2.SMB2_WRITE) \
+                    and end - start >= 72:
+                length = struct.unpack_from("<I", data, start + 68)[0]
+                if credits.needed(length) > max(charge, 1):
+                    problem = (STATUS_INVALID_PARAMETER, f"CreditCharge {charge} for {length} bytes")
+            why = None if sealed or problem else crypto.refusal(memoryview(data)[start:end])
+            if why:
+                problem = (STATUS_ACCESS_DENIED, why)
+                fault = self.server.local.signing
+                if fault is not None and why.startswith("unsigned"):  # the fault's doing
+                    self.server.session.event("fault", f"{fault.kind} #{fault.id}: an unsigned "
+                                                       "request refused (ACCESS_DENIED)")
+            if problem:
+                self.server.session.event("refused", f"command 0x{command:02x} MessageId "
+                                                     f"{message_id}: {problem[1]}")
+            problems.append(problem)
+        if any(problems):
+            return grants, compound.join([
+                self._refused(data[start:end], problem or (STATUS_ACCESS_DENIED, ""), credit)
+                for (start, end), problem, credit in zip(spans, problems, grants, strict=True)])
+        return grants, None
+
+    def _refused(self, request: bytes, problem: tuple[int, str], credit: int) -> bytes:
+        """The error reply to one refused request: signed, unless its own signature was the
+        problem (MS-SMB2 3.3.5.2.4: the client cannot trust that session's key here)."""
+        reply = bytearray(dialects.error_reply(request, problem[0]))
+        struct.pack_into("<H", reply, 14, credit)
+        crypto = self.server.local.crypto
+        signature_problem = problem[0] == STATUS_ACCESS_DENIED
+        return crypto.sign(bytes(reply)) if crypto.signing_key and not signature_problem else bytes(reply)
 
     def finish(self) -> None:
         """Whatever way the connection went: its open files, impacket's state for it, the
@@ -425,6 +510,10 @@ class LabSMBServer(SMBSERVER):
             self.local.signing = self._fault("signing-required")
             self.local.announced = self.local.signing is not None
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
+        # impacket grants 1 credit here whatever was asked; the request's CreditRequest is
+        # already what the credit window grants (Handler._admit)
+        if not isSMB1:
+            packets[0]["CreditRequestResponse"] = packet["CreditRequestResponse"]
         answer = packets[0]["Data"]
         answer["SecurityMode"] = self._security_mode()
         answer["ServerGuid"] = self.guid
@@ -503,7 +592,8 @@ class LabSMBServer(SMBSERVER):
                     # finds out at its next request (ACCESS_DENIED, _answer).
                     self.local.signing = self._fault("signing-required", user)
                 crypto = self.local.crypto
-                crypto.session_established(conn["Uid"], conn["SigningSessionKey"], self.settings.encrypt)
+                crypto.session_established(conn["Uid"], conn["SigningSessionKey"], self.settings.encrypt,
+                                           self.settings.signing_required or self.local.signing is not None)
                 if self.settings.keylog and crypto.smb3:
                     _append(self.settings.keylog, crypto.keylog_line(conn["SigningSessionKey"]))
                 if crypto.encrypt_all:

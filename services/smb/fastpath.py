@@ -27,10 +27,10 @@ SERVER_TO_REDIR, RELATED, SIGNED = 0x1, 0x4, 0x8
 READ, WRITTEN = 0, 1  # which counter a transfer adds to
 
 
-def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int] | None:
+def answer(conn: dict, data: bytes, signer: Any, credit: int) -> tuple[bytes, bytes, int, int] | None:
     """(response, file id, READ or WRITTEN, bytes) for a plain READ/WRITE, or None;
     `signer` (a services.smb.dialects.Connection) signs it as the dialect does and says
-    the largest READ/WRITE the connection takes."""
+    the largest READ/WRITE the connection takes; `credit`: the credits the reply grants."""
     if len(data) < HEADER.size + READ_REQUEST.size or data[:4] != b"\xfeSMB":
         return None
     fields = HEADER.unpack_from(data)
@@ -57,11 +57,11 @@ def answer(conn: dict, data: bytes, signer: Any) -> tuple[bytes, bytes, int, int
             if not content:
                 return None  # STATUS_END_OF_FILE: impacket's
             body = READ_RESPONSE.pack(17, 0x50, 0, len(content), 0, 0) + content
-            return _reply(conn, fields, body, signer), file_id, READ, len(content)
+            return _reply(conn, fields, body, signer, credit), file_id, READ, len(content)
         write_all(opened["FileHandle"], memoryview(data)[at:at + length], offset)
     except OSError:
         return None  # the engine answers it again, with the right status
-    reply = _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0), signer)
+    reply = _reply(conn, fields, WRITE_RESPONSE.pack(17, 0, length, 0, 0, 0), signer, credit)
     return reply, file_id, WRITTEN, length
 
 
@@ -71,9 +71,9 @@ def write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
-def _reply(conn: dict, request: tuple, body: bytes, signer: Any) -> bytes:
-    """The response header for `request` (credits, ids echoed), signed if the session is."""
-    _, _, charge, _, command, credits, _, _, message_id, process_id, tree_id, _, _ = request
+def _reply(conn: dict, request: tuple, body: bytes, signer: Any, credits: int) -> bytes:
+    """The response header for `request` (ids echoed), signed if the session is."""
+    _, _, charge, _, command, _, _, _, message_id, process_id, tree_id, _, _ = request
     signed = bool(conn["SignatureEnabled"])
     header = HEADER.pack(b"\xfeSMB", 64, charge, 0, command, credits,
                          SERVER_TO_REDIR | (SIGNED if signed else 0), 0, message_id,

@@ -41,10 +41,11 @@ def connection(tmp_path, signed: bool = False, read_only: bool = False) -> dict:
 
 
 def test_a_plain_read_is_answered(tmp_path):
-    packet, file_id, counter, count = fastpath.answer(connection(tmp_path), read(), SIGNER)
+    packet, file_id, counter, count = fastpath.answer(connection(tmp_path), read(), SIGNER, 30)
     fields = fastpath.HEADER.unpack_from(packet)
     assert fields[4] == fastpath.SMB2_READ and fields[3] == 0  # command, STATUS_SUCCESS
-    assert fields[5] == 31 and fields[8] == 42 and fields[10] == 7 and fields[11] == 99
+    # fields[5]: the credits granted (30, as the engine says), not the 31 the request asked
+    assert fields[5] == 30 and fields[8] == 42 and fields[10] == 7 and fields[11] == 99
     assert fastpath.READ_RESPONSE.unpack_from(packet, 64)[:4] == (17, 0x50, 0, 5)
     assert packet[0x50:] == b"23456" and file_id == FILE_ID
     assert (counter, count) == (fastpath.READ, 5)
@@ -52,15 +53,15 @@ def test_a_plain_read_is_answered(tmp_path):
 
 def test_writes_land_where_asked_even_past_the_end(tmp_path):
     conn = connection(tmp_path)
-    packet, _, counter, count = fastpath.answer(conn, write(b"ab", 3), SIGNER)
+    packet, _, counter, count = fastpath.answer(conn, write(b"ab", 3), SIGNER, 1)
     assert fastpath.WRITE_RESPONSE.unpack_from(packet, 64)[:3] == (17, 0, 2)
     assert (counter, count) == (fastpath.WRITTEN, 2)
-    fastpath.answer(conn, write(b"END", 20), SIGNER)  # impacket would drop this one
+    fastpath.answer(conn, write(b"END", 20), SIGNER, 1)  # impacket would drop this one
     assert (tmp_path / "f.bin").read_bytes() == b"012ab56789" + b"\0" * 10 + b"END"
 
 
 def test_signed_replies_carry_the_hmac(tmp_path):
-    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), SIGNER)
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), SIGNER, 1)
     assert fastpath.HEADER.unpack_from(packet)[6] & fastpath.SIGNED
     unsigned = packet[:48] + b"\0" * 16 + packet[64:]
     assert packet[48:64] == hmac.new(b"k" * 16, unsigned, hashlib.sha256).digest()[:16]
@@ -69,7 +70,7 @@ def test_signed_replies_carry_the_hmac(tmp_path):
 def test_smb3_replies_carry_the_aes_cmac(tmp_path):
     signer = dialects.Connection(dialect=dialects.SMB300, signer=dialects.AES_CMAC,
                                  signing_key=b"s" * 16)
-    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), signer)
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), signer, 1)
     mac = cmac.CMAC(algorithms.AES(b"s" * 16))
     mac.update(packet[:48] + b"\0" * 16 + packet[64:])
     assert packet[48:64] == mac.finalize()
@@ -81,7 +82,7 @@ def test_everything_else_goes_to_impacket(tmp_path):
                  read(tree=8), read(flags=fastpath.RELATED), read(next_command=128),
                  read(command=5), read()[:80], b"\xffSMB" + b"\0" * 200,
                  write(b"abc", 0)[:-1]):  # a WRITE shorter than it says
-        assert fastpath.answer(conn, data, SIGNER) is None
-    assert fastpath.answer({**conn, "Authenticated": False}, read(), SIGNER) is None
-    assert fastpath.answer(connection(tmp_path, read_only=True), write(b"x", 0), SIGNER) is None
+        assert fastpath.answer(conn, data, SIGNER, 1) is None
+    assert fastpath.answer({**conn, "Authenticated": False}, read(), SIGNER, 1) is None
+    assert fastpath.answer(connection(tmp_path, read_only=True), write(b"x", 0), SIGNER, 1) is None
     assert (tmp_path / "f.bin").read_bytes() == b"0123456789"

@@ -18,11 +18,13 @@ STATUS_INVALID_PARAMETER = 0xC000000D
 STATUS_NOT_SUPPORTED = 0xC00000BB
 
 
-def request(connection, command: int, tree_id: int, body):
-    """Send one SMB2 request on a logged-in impacket connection; its answer packet."""
+def request(connection, command: int, tree_id: int, body, charge: int = 1):
+    """Send one SMB2 request on a logged-in impacket connection; its answer packet.
+    `charge`: its CreditCharge (a READ/WRITE over 64 KiB needs one per 64 KiB)."""
     smb3 = connection.getSMBServer()
     packet = smb3.SMB_PACKET()
     packet["Command"], packet["TreeID"], packet["Data"] = command, tree_id, body
+    packet["CreditCharge"] = charge
     return smb3.recvSMB(smb3.sendSMB(packet))
 
 
@@ -172,15 +174,22 @@ def test_read_and_write_beyond_the_announced_sizes_are_invalid_parameter(lab, di
     # impacket's client keeps at most 1 MiB of what NEGOTIATE announced; the raw requests
     # below go up to the server's own limit
     assert connection.getSMBServer()._Connection["MaxReadSize"] == min(max_io, 1 << 20)
+    charge = (max_io + 1 + 65535) // 65536  # enough for max_io + 1 (2.0.2 ignores it)
     for length in (max_io + 1, 16 << 20, 0xFFFFFFFF):
-        answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, length))
+        answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, length), charge)
         assert answer["Status"] == STATUS_INVALID_PARAMETER, hex(answer["Status"])
-    answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, max_io))
+    if dialect != 0x0202:  # the CreditCharge must pay for the length (MS-SMB2 3.3.5.2.5)
+        answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, max_io), 1)
+        assert answer["Status"] == STATUS_INVALID_PARAMETER, hex(answer["Status"])
+    answer = request(connection, smb2.SMB2_READ, tree, _read_request(tree, fid, max_io),
+                     max_io // 65536)
     assert answer["Status"] == STATUS_SUCCESS
     assert len(smb2.SMB2Read_Response(answer["Data"])["Buffer"]) == max_io
-    answer = request(connection, smb2.SMB2_WRITE, tree, _write_request(fid, b"w" * (max_io + 1)))
+    answer = request(connection, smb2.SMB2_WRITE, tree, _write_request(fid, b"w" * (max_io + 1)),
+                     charge)
     assert answer["Status"] == STATUS_INVALID_PARAMETER, hex(answer["Status"])
-    answer = request(connection, smb2.SMB2_WRITE, tree, _write_request(fid, b"w" * max_io))
+    answer = request(connection, smb2.SMB2_WRITE, tree, _write_request(fid, b"w" * max_io),
+                     max_io // 65536)
     assert answer["Status"] == STATUS_SUCCESS
     connection.close()
     assert (server.data / "homes/alice/big.bin").read_bytes() == b"w" * max_io + b"b" * (2 * max_io)
@@ -197,8 +206,8 @@ def test_a_message_longer_than_the_server_takes_ends_that_connection_unread(lab)
     assert "Traceback" not in server.stderr()
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    data = bytearray(data)
+def _mutate(rng: random.Random, message: bytes) -> bytes:
+    data = bytearray(message)
     for _ in range(rng.randint(1, 4)):
         kind = rng.randrange(5)
         at = rng.randrange(len(data)) if data else 0
