@@ -154,13 +154,16 @@ def evaluate(exercises: Iterable[Exercise], events: list[dict[str, Any]], studen
             listener[key] = event.get("text", "")
         sessions.setdefault(key, []).append(event)
     progress = Progress({name: {} for name in students})
+    theirs: dict[str, list[str]] = {}  # student -> their session keys, oldest first
+    for key in sessions:
+        if whose.get(key) in students:
+            theirs.setdefault(whose[key], []).append(key)
     for exercise in exercises:
         for student in students:
             evidence: list[str] = []
             for check in exercise.checks:
-                found = next((key for key, items in sessions.items()
-                              if whose.get(key) == student
-                              and _in_order(check, items, listener.get(key, ""))), None)
+                found = next((key for key in theirs.get(student, ())
+                              if _in_order(check, sessions[key], listener.get(key, ""))), None)
                 if found is None:
                     break
                 evidence.append(found)

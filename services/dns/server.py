@@ -245,7 +245,7 @@ class DNSService(MultiService):
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._live: list[DynamicRecord] | None = None  # what the zone was built from
+        self._live: tuple[list[DynamicRecord], list[str]] | None = None  # what the zone was built from
         self.keys: Any = None  # dnssec.Keys, when the zones are signed
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
@@ -354,11 +354,12 @@ class DNSService(MultiService):
         net = self.lab.store.net
         now = time.time()
         live = [DynamicRecord(r.name, r.type, r.value, r.ttl) for r in net.live_records(now)]
-        if live != self._live:
+        teams = sorted(self.lab.store.roster.teams())  # the class's team domains
+        if (live, teams) != self._live:
             # The serial moves on every change and never goes back, also across restarts.
             self.serial = max(self.serial + 1, int(now))
             net.set_serial(self.lab.config.lab.domain, self.serial)
-            zone = build(self.lab.config, self.lab.offset, live, self.serial)
+            zone = build(self.lab.config, self.lab.offset, live, self.serial, teams)
             if self.settings.dnssec != "off" and self.settings.fake_root:
                 # one server with the whole chain: a validator (delv) asks it for every DS
                 # and DNSKEY
@@ -366,7 +367,7 @@ class DNSService(MultiService):
 
                 zone = combined(zone, *self._fake_zones())
             self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
-            self._live = live
+            self._live = (live, teams)
             self.lab.journal.add("dns", "-", "-", "", "event",
                                  f"zone {self.lab.config.lab.domain} serial {self.serial}: "
                                  f"{len(live)} records from the store")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..journal import recent
 from ..store import DiskFull, UserError
+from . import classview
 from .auth import login
 from .headers import summary
 from .labinfo import services
@@ -296,6 +297,28 @@ ROUTES = [
     Route("GET", "/journal", "admin", "Recent journal events, oldest first", _journal,
           query={"service": "only this service's events", "since": "Unix time: only "
                  "events after it", "limit": "at most this many (default 500)"}),
+]
+
+# --- the classroom (issue 16): the grid of services/http/classview.py ---------------------
+
+def _class_progress(call: Call) -> Any:
+    return classview.api_progress(call.lab)
+
+
+def _class_student(call: Call) -> Any:
+    name = call.params["user"]
+    if name not in {member[0] for member in call.lab.store.roster.members()}:
+        raise ApiError(404, f"{name} is not in the class roster")
+    return classview.api_progress(call.lab, name)
+
+
+ROUTES += [
+    Route("GET", "/class/progress", "admin",
+          "The class grid: every exercise, every student (with team) and, per exercise "
+          "done, the journal sessions that show it", _class_progress),
+    Route("GET", "/class/progress/{user}", "owner",
+          "One student's row of the class grid (a student may read their own)",
+          _class_student),
 ]
 
 PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1"}

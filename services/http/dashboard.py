@@ -105,6 +105,7 @@ def render(lab: Lab, request: Any) -> bytes:
     event_rows = recent_rows([e for e in events if e["session"] != mine])
     body = f"""<h1>protolab dashboard &mdash; {html.escape(lab.config.lab.domain)}</h1>
 <p>As of {_clock(now)}; this page reloads every {REFRESH_SECONDS} s.</p>
+<p><a href="/lab/class">The class: who did which exercise (live)</a></p>
 <h2 id="sessions">Live sessions ({len(sessions)})</h2>
 {_table(["service", "peer", "user", "opened", "last event"], session_rows, "no open sessions")}
 <h2 id="leases">DHCP leases ({len(lease_rows)})</h2>

@@ -513,7 +513,8 @@ class LabSMBServer(SMBSERVER):
         request = smb2.SMB2TreeConnect(packet["Data"])
         unc = packet.getData()[request["PathOffset"]:][:request["PathLength"]].decode("utf-16le", "replace")
         try:
-            granted = grant(self.store.files, self.store.users, conn.get("LabUser"), share_name(unc))
+            granted = grant(self.store.files, self.store.users, conn.get("LabUser"),
+                            share_name(unc), self.store.roster)
         except Denied as denied:
             self.session.event("tree-connect", f"{unc} {denied.status}")
             return _error(STATUS_ACCESS_DENIED if denied.status == "access denied"
@@ -582,7 +583,9 @@ class LabSMBServer(SMBSERVER):
             "FileHandle": PIPE_FILE_DESCRIPTOR, "FileName": f"\\PIPE\\{pipe}",
             "DeleteOnClose": False, "LabTree": packet["TreeID"],
             "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""},
-            "Socket": SrvsvcPipe(visible(conn.get("LabUser")), self.settings.host.upper()[:15])}
+            "Socket": SrvsvcPipe(visible(conn.get("LabUser"),
+                                         self.store.roster.team_of(conn.get("LabUser") or "")),
+                                 self.settings.host.upper()[:15])}
         answer = smb2.SMB2Create_Response()
         answer["CreateAction"], answer["AllocationSize"] = OPENED, 4096
         answer["FileAttributes"] = 0x80  # FILE_ATTRIBUTE_NORMAL, as Windows answers for a pipe
