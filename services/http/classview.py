@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from ..lab import Lab
     from .site import Router
 
-MAX_EVENTS = 200_000  # about 80 MB of events at most; older evidence is kept as earned
+MAX_EVENTS = 50_000  # ~20 MB, ~0.3 s to evaluate (tests/bench/classroom.py); older
+# evidence is kept as earned
 TICK = 0.25  # seconds between looks at the journal while somebody watches
+EVERY = 0.8  # seconds between two evaluations at most: a busy class costs a bounded share
 KEEPALIVE = 15.0  # an SSE comment this often, so proxies and idle timers keep the stream
 LADDER_ROWS = 400  # a longer session is cut (its first rows), said on the page
 
@@ -85,6 +87,8 @@ class Classroom:
         self.loop = task.LoopingCall(self._tick)
         self._roster: list[tuple[str, str, str]] = []
         self._keepalive = 0.0
+        self._stale = True  # events or roster changed since the last evaluation
+        self._evaluated = 0.0
 
     # --- reading and evaluating
 
@@ -115,9 +119,10 @@ class Classroom:
         """Bring the grid up to date; whether it changed."""
         self.lab.journal.flush_quietly()  # this process's newest events
         roster = self.lab.store.roster.members()
-        if not self._read_new() and roster == self._roster and self.grid is not None:
+        self._stale |= self._read_new() or roster != self._roster or self.grid is None
+        if not self._stale or (time.monotonic() - self._evaluated < EVERY and self.grid):
             return False
-        self._roster = roster
+        self._stale, self._evaluated, self._roster = False, time.monotonic(), roster
         try:
             exercises = catalogue(self.lab.data / "exercises")
             self.error = ""
@@ -216,10 +221,12 @@ def _host(peer: str) -> str:
 GRID_STYLE = """
 .grid td.done{background:#d7f5d7;text-align:center}.grid td.todo{background:#fafafa}
 .grid td.done a{color:#060;text-decoration:none;font-weight:bold;display:block}
-.grid th.ex{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap;
-font-weight:normal;font-size:.85em;padding:.5em .2em;max-height:16em}
+.grid{width:auto}.grid th.ex{writing-mode:vertical-rl;transform:rotate(180deg);
+white-space:nowrap;font-weight:normal;font-size:.85em;padding:.5em .3em;text-align:left}
+.grid tr.sum td{background:#eef;text-align:center;font-size:.85em}
 .grid td.name{white-space:nowrap;font-weight:bold}.grid td.team{color:#555}
-.grid td.count{text-align:right;white-space:nowrap}
+.grid td.count{text-align:right;white-space:nowrap}.grid td.done,.grid td.todo{min-width:1.6em}
+details pre{white-space:pre-wrap;margin:.3em 0 .8em}
 .grid td,.grid th{padding:.25em .4em}.live{color:#070}.stale{color:#a00}
 """
 
@@ -246,7 +253,7 @@ def grid_table(grid: Grid, only: str | None = None) -> str:
         return "<p><i>No students yet: protolab class import ROSTER.csv</i></p>"
     teams = any(team for _, team in students)
     head = ("<tr><th>student</th>" + ("<th>team</th>" if teams else "")
-            + "".join(f'<th class="ex" title="{e(x.title)}">{n}. {e(_short(x.title))}</th>'
+            + "".join(f'<th class="ex" title="{e(x.title)}">{n}. {e(_short(x.title, 30))}</th>'
                       for n, x in enumerate(grid.exercises, 1)) + "<th>done</th></tr>")
     rows = []
     for name, team in students:
@@ -264,6 +271,11 @@ def grid_table(grid: Grid, only: str | None = None) -> str:
         team_cell = f'<td class="team">{e(team) or "-"}</td>' if teams else ""
         rows.append(f'<tr><td class="name">{e(name)}</td>{team_cell}{"".join(cells)}'
                     f'<td class="count">{len(mine)} / {len(grid.exercises)}</td></tr>')
+    if only is None:  # the teacher's line: how many have done each
+        counts = "".join(f"<td>{sum(bool(grid.row(name).get(x.id)) for name, _ in students)}</td>"
+                         for x in grid.exercises)
+        rows.append(f'<tr class="sum"><td class="name">done by</td>'
+                    f'{"<td></td>" if teams else ""}{counts}<td></td></tr>')
     return f'<table class="grid">{head}{"".join(rows)}</table>'
 
 
@@ -274,7 +286,8 @@ def _short(title: str, width: int = 34) -> str:
 def grid_page(lab: Lab, room: Classroom, only: str | None) -> bytes:
     grid = room.current()
     e = html.escape
-    legend = "".join(f"<li><b>{e(x.title)}</b> <code>{e(x.id)}</code></li>"
+    legend = "".join(f"<li><details><summary><b>{e(x.title)}</b> <code>{e(x.id)}</code>"
+                     f"</summary><pre>{e(x.instructions)}</pre></details></li>"
                      for x in grid.exercises)
     whom = "your progress" if only else f"{len(grid.students)} students"
     warning = f'<p class="stale">{e(room.error)}</p>' if room.error else ""
@@ -283,7 +296,8 @@ def grid_page(lab: Lab, room: Classroom, only: str | None) -> bytes:
             f'<span id="live">as of {time.strftime("%H:%M:%S")}</span></p>{warning}'
             f'<div id="grid">{grid_table(grid, only)}</div>'
             "<p>A tick links to the session that shows it, drawn as a ladder diagram.</p>"
-            f"<h2>Exercises</h2><ol>{legend}</ol>{GRID_SCRIPT}")
+            f"<h2>Exercises</h2><p>Open one for what to do, what to look for in Wireshark "
+            f"and the questions to answer.</p><ol>{legend}</ol>{GRID_SCRIPT}")
     return html_page("protolab class", body, f"<style>{GRID_STYLE}</style>").encode(
         "utf-8", "replace")
 
@@ -344,8 +358,10 @@ def ladder_svg(events: list[dict[str, Any]], client: str, server: str) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="13">',
-        '<defs><marker id="a" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-        'markerHeight="8" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" '
+        # userSpaceOnUse: one arrowhead size whatever the line's width (a transfer's is thick)
+        '<defs><marker id="a" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="11" '
+        'markerHeight="11" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+        '<path d="M0,0L10,5L0,10z" '
         'fill="context-stroke"/></marker></defs>',
         f'<text x="{LEFT}" y="24" text-anchor="middle" font-weight="bold" '
         f'font-family="sans-serif" font-size="15">client</text>',
@@ -376,8 +392,10 @@ def ladder_svg(events: list[dict[str, Any]], client: str, server: str) -> str:
                          'fill="#fff3c4" stroke="#c9a200"/>')
             parts.append(f'<text x="{middle}" y="{y + 2}" text-anchor="middle" '
                          f'font-weight="bold">&#128274; {label}</text>')
-        else:
-            parts.append(f'<text x="{RIGHT + 10}" y="{y + 4}" fill="#555">{label}</text>')
+        else:  # a note of the server's, between the columns (beside them it would be cut)
+            parts.append(f'<circle cx="{RIGHT}" cy="{y}" r="4" fill="#777"/>')
+            parts.append(f'<text x="{middle}" y="{y + 4}" text-anchor="middle" fill="#666" '
+                         f'font-style="italic">{label}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -62,14 +62,19 @@ class Roster:
         self._teams = None
 
     def put(self, name: str, team: str, password: str) -> None:
+        self.put_many([(name, team, password)])
+
+    def put_many(self, students: list[tuple[str, str, str]]) -> None:
+        """Add or change (name, team, password) rows, in one transaction."""
         with self.db.write() as tx:
-            before = tx.execute("SELECT team FROM roster WHERE name = ?", (name,)).fetchone()
-            tx.execute("INSERT INTO roster VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE "
-                       "SET team = excluded.team, password = excluded.password",
-                       (name, team, password, time.time()))
-            tx.changed("roster")
-            if before is None or before[0] != team:
-                tx.changed("dns:teams")
+            for name, team, password in students:
+                before = tx.execute("SELECT team FROM roster WHERE name = ?", (name,)).fetchone()
+                tx.execute("INSERT INTO roster VALUES (?, ?, ?, ?) ON CONFLICT (name) DO "
+                           "UPDATE SET team = excluded.team, password = excluded.password",
+                           (name, team, password, time.time()))
+                tx.changed("roster")
+                if before is None or before[0] != team:
+                    tx.changed("dns:teams")
         self.invalidate()
 
     def forget(self, name: str) -> None:

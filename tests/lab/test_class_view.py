@@ -157,3 +157,41 @@ def test_a_student_who_did_nothing_has_nothing_even_after_looking(lab, tmp_path)
     status, page = get(server, "/lab/class", (who, "pw-three"), source="127.0.0.5")
     assert status == 200 and "0 / " in page
     assert progress(server)[who] == set()
+
+
+def test_the_grid_keeps_a_bounded_window_and_what_was_earned_before_it(tmp_path, monkeypatch):
+    """Over a long class the view holds at most MAX_EVENTS journal events; an exercise done
+    before the window moved on stays done."""
+    from services import config as config_module
+    from services.http import classview
+    from services.lab import Lab
+
+    monkeypatch.setattr(classview, "MAX_EVENTS", 100)
+    monkeypatch.setattr(classview, "EVERY", 0.0)
+    lab = Lab(config_module.default(), tmp_path / "data")
+    try:
+        lab.store.roster.put("stu1", "", "pw")
+        room = classview.Classroom(lab)
+        day = tmp_path / "data" / "journal" / "2026-12-02.jsonl"
+        day.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(events: list[dict]) -> None:
+            with open(day, "a") as handle:
+                handle.writelines(json.dumps(e) + "\n" for e in events)
+
+        write([{"ts": 1.0, "service": "http", "session": "s1", "peer": "10.0.0.7:1",
+                "user": "stu1", "kind": "reply", "text": "304 0 bytes"}])
+        assert room.current().row("stu1") == {"http-conditional-get": ["s1"]}
+        write([{"ts": 2.0 + n, "service": "dns", "session": "-", "peer": "10.0.0.8:53",
+                "user": "", "kind": "packet", "text": "udp x.lab.test A -> NXDOMAIN"}
+               for n in range(500)])
+        grid = room.current()
+        assert len(room.events) == 100 and room.session("s1") == []
+        assert grid.row("stu1") == {"http-conditional-get": ["s1"]}
+        # a line still being written waits for its end
+        with open(day, "a") as handle:
+            handle.write('{"ts": 9.0, "service": "http"')
+        room.current()
+        assert room.events[-1]["service"] == "dns"
+    finally:
+        lab.store.close()
