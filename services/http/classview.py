@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MAX_EVENTS = 50_000  # ~20 MB, ~0.3 s to evaluate (tests/bench/classroom.py); older
 # evidence is kept as earned
 TICK = 0.25  # seconds between looks at the journal while somebody watches
-EVERY = 0.8  # seconds between two evaluations at most: a busy class costs a bounded share
+EVERY = 0.5  # seconds between two evaluations at most: a busy class costs a bounded share
 KEEPALIVE = 15.0  # an SSE comment this often, so proxies and idle timers keep the stream
 LADDER_ROWS = 400  # a longer session is cut (its first rows), said on the page
 

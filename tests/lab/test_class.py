@@ -46,6 +46,8 @@ def test_plan_adds_moves_and_removes_only_the_difference():
     assert plan(now, now, {"alice", "bob", "carol"}).empty()
     with pytest.raises(RosterError, match="admin is already a lab user not made by a roster"):
         plan(now, [Student("admin")], {"admin"})
+    with pytest.raises(RosterError, match="team 'bob' is also a user's name"):
+        plan(now, [Student("alice", "bob"), Student("bob")], {"alice", "bob"})
 
 
 def test_render_is_read_back_by_parse():
