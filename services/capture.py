@@ -157,13 +157,13 @@ def user_sessions(journal: Path, user: str) -> set[tuple[str, int]]:
 
 def display_filter(client: str = "", sessions: set[tuple[str, int]] | None = None,
                    since: float | None = None, until: float | None = None) -> str:
-    """The tshark filter for one client address and/or these TCP sessions, in a window;
+    """The tshark filter for one client address and/or these sessions (TCP, or QUIC's UDP), in a window;
     "" keeps everything. An empty set of sessions keeps nothing."""
     parts = []
     if client:
         parts.append(f"{_family(client)}.addr == {client}")
     if sessions is not None:
-        ends = [f"({_family(host)}.addr == {host} && tcp.port == {port})"
+        ends = [f"({_family(host)}.addr == {host} && (tcp.port == {port} || udp.port == {port}))"
                 for host, port in sorted(sessions)]
         parts.append("(" + (" || ".join(ends) or "frame.number == 0") + ")")
     if since is not None:
@@ -178,19 +178,25 @@ def _family(address: str) -> str:
 
 
 def client_randoms(pcap: Path) -> set[str]:
-    """The random (hex) of every TLS ClientHello whose record starts a TCP payload."""
+    """The random (hex) of every TLS ClientHello whose record starts a TCP payload, and of
+    every QUIC Initial's ClientHello (tshark decrypts Initials without keys: their keys
+    come from the connection ID, RFC 9001 5.2; its QUIC heuristic finds them on any port)."""
     result = subprocess.run(
-        [_tool("tshark"), "-r", str(pcap), "-Y", "tcp.len >= 43", "-T", "fields",
-         "-e", "tcp.payload"], capture_output=True, text=True, timeout=600)
+        [_tool("tshark"), "-r", str(pcap), "-Y", "tcp.len >= 43 || (quic && tls.handshake.type == 1)",
+         "-T", "fields", "-E", "separator=;", "-e", "tcp.payload", "-e", "tls.handshake.random"],
+        capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise CaptureError(f"tshark could not read {pcap}: {result.stderr.strip()[-200:]}")
     found = set()
-    for line in result.stdout.split():
-        payload = line.replace(":", "")
+    for line in result.stdout.splitlines():
+        tcp, _, quic = line.partition(";")
+        payload = tcp.replace(":", "")
         # record: type 22 (handshake), version 3.x, length; handshake: type 1 (ClientHello),
         # length (3), client version (2), then the 32 random bytes
         if payload.startswith("1603") and payload[10:12] == "01":
             found.add(payload[22:86].lower())
+        elif not payload and quic:
+            found.update(random.replace(":", "").lower() for random in quic.split(","))
     return found
 
 
@@ -235,6 +241,15 @@ def export(source: Path, out: Path, keylog: Path | None, client: str = "",
             shutil.copyfile(cut, out)
     randoms = {line.split()[1] for line in lines}
     return packets, len(randoms)
+
+
+def export_for(data: Path, source: Path, out: Path, keylog: Path | None, who: str = "",
+               since: float | None = None, until: float | None = None) -> tuple[int, int]:
+    """export() for `who`: a client address (all its traffic), a lab user (the sessions the
+    journal says they logged in to), or "" (everyone)."""
+    if who and not _is_address(who):
+        return export(source, out, keylog, "", user_sessions(data / "journal", who), since, until)
+    return export(source, out, keylog, who, None, since, until)
 
 
 def _count(pcap: Path) -> int:
@@ -290,11 +305,8 @@ def run(args: argparse.Namespace, commands: Commands) -> int:
             source = Path(args.source) if args.source else latest(data)
             keylog = Path(args.keylog) if args.keylog else (
                 Path(commands.config(args).tls.keylog) if commands.config(args).tls.keylog else None)
-            client, sessions = args.client or "", None
-            if client and not _is_address(client):
-                sessions, client = user_sessions(data / "journal", client), ""
-            packets, secrets = export(source, Path(args.out), keylog, client, sessions,
-                                      since, until)
+            packets, secrets = export_for(data, source, Path(args.out), keylog, args.client or "",
+                                          since, until)
             note = "" if keylog else " (no key log: set [tls] keylog to embed TLS secrets)"
             print(f"wrote {args.out}: {packets} packets, secrets of {secrets} TLS sessions{note}")
     except CaptureError as error:

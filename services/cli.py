@@ -132,6 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     lab = Lab(config, _data(args, running=False), offset=args.port_offset, bind=args.bind)
     lab.strict = args.strict
+    if lab.bind_note:
+        lab.say(lab.bind_note)
     try:
         lab.check_ports(names)
     except ValueError as error:
@@ -197,16 +199,20 @@ def _record_failures(lab: Any, names: list[str], stopping: bool = False) -> None
 def _print_table(lab: Any, names: list[str]) -> None:
     """After start: what listens, and what does not (with why), never a listening row
     for a port the lab could not have."""
-    from .listeners import ephemeral_range
+    from .listeners import endpoint, ephemeral_range, families
 
     print(f"protolab {__version__}: {lab.config.source}, data {lab.data}")
-    print(f"port offset {lab.offset} ({lab.offset_reason}); listening on {lab.bind}")
-    print(f"{'SERVICE':<7} {'LISTENER':<11} {'ADDRESS':<22} {'TLS':<9} NOTE")
+    print(f"port offset {lab.offset} ({lab.offset_reason}); listening on {lab.bind}"
+          + (" (IPv4 and IPv6)" if lab.bind == "::" else f" ({lab.bind_note})" if lab.bind_note
+             else ""))
+    print(f"{'SERVICE':<7} {'LISTENER':<11} {'ADDRESS':<24} {'IP':<5} {'TLS':<9} NOTE")
     ports = []
     for name in names:
         for listener in lab.listeners(name):
             key = (name, listener.name)
-            address = f"{listener.address or lab.bind}:{listener.port}/{listener.transport}"
+            where = listener.address or lab.bind
+            address = f"{endpoint(where, listener.port)}/{listener.transport}"
+            ip = families(lab.sockets.get(key, [where]))
             if not listener.active:
                 note = f"off: {listener.note}"
             elif key in lab.failed or name in lab.failed_services:
@@ -215,7 +221,7 @@ def _print_table(lab: Any, names: list[str]) -> None:
             else:
                 note = "; ".join(n for n in (lab.notes.get(key, ""), listener.note) if n)
                 ports.append(listener.port)
-            print(f"{name:<7} {listener.name:<11} {address:<22} {listener.tls or '-':<9} "
+            print(f"{name:<7} {listener.name:<11} {address:<24} {ip:<5} {listener.tls or '-':<9} "
                   f"{note}".rstrip())
     ephemeral = ephemeral_range()
     if ephemeral is not None:
@@ -298,8 +304,8 @@ def _say_if_nobody_serves(data: Path) -> None:
 # --- check -----------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import ProbeTarget, run, table, with_failures
-    from .listeners import failures, port_offset
+    from .check import ProbeTarget, hosts_for, run, table, with_failures
+    from .listeners import effective_bind, failures, port_offset
 
     config = _config(args)
     names = _names(args.only, config)
@@ -309,18 +315,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     lab = find(data)  # the running lab on it says its offset and address
     offset, _ = port_offset(args.port_offset, config.lab.port_offset,
                             lab.offset if lab is not None else None)
-    host = args.host
-    if host is None:
-        host = lab.bind if lab is not None and lab.bind not in ("0.0.0.0", "::") else "127.0.0.1"
-    target = ProbeTarget(host, config, offset, args.timeout)
+    hosts = [args.host] if args.host is not None else hosts_for(
+        lab.bind if lab is not None else effective_bind(config.lab.bind)[0])
+    targets = [ProbeTarget(host, config, offset, args.timeout) for host in hosts]
     results = [with_failures(result, failures(data, result.service))
-               for result in run(target, names)]
-    print(table(target, results))
-    failed = [r.service for r in results if not r.ok]
+               for result in run(targets, names)]
+    print(table(targets[0], results))
+    failed = list(dict.fromkeys(r.service for r in results if not r.ok))
     if failed:
         which = lab.describe() if lab is not None else f"no lab runs on data {data}"
-        print(f"protolab check: {', '.join(failed)} did not answer (asked {host} at port "
-              f"offset {offset}; {which})", file=sys.stderr)
+        print(f"protolab check: {', '.join(failed)} did not answer (asked {' and '.join(hosts)} "
+              f"at port offset {offset}; {which})", file=sys.stderr)
         return 1
     return 0
 

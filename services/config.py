@@ -76,7 +76,14 @@ class LabSettings:
     address: str = setting(
         "127.0.0.1", "the address the lab zone gives every host that [hosts] does not list"
     )
-    bind: str = setting("0.0.0.0", "the address every service listens on (serve --bind overrides)")
+    address6: str = setting(
+        "::1", "the IPv6 address (AAAA) the lab zone gives every host that [hosts] does not "
+        "list; \"\" = no AAAA records (nor are there with a loopback address6 when address "
+        "is not loopback)")
+    bind: str = setting(
+        "::", "the address every service listens on (serve --bind overrides): :: is every "
+        "address of both IPv4 and IPv6 (IPv4 only where the host has no IPv6), 0.0.0.0 every "
+        "IPv4 address, or one address of either family")
     port_offset: int = setting(
         -1,
         "added to every port the lab listens on; -1 = automatic: 0 when the process may bind "
@@ -98,6 +105,10 @@ class LabSettings:
             raise Invalid("domain", f"{self.domain!r} is not a DNS domain name")
         check_address("address", self.address)
         check_address("bind", self.bind)
+        if self.address6:
+            check_address("address6", self.address6)
+            if ipaddress.ip_address(self.address6).version != 6:
+                raise Invalid("address6", f"{self.address6!r} is not an IPv6 address")
         if not -1 <= self.port_offset <= 60000:
             raise Invalid("port_offset", "must be -1 (automatic) or 0..60000")
         for key in ("max_connections", "max_connections_per_peer"):
@@ -201,6 +212,25 @@ class LabConfig:
                     names.setdefault(host, self.lab.address)
         for host, address in self.hosts.items():
             names[host] = address
+        return names
+
+    def address6(self) -> str:
+        """[lab] address6, unless it is loopback (the default ::1) while [lab] address is
+        not (a lab moved onto a network, `protolab net up`): an AAAA of ::1 would send the
+        network's hosts to themselves."""
+        address6 = self.lab.address6
+        if address6 and ipaddress.ip_address(address6).is_loopback and \
+                not ipaddress.ip_address(self.lab.address).is_loopback:
+            return ""
+        return address6
+
+    def host_names6(self) -> dict[str, str]:
+        """The hosts of the lab zone that have an IPv6 address (short name -> address):
+        every host at [lab] address6 (when set), unless [hosts] gives it its address."""
+        address6 = self.address6()
+        names = {host: address6 for host in self.host_names()
+                 if host not in self.hosts and address6}
+        names.update((host, address) for host, address in self.hosts.items() if ":" in address)
         return names
 
     def fqdn(self, host: str) -> str:

@@ -16,6 +16,7 @@ and the API. Services may call from any thread (impacket's SMB server runs in th
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import json
 import os
@@ -116,6 +117,8 @@ class Journal:
 
     def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str) -> None:
         """Never raises: a service's session must not fail because the journal does."""
+        if peer.count(":") > 1 and peer[0] != "[":  # an IPv6 HOST:PORT, as URLs write it
+            peer = _bracketed(peer)
         event = {"ts": time.time(), "service": service, "session": session, "peer": peer,
                  "user": user, "kind": kind, "text": text}
         with self._lock:
@@ -266,3 +269,13 @@ def format_event(event: dict[str, Any]) -> str:
     arrow = {"command": "C:", "reply": "S:", "packet": "P:"}.get(event["kind"], event["kind"] + ":")
     return (f"{stamp}.{millis:03d} {event['service']:<5} {event['session']} "
             f"{event['peer']:<21} {event['user'] or '-':<8} {arrow} {event['text']}").rstrip()
+
+
+def _bracketed(peer: str) -> str:
+    """[HOST]:PORT for an IPv6 HOST:PORT (protocols write f"{host}:{port}"); else as is."""
+    host, _, port = peer.rpartition(":")
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return peer
+    return f"[{host}]:{port}" if port.isdigit() else peer

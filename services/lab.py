@@ -9,13 +9,15 @@ Protocol packages get a Lab in service(lab) and use it for everything they share
                                     listener says so), under the [lab] connection limits
                                     (a refused connection gets `busy`, then a close); a
                                     port it cannot have is one line (lab.fail)
-    lab.udp(listener, protocol)     the same for UDP
+    lab.udp(listener, make)         the same for UDP: make() is the protocol of one socket
+                                    (the wildcard :: has one per family)
     lab.store / lab.journal / lab.tls / lab.config / lab.bind / lab.port(base)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from . import registry
 from .config import LabConfig
 from .credentials import Credentials
 from .journal import Journal
-from .listeners import Listener, port_offset
+from .listeners import Listener, effective_bind, port_offset
 from .store import Store
 from .tls import LabTLS
 
@@ -55,7 +57,8 @@ class Lab:
         self.config = config
         self.data = data
         self.offset, self.offset_reason = port_offset(offset, config.lab.port_offset)
-        self.bind = bind or config.lab.bind
+        # The dual-stack wildcard :: on a host without IPv6 is 0.0.0.0, said in bind_note
+        self.bind, self.bind_note = effective_bind(bind or config.lab.bind)
         self.store = Store(data, keep_plaintext=config.auth.keep_plaintext)
         self.journal = Journal(data / "journal", self.store, config.journal.show_secrets,
                                config.journal.recent)
@@ -65,6 +68,7 @@ class Lab:
         self.failed: dict[tuple[str, str], str] = {}
         self.failed_services: dict[str, str] = {}
         self.notes: dict[tuple[str, str], str] = {}
+        self.sockets: dict[tuple[str, str], list[str]] = {}  # the addresses each listens on
         self._limits: dict[str, Any] = {}
 
     @cached_property
@@ -82,7 +86,11 @@ class Lab:
 
     @cached_property
     def tls(self) -> LabTLS:
-        return LabTLS(self.data / "tls", self.certificate_names(), self.config.tls.keylog)
+        # tls.* faults act in tls.py, and are journaled as the service whose port it is.
+        services = {listener.port: name for name in registry.names()
+                    for listener in self.listeners(name) if listener.tls}
+        return LabTLS(self.data / "tls", self.certificate_names(), self.config.tls.keylog,
+                      faults=self.faults, journal=self.journal, services=services)
 
     def certificate_names(self) -> list[str]:
         domain = self.config.lab.domain
@@ -111,33 +119,29 @@ class Lab:
         before it is closed, in the protocol's own words (SMTP 421, IMAP * BYE, HTTP 503).
         The limits count per service, across its listeners; TLS wraps the limits, so a
         refused client of an implicit TLS port reads its busy line over TLS."""
-        from twisted.internet import reactor
-
-        from .serving import LabContextFactory, LimitedFactory, Limits, ListenerService
+        from .serving import LabContextFactory, LimitedFactory, Limits, ListenerService, listen_tcp
 
         settings = self.config.lab
         if settings.max_connections or settings.max_connections_per_peer:
             limits = self._limits.setdefault(listener.service, Limits(
                 settings.max_connections, settings.max_connections_per_peer))
             factory = LimitedFactory(factory, limits, busy)
-        if listener.tls == "implicit":
-            from twisted.internet.interfaces import IReactorSSL
+        context = LabContextFactory(self.tls) if listener.tls == "implicit" else None
+        return ListenerService(self, listener, lambda address: listen_tcp(
+            listener.port, factory, address, context))
 
-            context, ssl = LabContextFactory(self.tls), IReactorSSL(reactor)
-            return ListenerService(self, listener, lambda address: ssl.listenSSL(
-                listener.port, factory, context, interface=address))
-        return ListenerService(self, listener, lambda address: reactor.listenTCP(
-            listener.port, factory, interface=address))
-
-    def udp(self, listener: Listener, protocol: Any, interface: str | None = None) -> IService:
+    def udp(self, listener: Listener, make: Callable[[], Any],
+            interface: str | None = None) -> IService:
         from twisted.internet import reactor
-        from twisted.internet.interfaces import IReactorUDP
 
-        from .serving import ListenerService
+        from .serving import ListenerService, UDPPort
 
-        udp = IReactorUDP(reactor)
-        return ListenerService(self, listener, lambda address: udp.listenUDP(
-            listener.port, protocol, interface=address, maxPacketSize=8192), interface)
+        def start(address: str) -> UDPPort:
+            port = UDPPort(listener.port, make(), address, 8192, reactor)
+            port.startListening()
+            return port
+
+        return ListenerService(self, listener, start, interface)
 
     # --- what start-up made of the listeners (ListenerService and LabService call these)
 
@@ -158,6 +162,10 @@ class Lab:
         """A service that cannot start at all: one line; the others go on."""
         self.failed_services[name] = line
         self.say(line)
+
+    def bound(self, listener: Listener, addresses: list[str]) -> None:
+        """The addresses a listener's sockets listen on (for the table: v4, v6, v4+v6)."""
+        self.sockets[(listener.service, listener.name)] = addresses
 
     def note(self, listener: Listener, text: str) -> None:
         """How a listener listens, when that is not simply on lab.bind (for the table)."""

@@ -5,10 +5,12 @@ address of [dhcp] network, 10.203.0.0/24 by default) and N client hosts: network
 pc1..pcN, each with a veth on the bridge and no address until DHCP gives one. Each host's
 /etc/resolv.conf (and /etc/dhcp, for dhclient) comes from /etc/netns/pcN/, which `ip netns
 exec` mounts over /etc: the lab DNS is their resolver, the lab's domain their search domain.
+IPv6 too: the bridge takes PREFIX::1 of [dhcp] ipv6_prefix (fd00:203::/64 by default), the
+lab's router advertisements give the hosts SLAAC addresses, and dhclient -6 leases more.
 
-Nothing of the machine's own interfaces, routes or resolver changes: the only route added is
-the bridge's own network, forwarding is off on the bridge, and DHCP gives no router, so the
-hosts reach the bridge and nothing beyond it.
+Nothing of the machine's own interfaces, routes or resolver changes: the only routes added
+are the bridge's own networks, forwarding is off on the bridge, and DHCP gives no router
+(the RAs say router lifetime 0), so the hosts reach the bridge and nothing beyond it.
 
 What `up` makes is written to the state file *before* it is made, so `down` removes it from
 that file alone, also after a crash halfway. `protolab serve` reads the same file (adopt()):
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .cli import Commands
 
 BRIDGE = "protolab0"
+NET_PREFIX6 = "fd00:203::/64"  # the bridge's IPv6 prefix when [dhcp] ipv6_prefix is unset (a ULA)
 STATE = Path("/run/protolab/net.json")  # /run: gone at reboot, like the bridge itself
 NETNS_ETC = Path("/etc/netns")
 MAX_HOSTS = 50
@@ -51,6 +54,11 @@ class Net:
     address: str  # the bridge's address: where the lab serves the hosts
     domain: str
     hosts: list[str]  # namespace names, pc1..pcN
+    prefix6: str = ""  # "fd00:203::/64": the bridge has PREFIX::1 ("": a state file from before IPv6)
+
+    @property
+    def address6(self) -> str:
+        return str(ipaddress.IPv6Network(self.prefix6).network_address + 1) if self.prefix6 else ""
 
     @staticmethod
     def veth(host: str) -> str:
@@ -96,29 +104,35 @@ def _namespaces() -> set[str]:
     return {ns["name"] for ns in json.loads(_ip("-j", "netns", "list").stdout or "[]")}
 
 
-def _clashes(network: ipaddress.IPv4Network) -> list[str]:
+def _clashes(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
     """This machine's addresses and routes inside `network`: never touched, so refused."""
     found = []
-    for link in json.loads(_ip("-j", "-4", "addr", "show").stdout or "[]"):
+    family = f"-{network.version}"
+    for link in json.loads(_ip("-j", family, "addr", "show").stdout or "[]"):
         for info in link.get("addr_info", []):
-            mine = ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}").network
+            mine = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
             if mine.overlaps(network):
                 found.append(f"{link['ifname']} has {info['local']}/{info['prefixlen']}")
-    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+    for route in json.loads(_ip("-j", family, "route", "show", "table", "all").stdout or "[]"):
         dst = route.get("dst", "")
-        if dst in ("", "default") or route.get("type") in ("local", "broadcast"):
+        if dst in ("", "default") or route.get("type") in ("local", "broadcast", "multicast", "anycast") \
+                or dst.startswith(("fe80:", "ff00:")):
             continue
-        if ipaddress.IPv4Network(dst, strict=False).overlaps(network):
+        if ipaddress.ip_network(dst, strict=False).overlaps(network):
             found.append(f"a route to {dst} via {route.get('dev', '?')}")
     return found
 
 
 def plan(config: LabConfig, hosts: int) -> Net:
-    from .dhcp import net_network
+    from .dhcp import ipv6_prefix, net_network
 
-    network = net_network(config.service("dhcp").network)
+    dhcp = config.service("dhcp")
+    network = net_network(dhcp.network)
     return Net(bridge=BRIDGE, network=str(network), address=str(network.network_address + 1),
-               domain=config.lab.domain, hosts=[f"pc{n}" for n in range(1, hosts + 1)])
+               domain=config.lab.domain, hosts=[f"pc{n}" for n in range(1, hosts + 1)],
+               # no IPv6 on a machine that has it off (ipv6.disable=1): IPv4 alone, as before
+               prefix6=str(ipv6_prefix(dhcp.ipv6_prefix or NET_PREFIX6))
+               if Path("/proc/sys/net/ipv6").exists() else "")
 
 
 def need_root(action: str) -> None:
@@ -145,6 +159,10 @@ def up(config: LabConfig, hosts: int) -> tuple[Net, bool]:
     if clashes:
         raise NetError(f"{net.network} is in use on this machine ({'; '.join(clashes)}): "
                        f"choose another [dhcp] network")
+    clashes = _clashes(ipaddress.IPv6Network(net.prefix6)) if net.prefix6 else []
+    if clashes:
+        raise NetError(f"{net.prefix6} is in use on this machine ({'; '.join(clashes)}): "
+                       f"choose another [dhcp] ipv6_prefix")
     taken = sorted(({net.bridge} | {net.veth(h) for h in net.hosts}) & _links()) + \
         sorted(set(net.hosts) & _namespaces())
     taken += [str(NETNS_ETC / h) for h in net.hosts if (NETNS_ETC / h).exists()]
@@ -168,6 +186,12 @@ def _make(net: Net) -> None:
     # the machine may forward (ip_forward=1, as on container hosts): not from this bridge
     Path(f"/proc/sys/net/ipv4/conf/{net.bridge}/forwarding").write_text("0\n")
     _ip("addr", "add", f"{net.address}/{prefix}", "broadcast", "+", "dev", net.bridge)
+    if net.prefix6:
+        # nor IPv6; the bridge advertises the prefix (the lab's RAs), it takes none itself,
+        # and its address is usable at once (nodad: nothing else on a new bridge has it)
+        for key, value in (("forwarding", "0"), ("accept_ra", "0"), ("autoconf", "0")):
+            Path(f"/proc/sys/net/ipv6/conf/{net.bridge}/{key}").write_text(value + "\n")
+        _ip("addr", "add", f"{net.address6}/64", "dev", net.bridge, "nodad")
     _ip("link", "set", net.bridge, "up")
     for host in net.hosts:
         _etc(net, host)
@@ -184,6 +208,8 @@ DHCLIENT_CONF = """\
 # DNS. This directory replaces /etc/dhcp inside {host} only, so the machine's own dhclient
 # hooks (timesyncd, samba, resolved...) do not run for the lab's hosts.
 send host-name "{host}";
+# ...and its FQDN option (RFC 4702 for DHCPv4, RFC 4704 for dhclient -6): {host}'s AAAA too
+send fqdn.fqdn "{host}";
 # the name the server gives back is not this machine's name (dhclient-script would set it
 # as the hostname, which a namespace shares with the machine, on a machine named localhost)
 supersede host-name "";
@@ -219,9 +245,9 @@ def _etc(net: Net, host: str) -> None:
     etc = NETNS_ETC / host
     (etc / "dhcp").mkdir(parents=True)
     (etc / "udhcpc").mkdir()
+    nameservers = "".join(f"nameserver {a}\n" for a in (net.address, net.address6) if a)
     (etc / "resolv.conf").write_text(
-        f"# protolab net: the lab DNS on the bridge\nnameserver {net.address}\n"
-        f"search {net.domain}\n")
+        f"# protolab net: the lab DNS on the bridge\n{nameservers}search {net.domain}\n")
     (etc / "dhcp" / "dhclient.conf").write_text(DHCLIENT_CONF.format(host=host, domain=net.domain))
     script = etc / "udhcpc" / "default.script"
     script.write_text(UDHCPC_SCRIPT.format(host=host))
@@ -270,9 +296,10 @@ def link_exists(name: str) -> bool:
 
 def adopt(config: LabConfig) -> Net | None:
     """Serve the hosts of a network that is up: DHCP on its bridge when [dhcp] interface is
-    unset (without a router: the hosts reach only the bridge), and the bridge's address as
-    the lab's when [lab] address is the default 127.0.0.1, which means nothing to a host in
-    a namespace. Also correct on the machine itself: the bridge's address is local."""
+    unset (without a router: the hosts reach only the bridge), and the bridge's addresses as
+    the lab's when [lab] address is the default 127.0.0.1 (and address6 the default ::1),
+    which mean nothing to a host in a namespace. Also correct on the machine itself: the
+    bridge's addresses are local."""
     try:
         net = load_state()
     except NetError:
@@ -283,14 +310,19 @@ def adopt(config: LabConfig) -> Net | None:
     if not dhcp.interface:
         dhcp.interface = net.bridge
         dhcp.router = dhcp.router or "none"
+        dhcp.ipv6_prefix = dhcp.ipv6_prefix or net.prefix6
     if config.lab.address == LabSettings().address:
         config.lab.address = net.address
+        # likewise the AAAA records: the bridge's IPv6 address, where the hosts reach us
+        if net.address6 and config.lab.address6 == LabSettings().address6:
+            config.lab.address6 = net.address6
     return net
 
 
 def describe(net: Net) -> str:
     hosts = net.hosts[0] if len(net.hosts) == 1 else f"{net.hosts[0]}..{net.hosts[-1]}"
-    return f"bridge {net.bridge} {net.address} on {net.network}, hosts {hosts}"
+    v6 = f", IPv6 {net.address6} on {net.prefix6}" if net.prefix6 else ""
+    return f"bridge {net.bridge} {net.address} on {net.network}, hosts {hosts}{v6}"
 
 
 # --- the commands ----------------------------------------------------------------------
@@ -310,7 +342,8 @@ def run(args: argparse.Namespace, commands: Commands) -> int:
         if args.action == "up":
             net, made = up(commands.config(args), args.hosts)
             print(f"{'made' if made else 'already up:'} {describe(net)}")
-            print(f"next: sudo protolab serve, then: sudo ip netns exec {net.hosts[0]} dhclient -v eth0")
+            print(f"next: sudo protolab serve, then: sudo ip netns exec {net.hosts[0]} dhclient -v eth0"
+                  f" (IPv6: the host's SLAAC address comes by itself; dhclient -6 -v eth0 leases one)")
         else:
             removed = down()
             print(f"removed {describe(removed)}" if removed

@@ -5,8 +5,11 @@ what a running serve records about listeners that failed (for check and the port
 from __future__ import annotations
 
 import fcntl
+import functools
+import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -109,9 +112,99 @@ WILDCARDS = ("0.0.0.0", "::")
 HIGHEST_PORT = 65535
 
 
-def local_addresses() -> list[str]:
-    """This host's IPv4 addresses (127.0.0.1 and every interface's), from the kernel's
-    local routing table: what a wildcard bind would have covered, one by one."""
+def client_address(host: str) -> str:
+    """The one text form of a client's address in the lab (journal, faults, captures,
+    per-address limits): an IPv4 client of a dual-stack socket arrives as a v4-mapped
+    address (::ffff:192.0.2.7) and is written as the IPv4 address it is."""
+    if not host.startswith("::ffff:"):  # the form getnameinfo() gives (lower case)
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return str(mapped) if mapped is not None else host
+
+
+def family(address: str) -> int:
+    """4 or 6: the IP version of a listening address (IPv6 when it has a colon)."""
+    return 6 if ":" in address else 4
+
+
+def endpoint(address: str, port: int) -> str:
+    """ADDRESS:PORT as URLs and tables write it: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What this host's IP stack allows: IPv6 sockets at all (`ipv6`, else `why`), and one
+    IPv6 socket that also takes IPv4 clients (IPV6_V6ONLY off: `dual`)."""
+
+    ipv6: bool
+    dual: bool
+    why: str = ""  # why IPv6 is unavailable
+
+
+@functools.cache
+def stack() -> Stack:
+    """Probed once per process: an IPv6 socket bound to the wildcard with IPV6_V6ONLY
+    off (a kernel booted with ipv6.disable=1 has no AF_INET6 at all)."""
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError as error:
+        return Stack(False, False, error.strerror or str(error))
+    with probe:
+        try:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            dual = True
+        except OSError:
+            dual = False
+        try:
+            probe.bind(("::", 0))
+        except OSError as error:
+            return Stack(False, False, error.strerror or str(error))
+    return Stack(True, dual)
+
+
+def effective_bind(bind: str) -> tuple[str, str]:
+    """The address the lab listens on for `bind`, and a line when that is not it: the
+    dual-stack wildcard :: on a host without IPv6 is 0.0.0.0 (IPv4 only)."""
+    if bind == "::" and not stack().ipv6:
+        return "0.0.0.0", f"IPv6 is unavailable here ({stack().why}): listening on IPv4 only"
+    return bind, ""
+
+
+def addresses(bind: str, one_socket: bool = True) -> list[str]:
+    """The sockets one listener opens for the lab's bind address. The wildcard :: is
+    both families: one socket with IPV6_V6ONLY off where the stack allows it and the
+    listener can (`one_socket`: TCP under Twisted, whose ports turn mapped addresses into
+    IPv4), else an IPv6-only socket and an IPv4 one (UDP, whose replies must leave by the
+    family they came in; pyftpdlib, which compares its clients' addresses as text)."""
+    if bind != "::":
+        return [bind]
+    if one_socket and stack().dual:
+        return ["::"]
+    return ["::", "0.0.0.0"]
+
+
+def families(bound: list[str]) -> str:
+    """What the table says of a listener bound to these addresses: v4, v6 or v4+v6."""
+    found: set[int] = set()
+    for address in bound:
+        if address == "::" and (len(bound) == 1 and stack().dual):
+            found.update((4, 6))
+        else:
+            found.add(family(address))
+    return "+".join(f"v{n}" for n in sorted(found))
+
+
+def local_addresses(version: int = 4) -> list[str]:
+    """This host's addresses of one IP version (loopback and every interface's): what a
+    wildcard bind would have covered, one by one. IPv4 from the kernel's local routing
+    table; IPv6 from /proc/net/if_inet6, without link-local addresses (which need a
+    scope to bind, and no lab client reaches a service by one)."""
+    if version == 6:
+        return _local_addresses6()
     found: list[str] = []
     try:
         with open("/proc/net/fib_trie") as trie:
@@ -125,6 +218,20 @@ def local_addresses() -> list[str]:
     except OSError:
         return ["127.0.0.1"]
     return sorted(found, key=lambda a: tuple(int(x) for x in a.split("."))) or ["127.0.0.1"]
+
+
+def _local_addresses6() -> list[str]:
+    found: list[ipaddress.IPv6Address] = []
+    try:
+        with open("/proc/net/if_inet6") as table:
+            for line in table:
+                digits = line.split()[0]
+                address = ipaddress.IPv6Address(int(digits, 16))
+                if not address.is_link_local and address not in found:
+                    found.append(address)
+    except (OSError, ValueError, IndexError):
+        return []
+    return [str(a) for a in sorted(found)]
 
 
 def ephemeral_range() -> tuple[int, int] | None:

@@ -7,17 +7,20 @@ never import Twisted.
 from __future__ import annotations
 
 import errno
+import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import task
+from twisted.internet import task, tcp, udp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
     ISSLTransport,
     ITCPTransport,
 )
@@ -25,7 +28,16 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .listeners import WILDCARDS, Listener, local_addresses
+from .listeners import (
+    WILDCARDS,
+    Listener,
+    addresses,
+    client_address,
+    endpoint,
+    family,
+    local_addresses,
+    stack,
+)
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -79,17 +91,29 @@ class Chore:
             self.loop.stop()
 
 
-@implementer(IOpenSSLContextFactory)
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class LabContextFactory:
     """What Twisted's listenSSL and transport.startTLS take: every TLS listener and
-    STARTTLS shares the lab's one context (and so its key log). Declaring the interface
-    keeps Twisted from warning about a legacy factory. Here, not in tls.py, which must not
-    import Twisted (commands that serve nothing import it)."""
+    STARTTLS shares the lab's one context (and so its key log). Each connection carries
+    its TLS protocol as app data (as Twisted's own client connections do), so the context
+    can tell whose handshake starts and serve a TLS fault's certificate to that client
+    only (services/tls.py). Declaring the interfaces keeps Twisted from warning about a
+    legacy factory. Here, not in tls.py, which must not import Twisted (commands that
+    serve nothing import it)."""
 
     def __init__(self, tls: LabTLS) -> None:
         self._tls = tls
 
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(self._tls.context(), None)
+        connection.set_app_data(protocol)
+        return connection
+
     def getContext(self) -> SSL.Context:
+        """What listenSSL's signature asks for; Twisted calls serverConnectionForTLS when
+        a creator provides it, as this one does."""
         return self._tls.context()
 
 
@@ -192,8 +216,99 @@ class LimitedFactory(ServerFactory):
         return protocol
 
 
+def _unmapped(address: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A socket address with a v4-mapped IPv6 host as the IPv4 (host, port) it is."""
+    host = client_address(address[0])
+    return (host, address[1]) if host != address[0] else address
+
+
+def _address(address: tuple[Any, ...]) -> IPv4Address | IPv6Address:
+    kind = IPv4Address if len(address) == 2 else IPv6Address
+    return kind("TCP", *address)
+
+
+class _Connection(tcp.Server):
+    """A connection accepted by a DualStackPort: its addresses in the lab's one text form
+    (an IPv4 client of the dual-stack socket is IPv4 to every protocol)."""
+
+    def __init__(self, sock: socket.socket, protocol: Any, client: tuple[Any, ...],
+                 server: Any, sessionno: int, reactor: Any) -> None:
+        super().__init__(sock, protocol, _unmapped(client), server, sessionno, reactor)
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        # Twisted's own builds the address with the type the peer's tuple had, which the
+        # unmapped peer changed; _getsockname is what it reads (scope ids included)
+        return _address(_unmapped(tcp._getsockname(self.socket)))
+
+
+class DualStackPort(tcp.Port):
+    """Twisted's TCP port, where IPv4 and IPv6 clients of one wildcard socket enter the
+    lab: IPV6_V6ONLY set as listeners.addresses() decided (off: one socket for both
+    families; on: the IPv4 socket beside it takes the same port), and v4-mapped client
+    addresses turned into IPv4 before any protocol, limit, fault or journal sees them."""
+
+    transport = _Connection
+
+    def createInternetSocket(self) -> socket.socket:
+        sock: socket.socket = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            _v6only(sock, not (self.interface == "::" and stack().dual))
+        return sock
+
+    def _buildAddr(self, address: tuple[Any, ...]) -> IPv4Address | IPv6Address:
+        return _address(_unmapped(address))
+
+
+class UDPPort(udp.Port):
+    """Twisted's UDP port; an IPv6 one takes IPv6 only, so the wildcard :: has an IPv4
+    socket beside it (listeners.addresses) and no datagram carries a mapped address."""
+
+    def createInternetSocket(self) -> socket.socket:
+        sock: socket.socket = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            _v6only(sock, True)
+        return sock
+
+
+def _v6only(sock: socket.socket, only: bool) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(only))
+    except OSError:
+        pass  # the stack's own default then (listeners.stack() saw it refuse)
+
+
+def listening_socket(address: str, port: int, one_socket: bool = True) -> socket.socket:
+    """A listening TCP socket for the services that accept on their own (pyftpdlib,
+    impacket): IPV6_V6ONLY as listeners.addresses(bind, one_socket) decided."""
+    sock = socket.socket(socket.AF_INET6 if family(address) == 6 else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            _v6only(sock, not (address == "::" and one_socket and stack().dual))
+        sock.bind((address, port))
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_tcp(port: int, factory: Any, interface: str,
+               context: IOpenSSLContextFactory | None = None) -> IListeningPort:
+    """reactor.listenTCP (listenSSL with `context`) on a DualStackPort."""
+    from twisted.internet import reactor
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    if context is not None:
+        factory = TLSMemoryBIOFactory(context, False, factory)
+    listening = DualStackPort(port, factory, interface=interface, reactor=reactor)
+    listening.startListening()
+    return listening
+
+
 class PortGroup:
-    """Several listening ports that stop as one (a listener bound address by address)."""
+    """Several listening ports that stop as one (a socket per family, or a listener
+    bound address by address)."""
 
     def __init__(self, ports: list[IListeningPort]) -> None:
         self.ports = ports
@@ -203,10 +318,12 @@ class PortGroup:
 
 
 class ListenerService(Service):
-    """Listens when started. A port it cannot have is one line naming it: a StartError
-    under --strict, else a failure the lab records (the table, check and the portal show
-    it) while the other services serve. A listener marked `around` whose wildcard address
-    is taken (systemd-resolved holds 127.0.0.53:53) binds each local address instead, as
+    """Listens when started, on every socket the lab's bind address means for it
+    (listeners.addresses: the wildcard :: is IPv4 and IPv6). A port it cannot have is one
+    line naming it: a StartError under --strict, else a failure the lab records (the
+    table, check and the portal show it) while the other services serve. A listener
+    marked `around` whose wildcard address is taken (systemd-resolved holds
+    127.0.0.53:53) binds each local address of that wildcard's families instead, as
     dnsmasq's bind-dynamic does."""
 
     def __init__(self, lab: Lab, listener: Listener, start: Callable[[str], IListeningPort],
@@ -217,29 +334,44 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        try:
-            self.port = self._start(self.interface)
-        except CannotListenError as error:
-            if not (self.listener.around and self.interface in WILDCARDS
-                    and getattr(error.socketError, "errno", None) == errno.EADDRINUSE):
-                self._fail(self._line(self.interface, error))
-                return
-            self._bind_around(error)
-
-    def _bind_around(self, first: CannotListenError) -> None:
-        ports, bound = [], []
-        for address in local_addresses():
+        ports: list[IListeningPort] = []
+        bound: list[str] = []
+        taken: list[str] = []
+        for address in addresses(self.interface, self.listener.transport == "tcp"):
             try:
                 ports.append(self._start(address))
                 bound.append(address)
-            except CannotListenError:
-                continue  # this address is the one taken (or it went away)
-        if not ports:
-            self._fail(self._line(self.interface, first))
-            return
-        self.port = PortGroup(ports)
-        self.lab.note(self.listener, f"{self.interface}:{self.listener.port} is taken: "
-                                     f"bound to {' '.join(bound)}")
+                continue
+            except CannotListenError as error:
+                first = error
+            around = self._bind_around(address) if (
+                self.listener.around and address in WILDCARDS
+                and getattr(first.socketError, "errno", None) == errno.EADDRINUSE) else []
+            if not around:
+                PortGroup(ports).stopListening()
+                self._fail(self._line(address, first))
+                return
+            taken.append(endpoint(address, self.listener.port))
+            for item, where in around:
+                ports.append(item)
+                bound.append(where)
+        self.port = ports[0] if len(ports) == 1 else PortGroup(ports)
+        self.lab.bound(self.listener, bound)
+        if taken:
+            self.lab.note(self.listener, f"{' '.join(taken)} is taken: "
+                                         f"bound to {' '.join(bound)}")
+
+    def _bind_around(self, wildcard: str) -> list[tuple[IListeningPort, str]]:
+        versions = [4, 6] if wildcard == "::" and len(
+            addresses(wildcard, self.listener.transport == "tcp")) == 1 else [family(wildcard)]
+        ports = []
+        for version in versions:
+            for address in local_addresses(version):
+                try:
+                    ports.append((self._start(address), address))
+                except CannotListenError:
+                    continue  # this address is the one taken (or it went away)
+        return ports
 
     def _fail(self, line: str) -> None:
         if self.lab.strict:
@@ -249,7 +381,7 @@ class ListenerService(Service):
     def _line(self, interface: str, error: CannotListenError) -> str:
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         return (f"{self.listener.service}: cannot listen on {self.listener.transport} "
-                f"{interface}:{self.listener.port} ({self.listener.name}): {reason}")
+                f"{endpoint(interface, self.listener.port)} ({self.listener.name}): {reason}")
 
     def stopService(self) -> Deferred | None:
         super().stopService()

@@ -8,6 +8,12 @@ and every client of the last decade speaks it.
 
 With [tls] keylog set, every TLS session's secrets are appended in NSS key log format, so
 Wireshark decrypts the class's captures (or `editcap --inject-secrets tls,FILE`).
+
+TLS faults (FAULTS below, kinds `tls.NAME`, for a client address or everyone): three more
+certificates, made once next to the CA, that a handshake serves instead of the right one
+when a fault is on for the client. The choice is made per connection when its handshake
+starts (an info callback on the one context), so it covers every TLS the lab speaks over
+that context: implicit TLS ports, STARTTLS, HTTPS and HTTP/2, DoT, FTPS.
 """
 
 from __future__ import annotations
@@ -22,25 +28,48 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from OpenSSL import SSL
 
+    from .faults import Board
+    from .journal import Journal
+
 VALID_DAYS = 3650
+
+WRONG_NAME = "other-server.example"  # what tls.wrong-name's certificate is for
+
+# What can break in any TLS service (services/faults.py reads these with the packages'):
+# `protolab fault add tls.NAME [--target ADDRESS]` (at handshake time nobody has logged in).
+FAULTS = {
+    "expired": "the certificate (signed by the lab CA) expired yesterday: clients refuse it "
+               "(curl: certificate has expired)",
+    "wrong-name": f"the certificate (signed by the lab CA) is for {WRONG_NAME} only: clients "
+                  "refuse it (curl: no alternative certificate subject name matches)",
+    "unknown-ca": "the certificate is signed by a CA the class did not install: clients "
+                  "refuse it (curl: unable to get local issuer certificate)",
+}
 
 
 class LabTLS:
     def __init__(self, directory: Path, names: list[str], keylog: str = "",
-                 organisation: str = "protolab") -> None:
+                 organisation: str = "protolab", faults: Board | None = None,
+                 journal: Journal | None = None, services: dict[int, str] | None = None) -> None:
         self.directory = directory
         self.names = sorted(set(names))
         self.keylog = keylog
         self.organisation = organisation
+        self.faults = faults  # None: no TLS faults (commands that serve nothing)
+        self.journal = journal
+        self.services = services or {}  # TLS port -> its service, for the journal
         self.ca_cert = directory / "ca.crt"
         self.ca_key = directory / "ca.key"
         self.server_cert = directory / "server.crt"
         self.server_key = directory / "server.key"
+        self.fault_dir = directory / "faults"  # FAULTS' certificates: NAME.crt, NAME.key
         self._context: SSL.Context | None = None
+        self._fault_pairs: dict[str, tuple[Any, Any]] = {}  # NAME -> (certificate, key)
 
     def ensure(self) -> None:
-        """Make the CA and the server certificate if missing or out of date. Several
-        processes may start at once on one data directory: a lock file serialises them."""
+        """Make the CA, the server certificate and the faults' certificates if missing or
+        out of date. Several processes may start at once on one data directory: a lock
+        file serialises them."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -48,37 +77,16 @@ class LabTLS:
                 self._make_ca()
             if not self._server_is_current():
                 self._make_server()
+            if not self._faults_are_current():
+                self._make_faults()
 
     def _make_ca(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organisation),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{self.organisation} lab CA"),
-        ])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        cert, key = _ca(self.organisation, f"{self.organisation} lab CA")
         _write_key(self.ca_key, key)
         _write_cert(self.ca_cert, cert)
         self.server_cert.unlink(missing_ok=True)  # signed by the old CA, if any
+        for name in FAULTS:
+            (self.fault_dir / f"{name}.crt").unlink(missing_ok=True)
 
     def _server_is_current(self) -> bool:
         if not (self.server_cert.exists() and self.server_key.exists()):
@@ -101,43 +109,46 @@ class LabTLS:
         ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
         return sorted(set(dns + ips))
 
-    def _make_server(self) -> None:
+    def _load_ca(self) -> tuple[Any, Any]:
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.hazmat.primitives import serialization
 
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), None)
-        ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt: list[x509.GeneralName] = []
-        for name in self.names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        common = next((n for n in self.names if not _is_ip(n) and "*" not in n), "localhost")
+        return (x509.load_pem_x509_certificate(self.ca_cert.read_bytes()),
+                serialization.load_pem_private_key(self.ca_key.read_bytes(), None))
+
+    def _make_server(self) -> None:
         now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organisation),
-                x509.NameAttribute(NameOID.COMMON_NAME, common)]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            # 397 days: the longest validity browsers accept for a server certificate.
-            .not_valid_after(now + datetime.timedelta(days=397))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)  # type: ignore[arg-type]
-            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-        )
+        # 397 days: the longest validity browsers accept for a server certificate.
+        cert, key = _leaf(self.names, self.organisation, *self._load_ca(),
+                          now - datetime.timedelta(days=1), now + datetime.timedelta(days=397))
         _write_key(self.server_key, key)
         _write_cert(self.server_cert, cert)
+
+    def _faults_are_current(self) -> bool:
+        """Made once; again only when the CA is new (_make_ca removes them) or a file is
+        missing. The expired one stays expired and the others are for names or a CA that
+        never change, so the server's names changing does not matter to them."""
+        return all((self.fault_dir / f"{name}.{ext}").exists()
+                   for name in FAULTS for ext in ("crt", "key"))
+
+    def _make_faults(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        day = datetime.timedelta(days=1)
+        ca, ca_key = self._load_ca()
+        other_ca, other_key = _ca(f"{self.organisation} elsewhere",
+                                  f"{self.organisation} untrusted CA")
+        made = {
+            "expired": _leaf(self.names, self.organisation, ca, ca_key,
+                             now - 398 * day, now - day),
+            "wrong-name": _leaf([WRONG_NAME], self.organisation, ca, ca_key,
+                                now - day, now + 397 * day),
+            "unknown-ca": _leaf(self.names, self.organisation, other_ca, other_key,
+                                now - day, now + 397 * day),
+        }
+        self.fault_dir.mkdir(exist_ok=True)
+        for name, (cert, key) in made.items():
+            _write_key(self.fault_dir / f"{name}.key", key)
+            _write_cert(self.fault_dir / f"{name}.crt", cert)
 
     def context(self) -> SSL.Context:
         """The pyOpenSSL server context (made once): Twisted, pyftpdlib and anything else
@@ -155,8 +166,130 @@ class LabTLS:
             ctx.set_session_id(b"protolab")
             if self.keylog:
                 ctx.set_keylog_callback(_KeyLog(self.keylog))
+            if self.faults is not None:
+                self._load_faults()
+                ctx.set_info_callback(self._handshake_info)
             self._context = ctx
         return self._context
+
+    def _load_faults(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        for name in FAULTS:
+            cert = x509.load_pem_x509_certificate((self.fault_dir / f"{name}.crt").read_bytes())
+            key = serialization.load_pem_private_key(
+                (self.fault_dir / f"{name}.key").read_bytes(), None)
+            self._fault_pairs[name] = (cert, key)
+
+    def _handshake_info(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        """At the start of each handshake (before the ClientHello is read): the
+        certificate of a TLS fault on for this client, instead of the server's own."""
+        from OpenSSL import SSL
+
+        if not where & SSL.SSL_CB_HANDSHAKE_START or self.faults is None:
+            return
+        try:
+            addresses = _addresses(connection)
+            if addresses is None:
+                return  # a connection of nobody we know (no faults for it)
+            (host, port), local = addresses
+            for name, (cert, key) in self._fault_pairs.items():
+                fault = self.faults.find(f"tls.{name}", host)
+                if fault is not None:
+                    connection.use_certificate(cert)
+                    connection.use_privatekey(key)
+                    if self.journal is not None:
+                        self.journal.add(self.services.get(local, "lab"), "-", f"{host}:{port}",
+                                         "", "event", f"fault {fault.kind} #{fault.id}")
+                    return
+        except Exception as error:  # OpenSSL calls us: an escape would be lost, say it
+            if self.journal is not None:
+                self.journal.add("lab", "-", "-", "", "event",
+                                 f"TLS fault not applied: {type(error).__name__}: {error}")
+
+
+def _addresses(connection: SSL.Connection) -> tuple[tuple[str, int], int] | None:
+    """((the client's address, its port), the server's port), or None if unknown:
+    Twisted's connections carry their TLS protocol as the app data (serving.
+    LabContextFactory sets it, as Twisted's own client side does); a socket's connection
+    (pyftpdlib's) knows both itself; a memory one without app data knows neither."""
+    owner = connection.get_app_data()
+    if owner is not None:
+        peer = owner.transport.getPeer()
+        return (peer.host, peer.port), owner.transport.getHost().port
+    try:
+        peer, local = connection.getpeername(), connection.getsockname()
+    except AttributeError:  # no socket: pyOpenSSL has nothing to delegate to
+        return None
+    return (peer[0], peer[1]), local[1]
+
+
+def _ca(organisation: str, common_name: str) -> tuple[Any, Any]:
+    """A self-signed CA certificate and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True,
+            content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _leaf(names: list[str], organisation: str, ca: Any, ca_key: Any,
+          not_before: datetime.datetime, not_after: datetime.datetime) -> tuple[Any, Any]:
+    """A server certificate for `names` signed by `ca`, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    common = next((n for n in names if not _is_ip(n) and "*" not in n), "localhost")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, common)]))
+        .issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
 
 
 class _KeyLog:

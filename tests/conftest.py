@@ -191,8 +191,11 @@ class LabFactory:
         ready = read_until(server.process, "protolab ready", timeout, server.output)
         if ready:
             return True, ""
-        if server.process.poll() is not None:  # exited before getting ready
-            server.process.wait()
+        try:  # exited before getting ready? (its output ended: the exit follows at once)
+            server.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
             return False, server.stderr().strip() or f"exit {server.process.returncode}"
         server.process.kill()
         server.process.wait()

@@ -47,6 +47,15 @@ class Settings(ServiceSettings):
     domain: str = setting("", "domain name given to clients; empty = the lab's domain")
     reservations: dict[str, str] = setting(
         {}, "fixed addresses by MAC: { \"52:54:00:12:34:56\" = \"10.0.0.50\" }")
+    ipv6_prefix: str = setting(
+        "", "IPv6 on the interface: a /64 such as \"fd00:203::/64\" (the interface needs an "
+        "address in it, which is the hosts' DNS server): router advertisements for SLAAC "
+        "and DHCPv6 leases from PREFIX::1000-PREFIX::1fff; empty = no IPv6, unless "
+        "`protolab net up` made the bridge: then its prefix")
+    ra_managed: bool = setting(
+        True, "the RA's M flag: hosts also ask DHCPv6 for an address (dhclient -6)")
+    ra_other: bool = setting(
+        True, "the RA's O flag: hosts ask DHCPv6 for the rest (DNS, domain: dhclient -6 -S)")
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +64,8 @@ class Settings(ServiceSettings):
         if not 60 <= self.lease_time <= 2**31 - 1:
             raise Invalid("lease_time", "must be at least 60 seconds")
         net_network(self.network)
+        if self.ipv6_prefix:
+            ipv6_prefix(self.ipv6_prefix)
         for key, values in (("router", [self.router] if self.router not in ("", NO_ROUTER) else []),
                             ("dns_servers", self.dns_servers), ("reservations", self.reservations.values())):
             for value in values:
@@ -85,6 +96,17 @@ def net_network(text: str) -> ipaddress.IPv4Network:
     return network
 
 
+def ipv6_prefix(text: str) -> ipaddress.IPv6Network:
+    """[dhcp] ipv6_prefix: a /64 (SLAAC makes addresses of 64-bit interface identifiers)."""
+    try:
+        network = ipaddress.IPv6Network(text)
+    except ValueError:
+        raise Invalid("ipv6_prefix", f"{text!r} is not an IPv6 prefix such as fd00:203::/64") from None
+    if network.prefixlen != 64:
+        raise Invalid("ipv6_prefix", f"{text}: must be a /64 (SLAAC needs one)")
+    return network
+
+
 def parse_range(text: str) -> tuple[str, str]:
     first, sep, last = text.partition("-")
     try:
@@ -100,7 +122,11 @@ def listeners(config: LabConfig) -> list[Listener]:
     s = config.service("dhcp")
     if not s.interface:
         return [Listener("dhcp", "dhcp", 67, "udp", active=False, note="set [dhcp] interface")]
-    return [Listener("dhcp", "dhcp", 67, "udp", note=f"on {s.interface} only")]
+    found = [Listener("dhcp", "dhcp", 67, "udp", note=f"on {s.interface} only")]
+    if s.ipv6_prefix:
+        found.append(Listener("dhcp", "dhcpv6", 547, "udp", address="[::]",
+                              note=f"on {s.interface} only, router advertisements of {s.ipv6_prefix}"))
+    return found
 
 
 def service(lab: Lab) -> IService:

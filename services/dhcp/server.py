@@ -1,6 +1,7 @@
-"""The Twisted side of DHCP: UDP 67 on the configured interface only, the store as the
-lease database, and a sweep that forgets stale offers and ended leases' record rows (DNS
-never waits for it: the store's live records leave ended leases out by themselves)."""
+"""The Twisted side of DHCP: UDP 67 on the configured interface only (and, with [dhcp]
+ipv6_prefix, router advertisements and DHCPv6 there: server6.py), the store as the lease
+database, and a sweep that forgets stale offers and ended leases' record rows (DNS never
+waits for it: the store's live records leave ended leases out by themselves)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..serving import Chore, describe
 from . import NO_ROUTER, parse_range
 from .core import DHCPCore, Held, Pool
 from .interface import ipv4
+from .server6 import IPv6Service
 
 if TYPE_CHECKING:
     from ..lab import Lab
@@ -117,6 +119,7 @@ class DHCPService(MultiService):
         self.core: DHCPCore | None = None
         self.ports: list[Any] = []
         self.sender: Any = None
+        self.v6: IPv6Service | None = None
         self.sweeper = Chore(lab, "dhcp sweep", self.sweep, SWEEP_SECONDS)
 
     def startService(self) -> None:
@@ -149,9 +152,28 @@ class DHCPService(MultiService):
             self.ports = []
             raise StartError(f"dhcp: cannot listen on udp {port} ({self.settings.interface}): "
                              f"{error.strerror or error}") from None
+        if self.settings.ipv6_prefix:
+            self._start_v6()
         self.sweeper.run()  # leases that ended while the lab was down (guarded, as later)
         self.sweeper.start()
         super().startService()
+
+    def _start_v6(self) -> None:
+        """Router advertisements and DHCPv6 on the same interface ([dhcp] ipv6_prefix)."""
+        from ..serving import StartError
+
+        v6 = IPv6Service(self.lab)
+        try:
+            v6.start(self.lab.listener("dhcp", "dhcpv6").port)
+        except (RuntimeError, OSError) as error:
+            for opened in self.ports:
+                opened.stopListening()
+            self.ports = []
+            why = error.strerror or str(error) if isinstance(error, OSError) else str(error)
+            if isinstance(error, PermissionError):
+                why += " (a raw ICMPv6 socket for router advertisements needs root or CAP_NET_RAW)"
+            raise StartError(f"dhcp: cannot start IPv6 on {self.settings.interface}: {why}") from None
+        self.v6 = v6
 
     def _listen(self, handler: DHCPProtocol, address: str, port: int, device: str | None) -> Any:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -172,10 +194,15 @@ class DHCPService(MultiService):
         records); nothing anyone sees changes with it."""
         if self.core is not None:
             self.core.expired(time.time())
+        if self.v6 is not None:
+            self.v6.sweep(time.time())
         self.lab.store.net.sweep()
 
     def stopService(self) -> Any:
         self.sweeper.stop()
+        if self.v6 is not None:
+            self.v6.stop()
+            self.v6 = None
         for port in self.ports:
             port.stopListening()
         self.ports = []

@@ -17,6 +17,19 @@ if TYPE_CHECKING:
     from ..config import LabConfig
     from ..lab import Lab
 
+# What can break (services/faults.py): `protolab fault add dns.NAME [--target ADDRESS|NAME]`,
+# NAME the name asked for (www.lab.test). They act on the lab's own names, not on forwarded ones.
+FAULTS = {
+    "servfail": "the server answers SERVFAIL: the name does not resolve, \"server failure\"",
+    "nxdomain": "the server answers NXDOMAIN (with the zone's SOA): the name does not exist",
+    "wrong-address": "A and AAAA answers hold 192.0.2.1 and 2001:db8::1 (TEST-NET): the "
+                     "name resolves, and connections to it go nowhere",
+    "slow": "answers come 4 s late: every lookup stalls (dig's Query time: 4000 msec)",
+    "ttl-zero": "answers carry a TTL of 0: nothing is cached, every lookup reaches the server",
+    "truncate-no-tcp": "UDP answers are truncated (TC, no records) and TCP closes without an "
+                       "answer: the client retries over TCP and fails",
+}
+
 
 @dataclass
 class Settings(ServiceSettings):

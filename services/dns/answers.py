@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dnslib import QTYPE, RR, DNSLabel
+from dnslib import AAAA, QTYPE, RR, A, DNSLabel
 
 from . import packed, wire
 from .packed import Body, Sections
-from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, Malformed, Query
+from .wire import FORMERR, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Malformed, Query
 from .zone import Name, Zone
 
 if TYPE_CHECKING:  # dnssec.py imports dnspython: only a lab that signs pays for it
@@ -30,6 +30,13 @@ CACHE_LIMIT = 50_000  # whole UDP replies kept; a random-name flood just resets 
 AXFR_CHUNK = 64  # records per AXFR message
 GLUE_TYPES = (QTYPE.A, QTYPE.AAAA)
 
+# Asked where a fault would act (services/dns FAULTS): (fault name, client address, name
+# asked) -> what the journal calls the fault that acts ("dns.servfail #3"), or None.
+FaultCheck = Callable[[str, str, str], "str | None"]
+SLOW_SECONDS = 4.0  # the slow fault: under dig's 5 s timeout, so dig waits rather than retries
+FAULT_NAMES = ("truncate-no-tcp", "servfail", "nxdomain", "wrong-address", "ttl-zero", "slow")
+WRONG_ADDRESSES = {QTYPE.A: A("192.0.2.1"), QTYPE.AAAA: AAAA("2001:db8::1")}  # TEST-NET-1, RFC 3849
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -37,6 +44,8 @@ class Outcome:
     query: Query | None = None
     forward: bool = False
     rcode: int = NOERROR
+    faults: tuple[str, ...] = ()  # the faults that acted (never cached)
+    delay: float = 0.0  # send the messages this many seconds later (the slow fault)
 
 
 def allow_list(networks: list[str]) -> Callable[[str], bool]:
@@ -57,6 +66,13 @@ def allow_list(networks: list[str]) -> Callable[[str], bool]:
     return allowed
 
 
+def pack(zone: Zone) -> packed.Tables:
+    """Every answer of `zone`, packed (pure: may run in a worker thread)."""
+    return packed.build(names(zone), lambda owner: query_types(zone, owner),
+                        lambda labels, qtype: resolve(zone, labels, qtype),
+                        [*zone.apexes, *zone.delegations])
+
+
 class Engine:
     def __init__(self, zone: Zone, *, forwarding: bool = False, axfr: bool = True,
                  axfr_allowed: Callable[[str], bool] = lambda peer: True,
@@ -64,20 +80,26 @@ class Engine:
         self.forwarding = forwarding
         self.axfr = axfr
         self.axfr_allowed = axfr_allowed
+        # Set (by the service) only while a DNS fault is on: the hot path's one check.
+        # While it is set, no cached reply is served, and a faulty reply is never cached.
+        self.faults: FaultCheck | None = None
         self.set_zone(zone, signed)
 
-    def set_zone(self, zone: Zone, signed: Signed | None = None) -> None:
-        """Packs every answer of `zone` (packed.py), and forgets the replies of the last.
-        With `signed` (dnssec.py), queries with the DO bit get signatures and proofs."""
+    def set_zone(self, zone: Zone, signed: Signed | None = None,
+                 tables: packed.Tables | None = None) -> None:
+        """Packs every answer of `zone` (packed.py; `tables`: pack(zone) done already, off
+        the reactor), and forgets the replies of the last. With `signed` (dnssec.py),
+        queries with the DO bit get signatures and proofs."""
         self.zone, self.signed = zone, signed
         # DO answers, made when asked (a denial's NSEC depends on the name): name, type -> body
         self._proven: dict[tuple[Name, int], Body | None] = {}
-        self.tables = packed.build(names(zone), lambda owner: query_types(zone, owner),
-                                   lambda labels, qtype: resolve(zone, labels, qtype),
-                                   [*zone.apexes, *zone.delegations])
+        self.tables = pack(zone) if tables is None else tables
         # UDP query bytes after the ID -> (reply after the ID, its outcome): a repeated
         # query (same name spelling, flags and EDNS) is answered by one dict lookup.
         self.replies: dict[bytes, tuple[bytes, Outcome]] = {}
+        # The same for names spelt in mixed case (0x20), by packed.fold()'s key: (reply
+        # header after the ID, reply after the question name, outcome).
+        self.folded: dict[bytes, tuple[bytes, bytes, Outcome]] = {}
         # Names that do not exist, by shape: the query after the ID without its first
         # label's bytes -> the reply around them (see quick()).
         self.shapes: dict[bytes, tuple[bytes, bytes, int]] = {}
@@ -86,20 +108,30 @@ class Engine:
     def respond_udp(self, data: bytes, peer: str) -> tuple[bytes | None, Outcome]:
         """respond() for a datagram, through the cache of whole replies (names that exist)
         or of reply shapes (names that do not: a random-name flood fills no cache)."""
-        hit = self.replies.get(data[2:])
-        if hit is not None:
-            return data[:2] + hit[0], hit[1]
+        if self.faults is None:  # while a fault is on, no cached reply is served
+            hit = self.replies.get(data[2:])
+            if hit is not None:
+                return data[:2] + hit[0], hit[1]
+        folded = packed.fold(data)  # a mixed-case name (0x20): the lower-case spelling's
+        if folded is not None and self.faults is None:
+            spelt = self.folded.get(folded[0])
+            if spelt is not None:
+                reply = data[:2] + spelt[0] + data[12:folded[1]] + spelt[1]
+                self._keep(data, reply, spelt[2])  # this spelling again: the inlined path
+                return reply, spelt[2]
         outcome = self.respond(data, False, peer)
-        if not outcome.messages:
-            return None, outcome
+        if not outcome.messages or outcome.faults:
+            return (outcome.messages[0] if outcome.messages else None), outcome
         query, reply = outcome.query, outcome.messages[0]
         if query is not None and query.qtype not in (AXFR, IXFR):
             if query.do and self.signed is not None:
                 pass  # a denial's proof depends on the name: neither cache nor shape
             elif query.labels in self.tables.names or not query.labels:
-                if len(self.replies) >= CACHE_LIMIT:
-                    self.replies = {}
-                self.replies[data[2:]] = (reply[2:], outcome)
+                if folded is not None:
+                    if len(self.folded) >= CACHE_LIMIT:
+                        self.folded = {}
+                    self.folded[folded[0]] = (reply[2:12], reply[folded[1]:], outcome)
+                self._keep(data, reply, outcome)
             else:
                 if len(self.shapes) >= CACHE_LIMIT:
                     self.shapes = {}
@@ -107,6 +139,11 @@ class Engine:
                 self.shapes[data[2:13] + data[first:]] = (reply[2:12], reply[first:],
                                                           len(query.question) - 4)
         return reply, outcome
+
+    def _keep(self, data: bytes, reply: bytes, outcome: Outcome) -> None:
+        if len(self.replies) >= CACHE_LIMIT:
+            self.replies = {}
+        self.replies[data[2:]] = (reply[2:], outcome)
 
     def quick(self, data: bytes) -> bytes | None:
         """The reply to a datagram asking for a name that does not exist, made from the reply
@@ -144,6 +181,11 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         if query.qtype in (AXFR, IXFR):
             return self._transfer(query, tcp, peer)
+        if self.faults is not None:
+            return self._faulty(query, tcp, peer, limit)
+        return self._answer(query, limit)
+
+    def _answer(self, query: Query, limit: int) -> Outcome:
         if query.do and self.signed is not None:
             body = self._with_proofs(query.labels, query.qtype)
         else:
@@ -154,6 +196,64 @@ class Engine:
             return self._bare(query, REFUSED, limit)
         data = body.at(len(query.question) - 4)
         return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, data, limit=limit)],
+                       query, rcode=body.rcode)
+
+    def _faulty(self, query: Query, tcp: bool, peer: str, limit: int) -> Outcome:
+        """The answer with the faults that are on for this client or name (FAULTS in
+        __init__.py): an error or truncation instead of the answer, or the answer with its
+        addresses or TTLs changed, or the answer late. Signed answers lose their proofs.
+        The records are looked up again (slow, dnslib's) only when a fault changes them."""
+        apex = self.zone.apex_of(query.labels)
+        if apex is None:  # not ours (forwarded or refused): the faults are the lab's names'
+            return self._answer(query, limit)
+        check = self.faults
+        assert check is not None
+        asked = b".".join(query.labels).decode("ascii", "backslashreplace")
+        on = {fault: label for fault in FAULT_NAMES
+              if (label := check(fault, peer, asked)) is not None}
+        if not on:
+            return self._answer(query, limit)
+        acted = []
+        outcome: Outcome | None = None
+        for fault in ("truncate-no-tcp", "servfail", "nxdomain"):  # one of them, in this order
+            if fault in on:
+                acted.append(on[fault])
+                break
+        if acted and "truncate-no-tcp" in on:
+            # UDP: TC and no records, so the client asks over TCP, where nothing answers
+            outcome = Outcome([] if tcp else [wire.reply(query, NOERROR, True, (0, 0, 0), b"",
+                                                          limit=0)], query)
+        elif acted and "servfail" in on:
+            outcome = self._bare(query, SERVFAIL, limit)
+        elif acted:
+            outcome = self._packed(query, Sections(NXDOMAIN, True, [], [negative(self.zone, apex)]),
+                                   limit)
+        elif "wrong-address" in on or "ttl-zero" in on:
+            sections = resolve(self.zone, query.labels, query.qtype)
+            assert sections is not None  # the name has an apex
+            wrong = WRONG_ADDRESSES.get(query.qtype)
+            if "wrong-address" in on and wrong is not None \
+                    and any(rr.rtype == query.qtype for rr in sections.answer):
+                acted.append(on["wrong-address"])
+                sections.answer = [RR(rr.rname, rr.rtype, rr.rclass, rr.ttl, wrong)
+                                   if rr.rtype == query.qtype else rr for rr in sections.answer]
+            if "ttl-zero" in on:
+                acted.append(on["ttl-zero"])
+                for rrs in (sections.answer, sections.authority, sections.additional):
+                    rrs[:] = [RR(rr.rname, rr.rtype, rr.rclass, 0, rr.rdata) for rr in rrs]
+            if acted:
+                outcome = self._packed(query, sections, limit)
+        if outcome is None:
+            outcome = self._answer(query, limit)
+        if outcome.messages and "slow" in on:
+            acted.append(on["slow"])
+            outcome.delay = SLOW_SECONDS
+        outcome.faults = tuple(acted)
+        return outcome
+
+    def _packed(self, query: Query, sections: Sections, limit: int) -> Outcome:
+        body = Body(sections, query.labels, len(query.labels))
+        return Outcome([wire.reply(query, body.rcode, body.aa, body.counts, body.data, limit=limit)],
                        query, rcode=body.rcode)
 
     def _with_proofs(self, labels: Name, qtype: int) -> Body | None:
@@ -252,10 +352,14 @@ def resolve(zone: Zone, labels: Name, qtype: int) -> Sections | None:
                   if packed.lower(rr.rname.label) == wildcard else rr for rr in answer]
     if answer:
         return Sections(NOERROR, True, answer, [], _glue(zone, answer))
-    soa = zone.apexes[apex]
-    negative = RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
     found = exists or by_type is not None
-    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative], [])
+    return Sections(NOERROR if found else NXDOMAIN, True, [], [negative(zone, apex)], [])
+
+
+def negative(zone: Zone, apex: Name) -> RR:
+    """The SOA of a negative answer, with the negative TTL (RFC 2308)."""
+    soa = zone.apexes[apex]
+    return RR(soa.rname, QTYPE.SOA, ttl=min(soa.ttl, soa.rdata.times[4]), rdata=soa.rdata)
 
 
 def closest_encloser(zone: Zone, labels: Name, apex: Name) -> Name:

@@ -53,6 +53,30 @@ def lower(name: Iterable[bytes]) -> Name:
     return tuple(label.lower() for label in name)
 
 
+def fold(data: bytes) -> tuple[bytes, int] | None:
+    """For a query whose name has upper-case letters (0x20: resolvers such as Unbound mix
+    the case of each query and check it comes back): a cache key with the name lower-cased,
+    and where the name ends. None when it is all lower case already, or not well formed.
+    Every reply body points at the question for its names, so one cached reply answers
+    every spelling with the client's own case, once its question is put back in."""
+    pos, end = 12, min(len(data), 12 + 255)
+    while True:
+        if pos >= end:
+            return None
+        length = data[pos]
+        if length == 0:
+            break
+        if length > 63:
+            return None
+        pos += 1 + length
+    pos += 1
+    name = data[12:pos]
+    lowered = name.lower()  # ASCII letters only; length bytes (< 64) are never letters
+    if lowered == name:
+        return None
+    return data[2:12] + lowered + data[pos:], pos
+
+
 def parts(rr: RR) -> Sequence[Part]:
     """A record's rdata as bytes and names; names in CNAME, NS, PTR, MX and SOA may be
     compressed (RFC 1035), not those of SRV (RFC 2782) or of DNSSEC types (RFC 4034)."""

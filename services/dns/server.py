@@ -3,6 +3,7 @@ and the zone rebuilt when the store's live records change."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import time
@@ -10,13 +11,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
-from twisted.internet import protocol, reactor, task, udp
+from twisted.internet import protocol, reactor, task
 from twisted.logger import Logger
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 
+from ..serving import UDPPort
 from . import parse_server, wire
-from .answers import Engine, Outcome, allow_list, describe
+from .answers import Engine, FaultCheck, Outcome, allow_list, describe, pack
+from .background import ZoneWorker
 from .zone import DynamicRecord, Zone, build, fake_root, name
 
 if TYPE_CHECKING:
@@ -51,7 +54,10 @@ class QueryLog:
             return
         note = " (forwarded)" if outcome.forward else ""
         text = f"{transport} {describe(outcome.query, outcome.rcode)}{note}"
-        self.lab.journal.add("dns", "-", f"{peer[0]}:{peer[1]}", "", "packet", text)
+        where = f"{peer[0]}:{peer[1]}"
+        self.lab.journal.add("dns", "-", where, "", "packet", text)
+        for fault in outcome.faults:
+            self.lab.journal.add("dns", "-", where, "", "event", f"fault {fault}")
 
 
 class StreamQuery(Int16StringReceiver):
@@ -132,9 +138,16 @@ class UDPServer(protocol.DatagramProtocol):
         """The reply to send back to `addr` now, if any (FastUDPPort sends it)."""
         reply, outcome = self.engine.respond_udp(data, addr[0])
         if reply is None and outcome.forward and self.forwarder is not None:
-            self.forwarder.forward(data, outcome.query, lambda late: self.transport.write(late, addr))
+            self.forwarder.forward(data, outcome.query, lambda late: self._late(late, addr))
         self.log("udp", addr, outcome)
+        if reply is not None and outcome.delay:  # the slow fault: later, never blocking
+            reactor.callLater(outcome.delay, self._late, reply, addr)
+            return None
         return reply
+
+    def _late(self, reply: bytes, addr: Any) -> None:
+        if self.transport is not None:  # None once the port has closed
+            self.transport.write(reply, addr)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         reply = self.answer(data, addr)
@@ -142,7 +155,7 @@ class UDPServer(protocol.DatagramProtocol):
             self.transport.write(reply, addr)
 
 
-class FastUDPPort(udp.Port):
+class FastUDPPort(UDPPort):
     """Twisted's UDP port with a tighter read loop: receive, answer and send each datagram
     without Twisted's per-write address validation (the address is the one we received
     from). About a third of the time per query of the stock path, which the speed target
@@ -159,26 +172,27 @@ class FastUDPPort(udp.Port):
                 return
             except OSError:  # an ICMP error from an earlier send: nothing to read now
                 continue
-            hit = engine.replies.get(data[2:])  # Engine.respond_udp's cache, inlined
-            if hit is not None:
-                try:
-                    send(data[:2] + hit[0], addr)
-                except OSError:
-                    pass
-                if journal.count < limit:
-                    journal("udp", addr, hit[1])
-                else:
-                    journal.count += 1
-                continue
-            if journal.count >= limit:  # not journaled: a name that does not exist, fast
-                reply = engine.quick(data)
-                if reply is not None:
-                    journal.count += 1
+            if engine.faults is None:  # while a fault is on, every query takes the long way
+                hit = engine.replies.get(data[2:])  # Engine.respond_udp's cache, inlined
+                if hit is not None:
                     try:
-                        send(reply, addr)
+                        send(data[:2] + hit[0], addr)
                     except OSError:
                         pass
+                    if journal.count < limit:
+                        journal("udp", addr, hit[1])
+                    else:
+                        journal.count += 1
                     continue
+                if journal.count >= limit:  # not journaled: a name that does not exist, fast
+                    reply = engine.quick(data)
+                    if reply is not None:
+                        journal.count += 1
+                        try:
+                            send(reply, addr)
+                        except OSError:
+                            pass
+                        continue
             try:
                 reply = answer(data, addr[:2])
             except Exception:  # a bug must cost one query, never the listener
@@ -208,10 +222,14 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
         if outcome.forward and factory.forwarder is not None:
             factory.forwarder.forward(data, outcome.query, self._late, tcp=True)
         for message in outcome.messages:
-            self.sendString(message)
+            if outcome.delay:  # the slow fault: later, never blocking
+                reactor.callLater(outcome.delay, self._late, message)
+            else:
+                self.sendString(message)
         factory.log(factory.transport, self.peer, outcome)
         if not outcome.messages and not outcome.forward:
-            self.transport.loseConnection()  # a message we could not even answer FORMERR
+            # a message we could not even answer FORMERR, or the truncate-no-tcp fault
+            self.transport.loseConnection()
 
     def _late(self, reply: bytes) -> None:
         if self.transport is not None and self.transport.connected:
@@ -245,8 +263,11 @@ class DNSService(MultiService):
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._live: tuple[list[DynamicRecord], list[str]] | None = None  # what the zone was built from
+        # what the zone was built from: the live records and the class's teams
+        self._live: tuple[list[DynamicRecord], list[str]] | None = None
+        self._fault_timer: Any = None
         self.keys: Any = None  # dnssec.Keys, when the zones are signed
+        self.worker: ZoneWorker[tuple[Any, ...]] | None = None  # from startService on
         self.rebuild()
         log = self.query_log = QueryLog(lab, self.settings.log_queries)
         self.forwarder: Forwarder | None = None
@@ -326,15 +347,21 @@ class DNSService(MultiService):
     def startService(self) -> None:
         if self.forwarder is not None:
             self._forward_port = reactor.listenUDP(0, self.forwarder)
+        self.worker = ZoneWorker(self._install)
         super().startService()
         self.query_log.loop.start(1.0, now=False)
         self._unsubscribe = self.lab.store.subscribe("dns", self._changed)
+        self._unsubscribe_faults = self.lab.store.subscribe("faults", self._faults_changed)
+        self._faults_changed(set())
 
     def stopService(self) -> Any:
         if self.query_log.loop.running:
             self.query_log.loop.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe_faults()
+        if self._fault_timer is not None and self._fault_timer.active():
+            self._fault_timer.cancel()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         if self.forwarder is not None and self._forward_port is not None:
@@ -343,6 +370,48 @@ class DNSService(MultiService):
                 if timer.active():
                     timer.cancel()
         return super().stopService()
+
+    def _faults_changed(self, topics: set[str]) -> None:
+        """Hands the engine a fault check while a DNS fault is on, and None otherwise (its
+        hot path's only cost), again when the first of them runs out."""
+        if self._fault_timer is not None and self._fault_timer.active():
+            self._fault_timer.cancel()
+        now = time.time()
+        on = [f for f in self.lab.store.faults.active(now) if f.kind.startswith("dns.")]
+        self.engine.faults = self._fault_check() if on else None
+        ends = [f.until for f in on if f.until is not None]
+        if ends:
+            self._fault_timer = reactor.callLater(min(ends) - now + 0.05, self._faults_changed, set())
+
+    def _fault_check(self) -> FaultCheck:
+        board = self.lab.faults
+
+        def check(fault: str, peer: str, asked: str) -> str | None:
+            found = board.find(f"dns.{fault}", peer, asked, f"{asked}.")
+            return None if found is None else f"{found.kind} #{found.id}"
+
+        return check
+
+    def _make(self, live: list[DynamicRecord], serial: int, teams: list[str]
+              ) -> tuple[Any, ...]:
+        """The zone of `live` (and the class's `teams`' domains), signed and packed: pure,
+        so it may run in the worker."""
+        zone = build(self.lab.config, self.lab.offset, live, serial, teams)
+        if self.settings.dnssec != "off" and self.settings.fake_root:
+            # one server with the whole chain: a validator (delv) asks it for every DS
+            # and DNSKEY
+            from .dnssec import combined
+
+            zone = combined(zone, *self._fake_zones())
+        signed = self._sign(zone, list(zone.delegations), anchor=True)
+        return zone, signed, pack(zone), serial, len(live)
+
+    def _install(self, made: tuple[Any, ...]) -> None:
+        zone, signed, tables, serial, count = made
+        self.engine.set_zone(zone, signed, tables)
+        self.lab.journal.add("dns", "-", "-", "", "event",
+                             f"zone {self.lab.config.lab.domain} serial {serial}: "
+                             f"{count} records from the store")
 
     def _changed(self, topics: set[str]) -> None:
         try:
@@ -359,18 +428,15 @@ class DNSService(MultiService):
             # The serial moves on every change and never goes back, also across restarts.
             self.serial = max(self.serial + 1, int(now))
             net.set_serial(self.lab.config.lab.domain, self.serial)
-            zone = build(self.lab.config, self.lab.offset, live, self.serial, teams)
-            if self.settings.dnssec != "off" and self.settings.fake_root:
-                # one server with the whole chain: a validator (delv) asks it for every DS
-                # and DNSKEY
-                from .dnssec import combined
-
-                zone = combined(zone, *self._fake_zones())
-            self.engine.set_zone(zone, self._sign(zone, list(zone.delegations), anchor=True))
             self._live = (live, teams)
-            self.lab.journal.add("dns", "-", "-", "", "event",
-                                 f"zone {self.lab.config.lab.domain} serial {self.serial}: "
-                                 f"{len(live)} records from the store")
+            work = functools.partial(self._make, live, self.serial, teams)
+            if self.worker is None:  # at start-up, before the lab says ready: at once
+                self._install(work())
+            else:  # the zone we have answers until the new one is made (background.py)
+                self.lab.journal.add("dns", "-", "-", "", "event",
+                                     f"zone {self.lab.config.lab.domain} serial {self.serial}:"
+                                     " rebuilding in the background")
+                self.worker.submit(work)
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         ends = net.next_expiry(now)

@@ -148,7 +148,7 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
     for item in s.txt:
         zone.add(RR(domain + ".", QTYPE.TXT, ttl=ttl, rdata=rdata("TXT", item, domain)))
 
-    hosts = config.host_names()
+    hosts, hosts6 = config.host_names(), config.host_names6()
     aliases = {alias: settings.host for settings in config.services.values() if settings.host
                for alias in settings.aliases if alias not in config.hosts}
     addresses: list[tuple[str, str]] = []  # (fqdn, address), in order: first one gets the PTR
@@ -157,9 +157,11 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
         if host in aliases:
             zone.add(RR(fqdn + ".", QTYPE.CNAME, ttl=ttl, rdata=CNAME(config.fqdn(aliases[host]) + ".")))
             continue
-        rtype = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
-        zone.add(RR(fqdn + ".", getattr(QTYPE, rtype), ttl=ttl, rdata=rdata(rtype, address, domain)))
-        addresses.append((fqdn, address))
+        # A at its address; AAAA at the lab's IPv6 address too, when it has one
+        for item in dict.fromkeys((address, hosts6.get(host, address))):
+            rtype = "A" if ipaddress.ip_address(item).version == 4 else "AAAA"
+            zone.add(RR(fqdn + ".", getattr(QTYPE, rtype), ttl=ttl, rdata=rdata(rtype, item, domain)))
+            addresses.append((fqdn, item))
 
     if s.fake_root:
         zone.add(RR(config.fqdn("root") + ".", QTYPE.A, ttl=ttl, rdata=A(s.root_address)))

@@ -152,6 +152,14 @@ class LabPassiveDTP(PassiveDTP):
             self._refuse()
         super().bind(address)
 
+    def bind_af_unspecified(self, addr: tuple[str, int]) -> int:
+        """On a server socket other than IPv4 pyftpdlib binds (HOST, 0) here only to learn
+        the family, and closes it: that bind must not count as a full range (EPSV over
+        IPv6 got 425). The socket it will close, unbound."""
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        self.create_socket(family, socket.SOCK_STREAM)
+        return family
+
     def listen(self, num: int) -> None:
         if self.socket.getsockname()[1] not in self.cmd_channel.passive_ports:
             self._refuse()
@@ -245,7 +253,20 @@ class LabFTPHandler(_TLSFailureHangsUp, TLS_FTPHandler):
             self.session.event("fault", f"{fault.kind} #{fault.id}")
         return fault
 
+    # --- IPv6 (RFC 2428): PORT and PASV carry IPv4 addresses; EPRT and EPSV are for both
+
+    def _ipv6(self) -> bool:
+        return self.socket.family == socket.AF_INET6
+
+    def ftp_PORT(self, line: str) -> Any:
+        if self._ipv6():
+            return self.respond("522 PORT is IPv4 only: on IPv6 use EPRT |2|ADDRESS|PORT| "
+                                "or EPSV (RFC 2428).")
+        return super().ftp_PORT(line)
+
     def ftp_PASV(self, line: str) -> Any:
+        if self._ipv6():  # a 227 reply has room for an IPv4 address only
+            return self.respond("522 PASV is IPv4 only: on IPv6 use EPSV (RFC 2428).")
         if self._fault("wrong-pasv-address"):
             # TEST-NET-1 (RFC 5737): nobody answers there, so the data connection hangs
             return self._pasv_reply("192.0.2.1", self.passive_ports[0])

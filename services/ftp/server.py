@@ -19,7 +19,8 @@ from twisted.internet import reactor
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
-from ..serving import StartError
+from ..listeners import addresses, endpoint
+from ..serving import StartError, listening_socket
 from .auth import StoreAuthorizer
 from .handler import make_handler
 
@@ -98,16 +99,21 @@ class FTPService(Service):
                 if not listener.active:
                     continue
                 handler = make_handler(lab, settings, authorizer, listener.tls == "implicit")
-                try:
-                    server = _LimitedServer((lab.bind, listener.port), handler,
-                                            ioloop=self.ioloop)
-                except OSError as error:
-                    raise StartError(
-                        f"ftp: cannot listen on tcp {lab.bind}:{listener.port} "
-                        f"({listener.name}): {error.strerror or error}") from None
-                server.ip_map = connections
-                server.max_cons = settings.max_connections
-                server.max_cons_per_ip = settings.max_connections_per_ip
+                # a socket per family: pyftpdlib compares data connections' addresses with
+                # the control connection's as text, which a v4-mapped address would fail
+                bound = addresses(lab.bind, one_socket=False)
+                for address in bound:
+                    try:
+                        sock = listening_socket(address, listener.port, one_socket=False)
+                    except OSError as error:
+                        raise StartError(
+                            f"ftp: cannot listen on tcp {endpoint(address, listener.port)} "
+                            f"({listener.name}): {error.strerror or error}") from None
+                    server = _LimitedServer(sock, handler, ioloop=self.ioloop)
+                    server.ip_map = connections
+                    server.max_cons = settings.max_connections
+                    server.max_cons_per_ip = settings.max_connections_per_ip
+                lab.bound(listener, bound)
         except BaseException:
             self.ioloop.close()
             raise

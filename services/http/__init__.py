@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from ..config import LabConfig
     from ..lab import Lab
 
+# What can break (services/faults.py, acting in faults.py):
+# `protolab fault add http.NAME [--target PATH|ADDRESS|USER]`.
+FAULTS = {
+    "error-500": "the page answers 500 Internal Server Error (a plain-text page)",
+    "slow": "the answer comes 5 s late (the rest of the class is answered meanwhile)",
+    "redirect-loop": "302 to the same address, again and again: curl -L stops after its "
+                     "--max-redirs, a browser shows ERR_TOO_MANY_REDIRECTS",
+}
+
 
 @dataclass
 class Settings(ServiceSettings):

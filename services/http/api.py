@@ -10,28 +10,38 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
+
+from .. import __version__, capture, faults, scenarios
 from ..journal import recent
 from ..store import DiskFull, UserError
 from . import classview
-from .auth import login
+from .auth import cross_site, login
 from .headers import summary
 from .labinfo import services
 from .responses import send, send_json, send_no_body
 
 if TYPE_CHECKING:
     from ..lab import Lab
+    from ..store.faults import Fault
     from .site import Router
 
 PREFIX = "/api/v1"
 MAX_LIST = 1000
 MAX_BODY = 1024 * 1024  # the largest JSON body read
 MAX_DEPTH = 32  # the deepest nesting of [ and { accepted in a JSON body
+log = Logger()
 
 
 class ApiError(Exception):
@@ -101,7 +111,7 @@ class Route:
 def _services(call: Call) -> Any:
     return [{
         "name": s.name, "summary": s.summary, "enabled": s.enabled, "running": s.running,
-        "host": s.host, "aliases": s.aliases, "address": s.address,
+        "host": s.host, "aliases": s.aliases, "address": s.address, "address6": s.address6,
         "listeners": [{"name": x.name, "port": x.port, "transport": x.transport,
                        "tls": x.tls or "none", "active": x.active, "note": x.note}
                       for x in s.listeners],
@@ -240,7 +250,7 @@ def _leases(call: Call) -> Any:
 
 def _records(call: Call) -> Any:
     return [{"name": r.name, "type": r.type, "value": r.value, "ttl": r.ttl, "owner": r.owner}
-            for r in call.lab.store.net.records()]
+            for r in call.lab.store.net.live_records()]
 
 
 def _journal(call: Call) -> Any:
@@ -251,6 +261,131 @@ def _journal(call: Call) -> Any:
         raise ApiError(400, "since must be a number (Unix time) and limit an integer") from None
     call.lab.journal.flush()  # this process's latest events too
     return recent(call.lab.store, call.query("service") or None, since, max(1, limit))
+
+
+# --- faults, scenarios and captures (issue 17: services/faults.py, scenarios, capture.py) ---
+
+def _fault_json(fault: Fault) -> dict[str, Any]:
+    return {"id": fault.id, "kind": fault.kind, "target": fault.target, "until": fault.until,
+            "created": fault.created, "scenario": fault.scenario}
+
+
+def _fault_kinds(call: Call) -> Any:
+    return [{"kind": kind, "effect": effect} for kind, effect in sorted(faults.kinds().items())]
+
+
+def _faults(call: Call) -> Any:
+    return [_fault_json(f) for f in call.lab.store.faults.active()]
+
+
+def _seconds(body: dict[str, Any]) -> str | float | None:
+    seconds = body.get("for")
+    if isinstance(seconds, bool) or not isinstance(seconds, str | int | float | None):
+        raise ApiError(400, '"for" is a duration: "30s", "10m", "2h" or a number of seconds')
+    return seconds
+
+
+def _add_fault(call: Call) -> Any:
+    body = call.json_body()
+    kind, target = body.get("kind"), body.get("target", "")
+    if not isinstance(kind, str) or not isinstance(target, str):
+        raise ApiError(400, 'give "kind" (protolab fault kinds) and, if wanted, "target" as strings')
+    try:
+        fault = faults.switch_on(call.lab.store, kind, target, _seconds(body))
+    except faults.FaultError as failure:
+        raise ApiError(400, str(failure)) from None
+    call.request.setHeader(b"Location", f"{PREFIX}/faults/{fault.id}".encode())
+    return _fault_json(fault)
+
+
+def _clear_fault(call: Call) -> Any:
+    try:
+        fault_id = int(call.params["id"])
+    except ValueError:
+        raise ApiError(400, "a fault's id is a number") from None
+    if not call.lab.store.faults.clear(fault_id):
+        raise ApiError(404, f"no fault #{fault_id}")
+    return None
+
+
+def _clear_faults(call: Call) -> Any:
+    call.lab.store.faults.clear()
+    return None
+
+
+def _scenario_json(name: str, scenario: scenarios.Scenario | faults.FaultError) -> dict[str, Any]:
+    if isinstance(scenario, faults.FaultError):
+        return {"id": name, "error": str(scenario)}
+    return {"id": name, "title": scenario.title, "symptoms": scenario.symptoms,
+            "solution": scenario.solution,
+            "faults": [{"kind": p.kind, "target": p.target, "seconds": p.seconds}
+                       for p in scenario.faults]}
+
+
+def _scenarios(call: Call) -> Any:
+    return [_scenario_json(name, s) for name, s in scenarios.catalogue(call.lab.data / "scenarios").items()]
+
+
+def _start_scenario(call: Call) -> Any:
+    body = call.json_body() if call.request.getHeader(b"Content-Length") not in (None, b"0") else {}
+    target = body.get("target", "")
+    if not isinstance(target, str):
+        raise ApiError(400, '"target" must be a string')
+    try:
+        scenario = scenarios.find(call.lab.data / "scenarios", call.params["name"])
+        seconds = _seconds(body)
+        started = scenarios.start(call.lab.store, scenario, target.strip(),
+                                  faults.duration(str(seconds)) if seconds is not None else None)
+    except faults.FaultError as failure:
+        status = 404 if str(failure).startswith("no scenario") else 400
+        raise ApiError(status, str(failure)) from None
+    return {"scenario": scenario.id, "title": scenario.title, "faults": [_fault_json(f) for f in started]}
+
+
+def _stop_scenario(call: Call) -> Any:
+    if not call.lab.store.faults.clear(scenario=call.params["name"]):
+        raise ApiError(404, f"scenario {call.params['name']!r} is not on")
+    return None
+
+
+def _captures(call: Call) -> Any:
+    running = capture.running(call.lab.data)
+    folder = call.lab.data / "captures"
+    files = sorted(folder.glob("*.pcap*"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return {"running": None if running is None else {"file": Path(running.file).name,
+                                                        "interface": running.interface,
+                                                        "started": running.started},
+            "files": [{"name": p.name, "size": p.stat().st_size, "modified": p.stat().st_mtime}
+                      for p in files]}
+
+
+def _export_capture(call: Call) -> Any:
+    """The latest capture cut to one client, its TLS secrets embedded: tshark and editcap
+    take seconds on a big capture, so they run in a thread and the reactor serves on."""
+    who = call.query("client").strip()
+    try:
+        since = float(call.query("since")) if call.query("since") else None
+        until = float(call.query("until")) if call.query("until") else None
+        source = capture.latest(call.lab.data)
+    except ValueError:
+        raise ApiError(400, "since and until are Unix times") from None
+    except capture.CaptureError as failure:
+        raise ApiError(404, str(failure)) from None
+    keylog = Path(call.lab.config.tls.keylog) if call.lab.config.tls.keylog else None
+    name = f"{who or 'everyone'}.pcapng".replace("/", "_")
+    call.request.setHeader(b"Content-Disposition", f'attachment; filename="{name}"'.encode())
+    return deferToThread(_cut, call.lab.data, source, keylog, who, since, until)
+
+
+def _cut(data: Path, source: Path, keylog: Path | None, who: str, since: float | None,
+         until: float | None) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="protolab-api-") as tmp:
+        out = Path(tmp) / "out.pcapng"
+        try:
+            capture.export_for(data, source, out, keylog, who, since, until)
+        except capture.CaptureError as failure:
+            raise ApiError(500, str(failure)) from None
+        return out.read_bytes()
 
 
 def _index(call: Call) -> Any:
@@ -266,6 +401,17 @@ USER_BODY = {"type": "object", "required": ["name", "password"],
              "properties": {"name": {"type": "string", "example": "carol"},
                             "password": {"type": "string", "example": "carol"}}}
 MAILBOX = "/users/{user}/mailboxes/{mailbox}"
+DURATION = {"oneOf": [{"type": "string", "example": "10m"}, {"type": "number"}],
+            "description": "how long: 30s, 10m, 2h, or seconds (default: until cleared)"}
+FAULT_BODY = {"type": "object", "required": ["kind"],
+              "properties": {"kind": {"type": "string", "example": "ftp.dead-data-port"},
+                             "target": {"type": "string", "example": "alice",
+                                        "description": "a user, client address or name "
+                                                       "(default: everyone)"},
+                             "for": DURATION}}
+SCENARIO_BODY = {"type": "object", "properties": {
+    "target": {"type": "string", "description": "for the faults that name no target"},
+    "for": DURATION}}
 
 ROUTES = [
     Route("GET", "/", "public", "This index of the API's routes", _index),
@@ -292,8 +438,25 @@ ROUTES = [
           _delete_message, status=204),
     Route("GET", "/leases", "public", "DHCP leases (current; all=1 adds expired ones)",
           _leases, query={"all": "1 includes expired leases"}),
-    Route("GET", "/dns/records", "public", "Dynamic DNS records (DHCP clients' and "
-          "added ones)", _records),
+    Route("GET", "/dns/records", "public", "The dynamic DNS records the lab answers "
+          "with now (those of leases that have not ended, and added ones)", _records),
+    Route("GET", "/fault-kinds", "public", "What can break, per service", _fault_kinds),
+    Route("GET", "/scenarios", "admin", "The fault scenarios, with the symptoms a "
+          "student sees and what they should find", _scenarios),
+    Route("POST", "/scenarios/{name}", "admin", "Switch a scenario's faults on (again: "
+          "replacing its running copy)", _start_scenario, body=SCENARIO_BODY),
+    Route("DELETE", "/scenarios/{name}", "admin", "Switch a scenario's faults off",
+          _stop_scenario, status=204),
+    Route("GET", "/faults", "admin", "The faults that are on", _faults),
+    Route("POST", "/faults", "admin", "Switch a fault on", _add_fault, status=201, body=FAULT_BODY),
+    Route("DELETE", "/faults", "admin", "Switch every fault off", _clear_faults, status=204),
+    Route("DELETE", "/faults/{id}", "admin", "Switch one fault off", _clear_fault, status=204),
+    Route("GET", "/captures", "admin", "The running capture and the captures kept", _captures),
+    Route("GET", "/captures/export", "admin", "The latest capture cut to one client (an "
+          "address or a lab user), its TLS sessions' secrets embedded: opens decrypted in "
+          "Wireshark", _export_capture, produces="application/x-pcapng",
+          query={"client": "an address or a lab user (default: everyone)",
+                 "since": "Unix time", "until": "Unix time"}),
     Route("GET", "/journal", "admin", "Recent journal events, oldest first", _journal,
           query={"service": "only this service's events", "since": "Unix time: only "
                  "events after it", "limit": "at most this many (default 500)"}),
@@ -322,7 +485,8 @@ ROUTES += [
           _class_student),
 ]
 
-PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1"}
+PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1", "id": "1",
+                  "name": "ftp-firewall"}
 
 
 def operation_id(route: Route) -> str:
@@ -339,7 +503,7 @@ def openapi() -> dict[str, Any]:
             "operationId": operation_id(route),
             "parameters": [
                 {"name": name[1:-1], "in": "path", "required": True,
-                 "schema": {"type": "integer" if name == "{uid}" else "string"},
+                 "schema": {"type": "integer" if name in ("{uid}", "{id}") else "string"},
                  "example": PARAM_EXAMPLES.get(name[1:-1], "x")}
                 for name in route.segments if name.startswith("{")
             ] + [{"name": name, "in": "query", "required": False, "description": text,
@@ -410,16 +574,57 @@ class Api:
             return error(request, 405, f"{method} is not allowed here (allowed: {allowed})",
                          {b"Allow": allowed.encode()})
         route, params = chosen
+        if method != "GET" and cross_site(request):
+            return error(request, 403, "a request from another site's page may not change the lab")
         call = Call(self.lab, request, params)
         denied = self.authorize(call, route)
         if denied is not None:
             return denied
+        return self.run(call, route)
+
+    def run(self, call: Call, route: Route) -> Any:
+        """Answer an authorized call (the dashboard calls this too, for its downloads)."""
+        request = call.request
         try:
             result = route.handler(call)
         except ApiError as failure:
             return error(request, failure.status, failure.message)
         except DiskFull:
             return error(request, 507, "the lab's disk is full: nothing was changed")
+        if isinstance(result, Deferred):
+            self.later(request, route, result)
+            return NOT_DONE_YET
+        return self.answer(request, route, result)
+
+    def later(self, request: Any, route: Route, result: Deferred[Any]) -> None:
+        """Answer when a handler's thread is done, unless the client has gone by then."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def done(value: Any) -> None:
+            if not gone:
+                self.write(request, self.answer(request, route, value))
+
+        def failed(failure: Failure) -> None:
+            if gone:
+                return
+            if failure.check(ApiError):
+                problem = failure.value
+                body = error(request, problem.status, problem.message)
+            else:
+                log.failure("API handler failed", failure)
+                body = error(request, 500, "the lab failed to answer: see its log")
+            self.write(request, body)
+
+        result.addCallbacks(done, failed)
+
+    @staticmethod
+    def write(request: Any, body: bytes) -> None:
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+    def answer(self, request: Any, route: Route, result: Any) -> bytes:
         if route.status == 204:
             return send_no_body(request, 204)
         if isinstance(result, bytes):

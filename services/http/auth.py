@@ -66,3 +66,17 @@ def challenge(request: Any, realm: str = REALM, message: str = "") -> bytes:
     """401 asking the browser for a lab user's name and password."""
     return error_page(request, 401, message or "This area needs a lab user's name and password.",
                       www_authenticate(realm))
+
+
+def cross_site(request: Any) -> bool:
+    """Whether a request that changes something came from another site's page: a browser
+    sends the lab's Basic credentials with any site's form post to it, so without this
+    check a page anywhere could switch a fault on in the class's lab (CSRF). Browsers send
+    Origin (and Sec-Fetch-Site) on such posts; curl and scripts send neither, and pass."""
+    if request.getHeader(b"Sec-Fetch-Site") in (b"cross-site", b"same-site"):
+        return True
+    origin = request.getHeader(b"Origin")
+    if origin is None:
+        return False
+    host = request.getHeader(b"Host") or b""
+    return origin.partition(b"://")[2].lower() != host.lower()

@@ -38,12 +38,14 @@ def content_type(path: Path) -> bytes:
 
 
 class FileCache:
-    """Small files by path, each checked against a fresh stat() on every request."""
+    """Small files by path, each checked against a fresh stat() on every request; every
+    file served through it, small or big, carries `headers`."""
 
-    def __init__(self, limit: int = CACHE_BYTES) -> None:
+    def __init__(self, limit: int = CACHE_BYTES, headers: dict[bytes, bytes] | None = None) -> None:
         self.entries: OrderedDict[str, tuple[tuple[int, int, int], Body]] = OrderedDict()
         self.size = 0
         self.limit = limit
+        self.headers = headers or {}
 
     def get(self, path: Path, st: os.stat_result) -> Body:
         key = str(path)
@@ -52,7 +54,8 @@ class FileCache:
         if entry is not None and entry[0] == stamp:
             self.entries.move_to_end(key)
             return entry[1]
-        body = Body(path.read_bytes(), content_type(path), st.st_mtime, etag=etag(st))
+        body = Body(path.read_bytes(), content_type(path), st.st_mtime, etag=etag(st),
+                    headers=self.headers)
         if entry is not None:
             self.size -= len(entry[1].data)
         self.entries[key] = (stamp, body)
@@ -73,7 +76,7 @@ def serve(request: Any, path: Path, st: os.stat_result, cache: FileCache) -> Any
         return cache.get(path, st).serve(request)
     # Big files are sent as they are (no content coding): from disk, with sendfile.
     answer = plan(request, st.st_size, content_type(path), etag(st),
-                  http.datetimeToString(int(st.st_mtime)), st.st_mtime)
+                  http.datetimeToString(int(st.st_mtime)), st.st_mtime, cache.headers)
     apply(request, answer)
     if answer.status == 304:
         return send_no_body(request)

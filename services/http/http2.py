@@ -9,6 +9,15 @@ to a LabH2Connection, which keeps the channel's journal session (so the session'
 are the same, request lines saying HTTP/2), and ends through the channel's connectionLost
 (which closes the session and lets the lab's connection limits count it out).
 
+Header limits, as HTTP/1.1's ([http] header_limit and max_headers): a decoded field section
+over them is 431 on its stream (RFC 9113 10.5.1: the block is decoded, so HPACK state
+stays whole); one over HARD_HEADER_FACTOR times header_limit - announced as
+SETTINGS_MAX_HEADER_LIST_SIZE - and a header block (HEADERS plus CONTINUATIONs) whose
+encoded bytes pass that are a connection error (GOAWAY ENHANCE_YOUR_CALM) before more is
+buffered. h2 itself stops a block at 64 CONTINUATION frames, but each may be a full frame
+(16 KB): 1 MB buffered per connection for the 2024 "CONTINUATION flood" without the byte
+bound.
+
 Twisted builds plain H2Streams, which lack what LabRequest expects of its channel (the
 journal session, the settings, refusals), so _requestReceived is Twisted's with LabStream
 in their place.
@@ -22,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import h2.errors
 import h2.events
 import priority
-from h2.exceptions import H2Error
+from h2.exceptions import DenialOfServiceError, H2Error
+from h2.frame_buffer import FrameBuffer
+from h2.settings import SettingCodes, Settings
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -39,6 +50,7 @@ if TYPE_CHECKING:
 PREFACE_LINE = b"PRI * HTTP/2.0\r\n"  # the connection preface's first line (RFC 9113 3.4)
 ALPN = (b"h2", b"http/1.1")  # the server's order of preference
 # Request headers that belong to the HTTP/1.1 connection and may not go into HTTP/2.
+HARD_HEADER_FACTOR = 4  # header_limit times this: a connection error, not a 431
 CONNECTION_HEADERS = {b"connection", b"upgrade", b"http2-settings", b"keep-alive",
                       b"proxy-connection", b"transfer-encoding", b"host", b"te"}
 
@@ -113,6 +125,21 @@ class LabStream(H2Stream):
             conn._requestDone(self.streamID)
 
 
+class BoundedFrameBuffer(FrameBuffer):
+    """h2's FrameBuffer with a bound on the bytes of a header block being gathered from
+    CONTINUATION frames (h2 bounds only their number)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(server=True)
+        self.limit = limit
+
+    def _update_header_buffer(self, f: Any) -> Any:  # h2's hook for each frame
+        f = super()._update_header_buffer(f)
+        if sum(len(frame.data) for frame in self._headers_buffer) > self.limit:
+            raise DenialOfServiceError(f"a header block over {self.limit} bytes")
+        return f
+
+
 class LabH2Connection(H2Connection):
     site: Any  # the LabSite (Twisted's attribute, declared None there)
 
@@ -122,6 +149,13 @@ class LabH2Connection(H2Connection):
         self.channel = channel
         self.session = channel.session
         self.settings = channel.settings
+        # Before anything is sent or received: h2 announces these settings in its first
+        # SETTINGS frame and bounds its HPACK decoder by them.
+        hard = HARD_HEADER_FACTOR * self.settings.header_limit
+        self.conn.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: 100, SettingCodes.MAX_HEADER_LIST_SIZE: hard})
+        self.conn.decoder.max_header_list_size = hard
+        self.conn.incoming_buffer = BoundedFrameBuffer(hard)
         self.site = channel.site
         self.factory = channel.factory
         self.requestFactory = channel.requestFactory
@@ -181,6 +215,10 @@ class LabH2Connection(H2Connection):
             super()._requestEnded(event)
 
     def _requestReceived(self, event: Any) -> None:
+        size = sum(len(name) + len(value) + 32 for name, value in event.headers)
+        if size > self.settings.header_limit or len(event.headers) > self.settings.max_headers:
+            self.refuse_headers(event.stream_id, event.headers, size)
+            return
         if event.stream_ended is not None and self.answer_fast(event.stream_id, event.headers):
             return  # (the StreamEnded that follows is for a stream Twisted never knew)
         # Twisted's, building a LabStream (see the module's docstring).
@@ -199,6 +237,28 @@ class LabH2Connection(H2Connection):
         if stream.pending is not None:
             stream.refused = False
             stream.refuse(*stream.pending)
+
+    def refuse_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                       size: int) -> None:
+        """431 for a field section over the limits, without a Request or stream object
+        (the StreamEnded or DATA that follow are for a stream Twisted never knew)."""
+        why = (f"request headers exceed {self.settings.header_limit} bytes"
+               if size > self.settings.header_limit
+               else f"more than {self.settings.max_headers} header fields")
+        head = dict(headers)
+        self.session.command(f"{head.get(b':method', b'?').decode('latin-1')} "
+                             f"{head.get(b':path', b'?').decode('latin-1')[:200]} HTTP/2")
+        self.session.reply(f"431 {why}")
+        body = f"431: {why}\n".encode()
+        self.conn.send_headers(stream_id, [
+            (b":status", b"431"), (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body))])
+        self.conn.send_data(stream_id, body, end_stream=True)
+        try:  # the answer is whole; the client may stop sending (RFC 9113 8.1)
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except H2Error:
+            pass  # the client ended the stream already
+        self._tryToWriteControlData()
 
     def answer_fast(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> bool:
         """HTTP/1.1's fast path (fast.py) for a stream: a bodiless GET or HEAD of a page

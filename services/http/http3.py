@@ -7,9 +7,23 @@ does), timers on the reactor - and Http3Stream, which stands in for a twisted.we
 so the site's Request objects (LabRequest) render exactly as over HTTP/1.1 and HTTP/2.
 TLS secrets go to the lab's key log ([tls] keylog), so Wireshark decrypts QUIC too.
 
-Limits: at most MAX_CONNECTIONS QUIC connections at once (more Initial packets are
-dropped); a body over [http] upload_limit is 413 on its stream; a response sent faster
-than the client acknowledges pauses its producer (big files) once BUFFER_HIGH bytes wait.
+Limits, so that junk or a client that never reads costs a bounded amount:
+- Initial floods (RFC 9000 8.1, 21.1.1): an Initial that does not decrypt leaves no state;
+  at most HALF_OPEN_PER_HOST handshake-incomplete connections per client address and
+  HALF_OPEN handshake-incomplete connections in all, the oldest evicted for a new one, each
+  given HANDSHAKE_TIMEOUT to finish; once RETRY_ABOVE are half-open (in all, or from one
+  address), a new client is asked to prove its address with a Retry (aioquic's tokens)
+  before any state is kept, so spoofed Initials cost nothing. Without that pressure there
+  is no Retry: it is a round trip and a packet a Wireshark class would see in every
+  handshake. At most MAX_CONNECTIONS connections at once.
+- Sending: a response's producer (big files) pauses once BUFFER_HIGH of its bytes, or
+  CONNECTION_HIGH of the whole connection's, wait unacknowledged (aioquic keeps whatever is
+  given to it until it is acknowledged); while CONNECTION_HIGH wait, no new request of
+  that connection is rendered (they queue, headers and bodies bounded as below).
+- Receiving: a HEADERS (or any non-DATA) frame longer than [http] header_limit is refused
+  with 431 before aioquic's H3Connection buffers it, as is a decoded field section over
+  header_limit or max_headers fields (RFC 9114 4.2.2; the limit is announced as
+  SETTINGS_MAX_FIELD_SECTION_SIZE); a body over [http] upload_limit is 413 on its stream.
 """
 
 from __future__ import annotations
@@ -23,14 +37,22 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
     ConnectionTerminated,
+    HandshakeCompleted,
+    StreamDataReceived,
     StreamReset,
 )
-from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionLost
@@ -45,6 +67,78 @@ clock: Any = reactor  # (mypy cannot type the reactor's zope interface methods)
 MAX_CONNECTIONS = 1000
 SMALLEST_INITIAL = 1200  # RFC 9000 14.1: a client's Initial datagram is at least this long
 BUFFER_HIGH = 1024 * 1024  # unacknowledged bytes of a response before its producer pauses
+CONNECTION_HIGH = 4 * 1024 * 1024  # ... of a connection's, before it stops rendering
+HALF_OPEN = 256  # connections whose handshake is not complete, in all
+HALF_OPEN_PER_HOST = 16  # ... from one client address
+RETRY_ABOVE = 64  # half-open connections (or HALF_OPEN_PER_HOST // 2 from one address)
+HANDSHAKE_TIMEOUT = 10.0  # seconds a handshake may take (aioquic's idle timeout is 60)
+DATA_FRAME = 0x0  # RFC 9114 7.2: frame types
+HEADERS_FRAME = 0x1
+MAX_FIELD_SECTION_SIZE = 0x6  # RFC 9114 7.2.4.1: the setting
+
+
+class FrameSizes:
+    """The frames of one request stream walked as its bytes arrive, ahead of aioquic's
+    H3Connection, which buffers every frame but DATA whole before it looks at it: a
+    HEADERS frame (or an unknown one) longer than the limit is found from its first bytes.
+    Sans-IO: feed() says whether the stream has sent such a frame."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.skip = 0  # bytes left of the current frame's payload
+        self.head = b""  # an incomplete frame header (type and length, two varints)
+
+    def feed(self, data: bytes) -> bool:
+        at = 0
+        while at < len(data):
+            if self.skip:
+                step = min(self.skip, len(data) - at)
+                self.skip -= step
+                at += step
+                continue
+            kept = len(self.head)
+            self.head += data[at:at + 16]  # a frame header is at most 16 bytes
+            parsed = _two_varints(self.head)
+            if parsed is None:
+                if len(self.head) >= 16:
+                    return True  # cannot happen: two varints fit in 16 bytes
+                at = len(data)
+                continue
+            frame_type, length, used = parsed
+            at += used - kept
+            self.head = b""
+            if frame_type != DATA_FRAME and length > self.limit:
+                return True
+            self.skip = length
+        return False
+
+
+def _two_varints(data: bytes) -> tuple[int, int, int] | None:
+    """RFC 9000 16: two variable-length integers at the start of data, and their size."""
+    values, at = [], 0
+    for _ in range(2):
+        if at >= len(data):
+            return None
+        size = 1 << (data[at] >> 6)
+        if at + size > len(data):
+            return None
+        values.append(int.from_bytes(data[at:at + size], "big") & ((1 << (8 * size - 2)) - 1))
+        at += size
+    return values[0], values[1], at
+
+
+class LabH3Connection(H3Connection):
+    """aioquic's H3Connection announcing the lab's field-section limit (it announces
+    none, so a client may send any size; RFC 9114 4.2.2)."""
+
+    def __init__(self, quic: QuicConnection, field_section_limit: int) -> None:
+        self.field_section_limit = field_section_limit
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:  # aioquic's hook for its SETTINGS
+        settings = super()._get_local_settings()
+        settings[MAX_FIELD_SECTION_SIZE] = self.field_section_limit
+        return settings
 
 
 class KeyLog:
@@ -83,6 +177,7 @@ class Http3Stream:
     def __init__(self, connection: Http3Connection, stream_id: int,
                  headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         self.connection, self.stream_id = connection, stream_id
+        connection.streams[stream_id] = self  # before the request may render and finish
         self.session, self.settings = connection.session, connection.site.settings
         self.site = self.factory = connection.site
         self.refused = False
@@ -125,6 +220,10 @@ class Http3Stream:
 
     def ended(self) -> None:
         if not self.refused:
+            self.connection.render(self)
+
+    def render(self) -> None:
+        if not self.refused and not self.finished:
             self._request.requestReceived(self.command, self.path, b"HTTP/3")
 
     def lost(self, why: str) -> None:
@@ -132,10 +231,11 @@ class Http3Stream:
             self.finished = True
             self._request.connectionLost(Failure(ConnectionLost(why)))
 
-    def acknowledged(self) -> None:
-        """Called after every datagram exchange: a paused producer resumes once the
-        client has taken enough of what was sent."""
-        if self.paused and self.connection.unacknowledged(self.stream_id) < BUFFER_HIGH // 2:
+    def acknowledged(self, waiting: int) -> None:
+        """Called after every datagram exchange with what the connection has waiting: a
+        paused producer resumes once the client has taken enough of what was sent."""
+        if self.paused and waiting < CONNECTION_HIGH // 2 and \
+                self.connection.unacknowledged(self.stream_id) < BUFFER_HIGH // 2:
             self.paused = False
             self.producer.resumeProducing()
 
@@ -150,8 +250,9 @@ class Http3Stream:
     def write(self, data: bytes) -> None:
         if data:
             self.connection.send_data(self.stream_id, data, False)
-            if self.producer is not None and not self.paused and \
-                    self.connection.unacknowledged(self.stream_id) > BUFFER_HIGH:
+            if self.producer is not None and not self.paused and (
+                    self.connection.unacknowledged(self.stream_id) > BUFFER_HIGH
+                    or self.connection.waiting() > CONNECTION_HIGH):
                 self.paused = True
                 self.producer.pauseProducing()
 
@@ -194,16 +295,8 @@ class Http3Stream:
         if self.refused:
             return
         self.refused = self.finished = True
-        self.session.command(f"{self.command.decode('latin-1')} "
-                             f"{self.path.decode('latin-1')[:200]} HTTP/3")
-        self.session.reply(f"{status} {why}")
-        body = f"{status}: {why}\n".encode()
-        self.connection.send_headers(self.stream_id, [
-            (b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-            *((name.lower(), value) for name, value in (headers or {}).items())])
-        self.connection.send_data(self.stream_id, body, True)
-        self.connection.stop_reading(self.stream_id)
+        self.connection.refuse(self.stream_id, status, why, f"{self.command.decode('latin-1')} "
+                               f"{self.path.decode('latin-1')[:200]}", headers)
 
 
 class Http3Connection:
@@ -213,22 +306,37 @@ class Http3Connection:
     def __init__(self, port: Http3Port, quic: QuicConnection, address: tuple[str, int]) -> None:
         self.port, self.quic, self.address = port, quic, address
         self.site = port.site
-        self.h3: H3Connection | None = None
+        self.h3: LabH3Connection | None = None
         self.streams: dict[int, Http3Stream] = {}
+        self.heads: dict[int, FrameSizes] = {}  # request streams whose headers are not in
+        self.ignored: set[int] = set()  # refused streams whose further bytes are dropped
+        self.queued: list[Http3Stream] = []  # requests waiting for CONNECTION_HIGH
         self.timer: Any = None  # aioquic's (loss detection, idle, ...)
         self.flush: Any = None  # transmit_soon's
+        self.deadline: Any = clock.callLater(HANDSHAKE_TIMEOUT, self.handshake_timeout)
+        self.established = False
         self.closed = False
         kind = IPv6Address if ":" in address[0] else IPv4Address
         self.peer = kind("UDP", address[0], address[1])
         host = port.address()
         self.host = kind("UDP", host.host, host.port)
-        self.session = self.site.lab.journal.open("http", f"{address[0]}:{address[1]}", "h3")
+        self.session: Any = None  # opened once the first datagram decrypts
 
     def datagram(self, data: bytes, address: tuple[str, int]) -> None:
         self.quic.receive_datagram(data, address, now=time.monotonic())
         self.process()
 
+    def decrypted(self) -> bool:
+        """Whether any packet of this connection has decrypted (aioquic has no public
+        accessor: its state leaves FIRSTFLIGHT at the first one)."""
+        return self.quic._state is not QuicConnectionState.FIRSTFLIGHT
+
     def process(self) -> None:
+        if self.session is None:
+            if not self.decrypted():
+                return
+            self.session = self.site.lab.journal.open(
+                "http", f"{self.address[0]}:{self.address[1]}", "h3")
         event = self.quic.next_event()
         while event is not None:
             if isinstance(event, ConnectionIdIssued):
@@ -238,10 +346,16 @@ class Http3Connection:
             elif isinstance(event, ConnectionTerminated):
                 self.terminated(event.reason_phrase or "closed")
                 return
+            elif isinstance(event, HandshakeCompleted):
+                self.established = True
+                self.port.established(self)
             elif isinstance(event, StreamReset) and event.stream_id in self.streams:
                 self.streams.pop(event.stream_id).lost("reset by the client")
+            elif isinstance(event, StreamDataReceived) and not self.admit(event):
+                event = self.quic.next_event()
+                continue
             if self.h3 is None and self.quic.tls.alpn_negotiated in H3_ALPN:
-                self.h3 = H3Connection(self.quic)
+                self.h3 = LabH3Connection(self.quic, self.site.settings.header_limit)
                 self.session.event("protocol", "h3")
             if self.h3 is not None:
                 try:
@@ -252,16 +366,54 @@ class Http3Connection:
             event = self.quic.next_event()
         self.transmit()
 
+    def admit(self, event: StreamDataReceived) -> bool:
+        """Whether the bytes of a request stream go on to the H3Connection: not once it
+        is refused, nor a frame over the header limit (then 431)."""
+        stream_id = event.stream_id
+        if stream_id in self.ignored:
+            return False
+        if stream_id % 4 or self.h3 is None:  # not a client's request stream
+            return True
+        frames = self.heads.get(stream_id)
+        if frames is None:
+            frames = self.heads[stream_id] = FrameSizes(self.site.settings.header_limit)
+        if frames.feed(event.data):
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                self.refuse(stream_id, 431, "header section over "
+                            f"{self.site.settings.header_limit} bytes", "?")
+            else:  # a trailer section: the answer may be under way, so the stream ends
+                stream.refused = True
+                stream.lost("trailer section too large")
+                self.reset(stream_id)
+                self.ignored.add(stream_id)
+            return False
+        return True
+
     def h3_event(self, event: Any) -> None:
         if isinstance(event, HeadersReceived):
             stream = self.streams.get(event.stream_id)
-            if stream is None:
-                self.streams[event.stream_id] = Http3Stream(
-                    self, event.stream_id, event.headers, event.stream_ended)
+            limits = self.site.settings
+            size = sum(len(name) + len(value) + 32 for name, value in event.headers)
+            if stream is None and (size > limits.header_limit
+                                   or len(event.headers) > limits.max_headers):
+                self.heads.pop(event.stream_id, None)
+                self.refuse(event.stream_id, 431, f"header section over {limits.header_limit}"
+                            f" bytes or {limits.max_headers} fields", "?")
+            elif stream is None:
+                Http3Stream(self, event.stream_id, event.headers, event.stream_ended)
             elif event.stream_ended:  # trailers: their end is the request's end
                 stream.received(b"", True)
         elif isinstance(event, DataReceived) and event.stream_id in self.streams:
             self.streams[event.stream_id].received(event.data, event.stream_ended)
+
+    def render(self, stream: Http3Stream) -> None:
+        """A complete request is rendered now, or once the connection's unacknowledged
+        bytes fall under CONNECTION_HIGH // 2."""
+        if self.queued or self.waiting() > CONNECTION_HIGH:
+            self.queued.append(stream)
+        else:
+            stream.render()
 
     # --- for the streams ---------------------------------------------------------------
 
@@ -275,6 +427,19 @@ class Http3Connection:
             self.h3.send_data(stream_id, data, end_stream=end)
             self.transmit_soon()
 
+    def refuse(self, stream_id: int, status: int, why: str, request: str,
+               headers: dict[bytes, bytes] | None = None) -> None:
+        """A status answered on a stream and the rest of its request dropped."""
+        self.session.command(f"{request} HTTP/3")
+        self.session.reply(f"{status} {why}")
+        body = f"{status}: {why}\n".encode()
+        self.send_headers(stream_id, [
+            (b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            *((name.lower(), value) for name, value in (headers or {}).items())])
+        self.send_data(stream_id, body, True)
+        self.stop_reading(stream_id)
+
     def unacknowledged(self, stream_id: int) -> int:
         """Bytes of a response sent but not yet acknowledged (aioquic's stream buffer)."""
         stream = self.quic._streams.get(stream_id)  # no public accessor in aioquic 1.x
@@ -282,11 +447,17 @@ class Http3Connection:
             return 0
         return stream.sender._buffer_stop - stream.sender._buffer_start
 
+    def waiting(self) -> int:
+        """Unacknowledged bytes of all the connection's streams."""
+        return sum(stream.sender._buffer_stop - stream.sender._buffer_start
+                   for stream in self.quic._streams.values())
+
     def done(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
+        self.heads.pop(stream_id, None)
 
     def reset(self, stream_id: int) -> None:
-        self.streams.pop(stream_id, None)
+        self.done(stream_id)
         if not self.closed:
             self.quic.reset_stream(stream_id, 0x10C)  # H3_REQUEST_CANCELLED
             self.transmit_soon()
@@ -294,7 +465,8 @@ class Http3Connection:
     def stop_reading(self, stream_id: int) -> None:
         """A refused request's stream: its answer is out; the rest of its body is not
         wanted (STOP_SENDING with H3_NO_ERROR, RFC 9114 4.1)."""
-        self.streams.pop(stream_id, None)
+        self.done(stream_id)
+        self.ignored.add(stream_id)
         try:
             self.quic.stop_stream(stream_id, 0x100)
         except ValueError:  # the client finished sending already
@@ -318,8 +490,13 @@ class Http3Connection:
         now = time.monotonic()
         for data, address in self.quic.datagrams_to_send(now=now):
             self.port.send(data, address)
+        waiting = self.waiting()
         for stream in list(self.streams.values()):
-            stream.acknowledged()
+            stream.acknowledged(waiting)
+        while self.queued and waiting < CONNECTION_HIGH // 2:
+            self.queued.pop(0).render()
+            waiting = self.waiting()
+        self.ignored.intersection_update(self.quic._streams)  # forget the discarded
         at = self.quic.get_timer()
         if at is not None and not self.closed:
             self.timer = clock.callLater(max(0.0, at - now), self.expire)
@@ -329,21 +506,31 @@ class Http3Connection:
         self.quic.handle_timer(now=time.monotonic())
         self.process()
 
+    def handshake_timeout(self) -> None:
+        self.deadline = None
+        if not self.established:
+            self.terminated("handshake timeout")
+
     def terminated(self, why: str) -> None:
         if self.closed:
             return
         self.closed = True
-        for data, address in self.quic.datagrams_to_send(now=time.monotonic()):
-            self.port.send(data, address)
-        for call in (self.timer, self.flush):
+        if self.decrypted():
+            for data, address in self.quic.datagrams_to_send(now=time.monotonic()):
+                self.port.send(data, address)
+        for call in (self.timer, self.flush, self.deadline):
             if call is not None and call.active():
                 call.cancel()
-        self.timer = self.flush = None
+        self.timer = self.flush = self.deadline = None
         for stream in list(self.streams.values()):
             stream.lost(why)
         self.streams.clear()
+        self.queued.clear()
         self.port.forget(self)
-        self.session.close()
+        if self.session is not None:
+            if why != "closed":
+                self.session.event("closed", why)
+            self.session.close()
 
 
 class Http3Port(DatagramProtocol):
@@ -351,6 +538,11 @@ class Http3Port(DatagramProtocol):
         self.site = site
         self.config = configuration(lab)
         self.connections: dict[bytes, Http3Connection] = {}  # by connection ID
+        # Handshake-incomplete connections, oldest first, in all and by client address.
+        self.half_open: dict[Http3Connection, None] = {}
+        self.half_open_from: dict[str, dict[Http3Connection, None]] = {}
+        self.retry = QuicRetryTokenHandler()
+        self.live: set[Http3Connection] = set()
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         transport: Any = self.transport
@@ -375,23 +567,85 @@ class Http3Port(DatagramProtocol):
                 supported_versions=self.config.supported_versions), address)
             return
         connection = self.connections.get(header.destination_cid)
+        new = connection is None
         if connection is None:
             if (header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_INITIAL
-                    or len(self.connections) >= MAX_CONNECTIONS):
+                    or len(self.live) >= MAX_CONNECTIONS):
                 return
-            quic = QuicConnection(configuration=self.config,
-                                  original_destination_connection_id=header.destination_cid)
-            connection = Http3Connection(self, quic, address)
-            self.connections[header.destination_cid] = connection
-            self.connections[quic.host_cid] = connection
+            connection = self.accept(header, address)
+            if connection is None:
+                return
         try:
             connection.datagram(data, address)
         except Exception as error:  # a bug of ours or aioquic's: that connection only
-            connection.session.event("error", f"HTTP/3: {error!r}"[:200])
+            if connection.session is not None:
+                connection.session.event("error", f"HTTP/3: {error!r}"[:200])
             connection.terminated("internal error")
             raise
+        if not connection.decrypted():  # junk: no state kept for it, nobody evicted
+            connection.terminated("undecryptable Initial")
+        elif new and not connection.closed:
+            self.half_opened(connection)
+
+    def accept(self, header: Any, address: tuple[str, int]) -> Http3Connection | None:
+        """A connection for a new client's Initial, unless the lab is under pressure and
+        the client has not yet proved its address (then a Retry, and no state)."""
+        original, retry_source = header.destination_cid, None
+        if header.token:
+            try:
+                original = self.retry.validate_token(
+                    address=address, destination_cid=header.destination_cid,
+                    token=header.token, now=time.monotonic())
+                retry_source = header.destination_cid
+            except ValueError:  # not ours, or stale: as if there were none
+                original = header.destination_cid
+        if retry_source is None and self.pressure(address[0]):
+            source_cid = os.urandom(8)
+            self.send(encode_quic_retry(
+                version=header.version, source_cid=source_cid,
+                destination_cid=header.source_cid,
+                original_destination_cid=header.destination_cid,
+                retry_token=self.retry.create_token(
+                    address=address, original_destination_connection_id=header.destination_cid,
+                    retry_source_connection_id=source_cid, now=time.monotonic())), address)
+            return None
+        quic = QuicConnection(configuration=self.config,
+                              original_destination_connection_id=original,
+                              retry_source_connection_id=retry_source)
+        connection = Http3Connection(self, quic, address)
+        self.connections[header.destination_cid] = connection
+        self.connections[quic.host_cid] = connection
+        self.live.add(connection)
+        return connection
+
+    def half_opened(self, connection: Http3Connection) -> None:
+        """A new connection whose Initial decrypted: counted as half-open until its
+        handshake completes, the oldest evicted if there are too many."""
+        host = connection.address[0]
+        for crowd, cap in ((self.half_open_from.get(host, {}), HALF_OPEN_PER_HOST),
+                           (self.half_open, HALF_OPEN)):
+            while len(crowd) >= cap:
+                oldest = next(iter(crowd))
+                oldest.terminated("evicted: too many handshakes")
+                self.established(oldest)  # out of the count, even if it had closed
+        self.half_open[connection] = None
+        self.half_open_from.setdefault(host, {})[connection] = None
+
+    def pressure(self, host: str) -> bool:
+        return (len(self.half_open) >= RETRY_ABOVE
+                or len(self.half_open_from.get(host, ())) >= HALF_OPEN_PER_HOST // 2)
+
+    def established(self, connection: Http3Connection) -> None:
+        self.half_open.pop(connection, None)
+        from_host = self.half_open_from.get(connection.address[0])
+        if from_host is not None:
+            from_host.pop(connection, None)
+            if not from_host:
+                del self.half_open_from[connection.address[0]]
 
     def forget(self, connection: Http3Connection) -> None:
+        self.established(connection)
+        self.live.discard(connection)
         for cid in [cid for cid, known in self.connections.items() if known is connection]:
             del self.connections[cid]
 

@@ -10,6 +10,7 @@ from .. import registry
 from ..listeners import Listener, Reach, default_clients, failures, is_served
 
 if TYPE_CHECKING:
+    from ..config import LabConfig
     from ..lab import Lab
 
 
@@ -22,6 +23,7 @@ class ServiceInfo:
     host: str  # fully qualified, "" when the service has no host name
     aliases: list[str]
     address: str
+    address6: str  # its IPv6 address in the lab zone (AAAA), "" when it has none
     listeners: list[Listener]  # with the port offset applied
     # what the serving process could not start: listener name ("*": all) -> one line
     failed: dict[str, str] = field(default_factory=dict)
@@ -41,7 +43,7 @@ class ServiceInfo:
 
 def services(lab: Lab) -> list[ServiceInfo]:
     config = lab.config
-    hosts = config.host_names()
+    hosts, hosts6 = config.host_names(), config.host_names6()
     out = []
     for name in registry.names():
         settings = config.service(name)
@@ -60,9 +62,16 @@ def services(lab: Lab) -> list[ServiceInfo]:
             host=config.fqdn(host) if host else "",
             aliases=[config.fqdn(a) for a in settings.aliases],
             address=hosts.get(host, config.lab.address),
+            address6=_address6(config, hosts6, host),
             listeners=listeners,
         ))
     return out
+
+
+def _address6(config: LabConfig, hosts6: dict[str, str], host: str) -> str:
+    """A host's AAAA ("" when none, or when its only address is IPv6: `address` has it)."""
+    address6 = hosts6.get(host, "" if host in config.hosts else config.address6())
+    return "" if address6 == config.hosts.get(host) else address6
 
 
 def service(lab: Lab, name: str) -> ServiceInfo | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from ..listeners import families
 from .labinfo import services
 from .responses import send
 from .style import html_page
@@ -36,9 +37,11 @@ def render(lab: Lab, request: Any) -> bytes:
                      '<span class="off">off</span>' if not listener.active else state)
             clients = "<br>".join(f"<code>{html.escape(c)}</code>"
                                   for c in info.clients(listener, user, domain))
+            address = "<br>".join(a for a in (info.address, info.address6) if a)
+            ip = families(lab.sockets.get((info.name, listener.name), [listener.address or lab.bind]))
             rows.append(
-                f"<tr{cls}><td>{info.name}</td><td>{names}</td><td>{info.address}</td>"
-                f"<td>{listener.name}</td><td>{listener.port}/{listener.transport}</td>"
+                f"<tr{cls}><td>{info.name}</td><td>{names}</td><td>{address}</td>"
+                f"<td>{listener.name}</td><td>{listener.port}/{listener.transport} {ip}</td>"
                 f"<td>{TLS_TEXT.get(listener.tls, listener.tls)}</td><td>{shown}"
                 f"{'<br>' + note if note else ''}</td><td>{clients}</td></tr>")
     offset = (f"<p>Ports are the standard ones plus {lab.offset} ({html.escape(lab.offset_reason)})."

@@ -32,6 +32,11 @@ def build_router(lab: Lab) -> Router:
     api.register(router, lab)
     dashboard.register(router, lab)
     classview.register(router, lab)
+    from ..dns.doh import lab_relay, serve  # DoH on the HTTPS port too (issue 21)
+
+    relay = lab_relay(lab)
+    if relay is not None:
+        router.page("/dns-query", lambda request: serve(request, relay))
     return router
 
 
@@ -54,7 +59,7 @@ def make_service(lab: Lab) -> MultiService:
         if listener.transport == "udp":
             from .http3 import Http3Port  # aioquic only when HTTP/3 is on
 
-            lab.udp(listener, Http3Port(lab, site)).setServiceParent(parent)
+            lab.udp(listener, lambda: Http3Port(lab, site)).setServiceParent(parent)
             site.alt_svc = b'h3=":%d"; ma=3600' % listener.port
         else:
             lab.tcp(listener, site, busy=BUSY).setServiceParent(parent)

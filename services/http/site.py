@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web import resource, server
 
 from .channel import LabChannel, LabRequest
+from .faults import HttpFaults, act
 from .responses import Body, error_page
 
 if TYPE_CHECKING:
@@ -72,13 +73,23 @@ class Router:
 
 
 class Root(resource.Resource):
+    """Where every request that the fast path does not answer enters the site, over
+    HTTP/1.1, HTTP/2 and HTTP/3 alike: so HTTP's faults act here."""
+
     isLeaf = True
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, faults: HttpFaults) -> None:
         super().__init__()
         self.router = router
+        self.faults = faults
 
     def render(self, request: Any) -> Any:
+        fault = self.faults.find(request)
+        if fault is not None:
+            return act(fault, request, self.route)
+        return self.route(request)
+
+    def route(self, request: Any) -> Any:
         handler = self.router.find(request.path)
         if handler is None:
             return error_page(request, 404, "There is no page here. The portal is at /.")
@@ -92,7 +103,8 @@ class LabSite(server.Site):
     requestFactory = LabRequest
 
     def __init__(self, lab: Lab, router: Router) -> None:
-        super().__init__(Root(router), timeout=lab.settings("http").idle_timeout)
+        self.faults = HttpFaults(lab)
+        super().__init__(Root(router, self.faults), timeout=lab.settings("http").idle_timeout)
         self._parsePOSTFormSubmission = False  # bodies are streamed to sinks, never parsed whole
         self.lab = lab
         self.settings = lab.settings("http")
@@ -109,6 +121,8 @@ class LabSite(server.Site):
         return channel
 
     def fast_body(self, path: bytes) -> Body | None:
+        if self.faults.any_on():  # the ordinary way, where faults act (Root.render)
+            return None
         return self.router.fast_body(path)
 
     def sink_for(self, method: bytes, path: bytes, request: Any) -> Any:

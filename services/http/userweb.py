@@ -38,12 +38,18 @@ WRITE = (b"PUT", b"DELETE", b"MKCOL")
 ALLOW = b"GET, HEAD, PUT, DELETE, MKCOL"
 MAX_LOCATED = 10_000
 MAX_LISTED = 1000  # entries a directory listing shows
+# A student's page runs in a sandbox: an origin of its own, not the lab site's. Without it,
+# a script in /~mallory/ viewed by the teacher would read the API and the dashboard with
+# the teacher's Basic credentials (same origin), and post to them. Scripts, forms and
+# popups still work, so students can practise them.
+SANDBOX = {b"Content-Security-Policy": b"sandbox allow-scripts allow-forms allow-popups",
+           b"X-Content-Type-Options": b"nosniff"}
 
 
 class UserWeb:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.cache = FileCache()
+        self.cache = FileCache(headers=SANDBOX)
         # user -> public_html, for users known to exist: a request must not cost a query
         # and a mkdir. Forgotten when any process changes the users (store.subscribe).
         self.roots: dict[str, Path] = {}

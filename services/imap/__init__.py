@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from ..lab import Lab
 
 
+# What can break (services/faults.py): `protolab fault add imap.NAME [--target USER|ADDRESS]`.
+FAULTS = {
+    "login-refused": "the user's logins get NO [AUTHENTICATIONFAILED] Authentication failed, "
+                     "even with the right password",
+    "mailbox-locked": "SELECT INBOX gets NO [INUSE] Mailbox is locked by another session: "
+                      "the client cannot open the inbox (EXAMINE and other folders work)",
+    "over-quota": "APPEND, COPY and MOVE get NO [OVERQUOTA] Quota exceeded (RFC 5530), and "
+                  "SMTP refuses mail to the user with 552 5.2.2 Quota exceeded",
+}
+
+
 @dataclass
 class Settings(ServiceSettings):
     host: str = setting("imap", "this service's host name in the lab zone")

@@ -77,7 +77,8 @@ class IMAPProtocol(HalfClose, Protocol):
             self.lab.store.mail, self.lab.credentials, self._write,
             journal=self.journal,
             plaintext_auth=self.settings.plaintext_auth, tls=self.implicit_tls,
-            starttls=True, subscribe=self._subscribe)
+            starttls=True, subscribe=self._subscribe, faults=self.lab.faults.find,
+            peer=peer.host)
         self.timer = self.clock.callLater(self.settings.autologout, self._autologout)
         self.session.greeting()
         self.session.flush()

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from ..credentials import Credentials
+from ..line.conversation import FaultFinder, find_fault
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
 from . import fetch, listing, search, sort, thread, urls, utf7
@@ -92,9 +93,10 @@ def _check_status_items(items: list[str]) -> None:
 class Session:
     def __init__(self, mail: Any, credentials: Credentials, send: Callable[[bytes], None], *,
                  journal: Any, plaintext_auth: bool, tls: bool, starttls: bool,
-                 subscribe: Callable[[str, Callable[[set[str]], None]], Callable[[], None]]
-                 ) -> None:
+                 subscribe: Callable[[str, Callable[[set[str]], None]], Callable[[], None]],
+                 faults: FaultFinder | None = None, peer: str = "") -> None:
         self.mail: Mail = mail
+        self.faults, self.peer = faults, peer  # FAULTS in __init__.py
         self.credentials = credentials  # the lab's one identity rule
         self._send = send
         self.journal = journal
@@ -343,6 +345,8 @@ class Session:
 
     def _login(self, user: str, password: str, mechanism: str) -> str:
         name = self.credentials.check(user, password)
+        if name is not None and self._fault("imap.login-refused", name, user):
+            name = None  # refused as a wrong password is: the client cannot tell
         self.journal.auth(name or user, name is not None, mechanism, secret=password)
         if name is None:
             raise No("[AUTHENTICATIONFAILED] Authentication failed")
@@ -430,6 +434,18 @@ class Session:
             self.report(allow_expunge=True)
         return None
 
+    def _fault(self, kind: str, *targets: str | None) -> bool:
+        """Whether fault KIND is on for this client (its address, and `targets` or its
+        user); journaled when it is, as it then acts."""
+        if self.faults is None:
+            return False
+        return find_fault(self.faults, self.journal, kind, self.peer,
+                          *(targets or (self.user,))) is not None
+
+    def _over_quota(self) -> None:
+        if self._fault("imap.over-quota"):  # RFC 5530's code, Dovecot's words
+            raise No("[OVERQUOTA] Quota exceeded (mailbox for user is full)")
+
     def _mailbox(self, name: str) -> Any:
         assert self.user is not None
         mailbox = self.mail.mailbox(self.user, name)
@@ -461,6 +477,8 @@ class Session:
         if qresync and "QRESYNC" not in self.enabled:
             raise Bad("QRESYNC is not enabled")
         mailbox = self._selectable(command.mailbox)
+        if mailbox.name == INBOX and not readonly and self._fault("imap.mailbox-locked"):
+            raise No("[INUSE] Mailbox is locked by another session, try again later")
         view = View(self.mail, mailbox, readonly)
         self.view = view
         self._send_flags()
@@ -649,6 +667,7 @@ class Session:
             raise No("[TRYCREATE] Mailbox does not exist")
         if mailbox.noselect:
             raise No("[CANNOT] Mailbox is \\Noselect")
+        self._over_quota()
         # Every message checked before any is stored: a MULTIAPPEND is all or none.
         messages = []
         for message in command.messages:
@@ -956,6 +975,7 @@ class Session:
             raise No("[CANNOT] Target mailbox is \\Noselect")
         if move and view.readonly:
             raise No("[READ-ONLY] Mailbox is read-only")
+        self._over_quota()
         live = [u for u in uids if u not in view.ghosts]
         if not live:
             if uids:

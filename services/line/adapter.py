@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
+from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -16,6 +18,14 @@ from .conversation import Conversation
 
 # Makes the conversation of one connection: (journal session, secure already, peer address).
 Maker = Callable[[Session, bool, str], Conversation]
+
+
+class NoCertificate:
+    """A TLS server context without a certificate, as a server whose certificate could not
+    be loaded has: every handshake ends in a handshake_failure alert (the STARTTLS faults)."""
+
+    def getContext(self) -> SSL.Context:
+        return SSL.Context(SSL.TLS_SERVER_METHOD)
 
 
 class LineFactory(Factory):
@@ -48,6 +58,7 @@ class LineProtocol(HalfClose, Protocol, TimeoutMixin):
         self.buffer = b""
         self.discarding = False  # inside an over-long line, dropping bytes up to its end
         self.processing = False
+        self.timers: list[Any] = []  # the conversation's later() calls, pending
         self.core = self.factory.make(self.session, self.factory.implicit_tls, host)
         self.core.wake = self._wake
         self.flow = Flow(self.transport, self._wake)
@@ -95,7 +106,7 @@ class LineProtocol(HalfClose, Protocol, TimeoutMixin):
                 # read as if it came over TLS (the command injection of CVE-2011-0411).
                 pos = len(buffer)
                 self._flush()
-                self.transport.startTLS(self.factory.tls)
+                self.transport.startTLS(NoCertificate() if core.broken_tls else self.factory.tls)
                 core.tls_started()
                 break
         self.processing = False
@@ -132,9 +143,17 @@ class LineProtocol(HalfClose, Protocol, TimeoutMixin):
         data = self.core.take()
         if data:
             self.transport.write(data)
+        while self.core.timers:
+            seconds, call = self.core.timers.pop(0)
+            self.timers = [t for t in self.timers if t.active()]
+            self.timers.append(reactor.callLater(seconds, self._timer, call))
         if self.core.closing:
             self.setTimeout(None)
             self.flow.close()
+
+    def _timer(self, call: Callable[[], None]) -> None:
+        self._call(call)
+        self._process()
 
     def timeoutConnection(self) -> None:
         self.core.timed_out()
@@ -143,6 +162,9 @@ class LineProtocol(HalfClose, Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
+        for timer in getattr(self, "timers", []):
+            if timer.active():
+                timer.cancel()
         if hasattr(self, "core"):
             self.core.wake = lambda: None  # a delivery finishing later has no one to tell
         if hasattr(self, "session"):

@@ -18,6 +18,20 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..journal import Session
+    from ..store.faults import Fault
+
+# Where a fault would act (services/faults.py): (KIND, *targets) -> the fault on for any of
+# them, or None. The lab's Board.find: a sans-IO core gets the callable, not the Board.
+FaultFinder = Callable[..., "Fault | None"]
+
+
+def find_fault(faults: FaultFinder | None, journal: Session, kind: str,
+               *targets: str | None) -> Fault | None:
+    """The fault KIND if it is on for any of `targets`, journaled: the caller acts on it."""
+    found = faults(kind, *targets) if faults is not None else None
+    if found is not None:
+        journal.event("fault", f"{found.kind} #{found.id}")
+    return found
 
 
 class Conversation:
@@ -34,12 +48,16 @@ class Conversation:
         self.journal = journal
         self.out: list[bytes] = []
         self.want_tls = False
+        self.broken_tls = False  # with want_tls: a TLS that fails its handshake (a fault)
         self.closing = False
         self.errors = 0
         # True while a command waits for something (a durable delivery): the adapter reads
         # no further line until wake() says it is done.
         self.waiting = False
         self.wake: Callable[[], None] = lambda: None
+        self.faults: FaultFinder | None = None
+        # (seconds, call) for the adapter to run later: a pause that holds no thread
+        self.timers: list[tuple[float, Callable[[], None]]] = []
 
     # --- what subclasses implement ---------------------------------------------------
 
@@ -84,6 +102,17 @@ class Conversation:
     def send_raw(self, data: bytes) -> None:
         """Bytes that are not a reply line (message text); not journaled."""
         self.out.append(data)
+
+    def fault(self, kind: str, *targets: str | None) -> Fault | None:
+        return find_fault(self.faults, self.journal, kind, *targets)
+
+    def acted(self, fault: Fault) -> None:
+        """Journal a fault found without fault() (one that acts only sometimes)."""
+        self.journal.event("fault", f"{fault.kind} #{fault.id}")
+
+    def later(self, seconds: float, call: Callable[[], None]) -> None:
+        """Run `call` in `seconds` (then the adapter reads on, if no longer waiting)."""
+        self.timers.append((seconds, call))
 
     def counted(self, ok: bool) -> bool:
         """Count an error in a row (or reset the count); True when it is one too many."""

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from ..lab import Lab
 
 
+# What can break (services/faults.py): `protolab fault add pop3.NAME [--target USER|ADDRESS]`.
+FAULTS = {
+    "login-refused": "the user's logins get -ERR [AUTH] Authentication failed, even with the "
+                     "right password",
+    "mailbox-locked": "the password is accepted, then -ERR [IN-USE] Mailbox is locked by "
+                      "another POP3 session (RFC 2449): the client cannot open the mailbox",
+}
+
+
 @dataclass
 class Settings(ServiceSettings):
     host: str = setting("pop3", "this service's host name in the lab zone")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
-from ..line.conversation import Conversation
+from ..line.conversation import Conversation, FaultFinder
 from ..line.sasl import Exchange, Outcome
 
 if TYPE_CHECKING:
@@ -75,8 +75,10 @@ class POP3Conversation(Conversation):
     crash_reply = "-ERR [SYS/TEMP] Internal server error, closing the connection"
 
     def __init__(self, journal: Session, options: Options, store: Store,
-                 credentials: Credentials, secure: bool) -> None:
+                 credentials: Credentials, secure: bool, peer: str = "",
+                 faults: FaultFinder | None = None) -> None:
         super().__init__(journal)
+        self.peer, self.faults = peer, faults
         self.options = options
         self.store = store
         self.credentials = credentials
@@ -281,16 +283,21 @@ class POP3Conversation(Conversation):
             self._login(outcome, mechanism)
 
     def _login(self, outcome: Outcome, mechanism: str) -> None:
-        self.journal.auth(outcome.user or outcome.login, outcome.user is not None, mechanism,
-                          outcome.secret)
-        if outcome.user is None:
+        user = outcome.user
+        if user is not None and self.fault("pop3.login-refused", user, outcome.login, self.peer):
+            user = None  # refused as a wrong password is: the client cannot tell
+        self.journal.auth(user or outcome.login, user is not None, mechanism, outcome.secret)
+        if user is None:
             self.err("[AUTH] Authentication failed")
             return
-        box = self.store.mail.mailbox(outcome.user, "INBOX")
+        if self.fault("pop3.mailbox-locked", user, outcome.login, self.peer):
+            self.err("[IN-USE] Mailbox is locked by another POP3 session")  # RFC 2449 8.1.1
+            return
+        box = self.store.mail.mailbox(user, "INBOX")
         if box is None:
             self.err("[SYS/PERM] No INBOX")
             return
-        self.user = outcome.user
+        self.user = user
         self.mailbox_id, self.uidvalidity = box.id, box.uidvalidity
         self.entries = [Entry(m.uid, m.size) for m in self.store.mail.messages(box.id)]
         count, size = self._stat()

@@ -30,7 +30,8 @@ def make_service(lab: Lab) -> MultiService:
 
         def make(journal: Session, secure: bool, peer: str,
                  options: Options = options) -> POP3Conversation:
-            return POP3Conversation(journal, options, lab.store, credentials, secure)
+            return POP3Conversation(journal, options, lab.store, credentials, secure, peer,
+                                    lab.faults.find)
 
         factory = LineFactory("pop3", lab.journal, LabContextFactory(lab.tls), make,
                               listener.name, listener.tls == "implicit")

@@ -17,6 +17,18 @@ if TYPE_CHECKING:
 
 PORT = 445
 
+# What can break (services/faults.py, acting in engine.py):
+# `protolab fault add smb.NAME [--target USER|ADDRESS|SHARE]`.
+FAULTS = {
+    "signing-required": "the server requires signing: its NEGOTIATE says so (for an address: "
+                        "clients that can sign then do), and an unsigned request of a "
+                        "session is refused, so a client that does not sign fails with "
+                        "NT_STATUS_ACCESS_DENIED (smbclient --client-protection=off, with "
+                        "the fault for its login)",
+    "access-denied": "TREE_CONNECT to the share (or any share of the user or address) is "
+                     "answered STATUS_ACCESS_DENIED: smbclient says NT_STATUS_ACCESS_DENIED",
+}
+
 
 @dataclass
 class Settings(ServiceSettings):

@@ -74,7 +74,7 @@ from impacket.nt_errors import (
 )
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
-from .. import paths
+from .. import listeners, paths
 from ..store import is_disk_full
 from . import dialects, fastpath, mechlistmic, negotiate, rules, wire
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
@@ -151,6 +151,9 @@ class Handler(socketserver.BaseRequestHandler):
         conn_id = threading.current_thread().name
         local = server.local
         local.session = server.journal.open("smb", f"{ip}:{port}")
+        local.ip = ip
+        local.signing = None  # the smb.signing-required fault on this connection, if any
+        local.announced = False  # its NEGOTIATE said signing is required
         local.challenge = os.urandom(8)
         local.crypto = dialects.Connection()
         server.addConnection(conn_id, ip, port)
@@ -196,6 +199,14 @@ class Handler(socketserver.BaseRequestHandler):
         if crypto.encrypt_all and not sealed and command not in (smb2.SMB2_NEGOTIATE,
                                                                  smb2.SMB2_SESSION_SETUP):
             # MS-SMB2 3.3.5.2.9: a session that encrypts takes no message in clear
+            return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
+        if server.local.signing is not None and not sealed and not data[16] & dialects.SIGNED \
+                and command not in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
+                and server.getConnectionData(conn_id, checkStatus=False).get("Authenticated"):
+            # MS-SMB2 3.3.5.2.4: a session that must sign takes no unsigned request
+            fault = server.local.signing
+            server.session.event("fault", f"{fault.kind} #{fault.id}: an unsigned request "
+                                 "refused (ACCESS_DENIED)")
             return [crypto.sign(dialects.error_reply(data, STATUS_ACCESS_DENIED))]
         if command == smb2.SMB2_SESSION_SETUP:
             if not struct.unpack_from("<Q", data, 40)[0]:  # SessionId 0: a new session
@@ -267,6 +278,11 @@ class LabSMBServer(SMBSERVER):
         self.processConfigFile()
         self._credentials = StoreCredentials(lab.credentials)
         self._hook()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """An IPv4 client of the dual-stack socket is its IPv4 address to the lab."""
+        request, address = self.socket.accept()
+        return request, (listeners.client_address(address[0]), address[1])
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Over a connection limit: socketserver closes the socket at once."""
@@ -364,7 +380,17 @@ class LabSMBServer(SMBSERVER):
 
     def _security_mode(self) -> int:
         mode = smb2.SMB2_NEGOTIATE_SIGNING_ENABLED
-        return mode | smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED if self.settings.signing_required else mode
+        required = self.settings.signing_required or self.local.announced
+        return mode | smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED if required else mode
+
+    # --- faults (services/faults.py; the kinds are FAULTS in __init__.py)
+
+    def _fault(self, kind: str, *targets: str | None) -> Any:
+        """The fault of `kind` on for this client (its address or `targets`), journaled."""
+        fault = self.lab.faults.find(f"smb.{kind}", self.local.ip, *targets)
+        if fault is not None:
+            self.session.event("fault", f"{fault.kind} #{fault.id}")
+        return fault
 
     def _validate_negotiate(self, conn_id: str, server: Any, request: Any) -> tuple[bytes, int]:
         """What NEGOTIATE said, again: a signing client compares the two and hangs up on any
@@ -395,6 +421,9 @@ class LabSMBServer(SMBSERVER):
                 self.session.event("negotiate", f"no common dialect (offered {offered})")
                 return _error(STATUS_NOT_SUPPORTED)
             dialect = chosen
+        if self.local.signing is None:  # the login is not known yet: only the address
+            self.local.signing = self._fault("signing-required")
+            self.local.announced = self.local.signing is not None
         commands, packets, status = self._original[smb2.SMB2_NEGOTIATE](conn_id, server, packet, isSMB1)
         answer = packets[0]["Data"]
         answer["SecurityMode"] = self._security_mode()
@@ -469,6 +498,10 @@ class LabSMBServer(SMBSERVER):
             elif status == STATUS_SUCCESS:
                 conn["LabUser"] = user
                 self.session.auth(user, ok=True, mechanism="NTLMv2")
+                if self.local.signing is None:
+                    # Too late to say so in NEGOTIATE: a client that chose not to sign
+                    # finds out at its next request (ACCESS_DENIED, _answer).
+                    self.local.signing = self._fault("signing-required", user)
                 crypto = self.local.crypto
                 crypto.session_established(conn["Uid"], conn["SigningSessionKey"], self.settings.encrypt)
                 if self.settings.keylog and crypto.smb3:
@@ -515,6 +548,9 @@ class LabSMBServer(SMBSERVER):
         try:
             granted = grant(self.store.files, self.store.users, conn.get("LabUser"),
                             share_name(unc), self.store.roster)
+            if granted.share != IPC and self._fault("access-denied", conn.get("LabUser"),
+                                                    granted.share):
+                raise Denied("access denied")  # IPC$ stays: the share list still shows it
         except Denied as denied:
             self.session.event("tree-connect", f"{unc} {denied.status}")
             return _error(STATUS_ACCESS_DENIED if denied.status == "access denied"

@@ -19,7 +19,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import reactor
 
-from ..serving import StartError
+from ..listeners import endpoint
+from ..serving import StartError, listening_socket
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2  # how soon serve_forever notices shutdown()
@@ -38,14 +39,12 @@ class SMBService(Service):
 
     def startService(self) -> None:
         listener = self.lab.listener("smb", "smb")
-        sock = socket.socket(socket.AF_INET6 if ":" in self.lab.bind else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # One socket for both families (the engine writes IPv4 clients' mapped addresses
+        # as IPv4); where the stack has no dual-stack sockets, IPv6 only.
         try:
-            sock.bind((self.lab.bind, listener.port))
-            sock.listen(64)
+            sock = listening_socket(self.lab.bind, listener.port)
         except OSError as error:
-            sock.close()
-            raise StartError(f"smb: cannot listen on tcp {self.lab.bind}:{listener.port} "
+            raise StartError(f"smb: cannot listen on tcp {endpoint(self.lab.bind, listener.port)} "
                              f"(smb): {error.strerror or error}") from None
         self._socket = sock
         self._stopping = self._serving = False

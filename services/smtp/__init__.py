@@ -21,6 +21,20 @@ if TYPE_CHECKING:
     from ..config import LabConfig
     from ..lab import Lab
 
+# What can break (services/faults.py): `protolab fault add smtp.NAME [--target ADDRESS|
+# SENDER|RECIPIENT]` (the client's address, its MAIL FROM, or a recipient or user).
+FAULTS = {
+    "greylist": "the first attempt of each (client, sender, recipient) gets 451 4.7.1 "
+                "Greylisting in action; the same one retried 5 s later is accepted",
+    "reject-recipient": "RCPT TO the target gets 550 5.1.1 User unknown in local recipient "
+                        "table, though the user exists",
+    "slow-banner": "the 220 greeting comes 8 s after the connection: clients seem to hang "
+                   "at connect",
+    "starttls-fails": "STARTTLS is offered and answered 220, then the handshake fails with a "
+                      "handshake_failure alert, as when the server cannot load its "
+                      "certificate: the client's TLS start fails",
+}
+
 
 @dataclass
 class Settings(ServiceSettings):

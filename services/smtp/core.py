@@ -11,14 +11,17 @@ passwords in clear). NOOP, RSET, VRFY (252), HELP, QUIT.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
-from ..line.conversation import Conversation
+from ..line.conversation import Conversation, FaultFinder
 from ..line.sasl import Exchange, Outcome, mechanisms
-from .delivery import Delivery, MailDrop, valid_address
+from .delivery import Delivery, MailDrop, address_literal, valid_address
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -31,7 +34,24 @@ AUTH_LIMIT = 12288  # RFC 4954 section 4: SASL response lines
 MAX_RECIPIENTS = 100
 INSUFFICIENT_STORAGE = "4.3.1 Insufficient system storage"
 
+# The faults' numbers (FAULTS in __init__.py)
+GREYLIST_SECONDS = 5  # a retry of the same triple after this is accepted
+SLOW_BANNER_SECONDS = 8  # RFC 5321 4.5.3.2 gives clients 5 minutes for the greeting
+
 PATH_RE = re.compile(r"^(FROM|TO):\s*(<[^<>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+
+
+def valid_literal(text: str) -> bool:
+    """Whether `[...]` is an IPv4 or `IPv6:` address literal (RFC 5321 4.1.3)."""
+    inner = text[1:-1] if text.endswith("]") else ""
+    want: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = ipaddress.IPv4Address
+    if inner[:5].upper() == "IPV6:":
+        inner, want = inner[5:], ipaddress.IPv6Address
+    try:
+        want(inner)
+    except ValueError:
+        return False
+    return True
 
 
 def final_dot(data: bytes, limit: int) -> tuple[int, int] | None:
@@ -57,13 +77,38 @@ class Options:
     max_errors: int = 10
 
 
+class Greylist:
+    """The greylist fault's memory: when each (fault, client, sender, recipient) was first
+    seen. Bounded: past LIMIT triples it starts over (and greylists them again)."""
+
+    LIMIT = 10_000
+
+    def __init__(self, seconds: float = GREYLIST_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.seen: dict[tuple[str, str, str, str], float] = {}
+
+    def wait(self, key: tuple[str, str, str, str]) -> float:
+        """Seconds before `key` passes (0: now); its first attempt starts the clock."""
+        now = self.clock()
+        first = self.seen.get(key)
+        if first is None:
+            if len(self.seen) >= self.LIMIT:
+                self.seen.clear()
+            first = self.seen[key] = now
+        return max(0.0, first + self.seconds - now)
+
+
 class SMTPConversation(Conversation):
     timeout_reply = "421 4.4.2 Idle timeout, closing the connection"
     crash_reply = "421 4.3.0 Internal server error, closing the connection"
 
     def __init__(self, journal: Session, options: Options, drop: MailDrop,
-                 credentials: Credentials, secure: bool, peer: str) -> None:
+                 credentials: Credentials, secure: bool, peer: str,
+                 faults: FaultFinder | None = None, greylist: Greylist | None = None) -> None:
         super().__init__(journal)
+        self.faults = faults
+        self.greylist = greylist or Greylist()
         self.options = options
         self.drop = drop
         self.credentials = credentials
@@ -100,6 +145,14 @@ class SMTPConversation(Conversation):
         self.reply(code, lines[-1])
 
     def greet(self) -> None:
+        if self.fault("smtp.slow-banner", self.peer):
+            self.waiting = True  # nothing the client sends is read before the banner
+            self.later(SLOW_BANNER_SECONDS, self._banner)
+        else:
+            self._banner()
+
+    def _banner(self) -> None:
+        self.waiting = False
         self.send(f"220 {self.options.hostname} ESMTP protolab")
 
     def tls_started(self) -> None:
@@ -157,9 +210,13 @@ class SMTPConversation(Conversation):
             self.reply(501, "5.5.4 Syntax: EHLO hostname" if esmtp else
                        "5.5.4 Syntax: HELO hostname")
             return
+        if arg.startswith("[") and not valid_literal(arg):
+            self.reply(501, "5.5.4 Invalid address literal (RFC 5321 4.1.3: [192.0.2.1] "
+                            "or [IPv6:2001:db8::1])")
+            return
         self._reset()
         self.helo, self.esmtp = arg, esmtp
-        greeting = f"{self.options.hostname} Hello {arg} [{self.peer}]"
+        greeting = f"{self.options.hostname} Hello {arg} {address_literal(self.peer)}"
         if not esmtp:
             self.reply(250, greeting)
             return
@@ -184,6 +241,9 @@ class SMTPConversation(Conversation):
         else:
             self.reply(220, "2.0.0 Ready to start TLS")
             self.want_tls = True
+            # as a server whose certificate cannot be loaded: offered, 220, then the
+            # handshake fails (OpenSSL's "no shared cipher", a handshake_failure alert)
+            self.broken_tls = self.fault("smtp.starttls-fails", self.peer) is not None
 
     def smtp_AUTH(self, arg: str) -> None:
         parts = arg.split()
@@ -286,9 +346,33 @@ class SMTPConversation(Conversation):
             self.reply(452, "4.5.3 Error: too many recipients")
         else:
             verdict = self.drop.resolve(address)
-            if verdict.user is not None:
+            code, text = verdict.code, verdict.text
+            if code < 300:
+                code, text = self._recipient_faults(address, verdict.user) or (code, text)
+            if verdict.user is not None and code < 300:
                 self.recipients.append((address, verdict.user))
-            self.reply(verdict.code, verdict.text)
+            self.reply(code, text)
+
+    def _recipient_faults(self, address: str, user: str | None) -> tuple[int, str] | None:
+        """The reply the faults (FAULTS in __init__.py) give an accepted recipient instead."""
+        if self.faults is None:
+            return None
+        sender = self.sender or ""
+        if self.fault("smtp.reject-recipient", self.peer, sender, address, user):
+            return 550, f"5.1.1 <{address}>: Recipient address rejected: User unknown in " \
+                        "local recipient table"
+        if user is not None and self.fault("imap.over-quota", user, address):
+            return 552, f"5.2.2 <{address}> Quota exceeded (mailbox for user is full)"
+        fault = self.faults("smtp.greylist", self.peer, sender, address, user)
+        if fault is not None:
+            # the store reuses a cleared fault's id: its creation time tells them apart
+            which = f"{fault.id}@{fault.created}"
+            wait = self.greylist.wait((which, self.peer, sender.lower(), address.lower()))
+            if wait > 0:
+                self.acted(fault)
+                return 451, f"4.7.1 Greylisting in action, please come back in " \
+                            f"{time.strftime('%H:%M:%S', time.gmtime(round(wait)))}"
+        return None
 
     @staticmethod
     def _path(arg: str, keyword: str) -> tuple[str, list[tuple[str, str]]] | None:

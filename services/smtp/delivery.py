@@ -36,6 +36,11 @@ ADDRESS_RE = re.compile(
 TEAM = "team:"  # a Verdict's user that is a team's catch-all (no user name has a colon)
 
 
+def address_literal(address: str) -> str:
+    """An address as SMTP writes it (RFC 5321 4.1.3): [192.0.2.1], [IPv6:2001:db8::1]."""
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+
+
 def valid_address(address: str) -> bool:
     return len(address) <= 254 and bool(ADDRESS_RE.match(address))
 
@@ -138,7 +143,7 @@ class MailDrop:
             # "for" only when there is one recipient: it would disclose Bcc recipients.
             towards = f"\r\n\tfor <{addresses[0]}>" if len(addresses) == 1 else ""
             trace = (f"Return-Path: <{sender}>\r\n"
-                     f"Received: from {helo} ([{peer}])\r\n"
+                     f"Received: from {helo} ({address_literal(peer)})\r\n"
                      f"\tby {self.hostname} (protolab) with {protocol} id {queue_id}"
                      f"{towards}; {date}\r\n").encode("utf-8", "replace")
             items.append((user, "INBOX", trace + body))

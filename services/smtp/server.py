@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 from ..line.adapter import LineFactory
 from ..serving import LabContextFactory
 from .commit import GroupCommit
-from .core import Options, SMTPConversation
+from .core import Greylist, Options, SMTPConversation
 from .delivery import MailDrop
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def make_service(lab: Lab) -> MultiService:
     drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all,
                     write=GroupCommit(lab.store), lab_domain=lab.config.lab.domain)
     credentials = lab.credentials
+    faults, greylist = lab.faults.find, Greylist()
     root = MultiService()
     for listener in lab.listeners("smtp"):
         if not listener.active:
@@ -47,7 +48,8 @@ def make_service(lab: Lab) -> MultiService:
 
         def make(journal: Session, secure: bool, peer: str,
                  options: Options = options) -> SMTPConversation:
-            return SMTPConversation(journal, options, drop, credentials, secure, peer)
+            return SMTPConversation(journal, options, drop, credentials, secure, peer,
+                                    faults, greylist)
 
         factory = LineFactory("smtp", lab.journal, LabContextFactory(lab.tls), make,
                               listener.name, listener.tls == "implicit")

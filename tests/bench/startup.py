@@ -1,6 +1,6 @@
 """Start-up: from exec to the `protolab ready` line, and from SIGTERM to exit.
 
-    python -m tests.bench.startup [--runs N] [--only NAMES]
+    python -m tests.bench.startup [--runs N] [--only NAMES] [--bind ADDR]
 
 Runs `protolab serve` with every registered service (or --only) on loopback, N times on a
 fresh data directory (first start: the lab CA and certificate are made) and N times on
@@ -38,10 +38,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def once(data: Path, only: str) -> tuple[float, float, float]:
+def once(data: Path, only: str, bind: str) -> tuple[float, float, float]:
     offset = random.randrange(10000, 29000)
     command = [sys.executable, "-m", "services", "serve", "--data", str(data), "--bind",
-               "127.0.0.1", "--port-offset", str(offset)] + (["--only", only] if only else [])
+               bind, "--port-offset", str(offset)] + (["--only", only] if only else [])
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=ROOT)
@@ -71,14 +71,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--only", default=",".join(registry.names()))
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="the lab's bind address (:: for both families: twice the sockets)")
     args = parser.parse_args()
     compileall.compile_dir(ROOT / "services", quiet=1)
     with open("/proc/loadavg") as load:
-        print(f"services: {args.only or 'none'}; {args.runs} runs each; "
+        print(f"services: {args.only or 'none'} on {args.bind}; {args.runs} runs each; "
               f"load average {load.read().split()[0]} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
-        cold = [once(Path(tmp) / f"cold{i}", args.only) for i in range(args.runs)]
-        warm = [once(Path(tmp) / "warm", args.only) for _ in range(args.runs)]
+        cold = [once(Path(tmp) / f"cold{i}", args.only, args.bind) for i in range(args.runs)]
+        warm = [once(Path(tmp) / "warm", args.only, args.bind) for _ in range(args.runs)]
     report("exec -> ready, first start", [r for r, _, _ in cold], 1.0)
     report("exec -> ready, later starts", [r for r, _, _ in warm], 1.0)
     report("CPU used until ready", [c for _, c, _ in cold + warm], 1.0)

@@ -20,6 +20,9 @@ from services.config import ConfigError
     ('[dns]\nforwarders = ["resolver"]', "forwarders"),
     ('[dns]\naxfr_clients = ["10.0.0.0/33"]', "axfr_clients"),
     ('[dns]\nroot_address = "::1"', "root_address"),
+    ('[dhcp]\nipv6_prefix = "fd00:203::/48"', "ipv6_prefix"),
+    ('[dhcp]\nipv6_prefix = "10.0.0.0/24"', "ipv6_prefix"),
+    ('[dhcp]\nipv6_prefix = "fd00:203::1/64"', "ipv6_prefix"),
 ])
 def test_bad_settings_name_the_key(tmp_path, text, key):
     path = tmp_path / "lab.toml"
@@ -38,6 +41,28 @@ def test_good_settings_load(tmp_path):
     config = config_module.load(path)
     assert config.service("dhcp").reservations == {"52:54:00:00:00:01": "10.0.0.5"}
     assert config.service("dns").forwarders == ["127.0.0.1#5353", "::1"]
+
+
+def test_ipv6_is_documented_and_listed(tmp_path):
+    text = config_module.example()
+    for key in ("ipv6_prefix", "ra_managed", "ra_other"):
+        assert f"# {key} = " in text or f"{key} = " in text, key
+    path = tmp_path / "lab.toml"
+    path.write_text('[dhcp]\ninterface = "br0"\nipv6_prefix = "fd00:203::/64"\nra_managed = false\n')
+    config = config_module.load(path)
+    from services.dhcp import listeners
+
+    rows = {row.name: row for row in listeners(config)}
+    assert rows["dhcpv6"].port == 547 and "fd00:203::/64" in rows["dhcpv6"].note
+    assert config.service("dhcp").ra_managed is False and config.service("dhcp").ra_other is True
+
+
+def test_ipv6_on_an_interface_without_an_address_in_the_prefix_is_a_start_error(lab):
+    with pytest.raises(AssertionError) as error:
+        lab.start(only="dhcp", config='[dhcp]\ninterface = "lo"\nipv6_prefix = "fd00:203::/64"\n',
+                  timeout=20)
+    assert "dhcp: cannot start IPv6 on lo: interface lo has no address in fd00:203::/64" in \
+        str(error.value)
 
 
 def test_dhcp_is_off_without_an_interface(lab):

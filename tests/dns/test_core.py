@@ -65,7 +65,7 @@ def test_mx_srv_and_cname_with_additional_data():
     eng = engine(offset=3000)
     mx = ask(eng, "lab.test", "MX")
     assert rrset(mx) == {"lab.test. MX 10 mail.lab.test."}
-    assert rrset(mx, "additional") == {"mail.lab.test. A 127.0.0.1"}
+    assert rrset(mx, "additional") == {"mail.lab.test. A 127.0.0.1", "mail.lab.test. AAAA ::1"}
     srv = ask(eng, "_imaps._tcp.lab.test", "SRV")
     assert rrset(srv) == {"_imaps._tcp.lab.test. SRV 0 1 3993 mail.lab.test."}  # port + offset
     for label, port in (("_imap", 3143), ("_pop3", 3110), ("_pop3s", 3995), ("_submission", 3587)):
@@ -102,6 +102,25 @@ def test_reverse_zones_follow_addresses():
     v6 = ask(eng, "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", "PTR")
     assert rrset(v6) == {f"{v6.question[0].name} PTR v6.lab.test."}
     assert ask(eng, "1.1.1.1.in-addr.arpa", "PTR").rcode() == dns.rcode.REFUSED
+
+
+def test_every_host_has_aaaa_at_the_lab_ipv6_address_and_its_ip6_arpa_ptr():
+    eng = engine()
+    assert rrset(ask(eng, "ns.lab.test", "AAAA")) == {"ns.lab.test. AAAA ::1"}
+    assert rrset(ask(eng, "pc9.lab.test", "AAAA")) == set()  # [hosts] gives it IPv4 only
+    ptr = ask(eng, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa", "PTR")
+    (answer,) = rrset(ptr)
+    assert answer.endswith(".lab.test.") and ptr.flags & dns.flags.AA
+    config = lab_config()
+    config.lab.address6 = ""  # no IPv6 address: no AAAA
+    quiet = Engine(build(config, 0, [], 7))
+    assert rrset(ask(quiet, "ns.lab.test", "AAAA")) == set()
+    moved = lab_config()
+    moved.lab.address = "10.203.0.1"  # on a network (net up): ::1 is no address of the lab
+    assert rrset(ask(Engine(build(moved, 0, [], 7)), "ns.lab.test", "AAAA")) == set()
+    moved.lab.address6 = "fd00:203::1"
+    assert rrset(ask(Engine(build(moved, 0, [], 7)), "ns.lab.test", "AAAA")) == {
+        "ns.lab.test. AAAA fd00:203::1"}
 
 
 def test_question_case_is_echoed():

@@ -182,3 +182,29 @@ def test_caches_stay_bounded_under_a_flood_of_shapes(monkeypatch):
     assert 0 < len(engine.shapes) <= 50 and 0 < len(engine.replies) <= 50
     assert all(len(body._by_length) <= 256 for entry in engine.tables.below.values()
                for body in (entry[1], *entry[0].values()))
+
+
+def test_mixed_case_queries_share_one_cached_reply_in_their_own_case():
+    """0x20 (a resolver mixing the case of every query): each spelling is answered from
+    one cached reply, its question and answer names in the client's case, its records
+    those of the lower-case name; an all-lower spelling keeps the exact-bytes cache."""
+    _, engine = zone_and_engine()
+    plain = engine.respond_udp(dns.message.make_query("pc9.lab.test", "A").to_wire(), "-")[0]
+    rng = random.Random(20)
+    for n in range(30):
+        spelt = "".join(c.upper() if rng.random() < 0.5 else c for c in "pc9.lab.test")
+        if spelt == "pc9.lab.test":
+            continue
+        query = dns.message.make_query(spelt, "A")
+        reply = dns.message.from_wire(engine.respond_udp(query.to_wire(), "-")[0])
+        assert reply.id == query.id and reply.question[0].name.to_text() == spelt + "."
+        assert [r.to_text() for r in reply.answer] == [f"{spelt}. 60 IN A 10.9.8.7"], n
+        assert reply.answer[0].name.to_text() == spelt + "."  # the case is the client's
+    assert len(engine.folded) == 1  # (each spelling also in the exact-bytes cache)
+    assert dns.message.from_wire(plain).answer[0].to_text() == "pc9.lab.test. 60 IN A 10.9.8.7"
+    # Names that differ in more than case never share a reply; junk is not folded.
+    other = dns.message.make_query("PC9.lab.test", "AAAA")
+    assert dns.message.from_wire(engine.respond_udp(other.to_wire(), "-")[0]).answer == []
+    from services.dns.packed import fold
+
+    assert fold(b"\x00" * 12 + b"\x40" + b"A" * 64) is None and fold(b"\x00" * 12) is None

@@ -25,12 +25,18 @@ def web(tmp_path_factory):
         store = Store(server.data)  # another process on the same data directory, like SMTP
         store.mail.append("alice", "INBOX", MESSAGE)
         store.mail.append("alice", "INBOX", MESSAGE.replace(b"<1@", b"<2@"))
-        store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="lease:aa")
+        store.net.add_record("pc1.lab.test", "A", "10.0.0.5", owner="manual")
+        # a lease's record with no lease behind it (ended): the DNS does not answer it
+        store.net.add_record("gone.lab.test", "A", "10.0.0.6", owner="lease:aa")
         # Folder becomes a \Noselect placeholder, as after IMAP DELETE of a mailbox with inferiors.
         store.mail.create_mailbox("alice", "Folder")
         store.mail.create_mailbox("alice", "Folder/Sub")
         store.mail.delete_mailbox("alice", "Folder")
         store.close()
+        # a capture with no packets yet (a pcap's header alone), for /captures/export
+        (server.data / "captures").mkdir()
+        (server.data / "captures" / "empty.pcap").write_bytes(
+            bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
         yield server
 
 
@@ -152,7 +158,8 @@ def test_services_records_leases_and_journal(web):
     assert not any(s["running"] for s in others)  # only http is served in this lab
     records = as_json(web, "GET", "/api/v1/dns/records", auth=None)[1]
     assert {"name": "pc1.lab.test", "type": "A", "value": "10.0.0.5", "ttl": 300,
-            "owner": "lease:aa"} in records
+            "owner": "manual"} in records
+    assert not any(r["name"] == "gone.lab.test" for r in records)
     assert as_json(web, "GET", "/api/v1/leases", auth=None) == (200, [])
     start = time.time()
     call(web, "GET", "/lab/http/basic.html")

@@ -205,3 +205,101 @@ def test_headless_chromium_loads_the_portal_over_h2(web, tmp_path):
     assert "protolab" in result.stdout, result.stderr[-2000:]
     journal = web.journal_until("http", "GET /?chromium HTTP/2")
     assert "C: GET /?chromium HTTP/2" in journal
+
+
+class H2Client:
+    """The h2 library as a raw client over h2c (prior knowledge): for what curl will not
+    send - oversized header sections, endless CONTINUATION frames."""
+
+    def __init__(self, web) -> None:
+        import socket
+
+        import h2.config
+        import h2.connection
+
+        self.sock = socket.create_connection(("127.0.0.1", web.port("http", "http")),
+                                             timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path: str, fields: list[tuple[str, str]]) -> tuple[int | None, bytes]:
+        """(status, body) of a GET, or (None, the GOAWAY's error code) if the lab ends
+        the connection instead."""
+        import h2.events
+
+        stream = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream, [(":method", "GET"), (":scheme", "http"),
+                                        (":authority", "localhost"), (":path", path),
+                                        *fields], end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        status, body = None, b""
+        while data := self.sock.recv(65536):
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+                    body += event.data
+                    self.conn.acknowledge_received_data(len(event.data), stream)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                    return status, body
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return None, b"%d" % (event.error_code or 0)
+            self.sock.sendall(self.conn.data_to_send())
+        return None, b"closed"
+
+    def raw(self, frames: list[bytes]) -> bytes:
+        """Frames of our own making, sent until the lab answers (so that it does not close
+        on unread bytes, which would reset the connection and lose its GOAWAY); then
+        what it answers until it closes."""
+        import select
+
+        received = b""
+        try:
+            for frame in frames:
+                self.sock.sendall(frame)
+                if select.select([self.sock], [], [], 0)[0]:
+                    received += self.sock.recv(65536)
+                    if b"\x07\x00\x00\x00\x00\x00" in received:  # a GOAWAY's header
+                        break
+            while chunk := self.sock.recv(65536):
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return received
+
+
+def test_header_sections_over_the_limit_are_431_over_http2(web):
+    """Over [http] header_limit (16384 here) or max_headers (100): 431 on that stream, the
+    connection serves on (h2 splits the 20 KB block into HEADERS and CONTINUATION)."""
+    client = H2Client(web)
+    status, body = client.get("/lab/http/basic.html?big", [("x-big", "a" * 20_000)])
+    assert status == 431 and b"request headers exceed 16384 bytes" in body
+    status, body = client.get("/lab/http/basic.html?many", [(f"x-{i}", "v") for i in range(150)])
+    assert status == 431 and b"more than 100 header fields" in body
+    assert client.get("/lab/http/basic.html", [])[0] == 200
+    journal = web.journal_until("http", "basic.html?many HTTP/2")
+    assert "C: GET /lab/http/basic.html?big HTTP/2" in journal
+    # Past four times the limit (the SETTINGS_MAX_HEADER_LIST_SIZE the lab announces):
+    # the connection ends with ENHANCE_YOUR_CALM (11).
+    assert client.get("/lab/http/basic.html", [("x-huge", "a" * 70_000)]) == (None, b"11")
+
+
+@pytest.mark.parametrize("frame_size", [16384, 0])
+def test_a_continuation_flood_ends_the_connection(web, frame_size):
+    """The 2024 CONTINUATION flood: a HEADERS frame without END_HEADERS, then CONTINUATION
+    frames without end. Full frames: GOAWAY ENHANCE_YOUR_CALM once the block passes four
+    times header_limit (the lab's bound); empty ones: h2's own bound of 64 frames
+    (PROTOCOL_ERROR). Either way the lab closes the connection and serves on."""
+    from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+    client = H2Client(web)
+    headers = HeadersFrame(1, data=client.conn.encoder.encode(
+        [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]))
+    flood = [headers.serialize()] + [
+        ContinuationFrame(1, data=b"\x00" * frame_size).serialize() for _ in range(200)]
+    received = client.raw(flood)
+    goaway = received.find(b"\x07\x00\x00\x00\x00\x00")
+    code = 11 if frame_size else 1
+    assert goaway > 0 and received[goaway + 10:goaway + 14] == code.to_bytes(4, "big")
+    assert status_of_h2(curl("-i", *MODES["prior-knowledge"](web, "/lab/http/basic.html")).stdout) == [200]

@@ -154,3 +154,64 @@ def test_garbage_datagrams_leave_http3_serving(web):
             s.sendto(packet, ("127.0.0.1", port))
     status, _, _ = h3(web, {"path": "/lab/http/basic.html"})[0]
     assert status == 200
+
+
+def test_an_initial_flood_is_bounded_and_a_real_client_still_gets_in(web):
+    """Real Initials from clients that never finish: the lab keeps a bounded number of
+    half-open connections per address (http3.HALF_OPEN_PER_HOST), then asks for a Retry;
+    clients that prove their address and go quiet evict the oldest. A real client (aioquic's,
+    which follows the Retry) still gets its page."""
+    from services.http.http3 import HALF_OPEN_PER_HOST
+    from tests.http.quicflood import flood
+
+    port = web.port("http", "h3")
+    spoofed = flood(port, 300)
+    assert len(spoofed.handshakes) <= HALF_OPEN_PER_HOST
+    assert spoofed.retries >= 300 - HALF_OPEN_PER_HOST
+    quiet = flood(port, 100, follow_retry=True)
+    assert quiet.retries == 100  # under pressure: every new client is asked to prove itself
+    assert len(quiet.handshakes) == 100  # ... and then gets its connection, evicting
+    status, _, _ = h3(web, {"path": "/lab/http/basic.html?after-the-flood"})[0]
+    assert status == 200
+    journal = web.journal_until("http", "evicted: too many handshakes")
+    assert journal.count("evicted: too many handshakes") >= 100 - HALF_OPEN_PER_HOST
+    assert "GET /lab/http/basic.html?after-the-flood HTTP/3" in journal
+
+
+def test_header_sections_over_the_limits_are_431_over_http3(web):
+    """A HEADERS frame over [http] header_limit (16384 by default) is refused from its
+    first bytes, before aioquic would buffer it; a section under it that decodes to more
+    than max_headers fields too; the connection serves on."""
+    (big, _, body), (many, _, _), (after, _, _) = h3(
+        web, {"path": "/lab/http/basic.html", "headers": {"x-big": "a" * 40_000}},
+        {"path": "/lab/http/basic.html", "headers": {f"x-{i}": "v" for i in range(150)}},
+        {"path": "/lab/http/basic.html"})
+    assert big == 431 and b"header section over 16384 bytes" in body
+    assert many == 431
+    assert after == 200
+
+
+def test_frame_sizes_walks_frames_in_any_split():
+    """core: FrameSizes finds a long HEADERS (or unknown) frame from its header, whatever
+    the split of the stream's bytes; DATA frames of any length pass; random bytes never
+    raise."""
+    import random
+
+    from services.http.http3 import FrameSizes
+
+    def frame(kind: int, length: int) -> bytes:  # 1-byte type, 4-byte varint length
+        return bytes([kind]) + (0x80000000 | length).to_bytes(4, "big") + b"x" * length
+
+    ok = frame(0x1, 100) + frame(0x0, 50_000) + frame(0x21, 10) + frame(0x1, 1000)
+    rng = random.Random(19)
+    for bad, stream in ((False, ok), (True, ok + frame(0x1, 1001)),
+                        (True, frame(0x0, 10) + frame(0x3f, 5000))):
+        for _ in range(20):
+            frames, at, found = FrameSizes(1000), 0, False
+            while at < len(stream):
+                step = rng.randint(1, 7000)
+                found = frames.feed(stream[at:at + step]) or found
+                at += step
+            assert found == bad
+    for _ in range(2000):
+        FrameSizes(1000).feed(rng.randbytes(rng.randint(0, 64)))

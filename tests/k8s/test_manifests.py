@@ -65,13 +65,16 @@ def containers(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in kube.pod_spec(documents)["containers"]}
 
 
-def published_ports(compose: dict[str, Any], service: str) -> set[int]:
-    """The container ports docker/compose.publish.yaml publishes for a service."""
+def published_ports(compose: dict[str, Any], service: str) -> set[tuple[int, str]]:
+    """The container ports docker/compose.publish.yaml publishes for a service, with
+    their protocols ("443:443/udp" is HTTP/3's)."""
     ports = compose["services"].get(service, {}).get("ports", [])
-    numbers: set[int] = set()
+    numbers: set[tuple[int, str]] = set()
     for port in ports:
-        low, _, high = port.split(":")[-1].partition("-")
-        numbers.update(range(int(low), int(high or low) + 1))
+        target, _, protocol = port.split(":")[-1].partition("/")
+        low, _, high = target.partition("-")
+        numbers.update((number, (protocol or "tcp").upper())
+                       for number in range(int(low), int(high or low) + 1))
     return numbers
 
 
@@ -96,11 +99,11 @@ def test_the_pod_holds_compose_services_but_dhcp_on_one_store(rendered):
         assert mounts["/var/lib/protolab"]["name"] == "data"
         assert mounts["/etc/protolab"]["readOnly"] is True
         ports = {(p["containerPort"], p["protocol"]) for p in container["ports"]}
-        if name == "dns":
-            assert ports == {(53, "UDP"), (53, "TCP")}
-        else:
-            expected = published_ports(publish, name) - set(range(30000, 30100))
-            assert {p for p, _ in ports} == expected, name
+        expected = {(p, proto) for p, proto in published_ports(publish, name)
+                    if not 30000 <= p < 30100}
+        if name == "dns":  # 53 is not published on the host (its own resolver's)
+            expected |= {(53, "UDP"), (53, "TCP")}
+        assert ports == expected, name
         assert ports <= service_ports, name
     volumes = {v["name"]: v for v in kube.pod_spec(documents)["volumes"]}
     claim = kube.one(documents, "PersistentVolumeClaim")
@@ -173,8 +176,12 @@ def test_publishing_overlay_gives_students_the_load_balancer(rendered, tmp_path)
     ports = {p["port"]: p for p in public["ports"]}
     assert passive and passive <= set(ports)
     assert all(ports[p]["targetPort"] == p for p in passive)  # 1:1, or PASV breaks
-    inside = {p["port"] for p in kube.one(documents, "Service", "protolab")["spec"]["ports"]}
-    assert set(ports) - passive == inside
+    def pairs(spec: dict[str, Any]) -> set[tuple[int, str]]:
+        return {(p["port"], p.get("protocol", "TCP")) for p in spec["ports"]
+                if p["port"] not in passive}
+    inside = kube.one(documents, "Service", "protolab")["spec"]
+    assert pairs(public) == pairs(inside)
+    assert {(443, "UDP"), (853, "TCP"), (8443, "TCP")} <= pairs(public)  # HTTP/3, DoT, DoH
     for name in containers(documents):
         assert lab_config(documents, name, tmp_path).lab.address == address, name
     policy = kube.one(documents, "NetworkPolicy")["spec"]["ingress"]

@@ -4,6 +4,7 @@ secrets (issue 17, "captures that decrypt themselves")."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 import subprocess
@@ -120,6 +121,18 @@ def test_export_per_student_decrypts_alone_and_holds_only_theirs(lab, tmp_path):
         alice = exported["alice", ("127.0.0.2", "alice")[pick]]
         bob = exported["bob", ("127.0.0.3", "bob")[pick]]
         assert not alice & bob and alice | bob == every
+    # The teacher downloads the same from the dashboard and the API (the latest capture)
+    (server.data / "captures").mkdir(exist_ok=True)
+    shutil.copyfile(pcap, server.data / "captures" / "class.pcap")
+    web = f"http://127.0.0.1:{server.port('http', 'http')}"
+    for path, name in (("/lab/dashboard/capture?client=alice", "alice"),
+                       ("/api/v1/captures/export?client=127.0.0.3", "bob")):
+        out = tmp_path / f"download-{name}.pcapng"
+        got = subprocess.run(["curl", "-sS", "--fail", "-u", "admin:admin", "-o", str(out), "-D", "-",
+                              web + path], capture_output=True, text=True, timeout=120)
+        assert got.returncode == 0 and "filename=" in got.stdout, got.stderr
+        assert tshark(out, decode, "http.request", "http.request.uri") == [f"/~{name}/secret-{name}"]
+        assert {line.split()[1] for line in secrets_block(out)} == exported[name, name]
 
 
 def test_errors_are_one_line(lab, tmp_path):
@@ -133,3 +146,33 @@ def test_errors_are_one_line(lab, tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
     bad = server.cli("capture", "export", str(tmp_path / "x.pcapng"), "--since", "yesterday")
     assert bad.returncode == 1 and "'yesterday' is not an ISO time" in bad.stderr
+
+
+def test_an_http3_session_exports_decrypted_too(lab, tmp_path):
+    """QUIC's ClientHello is inside an Initial packet (encrypted with keys anyone can derive
+    from the connection ID): the export finds its random there and embeds the session's
+    secrets, so tshark shows the HTTP/3 streams with no key log given."""
+    need_root()
+    need("tcpdump", "tshark", "editcap")
+    from tests.http.h3client import fetch
+
+    keylog = tmp_path / "keys.log"
+    server = lab.start(only="http", config=f'[tls]\nkeylog = "{keylog}"\n')
+    port = server.port("http", "h3")
+    pcap = tmp_path / "quic.pcap"
+    started = server.cli("capture", "start", "-i", "lo", "--filter",
+                         f"udp port {port} or udp port {MARKER_PORT}", "-w", str(pcap))
+    assert started.returncode == 0, started.stderr
+    answers = fetch(port, server.data / "tls" / "ca.crt", [{"path": "/lab/http/basic.html"}])
+    assert answers[0][0] == 200
+    mark_and_stop(server, pcap)
+    decode = [f"udp.port=={port},quic"]
+    for client, sessions in (("127.0.0.1", 1), ("127.0.0.9", 0)):
+        out = tmp_path / f"{client}.pcapng"
+        result = server.cli("capture", "export", str(out), "--client", client, "--from", str(pcap))
+        assert result.returncode == 0, result.stderr
+        assert f"secrets of {sessions} TLS sessions" in result.stdout, result.stdout
+    out = tmp_path / "127.0.0.1.pcapng"
+    assert len(secrets_block(out)) >= 4  # handshake and traffic secrets, both directions
+    assert tshark(out, decode, "quic.frame_type == 0x0b || quic.frame_type == 0x0a "
+                  "|| quic.frame_type == 0x0f || quic.frame_type == 0x0e", "frame.number")

@@ -115,6 +115,24 @@ def test_dhcp_pool_lies_outside_what_the_engine_hands_out():
     assert not any(ip in engine_range or ip in fixed for ip in pool)
 
 
+def test_the_image_exposes_every_port_the_lab_listens_on():
+    """docker/Dockerfile's EXPOSE has each active listener of docker/lab.toml's lab (HTTP/3
+    on UDP 443, DoT and DoH among them), with its transport; FTP's passive range too."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    exposed: set[tuple[int, str]] = set()
+    for item in re.search(r"^EXPOSE (.+)$", dockerfile, re.M).group(1).split():
+        ports, _, transport = item.partition("/")
+        low, _, high = ports.partition("-")
+        exposed.update((n, transport or "tcp") for n in range(int(low), int(high or low) + 1))
+    lab = config_module.load(LAB_TOML, environ={})
+    wanted = {(li.port, li.transport) for li in registry.every_listener(lab)
+              if li.active and not li.address}  # (the fake root's own addresses: not ports)
+    assert wanted <= exposed, wanted - exposed
+    assert {(443, "udp"), (853, "tcp"), (8443, "tcp")} <= wanted
+    ftp = lab.service("ftp")
+    assert {(n, "tcp") for n in range(ftp.passive_low_port, ftp.passive_high_port + 1)} <= exposed
+
+
 def dhcp_pool(lab) -> list[ipaddress.IPv4Address]:
     from services.dhcp import parse_range
 

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,7 +220,8 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path: Path, capture):
     env = served
-    wire = capture("port 67 or port 68 or port 53 or port 80 or port 445", interface="protolab0")
+    wire = capture("port 67 or port 68 or port 53 or port 80 or port 445 or icmp6 or port 546 "
+                   "or port 547", interface="protolab0")
     pc1, pc2 = (Host(None, name, "eth0", "") for name in HOSTS)  # type: ignore[arg-type]
     links = run("ip", "-o", "link").stdout
     assert all(f"veth-{h}" in links and "master protolab0" in links for h in HOSTS)
@@ -267,12 +269,57 @@ def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path:
     files = pc2.run("smbclient", "//files/public", "-U", "alice%alice", "-c", "ls", check=False)
     assert files.returncode == 0 and "blocks available" in files.stdout, files.stdout + files.stderr
 
+    # IPv6: the bridge has the prefix's first address; pc1 takes a SLAAC address from the
+    # lab's router advertisements by itself, pc2 leases one with dhclient -6 as a student
+    # types it (its name from the host's dhclient.conf); the AAAA names are in the lab DNS
+    assert "inet6 fd00:203::1/64" in run("ip", "-6", "addr", "show", "protolab0").stdout
+    shown = pc1.run("rdisc6", "-1", "eth0", timeout=30).stdout  # a solicitation, its answer
+    assert "fd00:203::/64" in shown and "fd00:203::1" in shown and "lab.test" in shown
+    assert re.search(r"Router lifetime\s*:\s*0 ", shown), shown  # the bridge routes nowhere
+    prefix6 = ipaddress.IPv6Network("fd00:203::/64")
+
+    def global6(host: Host) -> list[str]:
+        lines = host.run("ip", "-o", "-6", "addr", "show", "eth0", "scope", "global").stdout
+        return [line.split("inet6 ")[1].split("/")[0] for line in lines.splitlines()]
+
+    deadline = time.monotonic() + 30  # the kernel's SLAAC gives no signal to wait on
+    while not global6(pc1):
+        assert time.monotonic() < deadline, "no SLAAC address on pc1"
+        time.sleep(0.2)
+    assert all(ipaddress.IPv6Address(a) in prefix6 for a in global6(pc1))
+    got = pc2.run("dhclient", "-6", "-v", "-1", "-lf", str(tmp_path / "leases6"), "-pf",
+                  str(tmp_path / "dhclient6.pid"), "eth0", timeout=90, check=False)
+    assert got.returncode == 0, got.stderr
+    leased6 = [a for a in global6(pc2) if int(ipaddress.IPv6Address(a)) & 0xFFFF >= 0x1000
+               and int(ipaddress.IPv6Address(a)) & 0xFFFFFFFFFFFF0000 == 0]  # PREFIX::1xxx
+    assert len(leased6) == 1, global6(pc2)
+    deadline = time.monotonic() + 10  # the store reaches DNS by polling: no signal
+    while pc1.run("dig", "+short", "pc2.lab.test", "AAAA").stdout.strip() != leased6[0]:
+        assert time.monotonic() < deadline, "pc2.lab.test has no AAAA"
+        time.sleep(0.2)
+    assert pc1.run("dig", "+short", "-x", leased6[0]).stdout.strip() == "pc2.lab.test."
+    # every service by name over IPv6: the zone's AAAA is the bridge's, the lab is dual-stack
+    assert pc1.run("dig", "+short", "www.lab.test", "AAAA").stdout.strip() == "fd00:203::1"
+    page = pc2.run("curl", "-6", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://www/")
+    assert page.stdout == "200"
+    aaaa = pc1.run("dig", "+short", "files.lab.test", "AAAA").stdout.strip()
+    files = pc1.run("smbclient", "//files/public", "-I", aaaa, "-U", "alice%alice", "-c", "ls",
+                    check=False)  # (smbclient has no -6: the address its name has in AAAA)
+    assert files.returncode == 0 and "blocks available" in files.stdout, files.stdout + files.stderr
+    mail = pc2.run("curl", "-6", "-sS", "-u", "alice:alice", "imap://imap.lab.test/", check=False)
+    assert "INBOX" in mail.stdout, mail.stderr
+
     # the whole exchange, as Wireshark on the bridge sees it
     kinds = set(wire.read("dhcp", "dhcp.option.dhcp"))
     assert {"1", "2", "3", "5"} <= kinds, kinds  # DISCOVER OFFER REQUEST ACK
     assert wire.read('dns.qry.name == "www.lab.test" && dns.a == 10.203.0.1')
     assert wire.read('http.request.uri == "/"') and wire.read("smb2.cmd == 3")  # TREE_CONNECT
-    assert wire.read("(_ws.malformed || _ws.expert.severity == error) && !smb2") == []
+    assert wire.read('ipv6.dst == fd00:203::1 && http.request.uri == "/"')  # curl -6
+    assert {"2", "7"} <= set(wire.read("dhcpv6", "dhcpv6.msgtype"))  # ADVERTISE, REPLY
+    assert wire.read("icmpv6.type == 134 && icmpv6.opt.rdnss == fd00:203::1")
+    # (dhclient's own RELEASE carries a Client FQDN option RFC 4704 forbids: not ours)
+    assert wire.read("(_ws.malformed || _ws.expert.severity == error) && !smb2 && "
+                     "!(dhcpv6.msgtype == 8)") == []
 
     gone = protolab("net", "down", env=env)
     assert gone.returncode == 0 and gone.stdout.startswith("removed"), gone.stderr

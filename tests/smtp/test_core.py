@@ -300,3 +300,17 @@ def test_auth_plain_authorization_identity(store, tmp_path):
     assert client.code("AUTH PLAIN " + as_bob) == 535  # alice may not act as bob
     as_self = base64.b64encode(b"alice@lab.test\0alice\0alice").decode()
     assert client.code("AUTH PLAIN " + as_self) == 235
+
+
+def test_address_literals_in_ehlo_and_the_received_header(store, tmp_path):
+    client = Client(store, tmp_path)
+    client.core.peer = "2001:db8::7"  # the conversation of an IPv6 client
+    lines = client.send("EHLO [IPv6:2001:db8::7]")
+    assert lines[0] == "250-mail.lab.test Hello [IPv6:2001:db8::7] [IPv6:2001:db8::7]"
+    for bad in ("[IPv6:zz]", "[300.1.1.1]", "[2001:db8::7]", "[1.2.3.4"):
+        assert client.send(f"EHLO {bad}")[0].startswith("501 5.5.4 Invalid address literal")
+    assert client.code("EHLO [192.0.2.1]") == 250
+    client.send("MAIL FROM:<x@ext.org>", "RCPT TO:<bob@lab.test>", "DATA", "Subject: six",
+                "", "body", ".")
+    assert inbox(store, "bob")[-1].startswith(
+        b"Return-Path: <x@ext.org>\r\nReceived: from [192.0.2.1] ([IPv6:2001:db8::7])\r\n")
