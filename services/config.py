@@ -257,7 +257,9 @@ class LabConfig:
     def mail_domains(self) -> set[str]:
         """The domains whose addresses are the lab's users (lower case): the lab's own, its
         hosts' names (alice@mail.lab.test) and any service's extra `domains` ([smtp]
-        domains). Mail to them is local, and a login as NAME@one-of-them is NAME."""
+        domains). Mail to them is local, and a login as NAME@one-of-them is NAME. These are
+        the static ones: a class team's domain (TEAM.DOMAIN) comes and goes with the store's
+        roster (store.roster.domains), which SMTP and the identity rule ask as well."""
         names = {self.lab.domain, *(self.fqdn(host) for host in self.host_names())}
         for settings in self.services.values():
             names.update(getattr(settings, "domains", ()))

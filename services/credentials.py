@@ -6,6 +6,7 @@ asks this module, so one login name gets one answer everywhere:
 
     alice, Alice, ALICE                      -> alice
     alice@lab.test, ALICE@LAB.TEST           -> alice   (the lab's domain or a mail domain)
+    alice@team07.lab.test                    -> alice   (a class team's domain, live)
     alice@elsewhere.test                     -> nobody  (not a lab address)
     LAB\\alice, WORKGROUP\\alice (SMB only)   -> alice   (the NTLM domain is not checked, as
                                                          a standalone Samba server does)
@@ -13,7 +14,7 @@ asks this module, so one login name gets one answer everywhere:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
 
 
 class Credentials:
-    def __init__(self, users: Users, domains: Iterable[str]) -> None:
+    def __init__(self, users: Users, domains: Iterable[str],
+                 more: Callable[[], Container[str]] = frozenset) -> None:
         self.users = users
         self.domains = {domain.lower().rstrip(".") for domain in domains}
+        self.more = more  # the domains that come and go with the store (class teams')
 
     def name(self, login: str) -> str | None:
         """The lab user `login` names (not checked to exist), or None when it cannot name
@@ -31,7 +34,8 @@ class Credentials:
         login = login.strip()
         local, at, domain = login.rpartition("@")
         if at:
-            if domain.lower().rstrip(".") not in self.domains:
+            domain = domain.lower().rstrip(".")
+            if domain not in self.domains and domain not in self.more():
                 return None
             login = local
         name = login.lower()

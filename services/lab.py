@@ -74,7 +74,8 @@ class Lab:
     @cached_property
     def credentials(self) -> Credentials:
         """The one identity rule (services.credentials): every protocol's logins."""
-        return Credentials(self.store.users, self.config.mail_domains())
+        return Credentials(self.store.users, self.config.mail_domains(),
+                           lambda: self.store.roster.domains(self.config.lab.domain))
 
     @cached_property
     def faults(self) -> Board:

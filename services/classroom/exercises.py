@@ -16,8 +16,9 @@ DATA/exercises/*.toml (one with a shipped file's name replaces it).
 
 Whose an event is: its session's login, when the session logged in; else the student who
 logged in from that client address in any session (a lab host is one student's), or whose
-name is the DHCP lease's host name for that address. Pure functions over events: the
-journal is read by the caller.
+name is the DHCP lease's host name for that address (the store's lease, or the journal's
+record of one: a released lease still says whose the address was). Pure functions over
+events: the journal is read by the caller.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any
 
 CATALOGUE = Path(__file__).with_name("catalogue")
 KINDS = {"open", "close", "command", "reply", "auth", "event", "packet"}
+# DHCP's journal note for an ACK: "dhcp bound 10.0.0.7 to 52:54:00:..:..:.. as stu1"
+BOUND = re.compile(r"^dhcp bound (?P<ip>\S+) to \S+ as (?P<name>[^\s.]+)")
 
 
 class ExerciseError(Exception):
@@ -118,11 +121,16 @@ def owners(events: list[dict[str, Any]], students: set[str],
     """Session id (or, for sessionless events such as DNS, "@ADDRESS") -> student."""
     address_of: dict[str, str] = {}
     by_address: dict[str, set[str]] = {}
+    bound: dict[str, str] = {}  # DHCP sessions that leased an address under a name
     for event in events:
         host = _host(event.get("peer", ""))
         address_of.setdefault(event.get("session", ""), host)
         if event.get("user") in students:
             by_address.setdefault(host, set()).add(event["user"])
+        lease = BOUND.match(event.get("text", "")) if event.get("service") == "dhcp" else None
+        if lease and lease["name"] in students:  # the journal's own record of the lease:
+            bound[event.get("session", "")] = lease["name"]  # it outlives the lease itself
+            by_address.setdefault(lease["ip"], set()).add(lease["name"])
     for address, name in leases.items():
         if name in students:
             by_address.setdefault(address, set()).add(name)
@@ -131,6 +139,8 @@ def owners(events: list[dict[str, Any]], students: set[str],
         session, user = event.get("session", ""), event.get("user", "")
         if user in students:
             result[session] = user  # a login is the strongest evidence of whose it is
+    for session, name in bound.items():
+        result.setdefault(session, name)
     for session, host in address_of.items():
         if session not in result and len(by_address.get(host, ())) == 1:
             result[session] = next(iter(by_address[host]))
@@ -154,13 +164,20 @@ def evaluate(exercises: Iterable[Exercise], events: list[dict[str, Any]], studen
             listener[key] = event.get("text", "")
         sessions.setdefault(key, []).append(event)
     progress = Progress({name: {} for name in students})
+    theirs: dict[str, list[str]] = {}  # student -> their session keys, oldest first
+    for key in sessions:
+        if whose.get(key) in students:
+            theirs.setdefault(whose[key], []).append(key)
+    # a check can only hold in a session of its services: most sessions are skipped unread
+    services = {key: {e.get("service") for e in items} for key, items in sessions.items()}
     for exercise in exercises:
         for student in students:
             evidence: list[str] = []
             for check in exercise.checks:
-                found = next((key for key, items in sessions.items()
-                              if whose.get(key) == student
-                              and _in_order(check, items, listener.get(key, ""))), None)
+                needs = {step.service for step in check}
+                found = next((key for key in theirs.get(student, ())
+                              if needs <= services[key]
+                              and _in_order(check, sessions[key], listener.get(key, ""))), None)
                 if found is None:
                     break
                 evidence.append(found)

@@ -82,7 +82,10 @@ def plan(current: list[Student], wanted: list[Student], existing_users: set[str]
     the roster did not make is refused, never taken over (the teacher's own account)."""
     now = {student.name: student for student in current}
     result = Plan()
+    names = existing_users | {student.name for student in wanted}
     for student in wanted:
+        if student.team in names:  # its share and FTP folder would be a user's home's name
+            raise RosterError(f"team {student.team!r} is also a user's name: rename the team")
         before = now.pop(student.name, None)
         if before is None:
             if student.name in existing_users:

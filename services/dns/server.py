@@ -263,7 +263,8 @@ class DNSService(MultiService):
                              axfr_allowed=allow_list(self.settings.axfr_clients))
         self._expiry: Any = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._live: list[DynamicRecord] | None = None  # what the zone was built from
+        # what the zone was built from: the live records and the class's teams
+        self._live: tuple[list[DynamicRecord], list[str]] | None = None
         self._fault_timer: Any = None
         self.keys: Any = None  # dnssec.Keys, when the zones are signed
         self.worker: ZoneWorker[tuple[Any, ...]] | None = None  # from startService on
@@ -391,9 +392,11 @@ class DNSService(MultiService):
 
         return check
 
-    def _make(self, live: list[DynamicRecord], serial: int) -> tuple[Any, ...]:
-        """The zone of `live`, signed and packed: pure, so it may run in the worker."""
-        zone = build(self.lab.config, self.lab.offset, live, serial)
+    def _make(self, live: list[DynamicRecord], serial: int, teams: list[str]
+              ) -> tuple[Any, ...]:
+        """The zone of `live` (and the class's `teams`' domains), signed and packed: pure,
+        so it may run in the worker."""
+        zone = build(self.lab.config, self.lab.offset, live, serial, teams)
         if self.settings.dnssec != "off" and self.settings.fake_root:
             # one server with the whole chain: a validator (delv) asks it for every DS
             # and DNSKEY
@@ -420,12 +423,13 @@ class DNSService(MultiService):
         net = self.lab.store.net
         now = time.time()
         live = [DynamicRecord(r.name, r.type, r.value, r.ttl) for r in net.live_records(now)]
-        if live != self._live:
+        teams = sorted(self.lab.store.roster.teams())  # the class's team domains
+        if (live, teams) != self._live:
             # The serial moves on every change and never goes back, also across restarts.
             self.serial = max(self.serial + 1, int(now))
             net.set_serial(self.lab.config.lab.domain, self.serial)
-            self._live = live
-            work = functools.partial(self._make, live, self.serial)
+            self._live = (live, teams)
+            work = functools.partial(self._make, live, self.serial, teams)
             if self.worker is None:  # at start-up, before the lab says ready: at once
                 self._install(work())
             else:  # the zone we have answers until the new one is made (background.py)

@@ -133,8 +133,10 @@ def soa(apex: str, ns_host: str, domain: str, serial: int, ttl: int) -> RR:
         ns_host + ".", f"hostmaster.{domain}.", (serial, 3600, 600, 86400, ttl)))
 
 
-def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: int) -> Zone:
-    """The lab's forward zone and the reverse zones of its addresses."""
+def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: int,
+          teams: Iterable[str] = ()) -> Zone:
+    """The lab's forward zone and the reverse zones of its addresses. Each class team
+    (`teams`, from the store's roster) gets its own mail domain inside it."""
     s = config.service("dns")
     domain = config.lab.domain.lower()
     ttl = config.lab.ttl
@@ -175,6 +177,8 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
         if listener.srv and target:
             zone.add(RR(f"{listener.srv}.{domain}.", QTYPE.SRV, ttl=ttl, rdata=SRV(
                 listener.preference, 1, listener.port, config.fqdn(target) + ".")))
+    for team in teams:
+        _team_domain(zone, f"{team}.{domain}", domain, ttl)
 
     for record in dynamic:
         owner = name(record.name)
@@ -205,6 +209,26 @@ def build(config: Any, offset: int, dynamic: Iterable[DynamicRecord], serial: in
             zone.add(zone.apexes[owner[1:]])
     zone.finish()
     return zone
+
+
+def _team_domain(zone: Zone, team_domain: str, domain: str, ttl: int) -> None:
+    """A team's mail domain: the lab domain's MX and SRV records (same servers, same
+    ports) at TEAM.DOMAIN, and autoconfig.TEAM.DOMAIN naming the lab's autoconfig host, so
+    Thunderbird's wizard sets up stu1@team07.lab.test as it does stu1@lab.test."""
+    apex = name(domain)
+    for owner, by_type in list(zone.records.items()):
+        if owner[1:] == apex and owner[:1] == (b"autoconfig",):
+            for rr in by_type.get(QTYPE.A, []) + by_type.get(QTYPE.CNAME, []):
+                target = text(owner) + "." if rr.rtype == QTYPE.A else str(rr.rdata)
+                zone.add(RR(f"autoconfig.{team_domain}.", QTYPE.CNAME, ttl=ttl,
+                            rdata=CNAME(target)))
+        if owner == apex:
+            for rr in by_type.get(QTYPE.MX, []):
+                zone.add(RR(team_domain + ".", QTYPE.MX, ttl=ttl, rdata=rr.rdata))
+        if len(owner) == len(apex) + 2 and owner[2:] == apex and owner[0].startswith(b"_"):
+            for rr in by_type.get(QTYPE.SRV, []):
+                zone.add(RR(f"{text(owner[:2])}.{team_domain}.", QTYPE.SRV, ttl=ttl,
+                            rdata=rr.rdata))
 
 
 def fake_root(config: Any, lab_address: str) -> tuple[Zone, Zone]:

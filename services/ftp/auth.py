@@ -6,6 +6,7 @@ name the client typed (`Alice`, `alice@lab.test`); the lab's identity rule
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
@@ -47,6 +48,11 @@ class StoreAuthorizer:
             return str(self.store.files.public)
         return str(self.store.files.home(self._name(username)))
 
+    def team_dir(self, username: str) -> Path | None:
+        """The folder of the user's class team (mounted at /TEAM), None outside a team."""
+        team = self.store.roster.team_of(self._name(username))
+        return self.store.files.team(team) if team else None
+
     def get_perms(self, username: str) -> str:
         return ANONYMOUS_PERMS if self.is_anonymous(username) else USER_PERMS
 
@@ -56,8 +62,10 @@ class StoreAuthorizer:
         if path is not None and perm in "df":
             # The roots themselves (a home, the public area) are never deleted or renamed.
             real = os.path.realpath(path)
+            team = self.team_dir(username)
             roots = {os.path.realpath(self.store.files.public),
-                     os.path.realpath(self.store.files.homes / self._name(username))}
+                     os.path.realpath(self.store.files.homes / self._name(username)),
+                     *([os.path.realpath(team)] if team else [])}
             return real not in roots
         return True
 

@@ -1,7 +1,8 @@
 """The file tree an FTP session sees, mapped onto the store's directories.
 
-A user sees their home as "/" and the shared public area as "/public" (the home's own
-entry of that name, if any, is hidden: "public" is a reserved name in the lab). An
+A user sees their home as "/", the shared public area as "/public" (the home's own entry
+of that name, if any, is hidden: "public" is a reserved name in the lab) and, in a class
+team, the team's shared folder as "/TEAM" (the same hiding; no other team's is there). An
 anonymous session sees the public area as "/". Every client path goes through
 services.paths.resolve under one of these roots, and nothing else: no path names a file
 outside them, whatever "..", links, separators or odd characters it holds.
@@ -52,33 +53,40 @@ class LabFS(AbstractedFS):
         self.home = Path(os.path.realpath(root))
         public = Path(os.path.realpath(cmd_channel.public_root))
         self.public = public if public != self.home else None  # None: anonymous session
-        self._alias = str(self.home / PUBLIC)  # what a listing of "/" joins for the mount
+        # the folders mounted at "/NAME": the public area, and the session's team's
+        team = cmd_channel.authorizer.team_dir(cmd_channel.username) if self.public else None
+        self.mounts = {PUBLIC: public} if self.public is not None else {}
+        if team is not None:
+            self.mounts[team.name] = Path(os.path.realpath(team))
 
     # --- client path <-> file system path
 
     def ftp2fs(self, ftppath: str) -> str:
         names = paths.parts(self.ftpnorm(ftppath))  # PathError: the handler answers 550
-        if self.public is not None and names[:1] == [PUBLIC]:
-            return str(paths.resolve(self.public, "/".join(names[1:])))
+        if names and names[0] in self.mounts:
+            return str(paths.resolve(self.mounts[names[0]], "/".join(names[1:])))
         return str(paths.resolve(self.home, "/".join(names)))
 
     def fs2ftp(self, fspath: str) -> str:
         real = os.path.realpath(self._real(fspath))
-        if self.public is not None and _inside(str(self.public), real):
-            return "/" + PUBLIC + paths.relative(self.public, Path(real)).rstrip("/")
+        for mount, root in self.mounts.items():
+            if _inside(str(root), real):
+                return "/" + mount + paths.relative(root, Path(real)).rstrip("/")
         if _inside(str(self.home), real):
             return paths.relative(self.home, Path(real))
         return "/"
 
     def validpath(self, path: str) -> bool:
         real = os.path.realpath(self._real(path))
-        return _inside(str(self.home), real) or (
-            self.public is not None and _inside(str(self.public), real))
+        return _inside(str(self.home), real) or any(
+            _inside(str(root), real) for root in self.mounts.values())
 
     def _real(self, path: str) -> str:
-        """The mount point "/public" joined under the home's path is the public area."""
-        if self.public is not None and os.path.normpath(path) == self._alias:
-            return str(self.public)
+        """A mount point ("/public") joined under the home's path is the mounted folder."""
+        normal = os.path.normpath(path)
+        for mount, root in self.mounts.items():
+            if normal == str(self.home / mount):
+                return str(root)
         return path
 
     # --- operations that must not touch the process (cwd) or miss the mount
@@ -114,8 +122,8 @@ class LabFS(AbstractedFS):
 
     def listdir(self, path: str) -> list[str]:
         names = [name for name in os.listdir(path) if not name.startswith(TEMP_PREFIX)]
-        if self.public is not None and os.path.realpath(path) == str(self.home):
-            names = [name for name in names if name != PUBLIC] + [PUBLIC]
+        if self.mounts and os.path.realpath(path) == str(self.home):
+            names = [name for name in names if name not in self.mounts] + list(self.mounts)
         return names
 
     listdirinfo = listdir

@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 from .. import __version__, capture, faults, scenarios
 from ..journal import recent
 from ..store import DiskFull, UserError
+from . import classview
 from .auth import cross_site, login
 from .headers import summary
 from .labinfo import services
@@ -465,6 +466,29 @@ ROUTES = [
     Route("GET", "/journal", "admin", "Recent journal events, oldest first", _journal,
           query={"service": "only this service's events", "since": "Unix time: only "
                  "events after it", "limit": "at most this many (default 500)"}),
+]
+
+# --- the classroom (issue 16): the grid of services/http/classview.py ---------------------
+
+def _class_progress(call: Call) -> Any:
+    return classview.api_progress(call.lab)
+
+
+def _class_student(call: Call) -> Any:
+    name = call.params["user"]
+    if call.lab.store.users.get(name) is None:
+        raise ApiError(404, f"no user {name}")
+    return classview.api_progress(call.lab, name)  # a user not in the roster: no row
+
+
+ROUTES += [
+    Route("GET", "/class/progress", "admin",
+          "The class grid: every exercise, every student (with team) and, per exercise "
+          "done, the journal sessions that show it", _class_progress),
+    Route("GET", "/class/progress/{user}", "owner",
+          "One student's row of the class grid (a student may read their own; a lab "
+          "user not in the roster has none)",
+          _class_student),
 ]
 
 PARAM_EXAMPLES = {"user": "alice", "mailbox": "INBOX", "uid": "1", "id": "1",

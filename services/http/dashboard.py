@@ -213,6 +213,7 @@ def render(lab: Lab, request: Any, problem: str = "") -> bytes:
     event_rows = recent_rows([e for e in events if e["session"] != mine])
     body = f"""<h1>protolab dashboard &mdash; {html.escape(lab.config.lab.domain)}</h1>
 <p>As of {_clock(now)}; this page reloads every {REFRESH_SECONDS} s.</p>
+<p><a href="/lab/class">The class: who did which exercise (live)</a></p>
 {f'<p class=down>{html.escape(problem)}</p>' if problem else ''}
 <h2 id="sessions">Live sessions ({len(sessions)})</h2>
 {_table(["service", "peer", "user", "opened", "last event"], session_rows, "no open sessions")}

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 
-from . import api, autoconfig, dashboard, exercises, http2, portal, userweb
+from . import api, autoconfig, classview, dashboard, exercises, http2, portal, userweb
 from .responses import Body, error_page
 from .site import LabSite, Router
 
@@ -45,6 +45,7 @@ def build_router(lab: Lab) -> Router:
     autoconfig.register(router, lab)
     api.register(router, lab)
     dashboard.register(router, lab)
+    classview.register(router, lab)
     from ..dns.doh import lab_relay, serve  # DoH on the HTTPS port too (issue 21)
 
     relay = lab_relay(lab)

@@ -3,7 +3,9 @@
 impacket's server knows one set of shares and one credentials table for everybody. The
 lab's rule is per user: a share named after each user (their home) for that user only,
 `public` for every logged-in user (and for anonymous sessions when allowed, read-only),
-IPC$ for every session. Share names are compared case-insensitively, as SMB does.
+IPC$ for every session, and a class team's share (named after the team, its folder
+DATA/teams/TEAM) for its members only. Share names are compared case-insensitively, as SMB
+does.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def share_name(unc: str) -> str:
     return unc.replace("/", "\\").rstrip("\\").rsplit("\\", 1)[-1].lower()
 
 
-def grant(files: Any, users: Any, user: str | None, share: str) -> Grant:
-    """What `user` (None: anonymous) gets on `share`, or Denied."""
+def grant(files: Any, users: Any, user: str | None, share: str, roster: Any = None) -> Grant:
+    """What `user` (None: anonymous) gets on `share`, or Denied. `roster`: the store's
+    (services.store.roster), whose teams have shares."""
     if share == IPC:
         return Grant(IPC, "", True)
     if share == PUBLIC:
@@ -45,12 +48,19 @@ def grant(files: Any, users: Any, user: str | None, share: str) -> Grant:
         return Grant(share, str(files.home(user)), False)
     if users.get(share) is not None:
         raise Denied("access denied")  # another user's home
+    if roster is not None and share in roster.teams():
+        if user is not None and roster.team_of(user) == share:
+            return Grant(share, str(files.team(share)), False)
+        raise Denied("access denied")  # another team's folder
     raise Denied("no such share")
 
 
-def visible(user: str | None) -> list[Share]:
-    """The shares `user` (None: anonymous) is shown (srvsvc): exactly those grant opens."""
+def visible(user: str | None, team: str = "") -> list[Share]:
+    """The shares `user` (None: anonymous; in `team`) is shown (srvsvc): exactly those
+    grant opens."""
     shares = [Share(user, STYPE_DISKTREE, f"{user}'s home")] if user else []
+    if user and team:
+        shares.append(Share(team, STYPE_DISKTREE, f"team {team}'s shared folder"))
     return [*shares, Share(PUBLIC, STYPE_DISKTREE, "files every lab user shares"),
             Share("IPC$", STYPE_IPC | STYPE_SPECIAL, "Remote IPC")]
 

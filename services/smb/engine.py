@@ -636,7 +636,8 @@ class LabSMBServer(SMBSERVER):
         request = smb2.SMB2TreeConnect(packet["Data"])
         unc = packet.getData()[request["PathOffset"]:][:request["PathLength"]].decode("utf-16le", "replace")
         try:
-            granted = grant(self.store.files, self.store.users, conn.get("LabUser"), share_name(unc))
+            granted = grant(self.store.files, self.store.users, conn.get("LabUser"),
+                            share_name(unc), self.store.roster)
             if granted.share != IPC and self._fault("access-denied", conn.get("LabUser"),
                                                     granted.share):
                 raise Denied("access denied")  # IPC$ stays: the share list still shows it
@@ -708,7 +709,9 @@ class LabSMBServer(SMBSERVER):
             "FileHandle": PIPE_FILE_DESCRIPTOR, "FileName": f"\\PIPE\\{pipe}",
             "DeleteOnClose": False, "LabTree": packet["TreeID"],
             "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""},
-            "Socket": SrvsvcPipe(visible(conn.get("LabUser")), self.settings.host.upper()[:15])}
+            "Socket": SrvsvcPipe(visible(conn.get("LabUser"),
+                                         self.store.roster.team_of(conn.get("LabUser") or "")),
+                                 self.settings.host.upper()[:15])}
         answer = smb2.SMB2Create_Response()
         answer["CreateAction"], answer["AllocationSize"] = OPENED, 4096
         answer["FileAttributes"] = 0x80  # FILE_ATTRIBUTE_NORMAL, as Windows answers for a pipe

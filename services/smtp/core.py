@@ -439,6 +439,9 @@ class SMTPConversation(Conversation):
         self.line_limit = COMMAND_LIMIT
         self.journal.command(".")
         body = b"".join(self.body)
+        bare = body.count(b"\n") - body.count(b"\r\n")
+        if bare:  # netcat's Enter: the tell of SMTP typed by hand (a classroom exercise)
+            self.journal.event("bare-lf", f"{bare} lines of the message end in LF alone")
         size, sender, recipients = self.size, self.sender or "", self.recipients
         oversize, long_line = self.oversize, self.long_line
         self._reset()

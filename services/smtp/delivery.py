@@ -1,6 +1,9 @@
 """Where mail goes: recipient addresses to lab users, and delivery into their INBOX.
 
-Local domains are the lab's domain, the mail hosts' names in it, and [smtp] domains.
+Local domains are the lab's domain, the mail hosts' names in it, [smtp] domains, and each
+class team's domain (TEAM.LABDOMAIN, from the store's roster: a running lab takes a new team
+within a poll). At a team's domain a member is themselves and any other local part is the
+team's catch-all: every member gets it.
 A local address is a user (NAME, NAME+detail), or an [smtp] address_aliases entry; an
 unknown one is 550 5.1.1; any other domain is 554 relay denied, unless [smtp] catch_all
 names a user who then gets everything (CI mode, like Mailpit).
@@ -29,6 +32,8 @@ ADDRESS_RE = re.compile(
     r'^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~.-]+|"(?:[^"\\\r\n]|\\.)*")'
     r"(?:@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
     r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]))?$")
+
+TEAM = "team:"  # a Verdict's user that is a team's catch-all (no user name has a colon)
 
 
 def address_literal(address: str) -> str:
@@ -77,8 +82,10 @@ def write_now(store: Store) -> Writer:
 
 class MailDrop:
     def __init__(self, store: Store, hostname: str, local_domains: set[str],
-                 aliases: dict[str, str], catch_all: str, write: Writer | None = None) -> None:
+                 aliases: dict[str, str], catch_all: str, write: Writer | None = None,
+                 lab_domain: str = "") -> None:
         self.store = store
+        self.lab_domain = lab_domain  # "": no team domains
         self.write = write or write_now(store)
         self.hostname = hostname
         self.local_domains = {d.lower() for d in local_domains}
@@ -92,6 +99,13 @@ class MailDrop:
     def resolve(self, address: str) -> Verdict:
         local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
         domain = domain.lower()
+        team = self.store.roster.domains(self.lab_domain).get(domain) if at and \
+            self.lab_domain else None
+        if team is not None:
+            member = local.lower().split("+", 1)[0]
+            if member in self.store.roster.teams().get(team, ()):
+                return Verdict(250, f"2.1.5 <{address}>: OK", member)
+            return Verdict(250, f"2.1.5 <{address}>: OK (team {team})", TEAM + team)
         if at and domain not in self.local_domains:
             if self.catch_all:
                 return self._user(self.catch_all, address)
@@ -121,7 +135,9 @@ class MailDrop:
         date = email.utils.formatdate(localtime=True)
         by_user: dict[str, list[str]] = {}
         for address, user in recipients:
-            by_user.setdefault(user, []).append(address)
+            team = user[len(TEAM):] if user.startswith(TEAM) else None
+            for name in self.store.roster.teams().get(team, ()) if team is not None else [user]:
+                by_user.setdefault(name, []).append(address)
         items = []
         for user, addresses in by_user.items():
             # "for" only when there is one recipient: it would disclose Bcc recipients.

@@ -31,7 +31,7 @@ def make_service(lab: Lab) -> MultiService:
     hostname = lab.config.fqdn(settings.host)
     domains = local_domains(lab)
     drop = MailDrop(lab.store, hostname, domains, settings.address_aliases, settings.catch_all,
-                    write=GroupCommit(lab.store))
+                    write=GroupCommit(lab.store), lab_domain=lab.config.lab.domain)
     credentials = lab.credentials
     faults, greylist = lab.faults.find, Greylist()
     root = MultiService()

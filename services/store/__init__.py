@@ -4,6 +4,7 @@
                        the recent journal, the change log
     DATA/homes/USER    each user's files (public_html inside is the user's web space)
     DATA/public        the area every user (and, by a switch, anonymous users) can read
+    DATA/teams/TEAM    a class team's shared folder (its members only: SMB, FTP)
     DATA/tls/          the lab CA and server certificate
     DATA/journal/      the journal as JSON lines
     DATA/run/          one lock per service being served
@@ -54,8 +55,9 @@ class Store:
         self.files.ensure()
         self.users.on_add.append(self.mail.create_defaults)
         self.users.on_add.append(self._make_home)
-        self._seq = self.db.one("SELECT coalesce(max(seq), 0) FROM changes")[0]
         self._subscribers: list[tuple[str, Subscriber]] = []
+        self.subscribe("roster", self.roster.invalidate)
+        self._seq = self.db.one("SELECT coalesce(max(seq), 0) FROM changes")[0]
         self._locks: list[int] = []
 
     def _make_home(self, tx: Tx, name: str) -> None:

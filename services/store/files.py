@@ -28,6 +28,7 @@ class Files:
     def __init__(self, data: Path) -> None:
         self.homes = data / "homes"
         self.public = data / "public"
+        self.teams = data / "teams"
 
     def home(self, user: str) -> Path:
         """The user's home (made if missing); its public_html is the user's web space.
@@ -37,6 +38,14 @@ class Files:
         if os.path.realpath(home) != os.path.join(os.path.realpath(self.homes), user):
             raise StoreError(f"the home of {user!r} leads out of {self.homes}: refused")
         return home
+
+    def team(self, team: str) -> Path:
+        """A class team's shared folder (made if missing); `team` is one DNS label, as
+        the roster checks, and checked again here as a name (the root of a path rule)."""
+        self._home(team)  # a valid name, or StoreError
+        folder = self.teams / team
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def web(self, user: str) -> Path:
         return self.home(user) / "public_html"

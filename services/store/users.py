@@ -110,6 +110,29 @@ class Users:
                 hook(tx, name)
         return self.get(name)  # type: ignore[return-value]
 
+    def add_many(self, users: list[tuple[str, str]]) -> None:
+        """Add (name, password) pairs in one transaction (one fsync for a class of 30, not
+        30), hashing in threads first: PBKDF2 releases the GIL. All or none."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        for name, _ in users:
+            try:
+                check_name(name)
+            except Invalid as error:
+                raise UserError(error.message) from None
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            hashed = list(pool.map(self._secrets, [password for _, password in users]))
+        now = time.time()
+        with self.db.write() as tx:
+            for (name, _), (pw_hash, nt, plain) in zip(users, hashed, strict=True):
+                if tx.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                    raise UserError(f"user {name!r} already exists")
+                tx.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?)",
+                           (name, pw_hash, nt, plain, now, now))
+                tx.changed("users", f"user:{name}")
+                for hook in self.on_add:
+                    hook(tx, name)
+
     def set_password(self, name: str, password: str) -> None:
         pw_hash, nt, plain = self._secrets(password)
         with self.db.write() as tx:

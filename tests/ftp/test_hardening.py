@@ -256,7 +256,8 @@ def test_mkd_and_rnto_on_a_full_disk_are_no_space(tmp_path, monkeypatch):
     (tmp_path / "home").mkdir()
     (tmp_path / "public").mkdir()
     view = fs.LabFS(str(tmp_path / "home"), types.SimpleNamespace(
-        public_root=str(tmp_path / "public")))
+        public_root=str(tmp_path / "public"), username="u",
+        authorizer=types.SimpleNamespace(team_dir=lambda name: None)))
 
     def full(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

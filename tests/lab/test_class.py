@@ -46,6 +46,8 @@ def test_plan_adds_moves_and_removes_only_the_difference():
     assert plan(now, now, {"alice", "bob", "carol"}).empty()
     with pytest.raises(RosterError, match="admin is already a lab user not made by a roster"):
         plan(now, [Student("admin")], {"admin"})
+    with pytest.raises(RosterError, match="team 'bob' is also a user's name"):
+        plan(now, [Student("alice", "bob"), Student("bob")], {"alice", "bob"})
 
 
 def test_render_is_read_back_by_parse():
@@ -151,9 +153,12 @@ def test_steps_of_a_check_must_come_in_order_in_one_session():
         event("a", "10.0.0.7:1", "stu1", "smtp", kind, text) for kind, text in (
             ("command", "EHLO pc"), ("command", "MAIL FROM:<stu1@lab.test>"),
             ("command", "RCPT TO:<stu1@lab.test>"), ("command", "DATA"),
+            ("event", "bare-lf 3 lines of the message end in LF alone"),
             ("event", "delivered 30 bytes from <stu1@lab.test> to stu1 uid 1"))]
     assert evaluate(catalogue(), smtp, {"stu1"}).sessions("stu1", "smtp-by-hand") == ["a"]
-    shuffled = [smtp[0], smtp[5], *smtp[1:5]]  # delivered before the commands: not it
+    by_program = [e for e in smtp if not e["text"].startswith("bare-lf")]  # CR LF: swaks
+    assert evaluate(catalogue(), by_program, {"stu1"}).done["stu1"].get("smtp-by-hand") is None
+    shuffled = [smtp[0], smtp[6], *smtp[1:6]]  # delivered before the commands: not it
     assert evaluate(catalogue(), shuffled, {"stu1"}).done["stu1"].get("smtp-by-hand") is None
     on_587 = [{**e, "text": "submission"} if e["kind"] == "open" else e for e in smtp]
     assert evaluate(catalogue(), on_587, {"stu1"}).done["stu1"].get("smtp-by-hand") is None
@@ -203,3 +208,26 @@ def test_grades_show_exactly_what_each_student_did_with_real_clients(lab, tmp_pa
                     "stu2": {"smtp-by-hand", "mail-pop3-and-imap"}, "stu3": set()}
     table = server.cli("class", "grades").stdout
     assert "stu3" in table and "HTTP: a conditional GET and its 304" in table
+
+
+def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
+    """The DHCP service journals each datagram as a session from the client's address
+    (0.0.0.0 before it has one); the ACK's note names the host, and that makes the address
+    the student's: the release from it, and the DNS questions asked from it."""
+    mac = "52:54:00:12:34:56"
+    events = [
+        event("d1", "0.0.0.0:68", "", "dhcp", "packet", f"DISCOVER from {mac}"),
+        event("d1", "0.0.0.0:68", "", "dhcp", "event", "dhcp offered 10.9.0.100"),
+        event("d2", "0.0.0.0:68", "", "dhcp", "event",
+              f"dhcp bound 10.9.0.100 to {mac} as stu1"),
+        event("-", "10.9.0.100:5000", "", "dns", "packet", "udp . NS -> NOERROR"),
+        event("-", "10.9.0.100:5001", "", "dns", "packet", "udp www.lab.test A -> NOERROR"),
+        event("d3", "10.9.0.100:68", "", "dhcp", "event", "dhcp released 10.9.0.100"),
+        event("d4", "0.0.0.0:68", "", "dhcp", "event", "dhcp bound 10.9.0.101 to 52:54:00:00:00:01 as pc7"),
+    ]
+    progress = evaluate(catalogue(), events, {"stu1", "stu2"})  # no lease left in the store
+    assert progress.sessions("stu1", "dhcp-lease-release") == ["d2", "d3"]
+    assert progress.sessions("stu1", "dns-trace") == ["@10.9.0.100"]
+    assert progress.done["stu2"] == {}
+    plain = [e for e in events if e["text"] != "udp . NS -> NOERROR"]  # a plain dig
+    assert "dns-trace" not in evaluate(catalogue(), plain, {"stu1"}).done["stu1"]
