@@ -138,7 +138,7 @@ def info(name: str, listeners: list[tuple[str, int, str]]) -> ServiceInfo:
     # the roles and preferences the package gives its listeners of these names
     real = {item.name: item for item in registry.listeners(config.default(), name)}
     return ServiceInfo(name=name, summary="", enabled=True, running=True,
-                       host="mail.lab.test", aliases=[], address="127.0.0.1",
+                       host="mail.lab.test", aliases=[], address="127.0.0.1", address6="::1",
                        listeners=[Listener(name, n, p + 3000, tls=t, role=real[n].role,
                                            preference=real[n].preference)
                                   for n, p, t in listeners])
