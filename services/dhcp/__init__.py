@@ -122,7 +122,7 @@ def listeners(config: LabConfig) -> list[Listener]:
     s = config.service("dhcp")
     if not s.interface:
         return [Listener("dhcp", "dhcp", 67, "udp", active=False, note="set [dhcp] interface")]
-    found = [Listener("dhcp", "dhcp", 67, "udp", note=f"on {s.interface} only")]
+    found = [Listener("dhcp", "dhcp", 67, "udp", address="0.0.0.0", note=f"on {s.interface} only")]
     if s.ipv6_prefix:
         found.append(Listener("dhcp", "dhcpv6", 547, "udp", address="[::]",
                               note=f"on {s.interface} only, router advertisements of {s.ipv6_prefix}"))

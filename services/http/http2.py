@@ -116,8 +116,12 @@ class LabStream(H2Stream):
         try:
             conn.conn.send_headers(self.streamID, fields)
             conn.conn.send_data(self.streamID, body, end_stream=True)
-            # The answer is whole; the client may stop sending the body (RFC 9113 8.1).
-            conn.conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
+            if status == 413:
+                # The answer is whole; the client may stop sending the body (RFC 9113 8.1).
+                # Only when a body is on its way: a client refused before it sent one (it
+                # waits for 100 Continue) sends none, and curl 7.88 takes a reset that
+                # arrives with the answer as "Stream error in the HTTP/2 framing layer".
+                conn.conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
         except H2Error:
             pass  # the client reset the stream first, or its window is shut: nothing to say
         if conn._tryToWriteControlData():
@@ -209,6 +213,13 @@ class LabH2Connection(H2Connection):
     def _requestDataReceived(self, event: Any) -> None:
         if event.stream_id in self.streams:
             super()._requestDataReceived(event)
+            return
+        # The body of a stream answered already (refused from its headers, not reset):
+        # dropped, its flow-control credit given back so the client's sending completes.
+        try:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        except H2Error:
+            pass  # the stream is gone on h2's side too: the connection's window only
 
     def _requestEnded(self, event: Any) -> None:
         if event.stream_id in self.streams:

@@ -96,6 +96,13 @@ def test_uploads_auth_and_limits_over_http2(web, tmp_path):
     early = curl("-i", "-u", "bob:bob", "-H", "Expect: 100-continue", "-T", str(source),
                  *MODES["prior-knowledge"](web, "/~alice/h2.html")).stdout
     assert status_of_h2(early) == [403], early
+    # Refused from its headers while its body (over one window's 64 KiB) is already coming:
+    # the body is dropped with its flow-control credit given back, so the client finishes.
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(150_000))
+    eager = curl("-i", "-u", "bob:bob", "-H", "Expect:", "-T", str(body),
+                 *MODES["prior-knowledge"](web, "/~alice/h2.html")).stdout
+    assert status_of_h2(eager) == [403], eager
     big = tmp_path / "big"
     big.write_bytes(os.urandom(UPLOAD_LIMIT + 1))
     for mode in ("alpn", "prior-knowledge"):
