@@ -57,6 +57,7 @@ def run(binary: Path, tests: Path, port: int, log: Path) -> Result:
 def chosen(tests: Path, groups: list[str], into: Path) -> Path:
     """A test directory of only these groups (and their mailboxes)."""
     into.mkdir()
+    (into / "default.mbox").symlink_to(tests / "default.mbox")  # groups without their own
     for name in groups:
         for path in (tests / name, tests / f"{name}.mbox"):
             if path.exists():
