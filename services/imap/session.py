@@ -70,8 +70,18 @@ SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MO
             "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD", "CANCELUPDATE"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
-CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
+# Parsed messages, shared by every session of the process: a message never changes and
+# the key holds the UIDVALIDITY. Ten sessions on one INBOX each parsed every message again
+# with a cache per session (issue 14's stress mix: a third of a FETCH's time).
+ENTITIES: LRU[Entity] = LRU(1024, 32 * 1024 * 1024, lambda e: len(e.header) + len(e.body))
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
+# A FETCH of at most this many messages, of at most QUICK_BYTES together, that writes
+# nothing is answered on the reactor thread: the hand-off to a worker and back costs more
+# than it. A command that writes goes to a worker: its commit waits for the disk (fsync,
+# 10 ms and more on a loaded machine), and the reactor must not wait with it.
+QUICK_MESSAGES = 64
+QUICK_BYTES = 2 * 1024 * 1024
+QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the reactor
 # Each SEARCH RETURN (UPDATE) is searched again after every command that changed the
 # mailbox: a few per session keep that cost bounded (RFC 5267 4.3 lets a server refuse).
 MAX_UPDATES = 8
@@ -131,8 +141,6 @@ class Session:
         self.wants_tls = False  # the adapter must start TLS now
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
-        # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
-        self._cache: LRU[Entity] = LRU(16, CACHE_BYTES, lambda e: len(e.header) + len(e.body))
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
         self._updates: dict[str, Update] = {}  # by the SEARCH's tag
@@ -208,6 +216,31 @@ class Session:
             return
         self.journal.command(self._journal_text(command, raw))
         self.run(command)
+
+    def quick(self, raw: bytes) -> bool:
+        """Whether a command is cheap enough for the reactor thread (see QUICK_MESSAGES);
+        the adapter sends the others to a worker. A command that does not parse is quick."""
+        view = self.view
+        if view is None:
+            return True
+        try:
+            command = parse_command(raw)
+        except ParseError:
+            return True
+        if isinstance(command, Search) and not isinstance(command, Sort | Thread):
+            return len(view) <= QUICK_SEARCH and not search.needs_content(command.keys)
+        if not isinstance(command, Fetch):
+            return False  # STORE, COPY, MOVE, EXPUNGE write; SORT and THREAD read it all
+        try:
+            uids = self._uids(command.set, command.uid)
+        except Bad:
+            return True
+        if len(uids) > QUICK_MESSAGES or sum(view.index[u].size for u in uids) > QUICK_BYTES:
+            return False
+        sets_seen = not view.readonly and any(
+            a in ("RFC822", "RFC822.TEXT") or (isinstance(a, Section) and not a.peek)
+            for a in command.atts)
+        return not (sets_seen and any("\\Seen" not in view.flags(u) for u in uids))
 
     def _journal_text(self, command: Command, raw: bytes) -> str:
         if isinstance(command, Login):
@@ -703,19 +736,15 @@ class Session:
             if not data:
                 raise No("Cannot append an empty message")
             messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
+        # One transaction: on a full disk halfway (DiskFull, answered by run()) none stays.
+        stored = self.mail.append_many([(self.user, mailbox.name, data, flags, stamp, zone)
+                                        for data, flags, stamp, zone in messages])
         uids: list[int] = []
-        try:
-            for data, flags, stamp, zone in messages:
-                mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp,
-                                                   zone)
-                uids.append(uid)
-                self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
-        except DiskFull:
-            # The store offers no transaction over several appends with flags and dates:
-            # the ones already stored are taken back, so none of them stays.
-            if uids:
-                self.mail.expunge(mailbox_id, uids)
-            raise
+        for (data, *_), where in zip(messages, stored, strict=True):
+            if where is None:  # deleted by another session meanwhile
+                raise No("[TRYCREATE] Mailbox does not exist")
+            uids.append(where[1])
+            self.journal.event("append", f"{mailbox.name} uid {where[1]} {len(data)} bytes")
         return f"[APPENDUID {mailbox.uidvalidity} {format_set(uids)}] APPEND completed"
 
     def _catenated(self, parts: list[tuple[str, bytes]]) -> bytes:
@@ -1037,14 +1066,14 @@ class Session:
     def _entity(self, uid: int) -> Entity | None:
         view = self.view
         assert view is not None
-        key = (view.id, uid)
-        entity = self._cache.get(key)
+        key = (view.id, view.mailbox.uidvalidity, uid)
+        entity = ENTITIES.get(key)
         if entity is None:
             data = self.mail.data(view.id, uid)
             if data is None:
                 return None
             entity = Entity.parse(data)  # CRLF already: the store makes it so
-            self._cache.put(key, entity)
+            ENTITIES.put(key, entity)
         return entity
 
     def do_FETCH(self, command: Fetch) -> str:
