@@ -466,6 +466,7 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             while j < len(value) and value[j] not in ' \t\r\n"(<,;' \
                     and not (value[j] == ":" and not in_group):
                 j += 1
+            j = max(j, i + 1)  # a ":" after <...> starts no group: a word, not a loop
             phrase.append(value[i:j])
             i = j
     finish()
