@@ -1,7 +1,7 @@
 """The one least-recently-used cache of the IMAP package.
 
-Two things are kept this way: a session's parsed messages (for its next FETCH) and the
-decoded headers of messages searched lately (shared by every session of the process, what
+Two things are kept this way, both shared by every session of the process: parsed messages
+(for the next FETCH of any session) and the decoded headers of messages searched lately (what
 Dovecot's index cache does for repeated header searches). FETCH and SEARCH run in worker
 threads, hence the lock.
 """

@@ -189,6 +189,22 @@ class Store(Command):
 class Search(Command):
     keys: list[SearchKey]
     returns: list[str] | None = None  # ESEARCH's RETURN (...) (RFC 4731); None: plain SEARCH
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high) (RFC 5267 4.4)
+
+
+@dataclass
+class Notify(Command):
+    """NOTIFY SET [STATUS] (filter (events))... or NOTIFY NONE (RFC 5465)."""
+
+    groups: list[tuple[str, list[str], list[str]]]  # (filter, its mailboxes, events); []: NONE
+    status: bool = False
+
+
+@dataclass
+class CancelUpdate(Command):
+    """CANCELUPDATE (RFC 5267 4.3): the tags of the SEARCH ... RETURN (UPDATE) to end."""
+
+    tags: list[str]
 
 
 @dataclass
@@ -198,6 +214,7 @@ class Sort(Command):
     criteria: list[tuple[str, bool]]  # (key, REVERSE)
     keys: list[SearchKey]
     returns: list[str] | None = None
+    partial: tuple[int, int] | None = None
 
 
 @dataclass

@@ -365,16 +365,30 @@ def _with_encoding(header: bytes, encoding: str) -> bytes:
 
 
 def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
-    delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary.encode("utf-8", "replace"))
-                           + rb"(--)?[ \t]*(?:\r\n|$)")
+    """The parts between the delimiter lines ("--" boundary, at the start of a line,
+    then only blanks; "--" boundary "--" ends them). bytes.find, not a regular expression
+    tried at every position: this was a tenth of a FETCH's time in the stress mix."""
+    marker = b"--" + boundary.encode("utf-8", "replace")
     parts: list[bytes] = []
     start: int | None = None
-    for match in delimiter.finditer(body):
+    pos = 0
+    consumed = 0  # the CRLF that ends a delimiter line does not begin the next one
+    while (at := body.find(marker, pos)) >= 0:
+        pos = at + 1
+        if at and (body[at - 2:at] != b"\r\n" or at - 2 < consumed):
+            continue  # not at the start of a line
+        line_end = body.find(b"\r\n", at + len(marker))
+        if line_end < 0:
+            line_end = len(body)
+        rest = body[at + len(marker):line_end]
+        closing = rest.startswith(b"--")
+        if (rest[2:] if closing else rest).strip(b" \t"):
+            continue  # a line that only begins like the delimiter
         if start is not None:
-            parts.append(body[start:match.start()])
-        if match.group(1):
+            parts.append(body[start:max(at - 2, 0)])
+        if closing:
             return parts
-        start = match.end()
+        start = pos = consumed = min(line_end + 2, len(body))
     if start is not None:
         parts.append(body[start:])
     return parts
@@ -452,6 +466,7 @@ def parse_addresses(value: str) -> list[tuple[str | None, str | None, str | None
             while j < len(value) and value[j] not in ' \t\r\n"(<,;' \
                     and not (value[j] == ":" and not in_group):
                 j += 1
+            j = max(j, i + 1)  # a ":" after <...> starts no group: a word, not a loop
             phrase.append(value[i:j])
             i = j
     finish()

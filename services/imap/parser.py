@@ -21,6 +21,7 @@ from .commands import (
     Append,
     AppendMessage,
     Authenticate,
+    CancelUpdate,
     Command,
     Copy,
     Create,
@@ -31,6 +32,7 @@ from .commands import (
     ListCommand,
     Login,
     MailboxCommand,
+    Notify,
     Rename,
     Search,
     SearchKey,
@@ -754,18 +756,89 @@ def _fetch(p: Parser, tag: str, name: str) -> Fetch:
     return command
 
 
+def _returns(p: Parser) -> tuple[list[str], tuple[int, int] | None]:
+    """RETURN (...)'s options (RFC 4731, RFC 5267): atoms, and PARTIAL's range of result
+    positions (low first, as RFC 5267 4.4 says either order means the same range)."""
+    partial: list[tuple[int, int]] = []
+
+    def option() -> str:
+        word = p.atom().upper()
+        if word == "PARTIAL":
+            p.sp()
+            low = p.nz_number()
+            p.expect(b":")
+            high = p.nz_number()
+            partial.append((min(low, high), max(low, high)))
+        return word
+
+    p.expect(b"RETURN ")
+    returns = p.paren_list(option)
+    p.sp()
+    return returns, partial[0] if partial else None
+
+
 def _search(p: Parser, tag: str, name: str) -> Search:
     p.sp()
-    returns = None
-    if p.maybe(b"RETURN "):  # ESEARCH form (RFC 4731)
-        returns = [w.upper() for w in p.paren_list(p.atom)]
-        p.sp()
+    returns, partial = _returns(p) if p.peek(7).upper() == b"RETURN " else (None, None)
     if p.maybe(b"CHARSET "):
         charset = p.astr().upper()
         if charset not in ("UTF-8", "US-ASCII"):
             raise BadCharset(charset)
         p.sp()
-    return Search(tag, name, _search_keys(p), returns)
+    return Search(tag, name, _search_keys(p), returns, partial)
+
+
+NOTIFY_FILTERS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
+                  "SUBTREE", "MAILBOXES"}
+
+
+def _notify(p: Parser, tag: str, name: str) -> Notify:
+    """NOTIFY (RFC 5465 8): the events are kept as sent (checked by the session); a
+    MessageNew's fetch attributes are read and not used (the lab sends EXISTS only)."""
+    p.sp()
+    if p.maybe(b"NONE"):
+        return Notify(tag, name, [])
+    p.expect(b"SET")
+    status = p.maybe(b" STATUS")
+    groups = []
+    while not p.at_end():
+        p.sp()
+        p.expect(b"(")
+        kind = p.atom().upper()
+        if kind not in NOTIFY_FILTERS:
+            raise ParseError(f"unknown NOTIFY filter {kind[:40]}")
+        names: list[str] = []
+        if kind in ("SUBTREE", "MAILBOXES"):
+            p.sp()
+            names = p.paren_list(lambda: _mailbox(p)) if p.peek() == b"(" else [_mailbox(p)]
+            if not names:
+                raise ParseError("a mailbox is missing")
+        p.sp()
+        events: list[str] = []
+        if not p.maybe(b"NONE"):
+            def event() -> str:
+                word = p.atom()
+                if word.upper() == "MESSAGENEW" and p.peek(2) == b" (":
+                    p.sp()
+                    p.paren_list(lambda: p.word(b" ()"))
+                return word
+            events = p.paren_list(event)
+        p.expect(b")")
+        groups.append((kind, names, events))
+    if not groups:
+        raise ParseError("NOTIFY SET needs at least one event group")
+    return Notify(tag, name, groups, status)
+
+
+def _cancelupdate(p: Parser, tag: str, name: str) -> CancelUpdate:
+    """CANCELUPDATE tag-string *(SP tag-string) (RFC 5267 4.3)."""
+    tags = []
+    while not p.at_end():
+        p.sp()
+        tags.append(_text(p.string()))
+    if not tags:
+        raise ParseError("CANCELUPDATE needs the tags of the searches")
+    return CancelUpdate(tag, name, tags)
 
 
 def _charset(p: Parser) -> None:
@@ -777,10 +850,7 @@ def _charset(p: Parser) -> None:
 
 def _sort(p: Parser, tag: str, name: str) -> Sort:
     p.sp()
-    returns = None
-    if p.maybe(b"RETURN "):  # ESORT (RFC 5267)
-        returns = [w.upper() for w in p.paren_list(p.atom)]
-        p.sp()
+    returns, partial = _returns(p) if p.peek(7).upper() == b"RETURN " else (None, None)
     words = [w.upper() for w in p.paren_list(p.atom)]
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -796,7 +866,7 @@ def _sort(p: Parser, tag: str, name: str) -> Sort:
         raise ParseError("a sort criterion is missing")
     p.sp()
     _charset(p)
-    return Sort(tag, name, criteria, _search_keys(p), returns)
+    return Sort(tag, name, criteria, _search_keys(p), returns, partial)
 
 
 def _thread(p: Parser, tag: str, name: str) -> Thread:
@@ -1028,4 +1098,5 @@ _COMMANDS: dict[str, Callable[[Parser, str, str], Command]] = {
     "MOVE": _copy, "UID FETCH": _fetch, "UID STORE": _store, "UID SEARCH": _search,
     "UID COPY": _copy, "UID MOVE": _copy, "UID EXPUNGE": _uid_expunge, "ENABLE": _enable,
     "ID": _id, "SORT": _sort, "UID SORT": _sort, "THREAD": _thread, "UID THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate, "NOTIFY": _notify,
 }

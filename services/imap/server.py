@@ -150,7 +150,7 @@ class IMAPProtocol(HalfClose, Protocol):
             if event is None:
                 return
             if isinstance(event, Frame) and session.view is not None \
-                    and _worker_command(event.raw):
+                    and _worker_command(event.raw) and not session.quick(event.raw):
                 self._in_worker(event.raw)
                 return
             session.handle(event)

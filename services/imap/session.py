@@ -14,6 +14,7 @@ import binascii
 import bisect
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -21,11 +22,12 @@ from ..credentials import Credentials
 from ..line.conversation import FaultFinder, find_fault
 from ..store import DiskFull
 from ..store.mail import INBOX, SPECIAL, HasChildren, Mail, MailboxExists, NoMailbox
-from . import fetch, listing, search, sort, thread, urls, utf7
+from . import fetch, listing, notify, search, sort, thread, urls, utf7
 from .cache import LRU
 from .commands import (
     Append,
     Authenticate,
+    CancelUpdate,
     Command,
     Copy,
     Create,
@@ -35,6 +37,7 @@ from .commands import (
     ListCommand,
     Login,
     MailboxCommand,
+    Notify,
     Rename,
     Search,
     SearchKey,
@@ -58,17 +61,33 @@ BASE_CAPS = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
 AUTH_CAPS = ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
              "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "ESEARCH", "STATUS=SIZE",
              "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS", "SORT", "SORT=DISPLAY", "ESORT",
-             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY", "CATENATE"]
+             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "BINARY", "CATENATE",
+             "CONTEXT=SEARCH", "NOTIFY"]
 NOT_AUTH = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-                 "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
+                 "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE", "NOTIFY"}
 SELECTED = {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
             "UNSELECT", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
-            "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD"}
+            "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD", "CANCELUPDATE"}
 # While these run, EXPUNGE must not be sent (RFC 3501 7.4.1); their UID forms may.
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
-CACHE_BYTES = 4 * 1024 * 1024  # parsed messages a session keeps for its next FETCH
+# Parsed messages, shared by every session of the process: a message never changes and
+# the key holds the UIDVALIDITY. Ten sessions on one INBOX each parsed every message again
+# with a cache per session (issue 14's stress mix: a third of a FETCH's time).
+ENTITIES: LRU[Entity] = LRU(1024, 32 * 1024 * 1024, lambda e: len(e.header) + len(e.body))
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
+# A FETCH of at most this many messages, of at most QUICK_BYTES together, that writes
+# nothing is answered on the reactor thread: the hand-off to a worker and back costs more
+# than it. A command that writes goes to a worker: its commit waits for the disk (fsync,
+# 10 ms and more on a loaded machine), and the reactor must not wait with it.
+QUICK_MESSAGES = 64
+QUICK_BYTES = 2 * 1024 * 1024
+QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the reactor
+# Each SEARCH RETURN (UPDATE) is searched again after every command that changed the
+# mailbox: a few per session keep that cost bounded (RFC 5267 4.3 lets a server refuse).
+MAX_UPDATES = 8
+# RETURN options that name no result (RFC 4731 3.1): with only these, ALL is meant.
+NO_RESULTS = {"UPDATE", "CONTEXT", "SAVE"}
 
 
 class No(Exception):
@@ -88,6 +107,16 @@ def _check_status_items(items: list[str]) -> None:
     unknown = [item for item in items if item not in STATUS_ITEMS]
     if unknown:
         raise Bad(f"Unknown STATUS item {unknown[0][:40]}")
+
+
+@dataclass
+class Update:
+    """A SEARCH RETURN (UPDATE) still running (RFC 5267 4.3): what its client was told."""
+
+    tag: str
+    uid: bool
+    keys: list[SearchKey]
+    uids: list[int]  # the result as the client knows it, ascending
 
 
 class Session:
@@ -114,10 +143,15 @@ class Session:
         self.wants_tls = False  # the adapter must start TLS now
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
-        # 16 messages, but never more than CACHE_BYTES of them: 16 big ones were 800 MB.
-        self._cache: LRU[Entity] = LRU(16, CACHE_BYTES, lambda e: len(e.header) + len(e.body))
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
+        self._updates: dict[str, Update] = {}  # by the SEARCH's tag
+        self._updates_stale = False  # the view changed since _updates were last checked
+        self._notify: notify.Notify | None = None  # NOTIFY SET's, until NOTIFY NONE
+        self._notify_ends: list[Callable[[], None]] = []  # its store subscriptions
+        self._known: dict[int, tuple[int, int, int]] = {}  # watched: (messages, uidnext, modseq)
+        self._names: set[str] = set()  # mailbox names, as MailboxName events last saw them
+        self._subscribed: set[str] = set()  # subscriptions, as SubscriptionChange saw them
 
     # --- output -----------------------------------------------------------------------
 
@@ -185,6 +219,31 @@ class Session:
         self.journal.command(self._journal_text(command, raw))
         self.run(command)
 
+    def quick(self, raw: bytes) -> bool:
+        """Whether a command is cheap enough for the reactor thread (see QUICK_MESSAGES);
+        the adapter sends the others to a worker. A command that does not parse is quick."""
+        view = self.view
+        if view is None:
+            return True
+        try:
+            command = parse_command(raw)
+        except ParseError:
+            return True
+        if isinstance(command, Search) and not isinstance(command, Sort | Thread):
+            return len(view) <= QUICK_SEARCH and not search.needs_content(command.keys)
+        if not isinstance(command, Fetch):
+            return False  # STORE, COPY, MOVE, EXPUNGE write; SORT and THREAD read it all
+        try:
+            uids = self._uids(command.set, command.uid)
+        except Bad:
+            return True
+        if len(uids) > QUICK_MESSAGES or sum(view.index[u].size for u in uids) > QUICK_BYTES:
+            return False
+        sets_seen = not view.readonly and any(
+            a in ("RFC822", "RFC822.TEXT") or (isinstance(a, Section) and not a.peek)
+            for a in command.atts)
+        return not (sets_seen and any("\\Seen" not in view.flags(u) for u in uids))
+
     def _journal_text(self, command: Command, raw: bytes) -> str:
         if isinstance(command, Login):
             return f"{command.tag} LOGIN {command.user} {self.journal.secret('')}"
@@ -227,6 +286,7 @@ class Session:
     def _end(self, command: Command, status: str, text: str) -> None:
         if self.view is not None and not self.closing:
             self.report(allow_expunge=command.name not in NO_EXPUNGE)
+            self._search_updates()
         if self._fetches:
             self.journal.reply(f"({self._fetches} untagged FETCH responses)")
             self._fetches = 0
@@ -247,13 +307,24 @@ class Session:
                 self._end(command, "BAD", "Expected DONE")
 
     def changed(self, topics: set[str]) -> None:
-        """The store says our mailbox changed (any process): an IDLE client hears now."""
-        if self.idling is not None and self.view is not None \
-                and f"mailbox:{self.view.id}" in topics:
+        """The store says our mailbox changed (any process): an IDLE client hears now, and
+        so does one that asked NOTIFY for the selected mailbox's events."""
+        if self.view is None or f"mailbox:{self.view.id}" not in topics:
+            return
+        if self.idling is not None:
             self.report(allow_expunge=True)
-            self.flush()
+        elif self._notify is not None and (selected := self._notify.selected()) is not None:
+            if selected[0]:
+                self.report(allow_expunge=not selected[1])
+                self._search_updates()
+        self.flush()
 
     def close(self) -> None:
+        """The connection is gone: no more store callbacks for this session."""
+        self._unwatch_selected()
+        self._end_notify()
+
+    def _unwatch_selected(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -271,6 +342,8 @@ class Session:
             return
         if changes.expunged:
             self._expunged(changes.expunged)
+        if changes.new_uids or changes.flags:
+            self._updates_stale = True
         if view.new_keywords(changes.flags + changes.new_uids):
             self._send_flags()
         for uid in changes.flags:
@@ -285,6 +358,10 @@ class Session:
     def _expunged(self, uids: list[int]) -> None:
         view = self.view
         assert view is not None
+        if self._updates:  # told while the expunged still have their numbers (RFC 5267 4.3)
+            gone = set(uids)
+            for update in self._updates.values():
+                self._send_update(update, [u for u in update.uids if u not in gone])
         removed = view.remove(uids)
         if "QRESYNC" in self.enabled:
             if removed:
@@ -462,8 +539,9 @@ class Session:
         return mailbox
 
     def _deselect(self) -> None:
-        self.close()
+        self._unwatch_selected()
         self.view = None
+        self._updates.clear()
 
     def do_SELECT(self, command: Select, readonly: bool = False) -> str:
         if self.view is not None:
@@ -677,19 +755,15 @@ class Session:
             if not data:
                 raise No("Cannot append an empty message")
             messages.append((data, _check_flags(message.flags), *(message.date or (None, 0))))
+        # One transaction: on a full disk halfway (DiskFull, answered by run()) none stays.
+        stored = self.mail.append_many([(self.user, mailbox.name, data, flags, stamp, zone)
+                                        for data, flags, stamp, zone in messages])
         uids: list[int] = []
-        try:
-            for data, flags, stamp, zone in messages:
-                mailbox_id, uid = self.mail.append(self.user, mailbox.name, data, flags, stamp,
-                                                   zone)
-                uids.append(uid)
-                self.journal.event("append", f"{mailbox.name} uid {uid} {len(data)} bytes")
-        except DiskFull:
-            # The store offers no transaction over several appends with flags and dates:
-            # the ones already stored are taken back, so none of them stays.
-            if uids:
-                self.mail.expunge(mailbox_id, uids)
-            raise
+        for (data, *_), where in zip(messages, stored, strict=True):
+            if where is None:  # deleted by another session meanwhile
+                raise No("[TRYCREATE] Mailbox does not exist")
+            uids.append(where[1])
+            self.journal.event("append", f"{mailbox.name} uid {where[1]} {len(data)} bytes")
         return f"[APPENDUID {mailbox.uidvalidity} {format_set(uids)}] APPEND completed"
 
     def _catenated(self, parts: list[tuple[str, bytes]]) -> bytes:
@@ -706,6 +780,96 @@ class Session:
                 text = value.decode("utf-8", "replace")[:200]
                 raise No(f"[BADURL {quote(text)}] The URL names no message of yours") from None
         return b"".join(out)
+
+    # --- NOTIFY (RFC 5465) --------------------------------------------------------------
+
+    def do_NOTIFY(self, command: Notify) -> str:
+        assert self.user is not None
+        try:
+            watch = notify.Notify(command.groups, command.status) if command.groups else None
+        except notify.BadEvent as error:
+            raise No(str(error)) from None
+        self._end_notify()
+        if watch is None:
+            return "NOTIFY completed"
+        self._notify = watch
+        mailboxes = self.mail.mailboxes(self.user)
+        self._names = {m.name for m in mailboxes}
+        self._subscribed = set(self.mail.subscriptions(self.user))
+        for mailbox in mailboxes:
+            if mailbox.noselect or (self.view is not None and self.view.id == mailbox.id):
+                continue
+            events = watch.events(mailbox.name, self._subscribed) & notify.MESSAGE_EVENTS
+            if not events:
+                continue
+            status = self.mail.status(mailbox.id)
+            self._known[mailbox.id] = (status.messages, status.uidnext, status.modseq)
+            if watch.status:
+                self._status_line(mailbox, notify.status_items(events))
+        self._notify_ends = [self._subscribe("mailbox:", self._notified),
+                             self._subscribe(f"mailboxes:{self.user}", self._notified)]
+        return "NOTIFY completed"
+
+    def _end_notify(self) -> None:
+        for end in self._notify_ends:
+            end()
+        self._notify_ends, self._notify, self._known = [], None, {}
+
+    def _notified(self, topics: set[str]) -> None:
+        """Another mailbox changed, or the list of mailboxes did (any process)."""
+        watch = self._notify
+        if watch is None or self.user is None:
+            return
+        if f"mailboxes:{self.user}" in topics:
+            self._mailbox_events(watch)
+        selected = self.view.id if self.view is not None else None
+        for topic in topics:
+            if not topic.startswith("mailbox:") or topic == f"mailbox:{selected}":
+                continue  # the selected one: changed(), through its own subscription
+            mailbox = self.mail.mailbox_by_id(int(topic.removeprefix("mailbox:")))
+            if mailbox is None or mailbox.user != self.user or mailbox.noselect:
+                continue
+            events = watch.events(mailbox.name, self._subscribed) & notify.MESSAGE_EVENTS
+            if events:
+                self._status_change(mailbox, events)
+        self.flush()
+
+    def _status_change(self, mailbox: Any, events: set[str]) -> None:
+        """STATUS for a watched mailbox, with the items of the events that happened."""
+        status = self.mail.status(mailbox.id)
+        now = (status.messages, status.uidnext, status.modseq)
+        before = self._known.get(mailbox.id, (status.messages, status.uidnext, 0))
+        self._known[mailbox.id] = now
+        happened = set()
+        if now[1] != before[1]:
+            happened.add("MESSAGENEW")
+        if now[0] < before[0] + (now[1] - before[1]):  # fewer than before plus the new
+            happened.add("MESSAGEEXPUNGE")
+        if now[2] != before[2] and not happened:
+            happened.add("FLAGCHANGE")
+        items = notify.status_items(events & happened)
+        if items:
+            self._status_line(mailbox, items)
+
+    def _mailbox_events(self, watch: notify.Notify) -> None:
+        """MailboxName (LIST for a new name, LIST (\\NonExistent) for a gone one) and
+        SubscriptionChange (LIST with or without \\Subscribed), RFC 5465 5.4 and 5.5."""
+        assert self.user is not None
+        names = {m.name for m in self.mail.mailboxes(self.user)}
+        subscribed = set(self.mail.subscriptions(self.user))
+        if watch.wants("MAILBOXNAME"):
+            for name in sorted(names - self._names):
+                if "MAILBOXNAME" in watch.events(name, subscribed):
+                    self.send(f'* LIST () "/" {self._wire_name(name)}')
+            for name in sorted(self._names - names):
+                if "MAILBOXNAME" in watch.events(name, self._subscribed):
+                    self.send(f'* LIST (\\NonExistent) "/" {self._wire_name(name)}')
+        if watch.wants("SUBSCRIPTIONCHANGE"):
+            for name in sorted(subscribed ^ self._subscribed):
+                if "SUBSCRIPTIONCHANGE" in watch.events(name, subscribed | self._subscribed):
+                    attrs = "\\Subscribed" if name in subscribed else ""
+                    self.send(f'* LIST ({attrs}) "/" {self._wire_name(name)}')
+        self._names, self._subscribed = names, subscribed
 
     # --- selected --------------------------------------------------------------------
 
@@ -771,7 +935,9 @@ class Session:
             self._condstore()
         returns = command.returns
         if returns is not None:
-            self._esearch(command, found, returns, uses_modseq)
+            self._esearch(command, found, returns, uses_modseq, command.partial)
+            if "UPDATE" in returns:
+                return self._start_update(command, [uid for _, uid in found])
             return "SEARCH completed"
         text = "* SEARCH" + "".join(f" {n}" for n in numbers)
         if uses_modseq and found:
@@ -817,7 +983,9 @@ class Session:
             self._condstore()
         ordered = [(i.seq, i.uid) for i in sort.sort(self._sort_items(found), command.criteria)]
         if command.returns is not None:
-            self._esearch(command, ordered, command.returns, uses_modseq)
+            if "UPDATE" in command.returns:  # CONTEXT=SORT is not offered
+                raise Bad("RETURN (UPDATE) is for SEARCH only here")
+            self._esearch(command, ordered, command.returns, uses_modseq, command.partial)
         else:
             self.send("* SORT" + "".join(f" {uid if command.uid else seq}"
                                          for seq, uid in ordered))
@@ -842,12 +1010,12 @@ class Session:
                 self.send(f"* OK [HIGHESTMODSEQ {self.view.modseq}] Highest")
 
     def _esearch(self, command: Search | Sort, found: list[tuple[int, int]], returns: list[str],
-                 modseq: bool) -> None:
+                 modseq: bool, partial: tuple[int, int] | None) -> None:
         """RFC 4731's answer; with a MODSEQ key, the highest mod-sequence of the messages
-        it names (RFC 7162 3.1.10)."""
+        it names (RFC 7162 3.1.10); PARTIAL: the results at those positions (RFC 5267 4.4)."""
         view = self.view
         assert view is not None
-        returns = returns or ["ALL"]
+        returns = [r for r in returns if r not in NO_RESULTS] or ["ALL"]
         numbers = [uid if command.uid else seq for seq, uid in found]
         parts = [f'(TAG "{command.tag}")'] + (["UID"] if command.uid else [])
         named = found if "ALL" in returns or returns == ["COUNT"] else []
@@ -862,23 +1030,69 @@ class Session:
                 parts.append(f"ALL {format_set(numbers)}")
         if "COUNT" in returns:
             parts.append(f"COUNT {len(numbers)}")
+        if partial is not None:
+            low, high = partial
+            parts.append(f"PARTIAL ({low}:{high} {format_set(numbers[low - 1:high]) or 'NIL'})")
+            named += found[low - 1:high]
         if modseq and named:
             parts.append(f"MODSEQ {max(view.index[uid].modseq for _, uid in named)}")
         self.send("* ESEARCH " + " ".join(parts))
 
     do_UID_SEARCH = do_SEARCH
 
+    # --- CONTEXT=SEARCH (RFC 5267 4.3) ---------------------------------------------------
+
+    def _start_update(self, command: Search, uids: list[int]) -> str:
+        if command.tag not in self._updates and len(self._updates) >= MAX_UPDATES:
+            return f'[NOUPDATE "{command.tag}"] SEARCH completed, without updates'
+        self._updates[command.tag] = Update(command.tag, command.uid, command.keys, uids)
+        return "SEARCH completed"
+
+    def do_CANCELUPDATE(self, command: CancelUpdate) -> str:
+        unknown = [tag for tag in command.tags if tag not in self._updates]
+        if unknown:
+            raise Bad(f"No SEARCH RETURN (UPDATE) has the tag {quote(unknown[0][:40])}")
+        for tag in command.tags:
+            del self._updates[tag]
+        return "CANCELUPDATE completed"
+
+    def _search_updates(self) -> None:
+        """Each running SEARCH RETURN (UPDATE) searched again, its client told what changed:
+        after any command, once the view saw new messages or changed flags."""
+        if not (self._updates and self._updates_stale) or self.view is None:
+            return
+        self._updates_stale = False
+        for update in self._updates.values():
+            self._send_update(update, [uid for _, uid in self._found(update.keys)])
+
+    def _send_update(self, update: Update, uids: list[int]) -> None:
+        """ESEARCH REMOVEFROM, then ADDTO (context-position: where the first of them is in
+        the old, resp. new, result), in the numbers the search used."""
+        view = self.view
+        assert view is not None
+        old, new = set(update.uids), set(uids)
+        head = f'* ESEARCH (TAG "{update.tag}"){" UID" if update.uid else ""}'
+        for kind, changed, within in (("REMOVEFROM", old - new, update.uids),
+                                      ("ADDTO", new - old, uids)):
+            if not changed:
+                continue
+            ordered = sorted(changed)
+            position = bisect.bisect_left(within, ordered[0]) + 1
+            numbers = ordered if update.uid else [view.seq(uid) for uid in ordered]
+            self.send(f"{head} {kind} ({position} {format_set(numbers)})")
+        update.uids = uids
+
     def _entity(self, uid: int) -> Entity | None:
         view = self.view
         assert view is not None
-        key = (view.id, uid)
-        entity = self._cache.get(key)
+        key = (view.id, view.mailbox.uidvalidity, uid)
+        entity = ENTITIES.get(key)
         if entity is None:
             data = self.mail.data(view.id, uid)
             if data is None:
                 return None
             entity = Entity.parse(data)  # CRLF already: the store makes it so
-            self._cache.put(key, entity)
+            ENTITIES.put(key, entity)
         return entity
 
     def do_FETCH(self, command: Fetch) -> str:
@@ -911,6 +1125,7 @@ class Session:
             unseen = [u for u in uids if "\\Seen" not in view.flags(u) and u not in view.ghosts]
             if unseen:
                 changed, _ = self.mail.set_flags(view.id, unseen, ["\\Seen"], "add")
+                self._updates_stale = self._updates_stale or bool(changed)
                 for message in changed:
                     view.update(message)
                     seen_now.add(message.uid)
@@ -943,6 +1158,7 @@ class Session:
         changed, failed = self.mail.set_flags(view.id, live, flags, command.mode, unchanged)
         for message in changed:
             view.update(message)
+        self._updates_stale = self._updates_stale or bool(changed)
         changed_uids = {m.uid for m in changed}
         if view.new_keywords(sorted(changed_uids)):
             self._send_flags()

@@ -93,6 +93,11 @@ SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\D
                                        "\\Draft")}
 
 
+# What append_many() takes: (user, mailbox, data), or with the flags, internal date and
+# its zone (minutes east of UTC) as append() takes them.
+AppendItem = tuple[str, str, bytes] | tuple[str, str, bytes, Iterable[str], float | None, int]
+
+
 class MailError(StoreError):
     pass
 
@@ -501,18 +506,22 @@ class Mail:
             "SELECT uid FROM expunged WHERE mailbox = ? AND modseq > ? ORDER BY uid",
             (mailbox_id, since_modseq))]
 
-    def append_many(self, items: list[tuple[str, str, bytes]]
-                    ) -> list[tuple[int, int] | None]:
-        """Store several messages, (user, mailbox, data) each, in one transaction: one
-        fsync for all (SMTP's group commit); line ends made CRLF as in append(). Returns
-        (mailbox id, uid) per item, None for an item whose mailbox is missing. On disk when
-        this returns."""
+    def append_many(self, items: Sequence[AppendItem]) -> list[tuple[int, int] | None]:
+        """Store several messages in one transaction: one fsync for all (SMTP's group
+        commit), and all or none (IMAP's MULTIAPPEND, RFC 3502: a full disk halfway
+        stores nothing). Each item is (user, mailbox, data), or (user, mailbox, data,
+        flags, internal date, zone) as append() takes them; line ends made CRLF as in
+        append(). Returns (mailbox id, uid) per item, None for an item whose mailbox is
+        missing. On disk when this returns."""
         results: list[tuple[int, int] | None] = []
-        items = [(user, mailbox, crlf(data)) for user, mailbox, data in items]
+        datas = [crlf(item[2]) for item in items]  # before the write lock is taken
         with self.db.write() as tx:
-            for user, mailbox, data in items:
+            for item, data in zip(items, datas, strict=True):
+                flags, internaldate, zone = (item[3], item[4], item[5]) if len(item) == 6 \
+                    else ((), None, 0)
                 row = tx.execute("SELECT id FROM mailboxes WHERE user = ? AND name = ? "
-                                 "AND NOT noselect", (user, _name(mailbox))).fetchone()
+                                 "AND NOT noselect", (item[0], _name(item[1]))).fetchone()
                 results.append(None if row is None else
-                               (row[0], self._insert(tx, row[0], data, (), None)))
+                               (row[0], self._insert(tx, row[0], data, flags, internaldate,
+                                                     zone)))
         return results

@@ -178,6 +178,7 @@ def start_protolab(tmp: Path, users: dict[str, str] | None = None
             [sys.executable, "-m", "services", "serve", "--only", "imap", "--data",
              str(tmp / "data"), "--bind", "127.0.0.1", "--port-offset", str(offset)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             if line.startswith("protolab ready"):
                 return process, 143 + offset

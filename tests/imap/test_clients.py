@@ -87,12 +87,14 @@ SyncState *
 """
 
 
-def snapshot(server) -> dict[str, tuple]:
+def snapshot(server) -> dict[str, str]:
     client = login(server)
     state = {}
     for line in client.list()[1]:
+        assert isinstance(line, bytes), line  # names without literals here
         name = line.decode().rsplit(' "/" ', 1)[1].strip('"')
         status = client.status(f'"{name}"', "(MESSAGES UIDNEXT HIGHESTMODSEQ)")[1][0]
+        assert isinstance(status, bytes), status  # one STATUS line, no literal
         state[name] = status.decode().split("(", 1)[1]
     client.logout()
     return state
@@ -187,6 +189,7 @@ def capture_session(server, capture: Path, session, read: list[str]) -> None:
     port = server.port("imap", "imap")
     tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(capture)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert tshark.stderr is not None  # stderr=PIPE
     try:
         for line in tshark.stderr:  # "Capture started." is the ready signal ("Capturing
             if "Capture started" in line:  # on 'lo'" comes before the capture is running)

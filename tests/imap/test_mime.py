@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.imap import search
+from services.imap.commands import Fetch, Search, Section
 from services.imap.mime import Entity
 from services.imap.parser import parse_command
 from services.store.mail import crlf
@@ -75,13 +76,18 @@ def everything(data: bytes) -> None:
     entity.bodystructure(True)
     entity.bodystructure(False)
     for att in SECTIONS:
-        section = parse_command(b"t FETCH 1 " + att).atts[0]
+        fetch = parse_command(b"t FETCH 1 " + att)
+        assert isinstance(fetch, Fetch)
+        section = fetch.atts[0]
+        assert isinstance(section, Section)
         entity.section(section.part, section.text, section.fields)
     candidate = search.Candidate(("mime test", id(data)), 1, 1, frozenset(), False, 0.0,
                                  len(data), 1, lambda: entity)
     context = search.Context(1, 1)
     for key in KEYS:
-        for parsed in parse_command(b"t SEARCH " + key).keys:
+        command = parse_command(b"t SEARCH " + key)
+        assert isinstance(command, Search)
+        for parsed in command.keys:
             search.matches(parsed, candidate, context)
 
 
@@ -140,3 +146,9 @@ def test_pathological_messages_over_a_socket(lab):
     for key in KEYS:
         assert conn.cmd(b"SEARCH " + key)[-1].startswith(b"t OK"), key
     assert "services/imap/" not in server.stderr()
+
+
+def test_a_colon_after_an_angle_address_ends():
+    """Found by the fuzz test: `<a@b>:` looped for ever (a ":" that starts no group)."""
+    from services.imap.mime import parse_addresses
+    assert parse_addresses("<a@b.example>: x") == [(": x", None, "a", "b.example")]
