@@ -100,6 +100,33 @@ def start_server(server: Host, config: Path, data: Path, errors: Path) -> subpro
     raise AssertionError(f"server did not get ready: {seen} {errors.read_text()}")
 
 
+def stop_server(process: subprocess.Popen, errors: Path) -> None:
+    """SIGTERM, which must end the serve with 0 (its stderr says why not); killed if not."""
+    process.terminate()
+    try:
+        assert process.wait(10) == 0, errors.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def fake_root_lab(prefix: str) -> str:
+    """lab.toml for a server at PREFIX.1 with the fake root and TLD at .2 and .3 and DHCP
+    on eth0 leasing .100-.150 (its host adds .2 and .3 to eth0)."""
+    return f"""
+[lab]
+address = "{prefix}.1"
+[dns]
+fake_root = true
+root_address = "{prefix}.2"
+tld_address = "{prefix}.3"
+[dhcp]
+interface = "eth0"
+range = "{prefix}.100-{prefix}.150"
+"""
+
+
 @pytest.fixture
 def labnet(tmp_path: Path) -> Iterator[LabNet]:
     need_root()
@@ -110,17 +137,7 @@ def labnet(tmp_path: Path) -> Iterator[LabNet]:
         for extra in ("2", "3"):  # the fake root and TLD servers' addresses
             server.run("ip", "addr", "add", f"{prefix}.{extra}/24", "dev", "eth0")
         config = tmp_path / "lab.toml"
-        config.write_text(f"""
-[lab]
-address = "{prefix}.1"
-[dns]
-fake_root = true
-root_address = "{prefix}.2"
-tld_address = "{prefix}.3"
-[dhcp]
-interface = "eth0"
-range = "{prefix}.100-{prefix}.150"
-""")
+        config.write_text(fake_root_lab(prefix))
         observer = net.host("obs", address="9")
         observer.etc("resolv.conf", f"nameserver {server.address}\nsearch lab.test\n")
         process = start_server(server, config, tmp_path / "data", tmp_path / "serve.stderr")
@@ -128,14 +145,7 @@ range = "{prefix}.100-{prefix}.150"
         try:
             yield labnet
         finally:
-            process = labnet.process  # a test may have restarted it
-            process.terminate()
-            try:
-                assert process.wait(10) == 0, (tmp_path / "serve.stderr").read_text()[-2000:]
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            stop_server(labnet.process, tmp_path / "serve.stderr")  # (a test may restart it)
 
 
 def wait_line(process: subprocess.Popen, *markers: str) -> str:

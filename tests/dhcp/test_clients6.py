@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Capture, need, need_root
-from tests.dhcp.test_clients import parse_env, start_server
+from tests.dhcp.test_clients import parse_env, start_server, stop_server
 from tests.netns import Host, Network
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -143,14 +143,7 @@ ipv6_prefix = "{prefix}"
         try:
             yield lab
         finally:
-            process = lab.process  # a test may have restarted it
-            process.terminate()
-            try:
-                assert process.wait(10) == 0, (tmp_path / "serve.stderr").read_text()[-2000:]
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            stop_server(lab.process, tmp_path / "serve.stderr")  # (a test may restart it)
 
 
 def global_addresses(host: Host, prefix: str) -> list[str]:

@@ -179,12 +179,7 @@ def test_grades_show_exactly_what_each_student_did_with_real_clients(lab, tmp_pa
         return done.stdout
 
     # stu1 (127.0.0.2): logs in to the web space, then a conditional GET, and DNS questions
-    curl("127.0.0.2", "-f", "-u", "stu1:pw-one-1", "-T", "-", http + "/~stu1/x.txt")
-    etag = next(line.split(":", 1)[1].strip() for line in
-                curl("127.0.0.2", "-I", http + "/ca.crt").splitlines()
-                if line.lower().startswith("etag:"))
-    assert "304" in curl("127.0.0.2", "-o", "/dev/null", "-w", "%{http_code}",
-                         "-H", f"If-None-Match: {etag}", http + "/ca.crt")
+    login_then_conditional_get(curl, "127.0.0.2", "stu1:pw-one-1", http)
     dns = ["dig", "-b", "127.0.0.2", "@127.0.0.1", "-p", str(server.port("dns", "dns"))]
     for question in (["www.lab.test", "A"], ["lab.test", "MX"], ["-x", "127.0.0.1"],
                      ["lab.test", "AXFR"]):
@@ -231,3 +226,15 @@ def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
     assert progress.done["stu2"] == {}
     plain = [e for e in events if e["text"] != "udp . NS -> NOERROR"]  # a plain dig
     assert "dns-trace" not in evaluate(catalogue(), plain, {"stu1"}).done["stu1"]
+
+
+def login_then_conditional_get(curl, address: str, login: str, http: str) -> None:
+    """A student from `address`: a PUT to their web space as `login` (which makes the
+    address theirs), then a GET of /ca.crt and its conditional repeat, answered 304."""
+    user = login.split(":")[0]
+    curl(address, "-f", "-u", login, "-T", "-", f"{http}/~{user}/x.txt")
+    etag = next(line.split(":", 1)[1].strip() for line in
+                curl(address, "-I", http + "/ca.crt").splitlines()
+                if line.lower().startswith("etag:"))
+    assert "304" in curl(address, "-o", "/dev/null", "-w", "%{http_code}",
+                         "-H", f"If-None-Match: {etag}", http + "/ca.crt")

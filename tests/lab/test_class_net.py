@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, need, need_root
-from tests.dhcp.test_clients import CLIENT_SCRIPT, start_server, wait_line
+from tests.dhcp.test_clients import CLIENT_SCRIPT, fake_root_lab, start_server, stop_server, wait_line
 from tests.netns import Network
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -30,17 +30,7 @@ def test_a_lease_a_release_and_a_trace_are_the_student_the_lease_named(tmp_path)
         for extra in ("2", "3"):  # the fake root's and TLD's addresses
             server.run("ip", "addr", "add", f"{prefix}.{extra}/24", "dev", "eth0")
         config = tmp_path / "lab.toml"
-        config.write_text(f"""
-[lab]
-address = "{prefix}.1"
-[dns]
-fake_root = true
-root_address = "{prefix}.2"
-tld_address = "{prefix}.3"
-[dhcp]
-interface = "eth0"
-range = "{prefix}.100-{prefix}.150"
-""")
+        config.write_text(fake_root_lab(prefix))
         data = tmp_path / "data"
         process = start_server(server, config, data, tmp_path / "serve.stderr")
         try:
@@ -81,10 +71,4 @@ range = "{prefix}.100-{prefix}.150"
                 pc.run("sleep", "0.1")
             assert done == want, protolab("journal", "--service", "dhcp").stdout[-3000:]
         finally:
-            process.terminate()
-            try:
-                assert process.wait(10) == 0, (tmp_path / "serve.stderr").read_text()[-2000:]
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            stop_server(process, tmp_path / "serve.stderr")

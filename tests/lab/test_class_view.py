@@ -12,6 +12,7 @@ import time
 
 from services.http.classview import ladder_svg, rungs
 from tests.conftest import need
+from tests.lab.test_class import login_then_conditional_get
 
 ADMIN = ("admin", "admin")
 ROSTER = "name,team,password\nstu1,team01,pw-one-1\nstu2,team01,pw-two-2\nstu3,team02,pw-three\n"
@@ -91,12 +92,7 @@ def test_the_grid_shows_exactly_what_each_student_did_and_only_to_them(lab, tmp_
     # stu1 (from 127.0.0.2): logs in once (which makes 127.0.0.2 their lab host), then a
     # conditional GET and its 304 with no login
     http_url = f"http://127.0.0.1:{server.port('http', 'http')}"
-    curl("127.0.0.2", "-f", "-u", "stu1:pw-one-1", "-T", "-", http_url + "/~stu1/x.txt")
-    etag = next(line.split(":", 1)[1].strip() for line in
-                curl("127.0.0.2", "-I", http_url + "/ca.crt").splitlines()
-                if line.lower().startswith("etag:"))
-    assert "304" in curl("127.0.0.2", "-o", "/dev/null", "-w", "%{http_code}",
-                         "-H", f"If-None-Match: {etag}", http_url + "/ca.crt")
+    login_then_conditional_get(curl, "127.0.0.2", "stu1:pw-one-1", http_url)
     # stu2 (from 127.0.0.3): SMTP by hand with nc, then reading it over POP3 and IMAP
     typed = ("EHLO pc\nMAIL FROM:<stu2@lab.test>\nRCPT TO:<stu2@lab.test>\nDATA\n"
              "Subject: by hand\n\ntyped\n.\nQUIT\n")

@@ -15,6 +15,7 @@ import pytest
 
 from services import journal, listeners
 from tests.conftest import ROOT, need, need_root, read_until
+from tests.lab.test_startup import HOLDER  # holds 127.0.0.53:53 as systemd-resolved does
 from tests.netns import Network
 
 pytestmark = pytest.mark.skipif(
@@ -219,21 +220,6 @@ def test_a_host_without_ipv6_serves_ipv4_on_the_default_bind(lab, tmp_path):
         finally:
             serve.terminate()
             serve.wait(10)
-
-
-HOLDER = """
-import socket, time
-held = []
-for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-    sock = socket.socket(socket.AF_INET, kind)
-    sock.bind(("127.0.0.53", 53))
-    if kind == socket.SOCK_STREAM:
-        sock.listen()
-    held.append(sock)
-print("held", flush=True)
-time.sleep(120)
-"""
-
 
 def test_dns_on_the_dual_stack_wildcard_binds_around_a_resolver_on_127_0_0_53(tmp_path):
     """systemd-resolved's 127.0.0.53:53 takes the IPv4 wildcard: 53/udp keeps its IPv6

@@ -30,6 +30,7 @@ from services.config import ConfigError, load
 from services.dhcp import codec
 from services.dhcp.core import DHCPCore, MemoryBackend, Pool
 from tests.conftest import ROOT, need, need_root
+from tests.dhcp.test_clients import stop_server
 from tests.netns import Host, run
 
 HOSTS = ("pc1", "pc2")
@@ -207,13 +208,7 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
         untouched(before, up=True)
         yield env
     finally:
-        process.terminate()
-        try:
-            assert process.wait(10) == 0, errors.read_text()[-2000:]
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop_server(process, errors)
         protolab("net", "down", env=env)
     untouched(before, up=False)
 
