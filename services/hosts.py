@@ -28,17 +28,26 @@ def entries(config: LabConfig, dynamic: Iterable[tuple[str, str]] = (),
     `address` replaces the lab's own address ([lab] address), as students' machines reach
     the lab at the teacher's LAN address; hosts with an address of their own keep it."""
     out: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()  # (name, family): a name may have one of each
     for host, host_address in config.host_names().items():
         if address and host_address == config.lab.address and host not in config.hosts:
             host_address = address
         out.append((host_address, config.fqdn(host)))
-        seen.add(config.fqdn(host))
+        seen.add((config.fqdn(host), _family(host_address)))
+    # The zone's AAAA addresses, where the lab is reached at its own addresses (another
+    # machine given `address` reaches it there, not at the lab's ::1 or fd00:...)
+    for host, host_address in ({} if address else config.host_names6()).items():
+        out.append((host_address, config.fqdn(host)))
+        seen.add((config.fqdn(host), 6))
     for name, record_address in dynamic:
-        if name not in seen:
+        if (name, _family(record_address)) not in seen:
             out.append((record_address, name))
-            seen.add(name)
+            seen.add((name, _family(record_address)))
     return out
+
+
+def _family(address: str) -> int:
+    return 6 if ":" in address else 4
 
 
 def render(config: LabConfig, items: list[tuple[str, str]]) -> str:
