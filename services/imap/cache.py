@@ -41,6 +41,12 @@ class LRU(Generic[V]):
             self._entries.move_to_end(key)
             return entry[0]
 
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._total -= old[1]
+
     def put(self, key: Hashable, value: V) -> None:
         size = self._weigh(value) if self._weigh is not None else 0
         with self._lock:

@@ -13,7 +13,7 @@ import base64
 import binascii
 import bisect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -86,6 +86,15 @@ QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the react
 # Each SEARCH RETURN (UPDATE) is searched again after every command that changed the
 # mailbox: a few per session keep that cost bounded (RFC 5267 4.3 lets a server refuse).
 MAX_UPDATES = 8
+
+
+def forget(mailbox: Any, uids: Iterable[int]) -> None:
+    """Drop expunged messages from ENTITIES: another session's FETCH of one it has not
+    yet been told is gone then answers NIL and [EXPUNGEISSUED] (as Dovecot), not the
+    bytes from the cache. (An expunge by another process, POP3's, is not seen here: that
+    FETCH gets the bytes, which RFC 2180 4.1.1 allows.)"""
+    for uid in uids:
+        ENTITIES.discard((mailbox.id, mailbox.uidvalidity, uid))
 # RETURN options that name no result (RFC 4731 3.1): with only these, ALL is meant.
 NO_RESULTS = {"UPDATE", "CONTEXT", "SAVE"}
 
@@ -664,6 +673,7 @@ class Session:
             target = self.mail.create_mailbox(self.user, new)
             uids = [m.uid for m in self.mail.messages(source.id)]
             self.mail.copy(source.id, uids, target.id, move=True)
+            forget(source, uids)
             return "RENAME completed"
         try:
             self.mail.rename_mailbox(self.user, source.name, new)
@@ -882,7 +892,7 @@ class Session:
         if not view.readonly:
             deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)]
             if deleted:
-                self.mail.expunge(view.id, deleted)
+                forget(view.mailbox, self.mail.expunge(view.id, deleted))
         self._deselect()
         return "CLOSE completed"
 
@@ -901,6 +911,7 @@ class Session:
         deleted = [uid for uid in view.uids if "\\Deleted" in view.flags(uid)
                    and (within is None or uid in within)]
         gone = self.mail.expunge(view.id, deleted)
+        forget(view.mailbox, gone)
         self._expunged(gone)
         return f"{command.name} completed"
 
@@ -1198,6 +1209,8 @@ class Session:
                 raise No("[EXPUNGEISSUED] The messages were expunged")
             return f"{command.name} completed (nothing to do)"
         pairs = self.mail.copy(view.id, live, target.id, move=move)
+        if move:
+            forget(view.mailbox, live)
         code = ""
         if pairs:
             code = (f"[COPYUID {target.uidvalidity} {format_set([a for a, _ in pairs])} "
