@@ -60,7 +60,7 @@ def test_a_new_package_is_on_the_portal_and_in_the_autoconfig(jmap):
 
     config = config_module.default()
     infos = [ServiceInfo(name=n, summary="", enabled=True, running=True, host="mail.lab.test",
-                         aliases=[], address="10.0.0.5",
+                         aliases=[], address="10.0.0.5", address6="",
                          listeners=registry.listeners(config, n, 3000))
              for n in registry.names() if n in ("imap", "pop3", "jmap")]
     jmap_info = infos[-1]
