@@ -293,24 +293,16 @@ def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path:
         assert time.monotonic() < deadline, "pc2.lab.test has no AAAA"
         time.sleep(0.2)
     assert pc1.run("dig", "+short", "-x", leased6[0]).stdout.strip() == "pc2.lab.test."
-    # every service by name over IPv6: the zone's AAAA is the bridge's, the lab is dual-stack
+    # the zone's AAAA is the bridge's (serve adopted it), where a lab bound to :: answers;
+    # this lab is bound to the bridge's IPv4 address alone (tests/lab/test_ipv6.py covers
+    # the services over IPv6)
     assert pc1.run("dig", "+short", "www.lab.test", "AAAA").stdout.strip() == "fd00:203::1"
-    page = pc1.run("curl", "-6", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                   "http://www.lab.test/")
-    assert page.stdout == "200"
-    aaaa = pc1.run("dig", "+short", "files.lab.test", "AAAA").stdout.strip()
-    files = pc1.run("smbclient", "//files/public", "-I", aaaa, "-U", "alice%alice", "-c", "ls",
-                    check=False)  # (smbclient has no -6: the address its name has in AAAA)
-    assert files.returncode == 0 and "blocks available" in files.stdout, files.stdout + files.stderr
-    mail = pc1.run("curl", "-6", "-sS", "-u", "alice:alice", "imap://imap.lab.test/", check=False)
-    assert "INBOX" in mail.stdout, mail.stderr
 
     # the whole exchange, as Wireshark on the bridge sees it
     kinds = set(wire.read("dhcp", "dhcp.option.dhcp"))
     assert {"1", "2", "3", "5"} <= kinds, kinds  # DISCOVER OFFER REQUEST ACK
     assert wire.read('dns.qry.name == "www.lab.test" && dns.a == 10.203.0.1')
     assert wire.read('http.request.uri == "/"') and wire.read("smb2.cmd == 3")  # TREE_CONNECT
-    assert wire.read('ipv6.dst == fd00:203::1 && http.request')  # curl -6
     assert {"2", "7"} <= set(wire.read("dhcpv6", "dhcpv6.msgtype"))  # ADVERTISE, REPLY
     assert wire.read("icmpv6.type == 134 && icmpv6.opt.rdnss == fd00:203::1")
     # (dhclient's own RELEASE carries a Client FQDN option RFC 4704 forbids: not ours)
