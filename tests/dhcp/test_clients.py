@@ -209,10 +209,12 @@ def test_udhcpc_lease_name_and_release(labnet: LabNet):
         after = soa_serial(labnet)
         assert after > serial
         deadline = time.monotonic() + 5  # the journal is flushed twice a second
-        while f"serial {after}:" not in (journal := labnet.cli("journal", "--service", "dns")):
+        # (the zone is made in the background: wait for it installed, not only begun)
+        while not re.search(rf"serial {after}: \d+ records",
+                            journal := labnet.cli("journal", "--service", "dns")):
             assert time.monotonic() < deadline, journal
             time.sleep(0.1)
-        zones = re.findall(r"zone lab\.test serial (\d+):", journal)
+        zones = re.findall(r"zone lab\.test serial (\d+): \d+ records", journal)  # installed
         assert zones[-2:] == [str(serial), str(after)], zones
         # release: the name goes
         daemon.send_signal(12)  # SIGUSR2: release
