@@ -185,13 +185,7 @@ def test_grades_show_exactly_what_each_student_did_with_real_clients(lab, tmp_pa
                      ["lab.test", "AXFR"]):
         assert subprocess.run([*dns, *question], capture_output=True, timeout=30).returncode == 0
     # stu2 (127.0.0.3): SMTP typed by hand (bare LF, as nc sends it), then POP3 and IMAP
-    typed = ("EHLO pc\nMAIL FROM:<stu2@lab.test>\nRCPT TO:<stu2@lab.test>\nDATA\n"
-             "Subject: by hand\n\ntyped\n.\nQUIT\n")
-    sent = subprocess.run(["nc", "-q", "5", "-s", "127.0.0.3", "127.0.0.1",
-                           str(server.port("smtp", "smtp"))], input=typed, capture_output=True,
-                          text=True, timeout=30)
-    assert "250 2.0.0" in sent.stdout, sent.stdout
-    curl("127.0.0.3", "-f", "-u", "stu2:pw-two-2", f"pop3://127.0.0.1:{server.port('pop3', 'pop3')}/1")
+    smtp_by_hand_then_pop3(server, curl)
     curl("127.0.0.3", "-f", "-u", "stu2:pw-two-2",
          f"imap://127.0.0.1:{server.port('imap', 'imap')}/INBOX;UID=1")
     server.journal_until("imap", "stu2 ")  # flushed twice a second
@@ -238,3 +232,15 @@ def login_then_conditional_get(curl, address: str, login: str, http: str) -> Non
                 if line.lower().startswith("etag:"))
     assert "304" in curl(address, "-o", "/dev/null", "-w", "%{http_code}",
                          "-H", f"If-None-Match: {etag}", http + "/ca.crt")
+
+
+def smtp_by_hand_then_pop3(server, curl) -> None:
+    """stu2 from 127.0.0.3: a message typed to port 25 with nc (bare LF line ends, the
+    exercise's tell), then read back over POP3."""
+    typed = ("EHLO pc\nMAIL FROM:<stu2@lab.test>\nRCPT TO:<stu2@lab.test>\nDATA\n"
+             "Subject: by hand\n\ntyped\n.\nQUIT\n")
+    sent = subprocess.run(["nc", "-q", "5", "-s", "127.0.0.3", "127.0.0.1",
+                           str(server.port("smtp", "smtp"))], input=typed, capture_output=True,
+                          text=True, timeout=30)
+    assert "250 2.0.0" in sent.stdout, sent.stdout
+    curl("127.0.0.3", "-f", "-u", "stu2:pw-two-2", f"pop3://127.0.0.1:{server.port('pop3', 'pop3')}/1")

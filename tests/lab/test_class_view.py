@@ -12,7 +12,7 @@ import time
 
 from services.http.classview import ladder_svg, rungs
 from tests.conftest import need
-from tests.lab.test_class import login_then_conditional_get
+from tests.lab.test_class import login_then_conditional_get, smtp_by_hand_then_pop3
 
 ADMIN = ("admin", "admin")
 ROSTER = "name,team,password\nstu1,team01,pw-one-1\nstu2,team01,pw-two-2\nstu3,team02,pw-three\n"
@@ -94,14 +94,7 @@ def test_the_grid_shows_exactly_what_each_student_did_and_only_to_them(lab, tmp_
     http_url = f"http://127.0.0.1:{server.port('http', 'http')}"
     login_then_conditional_get(curl, "127.0.0.2", "stu1:pw-one-1", http_url)
     # stu2 (from 127.0.0.3): SMTP by hand with nc, then reading it over POP3 and IMAP
-    typed = ("EHLO pc\nMAIL FROM:<stu2@lab.test>\nRCPT TO:<stu2@lab.test>\nDATA\n"
-             "Subject: by hand\n\ntyped\n.\nQUIT\n")
-    sent = subprocess.run(["nc", "-q", "5", "-s", "127.0.0.3", "127.0.0.1",
-                           str(server.port("smtp", "smtp"))], input=typed, capture_output=True,
-                          text=True, timeout=30)
-    assert "250 2.0.0" in sent.stdout, sent.stdout
-    curl("127.0.0.3", "-f", "-u", "stu2:pw-two-2",
-         f"pop3://127.0.0.1:{server.port('pop3', 'pop3')}/1")
+    smtp_by_hand_then_pop3(server, curl)
     curl("127.0.0.3", "-f", "-u", "stu2:pw-two-2",
          f"imap://127.0.0.1:{server.port('imap', 'imap')}/INBOX;UID=1")
     # the grid shows exactly those once the journal has them (flushed twice a second)
