@@ -17,7 +17,9 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from services.dhcp import codec, codec6
 from services.dhcp.core import DHCPCore, MemoryBackend, Pool
@@ -92,39 +94,42 @@ def flood6(core: DHCPv6Core, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def measure(label: str, exchange: str, durable: str, clients: int,
+            in_memory: Callable[[], tuple[float, list[str]]],
+            stored: Callable[[Any], tuple[float, list[str]]],
+            leases: Callable[[Any], list[Any]]) -> float:
+    """One family's figures: leases in memory, then in a fresh store (the answer sent once
+    the lease is durable); every address given once. Returns the store's rate."""
+    rate, given = in_memory()
+    assert len(set(given)) == len(given), "an address was given twice"
+    print(f"{label}memory leases: {rate:.0f} {exchange}/s, {len(set(given))} distinct addresses "
+          f"for {clients} clients")
+    with tempfile.TemporaryDirectory() as tmp:
+        from services.store import Store
+
+        store = Store(Path(tmp) / "data")
+        rate, given = stored(store.net)
+        held = [lease.ip for lease in leases(store.net)]
+        store.close()
+    assert len(set(given)) == len(given) == len(set(held)) == len(held), "an address was given twice"
+    print(f"{label}store leases (durable {durable}): {rate:.0f} {exchange}/s, {len(set(held))} "
+          f"distinct leases")
+    return rate
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=1000)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    rate, given = run(DHCPCore(POOL, MemoryBackend()), args.clients)
-    assert len(set(given)) == len(given), "an address was given twice"
-    print(f"memory leases: {rate:.0f} DORA/s, {len(set(given))} distinct addresses for "
-          f"{args.clients} clients")
-    with tempfile.TemporaryDirectory() as tmp:
-        from services.store import Store
-
-        store = Store(Path(tmp) / "data")
-        rate, given = run(DHCPCore(POOL, StoreBackend(store.net)), args.clients)
-        held = [lease.ip for lease in store.net.leases()]
-        store.close()
-    assert len(set(given)) == len(given) == len(set(held)) == len(held), "an address was given twice"
-    print(f"store leases (durable ACK): {rate:.0f} DORA/s, {len(set(held))} distinct leases, "
-          f"{args.clients} clients")
-    v4 = rate
-    rate, given = run6(DHCPv6Core(POOL6, MemoryBackend6()), args.clients)
-    assert len(set(given)) == len(given), "an IPv6 address was given twice"
-    print(f"DHCPv6 memory leases: {rate:.0f} SARR/s, {len(set(given))} distinct addresses")
-    with tempfile.TemporaryDirectory() as tmp:
-        from services.store import Store
-
-        store = Store(Path(tmp) / "data")
-        rate, given = run6(DHCPv6Core(POOL6, StoreBackend6(store.net)), args.clients)
-        held = [lease.ip for lease in store.net.leases6()]
-        store.close()
-    assert len(set(given)) == len(given) == len(set(held)) == len(held), "an address was given twice"
-    print(f"DHCPv6 store leases (durable REPLY): {rate:.0f} SARR/s, {len(set(held))} distinct "
-          f"leases; ratio to DHCPv4's DORA/s: {rate / v4:.2f}")
+    v4 = measure("", "DORA", "ACK", args.clients, lambda: run(DHCPCore(POOL, MemoryBackend()), args.clients),
+                 lambda net: run(DHCPCore(POOL, StoreBackend(net)), args.clients),
+                 lambda net: net.leases())
+    v6 = measure("DHCPv6 ", "SARR", "REPLY", args.clients,
+                 lambda: run6(DHCPv6Core(POOL6, MemoryBackend6()), args.clients),
+                 lambda net: run6(DHCPv6Core(POOL6, StoreBackend6(net)), args.clients),
+                 lambda net: net.leases6())
+    print(f"DHCPv6 / DHCPv4 with the store: {v6 / v4:.2f}")
     print(f"DHCPv6 SOLICIT flood, random DUIDs: {flood6(DHCPv6Core(POOL6, MemoryBackend6()), 20000):.0f} "
           f"answered/s, no state kept")
     print(f"load average after: {os.getloadavg()}")
