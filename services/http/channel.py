@@ -37,12 +37,12 @@ import io
 import tempfile
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet import reactor
 from twisted.web import http, server
 
 from ..flow import HalfClose
 from ..store import is_disk_full
 from . import fast, http2
+from .linger import Linger
 
 if TYPE_CHECKING:
     from ..journal import Session
@@ -51,9 +51,7 @@ STATUS_TEXT = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
                408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
                431: b"Request Header Fields Too Large", 501: b"Not Implemented",
                505: b"HTTP Version Not Supported", 507: b"Insufficient Storage"}
-SPOOL_IN_MEMORY = 64 * 1024
-LINGER_SECONDS = 5  # after a refusal, how long the rest of a request is read and dropped
-LINGER_BYTES = 64 * 1024 * 1024  # bodies up to this stay in memory; larger ones go to a temp file
+SPOOL_IN_MEMORY = 64 * 1024  # request bodies up to this stay in memory; larger ones go to a temp file
 MAX_LENGTH_DIGITS = 18  # a Content-Length longer than this is no length (int() has limits too)
 
 
@@ -120,8 +118,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.refused = False
-        self._discarded = 0
-        self._linger: Any = None
+        self.linger = Linger(self.transport)
         self.h2_unchecked = True  # until the first bytes say whether this is HTTP/2
         peer = self.transport.getPeer()
         kind = "https" if self.isSecure() else "http"
@@ -129,8 +126,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
+        self.linger.cancel()
         self.session.close()
 
     # --- half-close ---------------------------------------------------------------------
@@ -181,27 +177,21 @@ class LabChannel(HalfClose, http.HTTPChannel):
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (status, STATUS_TEXT[status], extra, len(body), body))
-        # A lingering close: closing with the client's body still arriving makes the kernel
-        # send a reset, which can destroy the answer before the client reads it. So only
-        # our side is shut; what still comes is read and dropped until the client closes
-        # (or LINGER_SECONDS / LINGER_BYTES pass).
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is None or self.read_closed:  # TLS has no half-close
+        # A lingering close (linger.py): what still comes is read and dropped until the
+        # client closes (or LINGER_SECONDS / LINGER_BYTES pass).
+        if self.read_closed or not self.linger.possible:
             self.loseConnection()
             return
         self._networkProducer.unregisterProducer()
-        half_close()
+        self.linger.start()
         self.setTimeout(None)
-        self._linger = reactor.callLater(LINGER_SECONDS, self.transport.loseConnection)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.refuse(400, "malformed request line or header")
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
-            self._discarded += len(data)
-            if self._discarded > LINGER_BYTES:
-                self.transport.loseConnection()
+            self.linger.drop(data)
             return
         if self.h2_unchecked:
             self.h2_unchecked = False

@@ -42,6 +42,7 @@ from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.server import version as server_version
 
 from . import fast
+from .linger import Linger
 from .responses import assemble
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class LabH2Connection(H2Connection):
         self.upgrade = upgrade
         self.upgraded_request: list[tuple[bytes, bytes]] | None = None  # stream 1's
         self.ended = False
+        self.linger: Linger | None = None  # after a connection error's GOAWAY (_terminate)
 
     def connectionMade(self) -> None:
         if self.upgrade is None:
@@ -191,6 +193,9 @@ class LabH2Connection(H2Connection):
         self.upgraded_request = headers
 
     def dataReceived(self, data: bytes) -> None:
+        if self.linger is not None:
+            self.linger.drop(data)
+            return
         super().dataReceived(data)
         if self.upgraded_request is not None and not self.ended:
             headers, self.upgraded_request = self.upgraded_request, None
@@ -200,8 +205,27 @@ class LabH2Connection(H2Connection):
             self._requestEnded(ended)
             self._tryToWriteControlData()
 
+    def _terminate(self, reason: Failure) -> None:
+        """A connection error (h2's ProtocolError, the header-block bound): the GOAWAY,
+        then a lingering close (linger.py) where Twisted's closes at once - in a frame
+        flood, the reset answering the frames still arriving destroyed the GOAWAY before
+        the client read it."""
+        if not self._tryToWriteControlData():
+            return  # the client is not reading: the timers stay armed, as in Twisted's
+        transport: Any = self.transport
+        linger = Linger(transport)
+        if linger.possible:
+            transport.unregisterProducer()
+            linger.start()
+        else:
+            transport.loseConnection()
+        self.connectionLost(reason, _cancelTimeouts=linger.possible)
+        self.linger = linger  # (after: the transport's own connectionLost ends it)
+
     def connectionLost(self, reason: Any = None, *args: Any, **options: Any) -> None:
         super().connectionLost(reason, *args, **options)  # (Twisted's own _cancelTimeouts)
+        if self.linger is not None:
+            self.linger.cancel()
         # Twisted calls this twice when the client says GOAWAY (once itself, once from the
         # transport); the channel's (the session's close, the limits' count) goes once.
         if not self.ended:
