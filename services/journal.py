@@ -6,7 +6,12 @@ Services call it through small Session objects:
     session.command("EHLO pc1")  /  session.reply("250-mail.lab.test")
     session.auth("alice", ok=True, mechanism="PLAIN", secret="alice")
     session.event("transfer", "RETR a.txt 5120 bytes binary")
+    session.event("tls", "handshake TLSv1.3 ...", {"sni": "www.lab.test", "keylog": True})
     session.close()
+
+An event may carry structured fields (`fields`, a JSON object beside its text) for what a
+check reads (the classroom's exercises): a fact is a field, not words to parse. They are in
+the day files; the store's window keeps the text only.
 
 Events are buffered and flushed twice a second (and at stop) into DATA/journal/DATE.jsonl,
 one JSON object per line, and into a bounded window in the store that feeds the dashboard
@@ -43,8 +48,8 @@ class Session:
     user: str = ""
     closed: bool = field(default=False)
 
-    def _add(self, kind: str, text: str) -> None:
-        self.journal.add(self.service, self.id, self.peer, self.user, kind, text)
+    def _add(self, kind: str, text: str, fields: dict[str, Any] | None = None) -> None:
+        self.journal.add(self.service, self.id, self.peer, self.user, kind, text, fields)
 
     def command(self, text: str) -> None:
         self._add("command", text)
@@ -55,8 +60,8 @@ class Session:
     def packet(self, summary: str) -> None:
         self._add("packet", summary)
 
-    def event(self, what: str, text: str = "") -> None:
-        self._add("event", f"{what} {text}".strip())
+    def event(self, what: str, text: str = "", fields: dict[str, Any] | None = None) -> None:
+        self._add("event", f"{what} {text}".strip(), fields)
 
     def secret(self, value: str) -> str:
         """`value` as the journal should show it (masked unless show_secrets)."""
@@ -115,12 +120,15 @@ class Journal:
         self.add(service, session.id, peer, "", "open", detail)
         return session
 
-    def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str) -> None:
+    def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str,
+            fields: dict[str, Any] | None = None) -> None:
         """Never raises: a service's session must not fail because the journal does."""
         if peer.count(":") > 1 and peer[0] != "[":  # an IPv6 HOST:PORT, as URLs write it
             peer = _bracketed(peer)
         event = {"ts": time.time(), "service": service, "session": session, "peer": peer,
                  "user": user, "kind": kind, "text": text}
+        if fields:
+            event["fields"] = fields
         with self._lock:
             self._buffer.append(event)
             self._waiting += 1

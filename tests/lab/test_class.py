@@ -120,6 +120,9 @@ def test_every_shipped_exercise_loads_and_has_instructions():
     ('title = "t"\n[[check]]\nsteps = [{service = "http", kind = "shout"}]', "kind 'shout' is not"),
     ('title = "t"\n[[check]]\nsteps = [{service = "http", text = "("}]', "check 1: text: "),
     ('title = "t"\n[[check]]\nsteps = [{service = "http", colour = 1}]', "unknown keys colour"),
+    ('title = "t"\n[[check]]\nsteps = [{service = []}]', "check 1: every step needs a service"),
+    ('title = "t"\n[[check]]\nsteps = [{service = "http", fields = 1}]', "check 1: fields: a table"),
+    ('title = "t"\n[[check]]\nsteps = [{service = "http", fields = {sni = "("}}]', "check 1: fields: "),
     ('title = ', "t.toml: "),
 ])
 def test_a_bad_exercise_file_is_one_line_naming_it(tmp_path, text, error):
