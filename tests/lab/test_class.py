@@ -212,8 +212,11 @@ def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
         event("d1", "0.0.0.0:68", "", "dhcp", "event", "dhcp offered 10.9.0.100"),
         event("d2", "0.0.0.0:68", "", "dhcp", "event",
               f"dhcp bound 10.9.0.100 to {mac} as stu1"),
-        event("-", "10.9.0.100:5000", "", "dns", "packet", "udp . NS -> NOERROR"),
-        event("-", "10.9.0.100:5001", "", "dns", "packet", "udp www.lab.test A -> NOERROR"),
+        *({**event("-", f"10.9.0.100:{5000 + n}", "", "dns", "packet", text), "fields": {"view": view}}
+          for n, (text, view) in enumerate((("udp . NS -> NOERROR", "root"),
+                                            ("udp www.lab.test A -> NOERROR", "root"),
+                                            ("udp www.lab.test A -> NOERROR", "tld"),
+                                            ("udp www.lab.test A -> NOERROR", "lab")))),
         event("d3", "10.9.0.100:68", "", "dhcp", "event", "dhcp released 10.9.0.100"),
         event("d4", "0.0.0.0:68", "", "dhcp", "event", "dhcp bound 10.9.0.101 to 52:54:00:00:00:01 as pc7"),
     ]
@@ -223,6 +226,9 @@ def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
     assert progress.done["stu2"] == {}
     plain = [e for e in events if e["text"] != "udp . NS -> NOERROR"]  # a plain dig
     assert "dns-trace" not in evaluate(catalogue(), plain, {"stu1"}).done["stu1"]
+    # ". NS" and then the name from the lab's own server: not down from the root
+    direct = [e for e in events if e.get("fields", {}).get("view") not in ("root", "tld")]
+    assert "dns-trace" not in evaluate(catalogue(), direct, {"stu1"}).done["stu1"]
 
 
 def login_then_conditional_get(curl, address: str, login: str, http: str) -> None:
