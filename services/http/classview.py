@@ -95,7 +95,10 @@ class Classroom:
     def _read_new(self) -> bool:
         """Append the journal lines written since the last look; whether there were any."""
         grew = False
-        for path in sorted(self.directory.glob("*.jsonl")):
+        paths = sorted(self.directory.glob("*.jsonl"))
+        for gone in set(self.offsets) - set(paths):  # pruned (the journal's keep_days)
+            del self.offsets[gone]
+        for path in paths:
             start = self.offsets.get(path, 0)
             try:
                 if os.stat(path).st_size <= start:
