@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import imaplib
 import io
+import os
 import re
 import subprocess
 
@@ -14,8 +15,10 @@ import pytest
 
 from services.classroom.exercises import ExerciseError, catalogue, evaluate, load
 from services.classroom.roster import ALPHABET, RosterError, Student, parse, plan, render
-from tests.conftest import need
+from services.classroom.sheet import render as render_sheet
+from tests.conftest import IN_CI, need
 from tests.ftputil import ftp_login
+from tests.http.test_capture import CHROMIUM
 
 
 def test_parse_takes_a_header_blank_lines_and_comments_and_lowercases():
@@ -98,6 +101,32 @@ def test_import_makes_students_every_service_sees_and_a_second_import_the_differ
     refused = server.cli("class", "import", str(roster))
     assert refused.returncode == 1 and "alice is already a lab user" in refused.stderr
     assert set(exported(server)) == {"stu1", "stu2", "stu4"}
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not IN_CI,
+                    reason="needs Debian's chromium (tests/run installs it)")
+def test_the_sheet_prints_eight_whole_slips_a_page_in_headless_chromium(tmp_path):
+    """Printed (to PDF, as a browser's print dialogue does): A4, eight slips a page, none
+    cut by a page break, without the page's heading and note."""
+    need("chromium", "pdftotext")
+    students = [Student(f"student{n:02d}", f"team{n % 3}", f"pw{n:02d}Xk7mQ9") for n in range(11)]
+    sheet = tmp_path / "sheet.html"
+    sheet.write_text(render_sheet(students, "lab.test", {"lab DNS": "10.0.0.1"}, "AB:" * 31 + "AB"))
+    pdf = tmp_path / "sheet.pdf"
+    printed = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                              "--no-pdf-header-footer", f"--print-to-pdf={pdf}", sheet.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+    assert pdf.exists(), printed.stderr[-2000:]
+    pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout.split("\f")
+    pages = [page for page in pages if page.strip()]
+    assert len(pages) == 2
+    for page, count in zip(pages, (8, 3), strict=True):
+        assert page.count("user name") == count and page.count("lab CA SHA-256") == count
+        assert page.count("password") == count and "Lab accounts" not in page
+    for student in students:  # each slip whole: its name and password on one page
+        assert sum(student.name in page and student.password in page for page in pages) == 1
 
 
 # --- exercises checked from the journal ----------------------------------------------------
