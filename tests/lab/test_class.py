@@ -14,8 +14,18 @@ import subprocess
 import pytest
 
 from services.classroom.exercises import ExerciseError, catalogue, evaluate, load
-from services.classroom.roster import ALPHABET, RosterError, Student, parse, plan, render
+from services.classroom.roster import (
+    ALPHABET,
+    GENERATED_BITS,
+    RosterError,
+    Student,
+    parse,
+    plan,
+    render,
+)
 from services.classroom.sheet import render as render_sheet
+from services.store import Store
+from services.store.users import ITERATIONS, RANDOM_BITS, RANDOM_ITERATIONS
 from tests.conftest import IN_CI, need
 from tests.ftputil import ftp_login
 from tests.http.test_capture import CHROMIUM
@@ -74,7 +84,16 @@ def test_import_makes_students_every_service_sees_and_a_second_import_the_differ
     students = exported(server)
     assert students["stu2"] == ("team01", "given-pw")
     generated = students["stu1"][1]
-    assert len(generated) == 10 and set(generated) <= set(ALPHABET)
+    assert len(generated) == 13 and set(generated) <= set(ALPHABET)
+    # generated passwords (65 random bits) get the cheaper rounds, the teacher's the full
+    assert GENERATED_BITS >= RANDOM_BITS
+    store = Store(server.data)
+    try:
+        rounds = {name: int(store.db.one("SELECT pw_hash FROM users WHERE name = ?",
+                                         (name,))[0].split("$")[1]) for name in students}
+    finally:
+        store.close()
+    assert rounds == {"stu1": RANDOM_ITERATIONS, "stu2": ITERATIONS, "stu3": RANDOM_ITERATIONS}
     # the running lab's services know them at once, with the generated password
     with imaplib.IMAP4("127.0.0.1", server.port("imap", "imap")) as client:
         client.login("stu1", generated)
