@@ -162,10 +162,17 @@ class JournalSettings:
         False, "write passwords and other secrets into the journal instead of masking them"
     )
     recent: int = setting(2000, "how many recent events the store keeps for the dashboard and API")
+    keep_days: int = setting(
+        14, "day files of the journal kept (today's counts; 0: every one), pruned at start "
+            "and at each new day")
+    max_mb: int = setting(
+        1024, "at most this many MB of past days' files (the oldest go first; today's stays; "
+              "0: no cap), pruned at start and at each new day")
 
     def validate(self) -> None:
-        if self.recent < 0:
-            raise Invalid("recent", "must not be negative")
+        for key in ("recent", "keep_days", "max_mb"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, "must not be negative")
 
 
 @dataclass

@@ -6,11 +6,21 @@ Services call it through small Session objects:
     session.command("EHLO pc1")  /  session.reply("250-mail.lab.test")
     session.auth("alice", ok=True, mechanism="PLAIN", secret="alice")
     session.event("transfer", "RETR a.txt 5120 bytes binary")
+    session.event("tls", "handshake TLSv1.3 ...", {"sni": "www.lab.test", "keylog": True})
     session.close()
+
+An event may carry structured fields (`fields`, a JSON object beside its text) for what a
+check reads (the classroom's exercises): a fact is a field, not words to parse. They are in
+the day files; the store's window keeps the text only.
 
 Events are buffered and flushed twice a second (and at stop) into DATA/journal/DATE.jsonl,
 one JSON object per line, and into a bounded window in the store that feeds the dashboard
 and the API. Services may call from any thread (impacket's SMB server runs in threads).
+
+The day files are bounded over a long class: the first flush of a process and the first of
+each new (UTC) day remove the files beyond `keep_days` and, oldest first, past days beyond
+`max_bytes` in all (today's file is never removed: it is the class going on), and say so
+in the journal.
 """
 
 from __future__ import annotations
@@ -43,8 +53,8 @@ class Session:
     user: str = ""
     closed: bool = field(default=False)
 
-    def _add(self, kind: str, text: str) -> None:
-        self.journal.add(self.service, self.id, self.peer, self.user, kind, text)
+    def _add(self, kind: str, text: str, fields: dict[str, Any] | None = None) -> None:
+        self.journal.add(self.service, self.id, self.peer, self.user, kind, text, fields)
 
     def command(self, text: str) -> None:
         self._add("command", text)
@@ -55,8 +65,8 @@ class Session:
     def packet(self, summary: str) -> None:
         self._add("packet", summary)
 
-    def event(self, what: str, text: str = "") -> None:
-        self._add("event", f"{what} {text}".strip())
+    def event(self, what: str, text: str = "", fields: dict[str, Any] | None = None) -> None:
+        self._add("event", f"{what} {text}".strip(), fields)
 
     def secret(self, value: str) -> str:
         """`value` as the journal should show it (masked unless show_secrets)."""
@@ -85,11 +95,13 @@ FLUSH_AT = 5000  # a flood between two timed flushes is written at once
 
 class Journal:
     def __init__(self, directory: Path, store: Store | None = None, show_secrets: bool = False,
-                 recent: int = 2000) -> None:
+                 recent: int = 2000, keep_days: int = 0, max_bytes: int = 0) -> None:
         self.directory = directory
         self.store = store
         self.show_secrets = show_secrets
         self.recent = recent
+        self.keep_days, self.max_bytes = keep_days, max_bytes
+        self._pruned_on = ""  # the day of the last pruning (none yet: the first flush prunes)
         self._buffer: list[dict[str, Any]] = []  # not yet encoded
         self._pending: list[tuple[str, bytes, list[dict[str, Any]]]] = []  # encoded, unwritten
         self._waiting = 0  # events in _buffer and _pending
@@ -115,12 +127,15 @@ class Journal:
         self.add(service, session.id, peer, "", "open", detail)
         return session
 
-    def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str) -> None:
+    def add(self, service: str, session: str, peer: str, user: str, kind: str, text: str,
+            fields: dict[str, Any] | None = None) -> None:
         """Never raises: a service's session must not fail because the journal does."""
         if peer.count(":") > 1 and peer[0] != "[":  # an IPv6 HOST:PORT, as URLs write it
             peer = _bracketed(peer)
         event = {"ts": time.time(), "service": service, "session": session, "peer": peer,
                  "user": user, "kind": kind, "text": text}
+        if fields:
+            event["fields"] = fields
         with self._lock:
             self._buffer.append(event)
             self._waiting += 1
@@ -155,6 +170,7 @@ class Journal:
         error (ENOSPC, EMFILE, SQLITE_FULL) nothing is lost: the events wait, already
         encoded so a retry costs one write (bounded by MAX_BUFFERED), and it is raised."""
         with self._flushing:
+            self._prune_daily()
             try:
                 self._encode()
                 self._write_pending()
@@ -163,6 +179,30 @@ class Journal:
                 self.failing = True
                 raise
             self.failing = False
+
+    def _prune_daily(self) -> None:
+        """At the first flush and the first of each new day: the old day files go. A file
+        that cannot be removed is said, not raised: the events must still be written."""
+        today = _day(time.time())
+        if today == self._pruned_on or not (self.keep_days or self.max_bytes):
+            return
+        self._pruned_on = today
+        try:
+            removed = prune(self.directory, today, self.keep_days, self.max_bytes)
+        except OSError as error:
+            self._note(f"journal: old day files not removed: {error}")
+            return
+        if removed:
+            self._note(f"journal: removed {len(removed)} old day files ({removed[0]} to "
+                       f"{removed[-1]}; keep_days {self.keep_days}, max_mb "
+                       f"{self.max_bytes // 1024 // 1024})")
+
+    def _note(self, text: str) -> None:
+        """The journal's own event, from inside flush() (add() could flush again)."""
+        with self._lock:
+            self._buffer.append({"ts": time.time(), "service": "lab", "session": "-",
+                                 "peer": "-", "user": "", "kind": "event", "text": text})
+            self._waiting += 1
 
     def _encode(self) -> None:
         """Move the buffer into encoded batches, one per day file, in order."""
@@ -174,8 +214,7 @@ class Journal:
             events, self._buffer = self._buffer, []
         by_day: dict[str, list[dict[str, Any]]] = {}
         for event in events:
-            by_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(event["ts"])),
-                              []).append(event)
+            by_day.setdefault(_day(event["ts"]), []).append(event)
         batches = [(day, "".join(json.dumps(e, ensure_ascii=False) + "\n"
                                  for e in day_events).encode(), day_events)
                    for day, day_events in by_day.items()]
@@ -214,6 +253,41 @@ class Journal:
             tx.execute("DELETE FROM journal WHERE id <= (SELECT max(id) FROM journal) - ?",
                        (self.recent,))
         self._window = []
+
+
+def _day(ts: float) -> str:
+    """The day file an event at `ts` goes to (UTC): DATA/journal/DAY.jsonl."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def prune(directory: Path, today: str, keep_days: int, max_bytes: int) -> list[str]:
+    """Remove the day files older than `keep_days` days (today being one; 0: none is too
+    old), then the oldest past days while all the files hold more than `max_bytes` (0: no
+    cap). Today's file and files not named DAY.jsonl stay. Returns the days removed,
+    oldest first. Another process sharing the directory may remove a file first: fine."""
+    import datetime
+
+    first = datetime.date.fromisoformat(today) - datetime.timedelta(days=keep_days - 1)
+    days: list[tuple[str, Path, int]] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            datetime.date.fromisoformat(path.stem)
+            size = path.stat().st_size
+        except (ValueError, FileNotFoundError):
+            continue
+        days.append((path.stem, path, size))
+    total = sum(size for _, _, size in days)
+    removed = []
+    for day, path, size in days:
+        if day >= today:
+            break
+        too_old = bool(keep_days) and day < first.isoformat()
+        if not too_old and not (max_bytes and total > max_bytes):
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(day)
+    return removed
 
 
 def _append(path: Path, data: bytes) -> None:

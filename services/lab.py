@@ -61,7 +61,8 @@ class Lab:
         self.bind, self.bind_note = effective_bind(bind or config.lab.bind)
         self.store = Store(data, keep_plaintext=config.auth.keep_plaintext)
         self.journal = Journal(data / "journal", self.store, config.journal.show_secrets,
-                               config.journal.recent)
+                               config.journal.recent, config.journal.keep_days,
+                               config.journal.max_mb * 1024 * 1024)
         self.strict = False  # serve --strict: one listener that cannot start stops the lab
         # What start-up made of each listener, for the table: (service, name) -> the
         # failure, or how it listens when that is not simply lab.bind.

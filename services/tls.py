@@ -14,6 +14,12 @@ certificates, made once next to the CA, that a handshake serves instead of the r
 when a fault is on for the client. The choice is made per connection when its handshake
 starts (an info callback on the one context), so it covers every TLS the lab speaks over
 that context: implicit TLS ports, STARTTLS, HTTPS and HTTP/2, DoT, FTPS.
+
+Every handshake done over that context is journaled, once, in the session of the
+connection it secures (a `tls handshake ...` event with the fields `version`, `cipher`,
+`sni`, `alpn` and `keylog`, whether its secrets went to the key log): what the classroom's
+key-log exercise is checked from. A connection whose service keeps no journal session
+(FTP's data channels, DoT) has it as an event of its client address and service.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import datetime
 import fcntl
 import ipaddress
 import os
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +37,7 @@ if TYPE_CHECKING:
     from OpenSSL import SSL
 
     from .faults import Board
-    from .journal import Journal
+    from .journal import Journal, Session
 
 VALID_DAYS = 3650
 
@@ -65,6 +73,10 @@ class LabTLS:
         self.fault_dir = directory / "faults"  # FAULTS' certificates: NAME.crt, NAME.key
         self._context: SSL.Context | None = None
         self._fault_pairs: dict[str, tuple[Any, Any]] = {}  # NAME -> (certificate, key)
+        # per connection, until it goes: what its handshakes wrote to the key log
+        self._handshakes: weakref.WeakKeyDictionary[Any, _Handshake] = \
+            weakref.WeakKeyDictionary()
+        self._write_key_line: _KeyLog | None = None
 
     def ensure(self) -> None:
         """Make the CA, the server certificate and the faults' certificates if missing or
@@ -165,9 +177,11 @@ class LabTLS:
             ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
             ctx.set_session_id(b"protolab")
             if self.keylog:
-                ctx.set_keylog_callback(_KeyLog(self.keylog))
+                self._write_key_line = _KeyLog(self.keylog)
+                ctx.set_keylog_callback(self._key_logged)
             if self.faults is not None:
                 self._load_faults()
+            if self.faults is not None or self.journal is not None:
                 ctx.set_info_callback(self._handshake_info)
             self._context = ctx
         return self._context
@@ -182,13 +196,54 @@ class LabTLS:
                 (self.fault_dir / f"{name}.key").read_bytes(), None)
             self._fault_pairs[name] = (cert, key)
 
+    def _key_logged(self, connection: SSL.Connection, line: bytes) -> None:
+        assert self._write_key_line is not None
+        self._write_key_line(connection, line)
+        self._handshakes.setdefault(connection, _Handshake()).lines += 1
+
     def _handshake_info(self, connection: SSL.Connection, where: int, ret: int) -> None:
-        """At the start of each handshake (before the ClientHello is read): the
-        certificate of a TLS fault on for this client, instead of the server's own."""
         from OpenSSL import SSL
 
-        if not where & SSL.SSL_CB_HANDSHAKE_START or self.faults is None:
+        if where & SSL.SSL_CB_HANDSHAKE_START and self.faults is not None:
+            self._serve_fault(connection)
+        if where & SSL.SSL_CB_HANDSHAKE_DONE and self.journal is not None:
+            self._journal_handshake(connection)
+
+    def _journal_handshake(self, connection: SSL.Connection) -> None:
+        """The handshake just done, as one journal event. OpenSSL may say "done" again
+        without a new handshake (TLS 1.3 session tickets): only new key-log lines, or a
+        first report, make an event."""
+        assert self.journal is not None
+        state = self._handshakes.setdefault(connection, _Handshake())
+        if state.reported is not None and state.reported == state.lines:
             return
+        state.reported = state.lines
+        try:
+            version = connection.get_protocol_version_name()
+            cipher = connection.get_cipher_name() or ""
+            sni = (connection.get_servername() or b"").decode("ascii", "replace")
+            alpn = (connection.get_alpn_proto_negotiated() or b"").decode("ascii", "replace")
+            fields = {"version": version, "cipher": cipher, "sni": sni, "alpn": alpn,
+                      "keylog": state.lines > 0}
+            text = " ".join([f"handshake {version} {cipher}", *([f"sni={sni}"] if sni else []),
+                             *([f"alpn={alpn}"] if alpn else []),
+                             f"key log: {state.lines} lines" if state.lines else "no key log"])
+            session = _journal_session(connection)
+            if session is not None:
+                session.event("tls", text, fields)
+                return
+            addresses = _addresses(connection)
+            (host, port), local = addresses or (("", 0), 0)
+            self.journal.add(self.services.get(local, "lab"), "-",
+                             f"{host}:{port}" if host else "-", "", "event", f"tls {text}", fields)
+        except Exception as error:  # OpenSSL calls us: an escape would be lost, say it
+            self.journal.add("lab", "-", "-", "", "event",
+                             f"TLS handshake not journaled: {type(error).__name__}: {error}")
+
+    def _serve_fault(self, connection: SSL.Connection) -> None:
+        """At the start of each handshake (before the ClientHello is read): the
+        certificate of a TLS fault on for this client, instead of the server's own."""
+        assert self.faults is not None
         try:
             addresses = _addresses(connection)
             if addresses is None:
@@ -207,6 +262,31 @@ class LabTLS:
             if self.journal is not None:
                 self.journal.add("lab", "-", "-", "", "event",
                                  f"TLS fault not applied: {type(error).__name__}: {error}")
+
+
+@dataclass
+class _Handshake:
+    lines: int = 0  # key-log lines written for the connection
+    reported: int | None = None  # `lines` when its last handshake was journaled
+
+
+def _journal_session(connection: SSL.Connection) -> Session | None:
+    """The journal session of the service's protocol under the connection's TLS protocol
+    (the app data, see _addresses), through the wrappers between them (the connection
+    limits'): the journal Session it holds as `session` (IMAP: `journal`, beside its
+    IMAP session). None for a connection without one."""
+    from .journal import Session
+
+    protocol = connection.get_app_data()
+    for _ in range(4):  # TLS -> limits -> the service's protocol, at most a wrapper more
+        protocol = getattr(protocol, "wrappedProtocol", None)
+        if protocol is None:
+            return None
+        for name in ("session", "journal"):
+            found = getattr(protocol, name, None)
+            if isinstance(found, Session):
+                return found
+    return None
 
 
 def _addresses(connection: SSL.Connection) -> tuple[tuple[str, int], int] | None:

@@ -25,11 +25,13 @@ def current(store: Store) -> list[Student]:
 
 def apply(store: Store, todo: Plan) -> list[Student]:
     """Make the plan true in the store; returns the students added, with their passwords.
-    The new users are one transaction (their hashes made in parallel), their roster rows
-    another: a class of 30 is two fsyncs, not sixty."""
+    The new users are one transaction (their hashes made in parallel; the passwords the
+    lab generates, random and long enough, with the store's cheaper rounds), their roster
+    rows another: a class of 30 is two fsyncs, not sixty."""
     added = [Student(s.name, s.team, s.password or generate_password()) for s in todo.add]
     if added:
-        store.users.add_many([(s.name, s.password) for s in added])
+        store.users.add_many([(s.name, s.password) for s in added],
+                             random={s.name for s in todo.add if not s.password})
         store.roster.put_many([(s.name, s.team, s.password) for s in added])
     for student in todo.move:
         before = dict((name, pw) for name, _, pw in store.roster.members())[student.name]

@@ -2,14 +2,17 @@
 
 An exercise is one small TOML file: a title, the student's instructions, and the checks
 that show it was done. A check is a list of steps that must all be seen, in order, within
-one session of the student's (a step matches one journal event: its service, its kind,
-the listener the session came in on, a regular expression on its text). Every check of
-an exercise must hold, each in any session:
+one session of the student's (a step matches one journal event: its service, or one of a
+list of them, its kind, the listener the session came in on, a regular expression on its
+text, and its structured fields: a string is a regular expression on the field's value,
+anything else must be equal). Every check of an exercise must hold, each in any session:
 
     title = "A conditional GET"
     instructions = '''curl -v http://www/ ... then again with If-None-Match ...'''
     [[check]]
     steps = [{service = "http", kind = "reply", text = '^304\\b'}]
+    [[check]]   # (another exercise: a TLS handshake whose secrets went to the key log)
+    steps = [{service = ["http", "imap"], kind = "event", fields = {keylog = true}}]
 
 The shipped catalogue is catalogue/*.toml beside this module; a teacher's own go in
 DATA/exercises/*.toml (one with a shipped file's name replaces it).
@@ -42,16 +45,27 @@ class ExerciseError(Exception):
 
 @dataclass(frozen=True)
 class Step:
-    service: str
+    services: frozenset[str]
     kind: str = ""
     listener: str = ""
     text: re.Pattern[str] | None = None
+    fields: tuple[tuple[str, Any], ...] = ()  # (name, a compiled pattern or a value)
 
     def matches(self, event: dict[str, Any], listener: str) -> bool:
-        return (event.get("service") == self.service
+        return (event.get("service") in self.services
                 and (not self.kind or event.get("kind") == self.kind)
                 and (not self.listener or listener == self.listener)
-                and (self.text is None or self.text.search(event.get("text", "")) is not None))
+                and (self.text is None or self.text.search(event.get("text", "")) is not None)
+                and all(_field_matches(event.get("fields") or {}, name, wanted)
+                        for name, wanted in self.fields))
+
+
+def _field_matches(fields: dict[str, Any], name: str, wanted: Any) -> bool:
+    if name not in fields:
+        return False
+    if isinstance(wanted, re.Pattern):
+        return wanted.search(str(fields[name])) is not None
+    return bool(fields[name] == wanted and type(fields[name]) is type(wanted))
 
 
 @dataclass(frozen=True)
@@ -83,20 +97,32 @@ def load(path: Path) -> Exercise:
 
 
 def _step(where: str, number: int, step: Any) -> Step:
-    if not isinstance(step, dict) or not isinstance(step.get("service"), str):
-        raise ExerciseError(f"{where}: check {number}: every step needs a service")
-    unknown = set(step) - {"service", "kind", "listener", "text"}
+    service = step.get("service") if isinstance(step, dict) else None
+    services = [service] if isinstance(service, str) else service
+    if not isinstance(services, list) or not services or \
+            not all(isinstance(name, str) for name in services):
+        raise ExerciseError(f"{where}: check {number}: every step needs a service "
+                            "(a name or a list of names)")
+    unknown = set(step) - {"service", "kind", "listener", "text", "fields"}
     if unknown:
         raise ExerciseError(f"{where}: check {number}: unknown keys {', '.join(sorted(unknown))}")
     kind = step.get("kind", "")
     if kind and kind not in KINDS:
         raise ExerciseError(f"{where}: check {number}: kind {kind!r} is not one of "
                             f"{', '.join(sorted(KINDS))}")
+    fields = step.get("fields", {})
+    if not isinstance(fields, dict):
+        raise ExerciseError(f"{where}: check {number}: fields: a table of field = value")
     try:
         text = re.compile(step["text"]) if "text" in step else None
     except re.error as error:
         raise ExerciseError(f"{where}: check {number}: text: {error}") from None
-    return Step(step["service"], kind, step.get("listener", ""), text)
+    try:
+        wanted = tuple((name, re.compile(value) if isinstance(value, str) else value)
+                       for name, value in sorted(fields.items()))
+    except re.error as error:
+        raise ExerciseError(f"{where}: check {number}: fields: {error}") from None
+    return Step(frozenset(services), kind, step.get("listener", ""), text, wanted)
 
 
 def catalogue(own: Path | None = None) -> list[Exercise]:
@@ -174,9 +200,8 @@ def evaluate(exercises: Iterable[Exercise], events: list[dict[str, Any]], studen
         for student in students:
             evidence: list[str] = []
             for check in exercise.checks:
-                needs = {step.service for step in check}
                 found = next((key for key in theirs.get(student, ())
-                              if needs <= services[key]
+                              if all(step.services & services[key] for step in check)
                               and _in_order(check, sessions[key], listener.get(key, ""))), None)
                 if found is None:
                     break

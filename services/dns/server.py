@@ -48,14 +48,15 @@ class QueryLog:
                                  f"{skipped} more queries not journaled (log_queries)")
         self.count = 0
 
-    def __call__(self, transport: str, peer: tuple[str, int], outcome: Outcome) -> None:
+    def __call__(self, transport: str, peer: tuple[str, int], outcome: Outcome,
+                 view: str = "lab") -> None:
         self.count += 1
         if self.count > self.per_second:
             return
         note = " (forwarded)" if outcome.forward else ""
         text = f"{transport} {describe(outcome.query, outcome.rcode)}{note}"
         where = f"{peer[0]}:{peer[1]}"
-        self.lab.journal.add("dns", "-", where, "", "packet", text)
+        self.lab.journal.add("dns", "-", where, "", "packet", text, {"view": view})
         for fault in outcome.faults:
             self.lab.journal.add("dns", "-", where, "", "event", f"fault {fault}")
 
@@ -139,7 +140,7 @@ class UDPServer(protocol.DatagramProtocol):
         reply, outcome = self.engine.respond_udp(data, addr[0])
         if reply is None and outcome.forward and self.forwarder is not None:
             self.forwarder.forward(data, outcome.query, lambda late: self._late(late, addr))
-        self.log("udp", addr, outcome)
+        self.log("udp", addr, outcome, self.engine.view)
         if reply is not None and outcome.delay:  # the slow fault: later, never blocking
             reactor.callLater(outcome.delay, self._late, reply, addr)
             return None
@@ -226,7 +227,7 @@ class TCPServer(Int16StringReceiver, TimeoutMixin):
                 reactor.callLater(outcome.delay, self._late, message)
             else:
                 self.sendString(message)
-        factory.log(factory.transport, self.peer, outcome)
+        factory.log(factory.transport, self.peer, outcome, factory.engine.view)
         if not outcome.messages and not outcome.forward:
             # a message we could not even answer FORMERR, or the truncate-no-tcp fault
             self.transport.loseConnection()
@@ -297,6 +298,7 @@ class DNSService(MultiService):
         for listener_name, zone, where in (("root", root, self.settings.root_address),
                                            ("tld", tld, self.settings.tld_address)):
             engine = Engine(zone, axfr=False, signed=self._sign(zone, list(zone.delegations)))
+            engine.view = listener_name
             listener = self.lab.listener("dns", listener_name)
             self._udp(listener, lambda e=engine: UDPServer(e, log, None), where)
             tcp = TCPFactory(engine, log, None)

@@ -4,6 +4,10 @@ Thunderbird's account wizard asks http://autoconfig.DOMAIN/mail/config-v1.1.xml 
 /.well-known/autoconfig/mail/config-v1.1.xml on the domain; both are served here on every
 host name. The servers are the registry's listeners by role (mail-access, mail-submission),
 so only the mail services this tree has (and the config enables) are offered, TLS first.
+The domain is the one asked about: a team's (TEAM.DOMAIN, from the class roster) or another
+mail domain of the lab's when the wizard's `emailaddress` or the host asked
+(autoconfig.TEAM.DOMAIN) names it, else the lab's; the servers stay the lab's hosts, which
+serve every domain (and which the certificate names).
 """
 
 from __future__ import annotations
@@ -64,11 +68,30 @@ def document(domain: str, infos: list[ServiceInfo]) -> bytes:
         + "  </emailProvider>\n</clientConfig>\n").encode()
 
 
+def asked_domain(lab_domain: str, teams: set[str], mail_domains: set[str], host: str,
+                 address: str) -> str:
+    """The mail domain a wizard asks about: that of its `emailaddress` (Thunderbird sends
+    it) when mail to it is the lab's (`mail_domains`, `teams`), else a team's domain the
+    host names (autoconfig.TEAM.DOMAIN); else the lab's own (the host names of the lab,
+    www.lab.test, are no domain to configure)."""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    if domain in teams or domain in mail_domains:
+        return domain
+    name = (host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host).lower()
+    name = name.rstrip(".").removeprefix("autoconfig.")
+    return name if name in teams else lab_domain
+
+
 def register(router: Router, lab: Lab) -> None:
     started = time.time()
 
     def serve(request: Any) -> Any:
-        body = document(lab.config.lab.domain, services(lab))
+        config = lab.config
+        teams = set(lab.store.roster.domains(config.lab.domain))
+        host = (request.getHeader(b"host") or b"").decode("ascii", "replace")
+        address = (request.args.get(b"emailaddress") or [b""])[0].decode("utf-8", "replace")
+        domain = asked_domain(config.lab.domain, teams, config.mail_domains(), host, address)
+        body = document(domain, services(lab))
         return Body(body, b"application/xml; charset=utf-8", started).serve(request)
 
     for path in PATHS:

@@ -95,7 +95,10 @@ class Classroom:
     def _read_new(self) -> bool:
         """Append the journal lines written since the last look; whether there were any."""
         grew = False
-        for path in sorted(self.directory.glob("*.jsonl")):
+        paths = sorted(self.directory.glob("*.jsonl"))
+        for gone in set(self.offsets) - set(paths):  # pruned (the journal's keep_days)
+            del self.offsets[gone]
+        for path in paths:
             start = self.offsets.get(path, 0)
             try:
                 if os.stat(path).st_size <= start:
@@ -335,7 +338,7 @@ def rungs(events: list[dict[str, Any]]) -> list[Rung]:
             if arrow:
                 out.append(Rung(at, "s>c", answer))
         elif kind == "event" and text.split(" ", 1)[0] in ("tls", "starttls", "handshake"):
-            out.append(Rung(at, "tls", text))
+            out.append(Rung(at, "tls", _handshake(event.get("fields") or {}) or text))
         elif kind == "event" and text.startswith("transfer"):
             upward = any(word in text for word in TO_SERVER)
             out.append(Rung(at, "bytes>" if upward else "bytes<", text))
@@ -346,6 +349,19 @@ def rungs(events: list[dict[str, Any]]) -> list[Rung]:
         else:
             out.append(Rung(at, "note", f"{kind}: {text}" if kind != "event" else text))
     return out
+
+
+def _handshake(fields: dict[str, Any]) -> str:
+    """A TLS handshake's band, from its journal fields (services/tls.py): what it agreed,
+    whether its secrets are in the key log first (the band has room for about 80
+    characters), then the names the client sent. "" for another TLS event."""
+    if "version" not in fields:
+        return ""
+    parts = [f"{fields['version']} {fields.get('cipher', '')}".strip(),
+             "key logged" if fields.get("keylog") else "no key log"]
+    parts += [f"{name} {fields[key]}" for name, key in (("SNI", "sni"), ("ALPN", "alpn"))
+              if fields.get(key)]
+    return " · ".join(parts)
 
 
 def ladder_svg(events: list[dict[str, Any]], client: str, server: str) -> str:
@@ -387,11 +403,12 @@ def ladder_svg(events: list[dict[str, Any]], client: str, server: str) -> str:
                          f'stroke-width="{width}" marker-end="url(#a)"/>')
             parts.append(f'<text x="{middle}" y="{y - 5}" text-anchor="middle" '
                          f'fill="{colour}">{label}</text>')
-        elif rung.kind == "tls":
+        elif rung.kind == "tls":  # the band's colour says TLS (an emoji lock is a box
+            # where the browser has no emoji font, as on a plain Debian)
             parts.append(f'<rect x="{LEFT}" y="{y - 14}" width="{RIGHT - LEFT}" height="22" '
-                         'fill="#fff3c4" stroke="#c9a200"/>')
-            parts.append(f'<text x="{middle}" y="{y + 2}" text-anchor="middle" '
-                         f'font-weight="bold">&#128274; {label}</text>')
+                         f'fill="#fff3c4" stroke="#c9a200"><title>{e(rung.text)}</title></rect>')
+            parts.append(f'<text x="{middle}" y="{y + 2}" text-anchor="middle" font-size="12" '
+                         f'font-weight="bold">{e(_short(rung.text, 82))}</text>')
         else:  # a note of the server's, between the columns (beside them it would be cut)
             parts.append(f'<circle cx="{RIGHT}" cy="{y}" r="4" fill="#777"/>')
             parts.append(f'<text x="{middle}" y="{y + 4}" text-anchor="middle" fill="#666" '

@@ -3,6 +3,12 @@
 GET and HEAD for everyone; PUT (201 new, 204 replaced), DELETE and MKCOL with Basic auth
 as that user. The path is percent-decoded once, here, then goes through services.paths,
 the one path-safety rule of all file-serving protocols: whatever leaves the home is 403.
+
+/~TEAM/: a class team's shared folder (DATA/teams/TEAM, the one SMB and FTP show its
+members), every method for its members only, with Basic auth as lab users: anyone else is
+asked to log in (401) or refused (403). A team never has a user's name (the roster sees
+to it), so the two never meet; team folders never take the fast path, which serves
+without asking who.
 """
 
 from __future__ import annotations
@@ -124,6 +130,12 @@ class UserWeb:
         except UnicodeDecodeError:
             return error_page(request, 400, "The path is not UTF-8.")
         root = self.root(owner) if owner else None
+        team = root is None and owner in self.lab.store.roster.teams()
+        if team:
+            refused = self.refuse_outsider(request, owner)
+            if refused is not None:
+                return refused
+            root = self.lab.store.files.team(owner)
         if root is None:
             return error_page(request, 404, "No such user.")
         if not slash:
@@ -137,11 +149,12 @@ class UserWeb:
             return self.read(request, root, target, relative)
         if request.method not in WRITE:
             return error_page(request, 405, "Not a method of this space.", {b"Allow": ALLOW})
-        user = login(self.lab, request)
-        if user is None:
-            return challenge(request, realm(owner))
-        if user != owner:
-            return error_page(request, 403, f"Only {owner} may change this web space.")
+        if not team:
+            user = login(self.lab, request)
+            if user is None:
+                return challenge(request, realm(owner))
+            if user != owner:
+                return error_page(request, 403, f"Only {owner} may change this web space.")
         if target == Path(os.path.realpath(root)):
             return error_page(request, 403, "The web space itself cannot be changed.")
         if request.method == b"PUT":
@@ -149,6 +162,15 @@ class UserWeb:
         if request.method == b"DELETE":
             return self.delete(request, target)
         return self.mkcol(request, target)
+
+    def refuse_outsider(self, request: Any, team: str) -> bytes | None:
+        """None for a member of `team` (logged in with Basic auth); else the answer."""
+        user = login(self.lab, request)
+        if user is None:
+            return challenge(request, realm(team))
+        if user not in self.lab.store.roster.teams().get(team, ()):
+            return error_page(request, 403, f"Only the members of {team} may use its folder.")
+        return None
 
     def read(self, request: Any, root: Path, target: Path, relative: str) -> Any:
         try:
@@ -313,7 +335,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def realm(owner: str) -> str:
-    return f"web space of {owner}"
+    return f"web space of {owner}"  # a team's folder too: /~TEAM/ is where both live
 
 
 def register(router: Router, lab: Lab) -> None:
@@ -329,14 +351,16 @@ def register(router: Router, lab: Lab) -> None:
             owner, _, _ = web.split(path.partition(b"?")[0])
         except UnicodeDecodeError:
             return None
-        if web.root(owner) is None:
+        members = lab.store.roster.teams().get(owner) if web.root(owner) is None else (owner,)
+        if members is None:
             return None  # the ordinary path answers 404
         user = login(lab, request)
         if user is None:
             raise Refusal(401, "this needs the owner's name and password (Basic)",
                           www_authenticate(realm(owner)))
-        if user != owner:
-            raise Refusal(403, f"only {owner} may change this web space")
+        if user not in members:
+            raise Refusal(403, f"only {owner} may change this web space" if members == (owner,)
+                          else f"only the members of {owner} may use its folder")
         return None
 
     router.body_sink("/~", early_check)

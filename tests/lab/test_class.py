@@ -7,15 +7,28 @@ from __future__ import annotations
 import csv
 import imaplib
 import io
+import os
 import re
 import subprocess
 
 import pytest
 
 from services.classroom.exercises import ExerciseError, catalogue, evaluate, load
-from services.classroom.roster import ALPHABET, RosterError, Student, parse, plan, render
-from tests.conftest import need
+from services.classroom.roster import (
+    ALPHABET,
+    GENERATED_BITS,
+    RosterError,
+    Student,
+    parse,
+    plan,
+    render,
+)
+from services.classroom.sheet import render as render_sheet
+from services.store import Store
+from services.store.users import ITERATIONS, RANDOM_BITS, RANDOM_ITERATIONS
+from tests.conftest import IN_CI, need
 from tests.ftputil import ftp_login
+from tests.http.test_capture import CHROMIUM
 
 
 def test_parse_takes_a_header_blank_lines_and_comments_and_lowercases():
@@ -71,7 +84,16 @@ def test_import_makes_students_every_service_sees_and_a_second_import_the_differ
     students = exported(server)
     assert students["stu2"] == ("team01", "given-pw")
     generated = students["stu1"][1]
-    assert len(generated) == 10 and set(generated) <= set(ALPHABET)
+    assert len(generated) == 13 and set(generated) <= set(ALPHABET)
+    # generated passwords (65 random bits) get the cheaper rounds, the teacher's the full
+    assert GENERATED_BITS >= RANDOM_BITS
+    store = Store(server.data)
+    try:
+        rounds = {name: int(store.db.one("SELECT pw_hash FROM users WHERE name = ?",
+                                         (name,))[0].split("$")[1]) for name in students}
+    finally:
+        store.close()
+    assert rounds == {"stu1": RANDOM_ITERATIONS, "stu2": ITERATIONS, "stu3": RANDOM_ITERATIONS}
     # the running lab's services know them at once, with the generated password
     with imaplib.IMAP4("127.0.0.1", server.port("imap", "imap")) as client:
         client.login("stu1", generated)
@@ -100,6 +122,32 @@ def test_import_makes_students_every_service_sees_and_a_second_import_the_differ
     assert set(exported(server)) == {"stu1", "stu2", "stu4"}
 
 
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not IN_CI,
+                    reason="needs Debian's chromium (tests/run installs it)")
+def test_the_sheet_prints_eight_whole_slips_a_page_in_headless_chromium(tmp_path):
+    """Printed (to PDF, as a browser's print dialogue does): A4, eight slips a page, none
+    cut by a page break, without the page's heading and note."""
+    need("chromium", "pdftotext")
+    students = [Student(f"student{n:02d}", f"team{n % 3}", f"pw{n:02d}Xk7mQ9") for n in range(11)]
+    sheet = tmp_path / "sheet.html"
+    sheet.write_text(render_sheet(students, "lab.test", {"lab DNS": "10.0.0.1"}, "AB:" * 31 + "AB"))
+    pdf = tmp_path / "sheet.pdf"
+    printed = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                              "--no-pdf-header-footer", f"--print-to-pdf={pdf}", sheet.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+    assert pdf.exists(), printed.stderr[-2000:]
+    pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout.split("\f")
+    pages = [page for page in pages if page.strip()]
+    assert len(pages) == 2
+    for page, count in zip(pages, (8, 3), strict=True):
+        assert page.count("user name") == count and page.count("lab CA SHA-256") == count
+        assert page.count("password") == count and "Lab accounts" not in page
+    for student in students:  # each slip whole: its name and password on one page
+        assert sum(student.name in page and student.password in page for page in pages) == 1
+
+
 # --- exercises checked from the journal ----------------------------------------------------
 
 def event(session: str, peer: str, user: str, service: str, kind: str, text: str) -> dict:
@@ -120,6 +168,9 @@ def test_every_shipped_exercise_loads_and_has_instructions():
     ('title = "t"\n[[check]]\nsteps = [{service = "http", kind = "shout"}]', "kind 'shout' is not"),
     ('title = "t"\n[[check]]\nsteps = [{service = "http", text = "("}]', "check 1: text: "),
     ('title = "t"\n[[check]]\nsteps = [{service = "http", colour = 1}]', "unknown keys colour"),
+    ('title = "t"\n[[check]]\nsteps = [{service = []}]', "check 1: every step needs a service"),
+    ('title = "t"\n[[check]]\nsteps = [{service = "http", fields = 1}]', "check 1: fields: a table"),
+    ('title = "t"\n[[check]]\nsteps = [{service = "http", fields = {sni = "("}}]', "check 1: fields: "),
     ('title = ', "t.toml: "),
 ])
 def test_a_bad_exercise_file_is_one_line_naming_it(tmp_path, text, error):
@@ -209,8 +260,11 @@ def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
         event("d1", "0.0.0.0:68", "", "dhcp", "event", "dhcp offered 10.9.0.100"),
         event("d2", "0.0.0.0:68", "", "dhcp", "event",
               f"dhcp bound 10.9.0.100 to {mac} as stu1"),
-        event("-", "10.9.0.100:5000", "", "dns", "packet", "udp . NS -> NOERROR"),
-        event("-", "10.9.0.100:5001", "", "dns", "packet", "udp www.lab.test A -> NOERROR"),
+        *({**event("-", f"10.9.0.100:{5000 + n}", "", "dns", "packet", text), "fields": {"view": view}}
+          for n, (text, view) in enumerate((("udp . NS -> NOERROR", "root"),
+                                            ("udp www.lab.test A -> NOERROR", "root"),
+                                            ("udp www.lab.test A -> NOERROR", "tld"),
+                                            ("udp www.lab.test A -> NOERROR", "lab")))),
         event("d3", "10.9.0.100:68", "", "dhcp", "event", "dhcp released 10.9.0.100"),
         event("d4", "0.0.0.0:68", "", "dhcp", "event", "dhcp bound 10.9.0.101 to 52:54:00:00:00:01 as pc7"),
     ]
@@ -220,6 +274,9 @@ def test_a_dhcp_lease_and_release_and_a_trace_are_the_student_the_lease_named():
     assert progress.done["stu2"] == {}
     plain = [e for e in events if e["text"] != "udp . NS -> NOERROR"]  # a plain dig
     assert "dns-trace" not in evaluate(catalogue(), plain, {"stu1"}).done["stu1"]
+    # ". NS" and then the name from the lab's own server: not down from the root
+    direct = [e for e in events if e.get("fields", {}).get("view") not in ("root", "tld")]
+    assert "dns-trace" not in evaluate(catalogue(), direct, {"stu1"}).done["stu1"]
 
 
 def login_then_conditional_get(curl, address: str, login: str, http: str) -> None:

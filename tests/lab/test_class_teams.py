@@ -130,3 +130,50 @@ def test_a_team_folder_is_its_members_only_over_smb_and_ftp(lab, tmp_path):
                               capture_output=True, text=True, timeout=120).stdout
 
     assert "team01" in shares("stu2", "pw-two-2") and "team01" not in shares("stu3", "pw-three")
+
+
+def test_a_team_folder_over_http_is_its_members_only_and_its_autoconfig_names_its_domain(
+        lab, tmp_path):
+    need("curl")
+    server = lab.start(only="http,ftp")
+    http = f"http://127.0.0.1:{server.port('http', 'http')}"
+
+    def curl(*args: str) -> tuple[int, str]:
+        done = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", *args],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code), body
+
+    assert curl(f"{http}/~team01/")[0] == 404  # no such team (nor user) yet
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER)
+    assert server.cli("class", "import", str(roster)).returncode == 0
+    # stu1 puts a file into team01's folder over HTTP; stu2 (team01) reads it over FTP and
+    # HTTP: the same folder as FTP's /team01
+    until(lambda: curl("-u", "stu1:pw-one-1", "-T", "-", f"{http}/~team01/plan.txt")[0] == 201,
+          "team01's folder over HTTP")
+    ftp = ftp_login(server, "stu2", "pw-two-2")
+    assert get(ftp, "/team01/plan.txt") == b""
+    ftp.quit()
+    assert curl("-u", "stu2:pw-two-2", f"{http}/~team01/plan.txt") == (200, "")
+    assert "plan.txt" in curl("-u", "stu2:pw-two-2", f"{http}/~team01/")[1]
+    # nobody else: no login is asked for one (401), another team's member is refused
+    assert curl(f"{http}/~team01/plan.txt")[0] == 401
+    assert curl("-u", "stu3:pw-three", f"{http}/~team01/plan.txt")[0] == 403
+    assert curl("-u", "stu3:pw-three", f"{http}/~team01/")[0] == 403
+    assert curl("-u", "stu3:pw-three", "-T", "-", f"{http}/~team01/x.txt")[0] == 403
+    assert curl("-u", "stu1:wrong", f"{http}/~team01/plan.txt")[0] == 401
+    assert curl("-u", "stu3:pw-three", f"{http}/~team02/../team01/plan.txt",
+                "--path-as-is")[0] in (403, 404)
+    assert curl("-u", "stu3:pw-three", f"{http}/~team02/")[0] == 200  # their own
+    # Thunderbird's wizard for a member's address gets the team's domain, the lab's hosts
+    xml = "/mail/config-v1.1.xml"
+    assert "<domain>team01.lab.test</domain>" in curl(
+        "-H", "Host: autoconfig.team01.lab.test", http + xml)[1]
+    assert "<domain>team02.lab.test</domain>" in curl(
+        f"{http}{xml}?emailaddress=stu3%40team02.lab.test")[1]
+    lab_own = curl("-H", "Host: autoconfig.lab.test", http + xml)[1]
+    assert "<domain>lab.test</domain>" in lab_own and "team0" not in lab_own
+    assert "<domain>lab.test</domain>" in curl("-H", "Host: autoconfig.team09.lab.test",
+                                               http + xml)[1]  # no such team

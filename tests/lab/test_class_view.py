@@ -59,6 +59,16 @@ def test_a_ladder_has_a_rung_per_command_reply_tls_and_transfer():
     svg = ladder_svg([*events, {"ts": 108.0, "kind": "command", "text": "<script>"}],
                      "10.0.0.7:4000", "ftp")
     assert svg.count("<line") == 2 + 7 and "&lt;script&gt;" in svg and "<script>" not in svg
+    # a handshake's band says what the journal's fields say, the key log before the names
+    handshake = {"ts": 100.0, "kind": "event", "text": "tls handshake TLSv1.3 ...", "fields": {
+        "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "sni": "www.team07.lab.test",
+        "alpn": "http/1.1", "keylog": True}}
+    band = rungs([handshake])[0]
+    assert band.kind == "tls" and band.text == ("TLSv1.3 TLS_AES_256_GCM_SHA384 · key logged · "
+                                                "SNI www.team07.lab.test · ALPN http/1.1")
+    assert band.text in ladder_svg([handshake], "10.0.0.7:4000", "http")  # whole, not cut
+    unlogged = {**handshake, "fields": {**handshake["fields"], "keylog": False, "alpn": ""}}
+    assert rungs([unlogged])[0].text.endswith("· no key log · SNI www.team07.lab.test")
 
 
 def test_the_grid_shows_exactly_what_each_student_did_and_only_to_them(lab, tmp_path):

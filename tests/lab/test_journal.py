@@ -185,3 +185,60 @@ def test_what_cannot_be_kept_is_dropped_oldest_first_and_counted(tmp_path, monke
     written = events(blocker)
     assert written[0]["service"] == "lab" and "61 events dropped" in written[0]["text"]
     assert [e["text"] for e in written[1:]] == [f"query {i}" for i in range(60, 160)]
+
+
+# --- retention: the day files stay bounded over a long class -------------------------------
+
+DAY = 86400.0
+NOON = 1796212800.0  # 2026-12-02 12:00 UTC
+
+
+def day_files(directory) -> list[str]:
+    return sorted(path.stem for path in directory.glob("*.jsonl"))
+
+
+def test_old_day_files_go_at_the_first_flush_and_at_each_new_day(tmp_path, monkeypatch):
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    for day in ("2026-11-01", "2026-11-29", "2026-11-30", "2026-12-01"):
+        (directory / f"{day}.jsonl").write_text('{"text": "old"}\n')
+    (directory / "notes.jsonl").write_text('{"text": "not a day file: it stays"}\n')
+    clock = [NOON]
+    monkeypatch.setattr(journal_module.time, "time", lambda: clock[0])
+    journal = Journal(directory, keep_days=3)
+    journal.flush()  # the first flush (the lab's start): today and the two days before stay
+    assert day_files(directory) == ["2026-11-30", "2026-12-01", "2026-12-02", "notes"]
+    said = [e["text"] for e in events(directory) if e.get("service") == "lab"]
+    assert said == ["journal: removed 2 old day files (2026-11-01 to 2026-11-29; keep_days 3, "
+                    "max_mb 0)"]
+    journal.open("smtp", "peer").command("EHLO pc")
+    journal.flush()  # the same day: nothing more goes
+    assert day_files(directory) == ["2026-11-30", "2026-12-01", "2026-12-02", "notes"]
+    clock[0] += DAY  # the class goes on past midnight
+    journal.open("smtp", "peer").command("EHLO pc")
+    journal.flush()
+    assert day_files(directory) == ["2026-12-01", "2026-12-02", "2026-12-03", "notes"]
+
+
+def test_past_days_over_the_size_cap_go_oldest_first_and_today_stays(tmp_path, monkeypatch):
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    for day in ("2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01"):
+        (directory / f"{day}.jsonl").write_bytes(b"x" * 99 + b"\n")
+    monkeypatch.setattr(journal_module.time, "time", lambda: NOON)
+    (directory / "2026-12-02.jsonl").write_bytes(b"y" * 299 + b"\n")  # today's, over it all
+    assert journal_module.prune(directory, "2026-12-02", 0, 500) == ["2026-11-28", "2026-11-29"]
+    assert day_files(directory) == ["2026-11-30", "2026-12-01", "2026-12-02"]
+    assert journal_module.prune(directory, "2026-12-02", 0, 100) == ["2026-11-30", "2026-12-01"]
+    assert journal_module.prune(directory, "2026-12-02", 0, 1) == []  # today's is never removed
+    assert day_files(directory) == ["2026-12-02"]
+
+
+def test_a_lab_prunes_its_journal_as_its_config_says(lab, tmp_path):
+    data = lab.start(only="dns").data
+    assert lab.servers[-1].stop() == 0
+    old = data / "journal" / "2020-01-01.jsonl"
+    old.write_text('{"ts": 1577872800, "service": "lab", "text": "a class long ago"}\n')
+    server = lab.start(only="dns", data=data, config="[journal]\nkeep_days = 30\n")
+    assert "removed 1 old day files (2020-01-01" in server.journal_until("lab", "removed 1")
+    assert not old.exists()
