@@ -202,7 +202,7 @@ class Handler(socketserver.BaseRequestHandler):
         finally:
             local.session.close(reason)
 
-    def _answer(self, conn_id: str, data: bytes) -> list[bytes]:
+    def _answer(self, conn_id: str, data: bytes) -> list[bytes | bytearray]:
         """The replies to one SMB2 message: unsealed if sealed, admitted (credits,
         signatures: _admit), answered by the fast path or impacket, signed as the dialect
         signs, sealed when the session encrypts; the 3.1.1 preauth hash follows NEGOTIATE
@@ -233,7 +233,7 @@ class Handler(socketserver.BaseRequestHandler):
             replies = [crypto.encrypt(reply) for reply in replies]
         return replies
 
-    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes]:
+    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes | bytearray]:
         """The replies to an admitted chain, granting `grants` credits (one a message)."""
         server, crypto = self.server, self.server.local.crypto
         if command == smb2.SMB2_SESSION_SETUP:
@@ -241,12 +241,13 @@ class Handler(socketserver.BaseRequestHandler):
                 crypto.reset_session()
             crypto.client_requires_signing = bool(data[67] & smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED)
             crypto.hash_session(data)
+        crypto.request_signed = bool(data[16] & dialects.SIGNED)  # (a chain signs all or none)
         fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto,
                                grants[0])
         if fast is not None:
             reply, file_id, counter, count = fast
             server.count(file_id, counter, count)
-            replies = [reply]
+            replies: list[bytes | bytearray] = [reply]
         else:
             replies = [r.getData() if hasattr(r, "getData") else r
                        for r in server.processRequest(conn_id, _bounded(data, grants))]
@@ -546,12 +547,15 @@ class LabSMBServer(SMBSERVER):
 
     def signSMBv2(self, packet: Any, session_key: bytes, padLength: int = 0) -> None:  # noqa: N803 (impacket passes padLength by name)
         """impacket's signing of a response, as the dialect signs (HMAC-SHA256, AES-CMAC or
-        AES-GMAC). impacket also "signs" every request it receives, for nothing: skipped."""
+        AES-GMAC), when the session signs it (dialects.Connection.signs: impacket signed
+        every one). impacket also "signs" every request it receives, for nothing: skipped."""
+        crypto = self.local.crypto
         if not packet["Flags"] & smb2.SMB2_FLAGS_SERVER_TO_REDIR:
             return
-        crypto = self.local.crypto
         if not crypto.signing_key:
             crypto.signing_key = session_key  # 2.x: the session key itself
+        if not crypto.signs(dialects.SIGNED if crypto.request_signed else 0, packet["Command"]):
+            return
         packet["Signature"] = b"\0" * 16
         packet["Flags"] |= smb2.SMB2_FLAGS_SIGNED
         packet["Signature"] = crypto.signature(packet.getData() + b"\0" * padLength)
