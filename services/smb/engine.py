@@ -59,13 +59,17 @@ from impacket import smb3structs as smb2
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BAD_NETWORK_NAME,
+    STATUS_BUFFER_TOO_SMALL,
     STATUS_DIRECTORY_NOT_EMPTY,
     STATUS_DISK_FULL,
     STATUS_FILE_CLOSED,
     STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
     STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_NO_MORE_FILES,
+    STATUS_NO_SUCH_FILE,
     STATUS_NOT_SUPPORTED,
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_INVALID,
@@ -76,12 +80,13 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import listeners, paths
 from ..store import is_disk_full
-from . import compound, credits, dialects, fastpath, mechlistmic, negotiate, rules, wire
+from . import compound, credits, dialects, fastpath, listing, mechlistmic, negotiate, rules, structures, wire
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
 from .srvsvc import SrvsvcPipe
 
 log = logging.getLogger(__name__)
+structures.remember_field_lookups()
 IDLE_TIMEOUT = 300  # seconds a connection may stay silent
 DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwrite",
                 5: "overwrite-if"}
@@ -249,8 +254,10 @@ class Handler(socketserver.BaseRequestHandler):
             server.count(file_id, counter, count)
             replies: list[bytes | bytearray] = [reply]
         else:
-            replies = [r.getData() if hasattr(r, "getData") else r
-                       for r in server.processRequest(conn_id, _bounded(data, grants))]
+            alone = server.answer_alone(conn_id, data, grants[0])
+            replies = [alone] if alone is not None else [
+                r.getData() if hasattr(r, "getData") else r
+                for r in server.processRequest(conn_id, _bounded(data, grants))]
         if command == smb2.SMB2_NEGOTIATE and replies:
             crypto.hash_negotiate(data, replies[0])
         elif command == smb2.SMB2_SESSION_SETUP and replies and \
@@ -415,7 +422,7 @@ class LabSMBServer(SMBSERVER):
         hooks = {smb2.SMB2_NEGOTIATE: self._negotiate, smb2.SMB2_SESSION_SETUP: self._session_setup,
                  smb2.SMB2_TREE_CONNECT: self._tree_connect, smb2.SMB2_CREATE: self._create,
                  smb2.SMB2_SET_INFO: self._set_info, smb2.SMB2_READ: self._read,
-                 smb2.SMB2_WRITE: self._write,
+                 smb2.SMB2_WRITE: self._write, smb2.SMB2_QUERY_DIRECTORY: self._query_directory,
                  smb2.SMB2_CLOSE: self._close}
         for command in [*range(smb2.SMB2_OPLOCK_BREAK), 0xFF]:  # every command impacket has
             hook = hooks.get(command)
@@ -546,19 +553,62 @@ class LabSMBServer(SMBSERVER):
         return commands, packets, status
 
     def signSMBv2(self, packet: Any, session_key: bytes, padLength: int = 0) -> None:  # noqa: N803 (impacket passes padLength by name)
-        """impacket's signing of a response, as the dialect signs (HMAC-SHA256, AES-CMAC or
-        AES-GMAC), when the session signs it (dialects.Connection.signs: impacket signed
-        every one). impacket also "signs" every request it receives, for nothing: skipped."""
-        crypto = self.local.crypto
+        """impacket's signing of a response (_sign). impacket also "signs" every request it
+        receives, for nothing: skipped."""
         if not packet["Flags"] & smb2.SMB2_FLAGS_SERVER_TO_REDIR:
             return
+        message = bytearray(packet.getData() + b"\0" * padLength)
+        if self._sign(message, session_key):
+            packet["Flags"], packet["Signature"] = packet["Flags"] | smb2.SMB2_FLAGS_SIGNED, message[48:64]
+
+    def _sign(self, message: bytearray, session_key: bytes) -> bool:
+        """`message` (a response) signed in place as the dialect signs (HMAC-SHA256,
+        AES-CMAC or AES-GMAC) if the session signs it (dialects.Connection.signs: impacket
+        signed every one); whether it did."""
+        crypto = self.local.crypto
         if not crypto.signing_key:
             crypto.signing_key = session_key  # 2.x: the session key itself
-        if not crypto.signs(dialects.SIGNED if crypto.request_signed else 0, packet["Command"]):
-            return
-        packet["Signature"] = b"\0" * 16
-        packet["Flags"] |= smb2.SMB2_FLAGS_SIGNED
-        packet["Signature"] = crypto.signature(packet.getData() + b"\0" * padLength)
+        if not crypto.signs(dialects.SIGNED if crypto.request_signed else 0,
+                            struct.unpack_from("<H", message, 12)[0]):
+            return False
+        message[16] |= smb2.SMB2_FLAGS_SIGNED
+        message[48:64] = bytes(16)
+        message[48:64] = crypto.signature(message)
+        return True
+
+    def answer_alone(self, conn_id: str, data: bytes, credit: int) -> bytearray | None:
+        """The reply to one SMB2 request that is not part of a chain, from impacket's
+        command handler (the lab's hooks) but without impacket's processRequest, which
+        first parses every message as SMB1 (an exception), then builds and packs the reply
+        through Structure objects: half the time of a CREATE, QUERY_INFO or CLOSE.
+        None (impacket's processRequest answers) for chains, NEGOTIATE, SESSION_SETUP
+        and before a login."""
+        conn = self.getConnectionData(conn_id, checkStatus=False)
+        fields = fastpath.HEADER.unpack_from(data)
+        command, next_command = fields[4], fields[7]
+        if next_command or command in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
+                or not conn.get("Authenticated"):
+            return None
+        packet = structures.packet(data)
+        packet["CreditRequestResponse"] = credit  # impacket's own packets echo it
+        handlers = self._SMBSERVER__smb2Commands  # (name-mangled: impacket's table)
+        commands, packets, status = handlers.get(command, handlers[0xFF])(conn_id, self, packet)
+        session_key = conn["SigningSessionKey"]
+        if packets is not None:  # the handler built its reply
+            for built in packets:
+                if conn["SignatureEnabled"]:
+                    self.signSMBv2(built, session_key)
+            return bytearray(b"".join(built.getData() for built in packets))
+        (body,) = commands  # (impacket's SMB2 handlers answer one structure)
+        content = body.getData() if hasattr(body, "getData") else body.encode()
+        message = bytearray(fastpath.HEADER.size + len(content))
+        fastpath.HEADER.pack_into(message, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
+                                  fastpath.SERVER_TO_REDIR, 0, fields[8], fields[9],
+                                  packet["TreeID"], conn["Uid"], bytes(16))
+        message[fastpath.HEADER.size:] = content
+        if conn["SignatureEnabled"]:
+            self._sign(message, session_key)
+        return message
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -786,6 +836,51 @@ class LabSMBServer(SMBSERVER):
     def _file_name(self, conn_id: str, request: Any, tree: dict) -> str:
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
+
+    def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
+        tree = self._tree(conn_id, packet)
+        opened = self._opened(conn_id, smb2.SMB2_QUERY_DIRECTORY, packet)
+        if tree is None or opened is None:  # impacket's errors (NETWORK_NAME_DELETED, FILE_CLOSED)
+            return self._original[smb2.SMB2_QUERY_DIRECTORY](conn_id, server, packet)
+        request = smb2.SMB2QueryDirectory(packet["Data"])
+        directory = opened["FileName"]
+        if not os.path.isdir(directory):
+            return _error(STATUS_INVALID_PARAMETER)
+        if request["FileInformationClass"] not in listing.CLASSES:
+            return _error(STATUS_INVALID_INFO_CLASS)
+        pattern = request["Buffer"][:request["FileNameLength"]].decode("utf-16le", "replace")
+        flags, enumeration = request["Flags"], opened.get("LabListing")
+        first = enumeration is None or bool(flags & (listing.RESTART_SCANS | listing.REOPEN)) \
+            or bool(flags & listing.INDEX_SPECIFIED and pattern)
+        if first:
+            pattern = pattern or (enumeration.pattern if enumeration else "*")
+            try:
+                names = listing.scan(directory)
+            except OSError as error:
+                self.session.event("query-directory", f"{_shown(tree, directory)} failed: "
+                                                      f"{error.strerror}")
+                return _error(STATUS_ACCESS_DENIED)
+            if len(names) > listing.MAX_NAMES:
+                self.session.event("query-directory", f"{_shown(tree, directory)}: "
+                                   f"{len(names)} names, the first {listing.MAX_NAMES} listed")
+                del names[listing.MAX_NAMES:]
+            enumeration = listing.Enumeration(pattern, listing.matching(names, pattern))
+            opened["LabListing"] = enumeration
+            self.session.event("query-directory", f"{_shown(tree, directory)}\\{pattern}: "
+                                                  f"{len(enumeration.names)} entries")
+        assert enumeration is not None
+        buffer, taken = listing.answer(directory, enumeration, request["FileInformationClass"],
+                                       request["OutputBufferLength"],
+                                       bool(flags & listing.RETURN_SINGLE_ENTRY))
+        if not taken:
+            if enumeration.position < len(enumeration.names):
+                return _error(STATUS_BUFFER_TOO_SMALL)  # not even one entry fits
+            return _error(STATUS_NO_SUCH_FILE if first else STATUS_NO_MORE_FILES)
+        answer = smb2.SMB2QueryDirectory_Response()
+        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(buffer)
+        answer["Buffer"] = buffer
+        return [answer], None, STATUS_SUCCESS
 
     def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
