@@ -59,10 +59,12 @@ from impacket import smb3structs as smb2
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BAD_NETWORK_NAME,
+    STATUS_BUFFER_OVERFLOW,
     STATUS_BUFFER_TOO_SMALL,
     STATUS_DIRECTORY_NOT_EMPTY,
     STATUS_DISK_FULL,
     STATUS_FILE_CLOSED,
+    STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INVALID_DEVICE_REQUEST,
     STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
@@ -80,7 +82,19 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import listeners, paths
 from ..store import is_disk_full
-from . import compound, credits, dialects, fastpath, listing, mechlistmic, negotiate, rules, structures, wire
+from . import (
+    compound,
+    credits,
+    dialects,
+    fastpath,
+    fileinfo,
+    listing,
+    mechlistmic,
+    negotiate,
+    rules,
+    structures,
+    wire,
+)
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
 from .srvsvc import SrvsvcPipe
@@ -423,6 +437,7 @@ class LabSMBServer(SMBSERVER):
                  smb2.SMB2_TREE_CONNECT: self._tree_connect, smb2.SMB2_CREATE: self._create,
                  smb2.SMB2_SET_INFO: self._set_info, smb2.SMB2_READ: self._read,
                  smb2.SMB2_WRITE: self._write, smb2.SMB2_QUERY_DIRECTORY: self._query_directory,
+                 smb2.SMB2_QUERY_INFO: self._query_info,
                  smb2.SMB2_CLOSE: self._close}
         for command in [*range(smb2.SMB2_OPLOCK_BREAK), 0xFF]:  # every command impacket has
             hook = hooks.get(command)
@@ -744,7 +759,8 @@ class LabSMBServer(SMBSERVER):
             commands[0]["ChangeTime"] = commands[0].fields.get("LastChangeTime", 0)
             file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
             file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
-            self.getConnectionData(conn_id)["OpenedFiles"][file_id]["LabTree"] = packet["TreeID"]
+            opened = self.getConnectionData(conn_id)["OpenedFiles"][file_id]
+            opened["LabTree"], opened["LabAccess"] = packet["TreeID"], request["DesiredAccess"]
             self.local.__dict__.setdefault("transfers", {})[file_id] = [0, 0]
         self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
                                      f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
@@ -836,6 +852,36 @@ class LabSMBServer(SMBSERVER):
     def _file_name(self, conn_id: str, request: Any, tree: dict) -> str:
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
+
+    def _query_info(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The file classes clients ask of every open (services.smb.fileinfo); the rest,
+        and file systems and security, impacket's."""
+        tree = self._tree(conn_id, packet)
+        opened = self._opened(conn_id, smb2.SMB2_QUERY_INFO, packet)
+        body = packet["Data"]
+        info_type, info_class, room = struct.unpack_from("<xxBBI", body) if len(body) >= 8 \
+            else (0, 0, 0)
+        if tree is None or opened is None or info_type != smb2.SMB2_0_INFO_FILE \
+                or info_class not in fileinfo.CLASSES or tree["pipe"]:
+            return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
+        handle = opened["FileHandle"]
+        try:
+            status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
+                else os.stat(opened["FileName"], follow_symlinks=False)
+        except OSError:
+            return _error(STATUS_INVALID_PARAMETER)
+        below = os.path.relpath(opened["FileName"], tree["path"])
+        data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
+                               opened.get("LabAccess", 0))
+        code = STATUS_SUCCESS
+        if len(data) > room:  # MS-SMB2 3.3.5.20.1: a name is cut, a fixed record is refused
+            if room < fileinfo.FIXED[info_class]:
+                return _error(STATUS_INFO_LENGTH_MISMATCH)
+            data, code = data[:room], STATUS_BUFFER_OVERFLOW
+        answer = smb2.SMB2QueryInfo_Response()
+        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(data)
+        answer["Buffer"] = data
+        return [answer], None, code
 
     def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
         """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
