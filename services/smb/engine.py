@@ -59,13 +59,19 @@ from impacket import smb3structs as smb2
 from impacket.nt_errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BAD_NETWORK_NAME,
+    STATUS_BUFFER_OVERFLOW,
+    STATUS_BUFFER_TOO_SMALL,
     STATUS_DIRECTORY_NOT_EMPTY,
     STATUS_DISK_FULL,
     STATUS_FILE_CLOSED,
+    STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
     STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_NO_MORE_FILES,
+    STATUS_NO_SUCH_FILE,
     STATUS_NOT_SUPPORTED,
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_INVALID,
@@ -76,12 +82,25 @@ from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
 
 from .. import listeners, paths
 from ..store import is_disk_full
-from . import compound, credits, dialects, fastpath, mechlistmic, negotiate, rules, wire
+from . import (
+    compound,
+    credits,
+    dialects,
+    fastpath,
+    fileinfo,
+    listing,
+    mechlistmic,
+    negotiate,
+    rules,
+    structures,
+    wire,
+)
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
 from .limits import ConnectionLimits
 from .srvsvc import SrvsvcPipe
 
 log = logging.getLogger(__name__)
+structures.remember_field_lookups()
 IDLE_TIMEOUT = 300  # seconds a connection may stay silent
 DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwrite",
                 5: "overwrite-if"}
@@ -202,7 +221,7 @@ class Handler(socketserver.BaseRequestHandler):
         finally:
             local.session.close(reason)
 
-    def _answer(self, conn_id: str, data: bytes) -> list[bytes]:
+    def _answer(self, conn_id: str, data: bytes) -> list[bytes | bytearray]:
         """The replies to one SMB2 message: unsealed if sealed, admitted (credits,
         signatures: _admit), answered by the fast path or impacket, signed as the dialect
         signs, sealed when the session encrypts; the 3.1.1 preauth hash follows NEGOTIATE
@@ -233,7 +252,7 @@ class Handler(socketserver.BaseRequestHandler):
             replies = [crypto.encrypt(reply) for reply in replies]
         return replies
 
-    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes]:
+    def _process(self, conn_id: str, data: bytes, command: int, grants: list[int]) -> list[bytes | bytearray]:
         """The replies to an admitted chain, granting `grants` credits (one a message)."""
         server, crypto = self.server, self.server.local.crypto
         if command == smb2.SMB2_SESSION_SETUP:
@@ -241,15 +260,18 @@ class Handler(socketserver.BaseRequestHandler):
                 crypto.reset_session()
             crypto.client_requires_signing = bool(data[67] & smb2.SMB2_NEGOTIATE_SIGNING_REQUIRED)
             crypto.hash_session(data)
+        crypto.request_signed = bool(data[16] & dialects.SIGNED)  # (a chain signs all or none)
         fast = fastpath.answer(server.getConnectionData(conn_id, checkStatus=False), data, crypto,
                                grants[0])
         if fast is not None:
             reply, file_id, counter, count = fast
             server.count(file_id, counter, count)
-            replies = [reply]
+            replies: list[bytes | bytearray] = [reply]
         else:
-            replies = [r.getData() if hasattr(r, "getData") else r
-                       for r in server.processRequest(conn_id, _bounded(data, grants))]
+            alone = server.answer_alone(conn_id, data, grants[0])
+            replies = [alone] if alone is not None else [
+                r.getData() if hasattr(r, "getData") else r
+                for r in server.processRequest(conn_id, _bounded(data, grants))]
         if command == smb2.SMB2_NEGOTIATE and replies:
             crypto.hash_negotiate(data, replies[0])
         elif command == smb2.SMB2_SESSION_SETUP and replies and \
@@ -414,7 +436,8 @@ class LabSMBServer(SMBSERVER):
         hooks = {smb2.SMB2_NEGOTIATE: self._negotiate, smb2.SMB2_SESSION_SETUP: self._session_setup,
                  smb2.SMB2_TREE_CONNECT: self._tree_connect, smb2.SMB2_CREATE: self._create,
                  smb2.SMB2_SET_INFO: self._set_info, smb2.SMB2_READ: self._read,
-                 smb2.SMB2_WRITE: self._write,
+                 smb2.SMB2_WRITE: self._write, smb2.SMB2_QUERY_DIRECTORY: self._query_directory,
+                 smb2.SMB2_QUERY_INFO: self._query_info,
                  smb2.SMB2_CLOSE: self._close}
         for command in [*range(smb2.SMB2_OPLOCK_BREAK), 0xFF]:  # every command impacket has
             hook = hooks.get(command)
@@ -545,16 +568,62 @@ class LabSMBServer(SMBSERVER):
         return commands, packets, status
 
     def signSMBv2(self, packet: Any, session_key: bytes, padLength: int = 0) -> None:  # noqa: N803 (impacket passes padLength by name)
-        """impacket's signing of a response, as the dialect signs (HMAC-SHA256, AES-CMAC or
-        AES-GMAC). impacket also "signs" every request it receives, for nothing: skipped."""
+        """impacket's signing of a response (_sign). impacket also "signs" every request it
+        receives, for nothing: skipped."""
         if not packet["Flags"] & smb2.SMB2_FLAGS_SERVER_TO_REDIR:
             return
+        message = bytearray(packet.getData() + b"\0" * padLength)
+        if self._sign(message, session_key):
+            packet["Flags"], packet["Signature"] = packet["Flags"] | smb2.SMB2_FLAGS_SIGNED, message[48:64]
+
+    def _sign(self, message: bytearray, session_key: bytes) -> bool:
+        """`message` (a response) signed in place as the dialect signs (HMAC-SHA256,
+        AES-CMAC or AES-GMAC) if the session signs it (dialects.Connection.signs: impacket
+        signed every one); whether it did."""
         crypto = self.local.crypto
         if not crypto.signing_key:
             crypto.signing_key = session_key  # 2.x: the session key itself
-        packet["Signature"] = b"\0" * 16
-        packet["Flags"] |= smb2.SMB2_FLAGS_SIGNED
-        packet["Signature"] = crypto.signature(packet.getData() + b"\0" * padLength)
+        if not crypto.signs(dialects.SIGNED if crypto.request_signed else 0,
+                            struct.unpack_from("<H", message, 12)[0]):
+            return False
+        message[16] |= smb2.SMB2_FLAGS_SIGNED
+        message[48:64] = bytes(16)
+        message[48:64] = crypto.signature(message)
+        return True
+
+    def answer_alone(self, conn_id: str, data: bytes, credit: int) -> bytearray | None:
+        """The reply to one SMB2 request that is not part of a chain, from impacket's
+        command handler (the lab's hooks) but without impacket's processRequest, which
+        first parses every message as SMB1 (an exception), then builds and packs the reply
+        through Structure objects: half the time of a CREATE, QUERY_INFO or CLOSE.
+        None (impacket's processRequest answers) for chains, NEGOTIATE, SESSION_SETUP
+        and before a login."""
+        conn = self.getConnectionData(conn_id, checkStatus=False)
+        fields = fastpath.HEADER.unpack_from(data)
+        command, next_command = fields[4], fields[7]
+        if next_command or command in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
+                or not conn.get("Authenticated"):
+            return None
+        packet = structures.packet(data)
+        packet["CreditRequestResponse"] = credit  # impacket's own packets echo it
+        handlers = self._SMBSERVER__smb2Commands  # (name-mangled: impacket's table)
+        commands, packets, status = handlers.get(command, handlers[0xFF])(conn_id, self, packet)
+        session_key = conn["SigningSessionKey"]
+        if packets is not None:  # the handler built its reply
+            for built in packets:
+                if conn["SignatureEnabled"]:
+                    self.signSMBv2(built, session_key)
+            return bytearray(b"".join(built.getData() for built in packets))
+        (body,) = commands  # (impacket's SMB2 handlers answer one structure)
+        content = body.getData() if hasattr(body, "getData") else body.encode()
+        message = bytearray(fastpath.HEADER.size + len(content))
+        fastpath.HEADER.pack_into(message, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
+                                  fastpath.SERVER_TO_REDIR, 0, fields[8], fields[9],
+                                  packet["TreeID"], conn["Uid"], bytes(16))
+        message[fastpath.HEADER.size:] = content
+        if conn["SignatureEnabled"]:
+            self._sign(message, session_key)
+        return message
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -690,7 +759,8 @@ class LabSMBServer(SMBSERVER):
             commands[0]["ChangeTime"] = commands[0].fields.get("LastChangeTime", 0)
             file_id = commands[0]["FileID"]  # impacket puts the bytes of a new id here
             file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
-            self.getConnectionData(conn_id)["OpenedFiles"][file_id]["LabTree"] = packet["TreeID"]
+            opened = self.getConnectionData(conn_id)["OpenedFiles"][file_id]
+            opened["LabTree"], opened["LabAccess"] = packet["TreeID"], request["DesiredAccess"]
             self.local.__dict__.setdefault("transfers", {})[file_id] = [0, 0]
         self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
                                      f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
@@ -782,6 +852,81 @@ class LabSMBServer(SMBSERVER):
     def _file_name(self, conn_id: str, request: Any, tree: dict) -> str:
         opened = self.getConnectionData(conn_id)["OpenedFiles"].get(request["FileID"].getData())
         return _shown(tree, opened["FileName"]) if opened else "?"
+
+    def _query_info(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The file classes clients ask of every open (services.smb.fileinfo); the rest,
+        and file systems and security, impacket's."""
+        tree = self._tree(conn_id, packet)
+        opened = self._opened(conn_id, smb2.SMB2_QUERY_INFO, packet)
+        body = packet["Data"]
+        info_type, info_class, room = struct.unpack_from("<xxBBI", body) if len(body) >= 8 \
+            else (0, 0, 0)
+        if tree is None or opened is None or info_type != smb2.SMB2_0_INFO_FILE \
+                or info_class not in fileinfo.CLASSES or tree["pipe"]:
+            return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
+        handle = opened["FileHandle"]
+        try:
+            status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
+                else os.stat(opened["FileName"], follow_symlinks=False)
+        except OSError:
+            return _error(STATUS_INVALID_PARAMETER)
+        below = os.path.relpath(opened["FileName"], tree["path"])
+        data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
+                               opened.get("LabAccess", 0))
+        code = STATUS_SUCCESS
+        if len(data) > room:  # MS-SMB2 3.3.5.20.1: a name is cut, a fixed record is refused
+            if room < fileinfo.FIXED[info_class]:
+                return _error(STATUS_INFO_LENGTH_MISMATCH)
+            data, code = data[:room], STATUS_BUFFER_OVERFLOW
+        answer = smb2.SMB2QueryInfo_Response()
+        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(data)
+        answer["Buffer"] = data
+        return [answer], None, code
+
+    def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
+        tree = self._tree(conn_id, packet)
+        opened = self._opened(conn_id, smb2.SMB2_QUERY_DIRECTORY, packet)
+        if tree is None or opened is None:  # impacket's errors (NETWORK_NAME_DELETED, FILE_CLOSED)
+            return self._original[smb2.SMB2_QUERY_DIRECTORY](conn_id, server, packet)
+        request = smb2.SMB2QueryDirectory(packet["Data"])
+        directory = opened["FileName"]
+        if not os.path.isdir(directory):
+            return _error(STATUS_INVALID_PARAMETER)
+        if request["FileInformationClass"] not in listing.CLASSES:
+            return _error(STATUS_INVALID_INFO_CLASS)
+        pattern = request["Buffer"][:request["FileNameLength"]].decode("utf-16le", "replace")
+        flags, enumeration = request["Flags"], opened.get("LabListing")
+        first = enumeration is None or bool(flags & (listing.RESTART_SCANS | listing.REOPEN)) \
+            or bool(flags & listing.INDEX_SPECIFIED and pattern)
+        if first:
+            pattern = pattern or (enumeration.pattern if enumeration else "*")
+            try:
+                names = listing.scan(directory)
+            except OSError as error:
+                self.session.event("query-directory", f"{_shown(tree, directory)} failed: "
+                                                      f"{error.strerror}")
+                return _error(STATUS_ACCESS_DENIED)
+            if len(names) > listing.MAX_NAMES:
+                self.session.event("query-directory", f"{_shown(tree, directory)}: "
+                                   f"{len(names)} names, the first {listing.MAX_NAMES} listed")
+                del names[listing.MAX_NAMES:]
+            enumeration = listing.Enumeration(pattern, listing.matching(names, pattern))
+            opened["LabListing"] = enumeration
+            self.session.event("query-directory", f"{_shown(tree, directory)}\\{pattern}: "
+                                                  f"{len(enumeration.names)} entries")
+        assert enumeration is not None
+        buffer, taken = listing.answer(directory, enumeration, request["FileInformationClass"],
+                                       request["OutputBufferLength"],
+                                       bool(flags & listing.RETURN_SINGLE_ENTRY))
+        if not taken:
+            if enumeration.position < len(enumeration.names):
+                return _error(STATUS_BUFFER_TOO_SMALL)  # not even one entry fits
+            return _error(STATUS_NO_SUCH_FILE if first else STATUS_NO_MORE_FILES)
+        answer = smb2.SMB2QueryDirectory_Response()
+        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(buffer)
+        answer["Buffer"] = buffer
+        return [answer], None, STATUS_SUCCESS
 
     def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""

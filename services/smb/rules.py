@@ -25,14 +25,12 @@ from .. import paths
 HEADROOM = 4096
 LAST_CREATED = b"\xff" * 16  # "the file the previous request of this compound created"
 
-# Requests that name an open file, and the structure that holds its FileID.
+# Requests that name an open file, and where their FileId starts in the body (MS-SMB2
+# 2.2.15-2.2.39): read with a slice, not by parsing impacket's structure (services.smb.structures)
 FILE_ID_REQUESTS = {
-    smb2.SMB2_CLOSE: smb2.SMB2Close, smb2.SMB2_FLUSH: smb2.SMB2Flush,
-    smb2.SMB2_READ: smb2.SMB2Read, smb2.SMB2_WRITE: smb2.SMB2Write,
-    smb2.SMB2_LOCK: smb2.SMB2Lock, smb2.SMB2_IOCTL: smb2.SMB2Ioctl,
-    smb2.SMB2_QUERY_DIRECTORY: smb2.SMB2QueryDirectory,
-    smb2.SMB2_CHANGE_NOTIFY: smb2.SMB2ChangeNotify,
-    smb2.SMB2_QUERY_INFO: smb2.SMB2QueryInfo, smb2.SMB2_SET_INFO: smb2.SMB2SetInfo,
+    smb2.SMB2_CLOSE: 8, smb2.SMB2_FLUSH: 8, smb2.SMB2_READ: 16, smb2.SMB2_WRITE: 16,
+    smb2.SMB2_LOCK: 8, smb2.SMB2_IOCTL: 8, smb2.SMB2_QUERY_DIRECTORY: 8,
+    smb2.SMB2_CHANGE_NOTIFY: 8, smb2.SMB2_QUERY_INFO: 24, smb2.SMB2_SET_INFO: 16,
 }
 
 
@@ -64,10 +62,10 @@ def with_name(create: smb2.SMB2Create, name: str) -> bytes:
 
 def file_id(conn: dict, command: int, body: bytes) -> bytes | None:
     """The open file a request names (LAST_CREATED resolved), or None if it names none."""
-    structure = FILE_ID_REQUESTS.get(command)
-    if structure is None:
+    at = FILE_ID_REQUESTS.get(command)
+    if at is None or len(body) < at + 16:
         return None
-    fid = structure(body)["FileID"].getData()
+    fid = bytes(body[at:at + 16])
     if fid == LAST_CREATED and "SMB2_CREATE" in conn.get("LastRequest", {}):
         created = conn["LastRequest"]["SMB2_CREATE"]["FileID"]
         fid = created if isinstance(created, bytes) else created.getData()

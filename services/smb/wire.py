@@ -38,13 +38,17 @@ def receive(sock: socket.socket, limit: int) -> tuple[int, bytes]:
     return kind, _exactly(sock, length)
 
 
-def send(sock: Any, packet: bytes) -> None:
-    """One session message (type 0, 24-bit length), without copying the packet (but for
-    the rest of a partial send, which a socket with a timeout may make)."""
+def send(sock: Any, packet: bytes | bytearray) -> None:
+    """One session message (type 0, 24-bit length), without copying the packet: a socket
+    with a timeout sends a big one in parts, each the rest of the same buffer."""
     header = b"\x00" + len(packet).to_bytes(3, "big")
     sent = sock.sendmsg([header, packet])
-    if sent < len(header) + len(packet):
-        sock.sendall((header + bytes(packet))[sent:])
+    if sent < len(header):
+        sock.sendall(header[sent:])
+        sent = len(header)
+    rest = memoryview(packet)[sent - len(header):]
+    while rest:
+        rest = rest[sock.send(rest):]
 
 
 def positive_response(sock: Any) -> None:

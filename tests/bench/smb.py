@@ -1,7 +1,7 @@
-"""SMB speed: smbclient get and put of one big file, the lab's server vs Samba's smbd,
-side by side.
+"""SMB speed: smbclient get and put of one big file, and a get of many small ones, the
+lab's server vs Samba's smbd, side by side.
 
-    python3 -m tests.bench.smb [--size 200] [--rounds 2]
+    python3 -m tests.bench.smb [--size 200] [--rounds 2] [--files 1000]
     python3 -m tests.bench.smb --logins 1000
 
 With --logins N: N sequential connections that log in, leave a file open half the time
@@ -10,8 +10,9 @@ RSS before and after (tests/smb/test_resources.py does a smaller count and asser
 
 A private smbd (its own smb.conf, state and passdb in a temp directory, loopback port)
 shares the very same directory as the lab's `alice` share; Samba's smbclient gets the
-file from each in turn, then puts it back (into a directory of its own on each side), for
-a few rounds. Prints bytes/s and the ratio of the best rounds (aim: 0.7x smbd, issue 15).
+file from each in turn, then puts it back (into a directory of its own on each side), then
+gets --files files of 4 KiB (`prompt; mget *`), for a few rounds. Prints bytes/s and the
+ratio of the best rounds (aim: 0.7x smbd for get and put, 0.5x for small files; issue 15).
 Both speak SMB 3.1.1 to smbclient. The load average is printed.
 """
 
@@ -31,6 +32,8 @@ from tests.bench.rounds import best_of_rounds, report_ratio
 from tests.hardening import rss_kib
 from tests.smb.test_resources import login_and_drop, settle
 
+SMALL = 4096  # bytes of each small file
+
 
 def get(port: int, share: str, user: str, password: str, size: int) -> float:
     return transfer(port, share, user, password, size, "get big.bin /dev/null")
@@ -40,15 +43,27 @@ def put(port: int, share: str, user: str, password: str, size: int, source: Path
     return transfer(port, share, user, password, size, f"put {source} put.bin")
 
 
-def transfer(port: int, share: str, user: str, password: str, size: int, command: str) -> float:
+def mget(port: int, share: str, user: str, password: str, size: int, into: Path) -> float:
+    """All of small/ into `into` (the working directory: where mget writes)."""
+    return transfer(port, share, user, password, size, "prompt; mget *", "-D", "small", cwd=into)
+
+
+def transfer(port: int, share: str, user: str, password: str, size: int, command: str,
+             *options: str, cwd: Path | None = None) -> float:
     started = time.monotonic()
     out = subprocess.run(["smbclient", f"//127.0.0.1/{share}", "-p", str(port), "-U",
-                          f"{user}%{password}", "-c", command],
-                         capture_output=True, text=True, timeout=600)
+                          f"{user}%{password}", *options, "-c", command],
+                         capture_output=True, text=True, timeout=600, cwd=cwd)
     elapsed = time.monotonic() - started
     if out.returncode or "NT_STATUS" in out.stdout + out.stderr:
         raise SystemExit(f"smbclient on {port}: {out.stdout}{out.stderr}")
     return size / elapsed
+
+
+def small(directory: Path, count: int) -> None:
+    directory.mkdir()
+    for number in range(count):
+        (directory / f"f{number:05d}.bin").write_bytes(os.urandom(SMALL))
 
 
 def smbd_config(directory: Path, share: Path, uploads: Path, port: int) -> Path:
@@ -88,6 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=200, help="file size in MiB")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--files", type=int, default=1000, help="small files (4 KiB) for mget")
     parser.add_argument("--offset", type=int, default=33000)
     parser.add_argument("--logins", type=int, default=0, help="measure N vanishing logins instead")
     args = parser.parse_args()
@@ -137,6 +153,14 @@ def main() -> int:
                 {name: (lambda p=peer, n=name: put(p[0], targets[n], p[1], p[2], size, source))
                  for name, peer in peers.items()}, args.rounds, f"{args.size} MiB put")
             report_ratio(best, "protolab", "smbd", "aim 0.7x")
+            small(home / "small", args.files)
+            downloads = tmpdir / "downloads"
+            downloads.mkdir()
+            best = best_of_rounds(
+                {name: (lambda p=peer: mget(p[0], "alice", p[1], p[2], args.files * SMALL,
+                                            downloads))
+                 for name, peer in peers.items()}, args.rounds, f"{args.files} x 4 KiB mget")
+            report_ratio(best, "protolab", "smbd", "aim 0.5x")
         finally:
             stop(smbd, lab)
     print(f"load average after: {os.getloadavg()}")

@@ -61,7 +61,7 @@ def test_writes_land_where_asked_even_past_the_end(tmp_path):
 
 
 def test_signed_replies_carry_the_hmac(tmp_path):
-    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), SIGNER, 1)
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(flags=fastpath.SIGNED), SIGNER, 1)
     assert fastpath.HEADER.unpack_from(packet)[6] & fastpath.SIGNED
     unsigned = packet[:48] + b"\0" * 16 + packet[64:]
     assert packet[48:64] == hmac.new(b"k" * 16, unsigned, hashlib.sha256).digest()[:16]
@@ -70,7 +70,7 @@ def test_signed_replies_carry_the_hmac(tmp_path):
 def test_smb3_replies_carry_the_aes_cmac(tmp_path):
     signer = dialects.Connection(dialect=dialects.SMB300, signer=dialects.AES_CMAC,
                                  signing_key=b"s" * 16)
-    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(), signer, 1)
+    packet, *_ = fastpath.answer(connection(tmp_path, signed=True), read(flags=fastpath.SIGNED), signer, 1)
     mac = cmac.CMAC(algorithms.AES(b"s" * 16))
     mac.update(packet[:48] + b"\0" * 16 + packet[64:])
     assert packet[48:64] == mac.finalize()
