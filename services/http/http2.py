@@ -34,6 +34,8 @@ import priority
 from h2.exceptions import DenialOfServiceError, H2Error
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
+from hpack.hpack import encode_integer
+from hpack.table import HeaderTable
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -142,6 +144,49 @@ class BoundedFrameBuffer(FrameBuffer):
         if sum(len(frame.data) for frame in self._headers_buffer) > self.limit:
             raise DenialOfServiceError(f"a header block over {self.limit} bytes")
         return f
+
+
+# HPACK's static table (RFC 7541 A): full fields, and the first index of each name.
+STATIC_FIELDS = {field: index for index, field in enumerate(HeaderTable.STATIC_TABLE, 1)}
+STATIC_NAMES: dict[bytes, int] = {}
+for _index, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    STATIC_NAMES.setdefault(_name, _index)
+BLOCK_CACHE_SIZE = 64  # fast-path header blocks kept (a page's answers change each second)
+BLOCKS: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}  # fields -> context_free_block
+
+
+def context_free_block(fields: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """An HPACK block of `fields` that neither reads nor changes either side's dynamic
+    table (static indices and literals without indexing, RFC 7541 6.1 and 6.2.2): the
+    same bytes are right on every connection, so one encoding serves them all."""
+    block = bytearray()
+    for name, value in fields:
+        index = STATIC_FIELDS.get((name, value))
+        if index is not None:
+            block += _with_pattern(encode_integer(index, 7), 0x80)
+            continue
+        index = STATIC_NAMES.get(name, 0)
+        block += _with_pattern(encode_integer(index, 4), 0x00)
+        if not index:
+            block += encode_integer(len(name), 7) + name
+        block += encode_integer(len(value), 7) + value
+    return bytes(block)
+
+
+def _with_pattern(integer: bytearray, pattern: int) -> bytearray:
+    integer[0] |= pattern
+    return integer
+
+
+class Encoded:
+    """Stands in for h2's HPACK encoder while a fast-path answer is sent: the block is
+    encoded already (context_free_block)."""
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+
+    def encode(self, headers: Any) -> bytes:
+        return self.block
 
 
 class LabH2Connection(H2Connection):
@@ -312,13 +357,34 @@ class LabH2Connection(H2Connection):
         if answer.length is not None:
             response.append((b"content-length", b"%d" % answer.length))
         self.session.command(f"{method.decode()} {target.decode()} HTTP/2")
-        self.conn.send_headers(stream_id, response, end_stream=not payload)
+        self.send_encoded(stream_id, tuple(response), end_stream=not payload)
         size = self.conn.max_outbound_frame_size
         for start in range(0, len(payload), size):
             self.conn.send_data(stream_id, payload[start:start + size],
                                 end_stream=start + size >= len(payload))
         self.session.reply(f"{answer.status} {len(payload)} bytes")
         return True
+
+    def send_encoded(self, stream_id: int, fields: tuple[tuple[bytes, bytes], ...],
+                     end_stream: bool) -> None:
+        """h2's send_headers (its stream states and frames) for fields of our own making,
+        with their HPACK block from the site-wide cache instead of h2's validation and
+        encoding (two thirds of a fast-path answer's time, profiled with h2load)."""
+        cache = BLOCKS
+        block = cache.get(fields)
+        if block is None:
+            if len(cache) >= BLOCK_CACHE_SIZE:
+                cache.clear()
+            block = cache[fields] = context_free_block(fields)
+        conn, config = self.conn, self.conn.config
+        encoder = conn.encoder
+        conn.encoder = Encoded(block)
+        config.validate_outbound_headers = config.normalize_outbound_headers = False
+        try:  # (h2 looks only at :status, for informational answers)
+            conn.send_headers(stream_id, fields[:1], end_stream=end_stream)
+        finally:
+            conn.encoder = encoder
+            config.validate_outbound_headers = config.normalize_outbound_headers = True
 
 
 def upgrade_headers(request: Any) -> list[tuple[bytes, bytes]]:

@@ -310,3 +310,23 @@ def test_a_continuation_flood_ends_the_connection(web, frame_size):
     code = 11 if frame_size else 1
     assert goaway > 0 and received[goaway + 10:goaway + 14] == code.to_bytes(4, "big")
     assert status_of_h2(curl("-i", *MODES["prior-knowledge"](web, "/lab/http/basic.html")).stdout) == [200]
+
+
+def test_fast_path_header_blocks_leave_the_hpack_tables_alone():
+    """core: the fast path's cached HPACK blocks decode to their fields with any decoder,
+    whatever its dynamic table holds, and add nothing to it (so one block serves every
+    connection); fields in the static table, names in it, and new names all round-trip."""
+    from hpack import Decoder, Encoder
+
+    from services.http.http2 import context_free_block
+
+    fields = ((b":status", b"200"), (b"server", b"TwistedWeb/26.10.0"),
+              (b"content-length", b"445"), (b"x-new-name", b"v" * 300),
+              (b"accept-ranges", b"bytes"), (b":status", b"304"))
+    block = context_free_block(fields)
+    used = Decoder()
+    used.decode(Encoder().encode([(b"x-earlier", b"fills the dynamic table")]))
+    for decoder in (Decoder(), used):
+        before = list(decoder.header_table.dynamic_entries)
+        assert tuple(decoder.decode(block, raw=True)) == fields
+        assert list(decoder.header_table.dynamic_entries) == before
