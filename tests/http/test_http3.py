@@ -259,6 +259,15 @@ def test_quic_retry_modes():
     assert must_retry("pressure", 0, HALF_OPEN_PER_HOST // 2)
 
 
+def test_quic_settings_are_checked():
+    from services.config import Invalid
+    from services.http import Settings
+
+    for bad in ({"quic_retry": "sometimes"}, {"quic_buffer_limit": 0}):
+        with pytest.raises(Invalid):
+            Settings(**bad).validate()
+
+
 def test_an_invalid_token_is_answered_invalid_token(web):
     """A token the lab did not make (or made by an earlier run, or expired: aioquic's
     tokens live 30 s) is not taken for no token: RFC 9000 8.1.2, CONNECTION_CLOSE with
