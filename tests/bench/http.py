@@ -1,6 +1,7 @@
 """HTTP benchmark: protolab's web server vs plain `twist web --path` and nginx, side by side.
 
-    python3 -m tests.bench.http [--seconds 5] [--big-mb 100] [--stall-only]
+    python3 -m tests.bench.http [--seconds 3] [--rounds 5] [--big-mb 100] [--also DIR]
+                                [--stall-only]
 
 1. A small static page (the same file for all three), wrk with 20 connections: requests/s.
    Target: protolab >= 1.5x twist web, >= 0.35x nginx.
@@ -22,7 +23,10 @@ own configuration in a temporary directory. The comparison is meant to be fair:
 - keep-alive for all: wrk and h2load reuse their connections, nginx's keepalive_requests
   is raised so it never closes them in a run (protolab and twist web never do);
 - the same clients, pinned the same way: wrk -t2 -c20 and h2load -t2 -c20 -m10 for each
-  server, one server at a time, each after a one-second warm-up run.
+  server, one server at a time, each after a one-second warm-up run;
+- interleaved: each round measures every server once, and the median of the rounds is
+  the figure (each round's figures are printed too), so that other users' load on the
+  shared machine does not fall on one server's runs only.
 --also DIR measures a second protolab checkout (say, main's, from `git archive`) in the
 same run, next to this one: the before and after of a change.
 The machine is shared: the load average is printed with the figures.
@@ -42,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,17 +92,30 @@ def h2load(url: str, seconds: int) -> float:
     return float(match.group(1))
 
 
-def download(url: str, size: int, runs: int) -> float:
-    """Median bytes/s of `runs` downloads of `url` with curl over one connection."""
-    speeds = []
-    for _ in range(runs):
-        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
-                              "%{size_download} %{speed_download}", url],
-                             capture_output=True, text=True, timeout=300).stdout.split()
-        if int(out[0]) != size:
-            raise RuntimeError(f"{url}: got {out[0]} bytes, expected {size}")
-        speeds.append(float(out[1]))
-    return statistics.median(speeds)
+def download(url: str, size: int) -> float:
+    """Bytes/s of one download of `url` with curl over one connection."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                          "%{size_download} %{speed_download}", url],
+                         capture_output=True, text=True, timeout=300).stdout.split()
+    if int(out[0]) != size:
+        raise RuntimeError(f"{url}: got {out[0]} bytes, expected {size}")
+    return float(out[1])
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int,
+                unit: str) -> dict[str, float]:
+    """Each server's median over `rounds` rounds, every round measuring each server in
+    turn: the machine is shared, and a burst of someone else's load then falls on one
+    round of every server rather than on all of one server's runs."""
+    figures: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            figures[name].append(measure())
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    for name, values in figures.items():
+        print(f"  {name:<10} {medians[name]:>10.0f} {unit} (rounds: "
+              f"{', '.join(f'{v:.0f}' for v in values)})")
+    return medians
 
 
 def fetch(connection: socket.socket, path: str) -> bytes:
@@ -232,7 +250,10 @@ def also_ratio(figures: dict[str, float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per server")
+    parser.add_argument("--seconds", type=int, default=3,
+                        help="wrk and h2load duration per server and round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of wrk and h2load (each server once per round)")
     parser.add_argument("--big-mb", type=int, default=100, help="size of the big file")
     parser.add_argument("--runs", type=int, default=3, help="downloads of the big file each")
     parser.add_argument("--listing", type=int, default=20_000,
@@ -292,16 +313,17 @@ def main() -> int:
             print(f"--also is {args.also}")
         print("\nresponse head of the small page, bytes: " + ", ".join(
             f"{name} {head_size(base + 'small.html')}" for name, base in urls.items()))
-        print(f"\nsmall page ({len(SMALL)} bytes), wrk -t2 -c20 -d{args.seconds}s:")
-        rps = {}
-        for name, base in urls.items():
+        print(f"\nsmall page ({len(SMALL)} bytes), wrk -t2 -c20 -d{args.seconds}s, median of "
+              f"{args.rounds} rounds:")
+        for base in urls.values():
             wrk(base + "small.html", 1)  # warm up (caches, connections)
-            rps[name] = wrk(base + "small.html", args.seconds)
-            print(f"  {name:<10} {rps[name]:>10.0f} requests/s")
+        rps = interleaved({name: lambda base=base: wrk(base + "small.html", args.seconds)
+                           for name, base in urls.items()}, args.rounds, "requests/s")
         print(f"  protolab / twist web = {rps['protolab'] / rps['twist web']:.2f}x (target >= 1.5)")
         print(f"  protolab / nginx     = {rps['protolab'] / rps['nginx']:.2f}x (target >= 0.35)")
         also_ratio(rps)
-        print(f"\nsmall page over HTTP/2 (h2c), h2load -c20 -m10 -D{args.seconds}:")
+        print(f"\nsmall page over HTTP/2 (h2c), h2load -c20 -m10 -D{args.seconds}, median of "
+              f"{args.rounds} rounds:")
         h2_urls = {"protolab": urls["protolab"],
                    "nginx": f"http://127.0.0.1:{nginx_h2_port}/"}
         if also_port:
@@ -309,19 +331,16 @@ def main() -> int:
         print("  response head, bytes: " + ", ".join(
             f"{name} {head_size(base + 'small.html', '--http2-prior-knowledge')}"
             for name, base in h2_urls.items()))
-        h2_rps = {}
-        for name, base in h2_urls.items():
+        for base in h2_urls.values():
             h2load(base + "small.html", 1)
-            h2_rps[name] = h2load(base + "small.html", args.seconds)
-            print(f"  {name:<10} {h2_rps[name]:>10.0f} requests/s")
+        h2_rps = interleaved({name: lambda base=base: h2load(base + "small.html", args.seconds)
+                              for name, base in h2_urls.items()}, args.rounds, "requests/s")
         print(f"  protolab / nginx     = {h2_rps['protolab'] / h2_rps['nginx']:.2f}x "
               "(target >= 0.3)")
         also_ratio(h2_rps)
         print(f"\nbig file ({args.big_mb} MB), one connection, curl, median of {args.runs}:")
-        bps = {}
-        for name, base in urls.items():
-            bps[name] = download(base + "big.bin", big_size, args.runs)
-            print(f"  {name:<10} {bps[name] / 1e6:>10.0f} MB/s")
+        bps = interleaved({name: lambda base=base: download(base + "big.bin", big_size) / 1e6
+                           for name, base in urls.items()}, args.runs, "MB/s")
         print(f"  protolab / nginx     = {bps['protolab'] / bps['nginx']:.2f}x (target >= 0.8)")
         also_ratio(bps)
         print(f"  protolab / twist web = {bps['protolab'] / bps['twist web']:.2f}x")
