@@ -347,11 +347,26 @@ class LabH2Connection(H2Connection):
         body = self.site.fast_body(path)
         if body is None:
             return False
-        answer, data = body.answer(fast.Head(method, target, path, b"HTTP/2", fields))
-        payload = assemble(answer.pieces, data) if answer.length is not None and \
-            method == b"GET" else b""
+        head = fast.Head(method, target, path, b"HTTP/2", fields)
+        response, status, payload = fast.made((b"2", self.site.alt_svc), body, head,
+                                              lambda: self.prepare(head, body))
         if len(payload) > self.conn.local_flow_control_window(stream_id):
             return False
+        self.session.command(f"{method.decode()} {target.decode()} HTTP/2")
+        self.send_encoded(stream_id, response, end_stream=not payload)
+        size = self.conn.max_outbound_frame_size
+        for start in range(0, len(payload), size):
+            self.conn.send_data(stream_id, payload[start:start + size],
+                                end_stream=start + size >= len(payload))
+        self.session.reply(f"{status} {len(payload)} bytes")
+        return True
+
+    def prepare(self, head: fast.Head, body: Any) -> tuple[tuple[tuple[bytes, bytes], ...],
+                                                          int, bytes]:
+        """The fields, status and payload of the fast path's answer to `head`."""
+        answer, data = body.answer(head)
+        payload = assemble(answer.pieces, data) if answer.length is not None and \
+            head.method == b"GET" else b""
         response = [(b":status", b"%d" % answer.status), (b"server", server_version),
                     (b"date", fast.http_date())]
         if self.site.alt_svc:
@@ -359,14 +374,7 @@ class LabH2Connection(H2Connection):
         response += [(name.lower(), value) for name, value in answer.headers]
         if answer.length is not None:
             response.append((b"content-length", b"%d" % answer.length))
-        self.session.command(f"{method.decode()} {target.decode()} HTTP/2")
-        self.send_encoded(stream_id, tuple(response), end_stream=not payload)
-        size = self.conn.max_outbound_frame_size
-        for start in range(0, len(payload), size):
-            self.conn.send_data(stream_id, payload[start:start + size],
-                                end_stream=start + size >= len(payload))
-        self.session.reply(f"{answer.status} {len(payload)} bytes")
-        return True
+        return tuple(response), answer.status, payload
 
     def send_encoded(self, stream_id: int, fields: tuple[tuple[bytes, bytes], ...],
                      end_stream: bool) -> None:
