@@ -832,6 +832,7 @@ class Http3Port(DatagramProtocol):
     def forget(self, connection: Http3Connection) -> None:
         self.established(connection)
         self.live.discard(connection)
+        self.blocked.discard(connection)
         for cid in [cid for cid, known in self.connections.items() if known is connection]:
             del self.connections[cid]
 

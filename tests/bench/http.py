@@ -193,13 +193,14 @@ def start_protolab(work: Path, root: Path = ROOT) -> tuple[subprocess.Popen, int
     process = subprocess.Popen(
         [sys.executable, "-m", "services", "serve", "--only", "http", "--data", str(data),
          "--bind", "127.0.0.1", "--port-offset", str(offset)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root,
+        stdout=subprocess.PIPE, stderr=(work / "protolab.err").open("w"), text=True, cwd=root,
         env={**os.environ, "PYTHONPATH": str(root)})
     for line in process.stdout:
         if line.startswith("protolab ready"):
             break
     else:
-        raise RuntimeError("protolab serve did not get ready")
+        raise RuntimeError("protolab serve did not get ready:\n"
+                           + (work / "protolab.err").read_text()[-2000:])
     return process, offset + 80, data / "homes" / "alice" / "public_html"
 
 
