@@ -13,7 +13,9 @@ TLS faults (FAULTS below, kinds `tls.NAME`, for a client address or everyone): t
 certificates, made once next to the CA, that a handshake serves instead of the right one
 when a fault is on for the client. The choice is made per connection when its handshake
 starts (an info callback on the one context), so it covers every TLS the lab speaks over
-that context: implicit TLS ports, STARTTLS, HTTPS and HTTP/2, DoT, FTPS.
+that context: implicit TLS ports, STARTTLS, HTTPS and HTTP/2, DoT, FTPS; and QUIC's
+handshake (HTTP/3, whose TLS is aioquic's own) asks fault_certificate() for each new
+connection.
 
 Every handshake done over that context is journaled, once, in the session of the
 connection it secures (a `tls handshake ...` event with the fields `version`, `cipher`,
@@ -249,19 +251,31 @@ class LabTLS:
             if addresses is None:
                 return  # a connection of nobody we know (no faults for it)
             (host, port), local = addresses
-            for name, (cert, key) in self._fault_pairs.items():
-                fault = self.faults.find(f"tls.{name}", host)
-                if fault is not None:
-                    connection.use_certificate(cert)
-                    connection.use_privatekey(key)
-                    if self.journal is not None:
-                        self.journal.add(self.services.get(local, "lab"), "-", f"{host}:{port}",
-                                         "", "event", f"fault {fault.kind} #{fault.id}")
-                    return
+            pair = self.fault_certificate(host, port, self.services.get(local, "lab"))
+            if pair is not None:
+                connection.use_certificate(pair[0])
+                connection.use_privatekey(pair[1])
         except Exception as error:  # OpenSSL calls us: an escape would be lost, say it
             if self.journal is not None:
                 self.journal.add("lab", "-", "-", "", "event",
                                  f"TLS fault not applied: {type(error).__name__}: {error}")
+
+    def fault_certificate(self, host: str, port: int, service: str) -> tuple[Any, Any] | None:
+        """The certificate and key of a TLS fault on for the client at `host`, journaled
+        as `service`'s, or None (the server's own): also for handshakes that are not
+        made over the context (QUIC's, in services/http/http3.py)."""
+        if self.faults is None:
+            return None
+        if not self._fault_pairs:
+            self._load_faults()
+        for name, (cert, key) in self._fault_pairs.items():
+            fault = self.faults.find(f"tls.{name}", host)
+            if fault is not None:
+                if self.journal is not None:
+                    self.journal.add(service, "-", f"{host}:{port}", "", "event",
+                                     f"fault {fault.kind} #{fault.id}")
+                return cert, key
+        return None
 
 
 @dataclass

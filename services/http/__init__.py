@@ -30,6 +30,8 @@ FAULTS = {
                      "--max-redirs, a browser shows ERR_TOO_MANY_REDIRECTS",
 }
 
+QUIC_RETRY = ("always", "pressure", "never")  # [http] quic_retry (http3.py)
+
 
 @dataclass
 class Settings(ServiceSettings):
@@ -43,6 +45,12 @@ class Settings(ServiceSettings):
     https: bool = setting(True, "also serve the site over TLS (port 443) with the lab CA")
     http3: bool = setting(
         True, "also serve HTTP/3 over QUIC on UDP 443 (with https), advertised by Alt-Svc")
+    quic_retry: str = setting(
+        "pressure", "when a new QUIC client must first prove its address with a Retry: "
+        "always, pressure (only while many handshakes are unfinished) or never")
+    quic_buffer_limit: int = setting(
+        64 * 1024 * 1024, "bytes sent over QUIC and not yet acknowledged, all connections "
+        "together, beyond which responses pause and new QUIC connections are refused")
     long_page_size: int = setting(4608, "size in bytes of /lab/http/long.html (> one TCP segment)")
     upload_limit: int = setting(
         10 * 1024 * 1024, "largest request body (uploads, PUT), in bytes; larger -> 413")
@@ -59,9 +67,12 @@ class Settings(ServiceSettings):
             raise Invalid("image_host", f"{self.image_host!r} must be the host or one of the "
                           "aliases (only those are in the lab zone)")
         for key in ("long_page_size", "upload_limit", "header_limit", "max_headers",
-                    "idle_timeout"):
+                    "idle_timeout", "quic_buffer_limit"):
             if getattr(self, key) <= 0:
                 raise Invalid(key, "must be positive")
+        if self.quic_retry not in QUIC_RETRY:
+            raise Invalid("quic_retry", f"{self.quic_retry!r} is not one of "
+                          f"{', '.join(QUIC_RETRY)}")
         if self.header_limit < 1024:
             raise Invalid("header_limit", "must be at least 1024 bytes")
 

@@ -11,33 +11,49 @@ Limits, so that junk or a client that never reads costs a bounded amount:
 - Initial floods (RFC 9000 8.1, 21.1.1): an Initial that does not decrypt leaves no state;
   at most HALF_OPEN_PER_HOST handshake-incomplete connections per client address and
   HALF_OPEN handshake-incomplete connections in all, the oldest evicted for a new one, each
-  given HANDSHAKE_TIMEOUT to finish; once RETRY_ABOVE are half-open (in all, or from one
-  address), a new client is asked to prove its address with a Retry (aioquic's tokens)
-  before any state is kept, so spoofed Initials cost nothing. Without that pressure there
-  is no Retry: it is a round trip and a packet a Wireshark class would see in every
-  handshake. At most MAX_CONNECTIONS connections at once.
+  given HANDSHAKE_TIMEOUT to finish. [http] quic_retry says when a new client is asked to
+  prove its address with a Retry (aioquic's tokens) before any state is kept, so that
+  spoofed Initials cost nothing: "pressure" (the default) once RETRY_ABOVE are half-open
+  (in all, or from one address), "always", or "never". Without pressure there is no
+  Retry by default: it is a round trip and a packet a Wireshark class would see in every
+  handshake. The lab sends no NEW_TOKEN, so every token a client brings is a Retry token:
+  one that does not validate (another process's, expired after aioquic's 30 s, another
+  address's) is answered with CONNECTION_CLOSE INVALID_TOKEN and no state, as RFC 9000
+  8.1.2 asks (not taken for no token: the client would never get a Retry it accepts).
+  At most MAX_CONNECTIONS connections at once; beyond that, or while the buffer limit
+  below is reached, a new client's Initial is answered CONNECTION_REFUSED.
 - Sending: a response's producer (big files) pauses once BUFFER_HIGH of its bytes, or
-  CONNECTION_HIGH of the whole connection's, wait unacknowledged (aioquic keeps whatever is
-  given to it until it is acknowledged); while CONNECTION_HIGH wait, no new request of
-  that connection is rendered (they queue, headers and bodies bounded as below).
+  CONNECTION_HIGH of the whole connection's, or [http] quic_buffer_limit of all
+  connections', wait unacknowledged (aioquic keeps whatever is given to it until it is
+  acknowledged); meanwhile no new request of that connection is rendered (they queue,
+  headers and bodies bounded as below).
 - Receiving: a HEADERS (or any non-DATA) frame longer than [http] header_limit is refused
   with 431 before aioquic's H3Connection buffers it, as is a decoded field section over
   header_limit or max_headers fields (RFC 9114 4.2.2; the limit is announced as
   SETTINGS_MAX_FIELD_SECTION_SIZE); a body over [http] upload_limit is 413 on its stream.
+  QPACK: a field section is decoded only if it has at most HARD_FIELD_FACTOR times
+  max_headers field lines (counted from its encoded bytes, field_lines()); each line may
+  name a dynamic-table entry of up to 4 KB, so a 16 KB section could decode to 64 MB, and
+  the count bounds it to max_headers x 16 KB. One with more lines is a connection error
+  H3_EXCESSIVE_LOAD (as HTTP/2's ENHANCE_YOUR_CALM).
+- TLS faults (services/tls.py, tls.expired, tls.wrong-name, tls.unknown-ca) act here too:
+  a client with one on gets that certificate in its QUIC handshake.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection, ProtocolError
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -47,11 +63,14 @@ from aioquic.quic.events import (
     StreamReset,
 )
 from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
     QuicPacketType,
     encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -65,6 +84,7 @@ if TYPE_CHECKING:
 
 clock: Any = reactor  # (mypy cannot type the reactor's zope interface methods)
 MAX_CONNECTIONS = 1000
+CLOSE_DATAGRAM_SIZE = 1200  # room for a stateless CONNECTION_CLOSE (it is much shorter)
 SMALLEST_INITIAL = 1200  # RFC 9000 14.1: a client's Initial datagram is at least this long
 BUFFER_HIGH = 1024 * 1024  # unacknowledged bytes of a response before its producer pauses
 CONNECTION_HIGH = 4 * 1024 * 1024  # ... of a connection's, before it stops rendering
@@ -72,6 +92,7 @@ HALF_OPEN = 256  # connections whose handshake is not complete, in all
 HALF_OPEN_PER_HOST = 16  # ... from one client address
 RETRY_ABOVE = 64  # half-open connections (or HALF_OPEN_PER_HOST // 2 from one address)
 HANDSHAKE_TIMEOUT = 10.0  # seconds a handshake may take (aioquic's idle timeout is 60)
+HARD_FIELD_FACTOR = 4  # max_headers times this: field lines a section may have to be decoded
 DATA_FRAME = 0x0  # RFC 9114 7.2: frame types
 HEADERS_FRAME = 0x1
 MAX_FIELD_SECTION_SIZE = 0x6  # RFC 9114 7.2.4.1: the setting
@@ -127,18 +148,82 @@ def _two_varints(data: bytes) -> tuple[int, int, int] | None:
     return values[0], values[1], at
 
 
+def _prefix_int(data: bytes, at: int, bits: int) -> tuple[int, int]:
+    """RFC 7541 5.1 (QPACK's integers): the integer whose prefix is the low `bits` bits
+    of data[at], and where it ends. IndexError when data ends first."""
+    mask = (1 << bits) - 1
+    value, at = data[at] & mask, at + 1
+    if value < mask:
+        return value, at
+    shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+        if shift > 62:
+            raise IndexError("integer too long")
+
+
+def field_lines(section: bytes) -> int | None:
+    """The number of field lines of an encoded QPACK field section (RFC 9204 4.5), read
+    from their representations alone (no table, no Huffman: nothing is decoded), or None
+    when the bytes are no field section (the decoder then says what is wrong)."""
+    try:
+        _, at = _prefix_int(section, 0, 8)  # Required Insert Count
+        _, at = _prefix_int(section, at, 7)  # sign and Delta Base
+        lines = 0
+        while at < len(section):
+            first = section[at]
+            if first & 0x80:  # indexed field line
+                _, at = _prefix_int(section, at, 6)
+            elif first & 0x40:  # literal with name reference: then the value
+                _, at = _prefix_int(section, at, 4)
+                length, at = _prefix_int(section, at, 7)
+                at += length
+            elif first & 0x20:  # literal with literal name: the name, then the value
+                length, at = _prefix_int(section, at, 3)
+                at += length
+                length, at = _prefix_int(section, at, 7)
+                at += length
+            elif first & 0x10:  # indexed field line, post-base index
+                _, at = _prefix_int(section, at, 4)
+            else:  # literal with post-base name reference
+                _, at = _prefix_int(section, at, 3)
+                length, at = _prefix_int(section, at, 7)
+                at += length
+            lines += 1
+        return lines if at == len(section) else None
+    except IndexError:
+        return None
+
+
+class ExcessiveLoad(ProtocolError):
+    error_code = ErrorCode.H3_EXCESSIVE_LOAD
+
+
 class LabH3Connection(H3Connection):
     """aioquic's H3Connection announcing the lab's field-section limit (it announces
-    none, so a client may send any size; RFC 9114 4.2.2)."""
+    none, so a client may send any size; RFC 9114 4.2.2), and decoding only field
+    sections with at most `max_lines` lines (see the module's docstring)."""
 
-    def __init__(self, quic: QuicConnection, field_section_limit: int) -> None:
+    def __init__(self, quic: QuicConnection, field_section_limit: int, max_lines: int) -> None:
         self.field_section_limit = field_section_limit
+        self.max_lines = max_lines
         super().__init__(quic)
 
     def _get_local_settings(self) -> dict[int, int]:  # aioquic's hook for its SETTINGS
         settings = super()._get_local_settings()
         settings[MAX_FIELD_SECTION_SIZE] = self.field_section_limit
         return settings
+
+    def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> Any:
+        # frame_data is None when a blocked section resumes: it was counted when it came.
+        if frame_data is not None and (field_lines(frame_data) or 0) > self.max_lines:
+            raise ExcessiveLoad(f"a field section of over {self.max_lines} lines")
+        return super()._decode_headers(stream_id, frame_data)
 
 
 class KeyLog:
@@ -232,10 +317,12 @@ class Http3Stream:
             self._request.connectionLost(Failure(ConnectionLost(why)))
 
     def acknowledged(self, waiting: int) -> None:
-        """Called after every datagram exchange with what the connection has waiting: a
-        paused producer resumes once the client has taken enough of what was sent."""
+        """Called after every datagram exchange with what the connection has waiting (and
+        when the port's total falls under its limit): a paused producer resumes once the
+        client has taken enough of what was sent, and all clients of what all were sent."""
         if self.paused and waiting < CONNECTION_HIGH // 2 and \
-                self.connection.unacknowledged(self.stream_id) < BUFFER_HIGH // 2:
+                self.connection.unacknowledged(self.stream_id) < BUFFER_HIGH // 2 and \
+                not self.connection.port.crowded(self.connection, waiting, low=True):
             self.paused = False
             self.producer.resumeProducing()
 
@@ -250,11 +337,14 @@ class Http3Stream:
     def write(self, data: bytes) -> None:
         if data:
             self.connection.send_data(self.stream_id, data, False)
-            if self.producer is not None and not self.paused and (
-                    self.connection.unacknowledged(self.stream_id) > BUFFER_HIGH
-                    or self.connection.waiting() > CONNECTION_HIGH):
-                self.paused = True
-                self.producer.pauseProducing()
+            if self.producer is not None and not self.paused:
+                waiting = self.connection.waiting()
+                if (self.connection.unacknowledged(self.stream_id) > BUFFER_HIGH
+                        or waiting > CONNECTION_HIGH
+                        or self.connection.port.crowded(self.connection, waiting)):
+                    self.paused = True
+                    self.connection.port.blocked.add(self.connection)
+                    self.producer.pauseProducing()
 
     def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
@@ -316,6 +406,7 @@ class Http3Connection:
         self.deadline: Any = clock.callLater(HANDSHAKE_TIMEOUT, self.handshake_timeout)
         self.established = False
         self.closed = False
+        self.counted = 0  # its unacknowledged bytes in the port's total, as last counted
         kind = IPv6Address if ":" in address[0] else IPv4Address
         self.peer = kind("UDP", address[0], address[1])
         host = port.address()
@@ -355,7 +446,9 @@ class Http3Connection:
                 event = self.quic.next_event()
                 continue
             if self.h3 is None and self.quic.tls.alpn_negotiated in H3_ALPN:
-                self.h3 = LabH3Connection(self.quic, self.site.settings.header_limit)
+                limits = self.site.settings
+                self.h3 = LabH3Connection(self.quic, limits.header_limit,
+                                          HARD_FIELD_FACTOR * limits.max_headers)
                 self.session.event("protocol", "h3")
             if self.h3 is not None:
                 try:
@@ -410,8 +503,10 @@ class Http3Connection:
     def render(self, stream: Http3Stream) -> None:
         """A complete request is rendered now, or once the connection's unacknowledged
         bytes fall under CONNECTION_HIGH // 2."""
-        if self.queued or self.waiting() > CONNECTION_HIGH:
+        waiting = self.waiting()
+        if self.queued or waiting > CONNECTION_HIGH or self.port.crowded(self, waiting):
             self.queued.append(stream)
+            self.port.blocked.add(self)
         else:
             stream.render()
 
@@ -490,16 +585,22 @@ class Http3Connection:
         now = time.monotonic()
         for data, address in self.quic.datagrams_to_send(now=now):
             self.port.send(data, address)
-        waiting = self.waiting()
-        for stream in list(self.streams.values()):
-            stream.acknowledged(waiting)
-        while self.queued and waiting < CONNECTION_HIGH // 2:
-            self.queued.pop(0).render()
-            waiting = self.waiting()
+        self.port.count(self, self.waiting())
+        self.resume()
         self.ignored.intersection_update(self.quic._streams)  # forget the discarded
         at = self.quic.get_timer()
         if at is not None and not self.closed:
             self.timer = clock.callLater(max(0.0, at - now), self.expire)
+
+    def resume(self) -> None:
+        """Paused producers and queued requests go on as far as the limits allow."""
+        waiting = self.waiting()
+        for stream in list(self.streams.values()):
+            stream.acknowledged(waiting)
+        while self.queued and waiting < CONNECTION_HIGH // 2 and \
+                not self.port.crowded(self, waiting, low=True):
+            self.queued.pop(0).render()
+            waiting = self.waiting()
 
     def expire(self) -> None:
         self.timer = None
@@ -526,6 +627,7 @@ class Http3Connection:
             stream.lost(why)
         self.streams.clear()
         self.queued.clear()
+        self.port.count(self, 0)
         self.port.forget(self)
         if self.session is not None:
             if why != "closed":
@@ -533,10 +635,47 @@ class Http3Connection:
             self.session.close()
 
 
+def must_retry(mode: str, half_open: int, from_host: int) -> bool:
+    """Whether a new client without a token gets a Retry ([http] quic_retry), given the
+    handshakes unfinished in all and from its address."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return half_open >= RETRY_ABOVE or from_host >= HALF_OPEN_PER_HOST // 2
+
+
+def stateless_close(header: Any, error_code: int, reason: str) -> bytes:
+    """An Initial packet with CONNECTION_CLOSE for a client's first Initial, made from
+    its header alone (the Initial keys come from its destination connection ID, RFC 9001
+    5.2): no connection, no TLS, shorter than what it answers."""
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=header.destination_cid, is_client=False, version=header.version)
+    builder = QuicPacketBuilder(host_cid=os.urandom(8), peer_cid=header.source_cid,
+                                version=header.version, is_client=False,
+                                max_datagram_size=CLOSE_DATAGRAM_SIZE)
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    phrase = reason.encode()
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE)
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)  # no frame caused it
+    buf.push_uint_var(len(phrase))
+    buf.push_bytes(phrase)
+    datagrams, _ = builder.flush()
+    return b"".join(datagrams)
+
+
 class Http3Port(DatagramProtocol):
     def __init__(self, lab: Lab, site: LabSite) -> None:
         self.site = site
+        self.lab = lab
         self.config = configuration(lab)
+        self.retry_mode = site.settings.quic_retry
+        self.buffer_limit = site.settings.quic_buffer_limit
+        self.total = 0  # unacknowledged bytes of all connections (each's `counted`)
+        self.blocked: set[Http3Connection] = set()  # with a paused producer or a queue
+        self.wake: Any = None  # the call that resumes them once `total` is low again
+        self.full = False  # over the limit (journaled), until under half of it
         self.connections: dict[bytes, Http3Connection] = {}  # by connection ID
         # Handshake-incomplete connections, oldest first, in all and by client address.
         self.half_open: dict[Http3Connection, None] = {}
@@ -552,6 +691,41 @@ class Http3Port(DatagramProtocol):
     def address(self) -> Any:
         transport: Any = self.transport
         return transport.getHost()
+
+    def crowded(self, connection: Http3Connection, waiting: int, low: bool = False) -> bool:
+        """Whether all connections' unacknowledged bytes, with `waiting` for
+        `connection`, are over the buffer limit (with low: over half of it, the mark
+        to resume under)."""
+        total = self.total - connection.counted + waiting
+        return total > (self.buffer_limit // 2 if low else self.buffer_limit)
+
+    def count(self, connection: Http3Connection, waiting: int) -> None:
+        """`connection` has `waiting` unacknowledged bytes now; once the total is under
+        half the limit, the connections that paused for it resume (in a reactor turn of
+        their own: this is called while one of them transmits)."""
+        self.total += waiting - connection.counted
+        connection.counted = waiting
+        if not self.full and self.total > self.buffer_limit:
+            self.journal(f"QUIC buffers full: {self.total} bytes unacknowledged (limit "
+                         f"{self.buffer_limit}), new connections refused")
+            self.full = True
+        elif self.full and self.total <= self.buffer_limit // 2:
+            self.journal(f"QUIC buffers under half the limit again: {self.total} bytes")
+            self.full = False
+        if self.blocked and self.total <= self.buffer_limit // 2 and self.wake is None:
+            self.wake = clock.callLater(0, self.resume_blocked)
+
+    def journal(self, text: str, peer: str = "-") -> None:
+        """An event of the port's (no connection's session)."""
+        self.lab.journal.add("http", "-", peer, "", "event", text)
+
+    def resume_blocked(self) -> None:
+        self.wake = None
+        blocked, self.blocked = self.blocked, set()
+        for connection in blocked:
+            if not connection.closed:
+                connection.resume()
+                connection.transmit_soon()
 
     def datagramReceived(self, data: bytes, address: Any) -> None:
         try:
@@ -569,8 +743,11 @@ class Http3Port(DatagramProtocol):
         connection = self.connections.get(header.destination_cid)
         new = connection is None
         if connection is None:
-            if (header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_INITIAL
-                    or len(self.live) >= MAX_CONNECTIONS):
+            if header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_INITIAL:
+                return
+            if len(self.live) >= MAX_CONNECTIONS or self.full:
+                self.send(stateless_close(header, QuicErrorCode.CONNECTION_REFUSED,
+                                          "the lab is busy, try again later"), address)
                 return
             connection = self.accept(header, address)
             if connection is None:
@@ -597,8 +774,12 @@ class Http3Port(DatagramProtocol):
                     address=address, destination_cid=header.destination_cid,
                     token=header.token, now=time.monotonic())
                 retry_source = header.destination_cid
-            except ValueError:  # not ours, or stale: as if there were none
-                original = header.destination_cid
+            except ValueError as error:  # expired, another address's, not ours
+                self.send(stateless_close(header, QuicErrorCode.INVALID_TOKEN, str(error)),
+                          address)
+                self.journal(f"QUIC Initial refused, INVALID_TOKEN: {error}",
+                             f"{address[0]}:{address[1]}")
+                return None
         if retry_source is None and self.pressure(address[0]):
             source_cid = os.urandom(8)
             self.send(encode_quic_retry(
@@ -609,7 +790,12 @@ class Http3Port(DatagramProtocol):
                     address=address, original_destination_connection_id=header.destination_cid,
                     retry_source_connection_id=source_cid, now=time.monotonic())), address)
             return None
-        quic = QuicConnection(configuration=self.config,
+        config = self.config
+        fault = self.lab.tls.fault_certificate(address[0], address[1], "http")
+        if fault is not None:  # services/tls.py's faults, for QUIC's own TLS
+            config = dataclasses.replace(config, certificate=fault[0], private_key=fault[1],
+                                         certificate_chain=[])
+        quic = QuicConnection(configuration=config,
                               original_destination_connection_id=original,
                               retry_source_connection_id=retry_source)
         connection = Http3Connection(self, quic, address)
@@ -632,8 +818,8 @@ class Http3Port(DatagramProtocol):
         self.half_open_from.setdefault(host, {})[connection] = None
 
     def pressure(self, host: str) -> bool:
-        return (len(self.half_open) >= RETRY_ABOVE
-                or len(self.half_open_from.get(host, ())) >= HALF_OPEN_PER_HOST // 2)
+        return must_retry(self.retry_mode, len(self.half_open),
+                          len(self.half_open_from.get(host, ())))
 
     def established(self, connection: Http3Connection) -> None:
         self.half_open.pop(connection, None)
@@ -646,6 +832,7 @@ class Http3Port(DatagramProtocol):
     def forget(self, connection: Http3Connection) -> None:
         self.established(connection)
         self.live.discard(connection)
+        self.blocked.discard(connection)
         for cid in [cid for cid, known in self.connections.items() if known is connection]:
             del self.connections[cid]
 

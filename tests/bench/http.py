@@ -1,6 +1,7 @@
 """HTTP benchmark: protolab's web server vs plain `twist web --path` and nginx, side by side.
 
-    python3 -m tests.bench.http [--seconds 5] [--big-mb 100] [--stall-only]
+    python3 -m tests.bench.http [--seconds 3] [--rounds 5] [--big-mb 100] [--also DIR]
+                                [--stall-only]
 
 1. A small static page (the same file for all three), wrk with 20 connections: requests/s.
    Target: protolab >= 1.5x twist web, >= 0.35x nginx.
@@ -13,7 +14,21 @@
    (protolab only). Target: a few tens of milliseconds.
 
 Everything listens on 127.0.0.1 on free ports; nginx runs as a private instance with its
-own configuration (one worker, sendfile on, no access log) in a temporary directory.
+own configuration in a temporary directory. The comparison is meant to be fair:
+- one process each: nginx has worker_processes 1 (protolab and twist web are one Python
+  process on one reactor), sendfile on, no access log (protolab's journal stays on: it is
+  part of the lab);
+- the same page bytes: the servers serve the very same files (hard links); the size of
+  each server's response head is printed, since their headers differ;
+- keep-alive for all: wrk and h2load reuse their connections, nginx's keepalive_requests
+  is raised so it never closes them in a run (protolab and twist web never do);
+- the same clients, pinned the same way: wrk -t2 -c20 and h2load -t2 -c20 -m10 for each
+  server, one server at a time, each after a one-second warm-up run;
+- interleaved: each round measures every server once, and the median of the rounds is
+  the figure (each round's figures are printed too), so that other users' load on the
+  shared machine does not fall on one server's runs only.
+--also DIR measures a second protolab checkout (say, main's, from `git archive`) in the
+same run, next to this one: the before and after of a change.
 The machine is shared: the load average is printed with the figures.
 """
 
@@ -31,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,17 +92,30 @@ def h2load(url: str, seconds: int) -> float:
     return float(match.group(1))
 
 
-def download(url: str, size: int, runs: int) -> float:
-    """Median bytes/s of `runs` downloads of `url` with curl over one connection."""
-    speeds = []
-    for _ in range(runs):
-        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
-                              "%{size_download} %{speed_download}", url],
-                             capture_output=True, text=True, timeout=300).stdout.split()
-        if int(out[0]) != size:
-            raise RuntimeError(f"{url}: got {out[0]} bytes, expected {size}")
-        speeds.append(float(out[1]))
-    return statistics.median(speeds)
+def download(url: str, size: int) -> float:
+    """Bytes/s of one download of `url` with curl over one connection."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                          "%{size_download} %{speed_download}", url],
+                         capture_output=True, text=True, timeout=300).stdout.split()
+    if int(out[0]) != size:
+        raise RuntimeError(f"{url}: got {out[0]} bytes, expected {size}")
+    return float(out[1])
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int,
+                unit: str) -> dict[str, float]:
+    """Each server's median over `rounds` rounds, every round measuring each server in
+    turn: the machine is shared, and a burst of someone else's load then falls on one
+    round of every server rather than on all of one server's runs."""
+    figures: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            figures[name].append(measure())
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    for name, values in figures.items():
+        print(f"  {name:<10} {medians[name]:>10.0f} {unit} (rounds: "
+              f"{', '.join(f'{v:.0f}' for v in values)})")
+    return medians
 
 
 def fetch(connection: socket.socket, path: str) -> bytes:
@@ -143,7 +172,14 @@ def stall(port: int, public_html: Path, files: int, rounds: int = 10) -> None:
               f"{ordered[-1] * 1000:.1f} ms ({len(ordered)} probes)")
 
 
-def start_protolab(work: Path) -> tuple[subprocess.Popen, int, Path]:
+def head_size(url: str, *options: str) -> int:
+    """Bytes of the response head (status line and headers) curl gets for `url`."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_header}", *options,
+                          url], capture_output=True, text=True, timeout=30).stdout
+    return int(out)
+
+
+def start_protolab(work: Path, root: Path = ROOT) -> tuple[subprocess.Popen, int, Path]:
     data = work / "data"
     offset = free_port() - 80
     while True:
@@ -157,13 +193,14 @@ def start_protolab(work: Path) -> tuple[subprocess.Popen, int, Path]:
     process = subprocess.Popen(
         [sys.executable, "-m", "services", "serve", "--only", "http", "--data", str(data),
          "--bind", "127.0.0.1", "--port-offset", str(offset)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stdout=subprocess.PIPE, stderr=(work / "protolab.err").open("w"), text=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)})
     for line in process.stdout:
         if line.startswith("protolab ready"):
             break
     else:
-        raise RuntimeError("protolab serve did not get ready")
+        raise RuntimeError("protolab serve did not get ready:\n"
+                           + (work / "protolab.err").read_text()[-2000:])
     return process, offset + 80, data / "homes" / "alice" / "public_html"
 
 
@@ -207,14 +244,24 @@ http {{
     return process, port, h2_port
 
 
+def also_ratio(figures: dict[str, float]) -> None:
+    if "--also" in figures:
+        print(f"  --also / nginx       = {figures['--also'] / figures['nginx']:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per server")
+    parser.add_argument("--seconds", type=int, default=3,
+                        help="wrk and h2load duration per server and round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of wrk and h2load (each server once per round)")
     parser.add_argument("--big-mb", type=int, default=100, help="size of the big file")
     parser.add_argument("--runs", type=int, default=3, help="downloads of the big file each")
     parser.add_argument("--listing", type=int, default=20_000,
                         help="files in the directory the stall probe lists")
     parser.add_argument("--stall-only", action="store_true", help="only measure the stall")
+    parser.add_argument("--also", type=Path, metavar="DIR",
+                        help="another protolab checkout to measure in the same run")
     args = parser.parse_args()
     if args.stall_only:
         work = Path(tempfile.mkdtemp(prefix="protolab-bench-http-"))
@@ -246,6 +293,13 @@ def main() -> int:
         processes.append(lab)
         for name in ("small.html", "big.bin"):
             os.link(site / name, public_html / name)  # the very same files
+        also_port = 0
+        if args.also is not None:
+            (work / "also").mkdir()
+            also, also_port, also_html = start_protolab(work / "also", args.also.resolve())
+            processes.append(also)
+            for name in ("small.html", "big.bin"):
+                os.link(site / name, also_html / name)
         twist, twist_port = start_twist(site)
         processes.append(twist)
         nginx, nginx_port, nginx_h2_port = start_nginx(site, work)
@@ -253,31 +307,43 @@ def main() -> int:
         urls = {"protolab": f"http://127.0.0.1:{lab_port}/~alice/",
                 "twist web": f"http://127.0.0.1:{twist_port}/",
                 "nginx": f"http://127.0.0.1:{nginx_port}/"}
+        if also_port:
+            urls["--also"] = f"http://127.0.0.1:{also_port}/~alice/"
         print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores, shared)")
-        print(f"\nsmall page ({len(SMALL)} bytes), wrk -t2 -c20 -d{args.seconds}s:")
-        rps = {}
-        for name, base in urls.items():
+        if also_port:
+            print(f"--also is {args.also}")
+        print("\nresponse head of the small page, bytes: " + ", ".join(
+            f"{name} {head_size(base + 'small.html')}" for name, base in urls.items()))
+        print(f"\nsmall page ({len(SMALL)} bytes), wrk -t2 -c20 -d{args.seconds}s, median of "
+              f"{args.rounds} rounds:")
+        for base in urls.values():
             wrk(base + "small.html", 1)  # warm up (caches, connections)
-            rps[name] = wrk(base + "small.html", args.seconds)
-            print(f"  {name:<10} {rps[name]:>10.0f} requests/s")
+        rps = interleaved({name: lambda base=base: wrk(base + "small.html", args.seconds)
+                           for name, base in urls.items()}, args.rounds, "requests/s")
         print(f"  protolab / twist web = {rps['protolab'] / rps['twist web']:.2f}x (target >= 1.5)")
         print(f"  protolab / nginx     = {rps['protolab'] / rps['nginx']:.2f}x (target >= 0.35)")
-        print(f"\nsmall page over HTTP/2 (h2c), h2load -c20 -m10 -D{args.seconds}:")
+        also_ratio(rps)
+        print(f"\nsmall page over HTTP/2 (h2c), h2load -c20 -m10 -D{args.seconds}, median of "
+              f"{args.rounds} rounds:")
         h2_urls = {"protolab": urls["protolab"],
                    "nginx": f"http://127.0.0.1:{nginx_h2_port}/"}
-        h2_rps = {}
-        for name, base in h2_urls.items():
+        if also_port:
+            h2_urls["--also"] = urls["--also"]
+        print("  response head, bytes: " + ", ".join(
+            f"{name} {head_size(base + 'small.html', '--http2-prior-knowledge')}"
+            for name, base in h2_urls.items()))
+        for base in h2_urls.values():
             h2load(base + "small.html", 1)
-            h2_rps[name] = h2load(base + "small.html", args.seconds)
-            print(f"  {name:<10} {h2_rps[name]:>10.0f} requests/s")
+        h2_rps = interleaved({name: lambda base=base: h2load(base + "small.html", args.seconds)
+                              for name, base in h2_urls.items()}, args.rounds, "requests/s")
         print(f"  protolab / nginx     = {h2_rps['protolab'] / h2_rps['nginx']:.2f}x "
               "(target >= 0.3)")
+        also_ratio(h2_rps)
         print(f"\nbig file ({args.big_mb} MB), one connection, curl, median of {args.runs}:")
-        bps = {}
-        for name, base in urls.items():
-            bps[name] = download(base + "big.bin", big_size, args.runs)
-            print(f"  {name:<10} {bps[name] / 1e6:>10.0f} MB/s")
+        bps = interleaved({name: lambda base=base: download(base + "big.bin", big_size) / 1e6
+                           for name, base in urls.items()}, args.runs, "MB/s")
         print(f"  protolab / nginx     = {bps['protolab'] / bps['nginx']:.2f}x (target >= 0.8)")
+        also_ratio(bps)
         print(f"  protolab / twist web = {bps['protolab'] / bps['twist web']:.2f}x")
         stall(lab_port, public_html, args.listing)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")

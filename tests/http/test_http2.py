@@ -310,3 +310,39 @@ def test_a_continuation_flood_ends_the_connection(web, frame_size):
     code = 11 if frame_size else 1
     assert goaway > 0 and received[goaway + 10:goaway + 14] == code.to_bytes(4, "big")
     assert status_of_h2(curl("-i", *MODES["prior-knowledge"](web, "/lab/http/basic.html")).stdout) == [200]
+
+
+
+def test_fast_path_header_blocks_are_reused_only_while_right():
+    """core: BlockCache's blocks, interleaved with other encodings, a table resize and a
+    field too big for the table, always decode to their fields on the client's side; a
+    block is reused (the same bytes) once the fields are all in the table."""
+    from hpack import Decoder, Encoder
+
+    from services.http.http2 import BlockCache
+
+    page = ((b":status", b"200"), (b"server", b"TwistedWeb"), (b"content-length", b"445"),
+            (b"date", b"Wed, 02 Dec 2026 08:01:17 GMT"), (b"etag", b'"abc"'))
+    later = (*page[:3], (b"date", b"Wed, 02 Dec 2026 08:01:18 GMT"), *page[4:])
+    encoder, decoder = Encoder(), Decoder()
+    cache = BlockCache(encoder)
+    sent = []
+    for step in ("page", "page", "page", "other", "page", "page", "resize", "page",
+                 "later", "later", "later", "huge", "page", "page"):
+        if step == "other":
+            fields = ((b":status", b"404"), (b"x-other", b"1"))
+            block = encoder.encode(fields)
+        elif step == "resize":
+            encoder.header_table_size = 256
+            continue
+        elif step == "huge":
+            fields = ((b"x-huge", b"h" * 5000),)
+            block = encoder.encode(fields)
+        else:
+            fields = page if step == "page" else later
+            block = cache.block(fields)
+        assert tuple(decoder.decode(block, raw=True)) == fields, step
+        sent.append((step, block))
+    pages = [block for step, block in sent if step == "page"]
+    assert pages[1] == pages[2] and len(pages[2]) == len(page)  # one byte per index
+    assert pages[2] != pages[0]

@@ -11,6 +11,7 @@ import os
 import subprocess
 
 import pytest
+from aioquic.quic.events import ConnectionTerminated
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -173,7 +174,7 @@ def test_an_initial_flood_is_bounded_and_a_real_client_still_gets_in(web):
     assert len(quiet.handshakes) == 100  # ... and then gets its connection, evicting
     status, _, _ = h3(web, {"path": "/lab/http/basic.html?after-the-flood"})[0]
     assert status == 200
-    journal = web.journal_until("http", "evicted: too many handshakes")
+    journal = web.journal_until("http", "after-the-flood HTTP/3")  # the last to come
     assert journal.count("evicted: too many handshakes") >= 100 - HALF_OPEN_PER_HOST
     assert "GET /lab/http/basic.html?after-the-flood HTTP/3" in journal
 
@@ -215,3 +216,187 @@ def test_frame_sizes_walks_frames_in_any_split():
             assert found == bad
     for _ in range(2000):
         FrameSizes(1000).feed(rng.randbytes(rng.randint(0, 64)))
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """A lab that asks every new QUIC client for a Retry and keeps at most 1 MB
+    unacknowledged over QUIC; connections idle for 5 s end (so a client that stopped
+    reading lets go of its bytes within the test)."""
+    config = ('[http]\nquic_retry = "always"\nquic_buffer_limit = 1048576\n'
+              'idle_timeout = 5\n')
+    with running_web(tmp_path_factory, "h3strict", config) as server:
+        curl(url(server, "/~alice/"))
+        (server.data / "homes" / "alice" / "public_html" / "big.bin").write_bytes(
+            os.urandom(BIG))
+        yield server
+
+
+def terminated(events) -> ConnectionTerminated:
+    assert isinstance(events[-1], ConnectionTerminated), events
+    return events[-1]
+
+
+def test_quic_retry_always_asks_every_client(strict):
+    """[http] quic_retry = "always": every new client gets a Retry, even one alone; a
+    client that answers with the token (aioquic's) gets its connection and its page."""
+    from tests.http.quicflood import flood
+
+    port = strict.port("http", "h3")
+    proving = flood(port, 3, follow_retry=True)
+    assert proving.retries == 3 and len(proving.handshakes) == 3
+    status, _, _ = h3(strict, {"path": "/lab/http/basic.html?after-a-retry"})[0]
+    assert status == 200
+
+
+def test_quic_retry_modes():
+    """core: when a client without a token is asked for a Retry."""
+    from services.http.http3 import HALF_OPEN_PER_HOST, RETRY_ABOVE, must_retry
+
+    assert must_retry("always", 0, 0) and not must_retry("never", 10_000, 10_000)
+    assert not must_retry("pressure", RETRY_ABOVE - 1, HALF_OPEN_PER_HOST // 2 - 1)
+    assert must_retry("pressure", RETRY_ABOVE, 0)
+    assert must_retry("pressure", 0, HALF_OPEN_PER_HOST // 2)
+
+
+def test_quic_settings_are_checked():
+    from services.config import Invalid
+    from services.http import Settings
+
+    for bad in ({"quic_retry": "sometimes"}, {"quic_buffer_limit": 0}):
+        with pytest.raises(Invalid):
+            Settings(**bad).validate()
+
+
+def test_an_invalid_token_is_answered_invalid_token(web):
+    """A token the lab did not make (or made by an earlier run, or expired: aioquic's
+    tokens live 30 s) is not taken for no token: RFC 9000 8.1.2, CONNECTION_CLOSE with
+    INVALID_TOKEN, and no connection kept. The next client without one gets in."""
+    from aioquic.quic.packet import QuicErrorCode
+
+    from tests.http.h3client import session
+
+    ca = web.data / "tls" / "ca.crt"
+    closed = terminated(session(web.port("http", "h3"), ca, token=os.urandom(60)))
+    assert closed.error_code == QuicErrorCode.INVALID_TOKEN, closed
+    assert "INVALID_TOKEN" in web.journal_until("http", "INVALID_TOKEN")
+    status, _, _ = h3(web, {"path": "/lab/http/basic.html"})[0]
+    assert status == 200
+
+
+def test_quic_buffers_have_one_limit_for_all_connections(strict):
+    """A client that asks for 3 MB and never acknowledges: once [http]
+    quic_buffer_limit (1 MB here) waits unacknowledged, the producer pauses and a new
+    client is refused (CONNECTION_REFUSED); when the silent connection ends (its idle
+    timeout), the bytes are let go and new clients get in again."""
+    from aioquic.quic.packet import QuicErrorCode
+
+    from tests.http.h3client import session
+
+    port, ca = strict.port("http", "h3"), strict.data / "tls" / "ca.crt"
+
+    def ask(quic, h3) -> None:
+        stream = quic.get_next_available_stream_id()
+        h3.send_headers(stream, [(b":method", b"GET"), (b":scheme", b"https"),
+                                 (b":authority", b"localhost"), (b":path", b"/~alice/big.bin")],
+                        end_stream=True)
+
+    session(port, ca, act=ask)  # and it stops reading
+    assert "QUIC buffers full" in strict.journal_until("http", "QUIC buffers full")
+    closed = terminated(session(port, ca))
+    assert closed.error_code == QuicErrorCode.CONNECTION_REFUSED, closed
+    journal = strict.journal_until("http", "under half the limit again", timeout=30)
+    assert "under half the limit again" in journal
+    status, _, _ = h3(strict, {"path": "/lab/http/basic.html?after-the-full-buffers"})[0]
+    assert status == 200
+
+
+def test_a_qpack_bomb_is_refused_before_it_is_decoded(web):
+    """One 4 KB dynamic-table entry and a 2 KB field section naming it 2000 times would
+    decode to 8 MB: the lab counts the section's field lines first (more than 4 x
+    max_headers) and ends the connection with H3_EXCESSIVE_LOAD. Another connection is
+    served."""
+    from aioquic.buffer import encode_uint_var
+
+    from tests.http.h3client import session
+
+    def bomb(quic, h3) -> None:
+        value = b"v" * 4000
+        # Encoder stream (RFC 9204 4.3): Set Dynamic Table Capacity 4096, then Insert
+        # With Literal Name "x-big" and the 4000-byte value.
+        insert = (qpack_int(4096, 5, 0x20) + qpack_int(5, 5, 0x40) + b"x-big"
+                  + qpack_int(len(value), 7, 0x00) + value)
+        quic.send_stream_data(h3._local_encoder_stream_id, insert)
+        # Field section: Required Insert Count 1 (encoded 2, RFC 9204 4.5.1.1), Base 1,
+        # then 2000 indexed field lines naming dynamic entry 0.
+        section = b"\x02\x00" + b"\x80" * 2000
+        stream = quic.get_next_available_stream_id()
+        quic.send_stream_data(stream, encode_uint_var(0x1) + encode_uint_var(len(section))
+                              + section, end_stream=True)
+
+    ca = web.data / "tls" / "ca.crt"
+    closed = terminated(session(web.port("http", "h3"), ca, act=bomb, read_on=True))
+    assert closed.error_code == 0x107, closed  # H3_EXCESSIVE_LOAD
+    status, _, _ = h3(web, {"path": "/lab/http/basic.html"})[0]
+    assert status == 200
+
+
+def qpack_int(value: int, bits: int, pattern: int) -> bytes:
+    """An integer with a `bits`-bit prefix (RFC 7541 5.1), `pattern` in the first byte's
+    other bits."""
+    from hpack.hpack import encode_integer
+
+    encoded = encode_integer(value, bits)
+    encoded[0] |= pattern
+    return bytes(encoded)
+
+
+def test_field_lines_counts_what_qpack_encodes():
+    """core: field_lines() agrees with ls-qpack's encoder (static, dynamic, post-base
+    and literal representations, Huffman or not) and never raises on junk."""
+    import random
+
+    import pylsqpack
+
+    from services.http.http3 import field_lines
+
+    encoder = pylsqpack.Encoder()
+    encoder.apply_settings(max_table_capacity=4096, blocked_streams=16)
+    rng = random.Random(19)
+    for stream in range(0, 400, 4):
+        headers = [(b":method", b"GET"), (b":path", b"/%d" % stream),
+                   *((b"x-%d" % rng.randint(0, 20), rng.randbytes(rng.randint(0, 300)).hex()
+                      .encode()) for _ in range(rng.randint(0, 60)))]
+        _, section = encoder.encode(stream, headers)
+        assert field_lines(section) == len(headers)
+    for _ in range(5000):
+        field_lines(rng.randbytes(rng.randint(0, 40)))
+
+
+def test_tls_faults_act_on_the_quic_handshake(web):
+    """services/tls.py's faults for one address: its QUIC handshake gets the expired,
+    wrong-name or unknown-CA certificate (aioquic's client refuses it with a TLS alert,
+    as curl does over TCP); another address verifies; journaled; cleared, it is whole."""
+    from aioquic.quic.events import HandshakeCompleted
+
+    from tests.http.h3client import session
+    from tests.lab.test_faults import settled
+
+    port, ca = web.port("http", "h3"), web.data / "tls" / "ca.crt"
+    for kind in ("tls.expired", "tls.wrong-name", "tls.unknown-ca"):
+        on = web.cli("fault", "add", kind, "--target", "127.0.0.2")
+        assert on.returncode == 0, on.stderr
+        number = on.stdout.split()[1]
+        try:
+            events = settled(lambda: session(port, ca, source="127.0.0.2"),
+                             lambda e: isinstance(e[-1], ConnectionTerminated))
+            closed = terminated(events)
+            assert closed.error_code & ~0xFF == 0x100, closed  # CRYPTO_ERROR: a TLS alert
+            assert isinstance(session(port, ca)[-1], HandshakeCompleted)
+            journal = web.journal_until("http", f"fault {kind} {number}")
+            assert f"fault {kind} {number}" in journal
+        finally:
+            assert web.cli("fault", "clear").returncode == 0
+        again = settled(lambda: session(port, ca, source="127.0.0.2"),
+                        lambda e: isinstance(e[-1], HandshakeCompleted))
+        assert isinstance(again[-1], HandshakeCompleted), again
