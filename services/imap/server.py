@@ -31,10 +31,11 @@ _log = Logger()
 
 # Commands whose work grows with the mailbox or the messages (a TEXT search over
 # thousands of messages, FETCH 1:* BODY[], a message of thousands of MIME parts, COPY of
-# everything): run in a worker thread, so the reactor that every service shares goes on.
-# The rest are quick and stay in the reactor thread.
+# everything), or that wait for the disk (APPEND's fsync): run in a worker thread, so the
+# reactor that every service shares goes on. The rest are quick and stay in the reactor
+# thread.
 WORKER_COMMANDS = {b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT",
-                   b"THREAD"}
+                   b"THREAD", b"APPEND"}
 # Unread input kept while a command runs or the client does not read our output; beyond
 # it the socket is not read (TCP then holds the client back).
 INPUT_HELD = 256 * 1024
@@ -149,8 +150,8 @@ class IMAPProtocol(HalfClose, Protocol):
             event = self.reader.next()
             if event is None:
                 return
-            if isinstance(event, Frame) and session.view is not None \
-                    and _worker_command(event.raw) and not session.quick(event.raw):
+            if isinstance(event, Frame) and _worker_command(event.raw) \
+                    and not session.quick(event.raw):
                 self._in_worker(event.raw)
                 return
             session.handle(event)

@@ -230,13 +230,17 @@ class Session:
 
     def quick(self, raw: bytes) -> bool:
         """Whether a command is cheap enough for the reactor thread (see QUICK_MESSAGES);
-        the adapter sends the others to a worker. A command that does not parse is quick."""
-        view = self.view
-        if view is None:
-            return True
+        the adapter sends the others to a worker. A command that does not parse is quick;
+        so is one of the selected state without a mailbox (answered BAD)."""
+        words = raw[:64].split(b" ", 2)
+        if len(words) > 2 and words[1].upper() == b"APPEND":
+            return self.user is None  # else a durable write, waiting for the disk
         try:
             command = parse_command(raw)
         except ParseError:
+            return True
+        view = self.view
+        if view is None:
             return True
         if isinstance(command, Search) and not isinstance(command, Sort | Thread):
             return len(view) <= QUICK_SEARCH and not search.needs_content(command.keys)
@@ -343,7 +347,7 @@ class Session:
     def report(self, allow_expunge: bool) -> None:
         view = self.view
         assert view is not None
-        changes = view.sync(allow_expunge)
+        changes = view.sync(allow_expunge, "CONDSTORE" in self.enabled)
         if changes.gone:
             self.send("* BYE The selected mailbox was deleted or renamed")
             self._deselect()
