@@ -59,10 +59,12 @@ def header_fields(header: bytes) -> list[tuple[str, bytes, str]]:
     return out
 
 
-def select_fields(header: bytes, names: tuple[str, ...], negate: bool) -> bytes:
-    """HEADER.FIELDS (names) or HEADER.FIELDS.NOT: the chosen fields and a blank line."""
+def select_fields(fields: list[tuple[str, bytes, str]], names: tuple[str, ...], negate: bool
+                  ) -> bytes:
+    """HEADER.FIELDS (names) or HEADER.FIELDS.NOT of a header's `header_fields`: the chosen
+    fields and a blank line."""
     wanted = {n.lower() for n in names}
-    chosen = [raw for name, raw, _ in header_fields(header) if (name in wanted) != negate]
+    chosen = [raw for name, raw, _ in fields if (name in wanted) != negate]
     return b"".join(chosen) + b"\r\n"
 
 
@@ -318,7 +320,7 @@ class Entity:
             return entity.header
         if text == "TEXT":
             return entity.body
-        return select_fields(entity.header, fields, text.endswith(".NOT"))
+        return select_fields(entity.fields, fields, text.endswith(".NOT"))  # parsed once
 
 
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")

@@ -76,10 +76,12 @@ NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 # with a cache per session (issue 14's stress mix: a third of a FETCH's time).
 ENTITIES: LRU[Entity] = LRU(1024, 32 * 1024 * 1024, lambda e: len(e.header) + len(e.body))
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
-# A FETCH of at most this many messages, of at most QUICK_BYTES together, that writes
-# nothing is answered on the reactor thread: the hand-off to a worker and back costs more
-# than it. A command that writes goes to a worker: its commit waits for the disk (fsync,
-# 10 ms and more on a loaded machine), and the reactor must not wait with it.
+# A FETCH or STORE of at most this many messages (a FETCH of at most QUICK_BYTES together)
+# is answered on the reactor thread: the hand-off to a worker and back costs more than it.
+# Their writes (flags, \Seen) are not fsync'd (store/db.py: a group commit's fsync comes
+# after the write lock) and wait at most for another writer's transaction. A command that
+# stores or removes messages goes to a worker: its commit waits for the disk (fsync, 10 ms
+# and more on a loaded machine), and the reactor must not wait with it.
 QUICK_MESSAGES = 64
 QUICK_BYTES = 2 * 1024 * 1024
 QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the reactor
@@ -152,6 +154,7 @@ class Session:
         self.wants_tls = False  # the adapter must start TLS now
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
+        self._parsed: tuple[bytes, Command] | None = None  # quick()'s, for command()
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
         self._updates: dict[str, Update] = {}  # by the SEARCH's tag
@@ -219,8 +222,10 @@ class Session:
 
     def command(self, raw: bytes) -> None:
         """One whole command, as framed by parser.Reader."""
+        parsed, self._parsed = self._parsed, None
         try:
-            command = parse_command(raw)
+            command = parsed[1] if parsed is not None and parsed[0] is raw \
+                else parse_command(raw)
         except ParseError as error:
             self.journal.command(_summary(raw))
             self.send(f"{error.tag or '*'} BAD {error}")
@@ -239,23 +244,20 @@ class Session:
             command = parse_command(raw)
         except ParseError:
             return True
+        self._parsed = (raw, command)  # command() takes it from here, if it runs here
         view = self.view
         if view is None:
             return True
         if isinstance(command, Search) and not isinstance(command, Sort | Thread):
             return len(view) <= QUICK_SEARCH and not search.needs_content(command.keys)
-        if not isinstance(command, Fetch):
-            return False  # STORE, COPY, MOVE, EXPUNGE write; SORT and THREAD read it all
+        if not isinstance(command, Fetch | Store):
+            return False  # COPY, MOVE, EXPUNGE wait for the disk; SORT and THREAD read all
         try:
             uids = self._uids(command.set, command.uid)
         except Bad:
             return True
-        if len(uids) > QUICK_MESSAGES or sum(view.index[u].size for u in uids) > QUICK_BYTES:
-            return False
-        sets_seen = not view.readonly and any(
-            a in ("RFC822", "RFC822.TEXT") or (isinstance(a, Section) and not a.peek)
-            for a in command.atts)
-        return not (sets_seen and any("\\Seen" not in view.flags(u) for u in uids))
+        return len(uids) <= QUICK_MESSAGES and (
+            isinstance(command, Store) or sum(view.index[u].size for u in uids) <= QUICK_BYTES)
 
     def _journal_text(self, command: Command, raw: bytes) -> str:
         if isinstance(command, Login):
