@@ -64,6 +64,9 @@ class IMAPProtocol(HalfClose, Protocol):
         self.journal: Any = None
         self.timer: Any = None
         self.busy = False  # a command runs in a worker thread
+        # Store changes heard while busy, by subscriber: NOTIFY's events of other
+        # mailboxes, sent once the command's tagged reply is (RFC 5465 allows it then)
+        self.held: dict[Callable[[set[str]], None], set[str]] = {}
         self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
 
     def connectionMade(self) -> None:
@@ -134,12 +137,16 @@ class IMAPProtocol(HalfClose, Protocol):
 
     def _subscribe(self, topic: str, callback: Callable[[set[str]], None]) -> Callable[[], None]:
         def guarded(topics: set[str]) -> None:
-            if self.busy:  # the worker owns the session now; it reports at its end
+            if self.busy:  # the worker owns the session: told after its tagged reply
+                self.held.setdefault(callback, set()).update(topics)
                 return
-            self._guarded(lambda: callback(topics))
-            if self.session is not None and self.session.closing:  # BYE sent in IDLE
-                self._close()
+            self._tell(callback, topics)
         return self.lab.store.subscribe(topic, guarded)
+
+    def _tell(self, callback: Callable[[set[str]], None], topics: set[str]) -> None:
+        self._guarded(lambda: callback(topics))
+        if self.session is not None and self.session.closing:  # BYE sent in IDLE
+            self._close()
 
     def _pump(self) -> None:
         session = self.session
@@ -180,6 +187,7 @@ class IMAPProtocol(HalfClose, Protocol):
 
     def _worker_done(self, result: Any) -> None:
         self.busy = False
+        held, self.held = self.held, {}
         session = self.session
         assert session is not None
         if self.flow.lost:
@@ -189,6 +197,9 @@ class IMAPProtocol(HalfClose, Protocol):
             self._failed(result)
             return
         self._guarded(self._settle)
+        for callback, topics in held.items():
+            if not self.flow.lost:
+                self._tell(callback, topics)
         self._go_on()
 
     def answered(self) -> bool:

@@ -162,7 +162,7 @@ class Session:
         self._notify: notify.Notify | None = None  # NOTIFY SET's, until NOTIFY NONE
         self._notify_ends: list[Callable[[], None]] = []  # its store subscriptions
         self._known: dict[int, tuple[int, int, int]] = {}  # watched: (messages, uidnext, modseq)
-        self._names: set[str] = set()  # mailbox names, as MailboxName events last saw them
+        self._names: dict[int, str] = {}  # mailbox names by id, as MailboxName last saw them
         self._subscribed: set[str] = set()  # subscriptions, as SubscriptionChange saw them
 
     # --- output -----------------------------------------------------------------------
@@ -810,7 +810,7 @@ class Session:
             return "NOTIFY completed"
         self._notify = watch
         mailboxes = self.mail.mailboxes(self.user)
-        self._names = {m.name for m in mailboxes}
+        self._names = {m.id: m.name for m in mailboxes}
         self._subscribed = set(self.mail.subscriptions(self.user))
         for mailbox in mailboxes:
             if mailbox.noselect or (self.view is not None and self.view.id == mailbox.id):
@@ -868,16 +868,23 @@ class Session:
             self._status_line(mailbox, items)
 
     def _mailbox_events(self, watch: notify.Notify) -> None:
-        """MailboxName (LIST for a new name, LIST (\\NonExistent) for a gone one) and
-        SubscriptionChange (LIST with or without \\Subscribed), RFC 5465 5.4 and 5.5."""
+        """MailboxName (LIST for a new name, LIST (\\NonExistent) for a gone one, LIST
+        with ("OLDNAME" (old)) for a renamed one: a mailbox keeps its id through RENAME)
+        and SubscriptionChange (LIST with or without \\Subscribed), RFC 5465 5.4 and 5.5."""
         assert self.user is not None
-        names = {m.name for m in self.mail.mailboxes(self.user)}
+        now = {m.id: m.name for m in self.mail.mailboxes(self.user)}
+        names, before = set(now.values()), set(self._names.values())
         subscribed = set(self.mail.subscriptions(self.user))
         if watch.wants("MAILBOXNAME"):
-            for name in sorted(names - self._names):
-                if "MAILBOXNAME" in watch.events(name, subscribed):
-                    self.send(f'* LIST () "/" {self._wire_name(name)}')
-            for name in sorted(self._names - names):
+            renamed = {now[i]: old for i, old in self._names.items()
+                       if i in now and now[i] != old}
+            for name in sorted((names - before) | renamed.keys()):
+                old = renamed.get(name)
+                if "MAILBOXNAME" in watch.events(name, subscribed) or (
+                        old is not None and "MAILBOXNAME" in watch.events(old, self._subscribed)):
+                    extra = "" if old is None else f' ("OLDNAME" ({self._wire_name(old)}))'
+                    self.send(f'* LIST () "/" {self._wire_name(name)}{extra}')
+            for name in sorted(before - names - set(renamed.values())):
                 if "MAILBOXNAME" in watch.events(name, self._subscribed):
                     self.send(f'* LIST (\\NonExistent) "/" {self._wire_name(name)}')
         if watch.wants("SUBSCRIPTIONCHANGE"):
@@ -885,7 +892,7 @@ class Session:
                 if "SUBSCRIPTIONCHANGE" in watch.events(name, subscribed | self._subscribed):
                     attrs = "\\Subscribed" if name in subscribed else ""
                     self.send(f'* LIST ({attrs}) "/" {self._wire_name(name)}')
-        self._names, self._subscribed = names, subscribed
+        self._names, self._subscribed = now, subscribed
 
     # --- selected --------------------------------------------------------------------
 
