@@ -59,10 +59,12 @@ def header_fields(header: bytes) -> list[tuple[str, bytes, str]]:
     return out
 
 
-def select_fields(header: bytes, names: tuple[str, ...], negate: bool) -> bytes:
-    """HEADER.FIELDS (names) or HEADER.FIELDS.NOT: the chosen fields and a blank line."""
+def select_fields(fields: list[tuple[str, bytes, str]], names: tuple[str, ...], negate: bool
+                  ) -> bytes:
+    """HEADER.FIELDS (names) or HEADER.FIELDS.NOT of a header's `header_fields`: the chosen
+    fields and a blank line."""
     wanted = {n.lower() for n in names}
-    chosen = [raw for name, raw, _ in header_fields(header) if (name in wanted) != negate]
+    chosen = [raw for name, raw, _ in fields if (name in wanted) != negate]
     return b"".join(chosen) + b"\r\n"
 
 
@@ -110,6 +112,9 @@ class Entity:
     default_type: str = "text/plain"
     children: list[Entity] = field(default_factory=list)
     message: Entity | None = None  # the message inside a message/rfc822 part
+    # ENVELOPE and BODY[STRUCTURE] once made: entities are shared by every session
+    # (session.ENTITIES), and ten sessions fetching one INBOX asked for them again and again
+    _made: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, data: bytes, default_type: str = "text/plain", depth: int = 0) -> Entity:
@@ -198,6 +203,13 @@ class Entity:
     # --- FETCH responses ------------------------------------------------------------------
 
     def bodystructure(self, extended: bool) -> str:
+        key = "BODYSTRUCTURE" if extended else "BODY"
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = self._bodystructure(extended)
+        return made
+
+    def _bodystructure(self, extended: bool) -> str:
         if self.children:
             inner = "".join(child.bodystructure(extended) for child in self.children)
             out = f"({inner} {nstring(self.subtype.upper())}"
@@ -234,6 +246,12 @@ class Entity:
         return quote_list([v.strip() for v in value.split(",") if v.strip()])
 
     def envelope(self) -> str:
+        made = self._made.get("ENVELOPE")
+        if made is None:
+            made = self._made["ENVELOPE"] = self._envelope()
+        return made
+
+    def _envelope(self) -> str:
         def addresses(name: str, fallback: str | None = None) -> str:
             value = self.get(name)
             if not (value or "").strip() and fallback:  # absent or empty: From (RFC 3501)
@@ -302,7 +320,7 @@ class Entity:
             return entity.header
         if text == "TEXT":
             return entity.body
-        return select_fields(entity.header, fields, text.endswith(".NOT"))
+        return select_fields(entity.fields, fields, text.endswith(".NOT"))  # parsed once
 
 
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")

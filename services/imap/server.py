@@ -31,10 +31,11 @@ _log = Logger()
 
 # Commands whose work grows with the mailbox or the messages (a TEXT search over
 # thousands of messages, FETCH 1:* BODY[], a message of thousands of MIME parts, COPY of
-# everything): run in a worker thread, so the reactor that every service shares goes on.
-# The rest are quick and stay in the reactor thread.
+# everything), or that wait for the disk (APPEND's fsync): run in a worker thread, so the
+# reactor that every service shares goes on. The rest are quick and stay in the reactor
+# thread.
 WORKER_COMMANDS = {b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT",
-                   b"THREAD"}
+                   b"THREAD", b"APPEND"}
 # Unread input kept while a command runs or the client does not read our output; beyond
 # it the socket is not read (TCP then holds the client back).
 INPUT_HELD = 256 * 1024
@@ -63,6 +64,9 @@ class IMAPProtocol(HalfClose, Protocol):
         self.journal: Any = None
         self.timer: Any = None
         self.busy = False  # a command runs in a worker thread
+        # Store changes heard while busy, by subscriber: NOTIFY's events of other
+        # mailboxes, sent once the command's tagged reply is (RFC 5465 allows it then)
+        self.held: dict[Callable[[set[str]], None], set[str]] = {}
         self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
 
     def connectionMade(self) -> None:
@@ -133,12 +137,16 @@ class IMAPProtocol(HalfClose, Protocol):
 
     def _subscribe(self, topic: str, callback: Callable[[set[str]], None]) -> Callable[[], None]:
         def guarded(topics: set[str]) -> None:
-            if self.busy:  # the worker owns the session now; it reports at its end
+            if self.busy:  # the worker owns the session: told after its tagged reply
+                self.held.setdefault(callback, set()).update(topics)
                 return
-            self._guarded(lambda: callback(topics))
-            if self.session is not None and self.session.closing:  # BYE sent in IDLE
-                self._close()
+            self._tell(callback, topics)
         return self.lab.store.subscribe(topic, guarded)
+
+    def _tell(self, callback: Callable[[set[str]], None], topics: set[str]) -> None:
+        self._guarded(lambda: callback(topics))
+        if self.session is not None and self.session.closing:  # BYE sent in IDLE
+            self._close()
 
     def _pump(self) -> None:
         session = self.session
@@ -149,8 +157,8 @@ class IMAPProtocol(HalfClose, Protocol):
             event = self.reader.next()
             if event is None:
                 return
-            if isinstance(event, Frame) and session.view is not None \
-                    and _worker_command(event.raw) and not session.quick(event.raw):
+            if isinstance(event, Frame) and _worker_command(event.raw) \
+                    and not session.quick(event.raw):
                 self._in_worker(event.raw)
                 return
             session.handle(event)
@@ -179,6 +187,7 @@ class IMAPProtocol(HalfClose, Protocol):
 
     def _worker_done(self, result: Any) -> None:
         self.busy = False
+        held, self.held = self.held, {}
         session = self.session
         assert session is not None
         if self.flow.lost:
@@ -188,6 +197,9 @@ class IMAPProtocol(HalfClose, Protocol):
             self._failed(result)
             return
         self._guarded(self._settle)
+        for callback, topics in held.items():
+            if not self.flow.lost:
+                self._tell(callback, topics)
         self._go_on()
 
     def answered(self) -> bool:

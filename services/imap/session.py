@@ -76,10 +76,12 @@ NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 # with a cache per session (issue 14's stress mix: a third of a FETCH's time).
 ENTITIES: LRU[Entity] = LRU(1024, 32 * 1024 * 1024, lambda e: len(e.header) + len(e.body))
 FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is not kept whole
-# A FETCH of at most this many messages, of at most QUICK_BYTES together, that writes
-# nothing is answered on the reactor thread: the hand-off to a worker and back costs more
-# than it. A command that writes goes to a worker: its commit waits for the disk (fsync,
-# 10 ms and more on a loaded machine), and the reactor must not wait with it.
+# A FETCH or STORE of at most this many messages (a FETCH of at most QUICK_BYTES together)
+# is answered on the reactor thread: the hand-off to a worker and back costs more than it.
+# Their writes (flags, \Seen) are not fsync'd (store/db.py: a group commit's fsync comes
+# after the write lock) and wait at most for another writer's transaction. A command that
+# stores or removes messages goes to a worker: its commit waits for the disk (fsync, 10 ms
+# and more on a loaded machine), and the reactor must not wait with it.
 QUICK_MESSAGES = 64
 QUICK_BYTES = 2 * 1024 * 1024
 QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the reactor
@@ -152,6 +154,7 @@ class Session:
         self.wants_tls = False  # the adapter must start TLS now
         self.closing = False  # the adapter must close after what was sent
         self._fetches = 0  # untagged FETCH responses of the current command (journal)
+        self._parsed: tuple[bytes, Command] | None = None  # quick()'s, for command()
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
         self._updates: dict[str, Update] = {}  # by the SEARCH's tag
@@ -159,7 +162,7 @@ class Session:
         self._notify: notify.Notify | None = None  # NOTIFY SET's, until NOTIFY NONE
         self._notify_ends: list[Callable[[], None]] = []  # its store subscriptions
         self._known: dict[int, tuple[int, int, int]] = {}  # watched: (messages, uidnext, modseq)
-        self._names: set[str] = set()  # mailbox names, as MailboxName events last saw them
+        self._names: dict[int, str] = {}  # mailbox names by id, as MailboxName last saw them
         self._subscribed: set[str] = set()  # subscriptions, as SubscriptionChange saw them
 
     # --- output -----------------------------------------------------------------------
@@ -219,8 +222,10 @@ class Session:
 
     def command(self, raw: bytes) -> None:
         """One whole command, as framed by parser.Reader."""
+        parsed, self._parsed = self._parsed, None
         try:
-            command = parse_command(raw)
+            command = parsed[1] if parsed is not None and parsed[0] is raw \
+                else parse_command(raw)
         except ParseError as error:
             self.journal.command(_summary(raw))
             self.send(f"{error.tag or '*'} BAD {error}")
@@ -230,28 +235,29 @@ class Session:
 
     def quick(self, raw: bytes) -> bool:
         """Whether a command is cheap enough for the reactor thread (see QUICK_MESSAGES);
-        the adapter sends the others to a worker. A command that does not parse is quick."""
-        view = self.view
-        if view is None:
-            return True
+        the adapter sends the others to a worker. A command that does not parse is quick;
+        so is one of the selected state without a mailbox (answered BAD)."""
+        words = raw[:64].split(b" ", 2)
+        if len(words) > 2 and words[1].upper() == b"APPEND":
+            return self.user is None  # else a durable write, waiting for the disk
         try:
             command = parse_command(raw)
         except ParseError:
             return True
+        self._parsed = (raw, command)  # command() takes it from here, if it runs here
+        view = self.view
+        if view is None:
+            return True
         if isinstance(command, Search) and not isinstance(command, Sort | Thread):
             return len(view) <= QUICK_SEARCH and not search.needs_content(command.keys)
-        if not isinstance(command, Fetch):
-            return False  # STORE, COPY, MOVE, EXPUNGE write; SORT and THREAD read it all
+        if not isinstance(command, Fetch | Store):
+            return False  # COPY, MOVE, EXPUNGE wait for the disk; SORT and THREAD read all
         try:
             uids = self._uids(command.set, command.uid)
         except Bad:
             return True
-        if len(uids) > QUICK_MESSAGES or sum(view.index[u].size for u in uids) > QUICK_BYTES:
-            return False
-        sets_seen = not view.readonly and any(
-            a in ("RFC822", "RFC822.TEXT") or (isinstance(a, Section) and not a.peek)
-            for a in command.atts)
-        return not (sets_seen and any("\\Seen" not in view.flags(u) for u in uids))
+        return len(uids) <= QUICK_MESSAGES and (
+            isinstance(command, Store) or sum(view.index[u].size for u in uids) <= QUICK_BYTES)
 
     def _journal_text(self, command: Command, raw: bytes) -> str:
         if isinstance(command, Login):
@@ -343,7 +349,7 @@ class Session:
     def report(self, allow_expunge: bool) -> None:
         view = self.view
         assert view is not None
-        changes = view.sync(allow_expunge)
+        changes = view.sync(allow_expunge, "CONDSTORE" in self.enabled)
         if changes.gone:
             self.send("* BYE The selected mailbox was deleted or renamed")
             self._deselect()
@@ -804,7 +810,7 @@ class Session:
             return "NOTIFY completed"
         self._notify = watch
         mailboxes = self.mail.mailboxes(self.user)
-        self._names = {m.name for m in mailboxes}
+        self._names = {m.id: m.name for m in mailboxes}
         self._subscribed = set(self.mail.subscriptions(self.user))
         for mailbox in mailboxes:
             if mailbox.noselect or (self.view is not None and self.view.id == mailbox.id):
@@ -862,16 +868,23 @@ class Session:
             self._status_line(mailbox, items)
 
     def _mailbox_events(self, watch: notify.Notify) -> None:
-        """MailboxName (LIST for a new name, LIST (\\NonExistent) for a gone one) and
-        SubscriptionChange (LIST with or without \\Subscribed), RFC 5465 5.4 and 5.5."""
+        """MailboxName (LIST for a new name, LIST (\\NonExistent) for a gone one, LIST
+        with ("OLDNAME" (old)) for a renamed one: a mailbox keeps its id through RENAME)
+        and SubscriptionChange (LIST with or without \\Subscribed), RFC 5465 5.4 and 5.5."""
         assert self.user is not None
-        names = {m.name for m in self.mail.mailboxes(self.user)}
+        now = {m.id: m.name for m in self.mail.mailboxes(self.user)}
+        names, before = set(now.values()), set(self._names.values())
         subscribed = set(self.mail.subscriptions(self.user))
         if watch.wants("MAILBOXNAME"):
-            for name in sorted(names - self._names):
-                if "MAILBOXNAME" in watch.events(name, subscribed):
-                    self.send(f'* LIST () "/" {self._wire_name(name)}')
-            for name in sorted(self._names - names):
+            renamed = {now[i]: old for i, old in self._names.items()
+                       if i in now and now[i] != old}
+            for name in sorted((names - before) | renamed.keys()):
+                old = renamed.get(name)
+                if "MAILBOXNAME" in watch.events(name, subscribed) or (
+                        old is not None and "MAILBOXNAME" in watch.events(old, self._subscribed)):
+                    extra = "" if old is None else f' ("OLDNAME" ({self._wire_name(old)}))'
+                    self.send(f'* LIST () "/" {self._wire_name(name)}{extra}')
+            for name in sorted(before - names - set(renamed.values())):
                 if "MAILBOXNAME" in watch.events(name, self._subscribed):
                     self.send(f'* LIST (\\NonExistent) "/" {self._wire_name(name)}')
         if watch.wants("SUBSCRIPTIONCHANGE"):
@@ -879,7 +892,7 @@ class Session:
                 if "SUBSCRIPTIONCHANGE" in watch.events(name, subscribed | self._subscribed):
                     attrs = "\\Subscribed" if name in subscribed else ""
                     self.send(f'* LIST ({attrs}) "/" {self._wire_name(name)}')
-        self._names, self._subscribed = names, subscribed
+        self._names, self._subscribed = now, subscribed
 
     # --- selected --------------------------------------------------------------------
 

@@ -126,7 +126,11 @@ class View:
                 self.ghosts.discard(uid)
         return out
 
-    def sync(self, allow_expunge: bool) -> Changes:
+    def sync(self, allow_expunge: bool, condstore: bool = False) -> Changes:
+        """What changed in the store since the last sync. With `condstore` a message
+        whose mod-sequence moved counts as changed even when its flags came back to what
+        they were (another session's +FLAGS then -FLAGS): a CONDSTORE client keeps each
+        message's MODSEQ, and imaptest's checkpoints compare them across sessions."""
         changes = Changes()
         mailbox = self.mail.mailbox_by_id(self.id)
         if mailbox is None or mailbox.user != self.mailbox.user:
@@ -148,7 +152,7 @@ class View:
                         fresh.append(message)
                 elif message.uid not in self.ghosts:
                     self.index[message.uid] = message
-                    if old.flags != message.flags:
+                    if old.flags != message.flags or (condstore and old.modseq != message.modseq):
                         changes.flags.append(message.uid)
             self.ghosts.update(uid for uid in vanished if uid in self.index)
             for message in fresh:

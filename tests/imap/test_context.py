@@ -101,3 +101,61 @@ def test_notify_status_of_other_mailboxes_and_the_selected_one_as_it_changes(ima
     assert raw.cmd("NOTIFY NONE") == [b"t OK NOTIFY completed\r\n"]
     other.cmd("DELETE Fresh")
     assert raw.cmd("NOOP") == [b"t OK NOOP completed\r\n"]  # NONE: nothing more
+
+
+def test_notify_mailbox_name_of_a_rename_carries_oldname(imap):
+    """RFC 5465 5.4: a renamed mailbox is one LIST of the new name with the OLDNAME
+    extended data item (RFC 5258's syntax), not a LIST (\\NonExistent) and a new name;
+    its inferiors are renamed with it, each with its own OLDNAME."""
+    raw, other = login(imap), login(imap)
+    assert other.cmd("CREATE Projects/Alpha")[-1].startswith(b"t OK")
+    raw.cmd("NOTIFY SET (personal (MailboxName))")
+    assert other.cmd("RENAME Projects Work")[-1].startswith(b"t OK")
+    assert raw.line() == b'* LIST () "/" "Work" ("OLDNAME" ("Projects"))\r\n'
+    assert raw.line() == b'* LIST () "/" "Work/Alpha" ("OLDNAME" ("Projects/Alpha"))\r\n'
+    other.cmd("DELETE Work/Alpha")  # a deletion stays a LIST (\NonExistent)
+    assert raw.line() == b'* LIST (\\NonExistent) "/" "Work/Alpha"\r\n'
+    assert raw.cmd("NOOP") == [b"t OK NOOP completed\r\n"]
+
+
+def test_notify_events_heard_during_a_worker_command_follow_its_tagged_reply(imap):
+    """A change to another mailbox while this session's command runs in a worker thread
+    is held and sent right after that command's tagged reply (RFC 5465 5: not during a
+    command, but then), not dropped. The command is a big FETCH that the client does not
+    read yet, so flow control keeps it in the worker while the change happens; a second
+    session, IDLE on that mailbox, hears it from the same poll of the store."""
+    import imaplib
+    import socket
+
+    from imapclient import IMAPClient
+
+    port = imap.port("imap", "imap")
+    filler = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+    filler.login("alice", "alice")
+    big = msg("big") + (b"z" * 998 + b"\r\n") * 1000  # 1 MB
+    for _ in range(8):  # 8 MB: more than the socket buffers on both sides hold
+        assert filler.append("INBOX", None, None, big)[0] == "OK"
+    watcher = IMAPClient("127.0.0.1", port, ssl=False, timeout=30)
+    watcher.login("alice", "alice")
+    watcher.select_folder("Archive")
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    raw = Raw.over(sock)
+    assert raw.cmd("LOGIN alice alice")[-1].startswith(b"t OK")
+    raw.cmd("NOTIFY SET STATUS (mailboxes Archive (MessageNew))")
+    raw.cmd("SELECT INBOX")
+    raw.send(b"f FETCH 1:* BODY.PEEK[]\r\n")  # not read yet: it stays in the worker
+    imap.journal_until("imap", "f FETCH 1:* BODY.PEEK[]")
+    watcher.idle()
+    assert filler.append("Archive", None, None, msg("meanwhile"))[0] == "OK"
+    assert any(b"EXISTS" in response for response in watcher.idle_check(timeout=10))
+    watcher.idle_done()
+    lines = raw.until(b"f")
+    assert lines[-1].startswith(b"f OK"), lines[-1]
+    assert not any(b"STATUS" in line for line in lines[:-1])  # not during the command
+    rest = raw.cmd("NOOP", b"n")
+    assert rest[0].startswith(b'* STATUS "Archive" (MESSAGES 1 UIDNEXT 2 '), rest
+    for conn in (watcher, filler):
+        conn.logout()

@@ -12,7 +12,18 @@ class Raw:
     """A bare IMAP connection: send bytes, read responses up to a tagged line."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._start(socket.create_connection(("127.0.0.1", port), timeout=10))
+
+    @classmethod
+    def over(cls, sock: socket.socket) -> Raw:
+        """Over a socket connected already (with the options a test wants)."""
+        conn = cls.__new__(cls)
+        sock.settimeout(10)
+        conn._start(sock)
+        return conn
+
+    def _start(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.file = self.sock.makefile("rb")
         self.greeting = self.file.readline()
 
