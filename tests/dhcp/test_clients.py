@@ -378,8 +378,11 @@ def test_faults_as_udhcpc_sees_them(labnet: LabNet):
     assert lease("fine", "pc-fine").returncode == 0  # the rest of the class works on
     env = parse_env(labnet.tmp / "faults.bound")
     assert env["lease"] == "600" and env["dns"] == labnet.address
-    journal = labnet.cli("journal", "--service", "dhcp")
-    assert "fault dhcp.nak-everything" in journal and "fault dhcp.short-lease" in journal
+    deadline = time.monotonic() + 5  # the journal is flushed twice a second
+    while "fault dhcp.short-lease" not in (journal := labnet.cli("journal", "--service", "dhcp")):
+        assert time.monotonic() < deadline, journal
+        time.sleep(0.1)
+    assert "fault dhcp.nak-everything" in journal
     assert labnet.cli("fault", "clear").strip() == "cleared 3 faults"
     deadline = time.monotonic() + 5  # the lab sees the change at its next store poll
     while (again := lease("nak", "pc-nak")).returncode != 0:

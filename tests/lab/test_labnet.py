@@ -282,6 +282,12 @@ def test_net_up_serve_lease_resolve_fetch_down(served: dict[str, str], tmp_path:
         assert time.monotonic() < deadline, "no SLAAC address on pc1"
         time.sleep(0.2)
     assert all(ipaddress.IPv6Address(a) in prefix6 for a in global6(pc1))
+    # dhclient -6 binds the link-local address: it cannot while duplicate address
+    # detection holds it tentative ("Can't bind to dhcp address"), so that passes first
+    deadline = time.monotonic() + 30
+    while "tentative" in pc2.run("ip", "-6", "addr", "show", "eth0").stdout:
+        assert time.monotonic() < deadline, "pc2's link-local address stays tentative"
+        time.sleep(0.2)
     got = pc2.run("dhclient", "-6", "-v", "-1", "-lf", str(tmp_path / "leases6"), "-pf",
                   str(tmp_path / "dhclient6.pid"), "eth0", timeout=90, check=False)
     assert got.returncode == 0, got.stderr
