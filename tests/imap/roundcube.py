@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -98,6 +99,7 @@ class Roundcube:
             process = subprocess.Popen(
                 ["php", "-S", f"127.0.0.1:{port}", "-t", str(INSTALL / "public_html")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its workers outlive a TERM to it: stop() ends the group
                 env={"PATH": "/usr/bin:/bin", "ROUNDCUBE_CONFIG_DIR": str(config),
                      "TZ": "UTC", "PHP_CLI_SERVER_WORKERS": "2"})
             lines: list[str] = []
@@ -118,6 +120,8 @@ class Roundcube:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
