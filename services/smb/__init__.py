@@ -51,12 +51,21 @@ class Settings(ServiceSettings):
     max_connections_per_peer: int = setting(
         64, "most SMB connections at once from one address (a class behind one NAT "
             "address shares it); one more is closed as soon as it is accepted")
+    max_open_files: int = setting(
+        512, "most files (and directories) one SMB connection may have open at once; one "
+             "more CREATE is answered STATUS_TOO_MANY_OPENED_FILES, as smbd does (all "
+             "connections share one process and its descriptor limit)")
+    oplock_break_timeout: float = setting(
+        10.0, "seconds a CREATE that breaks another client's oplock or lease waits for that "
+              "client's acknowledgment before going on without it (smbd: 35)")
 
     def validate(self) -> None:
         super().validate()
-        for key in ("max_connections", "max_connections_per_peer"):
+        for key in ("max_connections", "max_connections_per_peer", "max_open_files"):
             if getattr(self, key) < 1:
                 raise Invalid(key, "must be at least 1")
+        if not 0 < self.oplock_break_timeout <= 60:
+            raise Invalid("oplock_break_timeout", "must be more than 0 and at most 60 seconds")
 
 
 def listeners(config: LabConfig) -> list[Listener]:

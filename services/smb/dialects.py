@@ -45,7 +45,7 @@ CIPHER_NAMES = {AES128_CCM: "AES-128-CCM", AES128_GCM: "AES-128-GCM",
 HMAC_SHA256, AES_CMAC, AES_GMAC = 0, 1, 2
 SIGNERS = (AES_GMAC, AES_CMAC)
 SIGNER_NAMES = {HMAC_SHA256: "HMAC-SHA256", AES_CMAC: "AES-128-CMAC", AES_GMAC: "AES-128-GMAC"}
-CAP_LARGE_MTU, CAP_ENCRYPTION = 0x04, 0x40
+CAP_LEASING, CAP_LARGE_MTU, CAP_ENCRYPTION = 0x02, 0x04, 0x40  # (leases: services.smb.oplocks)
 # READ/WRITE sizes NEGOTIATE announces: 2.0.2 takes one credit (64 KiB) per request; from
 # 2.1 on, multi-credit requests (large MTU) up to what smbd announces.
 SMALL_IO, LARGE_IO = 65536, 8 << 20
@@ -170,9 +170,9 @@ class Connection:
             self.signer = AES_CMAC
 
     def capabilities(self) -> int:
-        """NEGOTIATE's Capabilities: LARGE_MTU from 2.1 on; ENCRYPTION says 3.0/3.0.2 can
+        """NEGOTIATE's Capabilities: LEASING and LARGE_MTU from 2.1 on; ENCRYPTION says 3.0/3.0.2 can
         seal (3.1.1 says it in a context)."""
-        large = CAP_LARGE_MTU if self.max_io == LARGE_IO else 0
+        large = CAP_LARGE_MTU | CAP_LEASING if self.max_io == LARGE_IO else 0
         return large | (CAP_ENCRYPTION if self.cipher and self.dialect < SMB311 else 0)
 
     def contexts(self) -> tuple[bytes, int]:

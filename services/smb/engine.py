@@ -77,8 +77,10 @@ from impacket.nt_errors import (
     STATUS_OBJECT_NAME_INVALID,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_SUCCESS,
+    STATUS_TOO_MANY_OPENED_FILES,
 )
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
+from impacket.structure import Structure
 
 from .. import listeners, paths
 from ..store import is_disk_full
@@ -91,12 +93,13 @@ from . import (
     listing,
     mechlistmic,
     negotiate,
+    oplocks,
     rules,
     structures,
     wire,
 )
 from .access import IPC, Denied, StoreCredentials, grant, share_name, visible
-from .limits import ConnectionLimits
+from .limits import ConnectionLimits, open_refusal
 from .srvsvc import SrvsvcPipe
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,18 @@ PIPES = {"srvsvc"}  # the named pipes IPC$ serves
 # What a pipe open takes; anything else on it (QUERY_INFO, ...) would reach impacket's
 # file code with a name that is no file.
 PIPE_REQUESTS = {smb2.SMB2_READ, smb2.SMB2_WRITE, smb2.SMB2_IOCTL, smb2.SMB2_CLOSE, smb2.SMB2_FLUSH}
+OVERWRITING = {0, 4, 5}  # supersede, overwrite, overwrite-if: an existing file's data goes
+RECONNECTS = (b"DHnC", b"DH2C")  # durable handle reconnects (none kept to reconnect to)
+
+
+class Body(Structure):
+    """A reply body the lab packs itself, for impacket's reply code."""
+
+    structure = (("Body", ":"),)
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self["Body"] = body
 
 
 def _ntlm_message_type(blob: bytes) -> int:
@@ -168,6 +183,30 @@ def _sync(handle: int, name: str) -> None:
         os.close(directory)
 
 
+class Link:
+    """How to reach a connection from another one's thread: its socket (sends under
+    `sending`), its keys, and what its NEGOTIATE said (ClientGuid: a lease's owner)."""
+
+    def __init__(self, sock: socket.socket, crypto: dialects.Connection, peer: str) -> None:
+        self.socket, self.crypto, self.peer = sock, crypto, peer
+        self.sending = threading.Lock()
+        self.client = b""  # ClientGuid
+        self.sealed = False  # its last request came sealed: so do its breaks
+
+    def send(self, message: bytes) -> bool:
+        """A message the server sends on its own (a break notification): sealed when the
+        session seals (MS-SMB2 3.3.4.6, 3.3.4.1.4); False if the connection is gone."""
+        crypto = self.crypto
+        if crypto.encryption_key and (crypto.encrypt_all or self.sealed):
+            message = crypto.encrypt(message)
+        try:
+            with self.sending:
+                wire.send(self.socket, message)
+        except OSError:
+            return False  # going: its thread's finish() drops its opens
+        return True
+
+
 class Handler(socketserver.BaseRequestHandler):
     """One connection: SMB over TCP framing, then impacket's processRequest.
 
@@ -189,6 +228,9 @@ class Handler(socketserver.BaseRequestHandler):
         local.announced = False  # its NEGOTIATE said signing is required
         local.challenge = os.urandom(8)
         local.crypto = dialects.Connection()
+        # what another connection's thread needs to send this one a break (_send_breaks)
+        local.link = link = Link(self.request, local.crypto, f"{ip}:{port}")
+        server.links[conn_id] = link
         self.window = credits.Window()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
@@ -207,8 +249,10 @@ class Handler(socketserver.BaseRequestHandler):
                         wire.send(self.request, negotiate.smb1_no_common_dialect(data))
                     reason = "SMB1 refused (SMB1 is off; SMB2 needed)"
                     break
+                link.sealed = data[:4] == dialects.TRANSFORM_MAGIC
                 for reply in self._answer(conn_id, data):
-                    wire.send(self.request, reply)
+                    with link.sending:  # (a break from another thread goes whole, between)
+                        wire.send(self.request, reply)
         except TimeoutError:
             reason = "idle timeout"
         except (wire.TooLong, dialects.Refused) as error:
@@ -344,6 +388,8 @@ class Handler(socketserver.BaseRequestHandler):
         conn = server.getActiveConnections().get(conn_id)
         if conn is not None:
             release_files(conn)
+        server.opens.drop(conn_id)
+        server.links.pop(conn_id, None)
         server.removeConnection(conn_id)
         server.connections.discard(self.request)
         server.limits.leave(self.client_address[0])
@@ -378,6 +424,8 @@ class LabSMBServer(SMBSERVER):
         self.local = threading.local()
         self.connections: set[socket.socket] = set()
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_peer)
+        self.opens = oplocks.OpenTable()  # every connection's opens: oplocks, leases, breaks
+        self.links: dict[str, Link] = {}  # each connection, for the breaks sent to it
         self.stopping = False
         self.guid = os.urandom(16)  # impacket's is b"A" * 16 for every server
         super().__init__(listening.getsockname()[:2], handler_class=Handler,
@@ -443,6 +491,9 @@ class LabSMBServer(SMBSERVER):
             hook = hooks.get(command)
             self._original[command] = self.hookSmb2Command(
                 command, self._guarded(command, hook or (lambda *args, c=command: self._original[c](*args))))
+        # impacket has no OPLOCK_BREAK (it grants no oplock): the acknowledgments are the lab's
+        self.hookSmb2Command(smb2.SMB2_OPLOCK_BREAK,
+                             self._guarded(smb2.SMB2_OPLOCK_BREAK, self._oplock_break))
         self.getIoctls()[smb2.FSCTL_VALIDATE_NEGOTIATE_INFO] = self._validate_negotiate
 
     def _guarded(self, command: int, handler: Any) -> Any:
@@ -523,6 +574,7 @@ class LabSMBServer(SMBSERVER):
             if offer is None or negotiate.smb2_dialects(packet["Data"]) is None:
                 self.session.event("negotiate", "malformed: refused")
                 return _error(STATUS_INVALID_PARAMETER)
+            self.local.link.client = bytes(packet["Data"][12:28])  # ClientGuid: owns its leases
             chosen = dialects.choose(offer)
             if chosen is None:
                 offered = " ".join(f"0x{d:04x}" for d in offer.dialects)
@@ -694,6 +746,7 @@ class LabSMBServer(SMBSERVER):
     def _end_session(self, conn: dict) -> None:
         """A new login on a connection: the trees and files of the previous one go."""
         release_files(conn)
+        self.opens.drop(threading.current_thread().name)
         conn["ConnectedShares"] = {}
         conn.pop("LabUser", None)
         conn["Authenticated"] = False
@@ -736,6 +789,11 @@ class LabSMBServer(SMBSERVER):
             return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
         request = smb2.SMB2Create(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
+        contexts = oplocks.create_contexts(packet["Data"], request["CreateContextsOffset"],
+                                           request["CreateContextsLength"])
+        refused = self._open_refusal(conn_id, tree, name, contexts)
+        if refused:
+            return _error(refused)
         if tree["pipe"]:  # IPC$: named pipes only
             return self._open_pipe(conn_id, packet, name, request["CreateOptions"])
         try:
@@ -745,7 +803,14 @@ class LabSMBServer(SMBSERVER):
             self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
             return _error(STATUS_OBJECT_NAME_INVALID)
         packet["Data"] = rules.with_name(request, canonical)
-        existed = os.path.lexists(paths.resolve(tree["path"], canonical))
+        real = str(paths.resolve(tree["path"], canonical))
+        existed = os.path.lexists(real)
+        wanted = self._wanted(request["RequestedOplockLevel"], contexts)
+        refused = self._break_for(conn_id, f"{tree['shareName']}\\{name}", real, wanted,
+                                  existed and request["CreateDisposition"] in OVERWRITING)
+        if refused:
+            self.session.event("create", f"{tree['shareName']}\\{name} refused: lease key in use")
+            return _error(refused)
         commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
         options = request["CreateOptions"]
         detail = " ".join(filter(None, [
@@ -761,10 +826,113 @@ class LabSMBServer(SMBSERVER):
             file_id = file_id if isinstance(file_id, bytes) else file_id.getData()
             opened = self.getConnectionData(conn_id)["OpenedFiles"][file_id]
             opened["LabTree"], opened["LabAccess"] = packet["TreeID"], request["DesiredAccess"]
+            opened["LabFileId"], opened["LabPath"] = file_id, real
             self.local.__dict__.setdefault("transfers", {})[file_id] = [0, 0]
+            detail += self._grant(conn_id, file_id, real, wanted, commands[0], os.path.isdir(real))
         self.session.event("create", f"{tree['shareName']}\\{name} {detail} -> "
                                      f"{'ok' if status == STATUS_SUCCESS else hex(status)}")
         return commands, packets, status
+
+    # --- open files across connections: the cap, oplocks and leases (services.smb.oplocks)
+
+    def _open_refusal(self, conn_id: str, tree: dict, name: str, contexts: dict) -> int:
+        """The status a CREATE gets before anything opens: the connection's cap on open
+        files ([smb] max_open_files; smbd's answer), a durable reconnect (MS-SMB2 3.3.5.9.7:
+        no durable handle is granted, so none is found), or 0."""
+        why = open_refusal(len(self.getConnectionData(conn_id)["OpenedFiles"]),
+                           self.settings.max_open_files)
+        if why:
+            self.session.event("create", f"{tree['shareName']}\\{name} {why}")
+            return STATUS_TOO_MANY_OPENED_FILES
+        if any(kind in contexts for kind in RECONNECTS):
+            self.session.event("create", f"{tree['shareName']}\\{name} refused: a durable "
+                                         "handle reconnect (no durable handles are granted)")
+            return STATUS_OBJECT_NAME_NOT_FOUND
+        return 0
+
+    def _wanted(self, level: int, contexts: dict) -> oplocks.Request:
+        """What a CREATE asks to cache: a lease (from 2.1 on, V2 from 3.0 on) or an oplock."""
+        dialect = self.local.crypto.dialect
+        lease = oplocks.parse_lease_context(contexts.get(b"RqLs", b"")) \
+            if level == oplocks.LEASE and dialects.SMB210 <= dialect != dialects.WILDCARD else None
+        if lease is None:
+            return oplocks.Request(oplocks.NONE if level == oplocks.LEASE else level)
+        key, state, version, epoch = lease
+        return oplocks.Request(oplocks.LEASE, self.local.link.client, key, state,
+                               version if dialect >= dialects.SMB300 else 1, epoch)
+
+    def _break_for(self, conn_id: str, shown: str, path: str, wanted: oplocks.Request,
+                   overwrite: bool) -> int:
+        """The breaks a new open of `path` causes, sent and settled (twice at most: an
+        open that came meanwhile waited for a break on its way, and may need its own);
+        0, or the status refusing the open."""
+        for _ in range(2):
+            breaks = self.opens.opening(conn_id, path, wanted, overwrite)
+            if isinstance(breaks, int):
+                return breaks
+            if not breaks:
+                break
+            self._settle(conn_id, shown, breaks)
+        return 0
+
+    def _settle(self, conn_id: str, shown: str, breaks: list[oplocks.Break],
+                wait: bool = True) -> None:
+        """Send each break to its holder, then (if `wait`) wait for the acknowledgments of
+        the holders on other connections, [smb] oplock_break_timeout at most (a holder on
+        this one cannot answer while its own request waits: its acknowledgment comes after)."""
+        for each in breaks:
+            link = self.links.get(str(each.owner))
+            if each.body and link is not None:
+                sent = link.send(oplocks.notification(each.body))
+                self.session.event("oplock-break", f"{shown}: {each.text}"
+                                   f"{' (acknowledgment required)' if each.ack_required else ''}"
+                                   f" sent to {link.peer}{'' if sent else ': connection gone'}")
+        waiting = [each for each in breaks if wait and each.ack_required and each.owner != conn_id]
+        timeout = self.settings.oplock_break_timeout
+        if waiting and not self.opens.settle(waiting, timeout):
+            self.session.event("oplock-break", f"{shown}: no acknowledgment within {timeout:g} s "
+                                               "(oplock_break_timeout): broken without")
+
+    def _grant(self, conn_id: str, file_id: bytes, path: str, wanted: oplocks.Request,
+               answer: Any, directory: bool) -> str:
+        """The new open in the table, and what it may cache in its CREATE response
+        (OplockLevel, the lease context). Durable handle requests (DHnQ, DH2Q) are
+        declined by answering without their context: Windows copies without them."""
+        granted = self.opens.grant(conn_id, file_id, path, wanted, directory)
+        answer["OplockLevel"] = granted.level
+        if granted.lease is None:
+            return f" oplock {oplocks.LEVEL_NAMES[granted.level]}" if granted.level else ""
+        context = oplocks.create_context(b"RqLs", oplocks.lease_context_data(granted.lease,
+                                                                              granted.flags))
+        answer["CreateContextsOffset"] = 64 + 88  # the header, the fixed response (2.2.14)
+        answer["CreateContextsLength"] = len(context)
+        answer["Buffer"] = context
+        return f" lease {oplocks.state_name(granted.lease.state)}"
+
+    def _oplock_break(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """An oplock or lease break acknowledgment (MS-SMB2 3.3.5.22): the table's state
+        moves on (and what waits for it), the reply says the level or state now."""
+        conn = self.getConnectionData(conn_id, checkStatus=False)
+        body = bytes(packet["Data"])
+        if not conn.get("Authenticated"):
+            return _error(STATUS_ACCESS_DENIED)
+        size = struct.unpack_from("<H", body)[0] if len(body) >= 2 else 0
+        if size == 24 and len(body) >= oplocks.OPLOCK_BREAK.size:
+            _, level, _, _, file_id = oplocks.OPLOCK_BREAK.unpack_from(body)
+            status, level = self.opens.ack_oplock(conn_id, file_id, level)
+            answer = oplocks.OPLOCK_BREAK.pack(24, level, 0, 0, file_id)
+            what = f"oplock {oplocks.LEVEL_NAMES.get(level, hex(level))}"
+        elif size == 36 and len(body) >= oplocks.LEASE_ACK.size:
+            _, _, _, key, state, _ = oplocks.LEASE_ACK.unpack_from(body)
+            status, _lease = self.opens.ack_lease(self.local.link.client, key, state)
+            answer = oplocks.LEASE_ACK.pack(36, 0, 0, key, state, 0)
+            what = f"lease {oplocks.state_name(state)}"
+        else:
+            return _error(STATUS_INVALID_PARAMETER)
+        self.session.event("oplock-ack", f"{what} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
+        if status != STATUS_SUCCESS:
+            return _error(status)
+        return [Body(answer)], None, STATUS_SUCCESS
 
     def _open_pipe(self, conn_id: str, packet: Any, name: str, options: int) -> Any:
         """A CREATE on IPC$: a named pipe the lab serves (srvsvc), opened as impacket's
@@ -804,6 +972,8 @@ class LabSMBServer(SMBSERVER):
             return self._rename(tree, opened, request)
         if request["FileInfoClass"] == smb2.SMB2_FILE_END_OF_FILE_INFO:
             return self._set_end_of_file(tree, opened, request)
+        if request["FileInfoClass"] == smb2.SMB2_FILE_DISPOSITION_INFO and request["Buffer"][:1] != b"\0":
+            self._handle_break(tree, opened)  # (delete pending)
         commands, packets, status = self._original[smb2.SMB2_SET_INFO](conn_id, server, packet)
         if request["FileInfoClass"] == smb2.SMB2_FILE_DISPOSITION_INFO:
             self.session.event("delete", f"{_shown(tree, opened['FileName'])} -> "
@@ -824,6 +994,14 @@ class LabSMBServer(SMBSERVER):
             return _error(_status_of(error))
         return [smb2.SMB2SetInfo_Response()], None, STATUS_SUCCESS
 
+    def _handle_break(self, tree: dict, opened: dict) -> None:
+        """Before a rename or delete: the other clients' handle caching of the file broken
+        (so they can close what they kept open), and their acknowledgments waited for."""
+        conn_id = threading.current_thread().name
+        breaks = self.opens.renaming(conn_id, opened.get("LabFileId", b""))
+        if breaks:
+            self._settle(conn_id, _shown(tree, opened["FileName"]), breaks)
+
     def _rename(self, tree: dict, opened: dict, request: Any) -> Any:
         """The lab's own rename: to exactly the path the lab's rule resolved."""
         info = smb2.FILE_RENAME_INFORMATION_TYPE_2(request["Buffer"])
@@ -839,9 +1017,12 @@ class LabSMBServer(SMBSERVER):
         elif not info["ReplaceIfExists"] and os.path.lexists(real):
             status = STATUS_OBJECT_NAME_COLLISION
         else:
+            self._handle_break(tree, opened)
             try:
                 os.rename(opened["FileName"], real)
+                self.opens.moved(opened.get("LabPath", ""), str(real))
                 opened["FileName"], status = str(real), STATUS_SUCCESS
+                opened["LabPath"] = str(real)
             except OSError as error:
                 status = STATUS_DISK_FULL if is_disk_full(error) else STATUS_ACCESS_DENIED
         self.session.event("rename", f"{shown} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
@@ -929,7 +1110,15 @@ class LabSMBServer(SMBSERVER):
         return [answer], None, STATUS_SUCCESS
 
     def count(self, file_id: bytes | None, index: int, amount: int) -> None:
-        """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""
+        """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE; a
+        write breaks the other clients' read caching of the file (oplocks.OpenTable.write)."""
+        if index == fastpath.WRITTEN and amount:
+            conn_id = threading.current_thread().name
+            breaks = self.opens.write(conn_id, file_id)
+            if breaks:  # (the writer does not wait: a write breaks read caching)
+                opened = self.getConnectionData(conn_id)["OpenedFiles"].get(file_id, {})
+                self._settle(conn_id, f"write to {os.path.basename(opened.get('FileName', '?'))}",
+                             breaks, wait=False)
         counters = self.local.__dict__.get("transfers", {})
         if file_id in counters:
             counters[file_id][index] += amount
@@ -968,6 +1157,8 @@ class LabSMBServer(SMBSERVER):
         opened = conn["OpenedFiles"].get(file_id)
         tree = self._tree(conn_id, packet)
         written = self.local.__dict__.get("transfers", {}).pop(file_id, [0, 0])
+        if opened is not None and file_id is not None:
+            self.opens.close(conn_id, file_id)  # (what waited for its break goes on)
         if opened is not None and isinstance(opened.get("Socket"), SrvsvcPipe):
             calls = opened["Socket"].calls
             self.session.event("srvsvc", ", ".join(calls) if calls else "no calls")
