@@ -3,10 +3,13 @@ it never closed, impacket's state), and connections are limited per address and 
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
 import time
+
+import pytest
 
 from tests.hardening import fds, rss_kib
 from tests.smb.test_clients import impacket_login
@@ -136,3 +139,36 @@ def test_the_total_limit_is_a_config_key(lab):
         sock.close()
     server.stop()
     assert "max_connections)" in server.cli("journal", "--service", "smb").stdout
+
+
+def test_a_connection_opens_at_most_max_open_files(lab):
+    """impacket opened a descriptor for every CREATE without end (one client could take all
+    of the process's): over [smb] max_open_files a CREATE is refused as smbd refuses it,
+    and a CLOSE makes room again."""
+    from impacket import smb3structs as smb2
+    from impacket.smb3 import SessionError
+
+    server = lab.start(only="smb", config="[smb]\nmax_open_files = 3\n")
+    connection = impacket_login(server)
+    smb3 = connection.getSMBServer()
+    tree = connection.connectTree("alice")
+
+    def create(name: str) -> bytes:
+        return smb3.create(tree, name, smb2.FILE_READ_DATA | smb2.FILE_WRITE_DATA,
+                           smb2.FILE_SHARE_READ, smb2.FILE_NON_DIRECTORY_FILE,
+                           smb2.FILE_OPEN_IF, 0)
+
+    held = [create(f"open-{n}.txt") for n in range(3)]
+    with pytest.raises(SessionError) as refused:
+        create("one-more.txt")
+    assert refused.value.get_error_code() == 0xC000011F  # STATUS_TOO_MANY_OPENED_FILES, as smbd
+    other = impacket_login(server)  # the cap is per connection
+    other.putFile("alice", "elsewhere.txt", io.BytesIO(b"fine").read)
+    smb3.close(tree, held.pop())
+    smb3.close(tree, create("one-more.txt"))  # room again
+    connection.close()
+    other.close()
+    server.stop()
+    assert (server.data / "homes/alice/elsewhere.txt").read_bytes() == b"fine"
+    assert "refused: 3 files open on this connection already (max_open_files)" in \
+        server.cli("journal", "--service", "smb").stdout
