@@ -1002,6 +1002,17 @@ class LabSMBServer(SMBSERVER):
         if breaks:
             self._settle(conn_id, _shown(tree, opened["FileName"]), breaks)
 
+    def _moved(self, opened: dict, real: str) -> None:
+        """A file renamed: every connection's opens of it have the new name (impacket's
+        CLOSE stats the file by the name its own open kept)."""
+        self.opens.moved(opened.get("LabPath", opened["FileName"]), real)
+        opened["FileName"] = opened["LabPath"] = real
+        active = self.getActiveConnections()
+        for each in self.opens.opens(real):
+            record = active.get(each.owner, {}).get("OpenedFiles", {}).get(each.file_id)
+            if record is not None:
+                record["FileName"] = record["LabPath"] = real
+
     def _rename(self, tree: dict, opened: dict, request: Any) -> Any:
         """The lab's own rename: to exactly the path the lab's rule resolved."""
         info = smb2.FILE_RENAME_INFORMATION_TYPE_2(request["Buffer"])
@@ -1020,9 +1031,8 @@ class LabSMBServer(SMBSERVER):
             self._handle_break(tree, opened)
             try:
                 os.rename(opened["FileName"], real)
-                self.opens.moved(opened.get("LabPath", ""), str(real))
-                opened["FileName"], status = str(real), STATUS_SUCCESS
-                opened["LabPath"] = str(real)
+                self._moved(opened, str(real))
+                status = STATUS_SUCCESS
             except OSError as error:
                 status = STATUS_DISK_FULL if is_disk_full(error) else STATUS_ACCESS_DENIED
         self.session.event("rename", f"{shown} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
@@ -1186,7 +1196,17 @@ class LabSMBServer(SMBSERVER):
                                                f"bytes, wrote {written[1]} bytes")
             if opened["DeleteOnClose"]:
                 self.session.event("delete", f"{_shown(tree, name)} (on close)")
-        return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        commands, packets, status = self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        if status != STATUS_SUCCESS and opened is not None and tree is not None \
+                and not tree["pipe"] and conn["OpenedFiles"].get(file_id) is opened:
+            # impacket closed the descriptor, then failed (to stat the file by its name:
+            # another client renamed a directory above it, or deleted it; or to delete it)
+            # and kept the entry: its descriptor number would be closed again at the end,
+            # whoever has it then. The file is closed: a stat that failed is no error.
+            del conn["OpenedFiles"][file_id]
+            if status in (STATUS_OBJECT_NAME_NOT_FOUND, STATUS_NO_SUCH_FILE):
+                return [smb2.SMB2Close_Response()], None, STATUS_SUCCESS  # (Flags 0: no attributes)
+        return commands, packets, status
 
     # --- stopping
 

@@ -6,9 +6,12 @@ dialect beside it; tshark on the break notification. Durable handles are decline
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -235,13 +238,30 @@ def lease_state(contexts) -> int:
     return context["lease_state"].get_value()
 
 
-@pytest.mark.parametrize("encrypt", [False, True], ids=["signed", "encrypted"])
-def test_a_second_client_breaks_the_first_s_lease_which_acknowledges(lab, tmp_path, encrypt):
+def dissected(capture: Capture, port: int, keylog: Path | None, display_filter: str) -> int:
+    """How many frames of the capture tshark shows for the filter, sealed messages decrypted
+    with the key log's lines (Wireshark's smb2_seskey_list table, in a profile of its own)."""
+    env = dict(os.environ)
+    if keylog is not None:
+        profile = capture.file.parent / "home"
+        (profile / ".config/wireshark").mkdir(parents=True, exist_ok=True)
+        (profile / ".config/wireshark/smb2_seskey_list").write_text(keylog.read_text())
+        env.update(HOME=str(profile), XDG_CONFIG_HOME=str(profile / ".config"))
+    out = subprocess.run(["tshark", "-r", str(capture.file), "-d", f"tcp.port=={port},nbss",
+                          "-Y", display_filter], capture_output=True, text=True, timeout=120,
+                         env=env).stdout
+    return len(out.splitlines())
+
+
+@pytest.mark.parametrize("encrypt, config", [(False, ""), (True, ""), (True, "encrypt = true\n")],
+                         ids=["signed", "sealed-on-request", "encrypt-all"])
+def test_a_second_client_breaks_the_first_s_lease_which_acknowledges(lab, tmp_path, encrypt,
+                                                                     config):
     need("tshark", "tcpdump")
-    server = lab.start(only="smb")
+    keylog = tmp_path / "keys" if encrypt else None
+    server = lab.start(only="smb", config=f'[smb]\n{config}keylog = "{keylog or ""}"\n')
     port = server.port("smb", "smb")
-    sniff = None if encrypt else Capture(tmp_path, f"tcp port {port}",
-                                         decode_as=(f"tcp.port=={port},nbss",))
+    sniff = Capture(tmp_path, f"tcp port {port}", decode_as=(f"tcp.port=={port},nbss",))
     first, second = Client(port, "alice", encrypt), Client(port, "alice", encrypt)
     held, contexts = first.open("shared.txt", LEASE, R | W | H, KEY_A)
     assert held.oplock_level == LEASE and lease_state(contexts) == R | W | H
@@ -270,14 +290,17 @@ def test_a_second_client_breaks_the_first_s_lease_which_acknowledges(lab, tmp_pa
     journal = server.cli("journal", "--service", "smb").stdout
     assert "lease RWH -> RH (acknowledgment required) sent to" in journal
     assert "oplock-ack" in journal and "Traceback" not in server.stderr()
-    if sniff is not None:  # (sealed, the capture shows transform headers only)
-        sniff.stop()
-        notifications = "smb2.cmd == 18 && smb2.msg_id == 0xffffffffffffffff"
-        assert sniff.count(notifications) == 2  # RWH -> RH, RH -> none
-        assert sniff.count(f"{notifications} && smb2.flags.signature == 0") == 2  # (3.3.4.6)
-        assert sniff.count("smb2.cmd == 18 && smb2.flags.response == 1 && "
-                           "smb2.msg_id != 0xffffffffffffffff") == 2  # the acks' answers
-        assert sniff.bad("smb2 || nbss") == []
+    sniff.stop()
+    notifications = "smb2.cmd == 18 && smb2.msg_id == 0xffffffffffffffff"
+    if encrypt:  # sealed: nothing of it in clear, the session's keys show it
+        assert sniff.count(notifications) == 0
+        assert sniff.count(f"{notifications} && smb2.header.transform.msg_size") == 0
+    assert dissected(sniff, port, keylog, f"{notifications} && smb2.lease.lease_key") == 2
+    assert dissected(sniff, port, keylog, f"{notifications} && smb2.flags.signature == 0") == 2
+    assert dissected(sniff, port, keylog, "smb2.cmd == 18 && smb2.flags.response == 1 && "
+                                          "smb2.msg_id != 0xffffffffffffffff") == 2  # the acks'
+    assert dissected(sniff, port, keylog,
+                     "(smb2 || nbss) && (_ws.malformed || _ws.expert.severity == error)") == 0
 
 
 def test_a_batch_oplock_breaks_to_level_ii_at_2_0_2(lab):
@@ -300,6 +323,22 @@ def test_a_batch_oplock_breaks_to_level_ii_at_2_0_2(lab):
     first.close()
     second.close()
     server.stop()
+
+
+def test_a_second_open_on_the_holder_s_own_connection_does_not_wait_for_itself(lab):
+    """The holder's acknowledgment can only come after the CREATE that broke it (one
+    connection is one thread of requests): the break is sent, the CREATE answered at once."""
+    server = lab.start(only="smb", config="[smb]\noplock_break_timeout = 60\n")
+    client = Client(server.port("smb", "smb"), "alice")
+    held, _ = client.open("twice.txt", BATCH)
+    again, _ = client.open("twice.txt", BATCH)
+    assert again.oplock_level == LEVEL_II
+    notification = client.next_break()
+    assert notification[2] == LEVEL_II and notification[8:24] == held.file_id
+    assert client.acknowledge(notification)[2] == LEVEL_II
+    client.close()
+    server.stop()
+    assert "no acknowledgment" not in server.cli("journal", "--service", "smb").stdout
 
 
 def test_a_holder_that_never_acknowledges_holds_the_open_only_the_timeout(lab):
@@ -337,7 +376,8 @@ def test_durable_handles_are_declined_and_a_reconnect_finds_none(lab):
 @pytest.mark.parametrize("dialect", ["SMB2_02", "SMB2_10", "SMB3_00", "SMB3_11"])
 def test_smbclient_still_works_beside_a_lease_holder(lab, tmp_path, dialect):
     """smbclient asks no oplock; its open of a file another client holds a lease on breaks
-    that lease (the holder acknowledges) and its get completes."""
+    the lease's write caching, its rename the handle caching (the holder acknowledges
+    each), and its get and rename complete."""
     need("smbclient")
     server = lab.start(only="smb")
     port = server.port("smb", "smb")
@@ -345,23 +385,51 @@ def test_smbclient_still_works_beside_a_lease_holder(lab, tmp_path, dialect):
     holder = Client(port, "alice")
     held, _ = holder.open("held.txt", LEASE, R | W | H, KEY_A)
     held.write(b"from the holder\n", 0)
-    answered = threading.Event()
+    seen: list[tuple[int, int]] = []
 
     def acknowledge() -> None:
-        body = holder.next_break()
-        holder.acknowledge(oplocks.LEASE_ACK.pack(36, 0, 0, KEY_A,
-                                                  struct.unpack_from("<I", body, 28)[0], 0))
-        answered.set()
+        while len(seen) < 2:
+            current, new = struct.unpack_from("<II", holder.next_break(), 24)
+            seen.append((current, new))
+            holder.acknowledge(oplocks.LEASE_ACK.pack(36, 0, 0, KEY_A, new, 0))
 
     worker = threading.Thread(target=acknowledge, daemon=True)
     worker.start()
     got = tmp_path / "got.txt"
-    result = smbclient(server, "alice", f"get held.txt {got}; put {got} again.txt", "alice",
-                       None, "-m", dialect)
+    result = smbclient(server, "alice", f"get held.txt {got}; rename held.txt moved.txt",
+                       "alice", None, "-m", dialect)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "got.txt").read_bytes() == b"from the holder\n"
+    assert got.read_bytes() == b"from the holder\n"
     worker.join(30)
-    assert answered.is_set()
+    assert seen == [(R | W | H, R | H), (R | H, R)]
+    assert (server.data / "homes/alice/moved.txt").exists()
     held.close()
     holder.close()
     server.stop()
+    assert "Traceback" not in server.stderr()
+
+
+def test_an_open_file_renamed_or_moved_by_another_client_still_closes(lab):
+    """impacket's CLOSE stats the file by the name its own open kept: after another
+    client's rename it failed (OBJECT_NAME_NOT_FOUND) and kept the entry, whose descriptor
+    it had closed already (to be closed again at the end, whoever had the number then)."""
+    need("smbclient")
+    server = lab.start(only="smb")
+    home = server.data / "homes/alice"
+    (home / "d1").mkdir(parents=True)
+    (home / "d1/f.txt").write_bytes(b"f")
+    (home / "d2").mkdir()
+    (home / "d2/g.txt").write_bytes(b"g")
+    client = Client(server.port("smb", "smb"), "alice")
+    renamed, _ = client.open("d1\\f.txt")
+    inside, _ = client.open("d2\\g.txt")
+    result = smbclient(server, "alice", "rename d1\\f.txt d1\\h.txt; rename d2 d3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    renamed.close()  # was STATUS_OBJECT_NAME_NOT_FOUND
+    inside.close()
+    again, _ = client.open("d1\\h.txt")
+    assert again.read(0, 1) == b"f"
+    client.close()
+    server.stop()
+    assert (home / "d3/g.txt").read_bytes() == b"g"
+    assert "Traceback" not in server.stderr()
