@@ -858,8 +858,15 @@ class LabSMBServer(SMBSERVER):
         if lease is None:
             return oplocks.Request(oplocks.NONE if level == oplocks.LEASE else level)
         key, state, version, epoch = lease
-        return oplocks.Request(oplocks.LEASE, self.local.link.client, key, state,
+        return oplocks.Request(oplocks.LEASE, self._lease_client(), key, state,
                                version if dialect >= dialects.SMB300 else 1, epoch)
+
+    def _lease_client(self) -> bytes:
+        """Whose leases this connection's are: its ClientGuid (MS-SMB2 3.3.1.13), and its
+        user, since a ClientGuid is only what a client says (one seen in a capture must
+        not let another user share, or acknowledge, that client's lease)."""
+        user = self.getConnectionData(threading.current_thread().name).get("LabUser") or ""
+        return self.local.link.client + user.encode()
 
     def _break_for(self, conn_id: str, shown: str, path: str, wanted: oplocks.Request,
                    overwrite: bool) -> int:
@@ -924,7 +931,7 @@ class LabSMBServer(SMBSERVER):
             what = f"oplock {oplocks.LEVEL_NAMES.get(level, hex(level))}"
         elif size == 36 and len(body) >= oplocks.LEASE_ACK.size:
             _, _, _, key, state, _ = oplocks.LEASE_ACK.unpack_from(body)
-            status, _lease = self.opens.ack_lease(self.local.link.client, key, state)
+            status, _lease = self.opens.ack_lease(conn_id, self._lease_client(), key, state)
             answer = oplocks.LEASE_ACK.pack(36, 0, 0, key, state, 0)
             what = f"lease {oplocks.state_name(state)}"
         else:

@@ -326,11 +326,14 @@ class OpenTable:
             self._changed.notify_all()
             return status, level
 
-    def ack_lease(self, client: bytes, key: bytes, state: int) -> tuple[int, Lease | None]:
-        """(status, the lease) for a lease break acknowledgment (3.3.5.22.2)."""
+    def ack_lease(self, owner: Hashable, client: bytes, key: bytes,
+                  state: int) -> tuple[int, Lease | None]:
+        """(status, the lease) for a lease break acknowledgment (3.3.5.22.2), on a
+        connection that has an open with that lease."""
         with self._changed:
             lease = self._leases.get((client, key))
-            if lease is None:
+            if lease is None or not any(o.owner == owner and o.lease is lease
+                                        for o in self._files.get(lease.path, [])):
                 return STATUS_OBJECT_NAME_NOT_FOUND, None
             if lease.breaking_to is None:
                 return STATUS_UNSUCCESSFUL, lease

@@ -42,12 +42,12 @@ def test_a_lone_client_gets_what_it_asks_and_a_second_client_breaks_it():
     size, epoch, flags, key, current, new = struct.unpack_from("<HHI16sII", each.body)
     assert (size, epoch, flags, key, current, new) == (44, 5, oplocks.ACK_REQUIRED, KEY_A,
                                                        R | W | H, R | H)
-    assert table.ack_lease(CLIENT_A, KEY_A, R | W)[0] == oplocks.STATUS_REQUEST_NOT_ACCEPTED
-    assert table.ack_lease(CLIENT_A, KEY_A, R | H)[0] == oplocks.STATUS_SUCCESS
+    assert table.ack_lease("a", CLIENT_A, KEY_A, R | W)[0] == oplocks.STATUS_REQUEST_NOT_ACCEPTED
+    assert table.ack_lease("a", CLIENT_A, KEY_A, R | H)[0] == oplocks.STATUS_SUCCESS
     assert table.settle(breaks, timeout=5)
     second = table.grant("b", b"2", "/f", lease(CLIENT_B, KEY_B))
     assert second.lease is not None and second.lease.state == R | H  # no W: not alone
-    assert table.ack_lease(CLIENT_A, KEY_A, R)[0] == oplocks.STATUS_UNSUCCESSFUL  # not breaking
+    assert table.ack_lease("a", CLIENT_A, KEY_A, R)[0] == oplocks.STATUS_UNSUCCESSFUL  # not breaking
 
 
 def test_the_same_lease_is_one_client_and_a_key_names_one_file():
@@ -85,7 +85,8 @@ def test_an_overwrite_takes_everything_and_a_rename_the_handle_caching():
     (handle,) = table.opening("b", "/f", Request(NONE), overwrite=True)
     assert handle.text == "lease RH -> none" and handle.ack_required
     assert struct.unpack_from("<H", handle.body, 2)[0] == 0  # V1: no epoch
-    table.ack_lease(CLIENT_A, KEY_A, 0)
+    assert table.ack_lease("b", CLIENT_A, KEY_A, 0)[0] == oplocks.STATUS_OBJECT_NAME_NOT_FOUND
+    table.ack_lease("a", CLIENT_A, KEY_A, 0)
     table.grant("b", b"2", "/f", Request(NONE))
     table.grant("c", b"3", "/f", lease(CLIENT_B, KEY_B, R | H))
     (renamed,) = table.renaming("b", b"2")
@@ -148,18 +149,19 @@ class Client:
     requests, so a break notification (0xFFFFFFFFFFFFFFFF) killed it with a KeyError; a
     standing request at that id takes the notifications here."""
 
-    def __init__(self, port: int, user: str, encrypt: bool = False, dialect: int | None = None):
+    def __init__(self, port: int, user: str, encrypt: bool = False, dialect: int | None = None,
+                 share: str = "", guid: uuid.UUID | None = None):
         from smbprotocol.connection import Connection, Request
         from smbprotocol.header import SMB2HeaderRequest
         from smbprotocol.session import Session
         from smbprotocol.tree import TreeConnect
 
-        self.connection = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        self.connection = Connection(guid or uuid.uuid4(), "127.0.0.1", port, require_signing=True)
         self.connection.connect(dialect, timeout=15)
         self.session = Session(self.connection, user, user, require_encryption=encrypt,
                                auth_protocol="ntlm")
         self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{user}")
+        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share or user}")
         self.tree.connect()
         self.notifications = Request(SMB2HeaderRequest(), None, self.connection)
         self.connection.outstanding_requests[NOTIFICATION] = self.notifications
@@ -433,3 +435,28 @@ def test_an_open_file_renamed_or_moved_by_another_client_still_closes(lab):
     server.stop()
     assert (home / "d3/g.txt").read_bytes() == b"g"
     assert "Traceback" not in server.stderr()
+
+
+def test_another_user_with_the_same_client_guid_and_lease_key_shares_nothing(lab):
+    """A ClientGuid and a lease key are only what a client says (and a capture shows
+    them): bob saying alice's gets his own lease, which breaks hers, and cannot
+    acknowledge her break (from another connection: his first one waits)."""
+    from smbprotocol.exceptions import SMBResponseException
+
+    server = lab.start(only="smb")
+    port, guid = server.port("smb", "smb"), uuid.uuid4()
+    alice = Client(port, "alice", share="public", guid=guid)
+    bob, bob_again = (Client(port, "bob", share="public", guid=guid) for _ in range(2))
+    alice.open("both.txt", LEASE, R | W | H, KEY_A)
+    _, request, receive = bob.open("both.txt", LEASE, R | W | H, KEY_A, wait=False)
+    assert struct.unpack_from("<II", alice.next_break(), 24) == (R | W | H, R | H)
+    with pytest.raises(SMBResponseException) as refused:
+        bob_again.acknowledge(oplocks.LEASE_ACK.pack(36, 0, 0, KEY_A, R | H, 0))
+    assert refused.value.status == 0xC0000034  # not his lease: OBJECT_NAME_NOT_FOUND
+    assert not request.response_event.is_set()
+    alice.acknowledge(oplocks.LEASE_ACK.pack(36, 0, 0, KEY_A, R | H, 0))
+    assert lease_state(receive(request)) == R | H
+    for client in (alice, bob, bob_again):
+        client.close()
+    server.stop()
+    assert "no acknowledgment" not in server.cli("journal", "--service", "smb").stdout
