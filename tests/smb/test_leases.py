@@ -327,6 +327,27 @@ def test_a_batch_oplock_breaks_to_level_ii_at_2_0_2(lab):
     server.stop()
 
 
+def test_smb_2_1_gets_a_v1_lease_and_a_break_without_epoch(lab):
+    from smbprotocol.connection import Dialects
+
+    server = lab.start(only="smb")
+    port = server.port("smb", "smb")
+    first, second = (Client(port, "alice", dialect=Dialects.SMB_2_1_0) for _ in range(2))
+    held, contexts = first.open("v1.txt", LEASE, R | W | H, KEY_A)
+    (context,) = contexts
+    assert len(context.pack()) == 32 and context["lease_state"].get_value() == R | W | H  # V1
+    _, request, receive = second.open("v1.txt", LEASE, R | W | H, KEY_B, wait=False)
+    size, epoch, flags, key, current, new = struct.unpack_from("<HHI16sII", first.next_break())
+    assert (size, epoch, flags, key, current, new) == (44, 0, oplocks.ACK_REQUIRED, KEY_A,
+                                                       R | W | H, R | H)
+    held.close()  # closing instead of acknowledging ends the wait too (Windows does this)
+    assert lease_state(receive(request)) == R | W | H  # alone now
+    first.close()
+    second.close()
+    server.stop()
+    assert "no acknowledgment" not in server.cli("journal", "--service", "smb").stdout
+
+
 def test_a_second_open_on_the_holder_s_own_connection_does_not_wait_for_itself(lab):
     """The holder's acknowledgment can only come after the CREATE that broke it (one
     connection is one thread of requests): the break is sent, the CREATE answered at once."""
