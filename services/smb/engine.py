@@ -41,6 +41,16 @@ fixes (library-facts.md; each has a test in tests/smb/test_clients.py):
   READs and WRITEs are answered by services.smb.fastpath (pwrite), 4x faster too.
 - A directory deleted on close was removed with shutil.rmtree, contents and all, and the
   share root itself could be: here only empty directories below the root are removed.
+- It granted no oplock or lease (clients could not cache a file they alone had open) and
+  kept each connection's opens apart: services.smb.oplocks is the open table of all
+  connections; breaks go out on the holder's connection (Link) and the CREATE that
+  caused them waits for the acknowledgment (OPLOCK_BREAK, which impacket lacks) or
+  [smb] oplock_break_timeout (tests/smb/test_leases.py).
+- Its CLOSE of a file another connection had renamed failed (it stats the file by the
+  name its own open kept) and kept the entry whose descriptor it had already closed:
+  a rename renames every connection's opens, and such an entry goes (test_leases.py).
+- It opened a descriptor for every CREATE without a bound: [smb] max_open_files
+  (services.smb.limits; test_resources.py).
 """
 
 from __future__ import annotations
@@ -228,7 +238,7 @@ class Handler(socketserver.BaseRequestHandler):
         local.announced = False  # its NEGOTIATE said signing is required
         local.challenge = os.urandom(8)
         local.crypto = dialects.Connection()
-        # what another connection's thread needs to send this one a break (_send_breaks)
+        # what another connection's thread needs to send this one a break (_settle)
         local.link = link = Link(self.request, local.crypto, f"{ip}:{port}")
         server.links[conn_id] = link
         self.window = credits.Window()

@@ -19,7 +19,7 @@ opened that file. Here:
   rename or delete their handle caching (BATCH to Level II, a lease loses H: `renaming`);
 - `close` and `drop` (a connection gone) forget opens, and what waited on them goes on.
 
-Opens with one lease (the same client GUID and lease key) are one client: no breaks
+Opens with one lease (the same client GUID, user and lease key) are one client: no breaks
 between them. The table holds one entry per open file of a connection, which the
 connection's own cap bounds ([smb] max_open_files), and leases only while opens use them.
 """
