@@ -50,6 +50,8 @@ def _ignorable(char: str) -> bool:
 
 def fold(name: str) -> str:
     """What a folding layer makes of `name`: NFKC without default-ignorable code points."""
+    if name.isascii():
+        return name  # NFKC leaves ASCII as it is, and no default-ignorable is ASCII
     return unicodedata.normalize("NFKC", "".join(c for c in name if not _ignorable(c)))
 
 

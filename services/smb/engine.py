@@ -66,6 +66,7 @@ from impacket.nt_errors import (
     STATUS_FILE_CLOSED,
     STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_HANDLE,
     STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
@@ -91,6 +92,7 @@ from . import (
     listing,
     mechlistmic,
     negotiate,
+    packing,
     rules,
     structures,
     wire,
@@ -734,19 +736,19 @@ class LabSMBServer(SMBSERVER):
         tree = self._tree(conn_id, packet)
         if tree is None:
             return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
-        request = smb2.SMB2Create(packet["Data"])
+        request = packing.CreateRequest(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
         if tree["pipe"]:  # IPC$: named pipes only
             return self._open_pipe(conn_id, packet, name, request["CreateOptions"])
         try:
             canonical = rules.canonical(name)
-            paths.resolve(tree["path"], canonical)
+            real = paths.resolve(tree["path"], canonical)
         except paths.PathError as error:
             self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
             return _error(STATUS_OBJECT_NAME_INVALID)
-        packet["Data"] = rules.with_name(request, canonical)
-        existed = os.path.lexists(paths.resolve(tree["path"], canonical))
-        commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        packet["Data"] = request.with_name(canonical)
+        existed = os.path.lexists(real)
+        commands, packets, status = self._open(conn_id, server, packet, request, tree, canonical)
         options = request["CreateOptions"]
         detail = " ".join(filter(None, [
             DISPOSITIONS.get(request["CreateDisposition"], str(request["CreateDisposition"])),
@@ -878,10 +880,7 @@ class LabSMBServer(SMBSERVER):
             if room < fileinfo.FIXED[info_class]:
                 return _error(STATUS_INFO_LENGTH_MISMATCH)
             data, code = data[:room], STATUS_BUFFER_OVERFLOW
-        answer = smb2.SMB2QueryInfo_Response()
-        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(data)
-        answer["Buffer"] = data
-        return [answer], None, code
+        return [packing.query_info_response(data)], None, code
 
     def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
         """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
@@ -995,7 +994,61 @@ class LabSMBServer(SMBSERVER):
                                                f"bytes, wrote {written[1]} bytes")
             if opened["DeleteOnClose"]:
                 self.session.event("delete", f"{_shown(tree, name)} (on close)")
-        return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        return self._close_file(conn_id, server, packet)
+
+    def _open(self, conn_id: str, server: Any, packet: Any, request: packing.CreateRequest,
+              tree: dict, canonical: str) -> Any:
+        """CREATE's open, once the lab's rules let the name through (_create): the lab's
+        own for a plain open of a file or directory that is there (packing.plain_open:
+        impacket's handler parses the request again and packs its answer through Structure,
+        most of a small file's time), impacket's for everything else and for errors. Its
+        entry in OpenedFiles and LastRequest are impacket's, field for field."""
+        name = os.path.join(tree["path"], os.path.normpath(canonical))  # impacket's FileName
+        try:
+            if not packing.plain_open(request, os.stat(name)):
+                return self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+            handle = os.open(name, packing.open_mode(request["DesiredAccess"],
+                                                     tree["read only"] == "yes"))
+        except OSError:
+            return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # its status
+        try:
+            status = os.fstat(handle)
+        except OSError:
+            os.close(handle)
+            return self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        conn, file_id = self.getConnectionData(conn_id), uuid.generate()
+        conn["OpenedFiles"][file_id] = {
+            "FileHandle": handle, "FileName": name,
+            "DeleteOnClose": bool(request["CreateOptions"] & smb2.FILE_DELETE_ON_CLOSE),
+            "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""}}
+        answer = packing.CreateResponse(CreateAction=request["CreateDisposition"], FileID=file_id,
+                                        **packing.attributes(status))
+        answer["LastChangeTime"] = answer["ChangeTime"]  # where impacket's handler leaves it
+        conn["LastRequest"]["SMB2_CREATE"] = answer
+        return [answer], None, STATUS_SUCCESS
+
+    def _close_file(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """CLOSE's end, once the lab's checks are done (_close): the lab's own for an open
+        file or directory (its attributes when asked, MS-SMB2 2.2.16), impacket's for pipes,
+        delete-on-close, a tree or id it does not know and errors."""
+        conn, body = self.getConnectionData(conn_id), packet["Data"]
+        file_id = rules.file_id(conn, smb2.SMB2_CLOSE, body)
+        opened = conn["OpenedFiles"].get(file_id)
+        handle = opened["FileHandle"] if opened is not None else None
+        if opened is None or opened["DeleteOnClose"] or not isinstance(handle, int) \
+                or handle <= 0 or packet["TreeID"] not in conn["ConnectedShares"]:
+            return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        try:
+            status = os.fstat(handle)
+        except OSError:
+            return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        try:
+            os.close(handle)
+        except OSError:
+            return _error(STATUS_INVALID_HANDLE)  # as impacket answers it
+        del conn["OpenedFiles"][file_id]
+        flags = struct.unpack_from("<H", body, 2)[0]
+        return [packing.CloseResponse(Flags=flags, **packing.attributes(status))], None, STATUS_SUCCESS
 
     # --- stopping
 
