@@ -1006,16 +1006,16 @@ class LabSMBServer(SMBSERVER):
         name = os.path.join(tree["path"], os.path.normpath(canonical))  # impacket's FileName
         try:
             if not packing.plain_open(request, os.stat(name)):
-                return self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+                return self._impacket_open(conn_id, server, packet)
             handle = os.open(name, packing.open_mode(request["DesiredAccess"],
                                                      tree["read only"] == "yes"))
         except OSError:
-            return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # its status
+            return self._impacket_open(conn_id, server, packet)  # its status
         try:
             status = os.fstat(handle)
         except OSError:
             os.close(handle)
-            return self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+            return self._impacket_open(conn_id, server, packet)
         conn, file_id = self.getConnectionData(conn_id), uuid.generate()
         conn["OpenedFiles"][file_id] = {
             "FileHandle": handle, "FileName": name,
@@ -1027,6 +1027,24 @@ class LabSMBServer(SMBSERVER):
         conn["LastRequest"]["SMB2_CREATE"] = answer
         return [answer], None, STATUS_SUCCESS
 
+    def _impacket_open(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """impacket's CREATE, its answer's times, sizes and attributes then taken from the
+        open file as the lab's own open answers them (packing.attributes): impacket gave
+        NORMAL with ARCHIVE (NORMAL is valid only alone, MS-FSCC 2.6), a directory's
+        st_size as its EndOfFile and the size as the AllocationSize."""
+        commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        if status == STATUS_SUCCESS:
+            file_id = commands[0]["FileID"]
+            opened = self.getConnectionData(conn_id)["OpenedFiles"].get(
+                file_id if isinstance(file_id, bytes) else file_id.getData())
+            try:
+                for field, value in packing.attributes(os.fstat(opened["FileHandle"])).items():
+                    commands[0][field] = value
+                commands[0]["LastChangeTime"] = commands[0]["ChangeTime"]
+            except (OSError, TypeError, KeyError):
+                pass  # (no descriptor to ask: impacket's figures stay)
+        return commands, packets, status
+
     def _close_file(self, conn_id: str, server: Any, packet: Any) -> Any:
         """CLOSE's end, once the lab's checks are done (_close): the lab's own for an open
         file or directory (its attributes when asked, MS-SMB2 2.2.16), impacket's for pipes,
@@ -1035,20 +1053,32 @@ class LabSMBServer(SMBSERVER):
         file_id = rules.file_id(conn, smb2.SMB2_CLOSE, body)
         opened = conn["OpenedFiles"].get(file_id)
         handle = opened["FileHandle"] if opened is not None else None
+        flags = struct.unpack_from("<H", body, 2)[0] if len(body) >= 4 else 0
         if opened is None or opened["DeleteOnClose"] or not isinstance(handle, int) \
                 or handle <= 0 or packet["TreeID"] not in conn["ConnectedShares"]:
-            return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+            return self._impacket_close(conn_id, server, packet, flags)
         try:
             status = os.fstat(handle)
         except OSError:
-            return self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+            return self._impacket_close(conn_id, server, packet, flags)
         try:
             os.close(handle)
         except OSError:
             return _error(STATUS_INVALID_HANDLE)  # as impacket answers it
         del conn["OpenedFiles"][file_id]
-        flags = struct.unpack_from("<H", body, 2)[0]
         return [packing.CloseResponse(Flags=flags, **packing.attributes(status))], None, STATUS_SUCCESS
+
+    def _impacket_close(self, conn_id: str, server: Any, packet: Any, flags: int) -> Any:
+        """impacket's CLOSE, its answer as MS-SMB2 2.2.16 has it: the attributes only when
+        the request asked for them (impacket filled them always, with Flags 0)."""
+        commands, packets, status = self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
+        if status == STATUS_SUCCESS and isinstance(commands[0], smb2.SMB2Close_Response):
+            given = commands[0].fields  # (none for a pipe: impacket's zeros)
+            values = {name: given.get(name, 0) for name in packing.CLOSE_ATTRIBUTES}
+            values["EndOfFile"] = given.get("EndofFile", 0)  # (impacket's spelling)
+            values["FileAttributes"] = values["FileAttributes"] & ~0x80 or 0x80  # NORMAL alone
+            commands = [packing.CloseResponse(Flags=flags, **values)]
+        return commands, packets, status
 
     # --- stopping
 

@@ -33,6 +33,8 @@ CLOSE_REQUEST = struct.Struct("<HHI16s")
 CLOSE_RESPONSE = struct.Struct("<HHIqqqqqqI")
 QUERY_INFO_RESPONSE = struct.Struct("<HHI")  # MS-SMB2 2.2.38, the buffer follows
 POSTQUERY_ATTRIB = 0x0001  # SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB
+CLOSE_ATTRIBUTES = ("CreationTime", "LastAccessTime", "LastWriteTime", "ChangeTime",
+                    "AllocationSize", "EndOfFile", "FileAttributes")
 
 FILE_OPEN = 1  # CreateDisposition: open what is there, fail otherwise
 FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE = 0x01, 0x40
