@@ -874,13 +874,13 @@ class LabSMBServer(SMBSERVER):
             return _error(STATUS_INVALID_PARAMETER)
         below = os.path.relpath(opened["FileName"], tree["path"])
         data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
-                               opened.get("LabAccess", 0))
+                               opened.get("LabAccess", 0), bool(opened.get("DeleteOnClose")))
         code = STATUS_SUCCESS
         if len(data) > room:  # MS-SMB2 3.3.5.20.1: a name is cut, a fixed record is refused
             if room < fileinfo.FIXED[info_class]:
                 return _error(STATUS_INFO_LENGTH_MISMATCH)
             data, code = data[:room], STATUS_BUFFER_OVERFLOW
-        return [packing.query_info_response(data)], None, code
+        return [packing.output_response(data)], None, code
 
     def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
         """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
@@ -922,10 +922,7 @@ class LabSMBServer(SMBSERVER):
             if enumeration.position < len(enumeration.names):
                 return _error(STATUS_BUFFER_TOO_SMALL)  # not even one entry fits
             return _error(STATUS_NO_SUCH_FILE if first else STATUS_NO_MORE_FILES)
-        answer = smb2.SMB2QueryDirectory_Response()
-        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(buffer)
-        answer["Buffer"] = buffer
-        return [answer], None, STATUS_SUCCESS
+        return [packing.output_response(buffer)], None, STATUS_SUCCESS
 
     def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE."""

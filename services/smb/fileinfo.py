@@ -31,9 +31,11 @@ FIXED = {BASIC: BASIC_RECORD.size, STANDARD: STANDARD_RECORD.size,
 CLASSES = set(FIXED)
 
 
-def record(info_class: int, status: os.stat_result, path: str, access: int) -> bytes:
+def record(info_class: int, status: os.stat_result, path: str, access: int,
+           delete_pending: bool = False) -> bytes:
     """The class's record for a file: `path` from the share's root ("dir\\\\f.txt"),
-    `access` the open's granted access mask (FileAccessInformation)."""
+    `access` the open's granted access mask (FileAccessInformation), `delete_pending` whether
+    it goes at its close (FileStandardInformation's DeletePending, MS-FSCC 2.4.47)."""
     directory = stat.S_ISDIR(status.st_mode)
     attributes = ATTRIBUTE_DIRECTORY if directory else ATTRIBUTE_ARCHIVE
     size = 0 if directory else status.st_size
@@ -47,7 +49,7 @@ def record(info_class: int, status: os.stat_result, path: str, access: int) -> b
     basic = BASIC_RECORD.pack(created, accessed, written, written, attributes, 0)
     if info_class == BASIC:
         return basic
-    standard = STANDARD_RECORD.pack(allocation, size, status.st_nlink, 0, directory, 0)
+    standard = STANDARD_RECORD.pack(allocation, size, status.st_nlink, delete_pending, directory, 0)
     if info_class == STANDARD:
         return standard
     name = ("\\" + path.lstrip("\\")).encode("utf-16le", "surrogatepass")

@@ -31,7 +31,7 @@ CREATE_RESPONSE_AT = 64 + CREATE_RESPONSE.size  # where its Buffer starts in the
 # MS-SMB2 2.2.15 (24 bytes) and 2.2.16 (60 bytes)
 CLOSE_REQUEST = struct.Struct("<HHI16s")
 CLOSE_RESPONSE = struct.Struct("<HHIqqqqqqI")
-QUERY_INFO_RESPONSE = struct.Struct("<HHI")  # MS-SMB2 2.2.38, the buffer follows
+OUTPUT_RESPONSE = struct.Struct("<HHI")  # MS-SMB2 2.2.38 and 2.2.34, the buffer follows
 POSTQUERY_ATTRIB = 0x0001  # SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB
 CLOSE_ATTRIBUTES = ("CreationTime", "LastAccessTime", "LastWriteTime", "ChangeTime",
                     "AllocationSize", "EndOfFile", "FileAttributes")
@@ -168,6 +168,7 @@ def plain_open(request: CreateRequest, status: os.stat_result) -> bool:
     return stat.S_ISREG(status.st_mode) and not options & FILE_DIRECTORY_FILE
 
 
-def query_info_response(data: bytes) -> Body:
-    """MS-SMB2 2.2.38: the output buffer right after the 8-byte body (offset 0x48)."""
-    return Body(QUERY_INFO_RESPONSE.pack(9, 0x48, len(data)) + data)
+def output_response(data: bytes) -> Body:
+    """A QUERY_INFO or QUERY_DIRECTORY response (MS-SMB2 2.2.38, 2.2.34: the same layout):
+    the output buffer right after the 8-byte body (offset 0x48)."""
+    return Body(OUTPUT_RESPONSE.pack(9, 0x48, len(data)) + data)

@@ -132,7 +132,7 @@ def test_create_and_close_responses_pack_as_ms_smb2_lays_them_out():
     assert smb2.SMB2Close_Response(asked)["EndofFile"] == 5 and asked[2] == packing.POSTQUERY_ATTRIB
     # not asked: Flags and every attribute zero (MS-SMB2 2.2.16)
     assert packing.CloseResponse(Flags=0, **times).getData() == struct.pack("<H", 60) + bytes(58)
-    assert packing.query_info_response(b"abc").getData() == struct.pack("<HHI", 9, 0x48, 3) + b"abc"
+    assert packing.output_response(b"abc").getData() == struct.pack("<HHI", 9, 0x48, 3) + b"abc"
 
 
 def test_attributes_of_files_and_directories(tmp_path):
@@ -254,3 +254,16 @@ def test_the_labs_open_keeps_a_read_only_tree_read_only(lab):
     connection.closeFile(tree, handle)
     connection.close()
     assert (public / "notice.txt").read_bytes() == b"read me"
+
+
+def test_query_info_records_as_ms_fscc_lays_them_out(tmp_path):
+    from services.smb import fileinfo
+
+    (tmp_path / "f").write_bytes(b"12345")
+    status = os.stat(tmp_path / "f")
+    standard = fileinfo.record(fileinfo.STANDARD, status, "f", 0, delete_pending=True)
+    assert fileinfo.STANDARD_RECORD.unpack(standard) == (status.st_blocks * 512, 5, 1, 1, 0, 0)
+    full = fileinfo.record(fileinfo.ALL, status, "d\\f", 0x120089)
+    assert len(full) == fileinfo.FIXED[fileinfo.ALL] + 8 and full[-8:] == "\\d\\f".encode("utf-16le")
+    tail = fileinfo.ALL_TAIL.unpack_from(full, 64)  # after Basic (40) and Standard (24)
+    assert tail == (status.st_ino, 0, 0x120089, 0, 0, 0, 8)  # EaSize 0, the access granted
