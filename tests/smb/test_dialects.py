@@ -49,6 +49,32 @@ def test_smbclient_at_every_dialect_puts_and_gets(lab, tmp_path, protocol):
     assert negotiated(server)[-1].startswith(DIALECTS[protocol])
 
 
+def test_smbclient_lists_shares_at_every_dialect_signed_and_sealed(lab, tmp_path):
+    """smbclient -L (srvsvc over IPC$) at each dialect, signed, and sealed where the dialect
+    can encrypt (3.x); each capture dissects cleanly."""
+    need("smbclient", "tshark", "tcpdump")
+    server = lab.start(only="smb")
+    port = server.port("smb", "smb")
+    runs = [(protocol, "sign") for protocol in DIALECTS]
+    runs += [(protocol, "encrypt") for protocol in DIALECTS if protocol.startswith("SMB3")]
+    for protocol, protection in runs:
+        capture = Capture(tmp_path, f"tcp port {port}", decode_as=(f"tcp.port=={port},nbss",))
+        listed = subprocess.run(
+            ["smbclient", "-L", "//127.0.0.1", "-p", str(port), "-U", "alice%alice", "-g",
+             "-m", protocol, f"--client-protection={protection}"],
+            capture_output=True, text=True, timeout=60)
+        capture.stop()
+        assert listed.returncode == 0, (protocol, protection, listed.stdout + listed.stderr)
+        shares = {line.split("|")[1] for line in listed.stdout.splitlines() if line.count("|") == 2}
+        assert shares == {"alice", "public", "IPC$"}, (protocol, protection)
+        if protection == "sign":
+            assert capture.count("smb2.flags.signature == 1 && smb2.cmd == 11") >= 2  # signed IOCTLs (RPC)
+        else:
+            assert capture.count("smb2.cmd == 11") == 0 and capture.count(SEALED) >= 4
+        assert capture.bad("smb2 || dcerpc || srvsvc") == [], (protocol, protection)
+        capture.file.unlink()
+
+
 def test_smb311_negotiate_contexts_and_signing_algorithm(lab, tmp_path):
     need("smbclient", "tshark", "tcpdump")
     server = lab.start(only="smb")
