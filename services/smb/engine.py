@@ -194,11 +194,12 @@ class Handler(socketserver.BaseRequestHandler):
         self.window = credits.Window()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
-        self.request.settimeout(IDLE_TIMEOUT)
+        wire.blocking_with_timeout(self.request, IDLE_TIMEOUT)
+        reader = wire.Reader(self.request)
         reason = "client closed"
         try:
             while True:
-                kind, data = wire.receive(self.request, local.crypto.max_io + rules.HEADROOM)
+                kind, data = reader.receive(local.crypto.max_io + rules.HEADROOM)
                 if kind == wire.SESSION_REQUEST:
                     wire.positive_response(self.request)
                     continue
