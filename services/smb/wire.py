@@ -43,22 +43,21 @@ class Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()  # what was read and not yet taken
-        self.scratch = memoryview(bytearray(BUFFER))  # each recv's landing place
 
-    def _recv_into(self, view: memoryview) -> int:
+    def _recv(self, size: int) -> bytes:
         try:
-            got = self.sock.recv_into(view)
+            chunk = self.sock.recv(size)
         except BlockingIOError as error:  # SO_RCVTIMEO ran out
             raise TimeoutError("no request in time") from error
-        if not got:
+        if not chunk:
             raise ConnectionResetError("peer closed the connection")
-        return got
+        return chunk
 
     def receive(self, limit: int) -> tuple[int, bytes]:
         """(type, payload) of the next message; raises OSError (timeout, closed) or
         TooLong (before reading its body)."""
         while len(self.buffer) < 4:
-            self.buffer += self.scratch[:self._recv_into(self.scratch)]
+            self.buffer += self._recv(BUFFER)
         kind, length = self.buffer[0], int.from_bytes(self.buffer[1:4], "big")
         if length > limit:
             raise TooLong(f"a message of {length} bytes (at most {limit} taken)")
@@ -67,15 +66,14 @@ class Reader:
             payload = bytes(memoryview(self.buffer)[4:end])
             del self.buffer[:end]
             return kind, payload
-        # the rest of the message straight into its own buffer (a WRITE of 8 MiB: no
-        # copies but the one to bytes)
-        body, have = bytearray(length), len(self.buffer) - 4
-        body[:have] = memoryview(self.buffer)[4:]
+        # the rest of a big message (a WRITE of 8 MiB) in parts joined once: one copy
+        # after the kernel's, as a bytearray grown or zero-filled would not be
+        parts, left = [bytes(memoryview(self.buffer)[4:])], end - len(self.buffer)
         self.buffer.clear()
-        view = memoryview(body)
-        while have < length:
-            have += self._recv_into(view[have:])
-        return kind, bytes(body)
+        while left:
+            parts.append(self._recv(min(left, 1 << 20)))
+            left -= len(parts[-1])
+        return kind, b"".join(parts)
 
 
 def send(sock: Any, packet: bytes | bytearray) -> None:
