@@ -77,6 +77,7 @@ from impacket.nt_errors import (
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_INVALID,
     STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_OBJECT_PATH_NOT_FOUND,
     STATUS_SUCCESS,
 )
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
@@ -109,6 +110,7 @@ DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwr
 # CreateAction (MS-SMB2 2.2.14) for each disposition, when the file (was there, was not);
 # impacket echoes the disposition, and 4 and 5 mean nothing there.
 SUPERSEDED, OPENED, CREATED, OVERWRITTEN = 0, 1, 2, 3
+ANY_TREE = 0xFFFFFFFF  # a related request's TreeId: the previous one's (MS-SMB2 3.3.5.2.7.2)
 CREATE_ACTIONS = {0: (SUPERSEDED, CREATED), 1: (OPENED, OPENED), 2: (CREATED, CREATED),
                   3: (OPENED, CREATED), 4: (OVERWRITTEN, OVERWRITTEN), 5: (OVERWRITTEN, CREATED)}
 PIPES = {"srvsvc"}  # the named pipes IPC$ serves
@@ -271,7 +273,7 @@ class Handler(socketserver.BaseRequestHandler):
             server.count(file_id, counter, count)
             replies: list[bytes | bytearray] = [reply]
         else:
-            alone = server.answer_alone(conn_id, data, grants[0])
+            alone = server.answer_alone(conn_id, data, grants)
             replies = [alone] if alone is not None else [
                 r.getData() if hasattr(r, "getData") else r
                 for r in server.processRequest(conn_id, _bounded(data, grants))]
@@ -594,39 +596,71 @@ class LabSMBServer(SMBSERVER):
         message[48:64] = crypto.signature(message)
         return True
 
-    def answer_alone(self, conn_id: str, data: bytes, credit: int) -> bytearray | None:
-        """The reply to one SMB2 request that is not part of a chain, from impacket's
-        command handler (the lab's hooks) but without impacket's processRequest, which
-        first parses every message as SMB1 (an exception), then builds and packs the reply
-        through Structure objects: half the time of a CREATE, QUERY_INFO or CLOSE.
-        None (impacket's processRequest answers) for chains, NEGOTIATE, SESSION_SETUP
-        and before a login."""
+    def answer_alone(self, conn_id: str, data: bytes, grants: list[int]) -> bytearray | None:
+        """The reply to an SMB2 request or chain (CREATE, QUERY_INFO, CLOSE compounded, as
+        Windows asks of every file), from impacket's command handlers (the lab's hooks) but
+        without impacket's processRequest, which first parses every message as SMB1 (an
+        exception), then builds and packs each reply through Structure objects: half the
+        time of a CREATE, QUERY_INFO or CLOSE. `grants`: the credits each message's reply
+        grants. A related request after a failed one fails with its status, unrun, and one
+        with TreeId 0xFFFFFFFF is in the previous one's tree (MS-SMB2 3.3.5.2.7.2; impacket
+        ran it, in no tree). As processRequest, "the file just created" is known
+        only within a chain. None (impacket's processRequest answers) for NEGOTIATE,
+        SESSION_SETUP and before a login."""
         conn = self.getConnectionData(conn_id, checkStatus=False)
-        fields = fastpath.HEADER.unpack_from(data)
-        command, next_command = fields[4], fields[7]
-        if next_command or command in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
-                or not conn.get("Authenticated"):
+        if not conn.get("Authenticated") or data[:4] != compound.MAGIC:  # (SMB1: NEGOTIATE)
             return None
-        packet = structures.packet(data)
+        spans = compound.split(data)  # (checked already: Handler._admit)
+        commands = {struct.unpack_from("<H", data, start + 12)[0] for start, _ in spans}
+        if commands & {smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP}:
+            return None
+        replies, failed, tree_id = [], 0, 0
+        for index, ((start, end), credit) in enumerate(zip(spans, grants, strict=True)):
+            message = data[start:end]
+            related = message[16] & fastpath.RELATED
+            if related and failed:
+                reply, status = bytearray(dialects.error_reply(message, failed)), failed
+                struct.pack_into("<HI", reply, 14, credit, fastpath.SERVER_TO_REDIR)
+                reply[48:64] = bytes(16)  # (the request's signature: signed below if due)
+            else:
+                if related and struct.unpack_from("<I", message, 36)[0] == ANY_TREE:
+                    message = message[:36] + struct.pack("<I", tree_id) + message[40:]
+                reply, status = self._answer_one(conn_id, conn, message, credit, len(spans) > 1)
+            tree_id = struct.unpack_from("<I", reply, 36)[0]
+            if len(spans) > 1:  # each of a chain says so as its request did, 8-aligned
+                reply[16] |= related
+                if index + 1 < len(spans):
+                    reply += bytes(-len(reply) % 8)
+                    struct.pack_into("<I", reply, 20, len(reply))
+            if conn["SignatureEnabled"]:
+                self._sign(reply, conn["SigningSessionKey"])  # each message on its own
+            failed = status if status >> 30 == 3 else 0  # (error severity)
+            replies.append(reply)
+        conn["LastRequest"] = {}
+        return replies[0] if len(replies) == 1 else bytearray(b"".join(replies))
+
+    def _answer_one(self, conn_id: str, conn: dict, message: bytes, credit: int,
+                    chained: bool) -> tuple[bytearray, int]:
+        """(unsigned reply, status) to one message, from the command's handler."""
+        fields = fastpath.HEADER.unpack_from(message)
+        command = fields[4]
+        packet = structures.packet(message)
         packet["CreditRequestResponse"] = credit  # impacket's own packets echo it
         handlers = self._SMBSERVER__smb2Commands  # (name-mangled: impacket's table)
         commands, packets, status = handlers.get(command, handlers[0xFF])(conn_id, self, packet)
-        session_key = conn["SigningSessionKey"]
-        if packets is not None:  # the handler built its reply
-            for built in packets:
-                if conn["SignatureEnabled"]:
-                    self.signSMBv2(built, session_key)
-            return bytearray(b"".join(built.getData() for built in packets))
+        if packets is not None:  # the handler built its reply (no lab hook does)
+            if chained:
+                raise ValueError("a handler that builds its own reply, in a chain")
+            (built,) = packets
+            return bytearray(built.getData()), status
         (body,) = commands  # (impacket's SMB2 handlers answer one structure)
         content = body.getData() if hasattr(body, "getData") else body.encode()
-        message = bytearray(fastpath.HEADER.size + len(content))
-        fastpath.HEADER.pack_into(message, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
+        reply = bytearray(fastpath.HEADER.size + len(content))
+        fastpath.HEADER.pack_into(reply, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
                                   fastpath.SERVER_TO_REDIR, 0, fields[8], fields[9],
                                   packet["TreeID"], conn["Uid"], bytes(16))
-        message[fastpath.HEADER.size:] = content
-        if conn["SignatureEnabled"]:
-            self._sign(message, session_key)
-        return message
+        reply[fastpath.HEADER.size:] = content
+        return reply, status
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -1004,16 +1038,16 @@ class LabSMBServer(SMBSERVER):
         name = os.path.join(tree["path"], os.path.normpath(canonical))  # impacket's FileName
         try:
             if not packing.plain_open(request, os.stat(name)):
-                return self._impacket_open(conn_id, server, packet)
+                return self._impacket_open(conn_id, server, packet, name)
             handle = os.open(name, packing.open_mode(request["DesiredAccess"],
                                                      tree["read only"] == "yes"))
         except OSError:
-            return self._impacket_open(conn_id, server, packet)  # its status
+            return self._impacket_open(conn_id, server, packet, name)  # its status
         try:
             status = os.fstat(handle)
         except OSError:
             os.close(handle)
-            return self._impacket_open(conn_id, server, packet)
+            return self._impacket_open(conn_id, server, packet, name)
         conn, file_id = self.getConnectionData(conn_id), uuid.generate()
         conn["OpenedFiles"][file_id] = {
             "FileHandle": handle, "FileName": name,
@@ -1025,12 +1059,18 @@ class LabSMBServer(SMBSERVER):
         conn["LastRequest"]["SMB2_CREATE"] = answer
         return [answer], None, STATUS_SUCCESS
 
-    def _impacket_open(self, conn_id: str, server: Any, packet: Any) -> Any:
+    def _impacket_open(self, conn_id: str, server: Any, packet: Any, name: str) -> Any:
         """impacket's CREATE, its answer's times, sizes and attributes then taken from the
         open file as the lab's own open answers them (packing.attributes): impacket gave
         NORMAL with ARCHIVE (NORMAL is valid only alone, MS-FSCC 2.6), a directory's
-        st_size as its EndOfFile and the size as the AllocationSize."""
+        st_size as its EndOfFile and the size as the AllocationSize. A name not there is
+        STATUS_OBJECT_NAME_NOT_FOUND, or _PATH_NOT_FOUND when its directory is not, as
+        Windows and smbd answer (impacket: STATUS_NO_SUCH_FILE, which is QUERY_DIRECTORY's:
+        smbprotocol takes it for an unknown error, not a missing file)."""
         commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        if status == STATUS_NO_SUCH_FILE:
+            missing = os.path.isdir(os.path.dirname(name))
+            return _error(STATUS_OBJECT_NAME_NOT_FOUND if missing else STATUS_OBJECT_PATH_NOT_FOUND)
         if status == STATUS_SUCCESS:
             file_id = commands[0]["FileID"]
             opened = self.getConnectionData(conn_id)["OpenedFiles"].get(

@@ -5,6 +5,7 @@ reads the fields; the checks the lab's open keeps."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -267,3 +268,34 @@ def test_query_info_records_as_ms_fscc_lays_them_out(tmp_path):
     assert len(full) == fileinfo.FIXED[fileinfo.ALL] + 8 and full[-8:] == "\\d\\f".encode("utf-16le")
     tail = fileinfo.ALL_TAIL.unpack_from(full, 64)  # after Basic (40) and Standard (24)
     assert tail == (status.st_ino, 0, 0x120089, 0, 0, 0, 8)  # EaSize 0, the access granted
+
+
+def test_compounded_create_query_info_close_answered_as_a_chain(lab, tmp_path):
+    """smbprotocol's stat() sends CREATE, QUERY_INFO and CLOSE as one related chain, signed
+    (it checks each reply's signature): the lab answers each, and when the CREATE fails
+    the related requests after it fail with its status (MS-SMB2 3.3.5.2.7.2)."""
+    smbclient_api = pytest.importorskip("smbclient")  # smbprotocol's high-level client
+    need("tshark", "tcpdump")
+    server = lab.start(only="smb")
+    home = server.data / "homes/alice"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "f.bin").write_bytes(b"z" * 1234)
+    port = server.port("smb", "smb")
+    capture = Capture(tmp_path, f"tcp port {port}", decode_as=(f"tcp.port=={port},nbss",))
+    smbclient_api.register_session("127.0.0.1", username="alice", password="alice", port=port,
+                                   encrypt=False, require_signing=True)
+    try:
+        assert smbclient_api.stat(r"\\127.0.0.1\alice\f.bin", port=port).st_size == 1234
+        with pytest.raises(OSError) as missing:  # (STATUS_NO_SUCH_FILE was no ENOENT to it)
+            smbclient_api.stat(r"\\127.0.0.1\alice\missing.bin", port=port)
+        assert missing.value.errno == errno.ENOENT
+    finally:
+        smbclient_api.reset_connection_cache()
+    capture.stop()
+    reply = "smb2.flags.response == 1 && smb2.flags.chained == 1"
+    assert capture.count(f"{reply} && smb2.cmd == 16 && smb2.nt_status == 0") >= 1
+    assert capture.count(f"{reply} && smb2.cmd == 6 && smb2.nt_status == 0") >= 1
+    not_found = "smb2.nt_status == 0xc0000034"  # OBJECT_NAME_NOT_FOUND, the CREATE's
+    assert capture.count(f"{reply} && smb2.cmd == 16 && {not_found}") >= 1
+    assert capture.count(f"{reply} && smb2.cmd == 6 && {not_found}") >= 1
+    assert capture.bad("smb2") == []
