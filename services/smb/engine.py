@@ -891,28 +891,38 @@ class LabSMBServer(SMBSERVER):
         return _shown(tree, opened["FileName"]) if opened else "?"
 
     def _query_info(self, conn_id: str, server: Any, packet: Any) -> Any:
-        """The file classes clients ask of every open (services.smb.fileinfo); the rest,
-        and file systems and security, impacket's."""
+        """The file classes clients ask of every open and the file system classes
+        (services.smb.fileinfo); the rest, and security, impacket's."""
         tree = self._tree(conn_id, packet)
         opened = self._opened(conn_id, smb2.SMB2_QUERY_INFO, packet)
         body = packet["Data"]
         info_type, info_class, room = struct.unpack_from("<xxBBI", body) if len(body) >= 8 \
             else (0, 0, 0)
-        if tree is None or opened is None or info_type != smb2.SMB2_0_INFO_FILE \
-                or info_class not in fileinfo.CLASSES or tree["pipe"]:
+        if tree is None or opened is None or tree["pipe"]:
             return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
-        handle = opened["FileHandle"]
-        try:
-            status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
-                else os.stat(opened["FileName"], follow_symlinks=False)
-        except OSError:
-            return _error(STATUS_INVALID_PARAMETER)
-        below = os.path.relpath(opened["FileName"], tree["path"])
-        data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
-                               opened.get("LabAccess", 0), bool(opened.get("DeleteOnClose")))
+        if info_type == smb2.SMB2_0_INFO_FILESYSTEM and info_class in fileinfo.FS_FIXED:
+            try:
+                data = fileinfo.fs_record(info_class, os.statvfs(tree["path"]),
+                                          os.stat(tree["path"]), tree["shareName"])
+            except OSError:
+                return _error(STATUS_INVALID_PARAMETER)
+            fixed = fileinfo.FS_FIXED[info_class]
+        elif info_type == smb2.SMB2_0_INFO_FILE and info_class in fileinfo.CLASSES:
+            handle = opened["FileHandle"]
+            try:
+                status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
+                    else os.stat(opened["FileName"], follow_symlinks=False)
+            except OSError:
+                return _error(STATUS_INVALID_PARAMETER)
+            below = os.path.relpath(opened["FileName"], tree["path"])
+            data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
+                                   opened.get("LabAccess", 0), bool(opened.get("DeleteOnClose")))
+            fixed = fileinfo.FIXED[info_class]
+        else:
+            return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
         code = STATUS_SUCCESS
         if len(data) > room:  # MS-SMB2 3.3.5.20.1: a name is cut, a fixed record is refused
-            if room < fileinfo.FIXED[info_class]:
+            if room < fixed:
                 return _error(STATUS_INFO_LENGTH_MISMATCH)
             data, code = data[:room], STATUS_BUFFER_OVERFLOW
         return [packing.output_response(data)], None, code

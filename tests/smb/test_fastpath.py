@@ -19,7 +19,7 @@ from impacket import smb3structs as smb2
 
 from services.smb import dialects, fastpath, packing
 from tests.conftest import need
-from tests.ftputil import Capture, journal
+from tests.ftputil import Capture, journal, smbclient
 
 FILE_ID = bytes(range(16))
 SIGNER = dialects.Connection(signing_key=b"k" * 16)  # SMB 2.x: HMAC-SHA256
@@ -299,3 +299,24 @@ def test_compounded_create_query_info_close_answered_as_a_chain(lab, tmp_path):
     assert capture.count(f"{reply} && smb2.cmd == 16 && {not_found}") >= 1
     assert capture.count(f"{reply} && smb2.cmd == 6 && {not_found}") >= 1
     assert capture.bad("smb2") == []
+
+
+def test_file_system_classes_say_the_share_s_disk(lab):
+    """smbclient's `volume` (FileFsVolumeInformation: impacket packed SMB1's layout, and
+    smbclient said INVALID_NETWORK_RESPONSE) and `du` (the size classes) as statvfs has it."""
+    from services.smb import fileinfo
+
+    need("smbclient")
+    server = lab.start(only="smb")
+    home = server.data / "homes/alice"
+    home.mkdir(parents=True, exist_ok=True)
+    result = smbclient(server, "alice", "volume; du")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Volume: |alice| serial number 0x" in result.stdout
+    space = os.statvfs(home)
+    assert f"{space.f_blocks} blocks of size {space.f_frsize}." in result.stdout
+    full = fileinfo.fs_record(fileinfo.FS_FULL_SIZE, space, os.stat(home), "alice")
+    assert fileinfo.FULL_SIZE_RECORD.unpack(full) == (space.f_blocks, space.f_bavail, space.f_bfree,
+                                                      space.f_frsize // 512, 512)
+    attribute = fileinfo.fs_record(fileinfo.FS_ATTRIBUTE, space, os.stat(home), "alice")
+    assert attribute[12:] == "NTFS".encode("utf-16le") and len(attribute) == 12 + 8
