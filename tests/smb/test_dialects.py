@@ -217,10 +217,10 @@ def test_linux_kernel_client_mounts_at_311_sealed(lab, tmp_path):
     capture = capture_of(tmp_path, server)
     options = (f"ip=127.0.0.1,port={port},username=alice,password=alice,vers=3.1.1,seal,"
                "cache=none,noserverino")
-    mounted = subprocess.run(["mount", "-t", "cifs", "//127.0.0.1/alice", str(mountpoint),
-                              "-o", options], capture_output=True, text=True, timeout=60)
-    assert mounted.returncode == 0, mounted.stderr
     try:
+        mounted = subprocess.run(["mount", "-t", "cifs", "//127.0.0.1/alice", str(mountpoint),
+                                  "-o", options], capture_output=True, text=True, timeout=60)
+        assert mounted.returncode == 0, mounted.stderr
         (mountpoint / "from-kernel.bin").write_bytes(SECRET)
         assert (mountpoint / "from-kernel.bin").read_bytes() == SECRET
         assert "from-kernel.bin" in os.listdir(mountpoint)
@@ -228,7 +228,7 @@ def test_linux_kernel_client_mounts_at_311_sealed(lab, tmp_path):
         unmounted = subprocess.run(["umount", str(mountpoint)], capture_output=True, timeout=60)
         if unmounted.returncode:
             subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=60)
-    capture.stop()
+        capture.stop()
     assert (server.data / "homes/alice/from-kernel.bin").read_bytes() == SECRET
     assert SECRET[:38] not in capture.file.read_bytes() and capture.count(SEALED) >= 4
     assert capture.bad("smb2") == []

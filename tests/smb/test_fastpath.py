@@ -227,7 +227,7 @@ def test_create_query_info_and_close_fields_seen_by_smbprotocol(lab, tmp_path):
         assert created.close(get_attributes=False).pack()[2:] == bytes(58)
     finally:
         connection.disconnect()
-    capture.stop()
+        capture.stop()
     assert capture.count("smb2.cmd == 5 && smb2.flags.response == 1") == 3
     assert capture.bad("smb2") == []
     server.stop()
@@ -291,7 +291,7 @@ def test_compounded_create_query_info_close_answered_as_a_chain(lab, tmp_path):
         assert missing.value.errno == errno.ENOENT
     finally:
         smbclient_api.reset_connection_cache()
-    capture.stop()
+        capture.stop()
     reply = "smb2.flags.response == 1 && smb2.flags.chained == 1"
     assert capture.count(f"{reply} && smb2.cmd == 16 && smb2.nt_status == 0") >= 1
     assert capture.count(f"{reply} && smb2.cmd == 6 && smb2.nt_status == 0") >= 1
