@@ -76,6 +76,7 @@ from impacket.nt_errors import (
     STATUS_FILE_CLOSED,
     STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_HANDLE,
     STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
     STATUS_LOGON_FAILURE,
@@ -86,11 +87,11 @@ from impacket.nt_errors import (
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_INVALID,
     STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_OBJECT_PATH_NOT_FOUND,
     STATUS_SUCCESS,
     STATUS_TOO_MANY_OPENED_FILES,
 )
 from impacket.smbserver import PIPE_FILE_DESCRIPTOR, SMBSERVER
-from impacket.structure import Structure
 
 from .. import listeners, paths
 from ..store import is_disk_full
@@ -104,6 +105,7 @@ from . import (
     mechlistmic,
     negotiate,
     oplocks,
+    packing,
     rules,
     structures,
     wire,
@@ -120,6 +122,7 @@ DISPOSITIONS = {0: "supersede", 1: "open", 2: "create", 3: "open-if", 4: "overwr
 # CreateAction (MS-SMB2 2.2.14) for each disposition, when the file (was there, was not);
 # impacket echoes the disposition, and 4 and 5 mean nothing there.
 SUPERSEDED, OPENED, CREATED, OVERWRITTEN = 0, 1, 2, 3
+ANY_TREE = 0xFFFFFFFF  # a related request's TreeId: the previous one's (MS-SMB2 3.3.5.2.7.2)
 CREATE_ACTIONS = {0: (SUPERSEDED, CREATED), 1: (OPENED, OPENED), 2: (CREATED, CREATED),
                   3: (OPENED, CREATED), 4: (OVERWRITTEN, OVERWRITTEN), 5: (OVERWRITTEN, CREATED)}
 PIPES = {"srvsvc"}  # the named pipes IPC$ serves
@@ -128,16 +131,6 @@ PIPES = {"srvsvc"}  # the named pipes IPC$ serves
 PIPE_REQUESTS = {smb2.SMB2_READ, smb2.SMB2_WRITE, smb2.SMB2_IOCTL, smb2.SMB2_CLOSE, smb2.SMB2_FLUSH}
 OVERWRITING = {0, 4, 5}  # supersede, overwrite, overwrite-if: an existing file's data goes
 RECONNECTS = (b"DHnC", b"DH2C")  # durable handle reconnects (none kept to reconnect to)
-
-
-class Body(Structure):
-    """A reply body the lab packs itself, for impacket's reply code."""
-
-    structure = (("Body", ":"),)
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self["Body"] = body
 
 
 def _ntlm_message_type(blob: bytes) -> int:
@@ -244,11 +237,12 @@ class Handler(socketserver.BaseRequestHandler):
         self.window = credits.Window()
         server.addConnection(conn_id, ip, port)
         server.connections.add(self.request)
-        self.request.settimeout(IDLE_TIMEOUT)
+        wire.blocking_with_timeout(self.request, IDLE_TIMEOUT)
+        reader = wire.Reader(self.request)
         reason = "client closed"
         try:
             while True:
-                kind, data = wire.receive(self.request, local.crypto.max_io + rules.HEADROOM)
+                kind, data = reader.receive(local.crypto.max_io + rules.HEADROOM)
                 if kind == wire.SESSION_REQUEST:
                     wire.positive_response(self.request)
                     continue
@@ -322,7 +316,7 @@ class Handler(socketserver.BaseRequestHandler):
             server.count(file_id, counter, count)
             replies: list[bytes | bytearray] = [reply]
         else:
-            alone = server.answer_alone(conn_id, data, grants[0])
+            alone = server.answer_alone(conn_id, data, grants)
             replies = [alone] if alone is not None else [
                 r.getData() if hasattr(r, "getData") else r
                 for r in server.processRequest(conn_id, _bounded(data, grants))]
@@ -653,39 +647,71 @@ class LabSMBServer(SMBSERVER):
         message[48:64] = crypto.signature(message)
         return True
 
-    def answer_alone(self, conn_id: str, data: bytes, credit: int) -> bytearray | None:
-        """The reply to one SMB2 request that is not part of a chain, from impacket's
-        command handler (the lab's hooks) but without impacket's processRequest, which
-        first parses every message as SMB1 (an exception), then builds and packs the reply
-        through Structure objects: half the time of a CREATE, QUERY_INFO or CLOSE.
-        None (impacket's processRequest answers) for chains, NEGOTIATE, SESSION_SETUP
-        and before a login."""
+    def answer_alone(self, conn_id: str, data: bytes, grants: list[int]) -> bytearray | None:
+        """The reply to an SMB2 request or chain (CREATE, QUERY_INFO, CLOSE compounded, as
+        Windows asks of every file), from impacket's command handlers (the lab's hooks) but
+        without impacket's processRequest, which first parses every message as SMB1 (an
+        exception), then builds and packs each reply through Structure objects: half the
+        time of a CREATE, QUERY_INFO or CLOSE. `grants`: the credits each message's reply
+        grants. A related request after a failed one fails with its status, unrun, and one
+        with TreeId 0xFFFFFFFF is in the previous one's tree (MS-SMB2 3.3.5.2.7.2; impacket
+        ran it, in no tree). As processRequest, "the file just created" is known
+        only within a chain. None (impacket's processRequest answers) for NEGOTIATE,
+        SESSION_SETUP and before a login."""
         conn = self.getConnectionData(conn_id, checkStatus=False)
-        fields = fastpath.HEADER.unpack_from(data)
-        command, next_command = fields[4], fields[7]
-        if next_command or command in (smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP) \
-                or not conn.get("Authenticated"):
+        if not conn.get("Authenticated") or data[:4] != compound.MAGIC:  # (SMB1: NEGOTIATE)
             return None
-        packet = structures.packet(data)
+        spans = compound.split(data)  # (checked already: Handler._admit)
+        commands = {struct.unpack_from("<H", data, start + 12)[0] for start, _ in spans}
+        if commands & {smb2.SMB2_NEGOTIATE, smb2.SMB2_SESSION_SETUP}:
+            return None
+        replies, failed, tree_id = [], 0, 0
+        for index, ((start, end), credit) in enumerate(zip(spans, grants, strict=True)):
+            message = data[start:end]
+            related = message[16] & fastpath.RELATED
+            if related and failed:
+                reply, status = bytearray(dialects.error_reply(message, failed)), failed
+                struct.pack_into("<HI", reply, 14, credit, fastpath.SERVER_TO_REDIR)
+                reply[48:64] = bytes(16)  # (the request's signature: signed below if due)
+            else:
+                if related and struct.unpack_from("<I", message, 36)[0] == ANY_TREE:
+                    message = message[:36] + struct.pack("<I", tree_id) + message[40:]
+                reply, status = self._answer_one(conn_id, conn, message, credit, len(spans) > 1)
+            tree_id = struct.unpack_from("<I", reply, 36)[0]
+            if len(spans) > 1:  # each of a chain says so as its request did, 8-aligned
+                reply[16] |= related
+                if index + 1 < len(spans):
+                    reply += bytes(-len(reply) % 8)
+                    struct.pack_into("<I", reply, 20, len(reply))
+            if conn["SignatureEnabled"]:
+                self._sign(reply, conn["SigningSessionKey"])  # each message on its own
+            failed = status if status >> 30 == 3 else 0  # (error severity)
+            replies.append(reply)
+        conn["LastRequest"] = {}
+        return replies[0] if len(replies) == 1 else bytearray(b"".join(replies))
+
+    def _answer_one(self, conn_id: str, conn: dict, message: bytes, credit: int,
+                    chained: bool) -> tuple[bytearray, int]:
+        """(unsigned reply, status) to one message, from the command's handler."""
+        fields = fastpath.HEADER.unpack_from(message)
+        command = fields[4]
+        packet = structures.packet(message)
         packet["CreditRequestResponse"] = credit  # impacket's own packets echo it
         handlers = self._SMBSERVER__smb2Commands  # (name-mangled: impacket's table)
         commands, packets, status = handlers.get(command, handlers[0xFF])(conn_id, self, packet)
-        session_key = conn["SigningSessionKey"]
-        if packets is not None:  # the handler built its reply
-            for built in packets:
-                if conn["SignatureEnabled"]:
-                    self.signSMBv2(built, session_key)
-            return bytearray(b"".join(built.getData() for built in packets))
+        if packets is not None:  # the handler built its reply (no lab hook does)
+            if chained:
+                raise ValueError("a handler that builds its own reply, in a chain")
+            (built,) = packets
+            return bytearray(built.getData()), status
         (body,) = commands  # (impacket's SMB2 handlers answer one structure)
         content = body.getData() if hasattr(body, "getData") else body.encode()
-        message = bytearray(fastpath.HEADER.size + len(content))
-        fastpath.HEADER.pack_into(message, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
+        reply = bytearray(fastpath.HEADER.size + len(content))
+        fastpath.HEADER.pack_into(reply, 0, b"\xfeSMB", 64, fields[2], status, command, credit,
                                   fastpath.SERVER_TO_REDIR, 0, fields[8], fields[9],
                                   packet["TreeID"], conn["Uid"], bytes(16))
-        message[fastpath.HEADER.size:] = content
-        if conn["SignatureEnabled"]:
-            self._sign(message, session_key)
-        return message
+        reply[fastpath.HEADER.size:] = content
+        return reply, status
 
     def _session_setup(self, conn_id: str, server: Any, packet: Any) -> Any:
         conn = self.getConnectionData(conn_id, checkStatus=False)
@@ -797,7 +823,7 @@ class LabSMBServer(SMBSERVER):
         tree = self._tree(conn_id, packet)
         if tree is None:
             return self._original[smb2.SMB2_CREATE](conn_id, server, packet)  # STATUS_SMB_BAD_TID
-        request = smb2.SMB2Create(packet["Data"])
+        request = packing.CreateRequest(packet["Data"])
         name = request["Buffer"][:request["NameLength"]].decode("utf-16le", "replace")
         contexts = oplocks.create_contexts(packet["Data"], request["CreateContextsOffset"],
                                            request["CreateContextsLength"])
@@ -808,12 +834,12 @@ class LabSMBServer(SMBSERVER):
             return self._open_pipe(conn_id, packet, name, request["CreateOptions"])
         try:
             canonical = rules.canonical(name)
-            paths.resolve(tree["path"], canonical)
+            resolved = paths.resolve(tree["path"], canonical)
         except paths.PathError as error:
             self.session.event("create", f"{tree['shareName']}\\{name} refused: {error}")
             return _error(STATUS_OBJECT_NAME_INVALID)
-        packet["Data"] = rules.with_name(request, canonical)
-        real = str(paths.resolve(tree["path"], canonical))
+        packet["Data"] = request.with_name(canonical)
+        real = str(resolved)
         existed = os.path.lexists(real)
         wanted = self._wanted(request["RequestedOplockLevel"], contexts)
         refused = self._break_for(conn_id, f"{tree['shareName']}\\{name}", real, wanted,
@@ -821,7 +847,7 @@ class LabSMBServer(SMBSERVER):
         if refused:
             self.session.event("create", f"{tree['shareName']}\\{name} refused: lease key in use")
             return _error(refused)
-        commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        commands, packets, status = self._open(conn_id, server, packet, request, tree, canonical)
         options = request["CreateOptions"]
         detail = " ".join(filter(None, [
             DISPOSITIONS.get(request["CreateDisposition"], str(request["CreateDisposition"])),
@@ -949,7 +975,7 @@ class LabSMBServer(SMBSERVER):
         self.session.event("oplock-ack", f"{what} -> {'ok' if status == STATUS_SUCCESS else hex(status)}")
         if status != STATUS_SUCCESS:
             return _error(status)
-        return [Body(answer)], None, STATUS_SUCCESS
+        return [packing.Body(answer)], None, STATUS_SUCCESS
 
     def _open_pipe(self, conn_id: str, packet: Any, name: str, options: int) -> Any:
         """A CREATE on IPC$: a named pipe the lab serves (srvsvc), opened as impacket's
@@ -1062,34 +1088,41 @@ class LabSMBServer(SMBSERVER):
         return _shown(tree, opened["FileName"]) if opened else "?"
 
     def _query_info(self, conn_id: str, server: Any, packet: Any) -> Any:
-        """The file classes clients ask of every open (services.smb.fileinfo); the rest,
-        and file systems and security, impacket's."""
+        """The file classes clients ask of every open and the file system classes
+        (services.smb.fileinfo); the rest, and security, impacket's."""
         tree = self._tree(conn_id, packet)
         opened = self._opened(conn_id, smb2.SMB2_QUERY_INFO, packet)
         body = packet["Data"]
         info_type, info_class, room = struct.unpack_from("<xxBBI", body) if len(body) >= 8 \
             else (0, 0, 0)
-        if tree is None or opened is None or info_type != smb2.SMB2_0_INFO_FILE \
-                or info_class not in fileinfo.CLASSES or tree["pipe"]:
+        if tree is None or opened is None or tree["pipe"]:
             return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
-        handle = opened["FileHandle"]
-        try:
-            status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
-                else os.stat(opened["FileName"], follow_symlinks=False)
-        except OSError:
-            return _error(STATUS_INVALID_PARAMETER)
-        below = os.path.relpath(opened["FileName"], tree["path"])
-        data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
-                               opened.get("LabAccess", 0))
+        if info_type == smb2.SMB2_0_INFO_FILESYSTEM and info_class in fileinfo.FS_FIXED:
+            try:
+                data = fileinfo.fs_record(info_class, os.statvfs(tree["path"]),
+                                          os.stat(tree["path"]), tree["shareName"])
+            except OSError:
+                return _error(STATUS_INVALID_PARAMETER)
+            fixed = fileinfo.FS_FIXED[info_class]
+        elif info_type == smb2.SMB2_0_INFO_FILE and info_class in fileinfo.CLASSES:
+            handle = opened["FileHandle"]
+            try:
+                status = os.fstat(handle) if isinstance(handle, int) and handle > 0 \
+                    else os.stat(opened["FileName"], follow_symlinks=False)
+            except OSError:
+                return _error(STATUS_INVALID_PARAMETER)
+            below = os.path.relpath(opened["FileName"], tree["path"])
+            data = fileinfo.record(info_class, status, "" if below == "." else below.replace("/", "\\"),
+                                   opened.get("LabAccess", 0), bool(opened.get("DeleteOnClose")))
+            fixed = fileinfo.FIXED[info_class]
+        else:
+            return self._original[smb2.SMB2_QUERY_INFO](conn_id, server, packet)
         code = STATUS_SUCCESS
         if len(data) > room:  # MS-SMB2 3.3.5.20.1: a name is cut, a fixed record is refused
-            if room < fileinfo.FIXED[info_class]:
+            if room < fixed:
                 return _error(STATUS_INFO_LENGTH_MISMATCH)
             data, code = data[:room], STATUS_BUFFER_OVERFLOW
-        answer = smb2.SMB2QueryInfo_Response()
-        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(data)
-        answer["Buffer"] = data
-        return [answer], None, code
+        return [packing.output_response(data)], None, code
 
     def _query_directory(self, conn_id: str, server: Any, packet: Any) -> Any:
         """The lab's own (services.smb.listing): a chunk of the enumeration per request."""
@@ -1131,10 +1164,7 @@ class LabSMBServer(SMBSERVER):
             if enumeration.position < len(enumeration.names):
                 return _error(STATUS_BUFFER_TOO_SMALL)  # not even one entry fits
             return _error(STATUS_NO_SUCH_FILE if first else STATUS_NO_MORE_FILES)
-        answer = smb2.SMB2QueryDirectory_Response()
-        answer["OutputBufferOffset"], answer["OutputBufferLength"] = 0x48, len(buffer)
-        answer["Buffer"] = buffer
-        return [answer], None, STATUS_SUCCESS
+        return [packing.output_response(buffer)], None, STATUS_SUCCESS
 
     def count(self, file_id: bytes | None, index: int, amount: int) -> None:
         """Add to a file's bytes read (index 0) or written (1), journaled at CLOSE; a
@@ -1213,16 +1243,108 @@ class LabSMBServer(SMBSERVER):
                                                f"bytes, wrote {written[1]} bytes")
             if opened["DeleteOnClose"]:
                 self.session.event("delete", f"{_shown(tree, name)} (on close)")
+        return self._close_file(conn_id, server, packet)
+
+    def _open(self, conn_id: str, server: Any, packet: Any, request: packing.CreateRequest,
+              tree: dict, canonical: str) -> Any:
+        """CREATE's open, once the lab's rules let the name through (_create): the lab's
+        own for a plain open of a file or directory that is there (packing.plain_open:
+        impacket's handler parses the request again and packs its answer through Structure,
+        most of a small file's time), impacket's for everything else and for errors. Its
+        entry in OpenedFiles and LastRequest are impacket's, field for field."""
+        name = os.path.join(tree["path"], os.path.normpath(canonical))  # impacket's FileName
+        try:
+            if not packing.plain_open(request, os.stat(name)):
+                return self._impacket_open(conn_id, server, packet, name)
+            handle = os.open(name, packing.open_mode(request["DesiredAccess"],
+                                                     tree["read only"] == "yes"))
+        except OSError:
+            return self._impacket_open(conn_id, server, packet, name)  # its status
+        try:
+            status = os.fstat(handle)
+        except OSError:
+            os.close(handle)
+            return self._impacket_open(conn_id, server, packet, name)
+        conn, file_id = self.getConnectionData(conn_id), uuid.generate()
+        conn["OpenedFiles"][file_id] = {
+            "FileHandle": handle, "FileName": name,
+            "DeleteOnClose": bool(request["CreateOptions"] & smb2.FILE_DELETE_ON_CLOSE),
+            "Open": {"EnumerationLocation": 0, "EnumerationSearchPattern": ""}}
+        answer = packing.CreateResponse(CreateAction=request["CreateDisposition"], FileID=file_id,
+                                        **packing.attributes(status))
+        answer["LastChangeTime"] = answer["ChangeTime"]  # where impacket's handler leaves it
+        conn["LastRequest"]["SMB2_CREATE"] = answer
+        return [answer], None, STATUS_SUCCESS
+
+    def _impacket_open(self, conn_id: str, server: Any, packet: Any, name: str) -> Any:
+        """impacket's CREATE, its answer's times, sizes and attributes then taken from the
+        open file as the lab's own open answers them (packing.attributes): impacket gave
+        NORMAL with ARCHIVE (NORMAL is valid only alone, MS-FSCC 2.6), a directory's
+        st_size as its EndOfFile and the size as the AllocationSize. A name not there is
+        STATUS_OBJECT_NAME_NOT_FOUND, or _PATH_NOT_FOUND when its directory is not, as
+        Windows and smbd answer (impacket: STATUS_NO_SUCH_FILE, which is QUERY_DIRECTORY's:
+        smbprotocol takes it for an unknown error, not a missing file)."""
+        commands, packets, status = self._original[smb2.SMB2_CREATE](conn_id, server, packet)
+        if status == STATUS_NO_SUCH_FILE:
+            missing = os.path.isdir(os.path.dirname(name))
+            return _error(STATUS_OBJECT_NAME_NOT_FOUND if missing else STATUS_OBJECT_PATH_NOT_FOUND)
+        if status == STATUS_SUCCESS:
+            file_id = commands[0]["FileID"]
+            opened = self.getConnectionData(conn_id)["OpenedFiles"].get(
+                file_id if isinstance(file_id, bytes) else file_id.getData())
+            try:
+                for field, value in packing.attributes(os.fstat(opened["FileHandle"])).items():
+                    commands[0][field] = value
+                commands[0]["LastChangeTime"] = commands[0]["ChangeTime"]
+            except (OSError, TypeError, KeyError):
+                pass  # (no descriptor to ask: impacket's figures stay)
+        return commands, packets, status
+
+    def _close_file(self, conn_id: str, server: Any, packet: Any) -> Any:
+        """CLOSE's end, once the lab's checks are done (_close): the lab's own for an open
+        file or directory (its attributes when asked, MS-SMB2 2.2.16), impacket's for pipes,
+        delete-on-close, a tree or id it does not know and errors."""
+        conn, body = self.getConnectionData(conn_id), packet["Data"]
+        file_id = rules.file_id(conn, smb2.SMB2_CLOSE, body)
+        opened = conn["OpenedFiles"].get(file_id)
+        handle = opened["FileHandle"] if opened is not None else None
+        flags = struct.unpack_from("<H", body, 2)[0] if len(body) >= 4 else 0
+        if opened is None or opened["DeleteOnClose"] or not isinstance(handle, int) \
+                or handle <= 0 or packet["TreeID"] not in conn["ConnectedShares"]:
+            return self._impacket_close(conn_id, server, packet, opened, flags)
+        try:
+            status = os.fstat(handle)
+        except OSError:
+            return self._impacket_close(conn_id, server, packet, opened, flags)
+        try:
+            os.close(handle)
+        except OSError:
+            return _error(STATUS_INVALID_HANDLE)  # as impacket answers it
+        del conn["OpenedFiles"][file_id]
+        return [packing.CloseResponse(Flags=flags, **packing.attributes(status))], None, STATUS_SUCCESS
+
+    def _impacket_close(self, conn_id: str, server: Any, packet: Any, opened: dict | None,
+                        flags: int) -> Any:
+        """impacket's CLOSE, its answer as MS-SMB2 2.2.16 has it: the attributes only when
+        the request asked for them (impacket filled them always, with Flags 0)."""
         commands, packets, status = self._original[smb2.SMB2_CLOSE](conn_id, server, packet)
-        if status != STATUS_SUCCESS and opened is not None and tree is not None \
-                and not tree["pipe"] and conn["OpenedFiles"].get(file_id) is opened:
+        opened_files = self.getConnectionData(conn_id)["OpenedFiles"]
+        if status != STATUS_SUCCESS and opened is not None \
+                and opened["FileHandle"] != PIPE_FILE_DESCRIPTOR \
+                and opened_files.get(opened.get("LabFileId")) is opened:
             # impacket closed the descriptor, then failed (to stat the file by its name:
             # another client renamed a directory above it, or deleted it; or to delete it)
             # and kept the entry: its descriptor number would be closed again at the end,
             # whoever has it then. The file is closed: a stat that failed is no error.
-            del conn["OpenedFiles"][file_id]
+            del opened_files[opened["LabFileId"]]
             if status in (STATUS_OBJECT_NAME_NOT_FOUND, STATUS_NO_SUCH_FILE):
-                return [smb2.SMB2Close_Response()], None, STATUS_SUCCESS  # (Flags 0: no attributes)
+                return [packing.CloseResponse(Flags=0)], None, STATUS_SUCCESS
+        if status == STATUS_SUCCESS and isinstance(commands[0], smb2.SMB2Close_Response):
+            given = commands[0].fields  # (none for a pipe: impacket's zeros)
+            values = {name: given.get(name, 0) for name in packing.CLOSE_ATTRIBUTES}
+            values["EndOfFile"] = given.get("EndofFile", 0)  # (impacket's spelling)
+            values["FileAttributes"] = values["FileAttributes"] & ~0x80 or 0x80  # NORMAL alone
+            commands = [packing.CloseResponse(Flags=flags, **values)]
         return commands, packets, status
 
     # --- stopping

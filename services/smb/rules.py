@@ -48,18 +48,6 @@ def search_pattern(pattern: str) -> None:
         raise paths.PathError(f"a search pattern is one name: {pattern!r}")
 
 
-def with_name(create: smb2.SMB2Create, name: str) -> bytes:
-    """The CREATE request's body with `name` as its file name. Its create contexts go:
-    impacket's server reads none of them."""
-    encoded = name.encode("utf-16le")
-    create["AlignPad"] = b""
-    create["NameOffset"] = 64 + smb2.SMB2Create.SIZE
-    create["NameLength"] = len(encoded)
-    create["CreateContextsOffset"] = create["CreateContextsLength"] = 0
-    create["Buffer"] = encoded or b"\0"  # an empty name still has its one padding byte
-    return create.getData()
-
-
 def file_id(conn: dict, command: int, body: bytes) -> bytes | None:
     """The open file a request names (LAST_CREATED resolved), or None if it names none."""
     at = FILE_ID_REQUESTS.get(command)

@@ -19,6 +19,7 @@ from impacket.structure import Structure
 
 from .fastpath import HEADER
 
+ERROR_DATA = ("ErrorData", '"\xff')  # impacket's SMB2Error's last field
 HEADER_FIELDS = ("ProtocolID", "StructureSize", "CreditCharge", "Status", "Command",
                  "CreditRequestResponse", "Flags", "NextCommand", "MessageID", "Reserved",
                  "TreeID", "SessionID", "Signature")  # smb2.SMB2Packet's, in HEADER's order
@@ -41,7 +42,10 @@ def _remembered(scan: Callable[[Any, str], str | None]) -> Callable[[Any, str], 
 
 
 def remember_field_lookups() -> None:
-    """Install the remembered lookups (once: the engine's import calls it)."""
+    """Install the remembered lookups (once: the engine's import calls it), and the ERROR
+    response's one byte of ErrorData as zero (MS-SMB2 2.2.2 says SHOULD; impacket: 0xFF)."""
+    if smb2.SMB2Error.structure[-1] == ERROR_DATA:
+        smb2.SMB2Error.structure = (*smb2.SMB2Error.structure[:-1], ("ErrorData", '"\x00'))
     if not getattr(Structure.findAddressFieldFor, "remembered", False):
         Structure.findAddressFieldFor = _remembered(Structure.findAddressFieldFor)
         Structure.findLengthFieldFor = _remembered(Structure.findLengthFieldFor)

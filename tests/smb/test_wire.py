@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import threading
 
 import pytest
 
@@ -287,3 +288,57 @@ def test_fuzzed_front_door_no_traceback_and_still_serving(lab):
     assert server.check().returncode == 0
     server.stop()
     assert "Traceback" not in server.stderr()
+
+
+# --- services.smb.wire's reader and writer, over a socket pair
+
+def message(payload: bytes) -> bytes:
+    return b"\x00" + len(payload).to_bytes(3, "big") + payload
+
+
+def test_the_reader_takes_messages_however_they_arrive():
+    from services.smb import wire
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        wire.blocking_with_timeout(ours, 5)
+        reader = wire.Reader(ours)
+        big = bytes(range(256)) * 4096  # 1 MiB: more than one recv
+        theirs.sendall(message(b"one") + message(b"two") + message(big)[:1000])
+        assert reader.receive(1 << 21) == (0, b"one")
+        assert reader.receive(1 << 21) == (0, b"two")  # from the same recv
+        rest = threading.Thread(target=theirs.sendall, args=(message(big)[1000:] + b"\x85\x00",))
+        rest.start()  # (then half a keep-alive header)
+        assert reader.receive(1 << 21) == (0, big)
+        rest.join(10)
+        theirs.sendall(b"\x00\x00")
+        assert reader.receive(1 << 21) == (0x85, b"")
+        theirs.sendall(message(b"x" * 100))
+        with pytest.raises(wire.TooLong):
+            reader.receive(99)
+        theirs.close()
+        with pytest.raises(ConnectionResetError):
+            wire.Reader(ours).receive(100)
+
+
+def test_silence_is_a_timeout_and_the_writer_sends_everything():
+    from services.smb import wire
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        wire.blocking_with_timeout(ours, 1)
+        with pytest.raises(TimeoutError):
+            wire.Reader(ours).receive(100)  # SO_RCVTIMEO, as Python's own timeout said
+        packet = bytearray(b"y" * 300_000)  # more than the socket buffer: sent in parts
+        theirs.settimeout(5)
+        received = bytearray()
+
+        def drain() -> None:
+            while len(received) < 4 + len(packet):
+                received.extend(theirs.recv(1 << 16))
+
+        reading = threading.Thread(target=drain)
+        reading.start()
+        wire.send(ours, packet)
+        reading.join(10)
+        assert bytes(received) == message(bytes(packet))
