@@ -147,7 +147,7 @@ class Journal:
                 self._drop_oldest()
             flood = len(self._buffer) >= FLUSH_AT and not self.failing
         if flood:
-            self.flush_quietly()
+            self.flush_quietly(window=False)
 
     def _drop_oldest(self) -> None:
         """Called with the lock held, over the bound: the oldest unwritten batch goes."""
@@ -161,24 +161,28 @@ class Journal:
         self.dropped += lost
         self.dropped_total += lost
 
-    def flush_quietly(self) -> bool:
+    def flush_quietly(self, window: bool = True) -> bool:
         """flush(), for callers that cannot report its failure (the timed flush can)."""
         try:
-            self.flush()
+            self.flush(window)
         except Exception:  # kept buffered; the timed flush says what fails
             return False
         return True
 
-    def flush(self) -> None:
+    def flush(self, window: bool = True) -> None:
         """Write what is buffered to the day's file, then to the store's window. On an
         error (ENOSPC, EMFILE, SQLITE_FULL) nothing is lost: the events wait, already
-        encoded so a retry costs one write (bounded by MAX_BUFFERED), and it is raised."""
+        encoded so a retry costs one write (bounded by MAX_BUFFERED), and it is raised.
+        window=False (a flood's flush between two timed ones) leaves the store's window
+        to the next flush: its newest `recent` events are all it keeps, and a flood's
+        flush would rewrite them several times a second."""
         with self._flushing:
             self._prune_daily()
             try:
                 self._encode()
                 self._write_pending()
-                self._flush_window()
+                if window:
+                    self._flush_window()
             except Exception:
                 self.failing = True
                 raise

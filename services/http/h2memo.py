@@ -122,13 +122,17 @@ class MemoStream(h2.stream.H2Stream):
 
 
 class LabH2State(h2.connection.H2Connection):
-    """h2's connection with the memoizing decoder and streams."""
+    """h2's connection with the memoizing decoder and streams, and tables that count
+    their changes."""
 
     config: LabConfiguration
 
     def __init__(self, config: LabConfiguration) -> None:
         super().__init__(config=config)
         self.decoder = CachingDecoder(self.decoder.max_header_list_size)
+        # Counted too, for the fast path's encoded blocks (http2.BlockCache); fresh, as
+        # h2's own still is.
+        self.encoder.header_table = CountedTable()
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> h2.stream.H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)

@@ -319,12 +319,14 @@ def test_fast_path_header_blocks_are_reused_only_while_right():
     block is reused (the same bytes) once the fields are all in the table."""
     from hpack import Decoder, Encoder
 
+    from services.http.h2memo import CountedTable
     from services.http.http2 import BlockCache
 
     page = ((b":status", b"200"), (b"server", b"TwistedWeb"), (b"content-length", b"445"),
             (b"date", b"Wed, 02 Dec 2026 08:01:17 GMT"), (b"etag", b'"abc"'))
     later = (*page[:3], (b"date", b"Wed, 02 Dec 2026 08:01:18 GMT"), *page[4:])
     encoder, decoder = Encoder(), Decoder()
+    encoder.header_table = CountedTable()  # (as h2memo.LabH2State's)
     cache = BlockCache(encoder)
     sent = []
     for step in ("page", "page", "page", "other", "page", "page", "resize", "page",

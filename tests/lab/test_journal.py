@@ -295,3 +295,17 @@ def test_events_across_midnight_go_to_their_own_day_files_in_order(tmp_path, mon
         [json.loads(line)["text"] for line in (tmp_path / "journal" / f"{day}.jsonl").open()]
         for day in ("2026-12-02", "2026-12-03"))
     assert first == ["", "NOOP 0", "NOOP 1", "NOOP 2"] and second == ["NOOP 3", "NOOP 4", "NOOP 5"]
+
+
+def test_a_floods_flush_writes_the_file_and_the_next_flush_the_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "FLUSH_AT", 10)
+    store = Store(tmp_path / "data")
+    journal = Journal(tmp_path / "data" / "journal", store, recent=5)
+    session = journal.open("http", "peer")
+    for i in range(24):
+        session.command(f"GET /{i}")
+    assert len(events(tmp_path / "data" / "journal")) == 20  # two floods, written at once
+    assert recent(store) == []  # the window waits for the next (timed) flush
+    journal.flush()
+    assert len(events(tmp_path / "data" / "journal")) == 25
+    assert [e["text"] for e in recent(store)] == [f"GET /{i}" for i in range(19, 24)]
