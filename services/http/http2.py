@@ -378,8 +378,7 @@ class LabH2Connection(H2Connection):
         if body is None:
             return False
         head = fast.Head(method, target, path, b"HTTP/2", fields)
-        response, status, payload = fast.made((b"2", self.site.alt_svc), body, head,
-                                              lambda: self.prepare(head, body))
+        response, status, payload = self.prepare(head, body)
         if len(payload) > self.conn.local_flow_control_window(stream_id):
             return False
         self.session.command(f"{method.decode()} {target.decode()} HTTP/2")
