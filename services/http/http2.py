@@ -95,8 +95,18 @@ class LabStream(H2Stream):
         return self.path or b"?"
 
     def requestComplete(self) -> None:
-        if not self.refused:
-            super().requestComplete()
+        if self.refused:
+            return
+        state = self._conn.conn.streams.get(self.streamID)
+        if state is None or state.closed:
+            # Reset by the client later in the same read (h2 reads a read's frames before
+            # any event is handled): nothing to answer on, and Twisted's answer would
+            # raise in h2. Its StreamReset comes next (and counts against Rapid Reset).
+            self.session.command(f"{self._command.decode('latin-1')} "
+                                 f"{self._path.decode('latin-1')[:200]} HTTP/2")
+            self.session.reply("stream reset by the client")
+            return
+        super().requestComplete()
 
     def _send100Continue(self) -> None:
         # Twisted sends it after gotLength, even when the request was refused there.
@@ -353,6 +363,12 @@ class LabH2Connection(H2Connection):
         when anything is unusual, when the answer does not fit the stream's flow-control
         window, or while the client is not reading (Twisted's own buffer then decides)."""
         if self._consumerBlocked is not None or self._bufferedControlFrames:
+            return False
+        # h2 reads all of a read's frames before any event is handled: a client may have
+        # reset the stream already, later in the same read (h2 may even have forgotten
+        # it). Twisted's way knows what to do with a reset stream.
+        stream = self.conn.streams.get(stream_id)
+        if stream is None or stream.closed:
             return False
         method = target = None
         fields: dict[bytes, bytes] = {}

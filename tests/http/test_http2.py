@@ -273,6 +273,28 @@ class H2Client:
         return received, reset
 
 
+@pytest.mark.parametrize("path", ["/lab/http/basic.html?reset", "/~alice/?reset"])
+def test_streams_reset_in_the_same_read_as_their_request(web, path):
+    """HEADERS then RST_STREAM in one read: h2 has closed (or forgotten) the stream when
+    its request comes to be answered, on the fast path (a page in memory) as on Twisted's
+    (a listing). The stream between them is answered, the connection serves on, and the
+    server's stderr stays clean (the module's fixture checks it); main dropped the
+    connection with a StreamClosedError."""
+    client = H2Client(web)
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+               (":path", path)]
+    for stream in (1, 3, 5):
+        client.conn.send_headers(stream, request, end_stream=True)
+        if stream != 3:
+            client.conn.reset_stream(stream)
+    assert client.get(path + "-after", [])[0] == 200  # sent in the same write as the rest
+    journal = web.journal_until("http", f"{path}-after HTTP/2")
+    lines = journal[journal.index(f"C: GET {path} HTTP/2"):].splitlines()
+    replies = [line.split(" S: ")[1] for line in lines if " S: " in line]
+    assert sorted(reply.split()[0] for reply in replies) == ["200", "200", "stream", "stream"]
+    assert replies.count("stream reset by the client") == 2  # (a listing ends later)
+
+
 def test_header_sections_over_the_limit_are_431_over_http2(web):
     """Over [http] header_limit (16384 here) or max_headers (100): 431 on that stream, the
     connection serves on (h2 splits the 20 KB block into HEADERS and CONTINUATION)."""
