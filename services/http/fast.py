@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.internet import tcp
 from twisted.web import http
 from twisted.web.server import version as server_version
 
@@ -110,3 +112,23 @@ def response(head: Head, body: Body, keep_alive: bool,
         lines.append(b"Connection: keep-alive")
     first = head.version + b" %d " % answer.status + REASONS[answer.status]
     return b"\r\n".join([first, *lines, b"", b""]) + payload, answer.status, len(payload)
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """transport.write(data), sent at once when nothing waits before it on a TCP
+    transport. Twisted's write only buffers and asks the reactor to watch the socket for
+    writability: two epoll_ctl calls and a turn of the loop for every small answer
+    (a fifth of the fast path's time, profiled with wrk). Not under TLS (started on this
+    transport, its writes go through the TLS protocol). What the socket does not take
+    at once is left to Twisted's write, and so is any error (it ends the connection)."""
+    if isinstance(transport, tcp.Server) and not transport.TLS and transport.connected \
+            and not transport.disconnecting and not transport._writeDisconnected and \
+            not transport.dataBuffer and not transport._tempDataBuffer:
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)

@@ -292,6 +292,16 @@ class LabH2Connection(H2Connection):
             self.ended = True
             self.channel.connectionLost(reason)
 
+    def _tryToWriteControlData(self) -> bool:
+        """Twisted's, with what goes out at once sent straight to the socket when nothing
+        waits before it (fast.write_now): a read's answers are one write."""
+        if self._consumerBlocked is None and not self._bufferedControlFrames:
+            data = self.conn.data_to_send()
+            if data:
+                fast.write_now(self.transport, data)
+            return True
+        return bool(super()._tryToWriteControlData())
+
     # A stream refused (and reset) while its frames were being read: h2 still reports the
     # rest of that read's events for it, which Twisted would look up and not find.
     def _requestDataReceived(self, event: Any) -> None:
