@@ -65,6 +65,25 @@ def test_http2_serves_the_same_site(web):
     assert re.match(rb"HTTP/2 404", missing)
 
 
+def test_fast_answers_of_many_frames_arrive_whole(web):
+    """A page in memory (up to 256 KB) bigger than a frame: the fast path's own HEADERS
+    and DATA frames (http2.send_answer), the window shared by many streams at once (the
+    fast path declines when a stream's window is short: Twisted's way then waits)."""
+    need("h2load")
+    page = os.urandom(100_000)
+    (web.data / "homes" / "alice" / "public_html" / "frames.bin").write_bytes(page)
+    got = curl(*MODES["prior-knowledge"](web, "/~alice/frames.bin")).stdout
+    assert hashlib.sha256(got).digest() == hashlib.sha256(page).digest()
+    load = subprocess.run(
+        ["h2load", "-n", "200", "-c", "2", "-m", "20",
+         f"http://127.0.0.1:{web.port('http', 'http')}/~alice/frames.bin"],
+        capture_output=True, text=True, timeout=120)
+    assert "requests: 200 total, 200 started, 200 done, 200 succeeded" in load.stdout, \
+        load.stdout
+    assert "status codes: 200 2xx" in load.stdout
+    assert re.search(r"\((\d+)\) data", load.stdout).group(1) == str(200 * len(page))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_ranges_and_codings_over_http2(web, mode):
     whole = curl(url(web, "/~alice/big.bin")).stdout
