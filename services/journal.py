@@ -306,7 +306,8 @@ class LineEncoder:
 
     def line(self, event: dict[str, Any]) -> str:
         fields = event.get("fields")
-        if len(event) != len(KEYS) + (fields is not None) or type(event["ts"]) is not float:
+        ts = event["ts"]
+        if len(event) != len(KEYS) + (fields is not None) or type(ts) is not float:
             return json.dumps(event, ensure_ascii=False) + "\n"  # not one of add()'s
         key = (event["service"], event["session"], event["peer"], event["user"],
                event["kind"])
@@ -321,9 +322,10 @@ class LineEncoder:
             text = _string(event["text"])
         except TypeError:  # a field that is not a string
             return json.dumps(event, ensure_ascii=False) + "\n"
-        tail = "}\n" if fields is None else \
-            ', "fields": ' + json.dumps(fields, ensure_ascii=False) + "}\n"
-        return '{"ts": ' + float.__repr__(event["ts"]) + middle + ', "text": ' + text + tail
+        if fields is None:
+            return f'{{"ts": {ts!r}{middle}, "text": {text}}}\n'
+        return (f'{{"ts": {ts!r}{middle}, "text": {text}, '
+                f'"fields": {json.dumps(fields, ensure_ascii=False)}}}\n')
 
 
 def prune(directory: Path, today: str, keep_days: int, max_bytes: int) -> list[str]:
