@@ -217,7 +217,7 @@ class LabChannel(HalfClose, http.HTTPChannel):
         data, status, length = fast.response(head, body, keep_alive, self.site.alt_svc)
         self.session.command(f"{head.method.decode()} {head.target.decode()} "
                              f"{head.version.decode()}")
-        self.transport.write(data)
+        fast.write_now(self.transport, data)
         self.session.reply(f"{status} {length} bytes")
         if not keep_alive:
             self.persistent = False

@@ -107,47 +107,6 @@ def test_fast_parse_accepts_a_plain_get():
     assert head.getHeader(b"If-None-Match") == b'"t"' and head.keep_alive()
 
 
-def test_the_fast_answer_cache_knows_what_an_answer_depends_on(monkeypatch):
-    """core: the request headers Body.answer() reads are all in fast.ANSWER_HEADERS (the
-    answer cache's key); the same request again is the same answer, made once; another
-    Range, method or body is made anew; big bodies are never kept."""
-    from types import SimpleNamespace
-
-    from services.http.responses import Body
-
-    monkeypatch.setattr(fast, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))  # a second
-
-    class Recording(fast.Head):
-        def getHeader(self, name: bytes) -> bytes | None:
-            read.add(name.lower())
-            return super().getHeader(name)
-
-    read: set[bytes] = set()
-    page = Body(b"<p>text</p>" * 50, b"text/html", 1_700_000_000.0)
-    headers = {b"if-none-match": b'"x"', b"if-modified-since": b"Tue, 01 Dec 2026 00:00:00 GMT",
-               b"range": b"bytes=0-9", b"if-range": b'"x"', b"accept-encoding": b"gzip"}
-    page.answer(Recording(b"GET", b"/p", b"/p", b"HTTP/1.1", headers))
-    assert read and read <= set(fast.ANSWER_HEADERS)
-
-    made = []
-
-    def answer(head: fast.Head, body: Body) -> bytes:
-        return fast.made((), body, head, lambda: made.append(head) or b"%d" % len(made))
-
-    plain = fast.Head(b"GET", b"/p", b"/p", b"HTTP/1.1", {})
-    ranged = fast.Head(b"GET", b"/p", b"/p", b"HTTP/1.1", {b"range": b"bytes=0-1"})
-    first = answer(plain, page)
-    assert answer(plain, page) is first and len(made) == 1
-    answer(ranged, page)
-    answer(fast.Head(b"HEAD", b"/p", b"/p", b"HTTP/1.1", {}), page)
-    answer(plain, Body(page.data, b"text/html", 1_700_000_000.0))
-    assert len(made) == 4
-    big = Body(b"x" * (fast.CACHE_BODY + 1), b"text/plain", 1_700_000_000.0)
-    answer(plain, big)
-    answer(plain, big)
-    assert len(made) == 6
-
-
 @pytest.mark.parametrize("data", [
     GET[:-2],  # incomplete
     GET + GET,  # pipelined: the ordinary path keeps order

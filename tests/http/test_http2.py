@@ -65,6 +65,25 @@ def test_http2_serves_the_same_site(web):
     assert re.match(rb"HTTP/2 404", missing)
 
 
+def test_fast_answers_of_many_frames_arrive_whole(web):
+    """A page in memory (up to 256 KB) bigger than a frame: the fast path's own HEADERS
+    and DATA frames (http2.send_answer), the window shared by many streams at once (the
+    fast path declines when a stream's window is short: Twisted's way then waits)."""
+    need("h2load")
+    page = os.urandom(100_000)
+    (web.data / "homes" / "alice" / "public_html" / "frames.bin").write_bytes(page)
+    got = curl(*MODES["prior-knowledge"](web, "/~alice/frames.bin")).stdout
+    assert hashlib.sha256(got).digest() == hashlib.sha256(page).digest()
+    load = subprocess.run(
+        ["h2load", "-n", "200", "-c", "2", "-m", "20",
+         f"http://127.0.0.1:{web.port('http', 'http')}/~alice/frames.bin"],
+        capture_output=True, text=True, timeout=120)
+    assert "requests: 200 total, 200 started, 200 done, 200 succeeded" in load.stdout, \
+        load.stdout
+    assert "status codes: 200 2xx" in load.stdout
+    assert re.search(r"\((\d+)\) data", load.stdout).group(1) == str(200 * len(page))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_ranges_and_codings_over_http2(web, mode):
     whole = curl(url(web, "/~alice/big.bin")).stdout
@@ -273,6 +292,28 @@ class H2Client:
         return received, reset
 
 
+@pytest.mark.parametrize("path", ["/lab/http/basic.html?reset", "/~alice/?reset"])
+def test_streams_reset_in_the_same_read_as_their_request(web, path):
+    """HEADERS then RST_STREAM in one read: h2 has closed (or forgotten) the stream when
+    its request comes to be answered, on the fast path (a page in memory) as on Twisted's
+    (a listing). The stream between them is answered, the connection serves on, and the
+    server's stderr stays clean (the module's fixture checks it); main dropped the
+    connection with a StreamClosedError."""
+    client = H2Client(web)
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+               (":path", path)]
+    for stream in (1, 3, 5):
+        client.conn.send_headers(stream, request, end_stream=True)
+        if stream != 3:
+            client.conn.reset_stream(stream)
+    assert client.get(path + "-after", [])[0] == 200  # sent in the same write as the rest
+    journal = web.journal_until("http", f"{path}-after HTTP/2")
+    lines = journal[journal.index(f"C: GET {path} HTTP/2"):].splitlines()
+    replies = [line.split(" S: ")[1] for line in lines if " S: " in line]
+    assert sorted(reply.split()[0] for reply in replies) == ["200", "200", "stream", "stream"]
+    assert replies.count("stream reset by the client") == 2  # (a listing ends later)
+
+
 def test_header_sections_over_the_limit_are_431_over_http2(web):
     """Over [http] header_limit (16384 here) or max_headers (100): 431 on that stream, the
     connection serves on (h2 splits the 20 KB block into HEADERS and CONTINUATION)."""
@@ -319,12 +360,14 @@ def test_fast_path_header_blocks_are_reused_only_while_right():
     block is reused (the same bytes) once the fields are all in the table."""
     from hpack import Decoder, Encoder
 
+    from services.http.h2memo import CountedTable
     from services.http.http2 import BlockCache
 
     page = ((b":status", b"200"), (b"server", b"TwistedWeb"), (b"content-length", b"445"),
             (b"date", b"Wed, 02 Dec 2026 08:01:17 GMT"), (b"etag", b'"abc"'))
     later = (*page[:3], (b"date", b"Wed, 02 Dec 2026 08:01:18 GMT"), *page[4:])
     encoder, decoder = Encoder(), Decoder()
+    encoder.header_table = CountedTable()  # (as h2memo.LabH2State's)
     cache = BlockCache(encoder)
     sent = []
     for step in ("page", "page", "page", "other", "page", "page", "resize", "page",

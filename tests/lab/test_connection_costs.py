@@ -159,7 +159,9 @@ def test_1000_connections_that_leave_without_quit_leave_nothing_behind(lab, name
     fds_after, rss_after = descriptors(pid), status(pid, "VmRSS")
     print(f"{name}: {CONNECTIONS} connections: fds {fds} -> {fds_after}, "
           f"RSS {rss / 1e6:.1f} -> {rss_after / 1e6:.1f} MB")
-    assert fds_after <= fds
+    # (+1: the last session's socket may still be closing when either count is taken -
+    # the server sees the client's FIN after the client has read to the end)
+    assert fds_after <= fds + 1
     assert rss_after - rss < 16 << 20  # a leak of a session each would show
     assert server.stop() == 0
     assert "Traceback" not in server.stderr()

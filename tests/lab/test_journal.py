@@ -7,6 +7,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services import journal as journal_module
 from services.journal import MASK, Journal, format_event, recent
@@ -242,3 +244,68 @@ def test_a_lab_prunes_its_journal_as_its_config_says(lab, tmp_path):
     server = lab.start(only="dns", data=data, config="[journal]\nkeep_days = 30\n")
     assert "removed 1 old day files (2020-01-01" in server.journal_until("lab", "removed 1")
     assert not old.exists()
+
+
+texts = st.text(alphabet=st.characters(exclude_categories=()), max_size=40)  # surrogates too
+
+
+@settings(max_examples=300, deadline=None)
+@given(service=texts, peer=texts, user=texts, text=texts,
+       kind=st.sampled_from(["open", "command", "reply", "event", "close"]),
+       ts=st.floats(min_value=0, max_value=4e9),
+       fields=st.none() | st.dictionaries(texts, texts | st.integers() | st.booleans(),
+                                          min_size=1, max_size=3))
+def test_a_line_is_what_json_dumps_writes(service, peer, user, text, kind, ts, fields):
+    event = {"ts": ts, "service": service, "session": "ab0001", "peer": peer, "user": user,
+             "kind": kind, "text": text}
+    if fields:
+        event["fields"] = fields
+    encoder = journal_module.LineEncoder()
+    expected = json.dumps(event, ensure_ascii=False) + "\n"
+    assert encoder.line(event) == expected
+    assert encoder.line(event) == expected  # again, from its kept middle
+    assert encoder.line({**event, "extra": 1}) == json.dumps({**event, "extra": 1},
+                                                              ensure_ascii=False) + "\n"
+
+
+def test_an_undecodable_name_is_written_and_read_back(tmp_path):
+    """A file name decoded with surrogateescape holds lone surrogates, which UTF-8 cannot
+    hold: the line says them as JSON escapes, and every flush still works."""
+    journal = Journal(tmp_path / "journal")
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    journal.open("ftp", "peer").event("transfer", f"RETR {name}")
+    journal.flush()
+    journal.open("ftp", "peer").event("transfer", "RETR b.txt")
+    journal.flush()
+    texts = [e["text"] for e in events(tmp_path / "journal")]
+    assert texts == ["", f"transfer RETR {name}", "", "transfer RETR b.txt"]
+
+
+def test_events_across_midnight_go_to_their_own_day_files_in_order(tmp_path, monkeypatch):
+    clock = [NOON + DAY / 2 - 1.5]  # 1.5 s before midnight (UTC)
+    monkeypatch.setattr(journal_module.time, "time", lambda: clock[0])
+    journal = Journal(tmp_path / "journal")
+    session = journal.open("smtp", "peer")
+    for i in range(6):
+        session.command(f"NOOP {i}")
+        clock[0] += 0.5
+    journal.flush()
+    assert day_files(tmp_path / "journal") == ["2026-12-02", "2026-12-03"]
+    first, second = (
+        [json.loads(line)["text"] for line in (tmp_path / "journal" / f"{day}.jsonl").open()]
+        for day in ("2026-12-02", "2026-12-03"))
+    assert first == ["", "NOOP 0", "NOOP 1", "NOOP 2"] and second == ["NOOP 3", "NOOP 4", "NOOP 5"]
+
+
+def test_a_floods_flush_writes_the_file_and_the_next_flush_the_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "FLUSH_AT", 10)
+    store = Store(tmp_path / "data")
+    journal = Journal(tmp_path / "data" / "journal", store, recent=5)
+    session = journal.open("http", "peer")
+    for i in range(24):
+        session.command(f"GET /{i}")
+    assert len(events(tmp_path / "data" / "journal")) == 20  # two floods, written at once
+    assert recent(store) == []  # the window waits for the next (timed) flush
+    journal.flush()
+    assert len(events(tmp_path / "data" / "journal")) == 25
+    assert [e["text"] for e in recent(store)] == [f"GET /{i}" for i in range(19, 24)]
