@@ -78,3 +78,39 @@ def test_open_sessions_hear_bye_when_the_lab_stops(tmp_path):
     assert transport.disconnecting
     protocol.connectionLost(None)
     assert not factory.live
+
+
+def test_a_small_append_runs_on_the_reactor_and_its_ok_waits_for_the_fsync(tmp_path,
+                                                                           monkeypatch):
+    """The message is stored on the reactor (no worker for the command), only the WAL's
+    fsync is handed to a thread, and the tagged OK (and a pipelined NOOP's) waits for it:
+    no client hears OK before its message is on disk."""
+    from twisted.internet.defer import Deferred
+
+    from services.imap import server
+    from tests.store.test_store import wal_fsyncs
+
+    handed: list[tuple] = []
+
+    def defer(function, *args):
+        handed.append((function, args, Deferred()))
+        return handed[-1][2]
+
+    monkeypatch.setattr(server, "deferToThread", defer)
+    protocol, transport, _clock, lab = make(tmp_path)
+    protocol.dataReceived(b"a LOGIN alice alice\r\n")
+    synced = wal_fsyncs(monkeypatch)
+    transport.clear()
+    protocol.dataReceived(b"b APPEND INBOX {5+}\r\nhello\r\nc NOOP\r\n")
+    box = lab.store.mail.mailbox("alice", "INBOX")
+    assert len(lab.store.mail.messages(box.id)) == 1  # stored already, on the reactor
+    assert transport.value() == b"" and not synced  # but not yet on disk, nor answered
+    (function, args, done), = handed
+    assert function == lab.store.mail.db.sync
+    function(*args)
+    assert len(synced) == 1
+    done.callback(None)
+    assert transport.value().startswith(b"b OK [APPENDUID ")
+    assert transport.value().endswith(b"c OK NOOP completed\r\n")
+    protocol.connectionLost(None)
+    lab.close()
