@@ -87,6 +87,8 @@ FLUSH_AT = 64 * 1024  # queued output handed on at this size: a huge FETCH is no
 QUICK_MESSAGES = 64
 QUICK_BYTES = 2 * 1024 * 1024
 QUICK_APPEND = 256 * 1024
+QUICK_PARSE = 64 * 1024  # a FETCH that parses a bigger message not in ENTITIES: a worker's
+CHEAP_ATTS = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}  # no parse needed
 QUICK_SEARCH = 2000  # messages a SEARCH without content keys walks on the reactor
 # Each SEARCH RETURN (UPDATE) is searched again after every command that changed the
 # mailbox: a few per session keep that cost bounded (RFC 5267 4.3 lets a server refuse).
@@ -264,8 +266,16 @@ class Session:
             uids = self._uids(command.set, command.uid)
         except Bad:
             return True
-        return len(uids) <= QUICK_MESSAGES and (
-            isinstance(command, Store) or sum(view.index[u].size for u in uids) <= QUICK_BYTES)
+        if len(uids) > QUICK_MESSAGES:
+            return False
+        if isinstance(command, Store):
+            return True
+        if sum(view.index[u].size for u in uids) > QUICK_BYTES:
+            return False
+        # A message's first parse (thousands of MIME parts: 0.1-0.3 s) is not done here
+        return all(isinstance(a, str) and a in CHEAP_ATTS for a in command.atts) or all(
+            view.index[u].size <= QUICK_PARSE
+            or ENTITIES.get((view.id, view.mailbox.uidvalidity, u)) is not None for u in uids)
 
     def _journal_text(self, command: Command, raw: bytes) -> str:
         if isinstance(command, Login):
