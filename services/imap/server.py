@@ -68,6 +68,8 @@ class IMAPProtocol(HalfClose, Protocol):
         # mailboxes, sent once the command's tagged reply is (RFC 5465 allows it then)
         self.held: dict[Callable[[set[str]], None], set[str]] = {}
         self.io_thread = threading.get_ident()  # the reactor's: writes from it go straight
+        # A reactor command's output while its durable writes wait for their fsync
+        self.unsynced: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         # Replies go out whole in one write; Nagle would hold the next one back for the
@@ -93,7 +95,10 @@ class IMAPProtocol(HalfClose, Protocol):
         """The session's output: to the socket in the reactor thread; from a worker, handed
         to the reactor, and the worker waits while the socket's buffer is full."""
         if threading.get_ident() == self.io_thread:
-            self.transport.write(data)
+            if self.unsynced is not None:
+                self.unsynced.append(data)
+            else:
+                self.transport.write(data)
         else:
             blockingCallFromThread(reactor, self._write_from_worker, data)
 
@@ -161,9 +166,38 @@ class IMAPProtocol(HalfClose, Protocol):
                     and not session.quick(event.raw):
                 self._in_worker(event.raw)
                 return
-            session.handle(event)
+            if self._handle(event):
+                return
             self._settle()
         self._close()
+
+    def _handle(self, event: Any) -> bool:
+        """Run one event on the reactor. Its durable writes (a small APPEND or EXPUNGE,
+        CREATE, ...) are fsync'd in a worker (store/db.py's later()), and what it answered
+        is held until then: no client hears OK before its write is on disk, and the
+        reactor does not wait for the disk (an fsync takes 20-60 ms while others write).
+        Returns whether it waits for that fsync (busy, as with a worker's command)."""
+        session = self.session
+        assert session is not None
+        db = self.lab.store.mail.db
+        self.unsynced = []
+        try:
+            with db.later() as later:
+                session.handle(event)
+                session.flush()
+        finally:
+            output, self.unsynced = self.unsynced, None
+        if not later.commit:
+            self.transport.writeSequence(output)
+            return False
+        self.busy = True
+        deferToThread(db.sync, later.commit).addBoth(self._synced, output)
+        return True
+
+    def _synced(self, result: Any, output: list[bytes]) -> None:
+        if not isinstance(result, Failure) and not self.flow.lost:
+            self.transport.writeSequence(output)
+        self._worker_done(result)
 
     def _settle(self) -> None:
         """After an event: what the session now wants of the reader and the socket."""

@@ -16,6 +16,9 @@ returns only once its fsync is done, as with FULL. `write(durable=False)` skips 
 fsync, for what a client may lose without harm (IMAP flags, \\Recent): such a commit is
 on disk with the next durable commit or checkpoint; a killed process loses nothing (the
 WAL frames are written), a power loss or OS crash at most the last such commits.
+`later()` puts a thread's fsyncs off instead: its durable commits are recorded, and the
+caller makes them durable with `sync()`, in another thread, before it says they are done
+(IMAP runs small APPENDs and EXPUNGEs on the reactor, which must not wait for the disk).
 The threads of one process take turns at writing on a lock of their own: waiting for
 another writer inside SQLite is its busy handler's polling (sleeps of 1 to 100 ms).
 
@@ -106,6 +109,15 @@ class Tx:
         self.topics.update(topics)
 
 
+class Later:
+    """The durable commits of one thread whose fsync `Database.later()` put off."""
+
+    __slots__ = ("commit",)
+
+    def __init__(self) -> None:
+        self.commit = 0  # the last of them (0: none); Database.sync(commit) covers all
+
+
 class _Held:
     """A thread's connection, kept in its thread-local storage: when the thread ends, the
     storage goes, and with it (a finalizer) the connection. sqlite3.Connection itself takes
@@ -151,7 +163,7 @@ class Database:
                 # close() and the finalizer may close it from another thread.
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=30,
                                        check_same_thread=False)
-                conn.execute("PRAGMA synchronous = NORMAL")  # + _sync(): module doc
+                conn.execute("PRAGMA synchronous = NORMAL")  # + sync(): module doc
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.DatabaseError as error:
                 raise StoreError(f"{self.path}: not a protolab database ({error})") from None
@@ -204,9 +216,27 @@ class Database:
             self._committed += 1
             commit = self._committed
         if durable:
-            self._sync(commit)
+            later = getattr(self._local, "later", None)
+            if later is None:
+                self.sync(commit)
+            else:
+                later.commit = commit
 
-    def _sync(self, commit: int) -> None:
+    @contextmanager
+    def later(self) -> Iterator[Later]:
+        """Within the block, the calling thread's durable commits skip their fsync: the
+        Later names the last one, and the caller must `sync()` it (from any thread, so
+        that an event loop need not wait for the disk) before it acknowledges them. Until
+        then they are crash-safe as `write(durable=False)` is, and other sessions may
+        already read them (as they may between any commit and its fsync)."""
+        later = Later()
+        self._local.later = later
+        try:
+            yield later
+        finally:
+            del self._local.later
+
+    def sync(self, commit: int) -> None:
         """Make this process's commits up to `commit` durable: fsync the WAL, unless an
         fsync that began after that commit has done it already (the group commit)."""
         with self._syncing:
@@ -264,7 +294,7 @@ class Database:
         with self._writing:
             self._committed += 1
             commit = self._committed
-        self._sync(commit)
+        self.sync(commit)
 
     def close(self) -> None:
         with self._lock:

@@ -50,6 +50,9 @@ class Browser:
              "--disable-background-networking", "--disable-sync", "--mute-audio",
              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
             pass_fds=(to_chromium, from_chromium), stdin=subprocess.DEVNULL,
+            # its singleton socket's directory (/tmp/org.chromium.Chromium.*) is left behind
+            # at a TERM: inside the profile, it goes with the test's temp directory
+            env={**os.environ, "TMPDIR": str(profile)},
             stdout=subprocess.DEVNULL, stderr=open(profile / "chromium.log", "wb"))
         os.close(to_chromium)
         os.close(from_chromium)
@@ -135,7 +138,7 @@ class Browser:
                   what=url)
 
     @staticmethod
-    def _find(selector: str, text: str | None = None, frame: str | None = None) -> str:
+    def find(selector: str, text: str | None = None, frame: str | None = None) -> str:
         """JavaScript for the element: the first match of `selector` (whose visible text
         starts with this line, if given: a folder's name above its unread count), in the
         document or in the iframe `frame`."""
@@ -148,16 +151,33 @@ class Browser:
     def _centre(self, selector: str, text: str | None = None,
                 frame: str | None = None) -> tuple[float, float]:
         """Where the element is on the screen, scrolled into view (inside an iframe: the
-        frame's place plus the element's place in it)."""
+        frame's place plus the element's place in it), once a click there would reach it:
+        it is what the page has at that point (no overlay, no menu fading in over it), no
+        animation runs (CSS transitions, jQuery's effects: a popover still fading in takes
+        a click, but its item's handlers may not be bound yet), and two looks 50 ms apart
+        find it at the same place (a menu that Popper is still placing, a list redrawn)."""
         offset = (f"document.querySelector({json.dumps(frame)}).getBoundingClientRect()"
                   if frame else "{left: 0, top: 0}")
-        where = self.wait(
-            f"(() => {{ const e = {self._find(selector, text, frame)}; if (!e) return null;"
-            f" e.scrollIntoView({{block: 'nearest'}}); const r = e.getBoundingClientRect();"
-            f" const o = {offset};"
-            f" return [o.left + r.left + r.width / 2, o.top + r.top + r.height / 2]; }})()",
-            what=f"a visible {selector}" + (f" saying {text!r}" if text else ""))
-        return where[0], where[1]
+        look = (f"(() => {{ const e = {self.find(selector, text, frame)}; if (!e) return null;"
+                f" e.scrollIntoView({{block: 'nearest'}}); const r = e.getBoundingClientRect();"
+                f" const x = r.left + r.width / 2, y = r.top + r.height / 2;"
+                f" const hit = e.ownerDocument.elementFromPoint(x, y);"
+                f" if (!hit || !(hit === e || e.contains(hit))) return null;"
+                f" if ([document, e.ownerDocument].some(d => d.getAnimations()"
+                f".some(a => a.playState == 'running'))) return null;"
+                f" if (window.jQuery && jQuery.timers.length) return null;"
+                f" const o = {offset}; return [o.left + x, o.top + y]; }})()")
+        what = f"a visible {selector}" + (f" saying {text!r}" if text else "")
+        deadline = time.monotonic() + 20
+        last = None
+        while True:
+            where = self.wait(look, what=what + " that stays in place")
+            if where == last:
+                return where[0], where[1]
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{what} kept moving: {last} then {where}")
+            last = where
+            time.sleep(0.05)
 
     def click(self, selector: str, text: str | None = None, frame: str | None = None,
               count: int = 1) -> None:
@@ -190,7 +210,7 @@ class Browser:
 
     def text(self, selector: str, frame: str | None = None) -> str:
         """The visible text of the element, or ''."""
-        return self.js(f"(e => e ? e.innerText : '')({self._find(selector, None, frame)})")
+        return self.js(f"(e => e ? e.innerText : '')({self.find(selector, None, frame)})")
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]

@@ -189,6 +189,31 @@ def test_concurrent_durable_writes_share_fsyncs(store, monkeypatch):
     assert store.db._synced == store.db._committed
 
 
+def test_later_puts_a_threads_fsyncs_off_until_sync(store, monkeypatch):
+    """Inside later() a durable commit is not fsync'd but named; sync() makes it (and
+    every commit before it) durable, from another thread too, and only once. Another
+    thread's durable commit meanwhile is fsync'd as ever (and covers only what came before)."""
+    import threading
+
+    synced = wal_fsyncs(monkeypatch)
+    with store.db.later() as later:
+        other = threading.Thread(target=store.mail.append, args=("alice", "INBOX", b"a"))
+        other.start()
+        other.join()
+        store.mail.append("alice", "INBOX", b"b")
+        store.mail.append("alice", "INBOX", b"c")
+    assert len(synced) == 1  # the other thread's only
+    assert later.commit and store.db._synced < later.commit
+    worker = threading.Thread(target=store.db.sync, args=(later.commit,))
+    worker.start()
+    worker.join()
+    assert len(synced) == 2 and store.db._synced == store.db._committed
+    store.db.sync(later.commit)  # covered already: no second fsync
+    assert len(synced) == 2
+    store.mail.append("alice", "INBOX", b"d")  # the block is over: fsync'd at once
+    assert len(synced) == 3
+
+
 def changed_since(store):
     return store.mail.mailbox("alice", "INBOX").modseq
 
